@@ -1,0 +1,195 @@
+//! `rio bench`: measures a silo with the counter guest.
+//!
+//! Unless `--silo` is given, it starts a silo of its own as a separate
+//! process (this same binary) on a free port with a fresh data directory, so
+//! client and silo are measured as a user would run them.
+//!
+//! - `silo_process`: the child silo.
+//! - `load`: closed-loop request/reply load and latency sampling.
+//! - `report`: the table and the `--json` form.
+
+mod load;
+mod report;
+mod silo_process;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, ensure};
+use clap::Args;
+use rio_client::Client;
+use serde::{Deserialize, Serialize};
+
+use report::{Figures, Throughput};
+
+#[derive(Args, Clone)]
+pub(crate) struct BenchArgs {
+    /// A running silo to measure; by default a fresh one is started.
+    #[arg(long)]
+    silo: Option<String>,
+    /// The counter component; by default `guests/counter` is built.
+    #[arg(long)]
+    component: Option<PathBuf>,
+    /// Service type name to deploy the counter under.
+    #[arg(long, default_value = "BenchCounter")]
+    service_type: String,
+    /// Client connections (C).
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// Requests in flight per connection (P).
+    #[arg(long, default_value_t = 64)]
+    in_flight: usize,
+    /// Objects the load is spread over (N).
+    #[arg(long, default_value_t = 1000)]
+    objects: usize,
+    /// Seconds each throughput run lasts.
+    #[arg(long, default_value_t = 5.0)]
+    seconds: f64,
+    /// Sequential requests for the latency figures.
+    #[arg(long, default_value_t = 5000)]
+    latency_samples: usize,
+    /// New objects activated one at a time for the activation figures.
+    #[arg(long, default_value_t = 2000)]
+    activations: usize,
+    /// Idle activations created for the memory figure.
+    #[arg(long, default_value_t = 20000)]
+    idle_objects: usize,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Pass `--pooling-allocator` to the silo this command starts.
+    #[arg(long)]
+    pooling_allocator: bool,
+}
+
+#[derive(Serialize)]
+struct Increment {
+    by: i64,
+}
+
+#[derive(Serialize)]
+struct Empty {}
+
+#[derive(Deserialize)]
+struct Value {
+    value: i64,
+}
+
+pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let child = match &args.silo {
+        Some(_) => None,
+        None => Some(silo_process::SiloProcess::start(args.pooling_allocator).await?),
+    };
+    let address = match (&args.silo, &child) {
+        (Some(address), _) => address.clone(),
+        (None, Some(child)) => child.address.clone(),
+        (None, None) => unreachable!("a silo is either given or started"),
+    };
+    let component_path = match &args.component {
+        Some(path) => path.clone(),
+        None => crate::build::build_rust_guest(&workspace_guest("counter")?, true)?,
+    };
+    let component = std::fs::read(&component_path).with_context(|| format!("cannot read {}", component_path.display()))?;
+    let admin = Client::connect(&address).await?.with_timeout(Duration::from_secs(300));
+    admin.deploy(&args.service_type, component).await?;
+    let figures = measure(&args, &address, &admin).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&figures)?);
+    } else {
+        print!("{}", report::table(&figures));
+    }
+    drop(child);
+    Ok(())
+}
+
+/// `guests/NAME` of the rio checkout this binary runs in (or the current folder's).
+fn workspace_guest(name: &str) -> anyhow::Result<PathBuf> {
+    let from_cwd = PathBuf::from("guests").join(name);
+    if from_cwd.join("Cargo.toml").is_file() {
+        return Ok(from_cwd);
+    }
+    let built_in = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../guests").join(name);
+    ensure!(built_in.join("Cargo.toml").is_file(), "cannot find guests/{name}; pass --component FILE");
+    Ok(built_in)
+}
+
+async fn measure(args: &BenchArgs, address: &str, admin: &Client) -> anyhow::Result<Figures> {
+    // Load closures run on spawned tasks; the name lives as long as the process.
+    let service_type: &'static str = Box::leak(args.service_type.clone().into_boxed_str());
+    let clients = load::connect_all(address, args.connections).await?;
+    let objects: Vec<String> = (0..args.objects).map(|i| format!("load-{i}")).collect();
+    // Activate every object first so the throughput runs see warm objects.
+    load::run_for_each(&clients, &objects, args.in_flight, move |client, id| async move {
+        client.call::<Empty, Value>(service_type, &id, "get", &Empty {}).await.map(drop)
+    })
+    .await?;
+
+    let duration = Duration::from_secs_f64(args.seconds);
+    let read_only = load::closed_loop(&clients, &objects, args.in_flight, duration, move |client, id| async move {
+        client.call::<Empty, Value>(service_type, &id, "get", &Empty {}).await.map(drop)
+    })
+    .await?;
+
+    let before = sum_of_values(&clients[0], service_type, &objects).await?;
+    let writes = load::closed_loop(&clients, &objects, args.in_flight, duration, move |client, id| async move {
+        client.call::<Increment, Value>(service_type, &id, "increment", &Increment { by: 1 }).await.map(drop)
+    })
+    .await?;
+    let after = sum_of_values(&clients[0], service_type, &objects).await?;
+    let writes_verified = after - before == writes.completed as i64;
+
+    let latency = load::sequential_latency(&clients[0], args.latency_samples, |client, i| {
+        let id = objects[i % objects.len()].clone();
+        async move { client.call::<Empty, Value>(service_type, &id, "get", &Empty {}).await.map(drop) }
+    })
+    .await?;
+
+    let stats_before = admin.stats().await?;
+    let activation = load::sequential_latency(&clients[0], args.activations, move |client, i| async move {
+        client.call::<Empty, Value>(service_type, &format!("fresh-{i}"), "get", &Empty {}).await.map(drop)
+    })
+    .await?;
+    let stats_after = admin.stats().await?;
+    let activation_count = stats_after.activations_total - stats_before.activations_total;
+    let silo_activation_mean_us = (stats_after.activation_nanos_total - stats_before.activation_nanos_total) as f64
+        / activation_count.max(1) as f64
+        / 1000.0;
+
+    let idle_before = admin.stats().await?;
+    let idle_ids: Vec<String> = (0..args.idle_objects).map(|i| format!("idle-{i}")).collect();
+    let started = Instant::now();
+    load::run_for_each(&clients, &idle_ids, args.in_flight, move |client, id| async move {
+        client.call::<Empty, Value>(service_type, &id, "get", &Empty {}).await.map(drop)
+    })
+    .await?;
+    let idle_elapsed = started.elapsed();
+    let idle_after = admin.stats().await?;
+    let added = idle_after.live_activations.saturating_sub(idle_before.live_activations).max(1);
+    let resident_growth = idle_after.resident_bytes.saturating_sub(idle_before.resident_bytes);
+
+    Ok(Figures {
+        connections: args.connections,
+        in_flight: args.in_flight,
+        objects: args.objects,
+        read_only: Throughput::from(&read_only),
+        writes: Throughput::from(&writes),
+        writes_verified,
+        latency_p50_us: latency.percentile_us(50.0),
+        latency_p99_us: latency.percentile_us(99.0),
+        first_call_p50_us: activation.percentile_us(50.0),
+        first_call_p99_us: activation.percentile_us(99.0),
+        silo_activation_mean_us,
+        activations_per_second: idle_ids.len() as f64 / idle_elapsed.as_secs_f64(),
+        idle_activations: idle_after.live_activations,
+        resident_bytes_per_idle_activation: resident_growth / added,
+        silo_resident_bytes: idle_after.resident_bytes,
+    })
+}
+
+async fn sum_of_values(client: &Client, service_type: &str, objects: &[String]) -> anyhow::Result<i64> {
+    let mut sum = 0;
+    for id in objects {
+        sum += client.call::<Empty, Value>(service_type, id, "get", &Empty {}).await?.value;
+    }
+    Ok(sum)
+}

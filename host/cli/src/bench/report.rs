@@ -1,0 +1,78 @@
+//! The figures `rio bench` prints, as a table or as JSON.
+
+use std::fmt::Write;
+
+use serde::Serialize;
+
+use super::load::LoadResult;
+
+#[derive(Serialize)]
+pub(crate) struct Throughput {
+    pub(crate) per_second: f64,
+    pub(crate) completed: u64,
+    pub(crate) errors: u64,
+    pub(crate) seconds: f64,
+}
+
+impl From<&LoadResult> for Throughput {
+    fn from(result: &LoadResult) -> Throughput {
+        let seconds = result.elapsed.as_secs_f64();
+        Throughput { per_second: result.completed as f64 / seconds, completed: result.completed, errors: result.errors, seconds }
+    }
+}
+
+#[derive(Serialize)]
+pub(crate) struct Figures {
+    pub(crate) connections: usize,
+    pub(crate) in_flight: usize,
+    pub(crate) objects: usize,
+    pub(crate) read_only: Throughput,
+    pub(crate) writes: Throughput,
+    /// The sum of all counters grew by exactly the acknowledged increments.
+    pub(crate) writes_verified: bool,
+    pub(crate) latency_p50_us: f64,
+    pub(crate) latency_p99_us: f64,
+    /// Round trip of the first call to a new object (includes activation).
+    pub(crate) first_call_p50_us: f64,
+    pub(crate) first_call_p99_us: f64,
+    /// Mean time inside the silo to activate (instantiate, load state, hook).
+    pub(crate) silo_activation_mean_us: f64,
+    pub(crate) activations_per_second: f64,
+    pub(crate) idle_activations: u64,
+    pub(crate) resident_bytes_per_idle_activation: u64,
+    pub(crate) silo_resident_bytes: u64,
+}
+
+pub(crate) fn table(figures: &Figures) -> String {
+    let mut out = String::new();
+    let load = format!("C={} x P={} over N={} objects", figures.connections, figures.in_flight, figures.objects);
+    let rows = [
+        ("read-only calls/s", format!("{:.0}  ({load}, {} errors)", figures.read_only.per_second, figures.read_only.errors)),
+        (
+            "state-writing calls/s",
+            format!(
+                "{:.0}  ({} errors, every ack committed: {})",
+                figures.writes.per_second,
+                figures.writes.errors,
+                if figures.writes_verified { "verified" } else { "MISMATCH" }
+            ),
+        ),
+        ("latency p50 / p99", format!("{:.1} us / {:.1} us  (one request at a time)", figures.latency_p50_us, figures.latency_p99_us)),
+        ("first call p50 / p99", format!("{:.1} us / {:.1} us  (new object, includes activation)", figures.first_call_p50_us, figures.first_call_p99_us)),
+        ("activation, in silo", format!("{:.1} us mean  (instantiate + load state + hook)", figures.silo_activation_mean_us)),
+        ("activations/s", format!("{:.0}", figures.activations_per_second)),
+        (
+            "memory per idle activation",
+            format!(
+                "{:.1} KiB  ({} live activations, silo resident {:.0} MiB)",
+                figures.resident_bytes_per_idle_activation as f64 / 1024.0,
+                figures.idle_activations,
+                figures.silo_resident_bytes as f64 / (1024.0 * 1024.0)
+            ),
+        ),
+    ];
+    for (name, value) in rows {
+        let _ = writeln!(out, "{name:<28} {value}");
+    }
+    out
+}

@@ -1,0 +1,50 @@
+//! The optional TOML file of `rio silo --config FILE`; flags win over it.
+//!
+//! ```toml
+//! listen = "127.0.0.1:7700"
+//! data_dir = "./rio-data"
+//! idle_timeout_secs = 600
+//! turn_deadline_ms = 5000
+//! memory_limit_mib = 64
+//! mailbox_capacity = 4096
+//! max_frame_mib = 64
+//! pooling_allocator = false
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::Deserialize;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ConfigFile {
+    pub(crate) listen: Option<String>,
+    pub(crate) data_dir: Option<PathBuf>,
+    pub(crate) idle_timeout_secs: Option<u64>,
+    pub(crate) turn_deadline_ms: Option<u64>,
+    pub(crate) memory_limit_mib: Option<usize>,
+    pub(crate) mailbox_capacity: Option<usize>,
+    pub(crate) max_frame_mib: Option<usize>,
+    pub(crate) pooling_allocator: Option<bool>,
+}
+
+impl ConfigFile {
+    pub(crate) fn read(path: &Path) -> anyhow::Result<ConfigFile> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("{} is not a valid rio config", path.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_known_keys_and_refuses_unknown_ones() {
+        let config: ConfigFile = toml::from_str("listen = \"0.0.0.0:1\"\nmemory_limit_mib = 8").unwrap();
+        assert_eq!(config.listen.as_deref(), Some("0.0.0.0:1"));
+        assert_eq!(config.memory_limit_mib, Some(8));
+        assert!(toml::from_str::<ConfigFile>("lisen = \"x\"").is_err());
+    }
+}

@@ -1,0 +1,71 @@
+//! The `rio` command line: run a silo, build, deploy and call service
+//! objects, and benchmark a silo.
+//!
+//! - `silo`: run a silo until Ctrl-C or SIGTERM.
+//! - `build`: compile a guest crate into a component.
+//! - `deploy`, `call`, `deployments`: talk to a running silo.
+//! - `bench`: measure a silo (see `bench/`).
+
+mod bench;
+mod build;
+mod call;
+mod config_file;
+mod deploy;
+mod json_cbor;
+mod silo;
+
+use clap::{Parser, Subcommand};
+
+/// Where commands look for a silo unless told otherwise.
+pub(crate) const DEFAULT_SILO: &str = "127.0.0.1:7700";
+
+#[derive(Parser)]
+#[command(name = "rio", version, about = "Virtual actors as WebAssembly components")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a silo: host service objects and serve calls.
+    Silo(silo::SiloArgs),
+    /// Build a guest crate into a component; prints the component's path.
+    Build(build::BuildArgs),
+    /// Deploy a component to a running silo under a service type name.
+    Deploy(deploy::DeployArgs),
+    /// List the service types deployed on a silo.
+    Deployments(deploy::ListArgs),
+    /// Send a message to an object and print its reply as JSON.
+    Call(call::CallArgs),
+    /// Measure throughput, latency, activation and memory of a silo.
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Silo(args) => silo::run(args).await,
+            Command::Build(args) => build::run(args),
+            Command::Deploy(args) => deploy::run(args).await,
+            Command::Deployments(args) => deploy::list(args).await,
+            Command::Call(args) => call::run(args).await,
+            Command::Bench(args) => bench::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,96 @@
+//! `rio silo`: run a silo until Ctrl-C or SIGTERM, then stop it gracefully.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use rio_silo::{Silo, SiloConfig};
+use tracing_subscriber::EnvFilter;
+
+use crate::config_file::ConfigFile;
+
+#[derive(Args)]
+pub(crate) struct SiloArgs {
+    /// Address to listen on (port 0 picks a free one) [default: 127.0.0.1:7700].
+    #[arg(long, env = "RIO_LISTEN")]
+    listen: Option<String>,
+    /// Directory for the SQLite store and compiled components [default: ./rio-data].
+    #[arg(long, env = "RIO_DATA")]
+    data: Option<PathBuf>,
+    /// TOML config file; flags override its values.
+    #[arg(long, env = "RIO_CONFIG")]
+    config: Option<PathBuf>,
+    /// Seconds without a message before an object is deactivated [default: 600].
+    #[arg(long)]
+    idle_timeout_secs: Option<u64>,
+    /// Milliseconds a guest may run in one turn [default: 5000].
+    #[arg(long)]
+    turn_deadline_ms: Option<u64>,
+    /// Linear memory limit per activation, in MiB [default: 64].
+    #[arg(long)]
+    memory_limit_mib: Option<usize>,
+    /// Use wasmtime's pooling instance allocator.
+    #[arg(long)]
+    pooling_allocator: bool,
+}
+
+pub(crate) async fn run(args: SiloArgs) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_env("RIO_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .init();
+    let file = match &args.config {
+        Some(path) => ConfigFile::read(path)?,
+        None => ConfigFile::default(),
+    };
+    let listen = args.listen.or(file.listen).unwrap_or_else(|| crate::DEFAULT_SILO.to_string());
+    let data_dir = args.data.or(file.data_dir).unwrap_or_else(|| PathBuf::from("rio-data"));
+    let mut config = SiloConfig::new(data_dir);
+    if let Some(secs) = args.idle_timeout_secs.or(file.idle_timeout_secs) {
+        config.idle_timeout = Duration::from_secs(secs);
+    }
+    if let Some(ms) = args.turn_deadline_ms.or(file.turn_deadline_ms) {
+        config.turn_deadline = Duration::from_millis(ms);
+    }
+    if let Some(mib) = args.memory_limit_mib.or(file.memory_limit_mib) {
+        config.memory_limit_bytes = mib * 1024 * 1024;
+    }
+    if let Some(capacity) = file.mailbox_capacity {
+        config.mailbox_capacity = capacity;
+    }
+    if let Some(mib) = file.max_frame_mib {
+        config.max_frame_bytes = mib * 1024 * 1024;
+    }
+    config.pooling_allocator = args.pooling_allocator || file.pooling_allocator.unwrap_or(false);
+
+    let data_dir = config.data_dir.clone();
+    let silo = Silo::open(config).await.with_context(|| format!("cannot open the silo in {}", data_dir.display()))?;
+    let listener = tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+    let address = listener.local_addr()?;
+    // Scripts (and `rio bench`) read this line to find the silo.
+    println!("rio silo listening on {address}");
+    std::io::stdout().flush()?;
+    tracing::info!(%address, data_dir = %data_dir.display(), "silo started");
+    silo.serve(listener, stop_signal()).await;
+    tracing::info!("silo stopped");
+    Ok(())
+}
+
+async fn stop_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

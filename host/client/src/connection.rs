@@ -1,0 +1,226 @@
+//! One connection to a silo, shared by every clone of a [`Client`].
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rio_protocol::{
+    CallRequest, ClientFrame, DeploymentInfo, FrameReader, PROTOCOL_VERSION, ReplyError, Request,
+    Response, ServerFrame, SiloStats, encode_frame,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_bytes::ByteBuf;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::ClientError;
+
+type ReplySender = oneshot::Sender<Result<Response, ReplyError>>;
+
+/// Replies are larger than requests only when a silo lists deployments; a
+/// client never needs to accept a frame the size of a component.
+const MAX_REPLY_FRAME_BYTES: usize = 16 * 1024 * 1024;
+
+/// The default time a call waits for its reply.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A connection to one silo. Clone it freely: clones share the connection
+/// and may all have requests in flight at once.
+#[derive(Clone)]
+pub struct Client {
+    shared: Arc<Shared>,
+    timeout: Duration,
+}
+
+struct Shared {
+    next_id: AtomicU64,
+    // A std mutex: held only to insert or remove one entry, never across an await.
+    pending: Mutex<Pending>,
+    outgoing: mpsc::UnboundedSender<Vec<u8>>,
+}
+
+struct Pending {
+    waiting: HashMap<u64, ReplySender>,
+    /// Set once the reader task ends, so late requests fail at once.
+    closed: Option<String>,
+}
+
+impl Client {
+    /// Connects to the silo at `address` (`host:port`) and does the handshake.
+    pub async fn connect(address: &str) -> Result<Client, ClientError> {
+        let stream = TcpStream::connect(address)
+            .await
+            .map_err(|source| ClientError::Connect { address: address.to_string(), source })?;
+        stream.set_nodelay(true).map_err(|e| ClientError::Closed(e.to_string()))?;
+        let (read_half, mut write_half) = stream.into_split();
+        let mut reader = FrameReader::new(read_half, MAX_REPLY_FRAME_BYTES);
+
+        let mut hello = Vec::new();
+        encode_frame(&ClientFrame::Hello { protocol_version: PROTOCOL_VERSION }, &mut hello)?;
+        write_half.write_all(&hello).await.map_err(|e| ClientError::Closed(e.to_string()))?;
+        match reader.next_frame::<ServerFrame>().await? {
+            Some(ServerFrame::Welcome { .. }) => {}
+            Some(ServerFrame::Goodbye { reason }) => return Err(ClientError::Handshake(reason)),
+            Some(other) => return Err(ClientError::Handshake(format!("unexpected {other:?}"))),
+            None => return Err(ClientError::Handshake("silo closed the connection".into())),
+        }
+
+        let (outgoing, outgoing_frames) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            next_id: AtomicU64::new(1),
+            pending: Mutex::new(Pending { waiting: HashMap::new(), closed: None }),
+            outgoing,
+        });
+        tokio::spawn(write_frames(write_half, outgoing_frames));
+        tokio::spawn(read_replies(reader, shared.clone()));
+        Ok(Client { shared, timeout: DEFAULT_TIMEOUT })
+    }
+
+    /// A client sharing this connection whose calls wait at most `timeout`.
+    pub fn with_timeout(&self, timeout: Duration) -> Client {
+        Client { shared: self.shared.clone(), timeout }
+    }
+
+    /// Sends `message` (encoded as CBOR) to object `service_type/object_id`
+    /// and decodes its CBOR reply.
+    pub async fn call<M: Serialize, R: DeserializeOwned>(
+        &self,
+        service_type: &str,
+        object_id: &str,
+        message_type: &str,
+        message: &M,
+    ) -> Result<R, ClientError> {
+        let mut payload = Vec::new();
+        ciborium::into_writer(message, &mut payload).map_err(|e| ClientError::Codec(e.to_string()))?;
+        let reply = self.call_raw(service_type, object_id, message_type, payload).await?;
+        ciborium::from_reader(&reply[..])
+            .map_err(|e| ClientError::Codec(format!("cannot decode reply: {e}")))
+    }
+
+    /// Sends an opaque payload and returns the opaque reply.
+    pub async fn call_raw(
+        &self,
+        service_type: &str,
+        object_id: &str,
+        message_type: &str,
+        payload: Vec<u8>,
+    ) -> Result<Vec<u8>, ClientError> {
+        let request = Request::Call(CallRequest {
+            service_type: service_type.to_string(),
+            object_id: object_id.to_string(),
+            message_type: message_type.to_string(),
+            payload: ByteBuf::from(payload),
+        });
+        match self.request(request).await? {
+            Response::Payload(bytes) => Ok(bytes.into_vec()),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Deploys a component under `service_type`.
+    pub async fn deploy(&self, service_type: &str, component: Vec<u8>) -> Result<DeploymentInfo, ClientError> {
+        let request = Request::Deploy { service_type: service_type.to_string(), component };
+        match self.request(request).await? {
+            Response::Deployed(info) => Ok(info),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Lists the service types deployed on the silo.
+    pub async fn deployments(&self) -> Result<Vec<DeploymentInfo>, ClientError> {
+        match self.request(Request::ListDeployments).await? {
+            Response::Deployments(list) => Ok(list),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// The silo's counters.
+    pub async fn stats(&self) -> Result<SiloStats, ClientError> {
+        match self.request(Request::Stats).await? {
+            Response::Stats(stats) => Ok(stats),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Sends any request and waits for its reply.
+    pub async fn request(&self, request: Request) -> Result<Response, ClientError> {
+        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut frame = Vec::new();
+        encode_frame(&ClientFrame::Request { id, request }, &mut frame)?;
+        let (reply_sender, reply) = oneshot::channel();
+        {
+            let mut pending = self.shared.pending.lock().expect("pending map poisoned");
+            if let Some(reason) = &pending.closed {
+                return Err(ClientError::Closed(reason.clone()));
+            }
+            pending.waiting.insert(id, reply_sender);
+        }
+        if self.shared.outgoing.send(frame).is_err() {
+            self.forget(id);
+            return Err(ClientError::Closed("writer task ended".into()));
+        }
+        match tokio::time::timeout(self.timeout, reply).await {
+            Ok(Ok(result)) => result.map_err(ClientError::Reply),
+            Ok(Err(_)) => Err(ClientError::Closed(self.closed_reason())),
+            Err(_) => {
+                self.forget(id);
+                Err(ClientError::Timeout(self.timeout))
+            }
+        }
+    }
+
+    fn forget(&self, id: u64) {
+        self.shared.pending.lock().expect("pending map poisoned").waiting.remove(&id);
+    }
+
+    fn closed_reason(&self) -> String {
+        let pending = self.shared.pending.lock().expect("pending map poisoned");
+        pending.closed.clone().unwrap_or_else(|| "connection lost".into())
+    }
+}
+
+/// Writes queued frames, coalescing whatever has queued up meanwhile into one
+/// write: under load this turns many small frames into few syscalls.
+async fn write_frames(mut stream: OwnedWriteHalf, mut frames: mpsc::UnboundedReceiver<Vec<u8>>) {
+    let mut batch = Vec::with_capacity(64 * 1024);
+    while let Some(frame) = frames.recv().await {
+        batch.extend_from_slice(&frame);
+        while batch.len() < 256 * 1024 {
+            match frames.try_recv() {
+                Ok(frame) => batch.extend_from_slice(&frame),
+                Err(_) => break,
+            }
+        }
+        if let Err(error) = stream.write_all(&batch).await {
+            tracing::debug!(%error, "client connection write failed");
+            return;
+        }
+        batch.clear();
+    }
+}
+
+async fn read_replies(mut reader: FrameReader<OwnedReadHalf>, shared: Arc<Shared>) {
+    let reason = loop {
+        match reader.next_frame::<ServerFrame>().await {
+            Ok(Some(ServerFrame::Reply { id, result })) => {
+                let waiter = shared.pending.lock().expect("pending map poisoned").waiting.remove(&id);
+                if let Some(waiter) = waiter {
+                    let _ = waiter.send(result);
+                }
+            }
+            Ok(Some(ServerFrame::Goodbye { reason })) => break format!("silo said goodbye: {reason}"),
+            Ok(Some(ServerFrame::Welcome { .. })) => break "silo sent a second welcome".to_string(),
+            Ok(None) => break "silo closed the connection".to_string(),
+            Err(error) => break error.to_string(),
+        }
+    };
+    tracing::debug!(%reason, "client connection closed");
+    let mut pending = shared.pending.lock().expect("pending map poisoned");
+    pending.closed = Some(reason);
+    // Dropping the senders wakes every waiter with `Closed`.
+    pending.waiting.clear();
+}

@@ -1,0 +1,43 @@
+//! Everything that can go wrong with a call, as seen from the client.
+
+use rio_protocol::{FrameError, ReplyError};
+
+/// Why a client operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The TCP connection could not be made.
+    #[error("cannot connect to silo at {address}: {source}")]
+    Connect {
+        /// Where we tried.
+        address: String,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The silo speaks another protocol version, or is not a rio silo.
+    #[error("handshake with silo failed: {0}")]
+    Handshake(String),
+    /// The connection is gone; requests in flight on it are lost.
+    #[error("connection to silo closed: {0}")]
+    Closed(String),
+    /// No reply within the client's timeout. The request may still run.
+    #[error("no reply within {0:?}")]
+    Timeout(std::time::Duration),
+    /// The silo answered with an error.
+    #[error(transparent)]
+    Reply(#[from] ReplyError),
+    /// A request could not be encoded or a reply decoded.
+    #[error("codec error: {0}")]
+    Codec(String),
+    /// The silo answered with a response of the wrong kind.
+    #[error("unexpected response from silo: {0}")]
+    Unexpected(String),
+}
+
+impl From<FrameError> for ClientError {
+    fn from(error: FrameError) -> Self {
+        match error {
+            FrameError::Io(e) => ClientError::Closed(e.to_string()),
+            other => ClientError::Codec(other.to_string()),
+        }
+    }
+}

@@ -1,0 +1,26 @@
+//! Rust client for rio silos.
+//!
+//! One [`Client`] is one TCP connection with any number of requests in
+//! flight: each request gets an id, a writer task batches outgoing frames
+//! into few syscalls, and a reader task hands each reply to whoever waits
+//! for that id. `Client` is cheap to clone; clones share the connection.
+//!
+//! - [`connection`]: the connection, its reader and writer tasks.
+//! - [`error`]: [`ClientError`].
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), rio_client::ClientError> {
+//! #[derive(serde::Serialize)] struct Increment { by: i64 }
+//! #[derive(serde::Deserialize)] struct Value { value: i64 }
+//! let client = rio_client::Client::connect("127.0.0.1:7700").await?;
+//! let reply: Value = client.call("Counter", "alice", "increment", &Increment { by: 2 }).await?;
+//! # Ok(()) }
+//! ```
+#![warn(missing_docs)]
+
+mod connection;
+mod error;
+
+pub use connection::Client;
+pub use error::ClientError;
+pub use rio_protocol::{DeploymentInfo, ReplyError, SiloStats};

@@ -1,0 +1,74 @@
+//! The typed errors a silo replies with, shared by every client.
+
+use serde::{Deserialize, Serialize};
+
+/// Why a request failed, as the silo reports it to the caller.
+///
+/// A caller can tell "the guest said no" ([`ReplyError::Guest`]) from "the
+/// guest crashed" ([`ReplyError::Trap`]) from "the platform refused"
+/// (the other variants).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum ReplyError {
+    /// No component is deployed under this service type.
+    #[error("unknown service type `{service_type}`")]
+    UnknownType {
+        /// The type that was asked for.
+        service_type: String,
+    },
+    /// The object's handler does not know this message type.
+    #[error("unknown message `{message_type}` for service type `{service_type}`")]
+    UnknownMessage {
+        /// The object's type.
+        service_type: String,
+        /// The message type that was sent.
+        message_type: String,
+    },
+    /// The handler returned an error of its own.
+    #[error("guest error `{kind}`: {message}")]
+    Guest {
+        /// Machine-readable word chosen by the guest.
+        kind: String,
+        /// Human-readable text chosen by the guest.
+        message: String,
+    },
+    /// The guest trapped (panic, abort, out of its memory limit); the turn's
+    /// writes were discarded and the instance was dropped.
+    #[error("guest trapped: {0}")]
+    Trap(String),
+    /// The guest ran past its deadline; the turn's writes were discarded.
+    #[error("guest timed out: {0}")]
+    Timeout(String),
+    /// The object's mailbox, or the silo, is full; try again later.
+    #[error("overloaded: {0}")]
+    Overloaded(String),
+    /// The call would wait on an object that is waiting on this call chain.
+    #[error("call cycle: {0}")]
+    Cycle(String),
+    /// The request could not be understood (bad frame, bad arguments).
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// A deploy was refused: the file is not a component of the rio world.
+    #[error("invalid component: {0}")]
+    InvalidComponent(String),
+    /// A failure inside the silo, such as an unreachable state store.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ReplyError {
+    /// A short stable word for this error's variant, for scripts and logs.
+    pub fn kind(&self) -> &str {
+        match self {
+            ReplyError::UnknownType { .. } => "unknown-type",
+            ReplyError::UnknownMessage { .. } => "unknown-message",
+            ReplyError::Guest { kind, .. } => kind,
+            ReplyError::Trap(_) => "trap",
+            ReplyError::Timeout(_) => "timeout",
+            ReplyError::Overloaded(_) => "overloaded",
+            ReplyError::Cycle(_) => "cycle",
+            ReplyError::BadRequest(_) => "bad-request",
+            ReplyError::InvalidComponent(_) => "invalid-component",
+            ReplyError::Internal(_) => "internal",
+        }
+    }
+}

@@ -1,0 +1,117 @@
+//! What travels on a connection: a hello each way, then requests and replies
+//! tagged with the client's request id, so replies may come out of order.
+
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+
+use crate::ReplyError;
+
+/// A frame sent by a client.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ClientFrame {
+    /// First frame on every connection.
+    Hello {
+        /// The client's [`crate::PROTOCOL_VERSION`].
+        protocol_version: u32,
+    },
+    /// One request; the silo answers with a [`ServerFrame::Reply`] of the same id.
+    Request {
+        /// Chosen by the client, unique among its requests in flight.
+        id: u64,
+        /// What is asked.
+        request: Request,
+    },
+}
+
+/// A frame sent by a silo.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ServerFrame {
+    /// Answer to [`ClientFrame::Hello`] when the versions match.
+    Welcome {
+        /// The silo's [`crate::PROTOCOL_VERSION`].
+        protocol_version: u32,
+    },
+    /// Answer to one request.
+    Reply {
+        /// The id of the request this answers.
+        id: u64,
+        /// The outcome.
+        result: Result<Response, ReplyError>,
+    },
+    /// The silo closes the connection after this frame, for the reason given.
+    Goodbye {
+        /// Why, for the client's log.
+        reason: String,
+    },
+}
+
+/// A request to a silo.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Request {
+    /// Send a message to an object and wait for its reply.
+    Call(CallRequest),
+    /// Deploy a component under a service type (replacing an older one).
+    Deploy {
+        /// Name callers use, e.g. `Counter`.
+        service_type: String,
+        /// The component's bytes.
+        #[serde(with = "serde_bytes")]
+        component: Vec<u8>,
+    },
+    /// List the deployed service types.
+    ListDeployments,
+    /// Counters about the silo, for benchmarks and operators.
+    Stats,
+}
+
+/// A message for one object.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CallRequest {
+    /// The object's type, e.g. `Counter`.
+    pub service_type: String,
+    /// The object's id within its type, e.g. `alice`.
+    pub object_id: String,
+    /// Which handler, e.g. `increment`.
+    pub message_type: String,
+    /// Opaque to the silo; CBOR by convention.
+    pub payload: ByteBuf,
+}
+
+/// A successful answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Response {
+    /// The handler's reply payload.
+    Payload(ByteBuf),
+    /// The component was accepted.
+    Deployed(DeploymentInfo),
+    /// Every deployed type.
+    Deployments(Vec<DeploymentInfo>),
+    /// Silo counters.
+    Stats(SiloStats),
+}
+
+/// One deployed service type.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeploymentInfo {
+    /// The name callers use.
+    pub service_type: String,
+    /// SHA-256 of the component bytes, hex.
+    pub content_hash: String,
+    /// Size of the component in bytes.
+    pub component_bytes: u64,
+}
+
+/// Counters about a running silo.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SiloStats {
+    /// Objects with a live instance now.
+    pub live_activations: u64,
+    /// Instances activated (instantiated, state loaded, hook run) since the silo started.
+    pub activations_total: u64,
+    /// Time spent in those activations, summed, in nanoseconds.
+    pub activation_nanos_total: u64,
+    /// Idle activations deactivated since the silo started.
+    pub deactivations_total: u64,
+    /// Resident set size of the silo process, in bytes (0 where unknown).
+    pub resident_bytes: u64,
+}

@@ -1,0 +1,301 @@
+//! One object's activation: a task that owns the object's mailbox and, while
+//! the object is live, its wasm instance; it runs one turn at a time.
+//!
+//! ```text
+//!   mailbox ──► [ activate? ] ──► turn ──► commit ──► reply
+//!                   ▲                │ trap / timeout: drop the instance,
+//!                   └────────────────┘ next message activates afresh
+//!   idle timeout or silo stop ──► on-deactivate ──► commit ──► slot freed
+//! ```
+//!
+//! Invariant: a turn's state writes reach the store before its reply leaves;
+//! a turn that errs, traps or times out leaves the store untouched.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use rio_protocol::ReplyError;
+use tokio::sync::{mpsc, watch};
+use wasmtime::{Store, UpdateDeadline};
+
+use crate::ObjectKey;
+use crate::bindings::ServiceObject;
+use crate::bindings::types::HandlerError;
+use crate::deployments::DeployedType;
+use crate::directory::Slot;
+use crate::engine::EPOCH_TICK;
+use crate::host::{ActivationData, DeadlineExceeded, MemoryLimitExceeded, ObjectState};
+use crate::mailbox::{CallChain, Envelope};
+use crate::router::Router;
+
+pub(crate) fn spawn(router: Arc<Router>, key: ObjectKey, deployed: Arc<DeployedType>, mailbox: mpsc::Receiver<Envelope>) {
+    let activation = Activation { router, key, deployed, live: None, mailbox, retired: None };
+    tokio::spawn(activation.run());
+}
+
+struct Activation {
+    router: Arc<Router>,
+    key: ObjectKey,
+    deployed: Arc<DeployedType>,
+    live: Option<LiveInstance>,
+    mailbox: mpsc::Receiver<Envelope>,
+    /// Held while deactivating; dropping it wakes senders waiting on the slot.
+    retired: Option<watch::Sender<bool>>,
+}
+
+struct LiveInstance {
+    store: Store<ActivationData>,
+    bindings: ServiceObject,
+}
+
+/// A failed turn, and whether the instance survived it.
+struct TurnFailure {
+    error: ReplyError,
+    instance_lost: bool,
+}
+
+enum Hook {
+    Handle { message_type: String, payload: Vec<u8> },
+    Activate,
+    Deactivate,
+}
+
+impl Activation {
+    async fn run(mut self) {
+        let idle_timeout = self.router.config.idle_timeout;
+        let mut stopping = self.router.stopping.clone();
+        loop {
+            let next = tokio::select! {
+                biased;
+                _ = stopping.wait_for(|stop| *stop) => break,
+                next = tokio::time::timeout(idle_timeout, self.mailbox.recv()) => next,
+            };
+            match next {
+                Ok(Some(envelope)) => self.handle(envelope).await,
+                // Only this task removes the slot holding the sender.
+                Ok(None) => break,
+                Err(_idle) => {
+                    if self.claim_retirement_if_idle() {
+                        return self.retire().await;
+                    }
+                }
+            }
+        }
+        self.mark_deactivating();
+        self.retire().await;
+    }
+
+    async fn handle(&mut self, envelope: Envelope) {
+        if self.deployed.is_superseded() {
+            self.deactivate_instance().await;
+            match self.router.deployments.get(&self.key.service_type) {
+                Some(current) => self.deployed = current,
+                None => return envelope.reply.send(Err(self.unknown_type())),
+            }
+        }
+        if self.live.is_none() {
+            if let Err(error) = self.activate().await {
+                return envelope.reply.send(Err(error));
+            }
+        }
+        let chain = envelope.call_chain;
+        let hook = Hook::Handle { message_type: envelope.message_type, payload: envelope.payload };
+        let result = self.turn(hook, &chain).await;
+        envelope.reply.send(result.map(|reply| reply.unwrap_or_default()));
+    }
+
+    fn unknown_type(&self) -> ReplyError {
+        ReplyError::UnknownType { service_type: self.key.service_type.to_string() }
+    }
+
+    /// Instantiates the component, loads the object's state and runs `on-activate`.
+    async fn activate(&mut self) -> Result<(), ReplyError> {
+        let started = Instant::now();
+        let state = self
+            .router
+            .state_store
+            .load(&self.key)
+            .await
+            .map_err(|e| ReplyError::Internal(format!("cannot load the state of {}: {e}", self.key)))?;
+        let data = ActivationData::new(self.key.clone(), self.router.clone(), ObjectState::loaded(state));
+        let mut store = Store::new(&self.router.deployments.engine, data);
+        store.limiter(|data| &mut data.memory);
+        store.epoch_deadline_callback(|mut context| {
+            let data = context.data_mut();
+            if data.deadline_ticks_left == 0 {
+                return Err(wasmtime::Error::new(DeadlineExceeded));
+            }
+            data.deadline_ticks_left -= 1;
+            // Yielding lets a long turn share its worker thread with others.
+            Ok(UpdateDeadline::Yield(1))
+        });
+        arm_deadline(&mut store, self.router.config.turn_deadline);
+        let bindings = self
+            .deployed
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|error| classify_trap(&self.key, &self.router, error))?;
+        self.live = Some(LiveInstance { store, bindings });
+        if let Err(failure) = self.turn(Hook::Activate, &self.router.empty_chain()).await {
+            self.live = None;
+            return Err(failure);
+        }
+        let counters = &self.router.counters;
+        counters.activations_total.fetch_add(1, Ordering::Relaxed);
+        counters.activation_nanos_total.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Runs one call into the guest and commits its writes if it succeeded.
+    /// `Ok(None)` is a hook's success (hooks reply nothing).
+    async fn turn(&mut self, hook: Hook, incoming_chain: &CallChain) -> Result<Option<Vec<u8>>, ReplyError> {
+        let outcome = self.call_guest(hook, incoming_chain).await;
+        match outcome {
+            Ok(reply) => Ok(reply),
+            Err(TurnFailure { error, instance_lost }) => {
+                if instance_lost {
+                    self.live = None;
+                }
+                Err(error)
+            }
+        }
+    }
+
+    async fn call_guest(&mut self, hook: Hook, incoming_chain: &CallChain) -> Result<Option<Vec<u8>>, TurnFailure> {
+        let live = self.live.as_mut().expect("a turn runs on a live instance");
+        let data = live.store.data_mut();
+        data.outgoing_chain = incoming_chain.iter().cloned().chain([self.key.clone()]).collect();
+        arm_deadline(&mut live.store, self.router.config.turn_deadline);
+
+        let handler = live.bindings.rio_service_handler();
+        let object_id = &*self.key.object_id;
+        let (called, message_type) = match &hook {
+            Hook::Handle { message_type, payload } => (
+                handler.call_handle(&mut live.store, object_id, message_type, payload).await.map(|r| r.map(Some)),
+                Some(message_type.as_str()),
+            ),
+            Hook::Activate => (handler.call_on_activate(&mut live.store, object_id).await.map(|r| r.map(|()| None)), None),
+            Hook::Deactivate => (handler.call_on_deactivate(&mut live.store, object_id).await.map(|r| r.map(|()| None)), None),
+        };
+        match called {
+            Ok(Ok(reply)) => {
+                self.commit().await?;
+                Ok(reply)
+            }
+            Ok(Err(handler_error)) => {
+                let live = self.live.as_mut().expect("still live");
+                live.store.data_mut().state.discard_pending();
+                Err(TurnFailure { error: self.guest_error(handler_error, message_type), instance_lost: false })
+            }
+            Err(error) => Err(TurnFailure { error: classify_trap(&self.key, &self.router, error), instance_lost: true }),
+        }
+    }
+
+    fn guest_error(&self, error: HandlerError, message_type: Option<&str>) -> ReplyError {
+        match (error.kind.as_str(), message_type) {
+            ("unknown-message", Some(message_type)) => ReplyError::UnknownMessage {
+                service_type: self.key.service_type.to_string(),
+                message_type: message_type.to_string(),
+            },
+            _ => ReplyError::Guest { kind: error.kind, message: error.message },
+        }
+    }
+
+    /// Makes the turn's writes durable. On failure the instance is dropped:
+    /// its guest-side memory may assume writes that never happened.
+    async fn commit(&mut self) -> Result<(), TurnFailure> {
+        let live = self.live.as_mut().expect("still live");
+        let state = &mut live.store.data_mut().state;
+        if !state.has_pending() {
+            return Ok(());
+        }
+        let writes = state.pending_writes();
+        match self.router.state_store.commit(&self.key, writes).await {
+            Ok(()) => {
+                live.store.data_mut().state.apply_pending();
+                Ok(())
+            }
+            Err(error) => {
+                tracing::error!(object = %self.key, %error, "commit failed; turn discarded");
+                let message = format!("cannot commit the state of {}: {error}", self.key);
+                Err(TurnFailure { error: ReplyError::Internal(message), instance_lost: true })
+            }
+        }
+    }
+
+    /// Runs `on-deactivate` and commits, then drops the instance.
+    async fn deactivate_instance(&mut self) {
+        if self.live.is_none() {
+            return;
+        }
+        if let Err(error) = self.turn(Hook::Deactivate, &self.router.empty_chain()).await {
+            tracing::warn!(object = %self.key, %error, "on-deactivate failed");
+        }
+        self.live = None;
+        self.router.counters.deactivations_total.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// If no message waits, marks the slot deactivating (under the directory
+    /// lock, which every sender holds while sending) and closes the mailbox.
+    fn claim_retirement_if_idle(&mut self) -> bool {
+        let router = self.router.clone();
+        let slots = router.directory.lock();
+        if !self.mailbox.is_empty() {
+            return false;
+        }
+        self.mark_deactivating_locked(slots);
+        true
+    }
+
+    fn mark_deactivating(&mut self) {
+        let router = self.router.clone();
+        let slots = router.directory.lock();
+        self.mark_deactivating_locked(slots);
+    }
+
+    fn mark_deactivating_locked(&mut self, mut slots: std::sync::MutexGuard<'_, std::collections::HashMap<ObjectKey, Slot>>) {
+        let (retired, done) = watch::channel(false);
+        slots.insert(self.key.clone(), Slot::Deactivating(done));
+        drop(slots);
+        self.retired = Some(retired);
+        self.mailbox.close();
+    }
+
+    /// Serves what was queued before the mailbox closed, deactivates, and
+    /// frees the slot, waking anyone waiting to activate the object again.
+    async fn retire(mut self) {
+        while let Ok(envelope) = self.mailbox.try_recv() {
+            self.handle(envelope).await;
+        }
+        self.deactivate_instance().await;
+        let mut slots = self.router.directory.lock();
+        if let Some(Slot::Deactivating(_)) = slots.get(&self.key) {
+            slots.remove(&self.key);
+        }
+        drop(slots);
+        if let Some(retired) = self.retired.take() {
+            let _ = retired.send(true);
+        }
+    }
+}
+
+fn arm_deadline(store: &mut Store<ActivationData>, deadline: Duration) {
+    let ticks = (deadline.as_millis() / EPOCH_TICK.as_millis()).max(1);
+    store.data_mut().deadline_ticks_left = u32::try_from(ticks).unwrap_or(u32::MAX);
+    store.set_epoch_deadline(1);
+}
+
+/// Turns a wasmtime error out of a guest call into what the caller sees.
+fn classify_trap(key: &ObjectKey, router: &Router, error: wasmtime::Error) -> ReplyError {
+    if error.downcast_ref::<DeadlineExceeded>().is_some() {
+        let deadline = router.config.turn_deadline;
+        return ReplyError::Timeout(format!("{key} ran past its deadline of {deadline:?} and was stopped"));
+    }
+    if let Some(exceeded) = error.downcast_ref::<MemoryLimitExceeded>() {
+        return ReplyError::Trap(format!("{key} exceeded its memory limit of {} bytes", exceeded.limit_bytes));
+    }
+    tracing::warn!(object = %key, error = format!("{error:?}"), "guest trapped");
+    ReplyError::Trap(format!("{key} trapped: {error}"))
+}

@@ -1,0 +1,139 @@
+//! Service type → validated, pre-instantiated component.
+//!
+//! A deploy compiles (or loads from the disk cache), links against the rio
+//! world and only then stores and publishes the type; a file that is not a
+//! component of the rio world changes nothing. Replacing a type marks the
+//! old deployment superseded, and its activations move to the new code at
+//! their next message.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+
+use rio_protocol::{DeploymentInfo, ReplyError};
+use wasmtime::Engine;
+use wasmtime::component::Linker;
+
+use crate::bindings::ServiceObjectPre;
+use crate::component_cache::{CompiledCache, Provenance, content_hash};
+use crate::host::ActivationData;
+use crate::storage::ComponentStore;
+
+/// One service type's current code.
+pub(crate) struct DeployedType {
+    pub(crate) info: DeploymentInfo,
+    pub(crate) pre: ServiceObjectPre<ActivationData>,
+    superseded: AtomicBool,
+}
+
+impl DeployedType {
+    pub(crate) fn is_superseded(&self) -> bool {
+        self.superseded.load(Ordering::Relaxed)
+    }
+}
+
+pub(crate) struct Deployments {
+    pub(crate) engine: Engine,
+    linker: Linker<ActivationData>,
+    cache: Arc<CompiledCache>,
+    store: Arc<dyn ComponentStore>,
+    current: RwLock<HashMap<String, Arc<DeployedType>>>,
+}
+
+const MAX_SERVICE_TYPE_LEN: usize = 128;
+
+impl Deployments {
+    pub(crate) fn new(
+        engine: Engine,
+        linker: Linker<ActivationData>,
+        cache: CompiledCache,
+        store: Arc<dyn ComponentStore>,
+    ) -> Deployments {
+        Deployments { engine, linker, cache: Arc::new(cache), store, current: RwLock::default() }
+    }
+
+    pub(crate) fn get(&self, service_type: &str) -> Option<Arc<DeployedType>> {
+        self.current.read().unwrap_or_else(|p| p.into_inner()).get(service_type).cloned()
+    }
+
+    pub(crate) fn list(&self) -> Vec<DeploymentInfo> {
+        let current = self.current.read().unwrap_or_else(|p| p.into_inner());
+        let mut list: Vec<DeploymentInfo> = current.values().map(|d| d.info.clone()).collect();
+        list.sort_by(|a, b| a.service_type.cmp(&b.service_type));
+        list
+    }
+
+    /// Validates, stores and publishes `component` as `service_type`.
+    pub(crate) async fn deploy(&self, service_type: &str, component: Vec<u8>) -> Result<DeploymentInfo, ReplyError> {
+        validate_service_type(service_type)?;
+        let hash = content_hash(&component);
+        let deployed = self.prepare(service_type, &hash, component.clone()).await?;
+        let storage_error = |e: crate::storage::StorageError| ReplyError::Internal(e.to_string());
+        self.store.put_component(&hash, &component).await.map_err(storage_error)?;
+        self.store.set_deployment(service_type, &hash).await.map_err(storage_error)?;
+        let info = deployed.info.clone();
+        self.publish(deployed);
+        tracing::info!(service_type, content_hash = %hash, "deployed");
+        Ok(info)
+    }
+
+    /// Loads every deployment the store knows, as a silo starts. A type that
+    /// no longer loads is logged and skipped; the others are served.
+    pub(crate) async fn restore(&self) -> Result<(), crate::storage::StorageError> {
+        for (service_type, hash) in self.store.deployments().await? {
+            let Some(bytes) = self.store.component(&hash).await? else {
+                tracing::error!(service_type, content_hash = %hash, "deployed component is missing from the store");
+                continue;
+            };
+            match self.prepare(&service_type, &hash, bytes).await {
+                Ok(deployed) => self.publish(deployed),
+                Err(error) => tracing::error!(service_type, %error, "cannot restore deployment"),
+            }
+        }
+        Ok(())
+    }
+
+    async fn prepare(&self, service_type: &str, hash: &str, bytes: Vec<u8>) -> Result<Arc<DeployedType>, ReplyError> {
+        let component_bytes = bytes.len() as u64;
+        let cache = self.cache.clone();
+        let hash_owned = hash.to_string();
+        let started = std::time::Instant::now();
+        let (component, provenance) = tokio::task::spawn_blocking(move || cache.load_or_compile(&hash_owned, &bytes))
+            .await
+            .map_err(|e| ReplyError::Internal(format!("compiler task failed: {e}")))?
+            .map_err(|e| ReplyError::InvalidComponent(format!("not a valid WebAssembly component: {e:#}")))?;
+        tracing::info!(service_type, cached = (provenance == Provenance::Cached), elapsed_ms = started.elapsed().as_millis() as u64, "component ready");
+        let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| {
+            ReplyError::InvalidComponent(format!(
+                "the component imports something a rio silo does not provide (it must target the world rio:service/service-object@0.1.0): {e:#}"
+            ))
+        })?;
+        let pre = ServiceObjectPre::new(instance_pre).map_err(|e| {
+            ReplyError::InvalidComponent(format!(
+                "the component does not export rio:service/handler@0.1.0 as the world rio:service/service-object requires: {e:#}"
+            ))
+        })?;
+        let info = DeploymentInfo { service_type: service_type.to_string(), content_hash: hash.to_string(), component_bytes };
+        Ok(Arc::new(DeployedType { info, pre, superseded: AtomicBool::new(false) }))
+    }
+
+    fn publish(&self, deployed: Arc<DeployedType>) {
+        let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(old) = current.insert(deployed.info.service_type.clone(), deployed) {
+            old.superseded.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+fn validate_service_type(service_type: &str) -> Result<(), ReplyError> {
+    let valid = !service_type.is_empty()
+        && service_type.len() <= MAX_SERVICE_TYPE_LEN
+        && service_type.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if valid {
+        Ok(())
+    } else {
+        Err(ReplyError::BadRequest(format!(
+            "service type `{service_type}` must be 1 to {MAX_SERVICE_TYPE_LEN} letters, digits, `-`, `_` or `.`"
+        )))
+    }
+}

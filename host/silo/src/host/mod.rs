@@ -1,0 +1,111 @@
+//! What the silo provides to guests: the per-activation store data and one
+//! file per WIT interface (`state`, `messaging`, `log`, `identity`), plus
+//! the WASI sandbox and where guest stdout/stderr go.
+
+use std::sync::Arc;
+
+use wasmtime::component::{HasSelf, Linker, ResourceTable};
+use wasmtime::{Engine, ResourceLimiter};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::ObjectKey;
+use crate::bindings::ServiceObject;
+use crate::mailbox::CallChain;
+use crate::router::Router;
+
+mod identity;
+mod log;
+mod messaging;
+pub(crate) mod state;
+mod stdio;
+
+pub(crate) use state::ObjectState;
+
+/// Everything one activation's `Store` carries.
+pub(crate) struct ActivationData {
+    pub(crate) key: ObjectKey,
+    pub(crate) router: Arc<Router>,
+    pub(crate) state: ObjectState,
+    pub(crate) memory: MemoryBudget,
+    /// The chain that outgoing calls of the current turn carry: the incoming
+    /// message's chain plus this object.
+    pub(crate) outgoing_chain: CallChain,
+    /// Epoch ticks the current turn may still run before it is stopped.
+    pub(crate) deadline_ticks_left: u32,
+    wasi: WasiCtx,
+    table: ResourceTable,
+}
+
+impl ActivationData {
+    pub(crate) fn new(key: ObjectKey, router: Arc<Router>, state: ObjectState) -> ActivationData {
+        let memory = MemoryBudget { limit_bytes: router.config.memory_limit_bytes };
+        // No preopened directories, no environment, no arguments, no network:
+        // the builder's defaults. Only stdout and stderr are wired, to tracing.
+        let wasi = WasiCtx::builder()
+            .stdout(stdio::GuestOutput::new(&key, "stdout"))
+            .stderr(stdio::GuestOutput::new(&key, "stderr"))
+            .build();
+        let outgoing_chain = router.empty_chain();
+        ActivationData {
+            key,
+            router,
+            state,
+            memory,
+            outgoing_chain,
+            deadline_ticks_left: 0,
+            wasi,
+            table: ResourceTable::new(),
+        }
+    }
+}
+
+impl WasiView for ActivationData {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+/// A linker with WASI 0.2 and every rio interface.
+pub(crate) fn linker(engine: &Engine) -> wasmtime::Result<Linker<ActivationData>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    ServiceObject::add_to_linker::<_, HasSelf<ActivationData>>(&mut linker, |data| data)?;
+    Ok(linker)
+}
+
+/// The guest grew its memory past the configured limit.
+#[derive(Debug, thiserror::Error)]
+#[error("memory limit of {limit_bytes} bytes exceeded (asked for {desired_bytes})")]
+pub(crate) struct MemoryLimitExceeded {
+    pub(crate) limit_bytes: usize,
+    pub(crate) desired_bytes: usize,
+}
+
+/// The guest ran past its turn deadline.
+#[derive(Debug, thiserror::Error)]
+#[error("turn deadline exceeded")]
+pub(crate) struct DeadlineExceeded;
+
+/// Caps linear memory per activation; growing past it traps the instance
+/// (rather than returning -1 to the guest, which most guests turn into an
+/// abort with a less clear message).
+pub(crate) struct MemoryBudget {
+    limit_bytes: usize,
+}
+
+impl ResourceLimiter for MemoryBudget {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.limit_bytes {
+            return Err(wasmtime::Error::new(MemoryLimitExceeded {
+                limit_bytes: self.limit_bytes,
+                desired_bytes: desired,
+            }));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        // Tables hold function references; a million is far beyond any real guest.
+        Ok(desired <= 1_000_000)
+    }
+}

@@ -1,0 +1,38 @@
+//! The rio silo: hosts WebAssembly component service objects, activates them
+//! on demand, runs their turns one message at a time, persists their state
+//! and serves the wire protocol.
+//!
+//! - [`config`]: [`SiloConfig`], every tunable with its default.
+//! - [`silo`]: [`Silo`], which wires the parts together; the entry point.
+//! - `engine`: the shared wasmtime `Engine` and its epoch ticker.
+//! - `component_cache`: compiled components kept on disk, keyed by content and engine.
+//! - `deployments`: service type → validated, pre-instantiated component.
+//! - `bindings`: the one `bindgen!` of the WIT world, kept private.
+//! - `host`: one file per WIT interface the silo provides to guests.
+//! - `activation`: one object's live instance, its mailbox and its turns.
+//! - `directory`: which objects have an activation on this silo.
+//! - `router`: delivers a message to an object, activating it if needed.
+//! - `server`: the TCP listener and one task pair per connection.
+//! - [`storage`]: the storage traits and the SQLite backend.
+#![warn(missing_docs)]
+
+mod activation;
+mod bindings;
+mod component_cache;
+pub mod config;
+mod deployments;
+mod directory;
+mod engine;
+mod error;
+mod host;
+mod mailbox;
+mod object_key;
+mod router;
+mod server;
+pub mod silo;
+pub mod storage;
+
+pub use config::SiloConfig;
+pub use error::SiloError;
+pub use object_key::ObjectKey;
+pub use silo::Silo;

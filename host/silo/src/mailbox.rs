@@ -1,0 +1,64 @@
+//! What waits in an activation's mailbox, and where its reply goes.
+
+use std::sync::Arc;
+
+use rio_protocol::{ReplyError, Response, ServerFrame, encode_frame};
+use serde_bytes::ByteBuf;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::ObjectKey;
+
+/// The objects whose turns are waiting, directly or not, on this message:
+/// the outermost caller first. A message to an object already in its own
+/// chain would wait on itself, so it is refused as a cycle.
+pub(crate) type CallChain = Arc<[ObjectKey]>;
+
+/// One message for one object.
+pub(crate) struct Envelope {
+    pub(crate) message_type: String,
+    pub(crate) payload: Vec<u8>,
+    pub(crate) call_chain: CallChain,
+    pub(crate) reply: ReplyTo,
+}
+
+/// Where a turn's outcome goes: straight onto a client connection, or back
+/// to a guest waiting in another turn.
+pub(crate) enum ReplyTo {
+    Caller(oneshot::Sender<Result<Vec<u8>, ReplyError>>),
+    Connection { request_id: u64, sink: ConnectionSink },
+}
+
+impl ReplyTo {
+    pub(crate) fn send(self, result: Result<Vec<u8>, ReplyError>) {
+        match self {
+            // A caller that gave up (its own turn trapped) no longer cares.
+            ReplyTo::Caller(sender) => drop(sender.send(result)),
+            ReplyTo::Connection { request_id, sink } => {
+                sink.reply(request_id, result.map(|bytes| Response::Payload(ByteBuf::from(bytes))))
+            }
+        }
+    }
+}
+
+/// The write side of one client connection: encoded frames go to its writer task.
+#[derive(Clone)]
+pub(crate) struct ConnectionSink(mpsc::UnboundedSender<Vec<u8>>);
+
+impl ConnectionSink {
+    pub(crate) fn new(frames: mpsc::UnboundedSender<Vec<u8>>) -> ConnectionSink {
+        ConnectionSink(frames)
+    }
+
+    pub(crate) fn reply(&self, id: u64, result: Result<Response, ReplyError>) {
+        self.send_frame(&ServerFrame::Reply { id, result });
+    }
+
+    pub(crate) fn send_frame(&self, frame: &ServerFrame) {
+        let mut encoded = Vec::new();
+        match encode_frame(frame, &mut encoded) {
+            // A closed connection drops replies to requests it no longer awaits.
+            Ok(()) => drop(self.0.send(encoded)),
+            Err(error) => tracing::error!(%error, "cannot encode a reply frame"),
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! The TCP side of a silo: accepts connections and runs, per connection, a
+//! reader (this task) and a writer task that batches replies.
+//!
+//! Invariant: nothing a peer sends can panic the silo. A frame that does not
+//! decode gets an error reply when its request id can be recovered, and
+//! otherwise a `Goodbye` with the reason before the connection is closed.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use rio_protocol::codec::decode_body;
+use rio_protocol::{
+    ClientFrame, FrameError, FrameReader, PROTOCOL_VERSION, ReplyError, Request, Response, ServerFrame,
+};
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+use crate::ObjectKey;
+use crate::mailbox::{ConnectionSink, Envelope, ReplyTo};
+use crate::router::Router;
+
+/// Accepts connections on `listener` until `shutdown` resolves.
+pub(crate) async fn serve(listener: TcpListener, router: Arc<Router>, shutdown: impl Future<Output = ()>) {
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    tokio::spawn(serve_connection(stream, peer, router.clone()));
+                }
+                Err(error) => {
+                    // Typically out of file descriptors: back off instead of spinning.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+}
+
+async fn serve_connection(stream: TcpStream, peer: SocketAddr, router: Arc<Router>) {
+    let _ = stream.set_nodelay(true);
+    let (read_half, write_half) = stream.into_split();
+    let mut reader = FrameReader::new(read_half, router.config.max_frame_bytes);
+    let (frames, outgoing) = mpsc::unbounded_channel();
+    let sink = ConnectionSink::new(frames);
+    let writer = tokio::spawn(write_frames(write_half, outgoing));
+
+    let reason = match handshake(&mut reader).await {
+        Ok(()) => {
+            sink.send_frame(&ServerFrame::Welcome { protocol_version: PROTOCOL_VERSION });
+            read_requests(&mut reader, &sink, &router).await
+        }
+        Err(reason) => Some(reason),
+    };
+    if let Some(reason) = reason {
+        tracing::warn!(%peer, %reason, "closing connection");
+        sink.send_frame(&ServerFrame::Goodbye { reason });
+    }
+    // The writer ends once every sink clone (held by requests in flight) is gone.
+    drop(sink);
+    let _ = writer.await;
+}
+
+async fn handshake<R: tokio::io::AsyncRead + Unpin>(reader: &mut FrameReader<R>) -> Result<(), String> {
+    match reader.next_frame::<ClientFrame>().await {
+        Ok(Some(ClientFrame::Hello { protocol_version })) if protocol_version == PROTOCOL_VERSION => Ok(()),
+        Ok(Some(ClientFrame::Hello { protocol_version })) => Err(format!(
+            "protocol version {protocol_version} is not supported; this silo speaks version {PROTOCOL_VERSION}"
+        )),
+        Ok(Some(_)) => Err("the first frame must be a hello".into()),
+        Ok(None) => Err("closed before the hello".into()),
+        Err(error) => Err(format!("bad hello: {error}")),
+    }
+}
+
+/// Reads requests until the peer leaves (`None`) or misbehaves (`Some(reason)`).
+async fn read_requests<R: tokio::io::AsyncRead + Unpin>(
+    reader: &mut FrameReader<R>,
+    sink: &ConnectionSink,
+    router: &Arc<Router>,
+) -> Option<String> {
+    loop {
+        let body = match reader.next_body().await {
+            Ok(Some(body)) => body,
+            Ok(None) => return None,
+            Err(FrameError::Io(_) | FrameError::Truncated) => return None,
+            Err(error) => return Some(error.to_string()),
+        };
+        match decode_body::<ClientFrame>(&body) {
+            Ok(ClientFrame::Request { id, request }) => handle_request(id, request, sink, router),
+            Ok(ClientFrame::Hello { .. }) => return Some("a second hello on one connection".into()),
+            Err(error) => match recover_request_id(&body) {
+                Some(id) => sink.reply(id, Err(ReplyError::BadRequest(format!("cannot decode request: {error}")))),
+                None => return Some(format!("undecodable frame: {error}")),
+            },
+        }
+    }
+}
+
+/// Finds `{"Request": {"id": N, ..}}` in a frame whose request part is not
+/// one this silo knows, so the client gets an answer rather than a hang.
+fn recover_request_id(body: &[u8]) -> Option<u64> {
+    let value: ciborium::Value = ciborium::from_reader(body).ok()?;
+    let (tag, inner) = value.as_map()?.first()?;
+    if tag.as_text()? != "Request" {
+        return None;
+    }
+    let (_, id) = inner.as_map()?.iter().find(|(key, _)| key.as_text() == Some("id"))?;
+    u64::try_from(id.as_integer()?).ok()
+}
+
+fn handle_request(id: u64, request: Request, sink: &ConnectionSink, router: &Arc<Router>) {
+    match request {
+        Request::Call(call) => {
+            let key = ObjectKey::new(&call.service_type, &call.object_id);
+            let reply = ReplyTo::Connection { request_id: id, sink: sink.clone() };
+            let envelope = Envelope {
+                message_type: call.message_type,
+                payload: call.payload.into_vec(),
+                call_chain: router.empty_chain(),
+                reply,
+            };
+            router.dispatch(key, envelope);
+        }
+        Request::Deploy { service_type, component } => {
+            let (sink, router) = (sink.clone(), router.clone());
+            tokio::spawn(async move {
+                let result = router.deployments.deploy(&service_type, component).await;
+                sink.reply(id, result.map(Response::Deployed));
+            });
+        }
+        Request::ListDeployments => sink.reply(id, Ok(Response::Deployments(router.deployments.list()))),
+        Request::Stats => sink.reply(id, Ok(Response::Stats(crate::silo::stats(router)))),
+    }
+}
+
+/// Writes reply frames, coalescing whatever queued meanwhile into one write.
+async fn write_frames(mut stream: OwnedWriteHalf, mut frames: mpsc::UnboundedReceiver<Vec<u8>>) {
+    let mut batch = Vec::with_capacity(64 * 1024);
+    while let Some(frame) = frames.recv().await {
+        batch.extend_from_slice(&frame);
+        while batch.len() < 256 * 1024 {
+            match frames.try_recv() {
+                Ok(frame) => batch.extend_from_slice(&frame),
+                Err(_) => break,
+            }
+        }
+        if stream.write_all(&batch).await.is_err() {
+            return;
+        }
+        batch.clear();
+    }
+    let _ = stream.shutdown().await;
+}
