@@ -1,1 +1,124 @@
-//! placeholder
+//! Write rio service objects in plain Rust.
+//!
+//! A service object is a `cdylib` crate: serde message types, one function
+//! per message type, and one [`service!`] line that exports them. The SDK
+//! does the CBOR and the WIT glue.
+//!
+//! ```ignore
+//! use rio_sdk::prelude::*;
+//!
+//! #[derive(Deserialize)]
+//! struct Increment { by: i64 }
+//! #[derive(Serialize)]
+//! struct Value { value: i64 }
+//!
+//! fn increment(message: Increment) -> Result<Value, Error> {
+//!     let value = state::load::<i64>("value")?.unwrap_or(0) + message.by;
+//!     state::save("value", &value)?;
+//!     Ok(Value { value })
+//! }
+//!
+//! fn get(_: Empty) -> Result<Value, Error> {
+//!     Ok(Value { value: state::load("value")?.unwrap_or(0) })
+//! }
+//!
+//! rio_sdk::service! { "increment" => increment, "get" => get }
+//! ```
+//!
+//! - [`state`]: this object's typed keys and values.
+//! - [`call`](mod@call): typed calls to other objects.
+//! - [`log`]: lines in the silo's log, tagged with this object.
+//! - [`identity`]: this object's type and id.
+//! - [`Error`]: what a handler returns on failure (a kind and a message).
+#![warn(missing_docs)]
+
+pub mod call;
+mod codec;
+#[doc(hidden)]
+pub mod dispatch;
+mod empty;
+mod error;
+pub mod identity;
+pub mod log;
+pub mod state;
+
+pub use call::call;
+pub use empty::Empty;
+pub use error::Error;
+
+/// CBOR values, for messages whose shape is not known in advance.
+pub use ciborium::Value as CborValue;
+
+/// Everything a handler module usually needs.
+pub mod prelude {
+    pub use crate::{CborValue, Empty, Error, call, identity, log, state};
+    pub use serde::{Deserialize, Serialize};
+}
+
+#[doc(hidden)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "rio:service/service-object",
+        pub_export_macro: true,
+        export_macro_name: "__export_service_object",
+        default_bindings_module: "::rio_sdk::bindings",
+    });
+}
+
+/// Exports the listed handlers as this component's service object.
+///
+/// Each `"message-type" => function` pair routes that message type to a
+/// function taking one deserializable message and returning
+/// `Result<impl Serialize, Error>`. Optional hooks come first, each
+/// `fn() -> Result<(), Error>`:
+///
+/// ```ignore
+/// rio_sdk::service! {
+///     on_activate = warm_up;
+///     on_deactivate = flush;
+///     "increment" => increment,
+///     "get" => get,
+/// }
+/// ```
+#[macro_export]
+macro_rules! service {
+    (
+        $(on_activate = $on_activate:path;)?
+        $(on_deactivate = $on_deactivate:path;)?
+        $( $message_type:literal => $handler:path ),* $(,)?
+    ) => {
+        struct RioServiceObject;
+
+        impl $crate::bindings::exports::rio::service::handler::Guest for RioServiceObject {
+            fn handle(
+                _object_id: ::std::string::String,
+                message_type: ::std::string::String,
+                payload: ::std::vec::Vec<u8>,
+            ) -> ::std::result::Result<::std::vec::Vec<u8>, $crate::bindings::rio::service::types::HandlerError> {
+                match message_type.as_str() {
+                    $( $message_type => $crate::dispatch::handle(&payload, $handler), )*
+                    other => ::std::result::Result::Err($crate::Error::unknown_message(other).into()),
+                }
+            }
+
+            fn on_activate(
+                _object_id: ::std::string::String,
+            ) -> ::std::result::Result<(), $crate::bindings::rio::service::types::HandlerError> {
+                $( return $crate::dispatch::hook($on_activate); )?
+                #[allow(unreachable_code)]
+                ::std::result::Result::Ok(())
+            }
+
+            fn on_deactivate(
+                _object_id: ::std::string::String,
+            ) -> ::std::result::Result<(), $crate::bindings::rio::service::types::HandlerError> {
+                $( return $crate::dispatch::hook($on_deactivate); )?
+                #[allow(unreachable_code)]
+                ::std::result::Result::Ok(())
+            }
+        }
+
+        $crate::bindings::__export_service_object!(RioServiceObject with_types_in $crate::bindings);
+    };
+}

@@ -1,1 +1,76 @@
+//! A bank account service object (deploy it as `Account`).
+//!
+//! `deposit {"amount": n}`, `withdraw {"amount": n}` and `balance` answer
+//! `{"balance": n}`; `transfer {"to": "bob", "amount": n}` moves money to the
+//! account `Account/bob` by calling its `deposit`.
+//!
+//! A transfer saves the lower balance, then calls the other account. If that
+//! call fails, the handler returns the error, and returning an error
+//! discards every write of the turn: the money never leaves.
 
+use rio_sdk::prelude::*;
+
+#[derive(Serialize, Deserialize)]
+struct Amount {
+    amount: i64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Balance {
+    balance: i64,
+}
+
+#[derive(Deserialize)]
+struct Transfer {
+    to: String,
+    amount: i64,
+}
+
+fn current_balance() -> Result<i64, Error> {
+    Ok(state::load("balance")?.unwrap_or(0))
+}
+
+fn set_balance(balance: i64) -> Result<Balance, Error> {
+    state::save("balance", &balance)?;
+    Ok(Balance { balance })
+}
+
+fn positive(amount: i64) -> Result<i64, Error> {
+    if amount <= 0 {
+        return Err(Error::new("invalid-amount", format!("amount must be positive, got {amount}")));
+    }
+    Ok(amount)
+}
+
+fn deposit(message: Amount) -> Result<Balance, Error> {
+    set_balance(current_balance()? + positive(message.amount)?)
+}
+
+fn withdraw(message: Amount) -> Result<Balance, Error> {
+    let amount = positive(message.amount)?;
+    let balance = current_balance()?;
+    if amount > balance {
+        return Err(Error::new("insufficient-funds", format!("balance {balance} is less than {amount}")));
+    }
+    set_balance(balance - amount)
+}
+
+fn balance(_: Empty) -> Result<Balance, Error> {
+    Ok(Balance { balance: current_balance()? })
+}
+
+fn transfer(message: Transfer) -> Result<Balance, Error> {
+    if message.to == identity::object_id() {
+        return Err(Error::new("invalid-transfer", "cannot transfer to the same account"));
+    }
+    let remaining = withdraw(Amount { amount: message.amount })?;
+    let _: Balance = call(&identity::service_type(), &message.to, "deposit", &Amount { amount: message.amount })?;
+    Ok(remaining)
+}
+
+rio_sdk::service! {
+    "deposit" => deposit,
+    "withdraw" => withdraw,
+    "balance" => balance,
+    "transfer" => transfer,
+}

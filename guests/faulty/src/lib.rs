@@ -1,1 +1,88 @@
+//! A guest that misbehaves on request, for the fault-isolation tests:
+//! it traps, loops forever, eats memory, or writes then traps.
 
+use rio_sdk::prelude::*;
+
+#[derive(Deserialize)]
+struct SetValue {
+    value: i64,
+}
+
+#[derive(Serialize)]
+struct MaybeValue {
+    value: Option<i64>,
+}
+
+#[derive(Serialize)]
+struct Ok_ {
+    ok: bool,
+}
+
+#[derive(Serialize)]
+struct Activations {
+    activations: i64,
+}
+
+fn ok(_: Empty) -> Result<Ok_, Error> {
+    Ok(Ok_ { ok: true })
+}
+
+fn set(message: SetValue) -> Result<MaybeValue, Error> {
+    state::save("value", &message.value)?;
+    Ok(MaybeValue { value: Some(message.value) })
+}
+
+fn get(_: Empty) -> Result<MaybeValue, Error> {
+    Ok(MaybeValue { value: state::load("value")? })
+}
+
+fn set_then_trap(message: SetValue) -> Result<MaybeValue, Error> {
+    state::save("value", &message.value)?;
+    panic!("trapping after a write of {}", message.value);
+}
+
+fn trap(_: Empty) -> Result<Ok_, Error> {
+    panic!("asked to trap");
+}
+
+fn spin(_: Empty) -> Result<Ok_, Error> {
+    let mut counter = 0u64;
+    loop {
+        counter = std::hint::black_box(counter.wrapping_add(1));
+    }
+}
+
+fn hog(_: Empty) -> Result<Ok_, Error> {
+    let mut hoard: Vec<Vec<u8>> = Vec::new();
+    loop {
+        // Filled with ones so every page is really touched.
+        hoard.push(std::hint::black_box(vec![1u8; 1 << 20]));
+    }
+}
+
+fn fail(_: Empty) -> Result<Ok_, Error> {
+    Err(Error::new("refused", "this guest refuses"))
+}
+
+fn activations(_: Empty) -> Result<Activations, Error> {
+    Ok(Activations { activations: state::load("activations")?.unwrap_or(0) })
+}
+
+/// Counts activations in state, so tests can see the hook ran and committed.
+fn count_activation() -> Result<(), Error> {
+    let activations = state::load::<i64>("activations")?.unwrap_or(0) + 1;
+    state::save("activations", &activations)
+}
+
+rio_sdk::service! {
+    on_activate = count_activation;
+    "ok" => ok,
+    "set" => set,
+    "get" => get,
+    "set-then-trap" => set_then_trap,
+    "trap" => trap,
+    "loop" => spin,
+    "hog" => hog,
+    "fail" => fail,
+    "activations" => activations,
+}
