@@ -25,6 +25,16 @@ pub fn call<M: Serialize + ?Sized, R: DeserializeOwned>(
 }
 
 /// Like [`call`], with payloads as raw bytes.
-pub fn call_raw(service_type: &str, object_id: &str, message_type: &str, payload: &[u8]) -> Result<Vec<u8>, Error> {
-    Ok(messaging::call(service_type, object_id, message_type, payload)?)
+pub fn call_raw(
+    service_type: &str,
+    object_id: &str,
+    message_type: &str,
+    payload: &[u8],
+) -> Result<Vec<u8>, Error> {
+    Ok(messaging::call(
+        service_type,
+        object_id,
+        message_type,
+        payload,
+    )?)
 }

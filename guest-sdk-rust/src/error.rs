@@ -19,7 +19,10 @@ pub struct Error {
 impl Error {
     /// An error of your own kind.
     pub fn new(kind: impl Into<String>, message: impl Into<String>) -> Error {
-        Error { kind: kind.into(), message: message.into() }
+        Error {
+            kind: kind.into(),
+            message: message.into(),
+        }
     }
 
     /// The message could not be decoded into the handler's message type.
@@ -30,7 +33,10 @@ impl Error {
     /// No handler for this message type (the kind the silo reports as
     /// `unknown-message`).
     pub fn unknown_message(message_type: &str) -> Error {
-        Error::new("unknown-message", format!("no handler for message `{message_type}`"))
+        Error::new(
+            "unknown-message",
+            format!("no handler for message `{message_type}`"),
+        )
     }
 }
 
@@ -44,7 +50,10 @@ impl std::error::Error for Error {}
 
 impl From<Error> for HandlerError {
     fn from(error: Error) -> HandlerError {
-        HandlerError { kind: error.kind, message: error.message }
+        HandlerError {
+            kind: error.kind,
+            message: error.message,
+        }
     }
 }
 
@@ -55,7 +64,10 @@ impl From<Error> for HandlerError {
 impl From<CallError> for Error {
     fn from(error: CallError) -> Error {
         match error {
-            CallError::Guest(inner) => Error { kind: inner.kind, message: inner.message },
+            CallError::Guest(inner) => Error {
+                kind: inner.kind,
+                message: inner.message,
+            },
             CallError::UnknownType(message) => Error::new("unknown-type", message),
             CallError::Trap(message) => Error::new("trap", message),
             CallError::Timeout(message) => Error::new("timeout", message),
@@ -72,9 +84,15 @@ mod tests {
 
     #[test]
     fn call_errors_keep_the_callee_kind_or_name_the_platform_failure() {
-        let guest = CallError::Guest(HandlerError { kind: "insufficient-funds".into(), message: "no".into() });
+        let guest = CallError::Guest(HandlerError {
+            kind: "insufficient-funds".into(),
+            message: "no".into(),
+        });
         assert_eq!(Error::from(guest), Error::new("insufficient-funds", "no"));
-        assert_eq!(Error::from(CallError::Cycle("a -> b -> a".into())).kind, "cycle");
+        assert_eq!(
+            Error::from(CallError::Cycle("a -> b -> a".into())).kind,
+            "cycle"
+        );
         assert_eq!(Error::from(CallError::Trap("boom".into())).kind, "trap");
         let wire: HandlerError = Error::unknown_message("frob").into();
         assert_eq!(wire.kind, "unknown-message");

@@ -37,7 +37,10 @@ fn set_balance(balance: i64) -> Result<Balance, Error> {
 
 fn positive(amount: i64) -> Result<i64, Error> {
     if amount <= 0 {
-        return Err(Error::new("invalid-amount", format!("amount must be positive, got {amount}")));
+        return Err(Error::new(
+            "invalid-amount",
+            format!("amount must be positive, got {amount}"),
+        ));
     }
     Ok(amount)
 }
@@ -50,21 +53,38 @@ fn withdraw(message: Amount) -> Result<Balance, Error> {
     let amount = positive(message.amount)?;
     let balance = current_balance()?;
     if amount > balance {
-        return Err(Error::new("insufficient-funds", format!("balance {balance} is less than {amount}")));
+        return Err(Error::new(
+            "insufficient-funds",
+            format!("balance {balance} is less than {amount}"),
+        ));
     }
     set_balance(balance - amount)
 }
 
 fn balance(_: Empty) -> Result<Balance, Error> {
-    Ok(Balance { balance: current_balance()? })
+    Ok(Balance {
+        balance: current_balance()?,
+    })
 }
 
 fn transfer(message: Transfer) -> Result<Balance, Error> {
     if message.to == identity::object_id() {
-        return Err(Error::new("invalid-transfer", "cannot transfer to the same account"));
+        return Err(Error::new(
+            "invalid-transfer",
+            "cannot transfer to the same account",
+        ));
     }
-    let remaining = withdraw(Amount { amount: message.amount })?;
-    let _: Balance = call(&identity::service_type(), &message.to, "deposit", &Amount { amount: message.amount })?;
+    let remaining = withdraw(Amount {
+        amount: message.amount,
+    })?;
+    let _: Balance = call(
+        &identity::service_type(),
+        &message.to,
+        "deposit",
+        &Amount {
+            amount: message.amount,
+        },
+    )?;
     Ok(remaining)
 }
 

@@ -20,7 +20,9 @@ fn increment(message: Increment) -> Result<Value, Error> {
 }
 
 fn get(_: Empty) -> Result<Value, Error> {
-    Ok(Value { value: state::load("value")?.unwrap_or(0) })
+    Ok(Value {
+        value: state::load("value")?.unwrap_or(0),
+    })
 }
 
 rio_sdk::service! { "increment" => increment, "get" => get }

@@ -20,7 +20,9 @@ fn increment(message: Increment) -> Result<Value, Error> {
 }
 
 fn get(_: Empty) -> Result<Value, Error> {
-    Ok(Value { value: state::load("value")?.unwrap_or(0) })
+    Ok(Value {
+        value: state::load("value")?.unwrap_or(0),
+    })
 }
 
 #[derive(Deserialize)]
@@ -31,7 +33,12 @@ struct AddTo {
 
 /// Increments another counter and returns its reply.
 fn add_to(message: AddTo) -> Result<Value, Error> {
-    call(&identity::service_type(), &message.target, "increment", &Increment { by: message.by })
+    call(
+        &identity::service_type(),
+        &message.target,
+        "increment",
+        &Increment { by: message.by },
+    )
 }
 
 #[derive(Deserialize)]
@@ -44,7 +51,12 @@ struct Relay {
 
 /// Forwards any message and returns the reply (tests use it to build call chains).
 fn relay(message: Relay) -> Result<CborValue, Error> {
-    call(&message.service_type, &message.object_id, &message.message_type, &message.payload)
+    call(
+        &message.service_type,
+        &message.object_id,
+        &message.message_type,
+        &message.payload,
+    )
 }
 
 rio_sdk::service! {

@@ -29,11 +29,15 @@ fn ok(_: Empty) -> Result<Ok_, Error> {
 
 fn set(message: SetValue) -> Result<MaybeValue, Error> {
     state::save("value", &message.value)?;
-    Ok(MaybeValue { value: Some(message.value) })
+    Ok(MaybeValue {
+        value: Some(message.value),
+    })
 }
 
 fn get(_: Empty) -> Result<MaybeValue, Error> {
-    Ok(MaybeValue { value: state::load("value")? })
+    Ok(MaybeValue {
+        value: state::load("value")?,
+    })
 }
 
 fn set_then_trap(message: SetValue) -> Result<MaybeValue, Error> {
@@ -65,7 +69,9 @@ fn fail(_: Empty) -> Result<Ok_, Error> {
 }
 
 fn activations(_: Empty) -> Result<Activations, Error> {
-    Ok(Activations { activations: state::load("activations")?.unwrap_or(0) })
+    Ok(Activations {
+        activations: state::load("activations")?.unwrap_or(0),
+    })
 }
 
 /// Counts activations in state, so tests can see the hook ran and committed.

@@ -31,20 +31,31 @@ pub(crate) fn run(args: BuildArgs) -> anyhow::Result<()> {
 pub(crate) fn build_rust_guest(dir: &Path, release: bool) -> anyhow::Result<PathBuf> {
     let manifest = dir.join("Cargo.toml");
     if !manifest.is_file() {
-        bail!("{} has no Cargo.toml: `rio build` needs a Rust guest crate folder", dir.display());
+        bail!(
+            "{} has no Cargo.toml: `rio build` needs a Rust guest crate folder",
+            dir.display()
+        );
     }
     let manifest = manifest.canonicalize()?;
     check_target_installed()?;
     let mut command = Command::new("cargo");
     command
-        .args(["build", "--target", TARGET, "--message-format=json-render-diagnostics", "--manifest-path"])
+        .args([
+            "build",
+            "--target",
+            TARGET,
+            "--message-format=json-render-diagnostics",
+            "--manifest-path",
+        ])
         .arg(&manifest)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
     if release {
         command.arg("--release");
     }
-    let output = command.output().context("cannot run cargo; install Rust from https://rustup.rs")?;
+    let output = command
+        .output()
+        .context("cannot run cargo; install Rust from https://rustup.rs")?;
     if !output.status.success() {
         bail!("cargo build failed for {}", manifest.display());
     }
@@ -52,13 +63,18 @@ pub(crate) fn build_rust_guest(dir: &Path, release: bool) -> anyhow::Result<Path
 }
 
 fn check_target_installed() -> anyhow::Result<()> {
-    let Ok(output) = Command::new("rustup").args(["target", "list", "--installed"]).output() else {
+    let Ok(output) = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+    else {
         // Without rustup we cannot tell; cargo will report a missing target itself.
         return Ok(());
     };
     let installed = String::from_utf8_lossy(&output.stdout);
     if !installed.lines().any(|line| line.trim() == TARGET) {
-        bail!("the Rust target {TARGET} is not installed; install it with `rustup target add {TARGET}`");
+        bail!(
+            "the Rust target {TARGET} is not installed; install it with `rustup target add {TARGET}`"
+        );
     }
     Ok(())
 }
@@ -66,13 +82,20 @@ fn check_target_installed() -> anyhow::Result<()> {
 /// Picks, from cargo's JSON messages, the `.wasm` cdylib of the crate itself.
 fn find_component(messages: &[u8], manifest: &Path) -> anyhow::Result<PathBuf> {
     let mut found = None;
-    for line in messages.split(|&b| b == b'\n').filter(|line| !line.is_empty()) {
-        let Ok(message) = serde_json::from_slice::<serde_json::Value>(line) else { continue };
+    for line in messages
+        .split(|&b| b == b'\n')
+        .filter(|line| !line.is_empty())
+    {
+        let Ok(message) = serde_json::from_slice::<serde_json::Value>(line) else {
+            continue;
+        };
         if message["reason"] != "compiler-artifact" {
             continue;
         }
         let same_manifest = message["manifest_path"].as_str().map(Path::new) == Some(manifest);
-        let is_cdylib = message["target"]["kind"].as_array().is_some_and(|kinds| kinds.iter().any(|k| k == "cdylib"));
+        let is_cdylib = message["target"]["kind"]
+            .as_array()
+            .is_some_and(|kinds| kinds.iter().any(|k| k == "cdylib"));
         if !same_manifest || !is_cdylib {
             continue;
         }
@@ -84,6 +107,9 @@ fn find_component(messages: &[u8], manifest: &Path) -> anyhow::Result<PathBuf> {
         }
     }
     found.with_context(|| {
-        format!("cargo built no .wasm for {}: is its [lib] crate-type [\"cdylib\"]?", manifest.display())
+        format!(
+            "cargo built no .wasm for {}: is its [lib] crate-type [\"cdylib\"]?",
+            manifest.display()
+        )
     })
 }

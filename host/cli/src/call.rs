@@ -30,8 +30,12 @@ pub(crate) async fn run(args: CallArgs) -> anyhow::Result<()> {
         bail!("`{}` is not TYPE/ID (e.g. Counter/alice)", args.object);
     }
     let payload = json_text_to_cbor(args.json.as_deref())?;
-    let client = Client::connect(&args.silo).await?.with_timeout(std::time::Duration::from_secs(args.timeout));
-    let reply = client.call_raw(service_type, object_id, &args.message, payload).await?;
+    let client = Client::connect(&args.silo)
+        .await?
+        .with_timeout(std::time::Duration::from_secs(args.timeout));
+    let reply = client
+        .call_raw(service_type, object_id, &args.message, payload)
+        .await?;
     let json = cbor_to_json(&reply).context("cannot show the reply")?;
     println!("{json}");
     Ok(())

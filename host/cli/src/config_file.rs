@@ -31,8 +31,10 @@ pub(crate) struct ConfigFile {
 
 impl ConfigFile {
     pub(crate) fn read(path: &Path) -> anyhow::Result<ConfigFile> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-        toml::from_str(&text).with_context(|| format!("{} is not a valid rio config", path.display()))
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        toml::from_str(&text)
+            .with_context(|| format!("{} is not a valid rio config", path.display()))
     }
 }
 
@@ -42,7 +44,8 @@ mod tests {
 
     #[test]
     fn parses_known_keys_and_refuses_unknown_ones() {
-        let config: ConfigFile = toml::from_str("listen = \"0.0.0.0:1\"\nmemory_limit_mib = 8").unwrap();
+        let config: ConfigFile =
+            toml::from_str("listen = \"0.0.0.0:1\"\nmemory_limit_mib = 8").unwrap();
         assert_eq!(config.listen.as_deref(), Some("0.0.0.0:1"));
         assert_eq!(config.memory_limit_mib, Some(8));
         assert!(toml::from_str::<ConfigFile>("lisen = \"x\"").is_err());

@@ -26,18 +26,28 @@ pub(crate) struct ListArgs {
 }
 
 pub(crate) async fn run(args: DeployArgs) -> anyhow::Result<()> {
-    let component = std::fs::read(&args.file).with_context(|| format!("cannot read {}", args.file.display()))?;
-    check_is_component(&component).with_context(|| format!("{} cannot be deployed", args.file.display()))?;
-    let client = Client::connect(&args.silo).await?.with_timeout(std::time::Duration::from_secs(300));
+    let component = std::fs::read(&args.file)
+        .with_context(|| format!("cannot read {}", args.file.display()))?;
+    check_is_component(&component)
+        .with_context(|| format!("{} cannot be deployed", args.file.display()))?;
+    let client = Client::connect(&args.silo)
+        .await?
+        .with_timeout(std::time::Duration::from_secs(300));
     let info = client.deploy(&args.service_type, component).await?;
-    println!("deployed {} ({} bytes, sha256 {})", info.service_type, info.component_bytes, info.content_hash);
+    println!(
+        "deployed {} ({} bytes, sha256 {})",
+        info.service_type, info.component_bytes, info.content_hash
+    );
     Ok(())
 }
 
 pub(crate) async fn list(args: ListArgs) -> anyhow::Result<()> {
     let client = Client::connect(&args.silo).await?;
     for info in client.deployments().await? {
-        println!("{}\t{}\t{} bytes", info.service_type, info.content_hash, info.component_bytes);
+        println!(
+            "{}\t{}\t{} bytes",
+            info.service_type, info.content_hash, info.component_bytes
+        );
     }
     Ok(())
 }
@@ -49,7 +59,9 @@ fn check_is_component(bytes: &[u8]) -> anyhow::Result<()> {
         bail!("it is not a WebAssembly file");
     }
     if bytes[4..8] == [1, 0, 0, 0] {
-        bail!("it is a core WebAssembly module, not a component; build it for the wasm32-wasip2 target (`rio build`)");
+        bail!(
+            "it is a core WebAssembly module, not a component; build it for the wasm32-wasip2 target (`rio build`)"
+        );
     }
     Ok(())
 }

@@ -6,8 +6,11 @@ use serde_json::Value as Json;
 
 /// Encodes a JSON text as a CBOR payload; `None` is the empty payload.
 pub(crate) fn json_text_to_cbor(json: Option<&str>) -> anyhow::Result<Vec<u8>> {
-    let Some(json) = json else { return Ok(Vec::new()) };
-    let value: Json = serde_json::from_str(json).with_context(|| format!("`{json}` is not valid JSON"))?;
+    let Some(json) = json else {
+        return Ok(Vec::new());
+    };
+    let value: Json =
+        serde_json::from_str(json).with_context(|| format!("`{json}` is not valid JSON"))?;
     let mut payload = Vec::new();
     ciborium::into_writer(&value, &mut payload).context("cannot encode the message as CBOR")?;
     Ok(payload)
@@ -26,9 +29,14 @@ fn to_json(value: Cbor) -> Json {
     match value {
         Cbor::Integer(integer) => {
             let wide = i128::from(integer);
-            i64::try_from(wide).map(Json::from).or_else(|_| u64::try_from(wide).map(Json::from)).unwrap_or_else(|_| Json::String(wide.to_string()))
+            i64::try_from(wide)
+                .map(Json::from)
+                .or_else(|_| u64::try_from(wide).map(Json::from))
+                .unwrap_or_else(|_| Json::String(wide.to_string()))
         }
-        Cbor::Float(float) => serde_json::Number::from_f64(float).map(Json::Number).unwrap_or(Json::Null),
+        Cbor::Float(float) => serde_json::Number::from_f64(float)
+            .map(Json::Number)
+            .unwrap_or(Json::Null),
         Cbor::Text(text) => Json::String(text),
         Cbor::Bool(flag) => Json::Bool(flag),
         Cbor::Null => Json::Null,
@@ -58,7 +66,11 @@ mod tests {
     fn check(json: &str) {
         let payload = json_text_to_cbor(Some(json)).unwrap();
         let back = cbor_to_json(&payload).unwrap();
-        assert_eq!(back, serde_json::from_str::<Json>(json).unwrap(), "round trip of {json}");
+        assert_eq!(
+            back,
+            serde_json::from_str::<Json>(json).unwrap(),
+            "round trip of {json}"
+        );
     }
 
     #[test]

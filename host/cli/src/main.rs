@@ -20,7 +20,11 @@ use clap::{Parser, Subcommand};
 pub(crate) const DEFAULT_SILO: &str = "127.0.0.1:7700";
 
 #[derive(Parser)]
-#[command(name = "rio", version, about = "Virtual actors as WebAssembly components")]
+#[command(
+    name = "rio",
+    version,
+    about = "Virtual actors as WebAssembly components"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -44,7 +48,10 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: cannot start the async runtime: {error}");

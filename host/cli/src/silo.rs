@@ -38,15 +38,23 @@ pub(crate) struct SiloArgs {
 
 pub(crate) async fn run(args: SiloArgs) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_env("RIO_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(
+            EnvFilter::try_from_env("RIO_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
         .with_writer(std::io::stderr)
         .init();
     let file = match &args.config {
         Some(path) => ConfigFile::read(path)?,
         None => ConfigFile::default(),
     };
-    let listen = args.listen.or(file.listen).unwrap_or_else(|| crate::DEFAULT_SILO.to_string());
-    let data_dir = args.data.or(file.data_dir).unwrap_or_else(|| PathBuf::from("rio-data"));
+    let listen = args
+        .listen
+        .or(file.listen)
+        .unwrap_or_else(|| crate::DEFAULT_SILO.to_string());
+    let data_dir = args
+        .data
+        .or(file.data_dir)
+        .unwrap_or_else(|| PathBuf::from("rio-data"));
     let mut config = SiloConfig::new(data_dir);
     if let Some(secs) = args.idle_timeout_secs.or(file.idle_timeout_secs) {
         config.idle_timeout = Duration::from_secs(secs);
@@ -66,8 +74,12 @@ pub(crate) async fn run(args: SiloArgs) -> anyhow::Result<()> {
     config.pooling_allocator = args.pooling_allocator || file.pooling_allocator.unwrap_or(false);
 
     let data_dir = config.data_dir.clone();
-    let silo = Silo::open(config).await.with_context(|| format!("cannot open the silo in {}", data_dir.display()))?;
-    let listener = tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+    let silo = Silo::open(config)
+        .await
+        .with_context(|| format!("cannot open the silo in {}", data_dir.display()))?;
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
     let address = listener.local_addr()?;
     // Scripts (and `rio bench`) read this line to find the silo.
     println!("rio silo listening on {address}");
@@ -82,10 +94,11 @@ async fn stop_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(signal) => signal,
-            Err(_) => return std::future::pending().await,
-        };
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(_) => return std::future::pending().await,
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = terminate.recv() => {}

@@ -54,14 +54,27 @@ impl Client {
     pub async fn connect(address: &str) -> Result<Client, ClientError> {
         let stream = TcpStream::connect(address)
             .await
-            .map_err(|source| ClientError::Connect { address: address.to_string(), source })?;
-        stream.set_nodelay(true).map_err(|e| ClientError::Closed(e.to_string()))?;
+            .map_err(|source| ClientError::Connect {
+                address: address.to_string(),
+                source,
+            })?;
+        stream
+            .set_nodelay(true)
+            .map_err(|e| ClientError::Closed(e.to_string()))?;
         let (read_half, mut write_half) = stream.into_split();
         let mut reader = FrameReader::new(read_half, MAX_REPLY_FRAME_BYTES);
 
         let mut hello = Vec::new();
-        encode_frame(&ClientFrame::Hello { protocol_version: PROTOCOL_VERSION }, &mut hello)?;
-        write_half.write_all(&hello).await.map_err(|e| ClientError::Closed(e.to_string()))?;
+        encode_frame(
+            &ClientFrame::Hello {
+                protocol_version: PROTOCOL_VERSION,
+            },
+            &mut hello,
+        )?;
+        write_half
+            .write_all(&hello)
+            .await
+            .map_err(|e| ClientError::Closed(e.to_string()))?;
         match reader.next_frame::<ServerFrame>().await? {
             Some(ServerFrame::Welcome { .. }) => {}
             Some(ServerFrame::Goodbye { reason }) => return Err(ClientError::Handshake(reason)),
@@ -72,17 +85,26 @@ impl Client {
         let (outgoing, outgoing_frames) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             next_id: AtomicU64::new(1),
-            pending: Mutex::new(Pending { waiting: HashMap::new(), closed: None }),
+            pending: Mutex::new(Pending {
+                waiting: HashMap::new(),
+                closed: None,
+            }),
             outgoing,
         });
         tokio::spawn(write_frames(write_half, outgoing_frames));
         tokio::spawn(read_replies(reader, shared.clone()));
-        Ok(Client { shared, timeout: DEFAULT_TIMEOUT })
+        Ok(Client {
+            shared,
+            timeout: DEFAULT_TIMEOUT,
+        })
     }
 
     /// A client sharing this connection whose calls wait at most `timeout`.
     pub fn with_timeout(&self, timeout: Duration) -> Client {
-        Client { shared: self.shared.clone(), timeout }
+        Client {
+            shared: self.shared.clone(),
+            timeout,
+        }
     }
 
     /// Sends `message` (encoded as CBOR) to object `service_type/object_id`
@@ -95,8 +117,11 @@ impl Client {
         message: &M,
     ) -> Result<R, ClientError> {
         let mut payload = Vec::new();
-        ciborium::into_writer(message, &mut payload).map_err(|e| ClientError::Codec(e.to_string()))?;
-        let reply = self.call_raw(service_type, object_id, message_type, payload).await?;
+        ciborium::into_writer(message, &mut payload)
+            .map_err(|e| ClientError::Codec(e.to_string()))?;
+        let reply = self
+            .call_raw(service_type, object_id, message_type, payload)
+            .await?;
         ciborium::from_reader(&reply[..])
             .map_err(|e| ClientError::Codec(format!("cannot decode reply: {e}")))
     }
@@ -122,8 +147,15 @@ impl Client {
     }
 
     /// Deploys a component under `service_type`.
-    pub async fn deploy(&self, service_type: &str, component: Vec<u8>) -> Result<DeploymentInfo, ClientError> {
-        let request = Request::Deploy { service_type: service_type.to_string(), component };
+    pub async fn deploy(
+        &self,
+        service_type: &str,
+        component: Vec<u8>,
+    ) -> Result<DeploymentInfo, ClientError> {
+        let request = Request::Deploy {
+            service_type: service_type.to_string(),
+            component,
+        };
         match self.request(request).await? {
             Response::Deployed(info) => Ok(info),
             other => Err(ClientError::Unexpected(format!("{other:?}"))),
@@ -174,12 +206,20 @@ impl Client {
     }
 
     fn forget(&self, id: u64) {
-        self.shared.pending.lock().expect("pending map poisoned").waiting.remove(&id);
+        self.shared
+            .pending
+            .lock()
+            .expect("pending map poisoned")
+            .waiting
+            .remove(&id);
     }
 
     fn closed_reason(&self) -> String {
         let pending = self.shared.pending.lock().expect("pending map poisoned");
-        pending.closed.clone().unwrap_or_else(|| "connection lost".into())
+        pending
+            .closed
+            .clone()
+            .unwrap_or_else(|| "connection lost".into())
     }
 }
 
@@ -207,13 +247,22 @@ async fn read_replies(mut reader: FrameReader<OwnedReadHalf>, shared: Arc<Shared
     let reason = loop {
         match reader.next_frame::<ServerFrame>().await {
             Ok(Some(ServerFrame::Reply { id, result })) => {
-                let waiter = shared.pending.lock().expect("pending map poisoned").waiting.remove(&id);
+                let waiter = shared
+                    .pending
+                    .lock()
+                    .expect("pending map poisoned")
+                    .waiting
+                    .remove(&id);
                 if let Some(waiter) = waiter {
                     let _ = waiter.send(result);
                 }
             }
-            Ok(Some(ServerFrame::Goodbye { reason })) => break format!("silo said goodbye: {reason}"),
-            Ok(Some(ServerFrame::Welcome { .. })) => break "silo sent a second welcome".to_string(),
+            Ok(Some(ServerFrame::Goodbye { reason })) => {
+                break format!("silo said goodbye: {reason}");
+            }
+            Ok(Some(ServerFrame::Welcome { .. })) => {
+                break "silo sent a second welcome".to_string();
+            }
             Ok(None) => break "silo closed the connection".to_string(),
             Err(error) => break error.to_string(),
         }

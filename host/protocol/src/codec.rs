@@ -49,7 +49,9 @@ pub fn encode_frame<T: Serialize>(value: &T, out: &mut Vec<u8>) -> Result<(), Fr
     let body_len = out.len() - start - LENGTH_PREFIX;
     let body_len = u32::try_from(body_len).map_err(|_| {
         out.truncate(start);
-        FrameError::Encode(format!("frame body of {body_len} bytes does not fit a u32 length"))
+        FrameError::Encode(format!(
+            "frame body of {body_len} bytes does not fit a u32 length"
+        ))
     })?;
     out[start..start + LENGTH_PREFIX].copy_from_slice(&body_len.to_be_bytes());
     Ok(())
@@ -65,7 +67,11 @@ pub struct FrameReader<R> {
 impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// Wraps `stream`; frames whose body exceeds `max_frame_bytes` are refused.
     pub fn new(stream: R, max_frame_bytes: usize) -> Self {
-        FrameReader { stream, buffer: BytesMut::with_capacity(64 * 1024), max_frame_bytes }
+        FrameReader {
+            stream,
+            buffer: BytesMut::with_capacity(64 * 1024),
+            max_frame_bytes,
+        }
     }
 
     /// The next frame's raw body, or `None` at a clean end of stream.
@@ -75,7 +81,11 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 return Ok(Some(body));
             }
             if self.stream.read_buf(&mut self.buffer).await? == 0 {
-                return if self.buffer.is_empty() { Ok(None) } else { Err(FrameError::Truncated) };
+                return if self.buffer.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(FrameError::Truncated)
+                };
             }
         }
     }
@@ -96,10 +106,14 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         prefix.copy_from_slice(&self.buffer[..LENGTH_PREFIX]);
         let length = u32::from_be_bytes(prefix) as usize;
         if length > self.max_frame_bytes {
-            return Err(FrameError::TooLarge { length, limit: self.max_frame_bytes });
+            return Err(FrameError::TooLarge {
+                length,
+                limit: self.max_frame_bytes,
+            });
         }
         if self.buffer.len() < LENGTH_PREFIX + length {
-            self.buffer.reserve(LENGTH_PREFIX + length - self.buffer.len());
+            self.buffer
+                .reserve(LENGTH_PREFIX + length - self.buffer.len());
             return Ok(None);
         }
         self.buffer.advance(LENGTH_PREFIX);
@@ -148,7 +162,16 @@ mod tests {
         let wire = 2000u32.to_be_bytes();
         let mut reader = FrameReader::new(&wire[..], 1024);
         let error = reader.next_body().await.unwrap_err();
-        assert!(matches!(error, FrameError::TooLarge { length: 2000, limit: 1024 }), "{error}");
+        assert!(
+            matches!(
+                error,
+                FrameError::TooLarge {
+                    length: 2000,
+                    limit: 1024
+                }
+            ),
+            "{error}"
+        );
     }
 
     #[tokio::test]
@@ -157,10 +180,16 @@ mod tests {
         encode_frame(&call_frame(1), &mut wire).unwrap();
         wire.truncate(wire.len() - 1);
         let mut reader = FrameReader::new(&wire[..], 1024);
-        assert!(matches!(reader.next_body().await, Err(FrameError::Truncated)));
+        assert!(matches!(
+            reader.next_body().await,
+            Err(FrameError::Truncated)
+        ));
 
         let garbage = [0, 0, 0, 2, 0xff, 0xff];
         let mut reader = FrameReader::new(&garbage[..], 1024);
-        assert!(matches!(reader.next_frame::<ClientFrame>().await, Err(FrameError::Malformed(_))));
+        assert!(matches!(
+            reader.next_frame::<ClientFrame>().await,
+            Err(FrameError::Malformed(_))
+        ));
     }
 }

@@ -29,8 +29,20 @@ use crate::host::{ActivationData, DeadlineExceeded, MemoryLimitExceeded, ObjectS
 use crate::mailbox::{CallChain, Envelope};
 use crate::router::Router;
 
-pub(crate) fn spawn(router: Arc<Router>, key: ObjectKey, deployed: Arc<DeployedType>, mailbox: mpsc::Receiver<Envelope>) {
-    let activation = Activation { router, key, deployed, live: None, mailbox, retired: None };
+pub(crate) fn spawn(
+    router: Arc<Router>,
+    key: ObjectKey,
+    deployed: Arc<DeployedType>,
+    mailbox: mpsc::Receiver<Envelope>,
+) {
+    let activation = Activation {
+        router,
+        key,
+        deployed,
+        live: None,
+        mailbox,
+        retired: None,
+    };
     tokio::spawn(activation.run());
 }
 
@@ -56,7 +68,10 @@ struct TurnFailure {
 }
 
 enum Hook {
-    Handle { message_type: String, payload: Vec<u8> },
+    Handle {
+        message_type: String,
+        payload: Vec<u8>,
+    },
     Activate,
     Deactivate,
 }
@@ -100,25 +115,33 @@ impl Activation {
             }
         }
         let chain = envelope.call_chain;
-        let hook = Hook::Handle { message_type: envelope.message_type, payload: envelope.payload };
+        let hook = Hook::Handle {
+            message_type: envelope.message_type,
+            payload: envelope.payload,
+        };
         let result = self.turn(hook, &chain).await;
-        envelope.reply.send(result.map(|reply| reply.unwrap_or_default()));
+        envelope
+            .reply
+            .send(result.map(|reply| reply.unwrap_or_default()));
     }
 
     fn unknown_type(&self) -> ReplyError {
-        ReplyError::UnknownType { service_type: self.key.service_type.to_string() }
+        ReplyError::UnknownType {
+            service_type: self.key.service_type.to_string(),
+        }
     }
 
     /// Instantiates the component, loads the object's state and runs `on-activate`.
     async fn activate(&mut self) -> Result<(), ReplyError> {
         let started = Instant::now();
-        let state = self
-            .router
-            .state_store
-            .load(&self.key)
-            .await
-            .map_err(|e| ReplyError::Internal(format!("cannot load the state of {}: {e}", self.key)))?;
-        let data = ActivationData::new(self.key.clone(), self.router.clone(), ObjectState::loaded(state));
+        let state = self.router.state_store.load(&self.key).await.map_err(|e| {
+            ReplyError::Internal(format!("cannot load the state of {}: {e}", self.key))
+        })?;
+        let data = ActivationData::new(
+            self.key.clone(),
+            self.router.clone(),
+            ObjectState::loaded(state),
+        );
         let mut store = Store::new(&self.router.deployments.engine, data);
         store.limiter(|data| &mut data.memory);
         store.epoch_deadline_callback(|mut context| {
@@ -144,17 +167,26 @@ impl Activation {
         }
         let counters = &self.router.counters;
         counters.activations_total.fetch_add(1, Ordering::Relaxed);
-        counters.activation_nanos_total.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        counters
+            .activation_nanos_total
+            .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
         Ok(())
     }
 
     /// Runs one call into the guest and commits its writes if it succeeded.
     /// `Ok(None)` is a hook's success (hooks reply nothing).
-    async fn turn(&mut self, hook: Hook, incoming_chain: &CallChain) -> Result<Option<Vec<u8>>, ReplyError> {
+    async fn turn(
+        &mut self,
+        hook: Hook,
+        incoming_chain: &CallChain,
+    ) -> Result<Option<Vec<u8>>, ReplyError> {
         let outcome = self.call_guest(hook, incoming_chain).await;
         match outcome {
             Ok(reply) => Ok(reply),
-            Err(TurnFailure { error, instance_lost }) => {
+            Err(TurnFailure {
+                error,
+                instance_lost,
+            }) => {
                 if instance_lost {
                     self.live = None;
                 }
@@ -163,21 +195,47 @@ impl Activation {
         }
     }
 
-    async fn call_guest(&mut self, hook: Hook, incoming_chain: &CallChain) -> Result<Option<Vec<u8>>, TurnFailure> {
+    async fn call_guest(
+        &mut self,
+        hook: Hook,
+        incoming_chain: &CallChain,
+    ) -> Result<Option<Vec<u8>>, TurnFailure> {
         let live = self.live.as_mut().expect("a turn runs on a live instance");
         let data = live.store.data_mut();
-        data.outgoing_chain = incoming_chain.iter().cloned().chain([self.key.clone()]).collect();
+        data.outgoing_chain = incoming_chain
+            .iter()
+            .cloned()
+            .chain([self.key.clone()])
+            .collect();
         arm_deadline(&mut live.store, self.router.config.turn_deadline);
 
         let handler = live.bindings.rio_service_handler();
         let object_id = &*self.key.object_id;
         let (called, message_type) = match &hook {
-            Hook::Handle { message_type, payload } => (
-                handler.call_handle(&mut live.store, object_id, message_type, payload).await.map(|r| r.map(Some)),
+            Hook::Handle {
+                message_type,
+                payload,
+            } => (
+                handler
+                    .call_handle(&mut live.store, object_id, message_type, payload)
+                    .await
+                    .map(|r| r.map(Some)),
                 Some(message_type.as_str()),
             ),
-            Hook::Activate => (handler.call_on_activate(&mut live.store, object_id).await.map(|r| r.map(|()| None)), None),
-            Hook::Deactivate => (handler.call_on_deactivate(&mut live.store, object_id).await.map(|r| r.map(|()| None)), None),
+            Hook::Activate => (
+                handler
+                    .call_on_activate(&mut live.store, object_id)
+                    .await
+                    .map(|r| r.map(|()| None)),
+                None,
+            ),
+            Hook::Deactivate => (
+                handler
+                    .call_on_deactivate(&mut live.store, object_id)
+                    .await
+                    .map(|r| r.map(|()| None)),
+                None,
+            ),
         };
         match called {
             Ok(Ok(reply)) => {
@@ -187,9 +245,15 @@ impl Activation {
             Ok(Err(handler_error)) => {
                 let live = self.live.as_mut().expect("still live");
                 live.store.data_mut().state.discard_pending();
-                Err(TurnFailure { error: self.guest_error(handler_error, message_type), instance_lost: false })
+                Err(TurnFailure {
+                    error: self.guest_error(handler_error, message_type),
+                    instance_lost: false,
+                })
             }
-            Err(error) => Err(TurnFailure { error: classify_trap(&self.key, &self.router, error), instance_lost: true }),
+            Err(error) => Err(TurnFailure {
+                error: classify_trap(&self.key, &self.router, error),
+                instance_lost: true,
+            }),
         }
     }
 
@@ -199,7 +263,10 @@ impl Activation {
                 service_type: self.key.service_type.to_string(),
                 message_type: message_type.to_string(),
             },
-            _ => ReplyError::Guest { kind: error.kind, message: error.message },
+            _ => ReplyError::Guest {
+                kind: error.kind,
+                message: error.message,
+            },
         }
     }
 
@@ -220,7 +287,10 @@ impl Activation {
             Err(error) => {
                 tracing::error!(object = %self.key, %error, "commit failed; turn discarded");
                 let message = format!("cannot commit the state of {}: {error}", self.key);
-                Err(TurnFailure { error: ReplyError::Internal(message), instance_lost: true })
+                Err(TurnFailure {
+                    error: ReplyError::Internal(message),
+                    instance_lost: true,
+                })
             }
         }
     }
@@ -230,11 +300,17 @@ impl Activation {
         if self.live.is_none() {
             return;
         }
-        if let Err(error) = self.turn(Hook::Deactivate, &self.router.empty_chain()).await {
+        if let Err(error) = self
+            .turn(Hook::Deactivate, &self.router.empty_chain())
+            .await
+        {
             tracing::warn!(object = %self.key, %error, "on-deactivate failed");
         }
         self.live = None;
-        self.router.counters.deactivations_total.fetch_add(1, Ordering::Relaxed);
+        self.router
+            .counters
+            .deactivations_total
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     /// If no message waits, marks the slot deactivating (under the directory
@@ -255,7 +331,10 @@ impl Activation {
         self.mark_deactivating_locked(slots);
     }
 
-    fn mark_deactivating_locked(&mut self, mut slots: std::sync::MutexGuard<'_, std::collections::HashMap<ObjectKey, Slot>>) {
+    fn mark_deactivating_locked(
+        &mut self,
+        mut slots: std::sync::MutexGuard<'_, std::collections::HashMap<ObjectKey, Slot>>,
+    ) {
         let (retired, done) = watch::channel(false);
         slots.insert(self.key.clone(), Slot::Deactivating(done));
         drop(slots);
@@ -291,10 +370,15 @@ fn arm_deadline(store: &mut Store<ActivationData>, deadline: Duration) {
 fn classify_trap(key: &ObjectKey, router: &Router, error: wasmtime::Error) -> ReplyError {
     if error.downcast_ref::<DeadlineExceeded>().is_some() {
         let deadline = router.config.turn_deadline;
-        return ReplyError::Timeout(format!("{key} ran past its deadline of {deadline:?} and was stopped"));
+        return ReplyError::Timeout(format!(
+            "{key} ran past its deadline of {deadline:?} and was stopped"
+        ));
     }
     if let Some(exceeded) = error.downcast_ref::<MemoryLimitExceeded>() {
-        return ReplyError::Trap(format!("{key} exceeded its memory limit of {} bytes", exceeded.limit_bytes));
+        return ReplyError::Trap(format!(
+            "{key} exceeded its memory limit of {} bytes",
+            exceeded.limit_bytes
+        ));
     }
     tracing::warn!(object = %key, error = format!("{error:?}"), "guest trapped");
     ReplyError::Trap(format!("{key} trapped: {error}"))

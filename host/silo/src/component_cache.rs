@@ -33,9 +33,14 @@ impl CompiledCache {
     pub(crate) fn new(engine: &Engine, data_dir: &Path) -> std::io::Result<CompiledCache> {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
-        let folder = data_dir.join("compiled").join(format!("{:016x}", hasher.finish()));
+        let folder = data_dir
+            .join("compiled")
+            .join(format!("{:016x}", hasher.finish()));
         std::fs::create_dir_all(&folder)?;
-        Ok(CompiledCache { engine: engine.clone(), folder })
+        Ok(CompiledCache {
+            engine: engine.clone(),
+            folder,
+        })
     }
 
     /// The compiled form of `bytes`, from disk if present, else compiled now
@@ -52,7 +57,9 @@ impl CompiledCache {
             // data directory belongs to the silo.
             match unsafe { Component::deserialize_file(&self.engine, &path) } {
                 Ok(component) => return Ok((component, Provenance::Cached)),
-                Err(error) => tracing::warn!(path = %path.display(), %error, "ignoring unusable compiled component"),
+                Err(error) => {
+                    tracing::warn!(path = %path.display(), %error, "ignoring unusable compiled component")
+                }
             }
         }
         let component = Component::new(&self.engine, bytes)?;

@@ -49,11 +49,21 @@ impl Deployments {
         cache: CompiledCache,
         store: Arc<dyn ComponentStore>,
     ) -> Deployments {
-        Deployments { engine, linker, cache: Arc::new(cache), store, current: RwLock::default() }
+        Deployments {
+            engine,
+            linker,
+            cache: Arc::new(cache),
+            store,
+            current: RwLock::default(),
+        }
     }
 
     pub(crate) fn get(&self, service_type: &str) -> Option<Arc<DeployedType>> {
-        self.current.read().unwrap_or_else(|p| p.into_inner()).get(service_type).cloned()
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(service_type)
+            .cloned()
     }
 
     pub(crate) fn list(&self) -> Vec<DeploymentInfo> {
@@ -64,13 +74,23 @@ impl Deployments {
     }
 
     /// Validates, stores and publishes `component` as `service_type`.
-    pub(crate) async fn deploy(&self, service_type: &str, component: Vec<u8>) -> Result<DeploymentInfo, ReplyError> {
+    pub(crate) async fn deploy(
+        &self,
+        service_type: &str,
+        component: Vec<u8>,
+    ) -> Result<DeploymentInfo, ReplyError> {
         validate_service_type(service_type)?;
         let hash = content_hash(&component);
         let deployed = self.prepare(service_type, &hash, component.clone()).await?;
         let storage_error = |e: crate::storage::StorageError| ReplyError::Internal(e.to_string());
-        self.store.put_component(&hash, &component).await.map_err(storage_error)?;
-        self.store.set_deployment(service_type, &hash).await.map_err(storage_error)?;
+        self.store
+            .put_component(&hash, &component)
+            .await
+            .map_err(storage_error)?;
+        self.store
+            .set_deployment(service_type, &hash)
+            .await
+            .map_err(storage_error)?;
         let info = deployed.info.clone();
         self.publish(deployed);
         tracing::info!(service_type, content_hash = %hash, "deployed");
@@ -93,16 +113,31 @@ impl Deployments {
         Ok(())
     }
 
-    async fn prepare(&self, service_type: &str, hash: &str, bytes: Vec<u8>) -> Result<Arc<DeployedType>, ReplyError> {
+    async fn prepare(
+        &self,
+        service_type: &str,
+        hash: &str,
+        bytes: Vec<u8>,
+    ) -> Result<Arc<DeployedType>, ReplyError> {
         let component_bytes = bytes.len() as u64;
         let cache = self.cache.clone();
         let hash_owned = hash.to_string();
         let started = std::time::Instant::now();
-        let (component, provenance) = tokio::task::spawn_blocking(move || cache.load_or_compile(&hash_owned, &bytes))
-            .await
-            .map_err(|e| ReplyError::Internal(format!("compiler task failed: {e}")))?
-            .map_err(|e| ReplyError::InvalidComponent(format!("not a valid WebAssembly component: {e:#}")))?;
-        tracing::info!(service_type, cached = (provenance == Provenance::Cached), elapsed_ms = started.elapsed().as_millis() as u64, "component ready");
+        let (component, provenance) =
+            tokio::task::spawn_blocking(move || cache.load_or_compile(&hash_owned, &bytes))
+                .await
+                .map_err(|e| ReplyError::Internal(format!("compiler task failed: {e}")))?
+                .map_err(|e| {
+                    ReplyError::InvalidComponent(format!(
+                        "not a valid WebAssembly component: {e:#}"
+                    ))
+                })?;
+        tracing::info!(
+            service_type,
+            cached = (provenance == Provenance::Cached),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "component ready"
+        );
         let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| {
             ReplyError::InvalidComponent(format!(
                 "the component imports something a rio silo does not provide (it must target the world rio:service/service-object@0.1.0): {e:#}"
@@ -113,8 +148,16 @@ impl Deployments {
                 "the component does not export rio:service/handler@0.1.0 as the world rio:service/service-object requires: {e:#}"
             ))
         })?;
-        let info = DeploymentInfo { service_type: service_type.to_string(), content_hash: hash.to_string(), component_bytes };
-        Ok(Arc::new(DeployedType { info, pre, superseded: AtomicBool::new(false) }))
+        let info = DeploymentInfo {
+            service_type: service_type.to_string(),
+            content_hash: hash.to_string(),
+            component_bytes,
+        };
+        Ok(Arc::new(DeployedType {
+            info,
+            pre,
+            superseded: AtomicBool::new(false),
+        }))
     }
 
     fn publish(&self, deployed: Arc<DeployedType>) {
@@ -128,7 +171,9 @@ impl Deployments {
 fn validate_service_type(service_type: &str) -> Result<(), ReplyError> {
     let valid = !service_type.is_empty()
         && service_type.len() <= MAX_SERVICE_TYPE_LEN
-        && service_type.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        && service_type
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
     if valid {
         Ok(())
     } else {

@@ -31,10 +31,15 @@ impl Directory {
     pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectKey, Slot>> {
         // A panic while holding this lock would be a bug in a few lines of map
         // code; the map itself stays consistent, so keep serving.
-        self.slots.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.slots
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub(crate) fn live_count(&self) -> usize {
-        self.lock().values().filter(|slot| matches!(slot, Slot::Active(_))).count()
+        self.lock()
+            .values()
+            .filter(|slot| matches!(slot, Slot::Active(_)))
+            .count()
     }
 }

@@ -25,7 +25,10 @@ pub(crate) struct Envelope {
 /// to a guest waiting in another turn.
 pub(crate) enum ReplyTo {
     Caller(oneshot::Sender<Result<Vec<u8>, ReplyError>>),
-    Connection { request_id: u64, sink: ConnectionSink },
+    Connection {
+        request_id: u64,
+        sink: ConnectionSink,
+    },
 }
 
 impl ReplyTo {
@@ -33,9 +36,10 @@ impl ReplyTo {
         match self {
             // A caller that gave up (its own turn trapped) no longer cares.
             ReplyTo::Caller(sender) => drop(sender.send(result)),
-            ReplyTo::Connection { request_id, sink } => {
-                sink.reply(request_id, result.map(|bytes| Response::Payload(ByteBuf::from(bytes))))
-            }
+            ReplyTo::Connection { request_id, sink } => sink.reply(
+                request_id,
+                result.map(|bytes| Response::Payload(ByteBuf::from(bytes))),
+            ),
         }
     }
 }

@@ -15,7 +15,10 @@ pub struct ObjectKey {
 impl ObjectKey {
     /// The key of object `object_id` of type `service_type`.
     pub fn new(service_type: &str, object_id: &str) -> ObjectKey {
-        ObjectKey { service_type: service_type.into(), object_id: object_id.into() }
+        ObjectKey {
+            service_type: service_type.into(),
+            object_id: object_id.into(),
+        }
     }
 }
 

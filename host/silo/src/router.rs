@@ -71,11 +71,18 @@ impl Router {
         call_chain: CallChain,
     ) -> Result<Vec<u8>, ReplyError> {
         let (reply, reply_received) = oneshot::channel();
-        let envelope = Envelope { message_type, payload, call_chain, reply: ReplyTo::Caller(reply) };
+        let envelope = Envelope {
+            message_type,
+            payload,
+            call_chain,
+            reply: ReplyTo::Caller(reply),
+        };
         self.dispatch(key, envelope);
-        reply_received
-            .await
-            .unwrap_or_else(|_| Err(ReplyError::Internal("the callee dropped the message".into())))
+        reply_received.await.unwrap_or_else(|_| {
+            Err(ReplyError::Internal(
+                "the callee dropped the message".into(),
+            ))
+        })
     }
 
     /// Puts `envelope` in the mailbox of `key`, activating the object if it
@@ -84,16 +91,24 @@ impl Router {
     /// task of its own once the deactivation is done.
     pub(crate) fn dispatch(self: &Arc<Self>, key: ObjectKey, mut envelope: Envelope) {
         if self.closing.load(Ordering::Relaxed) {
-            return envelope.reply.send(Err(ReplyError::Overloaded("the silo is shutting down".into())));
+            return envelope.reply.send(Err(ReplyError::Overloaded(
+                "the silo is shutting down".into(),
+            )));
         }
         if envelope.call_chain.contains(&key) {
-            let chain: Vec<String> = envelope.call_chain.iter().map(ToString::to_string).collect();
+            let chain: Vec<String> = envelope
+                .call_chain
+                .iter()
+                .map(ToString::to_string)
+                .collect();
             let message = format!("{} -> {key}", chain.join(" -> "));
             return envelope.reply.send(Err(ReplyError::Cycle(message)));
         }
         let Some(deployed) = self.deployments.get(&key.service_type) else {
             let service_type = key.service_type.to_string();
-            return envelope.reply.send(Err(ReplyError::UnknownType { service_type }));
+            return envelope
+                .reply
+                .send(Err(ReplyError::UnknownType { service_type }));
         };
         loop {
             let mut slots = self.directory.lock();
@@ -124,7 +139,10 @@ impl Router {
                 }
                 None => {
                     let (mailbox, inbox) = mpsc::channel(self.config.mailbox_capacity.max(1));
-                    mailbox.try_send(envelope).ok().expect("a new mailbox has room");
+                    mailbox
+                        .try_send(envelope)
+                        .ok()
+                        .expect("a new mailbox has room");
                     slots.insert(key.clone(), Slot::Active(mailbox));
                     drop(slots);
                     activation::spawn(self.clone(), key, deployed, inbox);

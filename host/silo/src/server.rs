@@ -11,7 +11,8 @@ use std::sync::Arc;
 
 use rio_protocol::codec::decode_body;
 use rio_protocol::{
-    ClientFrame, FrameError, FrameReader, PROTOCOL_VERSION, ReplyError, Request, Response, ServerFrame,
+    ClientFrame, FrameError, FrameReader, PROTOCOL_VERSION, ReplyError, Request, Response,
+    ServerFrame,
 };
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
@@ -23,7 +24,11 @@ use crate::mailbox::{ConnectionSink, Envelope, ReplyTo};
 use crate::router::Router;
 
 /// Accepts connections on `listener` until `shutdown` resolves.
-pub(crate) async fn serve(listener: TcpListener, router: Arc<Router>, shutdown: impl Future<Output = ()>) {
+pub(crate) async fn serve(
+    listener: TcpListener,
+    router: Arc<Router>,
+    shutdown: impl Future<Output = ()>,
+) {
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -52,7 +57,9 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, router: Arc<Route
 
     let reason = match handshake(&mut reader).await {
         Ok(()) => {
-            sink.send_frame(&ServerFrame::Welcome { protocol_version: PROTOCOL_VERSION });
+            sink.send_frame(&ServerFrame::Welcome {
+                protocol_version: PROTOCOL_VERSION,
+            });
             read_requests(&mut reader, &sink, &router).await
         }
         Err(reason) => Some(reason),
@@ -66,9 +73,15 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, router: Arc<Route
     let _ = writer.await;
 }
 
-async fn handshake<R: tokio::io::AsyncRead + Unpin>(reader: &mut FrameReader<R>) -> Result<(), String> {
+async fn handshake<R: tokio::io::AsyncRead + Unpin>(
+    reader: &mut FrameReader<R>,
+) -> Result<(), String> {
     match reader.next_frame::<ClientFrame>().await {
-        Ok(Some(ClientFrame::Hello { protocol_version })) if protocol_version == PROTOCOL_VERSION => Ok(()),
+        Ok(Some(ClientFrame::Hello { protocol_version }))
+            if protocol_version == PROTOCOL_VERSION =>
+        {
+            Ok(())
+        }
         Ok(Some(ClientFrame::Hello { protocol_version })) => Err(format!(
             "protocol version {protocol_version} is not supported; this silo speaks version {PROTOCOL_VERSION}"
         )),
@@ -93,9 +106,16 @@ async fn read_requests<R: tokio::io::AsyncRead + Unpin>(
         };
         match decode_body::<ClientFrame>(&body) {
             Ok(ClientFrame::Request { id, request }) => handle_request(id, request, sink, router),
-            Ok(ClientFrame::Hello { .. }) => return Some("a second hello on one connection".into()),
+            Ok(ClientFrame::Hello { .. }) => {
+                return Some("a second hello on one connection".into());
+            }
             Err(error) => match recover_request_id(&body) {
-                Some(id) => sink.reply(id, Err(ReplyError::BadRequest(format!("cannot decode request: {error}")))),
+                Some(id) => sink.reply(
+                    id,
+                    Err(ReplyError::BadRequest(format!(
+                        "cannot decode request: {error}"
+                    ))),
+                ),
                 None => return Some(format!("undecodable frame: {error}")),
             },
         }
@@ -110,7 +130,10 @@ fn recover_request_id(body: &[u8]) -> Option<u64> {
     if tag.as_text()? != "Request" {
         return None;
     }
-    let (_, id) = inner.as_map()?.iter().find(|(key, _)| key.as_text() == Some("id"))?;
+    let (_, id) = inner
+        .as_map()?
+        .iter()
+        .find(|(key, _)| key.as_text() == Some("id"))?;
     u64::try_from(id.as_integer()?).ok()
 }
 
@@ -118,7 +141,10 @@ fn handle_request(id: u64, request: Request, sink: &ConnectionSink, router: &Arc
     match request {
         Request::Call(call) => {
             let key = ObjectKey::new(&call.service_type, &call.object_id);
-            let reply = ReplyTo::Connection { request_id: id, sink: sink.clone() };
+            let reply = ReplyTo::Connection {
+                request_id: id,
+                sink: sink.clone(),
+            };
             let envelope = Envelope {
                 message_type: call.message_type,
                 payload: call.payload.into_vec(),
@@ -127,14 +153,19 @@ fn handle_request(id: u64, request: Request, sink: &ConnectionSink, router: &Arc
             };
             router.dispatch(key, envelope);
         }
-        Request::Deploy { service_type, component } => {
+        Request::Deploy {
+            service_type,
+            component,
+        } => {
             let (sink, router) = (sink.clone(), router.clone());
             tokio::spawn(async move {
                 let result = router.deployments.deploy(&service_type, component).await;
                 sink.reply(id, result.map(Response::Deployed));
             });
         }
-        Request::ListDeployments => sink.reply(id, Ok(Response::Deployments(router.deployments.list()))),
+        Request::ListDeployments => {
+            sink.reply(id, Ok(Response::Deployments(router.deployments.list())))
+        }
         Request::Stats => sink.reply(id, Ok(Response::Stats(crate::silo::stats(router)))),
     }
 }

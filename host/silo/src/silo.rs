@@ -30,11 +30,19 @@ impl Silo {
     /// restores the deployed types.
     pub async fn open(config: SiloConfig) -> Result<Silo, SiloError> {
         let data_dir = config.data_dir.clone();
-        std::fs::create_dir_all(&data_dir).map_err(|source| SiloError::DataDir { path: data_dir.clone(), source })?;
+        std::fs::create_dir_all(&data_dir).map_err(|source| SiloError::DataDir {
+            path: data_dir.clone(),
+            source,
+        })?;
         let engine = engine::build_engine(&config)?;
         engine::spawn_epoch_ticker(&engine);
-        let store = Arc::new(SqliteStore::open(&data_dir.join("rio.db"), config.group_commit_max).await?);
-        let cache = CompiledCache::new(&engine, &data_dir).map_err(|source| SiloError::DataDir { path: data_dir.clone(), source })?;
+        let store =
+            Arc::new(SqliteStore::open(&data_dir.join("rio.db"), config.group_commit_max).await?);
+        let cache =
+            CompiledCache::new(&engine, &data_dir).map_err(|source| SiloError::DataDir {
+                path: data_dir.clone(),
+                source,
+            })?;
         let linker = host::linker(&engine).map_err(|e| SiloError::Engine(format!("{e:#}")))?;
         let deployments = Deployments::new(engine, linker, cache, store.clone());
         deployments.restore().await?;
@@ -66,8 +74,15 @@ impl Silo {
     }
 
     /// Deploys a component, as a `Deploy` request would.
-    pub async fn deploy(&self, service_type: &str, component: Vec<u8>) -> Result<DeploymentInfo, ReplyError> {
-        self.router.deployments.deploy(service_type, component).await
+    pub async fn deploy(
+        &self,
+        service_type: &str,
+        component: Vec<u8>,
+    ) -> Result<DeploymentInfo, ReplyError> {
+        self.router
+            .deployments
+            .deploy(service_type, component)
+            .await
     }
 
     /// The silo's counters.
@@ -80,7 +95,10 @@ pub(crate) fn stats(router: &Router) -> SiloStats {
     SiloStats {
         live_activations: router.directory.live_count() as u64,
         activations_total: router.counters.activations_total.load(Ordering::Relaxed),
-        activation_nanos_total: router.counters.activation_nanos_total.load(Ordering::Relaxed),
+        activation_nanos_total: router
+            .counters
+            .activation_nanos_total
+            .load(Ordering::Relaxed),
         deactivations_total: router.counters.deactivations_total.load(Ordering::Relaxed),
         resident_bytes: resident_bytes(),
     }
@@ -88,7 +106,13 @@ pub(crate) fn stats(router: &Router) -> SiloStats {
 
 /// Resident set size from `/proc/self/statm` (Linux); 0 elsewhere.
 fn resident_bytes() -> u64 {
-    let Ok(statm) = std::fs::read_to_string("/proc/self/statm") else { return 0 };
-    let resident_pages: u64 = statm.split_whitespace().nth(1).and_then(|n| n.parse().ok()).unwrap_or(0);
+    let Ok(statm) = std::fs::read_to_string("/proc/self/statm") else {
+        return 0;
+    };
+    let resident_pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
     resident_pages * 4096
 }

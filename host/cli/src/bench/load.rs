@@ -65,11 +65,20 @@ where
         completed += done;
         errors += failed;
     }
-    Ok(LoadResult { completed, errors, elapsed: started.elapsed() })
+    Ok(LoadResult {
+        completed,
+        errors,
+        elapsed: started.elapsed(),
+    })
 }
 
 /// Sends one request per item, `in_flight` per client at a time; fails on the first error.
-pub(crate) async fn run_for_each<F, Fut>(clients: &[Client], items: &[String], in_flight: usize, request: F) -> anyhow::Result<()>
+pub(crate) async fn run_for_each<F, Fut>(
+    clients: &[Client],
+    items: &[String],
+    in_flight: usize,
+    request: F,
+) -> anyhow::Result<()>
 where
     F: Fn(Client, String) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = Result<(), ClientError>> + Send,
@@ -84,7 +93,9 @@ where
         tasks.push(tokio::spawn(async move {
             loop {
                 let index = next.fetch_add(1, Ordering::Relaxed);
-                let Some(item) = items.get(index) else { return Ok::<(), ClientError>(()) };
+                let Some(item) = items.get(index) else {
+                    return Ok::<(), ClientError>(());
+                };
                 request(client.clone(), item.clone()).await?;
             }
         }));
@@ -108,7 +119,11 @@ impl Latencies {
     }
 }
 
-pub(crate) async fn sequential_latency<F, Fut>(client: &Client, samples: usize, request: F) -> anyhow::Result<Latencies>
+pub(crate) async fn sequential_latency<F, Fut>(
+    client: &Client,
+    samples: usize,
+    request: F,
+) -> anyhow::Result<Latencies>
 where
     F: Fn(Client, usize) -> Fut,
     Fut: Future<Output = Result<(), ClientError>>,

@@ -89,8 +89,11 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
         Some(path) => path.clone(),
         None => crate::build::build_rust_guest(&workspace_guest("counter")?, true)?,
     };
-    let component = std::fs::read(&component_path).with_context(|| format!("cannot read {}", component_path.display()))?;
-    let admin = Client::connect(&address).await?.with_timeout(Duration::from_secs(300));
+    let component = std::fs::read(&component_path)
+        .with_context(|| format!("cannot read {}", component_path.display()))?;
+    let admin = Client::connect(&address)
+        .await?
+        .with_timeout(Duration::from_secs(300));
     admin.deploy(&args.service_type, component).await?;
     let figures = measure(&args, &address, &admin).await?;
     if args.json {
@@ -108,8 +111,13 @@ fn workspace_guest(name: &str) -> anyhow::Result<PathBuf> {
     if from_cwd.join("Cargo.toml").is_file() {
         return Ok(from_cwd);
     }
-    let built_in = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../guests").join(name);
-    ensure!(built_in.join("Cargo.toml").is_file(), "cannot find guests/{name}; pass --component FILE");
+    let built_in = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../guests")
+        .join(name);
+    ensure!(
+        built_in.join("Cargo.toml").is_file(),
+        "cannot find guests/{name}; pass --component FILE"
+    );
     Ok(built_in)
 }
 
@@ -119,53 +127,104 @@ async fn measure(args: &BenchArgs, address: &str, admin: &Client) -> anyhow::Res
     let clients = load::connect_all(address, args.connections).await?;
     let objects: Vec<String> = (0..args.objects).map(|i| format!("load-{i}")).collect();
     // Activate every object first so the throughput runs see warm objects.
-    load::run_for_each(&clients, &objects, args.in_flight, move |client, id| async move {
-        client.call::<Empty, Value>(service_type, &id, "get", &Empty {}).await.map(drop)
-    })
+    load::run_for_each(
+        &clients,
+        &objects,
+        args.in_flight,
+        move |client, id| async move {
+            client
+                .call::<Empty, Value>(service_type, &id, "get", &Empty {})
+                .await
+                .map(drop)
+        },
+    )
     .await?;
 
     let duration = Duration::from_secs_f64(args.seconds);
-    let read_only = load::closed_loop(&clients, &objects, args.in_flight, duration, move |client, id| async move {
-        client.call::<Empty, Value>(service_type, &id, "get", &Empty {}).await.map(drop)
-    })
+    let read_only = load::closed_loop(
+        &clients,
+        &objects,
+        args.in_flight,
+        duration,
+        move |client, id| async move {
+            client
+                .call::<Empty, Value>(service_type, &id, "get", &Empty {})
+                .await
+                .map(drop)
+        },
+    )
     .await?;
 
     let before = sum_of_values(&clients[0], service_type, &objects).await?;
-    let writes = load::closed_loop(&clients, &objects, args.in_flight, duration, move |client, id| async move {
-        client.call::<Increment, Value>(service_type, &id, "increment", &Increment { by: 1 }).await.map(drop)
-    })
+    let writes = load::closed_loop(
+        &clients,
+        &objects,
+        args.in_flight,
+        duration,
+        move |client, id| async move {
+            client
+                .call::<Increment, Value>(service_type, &id, "increment", &Increment { by: 1 })
+                .await
+                .map(drop)
+        },
+    )
     .await?;
     let after = sum_of_values(&clients[0], service_type, &objects).await?;
     let writes_verified = after - before == writes.completed as i64;
 
     let latency = load::sequential_latency(&clients[0], args.latency_samples, |client, i| {
         let id = objects[i % objects.len()].clone();
-        async move { client.call::<Empty, Value>(service_type, &id, "get", &Empty {}).await.map(drop) }
+        async move {
+            client
+                .call::<Empty, Value>(service_type, &id, "get", &Empty {})
+                .await
+                .map(drop)
+        }
     })
     .await?;
 
     let stats_before = admin.stats().await?;
-    let activation = load::sequential_latency(&clients[0], args.activations, move |client, i| async move {
-        client.call::<Empty, Value>(service_type, &format!("fresh-{i}"), "get", &Empty {}).await.map(drop)
-    })
-    .await?;
+    let activation =
+        load::sequential_latency(&clients[0], args.activations, move |client, i| async move {
+            client
+                .call::<Empty, Value>(service_type, &format!("fresh-{i}"), "get", &Empty {})
+                .await
+                .map(drop)
+        })
+        .await?;
     let stats_after = admin.stats().await?;
     let activation_count = stats_after.activations_total - stats_before.activations_total;
-    let silo_activation_mean_us = (stats_after.activation_nanos_total - stats_before.activation_nanos_total) as f64
+    let silo_activation_mean_us = (stats_after.activation_nanos_total
+        - stats_before.activation_nanos_total) as f64
         / activation_count.max(1) as f64
         / 1000.0;
 
     let idle_before = admin.stats().await?;
-    let idle_ids: Vec<String> = (0..args.idle_objects).map(|i| format!("idle-{i}")).collect();
+    let idle_ids: Vec<String> = (0..args.idle_objects)
+        .map(|i| format!("idle-{i}"))
+        .collect();
     let started = Instant::now();
-    load::run_for_each(&clients, &idle_ids, args.in_flight, move |client, id| async move {
-        client.call::<Empty, Value>(service_type, &id, "get", &Empty {}).await.map(drop)
-    })
+    load::run_for_each(
+        &clients,
+        &idle_ids,
+        args.in_flight,
+        move |client, id| async move {
+            client
+                .call::<Empty, Value>(service_type, &id, "get", &Empty {})
+                .await
+                .map(drop)
+        },
+    )
     .await?;
     let idle_elapsed = started.elapsed();
     let idle_after = admin.stats().await?;
-    let added = idle_after.live_activations.saturating_sub(idle_before.live_activations).max(1);
-    let resident_growth = idle_after.resident_bytes.saturating_sub(idle_before.resident_bytes);
+    let added = idle_after
+        .live_activations
+        .saturating_sub(idle_before.live_activations)
+        .max(1);
+    let resident_growth = idle_after
+        .resident_bytes
+        .saturating_sub(idle_before.resident_bytes);
 
     Ok(Figures {
         connections: args.connections,
@@ -186,10 +245,17 @@ async fn measure(args: &BenchArgs, address: &str, admin: &Client) -> anyhow::Res
     })
 }
 
-async fn sum_of_values(client: &Client, service_type: &str, objects: &[String]) -> anyhow::Result<i64> {
+async fn sum_of_values(
+    client: &Client,
+    service_type: &str,
+    objects: &[String],
+) -> anyhow::Result<i64> {
     let mut sum = 0;
     for id in objects {
-        sum += client.call::<Empty, Value>(service_type, id, "get", &Empty {}).await?.value;
+        sum += client
+            .call::<Empty, Value>(service_type, id, "get", &Empty {})
+            .await?
+            .value;
     }
     Ok(sum)
 }

@@ -17,7 +17,12 @@ pub(crate) struct Throughput {
 impl From<&LoadResult> for Throughput {
     fn from(result: &LoadResult) -> Throughput {
         let seconds = result.elapsed.as_secs_f64();
-        Throughput { per_second: result.completed as f64 / seconds, completed: result.completed, errors: result.errors, seconds }
+        Throughput {
+            per_second: result.completed as f64 / seconds,
+            completed: result.completed,
+            errors: result.errors,
+            seconds,
+        }
     }
 }
 
@@ -45,22 +50,56 @@ pub(crate) struct Figures {
 
 pub(crate) fn table(figures: &Figures) -> String {
     let mut out = String::new();
-    let load = format!("C={} x P={} over N={} objects", figures.connections, figures.in_flight, figures.objects);
+    let load = format!(
+        "C={} x P={} over N={} objects",
+        figures.connections, figures.in_flight, figures.objects
+    );
     let rows = [
-        ("read-only calls/s", format!("{:.0}  ({load}, {} errors)", figures.read_only.per_second, figures.read_only.errors)),
+        (
+            "read-only calls/s",
+            format!(
+                "{:.0}  ({load}, {} errors)",
+                figures.read_only.per_second, figures.read_only.errors
+            ),
+        ),
         (
             "state-writing calls/s",
             format!(
                 "{:.0}  ({} errors, every ack committed: {})",
                 figures.writes.per_second,
                 figures.writes.errors,
-                if figures.writes_verified { "verified" } else { "MISMATCH" }
+                if figures.writes_verified {
+                    "verified"
+                } else {
+                    "MISMATCH"
+                }
             ),
         ),
-        ("latency p50 / p99", format!("{:.1} us / {:.1} us  (one request at a time)", figures.latency_p50_us, figures.latency_p99_us)),
-        ("first call p50 / p99", format!("{:.1} us / {:.1} us  (new object, includes activation)", figures.first_call_p50_us, figures.first_call_p99_us)),
-        ("activation, in silo", format!("{:.1} us mean  (instantiate + load state + hook)", figures.silo_activation_mean_us)),
-        ("activations/s", format!("{:.0}", figures.activations_per_second)),
+        (
+            "latency p50 / p99",
+            format!(
+                "{:.1} us / {:.1} us  (one request at a time)",
+                figures.latency_p50_us, figures.latency_p99_us
+            ),
+        ),
+        (
+            "first call p50 / p99",
+            format!(
+                "{:.1} us / {:.1} us  (new object, includes activation)",
+                figures.first_call_p50_us, figures.first_call_p99_us
+            ),
+        ),
+        (
+            "activation, in silo",
+            format!(
+                "{:.1} us mean  (instantiate + load state + hook)",
+                figures.silo_activation_mean_us
+            ),
+        ),
+        (
+            "activations/s",
+            format!("{:.0}", figures.activations_per_second),
+        ),
         (
             "memory per idle activation",
             format!(

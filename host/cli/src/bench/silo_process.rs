@@ -32,7 +32,11 @@ impl SiloProcess {
         while let Some(line) = lines.next_line().await? {
             if let Some(address) = line.strip_prefix("rio silo listening on ") {
                 let address = address.trim().to_string();
-                return Ok(SiloProcess { address, _child: child, _data_dir: data_dir });
+                return Ok(SiloProcess {
+                    address,
+                    _child: child,
+                    _data_dir: data_dir,
+                });
             }
         }
         bail!("the silo exited before it listened")

@@ -9,11 +9,21 @@ impl Host for ActivationData {
         let service_type = &*self.key.service_type;
         let object_id = &*self.key.object_id;
         match level {
-            Level::Trace => tracing::trace!(target: "rio::guest", service_type, object_id, "{message}"),
-            Level::Debug => tracing::debug!(target: "rio::guest", service_type, object_id, "{message}"),
-            Level::Info => tracing::info!(target: "rio::guest", service_type, object_id, "{message}"),
-            Level::Warn => tracing::warn!(target: "rio::guest", service_type, object_id, "{message}"),
-            Level::Error => tracing::error!(target: "rio::guest", service_type, object_id, "{message}"),
+            Level::Trace => {
+                tracing::trace!(target: "rio::guest", service_type, object_id, "{message}")
+            }
+            Level::Debug => {
+                tracing::debug!(target: "rio::guest", service_type, object_id, "{message}")
+            }
+            Level::Info => {
+                tracing::info!(target: "rio::guest", service_type, object_id, "{message}")
+            }
+            Level::Warn => {
+                tracing::warn!(target: "rio::guest", service_type, object_id, "{message}")
+            }
+            Level::Error => {
+                tracing::error!(target: "rio::guest", service_type, object_id, "{message}")
+            }
         }
     }
 }

@@ -17,7 +17,10 @@ impl Host for ActivationData {
     ) -> Result<Vec<u8>, CallError> {
         let target = ObjectKey::new(&service_type, &object_id);
         let chain = self.outgoing_chain.clone();
-        self.router.call(target, message_type, payload, chain).await.map_err(to_call_error)
+        self.router
+            .call(target, message_type, payload, chain)
+            .await
+            .map_err(to_call_error)
     }
 }
 
@@ -25,9 +28,10 @@ impl Host for ActivationData {
 fn to_call_error(error: ReplyError) -> CallError {
     match error {
         ReplyError::Guest { kind, message } => CallError::Guest(HandlerError { kind, message }),
-        ReplyError::UnknownMessage { .. } => {
-            CallError::Guest(HandlerError { kind: "unknown-message".into(), message: error.to_string() })
-        }
+        ReplyError::UnknownMessage { .. } => CallError::Guest(HandlerError {
+            kind: "unknown-message".into(),
+            message: error.to_string(),
+        }),
         ReplyError::UnknownType { .. } => CallError::UnknownType(error.to_string()),
         ReplyError::Trap(message) => CallError::Trap(message),
         ReplyError::Timeout(message) => CallError::Timeout(message),

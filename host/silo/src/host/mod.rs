@@ -38,7 +38,9 @@ pub(crate) struct ActivationData {
 
 impl ActivationData {
     pub(crate) fn new(key: ObjectKey, router: Arc<Router>, state: ObjectState) -> ActivationData {
-        let memory = MemoryBudget { limit_bytes: router.config.memory_limit_bytes };
+        let memory = MemoryBudget {
+            limit_bytes: router.config.memory_limit_bytes,
+        };
         // No preopened directories, no environment, no arguments, no network:
         // the builder's defaults. Only stdout and stderr are wired, to tracing.
         let wasi = WasiCtx::builder()
@@ -61,7 +63,10 @@ impl ActivationData {
 
 impl WasiView for ActivationData {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
@@ -94,7 +99,12 @@ pub(crate) struct MemoryBudget {
 }
 
 impl ResourceLimiter for MemoryBudget {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > self.limit_bytes {
             return Err(wasmtime::Error::new(MemoryLimitExceeded {
                 limit_bytes: self.limit_bytes,
@@ -104,7 +114,12 @@ impl ResourceLimiter for MemoryBudget {
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         // Tables hold function references; a million is far beyond any real guest.
         Ok(desired <= 1_000_000)
     }

@@ -17,13 +17,19 @@ pub(crate) struct ObjectState {
 
 impl ObjectState {
     pub(crate) fn loaded(committed: HashMap<String, Vec<u8>>) -> ObjectState {
-        ObjectState { committed, pending: HashMap::new() }
+        ObjectState {
+            committed,
+            pending: HashMap::new(),
+        }
     }
 
     /// The turn's writes, to hand to the store; the cache keeps them pending
     /// until [`ObjectState::apply_pending`].
     pub(crate) fn pending_writes(&self) -> Vec<StateWrite> {
-        self.pending.iter().map(|(key, value)| (key.clone(), value.clone())).collect()
+        self.pending
+            .iter()
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .collect()
     }
 
     pub(crate) fn has_pending(&self) -> bool {
@@ -67,8 +73,15 @@ impl Host for ActivationData {
 
     fn keys(&mut self) -> Vec<String> {
         let state = &self.state;
-        let committed = state.committed.keys().filter(|key| !state.pending.contains_key(*key));
-        let pending = state.pending.iter().filter(|(_, value)| value.is_some()).map(|(key, _)| key);
+        let committed = state
+            .committed
+            .keys()
+            .filter(|key| !state.pending.contains_key(*key));
+        let pending = state
+            .pending
+            .iter()
+            .filter(|(_, value)| value.is_some())
+            .map(|(key, _)| key);
         committed.chain(pending).cloned().collect()
     }
 }
@@ -79,7 +92,10 @@ mod tests {
 
     #[test]
     fn pending_writes_shadow_committed_until_applied_or_discarded() {
-        let mut state = ObjectState::loaded(HashMap::from([("a".into(), vec![1]), ("b".into(), vec![2])]));
+        let mut state = ObjectState::loaded(HashMap::from([
+            ("a".into(), vec![1]),
+            ("b".into(), vec![2]),
+        ]));
         state.pending.insert("a".into(), Some(vec![9]));
         state.pending.insert("b".into(), None);
         assert_eq!(state.get("a"), Some(&vec![9]));

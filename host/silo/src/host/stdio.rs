@@ -22,7 +22,10 @@ pub(crate) struct GuestOutput {
 
 impl GuestOutput {
     pub(crate) fn new(key: &ObjectKey, stream: &'static str) -> GuestOutput {
-        GuestOutput { key: key.clone(), stream }
+        GuestOutput {
+            key: key.clone(),
+            stream,
+        }
     }
 }
 
@@ -34,7 +37,11 @@ impl IsTerminal for GuestOutput {
 
 impl StdoutStream for GuestOutput {
     fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
-        Box::new(LineLogger { key: self.key.clone(), stream: self.stream, line: Vec::new() })
+        Box::new(LineLogger {
+            key: self.key.clone(),
+            stream: self.stream,
+            line: Vec::new(),
+        })
     }
 }
 
@@ -58,7 +65,11 @@ impl LineLogger {
 }
 
 impl AsyncWrite for LineLogger {
-    fn poll_write(mut self: Pin<&mut Self>, _: &mut Context<'_>, bytes: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        bytes: &[u8],
+    ) -> Poll<io::Result<usize>> {
         for &byte in bytes {
             if byte == b'\n' {
                 self.emit();

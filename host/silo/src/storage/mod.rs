@@ -33,7 +33,8 @@ pub trait StateStore: Send + Sync + 'static {
     /// Every key and value of `object`.
     async fn load(&self, object: &ObjectKey) -> Result<HashMap<String, Vec<u8>>, StorageError>;
     /// Applies `writes` to `object` atomically and durably.
-    async fn commit(&self, object: &ObjectKey, writes: Vec<StateWrite>) -> Result<(), StorageError>;
+    async fn commit(&self, object: &ObjectKey, writes: Vec<StateWrite>)
+    -> Result<(), StorageError>;
 }
 
 /// Component bytes (content-addressed) and which type names point at them.
@@ -44,7 +45,11 @@ pub trait ComponentStore: Send + Sync + 'static {
     /// The bytes stored under `content_hash`.
     async fn component(&self, content_hash: &str) -> Result<Option<Vec<u8>>, StorageError>;
     /// Points `service_type` at a stored component.
-    async fn set_deployment(&self, service_type: &str, content_hash: &str) -> Result<(), StorageError>;
+    async fn set_deployment(
+        &self,
+        service_type: &str,
+        content_hash: &str,
+    ) -> Result<(), StorageError>;
     /// Every (service type, content hash) deployed.
     async fn deployments(&self) -> Result<Vec<(String, String)>, StorageError>;
 }

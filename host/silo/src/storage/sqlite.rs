@@ -18,8 +18,7 @@ use super::{ComponentStore, StateStore, StateWrite, StorageError};
 use crate::ObjectKey;
 
 /// Schema steps, applied in order once each; never edit a released step.
-const MIGRATIONS: &[&str] = &[
-    "CREATE TABLE object_state (
+const MIGRATIONS: &[&str] = &["CREATE TABLE object_state (
         service_type TEXT NOT NULL,
         object_id TEXT NOT NULL,
         key TEXT NOT NULL,
@@ -30,8 +29,7 @@ const MIGRATIONS: &[&str] = &[
     CREATE TABLE deployments (
         service_type TEXT PRIMARY KEY,
         content_hash TEXT NOT NULL REFERENCES components (content_hash)
-    );",
-];
+    );"];
 
 /// SQLite allows 32766 bound parameters per statement; four per row.
 const ROWS_PER_INSERT: usize = 4000;
@@ -64,7 +62,9 @@ impl SqliteStore {
             // only an OS crash or power loss can lose the last commits.
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(std::time::Duration::from_secs(10));
-        let mut writer = SqliteConnection::connect_with(&options).await.map_err(backend)?;
+        let mut writer = SqliteConnection::connect_with(&options)
+            .await
+            .map_err(backend)?;
         migrate(&mut writer).await?;
         let readers = SqlitePoolOptions::new()
             .max_connections(4)
@@ -78,7 +78,13 @@ impl SqliteStore {
 
     async fn write(&self, object: ObjectKey, writes: Vec<StateWrite>) -> Result<(), StorageError> {
         let (done, result) = oneshot::channel();
-        self.commits.send(PendingCommit { object, writes, done }).map_err(|_| StorageError::Closed)?;
+        self.commits
+            .send(PendingCommit {
+                object,
+                writes,
+                done,
+            })
+            .map_err(|_| StorageError::Closed)?;
         result.await.map_err(|_| StorageError::Closed)?
     }
 }
@@ -94,7 +100,10 @@ async fn migrate(connection: &mut SqliteConnection) -> Result<(), StorageError> 
         .map_err(backend)?;
     for (index, step) in MIGRATIONS.iter().enumerate().skip(applied as usize) {
         let mut transaction = connection.begin().await.map_err(backend)?;
-        sqlx::raw_sql(*step).execute(&mut *transaction).await.map_err(backend)?;
+        sqlx::raw_sql(*step)
+            .execute(&mut *transaction)
+            .await
+            .map_err(backend)?;
         sqlx::query("INSERT INTO rio_schema (version) VALUES (?)")
             .bind(index as i64 + 1)
             .execute(&mut *transaction)
@@ -129,7 +138,10 @@ async fn run_writer(
     }
 }
 
-async fn write_batch(connection: &mut SqliteConnection, batch: &[PendingCommit]) -> Result<(), StorageError> {
+async fn write_batch(
+    connection: &mut SqliteConnection,
+    batch: &[PendingCommit],
+) -> Result<(), StorageError> {
     let mut transaction = connection.begin().await.map_err(backend)?;
     let mut upserts = Vec::new();
     for commit in batch {
@@ -157,8 +169,14 @@ async fn write_batch(connection: &mut SqliteConnection, batch: &[PendingCommit])
                 .push_bind(key.as_str())
                 .push_bind(value.as_slice());
         });
-        insert.push(" ON CONFLICT (service_type, object_id, key) DO UPDATE SET value = excluded.value");
-        insert.build().execute(&mut *transaction).await.map_err(backend)?;
+        insert.push(
+            " ON CONFLICT (service_type, object_id, key) DO UPDATE SET value = excluded.value",
+        );
+        insert
+            .build()
+            .execute(&mut *transaction)
+            .await
+            .map_err(backend)?;
     }
     transaction.commit().await.map_err(backend)
 }
@@ -166,16 +184,25 @@ async fn write_batch(connection: &mut SqliteConnection, batch: &[PendingCommit])
 #[async_trait]
 impl StateStore for SqliteStore {
     async fn load(&self, object: &ObjectKey) -> Result<HashMap<String, Vec<u8>>, StorageError> {
-        let rows = sqlx::query("SELECT key, value FROM object_state WHERE service_type = ? AND object_id = ?")
-            .bind(&*object.service_type)
-            .bind(&*object.object_id)
-            .fetch_all(&self.readers)
-            .await
-            .map_err(backend)?;
-        Ok(rows.into_iter().map(|row| (row.get::<String, _>(0), row.get::<Vec<u8>, _>(1))).collect())
+        let rows = sqlx::query(
+            "SELECT key, value FROM object_state WHERE service_type = ? AND object_id = ?",
+        )
+        .bind(&*object.service_type)
+        .bind(&*object.object_id)
+        .fetch_all(&self.readers)
+        .await
+        .map_err(backend)?;
+        Ok(rows
+            .into_iter()
+            .map(|row| (row.get::<String, _>(0), row.get::<Vec<u8>, _>(1)))
+            .collect())
     }
 
-    async fn commit(&self, object: &ObjectKey, writes: Vec<StateWrite>) -> Result<(), StorageError> {
+    async fn commit(
+        &self,
+        object: &ObjectKey,
+        writes: Vec<StateWrite>,
+    ) -> Result<(), StorageError> {
         self.write(object.clone(), writes).await
     }
 }
@@ -186,12 +213,14 @@ impl ComponentStore for SqliteStore {
         // Components are rare and large; they bypass the group-commit queue
         // with a connection of their own.
         let mut connection = self.writer_connection().await?;
-        sqlx::query("INSERT INTO components (content_hash, bytes) VALUES (?, ?) ON CONFLICT DO NOTHING")
-            .bind(content_hash)
-            .bind(bytes)
-            .execute(&mut connection)
-            .await
-            .map_err(backend)?;
+        sqlx::query(
+            "INSERT INTO components (content_hash, bytes) VALUES (?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(content_hash)
+        .bind(bytes)
+        .execute(&mut connection)
+        .await
+        .map_err(backend)?;
         Ok(())
     }
 
@@ -203,7 +232,11 @@ impl ComponentStore for SqliteStore {
             .map_err(backend)
     }
 
-    async fn set_deployment(&self, service_type: &str, content_hash: &str) -> Result<(), StorageError> {
+    async fn set_deployment(
+        &self,
+        service_type: &str,
+        content_hash: &str,
+    ) -> Result<(), StorageError> {
         let mut connection = self.writer_connection().await?;
         sqlx::query(
             "INSERT INTO deployments (service_type, content_hash) VALUES (?, ?)
@@ -227,7 +260,14 @@ impl ComponentStore for SqliteStore {
 
 impl SqliteStore {
     async fn writer_connection(&self) -> Result<SqliteConnection, StorageError> {
-        let options = self.readers.connect_options().as_ref().clone().read_only(false);
-        SqliteConnection::connect_with(&options).await.map_err(backend)
+        let options = self
+            .readers
+            .connect_options()
+            .as_ref()
+            .clone()
+            .read_only(false);
+        SqliteConnection::connect_with(&options)
+            .await
+            .map_err(backend)
     }
 }

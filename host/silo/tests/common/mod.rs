@@ -12,10 +12,18 @@ use rio_silo::{Silo, SiloConfig};
 use tokio::sync::oneshot;
 
 /// The guest crates the tests deploy, by package name.
-const GUEST_PACKAGES: &[&str] = &["rio-guest-counter", "rio-guest-faulty", "rio-example-bank", "rio-example-counter"];
+const GUEST_PACKAGES: &[&str] = &[
+    "rio-guest-counter",
+    "rio-guest-faulty",
+    "rio-example-bank",
+    "rio-example-counter",
+];
 
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
 }
 
 /// The component bytes of a test guest, e.g. `guest("rio-guest-counter")`.
@@ -27,12 +35,26 @@ pub fn guest(package: &str) -> Vec<u8> {
     let folder = BUILT.get_or_init(|| {
         let target_dir = workspace_root().join("target/wasm");
         let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-        command.current_dir(workspace_root()).args(["build", "--release", "--target", "wasm32-wasip2", "--target-dir"]).arg(&target_dir);
+        command
+            .current_dir(workspace_root())
+            .args([
+                "build",
+                "--release",
+                "--target",
+                "wasm32-wasip2",
+                "--target-dir",
+            ])
+            .arg(&target_dir);
         for package in GUEST_PACKAGES {
             command.args(["-p", package]);
         }
-        let status = command.status().expect("cannot run cargo to build the test guests");
-        assert!(status.success(), "building the test guests failed (is `rustup target add wasm32-wasip2` done?)");
+        let status = command
+            .status()
+            .expect("cannot run cargo to build the test guests");
+        assert!(
+            status.success(),
+            "building the test guests failed (is `rustup target add wasm32-wasip2` done?)"
+        );
         target_dir.join("wasm32-wasip2/release")
     });
     let file = folder.join(format!("{}.wasm", package.replace('-', "_")));
@@ -77,9 +99,19 @@ impl TestSilo {
         let (stop, stopped) = oneshot::channel::<()>();
         let serving = silo.clone();
         let task = tokio::spawn(async move {
-            serving.serve(listener, async move { let _ = stopped.await; }).await;
+            serving
+                .serve(listener, async move {
+                    let _ = stopped.await;
+                })
+                .await;
         });
-        TestSilo { address, data_dir, stop: Some(stop), task: Some(task), silo }
+        TestSilo {
+            address,
+            data_dir,
+            stop: Some(stop),
+            task: Some(task),
+            silo,
+        }
     }
 
     pub fn silo(&self) -> &Silo {
@@ -87,11 +119,17 @@ impl TestSilo {
     }
 
     pub async fn client(&self) -> Client {
-        Client::connect(&self.address).await.expect("client connects").with_timeout(Duration::from_secs(60))
+        Client::connect(&self.address)
+            .await
+            .expect("client connects")
+            .with_timeout(Duration::from_secs(60))
     }
 
     pub async fn deploy(&self, service_type: &str, package: &str) {
-        self.silo.deploy(service_type, guest(package)).await.expect("deploy succeeds");
+        self.silo
+            .deploy(service_type, guest(package))
+            .await
+            .expect("deploy succeeds");
     }
 
     /// Stops gracefully: activations deactivate and commit.
@@ -120,7 +158,11 @@ pub struct Value {
 }
 
 pub async fn counter_value(client: &Client, service_type: &str, id: &str) -> i64 {
-    client.call::<Empty, Value>(service_type, id, "get", &Empty {}).await.expect("get succeeds").value
+    client
+        .call::<Empty, Value>(service_type, id, "get", &Empty {})
+        .await
+        .expect("get succeeds")
+        .value
 }
 
 /// Polls `condition` every 20 ms for up to `limit`.
