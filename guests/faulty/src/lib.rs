@@ -74,6 +74,27 @@ fn activations(_: Empty) -> Result<Activations, Error> {
     })
 }
 
+#[derive(Serialize)]
+struct Sandbox {
+    environment_variables: usize,
+    arguments: usize,
+    can_list_root: bool,
+    can_open_file: bool,
+    can_connect: bool,
+}
+
+/// Reports what the sandbox lets this guest see.
+fn sandbox(_: Empty) -> Result<Sandbox, Error> {
+    println!("sandbox probe from the guest's stdout");
+    Ok(Sandbox {
+        environment_variables: std::env::vars().count(),
+        arguments: std::env::args().count(),
+        can_list_root: std::fs::read_dir("/").is_ok(),
+        can_open_file: std::fs::File::open("/etc/passwd").is_ok(),
+        can_connect: std::net::TcpStream::connect("127.0.0.1:5432").is_ok(),
+    })
+}
+
 /// Counts activations in state, so tests can see the hook ran and committed.
 fn count_activation() -> Result<(), Error> {
     let activations = state::load::<i64>("activations")?.unwrap_or(0) + 1;
@@ -91,4 +112,5 @@ rio_sdk::service! {
     "hog" => hog,
     "fail" => fail,
     "activations" => activations,
+    "sandbox" => sandbox,
 }

@@ -202,11 +202,7 @@ impl Activation {
     ) -> Result<Option<Vec<u8>>, TurnFailure> {
         let live = self.live.as_mut().expect("a turn runs on a live instance");
         let data = live.store.data_mut();
-        data.outgoing_chain = incoming_chain
-            .iter()
-            .cloned()
-            .chain([self.key.clone()])
-            .collect();
+        data.incoming_chain = incoming_chain.clone();
         arm_deadline(&mut live.store, self.router.config.turn_deadline);
 
         let handler = live.bindings.rio_service_handler();

@@ -104,12 +104,6 @@ impl Router {
             let message = format!("{} -> {key}", chain.join(" -> "));
             return envelope.reply.send(Err(ReplyError::Cycle(message)));
         }
-        let Some(deployed) = self.deployments.get(&key.service_type) else {
-            let service_type = key.service_type.to_string();
-            return envelope
-                .reply
-                .send(Err(ReplyError::UnknownType { service_type }));
-        };
         loop {
             let mut slots = self.directory.lock();
             match slots.get(&key) {
@@ -138,6 +132,14 @@ impl Router {
                     return;
                 }
                 None => {
+                    // Looked up only here: a live activation implies its type.
+                    let Some(deployed) = self.deployments.get(&key.service_type) else {
+                        drop(slots);
+                        let service_type = key.service_type.to_string();
+                        return envelope
+                            .reply
+                            .send(Err(ReplyError::UnknownType { service_type }));
+                    };
                     let (mailbox, inbox) = mpsc::channel(self.config.mailbox_capacity.max(1));
                     mailbox
                         .try_send(envelope)

@@ -285,3 +285,29 @@ async fn malformed_oversized_and_unknown_frames_get_clear_answers() {
     assert!(reply.ok);
     silo.stop().await;
 }
+
+#[derive(Deserialize, Debug, PartialEq)]
+struct Sandbox {
+    environment_variables: usize,
+    arguments: usize,
+    can_list_root: bool,
+    can_open_file: bool,
+    can_connect: bool,
+}
+
+#[tokio::test]
+async fn guests_see_no_files_no_environment_and_no_network() {
+    let data = DataDir::new();
+    let silo = faulty_silo(&data).await;
+    let client = silo.client().await;
+    let seen: Sandbox = client.call("Faulty", "s", "sandbox", &Empty {}).await.unwrap();
+    let nothing = Sandbox {
+        environment_variables: 0,
+        arguments: 0,
+        can_list_root: false,
+        can_open_file: false,
+        can_connect: false,
+    };
+    assert_eq!(seen, nothing);
+    silo.stop().await;
+}

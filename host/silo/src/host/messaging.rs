@@ -16,7 +16,12 @@ impl Host for ActivationData {
         payload: Vec<u8>,
     ) -> Result<Vec<u8>, CallError> {
         let target = ObjectKey::new(&service_type, &object_id);
-        let chain = self.outgoing_chain.clone();
+        let chain = self
+            .incoming_chain
+            .iter()
+            .cloned()
+            .chain([self.key.clone()])
+            .collect();
         self.router
             .call(target, message_type, payload, chain)
             .await

@@ -27,9 +27,9 @@ pub(crate) struct ActivationData {
     pub(crate) router: Arc<Router>,
     pub(crate) state: ObjectState,
     pub(crate) memory: MemoryBudget,
-    /// The chain that outgoing calls of the current turn carry: the incoming
-    /// message's chain plus this object.
-    pub(crate) outgoing_chain: CallChain,
+    /// The call chain of the message this turn handles; outgoing calls carry
+    /// it with this object appended (built only when a guest does call).
+    pub(crate) incoming_chain: CallChain,
     /// Epoch ticks the current turn may still run before it is stopped.
     pub(crate) deadline_ticks_left: u32,
     wasi: WasiCtx,
@@ -41,19 +41,23 @@ impl ActivationData {
         let memory = MemoryBudget {
             limit_bytes: router.config.memory_limit_bytes,
         };
-        // No preopened directories, no environment, no arguments, no network:
-        // the builder's defaults. Only stdout and stderr are wired, to tracing.
+        // No preopened directories, no environment, no arguments (the
+        // builder's defaults), and no network, said explicitly rather than
+        // left to a default. Only stdout and stderr are wired, to tracing.
         let wasi = WasiCtx::builder()
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
             .stdout(stdio::GuestOutput::new(&key, "stdout"))
             .stderr(stdio::GuestOutput::new(&key, "stderr"))
             .build();
-        let outgoing_chain = router.empty_chain();
+        let incoming_chain = router.empty_chain();
         ActivationData {
             key,
             router,
             state,
             memory,
-            outgoing_chain,
+            incoming_chain,
             deadline_ticks_left: 0,
             wasi,
             table: ResourceTable::new(),
