@@ -67,6 +67,12 @@ struct TurnFailure {
     instance_lost: bool,
 }
 
+enum Event {
+    Stop,
+    Received(Option<Envelope>),
+    TimerFired,
+}
+
 enum Hook {
     Handle {
         message_type: String,
@@ -80,20 +86,33 @@ impl Activation {
     async fn run(mut self) {
         let idle_timeout = self.router.config.idle_timeout;
         let mut stopping = self.router.stopping.clone();
+        // One timer for the activation's life, re-armed only when it fires:
+        // re-arming it on every message would cost a timer-wheel update per turn.
+        let idle_timer = tokio::time::sleep(idle_timeout);
+        tokio::pin!(idle_timer);
+        let mut last_message = tokio::time::Instant::now();
         loop {
-            let next = tokio::select! {
+            let event = tokio::select! {
                 biased;
-                _ = stopping.wait_for(|stop| *stop) => break,
-                next = tokio::time::timeout(idle_timeout, self.mailbox.recv()) => next,
+                _ = stopping.wait_for(|stop| *stop) => Event::Stop,
+                received = self.mailbox.recv() => Event::Received(received),
+                _ = &mut idle_timer => Event::TimerFired,
             };
-            match next {
-                Ok(Some(envelope)) => self.handle(envelope).await,
+            match event {
+                Event::Stop => break,
+                Event::Received(Some(envelope)) => {
+                    last_message = tokio::time::Instant::now();
+                    self.handle(envelope).await;
+                }
                 // Only this task removes the slot holding the sender.
-                Ok(None) => break,
-                Err(_idle) => {
-                    if self.claim_retirement_if_idle() {
+                Event::Received(None) => break,
+                Event::TimerFired => {
+                    let now = tokio::time::Instant::now();
+                    let idle_until = last_message + idle_timeout;
+                    if now >= idle_until && self.claim_retirement_if_idle() {
                         return self.retire().await;
                     }
+                    idle_timer.as_mut().reset(idle_until.max(now + idle_timeout / 8));
                 }
             }
         }

@@ -37,7 +37,7 @@ pub(crate) struct BenchArgs {
     #[arg(long, default_value_t = 4)]
     connections: usize,
     /// Requests in flight per connection (P).
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 128)]
     in_flight: usize,
     /// Objects the load is spread over (N).
     #[arg(long, default_value_t = 1000)]
@@ -183,6 +183,12 @@ async fn measure(args: &BenchArgs, address: &str, admin: &Client) -> anyhow::Res
     })
     .await?;
 
+    // The same round trip with no guest involved: what the transport costs.
+    let protocol_only = load::sequential_latency(&clients[0], args.latency_samples, |client, _| async move {
+        client.deployments().await.map(drop)
+    })
+    .await?;
+
     let stats_before = admin.stats().await?;
     let activation =
         load::sequential_latency(&clients[0], args.activations, move |client, i| async move {
@@ -235,6 +241,7 @@ async fn measure(args: &BenchArgs, address: &str, admin: &Client) -> anyhow::Res
         writes_verified,
         latency_p50_us: latency.percentile_us(50.0),
         latency_p99_us: latency.percentile_us(99.0),
+        protocol_round_trip_p50_us: protocol_only.percentile_us(50.0),
         first_call_p50_us: activation.percentile_us(50.0),
         first_call_p99_us: activation.percentile_us(99.0),
         silo_activation_mean_us,

@@ -37,6 +37,8 @@ pub(crate) struct Figures {
     pub(crate) writes_verified: bool,
     pub(crate) latency_p50_us: f64,
     pub(crate) latency_p99_us: f64,
+    /// One request at a time that involves no guest (listing deployments).
+    pub(crate) protocol_round_trip_p50_us: f64,
     /// Round trip of the first call to a new object (includes activation).
     pub(crate) first_call_p50_us: f64,
     pub(crate) first_call_p99_us: f64,
@@ -81,6 +83,10 @@ pub(crate) fn table(figures: &Figures) -> String {
                 "{:.1} us / {:.1} us  (one request at a time)",
                 figures.latency_p50_us, figures.latency_p99_us
             ),
+        ),
+        (
+            "no-guest round trip p50",
+            format!("{:.1} us  (transport and tasks only)", figures.protocol_round_trip_p50_us),
         ),
         (
             "first call p50 / p99",
