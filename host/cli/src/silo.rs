@@ -1,6 +1,6 @@
 //! `rio silo`: run a silo until Ctrl-C or SIGTERM, then stop it gracefully.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -42,6 +42,7 @@ pub(crate) async fn run(args: SiloArgs) -> anyhow::Result<()> {
             EnvFilter::try_from_env("RIO_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let file = match &args.config {
         Some(path) => ConfigFile::read(path)?,

@@ -178,7 +178,7 @@ impl Activation {
             .pre
             .instantiate_async(&mut store)
             .await
-            .map_err(|error| classify_trap(&self.key, &self.router, error))?;
+            .map_err(|error| classify_instantiation_error(&self.key, &self.router, error))?;
         self.live = Some(LiveInstance { store, bindings });
         if let Err(failure) = self.turn(Hook::Activate, &self.router.empty_chain()).await {
             self.live = None;
@@ -379,6 +379,22 @@ fn arm_deadline(store: &mut Store<ActivationData>, deadline: Duration) {
     let ticks = (deadline.as_millis() / EPOCH_TICK.as_millis()).max(1);
     store.data_mut().deadline_ticks_left = u32::try_from(ticks).unwrap_or(u32::MAX);
     store.set_epoch_deadline(1);
+}
+
+/// An instantiation fails either in the guest (its start code trapped) or in
+/// the host (no memory or address space for one more instance); the latter
+/// is the silo being full, not the guest crashing.
+fn classify_instantiation_error(key: &ObjectKey, router: &Router, error: wasmtime::Error) -> ReplyError {
+    let guest_fault = error.downcast_ref::<wasmtime::Trap>().is_some()
+        || error.downcast_ref::<DeadlineExceeded>().is_some()
+        || error.downcast_ref::<MemoryLimitExceeded>().is_some();
+    if guest_fault {
+        return classify_trap(key, router, error);
+    }
+    tracing::error!(object = %key, error = format!("{error:#}"), "cannot instantiate; the silo is out of resources");
+    ReplyError::Overloaded(format!(
+        "the silo cannot instantiate {key}: {error:#} (out of memory, or of memory mappings: see vm.max_map_count)"
+    ))
 }
 
 /// Turns a wasmtime error out of a guest call into what the caller sees.

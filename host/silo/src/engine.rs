@@ -52,3 +52,22 @@ pub(crate) fn spawn_epoch_ticker(engine: &Engine) {
         })
         .expect("cannot spawn the epoch thread");
 }
+
+/// Memory mappings one idle activation holds (linear memory reservation,
+/// its copy-on-write image, guard and tables), measured on Linux.
+const MAPPINGS_PER_ACTIVATION: u64 = 6;
+
+/// Warns when the kernel's limit on memory mappings caps the number of live
+/// activations well below what the memory of the machine would allow.
+pub(crate) fn warn_if_mappings_are_scarce() {
+    let Ok(text) = std::fs::read_to_string("/proc/sys/vm/max_map_count") else { return };
+    let Ok(limit) = text.trim().parse::<u64>() else { return };
+    if limit < 262_144 {
+        let activations = limit / MAPPINGS_PER_ACTIVATION;
+        tracing::warn!(
+            max_map_count = limit,
+            "vm.max_map_count limits this silo to about {activations} live activations; \
+             raise it with `sysctl -w vm.max_map_count=1048576` to host 100,000 or more"
+        );
+    }
+}

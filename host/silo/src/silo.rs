@@ -36,6 +36,7 @@ impl Silo {
         })?;
         let engine = engine::build_engine(&config)?;
         engine::spawn_epoch_ticker(&engine);
+        engine::warn_if_mappings_are_scarce();
         let store =
             Arc::new(SqliteStore::open(&data_dir.join("rio.db"), config.group_commit_max).await?);
         let cache =
