@@ -6,16 +6,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rio_protocol::{
-    CallRequest, ClientFrame, DeploymentInfo, FrameReader, PROTOCOL_VERSION, ReplyError, Request,
-    Response, ServerFrame, SiloStats, encode_frame,
+    CallRequest, ClientFrame, DeploymentInfo, FrameReader, FrameWriter, PROTOCOL_VERSION,
+    ReplyError, Request, Response, ServerFrame, SiloStats, encode_frame,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_bytes::ByteBuf;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::{mpsc, oneshot};
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::sync::oneshot;
 
 use crate::ClientError;
 
@@ -33,6 +33,9 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Clone)]
 pub struct Client {
     shared: Arc<Shared>,
+    /// Closes the connection when the last clone is dropped (the reader task
+    /// holds `shared`, so `Shared` itself cannot be the trigger).
+    _open: Arc<CloseOnDrop>,
     timeout: Duration,
 }
 
@@ -40,7 +43,15 @@ struct Shared {
     next_id: AtomicU64,
     // A std mutex: held only to insert or remove one entry, never across an await.
     pending: Mutex<Pending>,
-    outgoing: mpsc::UnboundedSender<Vec<u8>>,
+    writer: Arc<FrameWriter>,
+}
+
+struct CloseOnDrop(Arc<FrameWriter>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.close();
+    }
 }
 
 struct Pending {
@@ -82,19 +93,19 @@ impl Client {
             None => return Err(ClientError::Handshake("silo closed the connection".into())),
         }
 
-        let (outgoing, outgoing_frames) = mpsc::unbounded_channel();
+        let writer = FrameWriter::start(write_half);
         let shared = Arc::new(Shared {
             next_id: AtomicU64::new(1),
             pending: Mutex::new(Pending {
                 waiting: HashMap::new(),
                 closed: None,
             }),
-            outgoing,
+            writer: writer.clone(),
         });
-        tokio::spawn(write_frames(write_half, outgoing_frames));
         tokio::spawn(read_replies(reader, shared.clone()));
         Ok(Client {
             shared,
+            _open: Arc::new(CloseOnDrop(writer)),
             timeout: DEFAULT_TIMEOUT,
         })
     }
@@ -103,6 +114,7 @@ impl Client {
     pub fn with_timeout(&self, timeout: Duration) -> Client {
         Client {
             shared: self.shared.clone(),
+            _open: self._open.clone(),
             timeout,
         }
     }
@@ -191,9 +203,9 @@ impl Client {
             }
             pending.waiting.insert(id, reply_sender);
         }
-        if self.shared.outgoing.send(frame).is_err() {
+        if self.shared.writer.send(&frame).is_err() {
             self.forget(id);
-            return Err(ClientError::Closed("writer task ended".into()));
+            return Err(ClientError::Closed(self.closed_reason()));
         }
         match tokio::time::timeout(self.timeout, reply).await {
             Ok(Ok(result)) => result.map_err(ClientError::Reply),
@@ -220,26 +232,6 @@ impl Client {
             .closed
             .clone()
             .unwrap_or_else(|| "connection lost".into())
-    }
-}
-
-/// Writes queued frames, coalescing whatever has queued up meanwhile into one
-/// write: under load this turns many small frames into few syscalls.
-async fn write_frames(mut stream: OwnedWriteHalf, mut frames: mpsc::UnboundedReceiver<Vec<u8>>) {
-    let mut batch = Vec::with_capacity(64 * 1024);
-    while let Some(frame) = frames.recv().await {
-        batch.extend_from_slice(&frame);
-        while batch.len() < 256 * 1024 {
-            match frames.try_recv() {
-                Ok(frame) => batch.extend_from_slice(&frame),
-                Err(_) => break,
-            }
-        }
-        if let Err(error) = stream.write_all(&batch).await {
-            tracing::debug!(%error, "client connection write failed");
-            return;
-        }
-        batch.clear();
     }
 }
 
@@ -272,4 +264,6 @@ async fn read_replies(mut reader: FrameReader<OwnedReadHalf>, shared: Arc<Shared
     pending.closed = Some(reason);
     // Dropping the senders wakes every waiter with `Closed`.
     pending.waiting.clear();
+    drop(pending);
+    shared.writer.close();
 }

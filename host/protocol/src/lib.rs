@@ -3,6 +3,7 @@
 //! - [`frame`]: what travels on a connection (hello, requests, replies).
 //! - [`error`]: the typed errors a silo replies with.
 //! - [`codec`]: length-delimited CBOR framing over any async byte stream.
+//! - [`writer`]: [`FrameWriter`], one connection's writes shared by many tasks.
 //!
 //! This crate knows nothing of wasmtime or of the silo runtime; clients in
 //! any process depend on it alone.
@@ -11,12 +12,14 @@
 pub mod codec;
 pub mod error;
 pub mod frame;
+pub mod writer;
 
 pub use codec::{FrameError, FrameReader, encode_frame};
 pub use error::ReplyError;
 pub use frame::{
     CallRequest, ClientFrame, DeploymentInfo, Request, Response, ServerFrame, SiloStats,
 };
+pub use writer::{FrameWriter, WriterClosed};
 
 /// Version of the wire protocol; a silo refuses a client that says another.
 pub const PROTOCOL_VERSION: u32 = 1;

@@ -112,7 +112,9 @@ impl Activation {
                     if now >= idle_until && self.claim_retirement_if_idle() {
                         return self.retire().await;
                     }
-                    idle_timer.as_mut().reset(idle_until.max(now + idle_timeout / 8));
+                    idle_timer
+                        .as_mut()
+                        .reset(idle_until.max(now + idle_timeout / 8));
                 }
             }
         }
@@ -384,7 +386,11 @@ fn arm_deadline(store: &mut Store<ActivationData>, deadline: Duration) {
 /// An instantiation fails either in the guest (its start code trapped) or in
 /// the host (no memory or address space for one more instance); the latter
 /// is the silo being full, not the guest crashing.
-fn classify_instantiation_error(key: &ObjectKey, router: &Router, error: wasmtime::Error) -> ReplyError {
+fn classify_instantiation_error(
+    key: &ObjectKey,
+    router: &Router,
+    error: wasmtime::Error,
+) -> ReplyError {
     let guest_fault = error.downcast_ref::<wasmtime::Trap>().is_some()
         || error.downcast_ref::<DeadlineExceeded>().is_some()
         || error.downcast_ref::<MemoryLimitExceeded>().is_some();

@@ -60,8 +60,12 @@ const MAPPINGS_PER_ACTIVATION: u64 = 6;
 /// Warns when the kernel's limit on memory mappings caps the number of live
 /// activations well below what the memory of the machine would allow.
 pub(crate) fn warn_if_mappings_are_scarce() {
-    let Ok(text) = std::fs::read_to_string("/proc/sys/vm/max_map_count") else { return };
-    let Ok(limit) = text.trim().parse::<u64>() else { return };
+    let Ok(text) = std::fs::read_to_string("/proc/sys/vm/max_map_count") else {
+        return;
+    };
+    let Ok(limit) = text.trim().parse::<u64>() else {
+        return;
+    };
     if limit < 262_144 {
         let activations = limit / MAPPINGS_PER_ACTIVATION;
         tracing::warn!(

@@ -2,9 +2,9 @@
 
 use std::sync::Arc;
 
-use rio_protocol::{ReplyError, Response, ServerFrame, encode_frame};
+use rio_protocol::{FrameWriter, ReplyError, Response, ServerFrame, encode_frame};
 use serde_bytes::ByteBuf;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::ObjectKey;
 
@@ -44,13 +44,19 @@ impl ReplyTo {
     }
 }
 
-/// The write side of one client connection: encoded frames go to its writer task.
+/// The write side of one client connection. A turn's reply is written by the
+/// activation task itself when the socket is idle (see `FrameWriter`).
 #[derive(Clone)]
-pub(crate) struct ConnectionSink(mpsc::UnboundedSender<Vec<u8>>);
+pub(crate) struct ConnectionSink(Arc<FrameWriter>);
 
 impl ConnectionSink {
-    pub(crate) fn new(frames: mpsc::UnboundedSender<Vec<u8>>) -> ConnectionSink {
-        ConnectionSink(frames)
+    pub(crate) fn new(writer: Arc<FrameWriter>) -> ConnectionSink {
+        ConnectionSink(writer)
+    }
+
+    /// Takes no more frames; what is queued still goes out.
+    pub(crate) fn close(&self) {
+        self.0.close();
     }
 
     pub(crate) fn reply(&self, id: u64, result: Result<Response, ReplyError>) {
@@ -61,7 +67,7 @@ impl ConnectionSink {
         let mut encoded = Vec::new();
         match encode_frame(frame, &mut encoded) {
             // A closed connection drops replies to requests it no longer awaits.
-            Ok(()) => drop(self.0.send(encoded)),
+            Ok(()) => drop(self.0.send(&encoded)),
             Err(error) => tracing::error!(%error, "cannot encode a reply frame"),
         }
     }

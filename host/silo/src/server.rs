@@ -1,5 +1,6 @@
 //! The TCP side of a silo: accepts connections and runs, per connection, a
-//! reader (this task) and a writer task that batches replies.
+//! reader task; replies are written by whoever produces them (see
+//! `FrameWriter`).
 //!
 //! Invariant: nothing a peer sends can panic the silo. A frame that does not
 //! decode gets an error reply when its request id can be recovered, and
@@ -11,13 +12,10 @@ use std::sync::Arc;
 
 use rio_protocol::codec::decode_body;
 use rio_protocol::{
-    ClientFrame, FrameError, FrameReader, PROTOCOL_VERSION, ReplyError, Request, Response,
-    ServerFrame,
+    ClientFrame, FrameError, FrameReader, FrameWriter, PROTOCOL_VERSION, ReplyError, Request,
+    Response, ServerFrame,
 };
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
 
 use crate::ObjectKey;
 use crate::mailbox::{ConnectionSink, Envelope, ReplyTo};
@@ -51,9 +49,7 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, router: Arc<Route
     let _ = stream.set_nodelay(true);
     let (read_half, write_half) = stream.into_split();
     let mut reader = FrameReader::new(read_half, router.config.max_frame_bytes);
-    let (frames, outgoing) = mpsc::unbounded_channel();
-    let sink = ConnectionSink::new(frames);
-    let writer = tokio::spawn(write_frames(write_half, outgoing));
+    let sink = ConnectionSink::new(FrameWriter::start(write_half));
 
     let reason = match handshake(&mut reader).await {
         Ok(()) => {
@@ -68,9 +64,8 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, router: Arc<Route
         tracing::warn!(%peer, %reason, "closing connection");
         sink.send_frame(&ServerFrame::Goodbye { reason });
     }
-    // The writer ends once every sink clone (held by requests in flight) is gone.
-    drop(sink);
-    let _ = writer.await;
+    // Replies still in flight are dropped: the peer has gone or misbehaved.
+    sink.close();
 }
 
 async fn handshake<R: tokio::io::AsyncRead + Unpin>(
@@ -168,23 +163,4 @@ fn handle_request(id: u64, request: Request, sink: &ConnectionSink, router: &Arc
         }
         Request::Stats => sink.reply(id, Ok(Response::Stats(crate::silo::stats(router)))),
     }
-}
-
-/// Writes reply frames, coalescing whatever queued meanwhile into one write.
-async fn write_frames(mut stream: OwnedWriteHalf, mut frames: mpsc::UnboundedReceiver<Vec<u8>>) {
-    let mut batch = Vec::with_capacity(64 * 1024);
-    while let Some(frame) = frames.recv().await {
-        batch.extend_from_slice(&frame);
-        while batch.len() < 256 * 1024 {
-            match frames.try_recv() {
-                Ok(frame) => batch.extend_from_slice(&frame),
-                Err(_) => break,
-            }
-        }
-        if stream.write_all(&batch).await.is_err() {
-            return;
-        }
-        batch.clear();
-    }
-    let _ = stream.shutdown().await;
 }

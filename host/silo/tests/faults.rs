@@ -300,7 +300,10 @@ async fn guests_see_no_files_no_environment_and_no_network() {
     let data = DataDir::new();
     let silo = faulty_silo(&data).await;
     let client = silo.client().await;
-    let seen: Sandbox = client.call("Faulty", "s", "sandbox", &Empty {}).await.unwrap();
+    let seen: Sandbox = client
+        .call("Faulty", "s", "sandbox", &Empty {})
+        .await
+        .unwrap();
     let nothing = Sandbox {
         environment_variables: 0,
         arguments: 0,

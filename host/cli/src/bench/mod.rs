@@ -184,10 +184,11 @@ async fn measure(args: &BenchArgs, address: &str, admin: &Client) -> anyhow::Res
     .await?;
 
     // The same round trip with no guest involved: what the transport costs.
-    let protocol_only = load::sequential_latency(&clients[0], args.latency_samples, |client, _| async move {
-        client.deployments().await.map(drop)
-    })
-    .await?;
+    let protocol_only =
+        load::sequential_latency(&clients[0], args.latency_samples, |client, _| async move {
+            client.deployments().await.map(drop)
+        })
+        .await?;
 
     let stats_before = admin.stats().await?;
     let activation =

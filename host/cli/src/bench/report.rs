@@ -86,7 +86,10 @@ pub(crate) fn table(figures: &Figures) -> String {
         ),
         (
             "no-guest round trip p50",
-            format!("{:.1} us  (transport and tasks only)", figures.protocol_round_trip_p50_us),
+            format!(
+                "{:.1} us  (transport and tasks only)",
+                figures.protocol_round_trip_p50_us
+            ),
         ),
         (
             "first call p50 / p99",

@@ -1,0 +1,189 @@
+//! A frame writer shared by every task of one connection.
+//!
+//! Whoever sends while the socket is idle writes at once, with a
+//! non-blocking `try_write`, saving the hop to a writer task on the latency
+//! path. Frames sent while a write is under way queue up and go out together
+//! in the next write, which keeps syscalls few under load. Only when the
+//! socket would block does a background task take over, so no sender ever
+//! waits on a slow peer.
+
+use std::io;
+use std::sync::{Arc, Mutex};
+
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::sync::Notify;
+
+/// The frame writer of one connection. After [`FrameWriter::close`] the
+/// background task flushes what is queued and ends; the write side closes
+/// when the last handle is dropped.
+pub struct FrameWriter {
+    stream: OwnedWriteHalf,
+    state: Mutex<WriterState>,
+    wake_background: Notify,
+}
+
+#[derive(Default)]
+struct WriterState {
+    /// Bytes waiting for the current writer to pick them up.
+    queued: Vec<u8>,
+    /// Someone (a sender or the background task) is writing now.
+    writing: bool,
+    /// The background task is that someone: a sender handed over to it.
+    background_owns: bool,
+    /// No more frames are taken: the connection failed or is closing.
+    closed: bool,
+}
+
+/// Rounds a sender writes on behalf of others before handing over, so one
+/// task never spends long doing another's I/O.
+const DIRECT_ROUNDS: usize = 4;
+
+/// The connection is closed; the frame was not sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriterClosed;
+
+impl FrameWriter {
+    /// Wraps `stream` and starts its background task on the current runtime.
+    pub fn start(stream: OwnedWriteHalf) -> Arc<FrameWriter> {
+        let writer = Arc::new(FrameWriter {
+            stream,
+            state: Mutex::new(WriterState::default()),
+            wake_background: Notify::new(),
+        });
+        tokio::spawn(writer.clone().run_background());
+        writer
+    }
+
+    /// Sends already-encoded frame bytes; never waits on the peer.
+    pub fn send(&self, frame: &[u8]) -> Result<(), WriterClosed> {
+        let mut batch = {
+            let mut state = self.lock();
+            if state.closed {
+                return Err(WriterClosed);
+            }
+            state.queued.extend_from_slice(frame);
+            if state.writing {
+                return Ok(());
+            }
+            state.writing = true;
+            std::mem::take(&mut state.queued)
+        };
+        for _ in 0..DIRECT_ROUNDS {
+            match self.write_without_waiting(&batch) {
+                Ok(written) if written == batch.len() => {}
+                Ok(written) => return Ok(self.hand_over(batch.split_off(written))),
+                Err(error) => {
+                    tracing::debug!(%error, "connection write failed");
+                    self.fail();
+                    return Err(WriterClosed);
+                }
+            }
+            batch.clear();
+            let mut state = self.lock();
+            if state.queued.is_empty() {
+                state.writing = false;
+                if state.closed {
+                    // The background task may be waiting for us to finish.
+                    self.wake_background.notify_one();
+                }
+                return Ok(());
+            }
+            std::mem::swap(&mut batch, &mut state.queued);
+        }
+        self.hand_over(batch);
+        Ok(())
+    }
+
+    /// Takes no more frames; what is queued is still written, then the
+    /// background task ends.
+    pub fn close(&self) {
+        self.lock().closed = true;
+        self.wake_background.notify_one();
+    }
+
+    /// After a write error: drop everything and let the background task end.
+    fn fail(&self) {
+        {
+            let mut state = self.lock();
+            state.closed = true;
+            state.writing = false;
+            state.background_owns = false;
+            state.queued.clear();
+        }
+        self.wake_background.notify_one();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, WriterState> {
+        // Held only for buffer bookkeeping; a poisoned lock still holds
+        // consistent bytes.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Writes what the socket takes now; returns how much that was.
+    fn write_without_waiting(&self, bytes: &[u8]) -> io::Result<usize> {
+        let mut written = 0;
+        while written < bytes.len() {
+            match self.stream.try_write(&bytes[written..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => written += n,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(written)
+    }
+
+    /// Puts unwritten bytes back at the front and lets the background task
+    /// finish; `writing` stays set so order is kept.
+    fn hand_over(&self, mut unwritten: Vec<u8>) {
+        {
+            let mut state = self.lock();
+            unwritten.extend_from_slice(&state.queued);
+            state.queued = unwritten;
+            state.background_owns = true;
+        }
+        self.wake_background.notify_one();
+    }
+
+    async fn run_background(self: Arc<Self>) {
+        loop {
+            self.wake_background.notified().await;
+            loop {
+                let batch = {
+                    let mut state = self.lock();
+                    if state.background_owns && state.queued.is_empty() {
+                        state.background_owns = false;
+                        state.writing = false;
+                    }
+                    if !state.background_owns {
+                        if state.closed && !state.writing {
+                            drop(state);
+                            // The peer sees the end of the stream even while
+                            // handles to this writer still exist.
+                            let _ = socket2::SockRef::from(self.stream.as_ref())
+                                .shutdown(std::net::Shutdown::Write);
+                            return;
+                        }
+                        break;
+                    }
+                    std::mem::take(&mut state.queued)
+                };
+                if let Err(error) = self.write_waiting(&batch).await {
+                    tracing::debug!(%error, "connection write failed");
+                    self.fail();
+                }
+            }
+        }
+    }
+
+    async fn write_waiting(&self, bytes: &[u8]) -> io::Result<()> {
+        let mut written = 0;
+        while written < bytes.len() {
+            self.stream.writable().await?;
+            written += self.write_without_waiting(&bytes[written..])?;
+        }
+        Ok(())
+    }
+}
