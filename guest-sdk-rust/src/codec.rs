@@ -16,7 +16,7 @@ pub(crate) fn decode_message<M: DeserializeOwned>(payload: &[u8]) -> Result<M, E
         payload
     };
     ciborium::from_reader(payload)
-        .map_err(|e| Error::bad_request(format!("cannot decode the message: {e}")))
+        .map_err(|e| Error::bad_request(format!("cannot decode the message: {}", describe(e))))
 }
 
 pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, Error> {
@@ -28,7 +28,19 @@ pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, Error>
 
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, Error> {
     ciborium::from_reader(bytes)
-        .map_err(|e| Error::new("bad-data", format!("cannot decode {what}: {e}")))
+        .map_err(|e| Error::new("bad-data", format!("cannot decode {what}: {}", describe(e))))
+}
+
+/// ciborium's own Display is its Debug (`Semantic(None, "missing field ..")`),
+/// which a caller should not have to read.
+fn describe<T>(error: ciborium::de::Error<T>) -> String {
+    use ciborium::de::Error::*;
+    match error {
+        Io(_) => "the CBOR ends too early".into(),
+        Syntax(offset) => format!("invalid CBOR at byte {offset}"),
+        Semantic(_, message) => message,
+        RecursionLimitExceeded => "the CBOR is nested too deeply".into(),
+    }
 }
 
 #[cfg(test)]
@@ -58,7 +70,40 @@ mod tests {
             decode_message::<Optional>(&[]).unwrap(),
             Optional::default()
         );
-        assert_eq!(decode_message::<crate::Empty>(&[]).unwrap(), crate::Empty);
+    }
+
+    #[test]
+    fn empty_accepts_nothing_null_an_empty_map_or_anything_and_is_sent_as_a_map() {
+        let anything = encode(&Increment { by: 2 }).unwrap();
+        for payload in [&[][..], &[0xf6][..], &[0xa0][..], &anything[..]] {
+            assert_eq!(
+                decode_message::<crate::Empty>(payload).unwrap(),
+                crate::Empty
+            );
+        }
+        assert_eq!(encode(&crate::Empty).unwrap(), EMPTY_MAP);
+    }
+
+    #[test]
+    fn dynamic_values_round_trip() {
+        let value = ciborium::Value::Map(vec![
+            ("by".into(), 3.into()),
+            ("tags".into(), ciborium::Value::Array(vec!["a".into()])),
+            ("none".into(), ciborium::Value::Null),
+        ]);
+        let bytes = encode(&value).unwrap();
+        assert_eq!(decode::<ciborium::Value>(&bytes, "it").unwrap(), value);
+        assert_eq!(
+            decode::<Increment>(&bytes, "it").unwrap(),
+            Increment { by: 3 }
+        );
+    }
+
+    #[test]
+    fn undecodable_stored_data_is_bad_data() {
+        let error = decode::<i64>(&encode("text").unwrap(), "state key `value`").unwrap_err();
+        assert_eq!(error.kind, "bad-data");
+        assert!(error.message.contains("state key `value`"));
     }
 
     #[test]
@@ -68,9 +113,18 @@ mod tests {
             decode_message::<Increment>(&bytes).unwrap_err().kind,
             "bad-request"
         );
+        let missing = decode_message::<Increment>(&[]).unwrap_err();
         assert_eq!(
-            decode_message::<Increment>(&[]).unwrap_err().kind,
-            "bad-request"
+            (missing.kind.as_str(), missing.message.as_str()),
+            (
+                "bad-request",
+                "cannot decode the message: missing field `by`"
+            )
+        );
+        let truncated = decode_message::<Increment>(&[0xa1]).unwrap_err();
+        assert_eq!(
+            truncated.message,
+            "cannot decode the message: the CBOR ends too early"
         );
     }
 }

@@ -8,6 +8,17 @@ use crate::bindings::rio::service::types::{CallError, HandlerError};
 /// A handler's failure: a short machine-readable `kind` (e.g.
 /// `insufficient-funds`) and a human-readable `message`. The caller receives
 /// both. Returning an error discards the turn's state writes.
+///
+/// Kinds the SDK itself produces:
+///
+/// | kind | when |
+/// |---|---|
+/// | `bad-request` | the payload does not decode into the handler's message type |
+/// | `unknown-message` | no handler is listed for the message type |
+/// | `bad-data` | a stored state value or a callee's reply does not decode into the type asked for |
+/// | `internal` | a value cannot be encoded, or the platform failed a call |
+/// | the callee's kind | a [`call`](crate::call()) whose callee returned an error |
+/// | `unknown-type`, `trap`, `timeout`, `overloaded`, `cycle` | a [`call`](crate::call()) the platform could not complete |
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Error {
     /// Machine-readable word.
@@ -89,12 +100,28 @@ mod tests {
             message: "no".into(),
         });
         assert_eq!(Error::from(guest), Error::new("insufficient-funds", "no"));
+        let platform = [
+            (CallError::UnknownType("m".into()), "unknown-type"),
+            (CallError::Trap("m".into()), "trap"),
+            (CallError::Timeout("m".into()), "timeout"),
+            (CallError::Overloaded("m".into()), "overloaded"),
+            (CallError::Cycle("m".into()), "cycle"),
+            (CallError::Internal("m".into()), "internal"),
+        ];
+        for (error, kind) in platform {
+            assert_eq!(Error::from(error), Error::new(kind, "m"));
+        }
+    }
+
+    #[test]
+    fn errors_reach_the_wire_unchanged() {
+        let wire: HandlerError = Error::new("refused", "this guest refuses").into();
         assert_eq!(
-            Error::from(CallError::Cycle("a -> b -> a".into())).kind,
-            "cycle"
+            (wire.kind.as_str(), wire.message.as_str()),
+            ("refused", "this guest refuses")
         );
-        assert_eq!(Error::from(CallError::Trap("boom".into())).kind, "trap");
         let wire: HandlerError = Error::unknown_message("frob").into();
         assert_eq!(wire.kind, "unknown-message");
+        assert!(wire.message.contains("frob"));
     }
 }

@@ -4,7 +4,7 @@
 //! per message type, and one [`service!`] line that exports them. The SDK
 //! does the CBOR and the WIT glue.
 //!
-//! ```ignore
+//! ```no_run
 //! use rio_sdk::prelude::*;
 //!
 //! #[derive(Deserialize)]
@@ -18,12 +18,17 @@
 //!     Ok(Value { value })
 //! }
 //!
-//! fn get(_: Empty) -> Result<Value, Error> {
+//! fn get() -> Result<Value, Error> {
 //!     Ok(Value { value: state::load("value")?.unwrap_or(0) })
 //! }
 //!
 //! rio_sdk::service! { "increment" => increment, "get" => get }
 //! ```
+//!
+//! A message that carries nothing (`get` above) is handled by a function
+//! with no parameter, or one taking [`Empty`]; either accepts an empty
+//! payload, `null` or `{}`. A message type can also have optional fields
+//! (`#[serde(default)]`): an empty payload decodes as `{}`.
 //!
 //! - [`state`]: this object's typed keys and values.
 //! - [`call`](mod@call): typed calls to other objects.
@@ -55,6 +60,9 @@ pub mod prelude {
     pub use serde::{Deserialize, Serialize};
 }
 
+/// The wit-bindgen glue. Public only because [`service!`] expands in the
+/// user's crate, which must reach the export macro and the WIT types through
+/// `rio_sdk` without depending on wit-bindgen itself.
 #[doc(hidden)]
 pub mod bindings {
     wit_bindgen::generate!({
@@ -69,11 +77,18 @@ pub mod bindings {
 /// Exports the listed handlers as this component's service object.
 ///
 /// Each `"message-type" => function` pair routes that message type to a
-/// function taking one deserializable message and returning
-/// `Result<impl Serialize, Error>`. Optional hooks come first, each
-/// `fn() -> Result<(), Error>`:
+/// function taking one deserializable message, or nothing, and returning
+/// `Result<impl Serialize, Error>`. Any other message type is answered with
+/// the kind `unknown-message`. Optional hooks come first, in this order, each
+/// `fn() -> Result<(), Error>`; their state writes are committed like a
+/// message's:
 ///
-/// ```ignore
+/// ```no_run
+/// # use rio_sdk::prelude::*;
+/// # fn warm_up() -> Result<(), Error> { Ok(()) }
+/// # fn flush() -> Result<(), Error> { Ok(()) }
+/// # fn increment(_: Empty) -> Result<(), Error> { Ok(()) }
+/// # fn get(_: Empty) -> Result<(), Error> { Ok(()) }
 /// rio_sdk::service! {
 ///     on_activate = warm_up;
 ///     on_deactivate = flush;

@@ -5,8 +5,12 @@
 //! account `Account/bob` by calling its `deposit`.
 //!
 //! A transfer saves the lower balance, then calls the other account. If that
-//! call fails, the handler returns the error, and returning an error
-//! discards every write of the turn: the money never leaves.
+//! call fails (the other account refuses, traps, times out...), the handler
+//! returns the error, and returning an error discards every write of the
+//! turn: the money never leaves. The deduction becomes durable only with the
+//! `Ok` reply, after the deposit has been committed on the other side. (If
+//! this silo died in between, the deposit would stand without the
+//! withdrawal: calls are not distributed transactions.)
 
 use rio_sdk::prelude::*;
 
@@ -46,7 +50,11 @@ fn positive(amount: i64) -> Result<i64, Error> {
 }
 
 fn deposit(message: Amount) -> Result<Balance, Error> {
-    set_balance(current_balance()? + positive(message.amount)?)
+    let amount = positive(message.amount)?;
+    let balance = current_balance()?
+        .checked_add(amount)
+        .ok_or_else(|| Error::new("invalid-amount", "the balance would overflow"))?;
+    set_balance(balance)
 }
 
 fn withdraw(message: Amount) -> Result<Balance, Error> {
@@ -61,7 +69,7 @@ fn withdraw(message: Amount) -> Result<Balance, Error> {
     set_balance(balance - amount)
 }
 
-fn balance(_: Empty) -> Result<Balance, Error> {
+fn balance() -> Result<Balance, Error> {
     Ok(Balance {
         balance: current_balance()?,
     })
@@ -77,6 +85,7 @@ fn transfer(message: Transfer) -> Result<Balance, Error> {
     let remaining = withdraw(Amount {
         amount: message.amount,
     })?;
+    // The other account is an object of this same service type.
     let _: Balance = call(
         &identity::service_type(),
         &message.to,

@@ -1,5 +1,15 @@
-//! A counter service object: `increment {"by": n}` and `get`, both answering
-//! `{"value": n}`. Build it with `rio build examples/counter`.
+//! A counter service object, the smallest useful one.
+//!
+//! Each object id (`Counter/alice`, `Counter/bob`...) is its own counter,
+//! activated on its first message and handling one message at a time:
+//!
+//! - `increment {"by": n}` adds `n` and answers `{"value": <new value>}`;
+//! - `get` answers `{"value": <value>}` without writing anything.
+//!
+//! The value lives under the state key `value`. It is committed when
+//! `increment` returns `Ok`, and survives deactivation and restarts.
+//!
+//! Build it with `rio build examples/counter`.
 
 use rio_sdk::prelude::*;
 
@@ -19,10 +29,9 @@ fn increment(message: Increment) -> Result<Value, Error> {
     Ok(Value { value })
 }
 
-fn get(_: Empty) -> Result<Value, Error> {
-    Ok(Value {
-        value: state::load("value")?.unwrap_or(0),
-    })
+fn get() -> Result<Value, Error> {
+    let value = state::load("value")?.unwrap_or(0);
+    Ok(Value { value })
 }
 
 rio_sdk::service! { "increment" => increment, "get" => get }

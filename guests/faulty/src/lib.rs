@@ -14,7 +14,7 @@ struct MaybeValue {
 }
 
 #[derive(Serialize)]
-struct Ok_ {
+struct OkReply {
     ok: bool,
 }
 
@@ -23,8 +23,8 @@ struct Activations {
     activations: i64,
 }
 
-fn ok(_: Empty) -> Result<Ok_, Error> {
-    Ok(Ok_ { ok: true })
+fn ok() -> Result<OkReply, Error> {
+    Ok(OkReply { ok: true })
 }
 
 fn set(message: SetValue) -> Result<MaybeValue, Error> {
@@ -34,7 +34,7 @@ fn set(message: SetValue) -> Result<MaybeValue, Error> {
     })
 }
 
-fn get(_: Empty) -> Result<MaybeValue, Error> {
+fn get() -> Result<MaybeValue, Error> {
     Ok(MaybeValue {
         value: state::load("value")?,
     })
@@ -45,18 +45,20 @@ fn set_then_trap(message: SetValue) -> Result<MaybeValue, Error> {
     panic!("trapping after a write of {}", message.value);
 }
 
-fn trap(_: Empty) -> Result<Ok_, Error> {
+fn trap() -> Result<OkReply, Error> {
+    // Logged first so the tests also exercise the log import.
+    log::warn("about to trap on request");
     panic!("asked to trap");
 }
 
-fn spin(_: Empty) -> Result<Ok_, Error> {
+fn spin() -> Result<OkReply, Error> {
     let mut counter = 0u64;
     loop {
         counter = std::hint::black_box(counter.wrapping_add(1));
     }
 }
 
-fn hog(_: Empty) -> Result<Ok_, Error> {
+fn hog() -> Result<OkReply, Error> {
     let mut hoard: Vec<Vec<u8>> = Vec::new();
     loop {
         // Filled with ones so every page is really touched.
@@ -64,11 +66,11 @@ fn hog(_: Empty) -> Result<Ok_, Error> {
     }
 }
 
-fn fail(_: Empty) -> Result<Ok_, Error> {
+fn fail() -> Result<OkReply, Error> {
     Err(Error::new("refused", "this guest refuses"))
 }
 
-fn activations(_: Empty) -> Result<Activations, Error> {
+fn activations() -> Result<Activations, Error> {
     Ok(Activations {
         activations: state::load("activations")?.unwrap_or(0),
     })
@@ -84,7 +86,7 @@ struct Sandbox {
 }
 
 /// Reports what the sandbox lets this guest see.
-fn sandbox(_: Empty) -> Result<Sandbox, Error> {
+fn sandbox() -> Result<Sandbox, Error> {
     println!("sandbox probe from the guest's stdout");
     Ok(Sandbox {
         environment_variables: std::env::vars().count(),
