@@ -8,7 +8,10 @@ use std::process::{Child, Command, Output, Stdio};
 const RIO: &str = env!("CARGO_BIN_EXE_rio");
 
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
 }
 
 /// Runs `rio ARGS` from the workspace root. Guest builds go to their own
@@ -29,7 +32,10 @@ fn stdout_of(output: &Output) -> String {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
-    String::from_utf8(output.stdout.clone()).unwrap().trim().to_string()
+    String::from_utf8(output.stdout.clone())
+        .unwrap()
+        .trim()
+        .to_string()
 }
 
 struct SiloProcess {
@@ -48,7 +54,9 @@ impl SiloProcess {
             .spawn()
             .expect("rio silo starts");
         let mut first_line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut first_line).unwrap();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first_line)
+            .unwrap();
         let address = first_line
             .trim()
             .strip_prefix("rio silo listening on ")
@@ -59,7 +67,10 @@ impl SiloProcess {
 
     /// SIGTERM, as an operator would stop it, and wait for a clean exit.
     fn stop(mut self) {
-        let status = Command::new("kill").arg(self.child.id().to_string()).status().unwrap();
+        let status = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
         assert!(status.success());
         let exit = self.child.wait().unwrap();
         assert!(exit.success(), "the silo exits cleanly on SIGTERM: {exit}");
@@ -80,12 +91,27 @@ fn build_deploy_call_and_restart_with_the_cli() {
     let address = silo.address.clone();
 
     let component = stdout_of(&rio(&["build", "examples/counter"]));
-    assert!(component.ends_with(".wasm") && Path::new(&component).is_file(), "{component}");
-    stdout_of(&rio(&["deploy", "--silo", &address, "--type", "Counter", &component]));
+    assert!(
+        component.ends_with(".wasm") && Path::new(&component).is_file(),
+        "{component}"
+    );
+    stdout_of(&rio(&[
+        "deploy", "--silo", &address, "--type", "Counter", &component,
+    ]));
 
-    let reply = stdout_of(&rio(&["call", "--silo", &address, "Counter/alice", "increment", r#"{"by": 2}"#]));
+    let reply = stdout_of(&rio(&[
+        "call",
+        "--silo",
+        &address,
+        "Counter/alice",
+        "increment",
+        r#"{"by": 2}"#,
+    ]));
     assert_eq!(reply, r#"{"value":2}"#);
-    assert_eq!(stdout_of(&rio(&["call", "--silo", &address, "Counter/alice", "get"])), r#"{"value":2}"#);
+    assert_eq!(
+        stdout_of(&rio(&["call", "--silo", &address, "Counter/alice", "get"])),
+        r#"{"value":2}"#
+    );
 
     // Errors: non-zero exit and a message on stderr.
     let unknown = rio(&["call", "--silo", &address, "Nope/x", "get"]);
@@ -93,13 +119,29 @@ fn build_deploy_call_and_restart_with_the_cli() {
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("unknown service type `Nope`"));
     let not_a_component = data.path().join("module.wasm");
     std::fs::write(&not_a_component, b"\0asm\x01\0\0\0").unwrap();
-    let refused = rio(&["deploy", "--silo", &address, "--type", "Counter", not_a_component.to_str().unwrap()]);
+    let refused = rio(&[
+        "deploy",
+        "--silo",
+        &address,
+        "--type",
+        "Counter",
+        not_a_component.to_str().unwrap(),
+    ]);
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("not a component"));
 
     silo.stop();
     let silo = SiloProcess::start(data.path());
-    let reply = stdout_of(&rio(&["call", "--silo", &silo.address, "Counter/alice", "get"]));
-    assert_eq!(reply, r#"{"value":2}"#, "state and deployment survive the restart");
+    let reply = stdout_of(&rio(&[
+        "call",
+        "--silo",
+        &silo.address,
+        "Counter/alice",
+        "get",
+    ]));
+    assert_eq!(
+        reply, r#"{"value":2}"#,
+        "state and deployment survive the restart"
+    );
     silo.stop();
 }

@@ -3,10 +3,11 @@
 //! One [`Client`] is one TCP connection with any number of requests in
 //! flight: each request gets an id, the caller writes its frame itself when
 //! the socket is idle (frames sent meanwhile are batched into the next
-//! write), and a reader task hands each reply to whoever waits for that id. `Client` is cheap to clone; clones share the connection.
+//! write), and a reader task hands each reply to whoever waits for that id.
+//! `Client` is cheap to clone; clones share the connection.
 //!
-//! - [`connection`]: the connection, its reader and writer tasks.
-//! - [`error`]: [`ClientError`].
+//! - `connection`: the connection and its reader task.
+//! - `error`: [`ClientError`].
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), rio_client::ClientError> {

@@ -71,7 +71,10 @@ impl FrameWriter {
         for _ in 0..DIRECT_ROUNDS {
             match self.write_without_waiting(&batch) {
                 Ok(written) if written == batch.len() => {}
-                Ok(written) => return Ok(self.hand_over(batch.split_off(written))),
+                Ok(written) => {
+                    self.hand_over(batch.split_off(written));
+                    return Ok(());
+                }
                 Err(error) => {
                     tracing::debug!(%error, "connection write failed");
                     self.fail();

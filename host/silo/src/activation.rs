@@ -130,10 +130,10 @@ impl Activation {
                 None => return envelope.reply.send(Err(self.unknown_type())),
             }
         }
-        if self.live.is_none() {
-            if let Err(error) = self.activate().await {
-                return envelope.reply.send(Err(error));
-            }
+        if self.live.is_none()
+            && let Err(error) = self.activate().await
+        {
+            return envelope.reply.send(Err(error));
         }
         let chain = envelope.call_chain;
         let hook = Hook::Handle {

@@ -141,10 +141,14 @@ impl Router {
                             .send(Err(ReplyError::UnknownType { service_type }));
                     };
                     let (mailbox, inbox) = mpsc::channel(self.config.mailbox_capacity.max(1));
-                    mailbox
-                        .try_send(envelope)
-                        .ok()
-                        .expect("a new mailbox has room");
+                    // A fresh mailbox with a live receiver always has room;
+                    // should that ever change, the caller hears it.
+                    if let Err(refused) = mailbox.try_send(envelope) {
+                        drop(slots);
+                        return refused.into_inner().reply.send(Err(ReplyError::Overloaded(
+                            "a new mailbox refused its first message".into(),
+                        )));
+                    }
                     slots.insert(key.clone(), Slot::Active(mailbox));
                     drop(slots);
                     activation::spawn(self.clone(), key, deployed, inbox);

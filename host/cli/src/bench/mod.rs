@@ -28,8 +28,12 @@ pub(crate) struct BenchArgs {
     #[arg(long)]
     silo: Option<String>,
     /// The counter component; by default `guests/counter` is built.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "guest")]
     component: Option<PathBuf>,
+    /// A counter guest's folder in any language (for example
+    /// `examples/counter-python`), built with `rio build` and measured.
+    #[arg(long)]
+    guest: Option<PathBuf>,
     /// Service type name to deploy the counter under.
     #[arg(long, default_value = "BenchCounter")]
     service_type: String,
@@ -85,9 +89,10 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
         (None, Some(child)) => child.address.clone(),
         (None, None) => unreachable!("a silo is either given or started"),
     };
-    let component_path = match &args.component {
-        Some(path) => path.clone(),
-        None => crate::build::build_rust_guest(&workspace_guest("counter")?, true)?,
+    let component_path = match (&args.component, &args.guest) {
+        (Some(path), _) => path.clone(),
+        (None, Some(folder)) => crate::build::build_guest(folder, true)?,
+        (None, None) => crate::build::build_rust_guest(&workspace_guest("counter")?, true)?,
     };
     let component = std::fs::read(&component_path)
         .with_context(|| format!("cannot read {}", component_path.display()))?;

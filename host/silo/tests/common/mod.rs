@@ -37,6 +37,8 @@ pub fn guest(package: &str) -> Vec<u8> {
         let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
         command
             .current_dir(workspace_root())
+            // As `rio build` does, so both share one set of built artefacts.
+            .env("CARGO_PROFILE_RELEASE_STRIP", "debuginfo")
             .args([
                 "build",
                 "--release",
