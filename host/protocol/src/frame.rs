@@ -114,4 +114,11 @@ pub struct SiloStats {
     pub deactivations_total: u64,
     /// Resident set size of the silo process, in bytes (0 where unknown).
     pub resident_bytes: u64,
+    /// Components compiled since the silo started (deploys of new code, or
+    /// a cache miss at start).
+    #[serde(default)]
+    pub components_compiled: u64,
+    /// Components loaded already compiled from the on-disk cache.
+    #[serde(default)]
+    pub components_loaded: u64,
 }

@@ -7,7 +7,7 @@
 //! their next message.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use rio_protocol::{DeploymentInfo, ReplyError};
@@ -38,6 +38,9 @@ pub(crate) struct Deployments {
     cache: Arc<CompiledCache>,
     store: Arc<dyn ComponentStore>,
     current: RwLock<HashMap<String, Arc<DeployedType>>>,
+    /// Where prepared components came from, for the silo's stats.
+    pub(crate) compiled_total: AtomicU64,
+    pub(crate) loaded_total: AtomicU64,
 }
 
 const MAX_SERVICE_TYPE_LEN: usize = 128;
@@ -55,6 +58,8 @@ impl Deployments {
             cache: Arc::new(cache),
             store,
             current: RwLock::default(),
+            compiled_total: AtomicU64::new(0),
+            loaded_total: AtomicU64::new(0),
         }
     }
 
@@ -132,6 +137,11 @@ impl Deployments {
                         "not a valid WebAssembly component: {e:#}"
                     ))
                 })?;
+        match provenance {
+            Provenance::Cached => &self.loaded_total,
+            Provenance::Compiled => &self.compiled_total,
+        }
+        .fetch_add(1, Ordering::Relaxed);
         tracing::info!(
             service_type,
             cached = (provenance == Provenance::Cached),
