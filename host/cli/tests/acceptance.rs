@@ -1,88 +1,11 @@
 //! The README's acceptance example, run with the real `rio` binary: a silo
 //! process, `rio build`, `rio deploy`, `rio call`, and a restart.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+mod common;
 
-const RIO: &str = env!("CARGO_BIN_EXE_rio");
+use std::path::Path;
 
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
-
-/// Runs `rio ARGS` from the workspace root. Guest builds go to their own
-/// target directory so they never wait on the cargo running this test.
-fn rio(args: &[&str]) -> Output {
-    Command::new(RIO)
-        .args(args)
-        .current_dir(workspace_root())
-        .env("CARGO_TARGET_DIR", workspace_root().join("target/wasm"))
-        .output()
-        .expect("rio runs")
-}
-
-fn stdout_of(output: &Output) -> String {
-    assert!(
-        output.status.success(),
-        "rio failed: {}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout.clone())
-        .unwrap()
-        .trim()
-        .to_string()
-}
-
-struct SiloProcess {
-    child: Child,
-    address: String,
-}
-
-impl SiloProcess {
-    fn start(data_dir: &Path) -> SiloProcess {
-        let mut child = Command::new(RIO)
-            .args(["silo", "--listen", "127.0.0.1:0", "--data"])
-            .arg(data_dir)
-            .env("RIO_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("rio silo starts");
-        let mut first_line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut first_line)
-            .unwrap();
-        let address = first_line
-            .trim()
-            .strip_prefix("rio silo listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line: {first_line:?}"))
-            .to_string();
-        SiloProcess { child, address }
-    }
-
-    /// SIGTERM, as an operator would stop it, and wait for a clean exit.
-    fn stop(mut self) {
-        let status = Command::new("kill")
-            .arg(self.child.id().to_string())
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let exit = self.child.wait().unwrap();
-        assert!(exit.success(), "the silo exits cleanly on SIGTERM: {exit}");
-    }
-}
-
-impl Drop for SiloProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::{SiloProcess, rio, stdout_of};
 
 #[test]
 fn build_deploy_call_and_restart_with_the_cli() {

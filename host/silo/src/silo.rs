@@ -102,10 +102,7 @@ pub(crate) fn stats(router: &Router) -> SiloStats {
             .load(Ordering::Relaxed),
         deactivations_total: router.counters.deactivations_total.load(Ordering::Relaxed),
         resident_bytes: resident_bytes(),
-        components_compiled: router
-            .deployments
-            .compiled_total
-            .load(Ordering::Relaxed),
+        components_compiled: router.deployments.compiled_total.load(Ordering::Relaxed),
         components_loaded: router.deployments.loaded_total.load(Ordering::Relaxed),
     }
 }

@@ -7,6 +7,7 @@
 mod js;
 mod python;
 mod rust;
+mod tooling;
 
 use std::path::{Path, PathBuf};
 

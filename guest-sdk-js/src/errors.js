@@ -1,0 +1,26 @@
+// Errors with a kind and a message, as the WIT `handler-error` record.
+
+/** Thrown by a handler, reaches the caller as `{kind, message}`. */
+export class RioError extends Error {
+  constructor(kind, message = "") {
+    super(`${kind}: ${message}`);
+    this.name = "RioError";
+    this.kind = kind;
+    this.detail = message;
+  }
+}
+
+/**
+ * What the component answers for `error`: componentize-js turns a thrown
+ * value with a `payload` into the `err` case of the result.
+ */
+export function asHandlerError(error) {
+  const record =
+    error instanceof RioError
+      ? { kind: error.kind, message: error.detail }
+      : // An uncaught exception is the guest's error, not a crash of the silo.
+        { kind: "error", message: `${error?.name ?? "Error"}: ${error?.message ?? String(error)}` };
+  const wrapped = new Error(record.message);
+  wrapped.payload = record;
+  return wrapped;
+}

@@ -1,0 +1,114 @@
+// The rio guest SDK for JavaScript: a service object is a module whose
+// default export is `service({...})`, one function per message type; the
+// SDK does the CBOR and the WIT glue.
+
+import * as hostState from "rio:service/state@0.1.0";
+import { call as hostCall } from "rio:service/messaging@0.1.0";
+import { write as hostLog } from "rio:service/log@0.1.0";
+import { current } from "rio:service/identity@0.1.0";
+
+import { decode, encode } from "./codec.js";
+import { RioError, asHandlerError } from "./errors.js";
+import { checkMessage } from "./schema.js";
+
+export { RioError };
+
+/** This object's own state: values CBOR can hold, under string keys. */
+export const state = {
+  /** The value under `key`, or `fallback` (default undefined) if none. */
+  load(key, fallback = undefined) {
+    const stored = hostState.get(key);
+    return stored === undefined ? fallback : decode(stored, `state key \`${key}\``);
+  },
+  save(key, value) {
+    hostState.set(key, encode(value));
+  },
+  delete(key) {
+    hostState.delete(key);
+  },
+  keys() {
+    return hostState.keys();
+  },
+};
+
+/** Logging into the silo's log, tagged with this object's identity. */
+export const log = Object.fromEntries(
+  ["trace", "debug", "info", "warn", "error"].map((level) => [
+    level,
+    (message) => hostLog(level, String(message)),
+  ]),
+);
+
+/** Who this instance is. */
+export const identity = {
+  serviceType: () => current().serviceType,
+  objectId: () => current().objectId,
+};
+
+/**
+ * Sends `message` to `serviceType/objectId` and returns its decoded reply.
+ * Throws a `RioError` with the callee's kind when the call fails.
+ */
+export function call(serviceType, objectId, messageType, message = {}) {
+  let reply;
+  try {
+    reply = hostCall(serviceType, objectId, messageType, encode(message ?? {}));
+  } catch (thrown) {
+    throw callFailure(thrown);
+  }
+  return decode(reply, `the reply of ${serviceType}/${objectId}`);
+}
+
+function callFailure(thrown) {
+  const error = thrown?.payload ?? thrown;
+  if (error?.tag === "guest") return new RioError(error.val.kind, error.val.message);
+  if (typeof error?.tag === "string") return new RioError(error.tag, String(error.val));
+  return new RioError("internal", String(thrown));
+}
+
+const HOOKS = new Set(["onActivate", "onDeactivate"]);
+
+/**
+ * Declares the service: `{ "message-type": handler, ... }`, plus optional
+ * `onActivate()` and `onDeactivate()`. A handler is `(message) => reply`, or
+ * `{ message: { field: "int" }, handle(message) {...} }` to have the message
+ * checked first (a mismatch answers `bad-request`). Returns what the
+ * component exports; make it the module's default export.
+ */
+export function service(definition) {
+  const handlers = new Map();
+  for (const [name, value] of Object.entries(definition)) {
+    if (HOOKS.has(name)) continue;
+    if (typeof value === "function") {
+      handlers.set(name, { handle: value, schema: undefined });
+    } else if (value && typeof value.handle === "function") {
+      handlers.set(name, { handle: value.handle, schema: value.message });
+    } else {
+      throw new TypeError(`the handler of \`${name}\` must be a function or { message, handle }`);
+    }
+  }
+  const hook = (name) => () => {
+    try {
+      definition[name]?.();
+    } catch (error) {
+      throw asHandlerError(error);
+    }
+  };
+  return {
+    handle(objectId, messageType, payload) {
+      try {
+        const handler = handlers.get(messageType);
+        if (!handler) {
+          throw new RioError("unknown-message", `no handler for \`${messageType}\``);
+        }
+        const message = decode(payload, `the \`${messageType}\` message`);
+        if (handler.schema) checkMessage(message, handler.schema);
+        return encode(handler.handle(message) ?? {});
+      } catch (error) {
+        throw asHandlerError(error);
+      }
+    },
+    onActivate: hook("onActivate"),
+    onDeactivate: hook("onDeactivate"),
+  };
+}

@@ -1,0 +1,35 @@
+"""Calls to other objects, in any language, with CBOR done here."""
+
+from componentize_py_types import Err
+from wit_world.imports import messaging as _host
+from wit_world.imports import types as _types
+
+from ._codec import decode, encode
+from ._errors import RioError
+from ._service import to_wire
+
+# The words a failed call is reported with, as the other SDKs use them.
+_KINDS = {
+    _types.CallError_UnknownType: "unknown-type",
+    _types.CallError_Trap: "trap",
+    _types.CallError_Timeout: "timeout",
+    _types.CallError_Overloaded: "overloaded",
+    _types.CallError_Cycle: "cycle",
+    _types.CallError_Internal: "internal",
+}
+
+
+def call(service_type: str, object_id: str, message_type: str, message=None):
+    """Sends `message` to `service_type/object_id` and returns its decoded reply.
+
+    Raises `RioError` with the callee's kind when the call fails.
+    """
+    payload = encode(to_wire(message if message is not None else {}))
+    try:
+        reply = _host.call(service_type, object_id, message_type, payload)
+    except Err as failure:
+        error = failure.value
+        if isinstance(error, _types.CallError_Guest):
+            raise RioError(error.value.kind, error.value.message) from None
+        raise RioError(_KINDS.get(type(error), "internal"), str(error.value)) from None
+    return decode(reply, f"the reply of {service_type}/{object_id}")

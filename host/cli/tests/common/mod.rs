@@ -1,0 +1,94 @@
+//! Shared by the CLI's integration tests: runs the real `rio` binary, as
+//! commands and as silo processes on ephemeral loopback ports.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+pub const RIO: &str = env!("CARGO_BIN_EXE_rio");
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
+
+/// Runs `rio ARGS` from the workspace root. Rust guest builds go to their
+/// own target directory so they never wait on the cargo running this test.
+pub fn rio(args: &[&str]) -> Output {
+    Command::new(RIO)
+        .args(args)
+        .current_dir(workspace_root())
+        .env("CARGO_TARGET_DIR", workspace_root().join("target/wasm"))
+        .output()
+        .expect("rio runs")
+}
+
+/// The trimmed stdout of a command that must have succeeded.
+pub fn stdout_of(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "rio failed: {}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout.clone())
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+/// A `rio silo` child process, killed if the test drops it.
+pub struct SiloProcess {
+    child: Child,
+    pub address: String,
+}
+
+impl SiloProcess {
+    pub fn start(data_dir: &Path) -> SiloProcess {
+        SiloProcess::start_with(data_dir, &[])
+    }
+
+    /// Starts `rio silo` on a free port with extra flags.
+    pub fn start_with(data_dir: &Path, flags: &[&str]) -> SiloProcess {
+        let mut child = Command::new(RIO)
+            .args(["silo", "--listen", "127.0.0.1:0", "--data"])
+            .arg(data_dir)
+            .args(flags)
+            .env("RIO_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("rio silo starts");
+        let mut first_line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first_line)
+            .unwrap();
+        let address = first_line
+            .trim()
+            .strip_prefix("rio silo listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line: {first_line:?}"))
+            .to_string();
+        SiloProcess { child, address }
+    }
+
+    /// SIGTERM, as an operator would stop it, and wait for a clean exit.
+    pub fn stop(mut self) {
+        let status = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let exit = self.child.wait().unwrap();
+        assert!(exit.success(), "the silo exits cleanly on SIGTERM: {exit}");
+    }
+}
+
+impl Drop for SiloProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
