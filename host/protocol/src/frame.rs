@@ -113,7 +113,13 @@ pub struct SiloStats {
     /// Idle activations deactivated since the silo started.
     pub deactivations_total: u64,
     /// Resident set size of the silo process, in bytes (0 where unknown).
+    /// Pages that many activations share (a component's memory image) count
+    /// once per activation here.
     pub resident_bytes: u64,
+    /// Proportional set size: resident memory with each shared page divided
+    /// among its sharers, the memory the silo really costs (0 where unknown).
+    #[serde(default)]
+    pub proportional_bytes: u64,
     /// Components compiled since the silo started (deploys of new code, or
     /// a cache miss at start).
     #[serde(default)]

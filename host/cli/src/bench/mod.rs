@@ -239,6 +239,9 @@ async fn measure(args: &BenchArgs, address: &str, admin: &Client) -> anyhow::Res
     let resident_growth = idle_after
         .resident_bytes
         .saturating_sub(idle_before.resident_bytes);
+    let proportional_growth = idle_after
+        .proportional_bytes
+        .saturating_sub(idle_before.proportional_bytes);
 
     Ok(Figures {
         connections: args.connections,
@@ -256,6 +259,7 @@ async fn measure(args: &BenchArgs, address: &str, admin: &Client) -> anyhow::Res
         activations_per_second: idle_ids.len() as f64 / idle_elapsed.as_secs_f64(),
         idle_activations: idle_after.live_activations,
         resident_bytes_per_idle_activation: resident_growth / added,
+        proportional_bytes_per_idle_activation: proportional_growth / added,
         silo_resident_bytes: idle_after.resident_bytes,
     })
 }

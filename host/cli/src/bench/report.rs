@@ -46,7 +46,11 @@ pub(crate) struct Figures {
     pub(crate) silo_activation_mean_us: f64,
     pub(crate) activations_per_second: f64,
     pub(crate) idle_activations: u64,
+    /// Growth of the silo's RSS per idle activation added.
     pub(crate) resident_bytes_per_idle_activation: u64,
+    /// Growth of its proportional set size (shared pages divided among
+    /// sharers) per idle activation: what an activation really costs.
+    pub(crate) proportional_bytes_per_idle_activation: u64,
     pub(crate) silo_resident_bytes: u64,
 }
 
@@ -112,7 +116,8 @@ pub(crate) fn table(figures: &Figures) -> String {
         (
             "memory per idle activation",
             format!(
-                "{:.1} KiB  ({} live activations, silo resident {:.0} MiB)",
+                "{:.1} KiB  (proportional set size; RSS {:.1} KiB; {} live activations, silo resident {:.0} MiB)",
+                figures.proportional_bytes_per_idle_activation as f64 / 1024.0,
                 figures.resident_bytes_per_idle_activation as f64 / 1024.0,
                 figures.idle_activations,
                 figures.silo_resident_bytes as f64 / (1024.0 * 1024.0)
