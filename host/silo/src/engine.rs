@@ -28,9 +28,11 @@ pub(crate) fn build_engine(config: &SiloConfig) -> Result<Engine, SiloError> {
     if config.pooling_allocator {
         let mut pooling = PoolingAllocationConfig::default();
         pooling.total_component_instances(config.pooling_max_instances);
-        pooling.total_core_instances(config.pooling_max_instances * 4);
-        pooling.total_memories(config.pooling_max_instances * 2);
-        pooling.total_tables(config.pooling_max_instances * 4);
+        // A componentize-py component instantiates about 14 core modules; the
+        // slots for them are address space, not memory, until used.
+        pooling.total_core_instances(config.pooling_max_instances * 16);
+        pooling.total_memories(config.pooling_max_instances * 4);
+        pooling.total_tables(config.pooling_max_instances * 16);
         pooling.max_memory_size(config.memory_limit_bytes);
         pooling.total_stacks(config.pooling_max_instances.min(2000));
         wasm_config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
