@@ -13,14 +13,22 @@ import { componentize } from "@bytecodealliance/componentize-js";
 import { build } from "esbuild";
 
 const sdk = dirname(fileURLToPath(import.meta.url));
-const { values } = parseArgs({
-  options: { entry: { type: "string" }, wit: { type: "string" }, out: { type: "string" } },
-});
+
+function fail(message) {
+  console.error(`build.mjs: ${message}`);
+  process.exit(1);
+}
+
+let values;
+try {
+  ({ values } = parseArgs({
+    options: { entry: { type: "string" }, wit: { type: "string" }, out: { type: "string" } },
+  }));
+} catch (error) {
+  fail(error.message);
+}
 for (const required of ["entry", "wit", "out"]) {
-  if (!values[required]) {
-    console.error(`build.mjs: --${required} is required`);
-    process.exit(2);
-  }
+  if (!values[required]) fail(`--${required} is required`);
 }
 const entry = resolve(values.entry);
 const out = resolve(values.out);
@@ -33,25 +41,44 @@ const shim = join(staging, "entry.js");
 await writeFile(shim, `export { default as handler } from ${JSON.stringify(entry)};\n`);
 
 const bundled = join(staging, "bundle.js");
-await build({
-  entryPoints: [shim],
-  outfile: bundled,
-  bundle: true,
-  format: "esm",
-  platform: "neutral",
-  mainFields: ["module", "main"],
-  // The host provides these when the component is instantiated.
-  external: ["rio:*", "wasi:*"],
-  alias: { "rio-sdk": join(sdk, "src/index.js") },
-  nodePaths: [join(sdk, "node_modules")],
-  logLevel: "warning",
-});
+try {
+  await build({
+    entryPoints: [shim],
+    outfile: bundled,
+    bundle: true,
+    format: "esm",
+    platform: "neutral",
+    mainFields: ["module", "main"],
+    // The host provides these when the component is instantiated.
+    external: ["rio:*", "wasi:*"],
+    // The guest's own package.json installs nothing: the SDK and its CBOR
+    // library come from this folder.
+    alias: { "rio-sdk": join(sdk, "src/index.js") },
+    nodePaths: [join(sdk, "node_modules")],
+    logLevel: "error",
+  });
+} catch (error) {
+  // esbuild has printed the errors with their file and line.
+  const noDefault = (error?.errors ?? []).some((e) => e.text.includes('import "default"'));
+  fail(
+    noDefault
+      ? `${entry} has no default export; end it with \`export default service({...})\``
+      : `cannot bundle ${entry}`,
+  );
+}
 
-const { component } = await componentize({
-  sourcePath: bundled,
-  witPath: resolve(values.wit),
-  worldName: "service-object",
-  // No fetch: a silo gives guests no sockets, so nothing may import wasi:http.
-  disableFeatures: ["http", "fetch-event"],
-});
+let component;
+try {
+  ({ component } = await componentize({
+    sourcePath: bundled,
+    witPath: resolve(values.wit),
+    worldName: "service-object",
+    // No fetch: a silo gives guests no sockets, so nothing may import wasi:http.
+    disableFeatures: ["http", "fetch-event"],
+  }));
+} catch (error) {
+  // Usually the module threw while it was loaded (componentize-js runs its
+  // top level at build time).
+  fail(`cannot componentize ${entry}:\n${error?.message ?? error}`);
+}
 await writeFile(out, component);

@@ -1,25 +1,37 @@
-// CBOR in and out, the convention every rio SDK shares.
+// CBOR in and out, the convention every rio SDK shares: integers stay
+// integers, maps decode as plain objects, an empty payload means `{}`.
 
-import { decode as cborDecode, encode as cborEncode } from "cborg";
+import { Token, Type, decode as cborDecode, encode as cborEncode } from "cborg";
 import { RioError } from "./errors.js";
 
-// What an empty payload means: a message with no fields.
 const EMPTY_MAP = new Uint8Array([0xa0]);
+
+const ENCODE_OPTIONS = {
+  // A missing field, not a field holding CBOR `undefined`, which Rust and
+  // Python readers reject or keep as an oddity.
+  ignoreUndefinedProperties: true,
+  // ...and where a value must be written (array items), null.
+  typeEncoders: { undefined: () => [new Token(Type.null, null)] },
+};
 
 export function encode(value) {
   try {
-    return cborEncode(value);
+    return cborEncode(value, ENCODE_OPTIONS);
   } catch (error) {
     throw new RioError("internal", `cannot encode the value as CBOR: ${error.message}`);
   }
 }
 
-export function decode(bytes, what) {
+/**
+ * `kind` names the failure: `bad-request` for a message, `bad-data` for a
+ * stored value or a reply, as the Rust SDK does.
+ */
+export function decode(bytes, what, kind = "bad-request") {
   try {
     if (!bytes || bytes.length === 0) return cborDecode(EMPTY_MAP);
     // The host's byte lists may arrive as another kind of array.
     return cborDecode(bytes instanceof Uint8Array ? bytes : Uint8Array.from(bytes));
   } catch (error) {
-    throw new RioError("bad-request", `${what} is not valid CBOR: ${error.message}`);
+    throw new RioError(kind, `${what} is not valid CBOR: ${error.message}`);
   }
 }

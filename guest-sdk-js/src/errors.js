@@ -1,12 +1,20 @@
-// Errors with a kind and a message, as the WIT `handler-error` record.
+// Errors with a kind and a message, as the WIT `handler-error` record, and
+// the deliberate trap.
 
 /** Thrown by a handler, reaches the caller as `{kind, message}`. */
 export class RioError extends Error {
   constructor(kind, message = "") {
     super(`${kind}: ${message}`);
     this.name = "RioError";
-    this.kind = kind;
-    this.detail = message;
+    this.kind = String(kind);
+    this.detail = String(message);
+  }
+}
+
+/** What `abort()` throws; `service()` lets it escape the export. */
+export class Abort {
+  constructor(reason) {
+    this.reason = reason;
   }
 }
 
@@ -19,8 +27,17 @@ export function asHandlerError(error) {
     error instanceof RioError
       ? { kind: error.kind, message: error.detail }
       : // An uncaught exception is the guest's error, not a crash of the silo.
-        { kind: "error", message: `${error?.name ?? "Error"}: ${error?.message ?? String(error)}` };
+        { kind: "error", message: describe(error) };
   const wrapped = new Error(record.message);
   wrapped.payload = record;
   return wrapped;
+}
+
+function describe(error) {
+  if (error instanceof Error) return `${error.name}: ${error.message}`;
+  try {
+    return String(error);
+  } catch {
+    return "a value that cannot be shown";
+  }
 }

@@ -8,7 +8,7 @@ import { write as hostLog } from "rio:service/log@0.1.0";
 import { current } from "rio:service/identity@0.1.0";
 
 import { decode, encode } from "./codec.js";
-import { RioError, asHandlerError } from "./errors.js";
+import { Abort, RioError, asHandlerError } from "./errors.js";
 import { checkMessage } from "./schema.js";
 
 export { RioError };
@@ -18,7 +18,7 @@ export const state = {
   /** The value under `key`, or `fallback` (default undefined) if none. */
   load(key, fallback = undefined) {
     const stored = hostState.get(key);
-    return stored === undefined ? fallback : decode(stored, `state key \`${key}\``);
+    return stored === undefined ? fallback : decode(stored, `state key \`${key}\``, "bad-data");
   },
   save(key, value) {
     hostState.set(key, encode(value));
@@ -35,9 +35,19 @@ export const state = {
 export const log = Object.fromEntries(
   ["trace", "debug", "info", "warn", "error"].map((level) => [
     level,
-    (message) => hostLog(level, String(message)),
+    (...parts) => hostLog(level, parts.map(show).join(" ")),
   ]),
 );
+
+function show(part) {
+  if (typeof part === "string") return part;
+  if (part instanceof Error) return `${part.name}: ${part.message}`;
+  try {
+    return JSON.stringify(part, (_, v) => (typeof v === "bigint" ? v.toString() : v)) ?? String(part);
+  } catch {
+    return String(part);
+  }
+}
 
 /** Who this instance is. */
 export const identity = {
@@ -56,7 +66,7 @@ export function call(serviceType, objectId, messageType, message = {}) {
   } catch (thrown) {
     throw callFailure(thrown);
   }
-  return decode(reply, `the reply of ${serviceType}/${objectId}`);
+  return decode(reply, `the reply of ${serviceType}/${objectId}`, "bad-data");
 }
 
 function callFailure(thrown) {
@@ -64,6 +74,16 @@ function callFailure(thrown) {
   if (error?.tag === "guest") return new RioError(error.val.kind, error.val.message);
   if (typeof error?.tag === "string") return new RioError(error.tag, String(error.val));
   return new RioError("internal", String(thrown));
+}
+
+/**
+ * Stops this instance with a trap, as a Rust panic does: the turn's writes
+ * are discarded, the caller gets `trap`, and the next message activates a
+ * fresh instance. For an object whose memory can no longer be trusted.
+ */
+export function abort(reason = "aborted") {
+  hostLog("error", `aborting: ${reason}`);
+  throw new Abort(reason);
 }
 
 const HOOKS = new Set(["onActivate", "onDeactivate"]);
@@ -78,7 +98,10 @@ const HOOKS = new Set(["onActivate", "onDeactivate"]);
 export function service(definition) {
   const handlers = new Map();
   for (const [name, value] of Object.entries(definition)) {
-    if (HOOKS.has(name)) continue;
+    if (HOOKS.has(name)) {
+      if (typeof value !== "function") throw new TypeError(`\`${name}\` must be a function`);
+      continue;
+    }
     if (typeof value === "function") {
       handlers.set(name, { handle: value, schema: undefined });
     } else if (value && typeof value.handle === "function") {
@@ -89,9 +112,9 @@ export function service(definition) {
   }
   const hook = (name) => () => {
     try {
-      definition[name]?.();
+      synchronous(name, definition[name]?.());
     } catch (error) {
-      throw asHandlerError(error);
+      throw failure(error);
     }
   };
   return {
@@ -101,14 +124,44 @@ export function service(definition) {
         if (!handler) {
           throw new RioError("unknown-message", `no handler for \`${messageType}\``);
         }
-        const message = decode(payload, `the \`${messageType}\` message`);
+        const message = messageFor(handler, messageType, payload);
         if (handler.schema) checkMessage(message, handler.schema);
-        return encode(handler.handle(message) ?? {});
+        const reply = synchronous(messageType, handler.handle(message));
+        return encode(reply ?? {});
       } catch (error) {
-        throw asHandlerError(error);
+        throw failure(error);
       }
     },
     onActivate: hook("onActivate"),
     onDeactivate: hook("onDeactivate"),
   };
+}
+
+/** The decoded message; a handler declared without a parameter takes any. */
+function messageFor(handler, messageType, payload) {
+  try {
+    return decode(payload, `the \`${messageType}\` message`);
+  } catch (error) {
+    if (!handler.schema && handler.handle.length === 0) return {};
+    throw error;
+  }
+}
+
+function synchronous(name, result) {
+  if (typeof result?.then === "function") {
+    // A promise would be encoded as `{}` and its work never run to the end.
+    throw new RioError(
+      "internal",
+      `\`${name}\` returned a Promise: rio handlers are synchronous (call() already waits for its reply)`,
+    );
+  }
+  return result;
+}
+
+/**
+ * An `Abort` escapes as is: componentize-js traps when a thrown value is not
+ * a `handler-error`, which is the point.
+ */
+function failure(error) {
+  return error instanceof Abort ? error : asHandlerError(error);
 }

@@ -4,7 +4,8 @@
 import { RioError } from "./errors.js";
 
 const CHECKS = {
-  int: (v) => Number.isInteger(v) || typeof v === "bigint",
+  // Beyond 2^53 CBOR integers decode as BigInt, which mixes with no number.
+  int: (v) => Number.isSafeInteger(v),
   number: (v) => typeof v === "number",
   string: (v) => typeof v === "string",
   boolean: (v) => typeof v === "boolean",
@@ -29,7 +30,11 @@ export function checkMessage(message, schema) {
       throw new RioError("bad-request", `the message lacks the field \`${field}\``);
     }
     if (!check(value)) {
-      throw new RioError("bad-request", `field \`${field}\` should be ${type === "int" ? "an integer" : `a ${type}`}, got ${JSON.stringify(value)}`);
+      throw new RioError("bad-request", `field \`${field}\` should be ${type === "int" ? "an integer (at most 2^53 - 1 in size)" : `a ${type}`}, got ${shown(value)}`);
     }
   }
+}
+
+function shown(value) {
+  return typeof value === "bigint" ? value.toString() : JSON.stringify(value);
 }

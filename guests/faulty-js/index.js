@@ -1,7 +1,7 @@
 // A JavaScript guest that misbehaves on request, for the fault-isolation
 // tests: the same messages as `guests/faulty` (Rust).
 
-import { RioError, log, service, state } from "rio-sdk";
+import { RioError, abort, log, service, state } from "rio-sdk";
 
 const setValue = { value: "int" };
 
@@ -27,13 +27,15 @@ export default service({
     message: setValue,
     handle({ value }) {
       state.save("value", value);
+      // Uncaught: the turn fails, so the host discards the write.
       throw new Error(`failing after a write of ${value}`);
     },
   },
 
   trap() {
-    log.warn("about to fail on request");
-    throw new Error("asked to fail");
+    // Logged first so the log import is exercised too.
+    log.warn("about to trap on request");
+    abort("asked to trap");
   },
 
   loop() {

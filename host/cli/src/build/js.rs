@@ -53,19 +53,36 @@ fn entry_module(dir: &Path) -> anyhow::Result<String> {
 }
 
 fn check_tools(sdk: &Path) -> anyhow::Result<()> {
-    let node_runs = Command::new("node")
+    let version = Command::new("node")
         .arg("--version")
         .output()
-        .is_ok_and(|output| output.status.success());
-    if !node_runs {
+        .ok()
+        .filter(|output| output.status.success())
+        .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_string());
+    let Some(version) = version else {
         bail!(
             "node is not installed; JavaScript guests need Node.js 20 or newer (https://nodejs.org)"
         );
+    };
+    // "v20.20.2"; the pinned componentize-js and esbuild are tried on 20.
+    let major = version
+        .trim_start_matches('v')
+        .split('.')
+        .next()
+        .and_then(|major| major.parse::<u32>().ok());
+    if major.is_some_and(|major| major < 20) {
+        bail!("node {version} is too old; JavaScript guests need Node.js 20 or newer (https://nodejs.org)");
     }
-    let tools = sdk.join("node_modules/@bytecodealliance/componentize-js");
-    if !tools.is_dir() {
+    // What build.mjs and the SDK import; a partial install fails here, with
+    // the fix, rather than in the middle of a bundle.
+    let missing: Vec<&str> = ["@bytecodealliance/componentize-js", "esbuild", "cborg"]
+        .into_iter()
+        .filter(|package| !sdk.join("node_modules").join(package).is_dir())
+        .collect();
+    if !missing.is_empty() {
         bail!(
-            "the JavaScript SDK's build tools are not installed; install them with `npm ci --prefix {}`",
+            "the JavaScript SDK's build tools are not installed (missing {}); install them with `npm ci --prefix {}`",
+            missing.join(", "),
             sdk.display()
         );
     }
