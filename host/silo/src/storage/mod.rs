@@ -1,17 +1,30 @@
 //! Where the silo keeps what must outlive it: object state, components and
 //! deployments. One trait per concern; one module per backend.
 //!
-//! - [`sqlite`]: the embedded default, a file in the silo's data directory.
+//! - [`sqlite`]: the embedded default of a silo on its own, a file in its
+//!   data directory (state and components only: a lone silo needs no
+//!   membership or placement).
+//! - [`sql`]: every concern on PostgreSQL, MySQL/MariaDB or a SQLite file
+//!   shared by the silos of one machine.
+//! - [`redis`]: every concern on Redis.
 //!
 //! Invariant: a commit either writes all of a turn's changes or none.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 
 use crate::ObjectKey;
 
+pub mod membership;
+pub mod placement;
+pub mod redis;
+pub mod sql;
 pub mod sqlite;
+
+pub use membership::{Member, MembershipStore, SiloId, SiloStatus};
+pub use placement::PlacementStore;
 
 /// Why the store failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -22,6 +35,14 @@ pub enum StorageError {
     /// The store is shutting down and takes no more writes.
     #[error("state store is closed")]
     Closed,
+    /// The cluster URL names no backend this silo has, or is malformed.
+    #[error("bad cluster store URL `{url}`: {reason}")]
+    BadUrl {
+        /// The URL as given (without its password).
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 /// One change to a key of an object's state; `None` deletes the key.
@@ -52,4 +73,64 @@ pub trait ComponentStore: Send + Sync + 'static {
     ) -> Result<(), StorageError>;
     /// Every (service type, content hash) deployed.
     async fn deployments(&self) -> Result<Vec<(String, String)>, StorageError>;
+}
+
+/// Every concern of a cluster, each behind its trait; one backend usually
+/// serves all four.
+#[derive(Clone)]
+pub struct ClusterStore {
+    /// Objects' state.
+    pub state: Arc<dyn StateStore>,
+    /// Components and deployments, shared by every silo.
+    pub components: Arc<dyn ComponentStore>,
+    /// Which silos exist and whether they are alive.
+    pub membership: Arc<dyn MembershipStore>,
+    /// Which silo owns which object.
+    pub placement: Arc<dyn PlacementStore>,
+}
+
+impl ClusterStore {
+    /// One backend for all four concerns.
+    pub fn from_backend<B>(backend: Arc<B>) -> ClusterStore
+    where
+        B: StateStore + ComponentStore + MembershipStore + PlacementStore,
+    {
+        ClusterStore {
+            state: backend.clone(),
+            components: backend.clone(),
+            membership: backend.clone(),
+            placement: backend,
+        }
+    }
+
+    /// Opens (and migrates) the store a cluster URL names: `sqlite:PATH`,
+    /// `postgres://…`, `mysql://…` (or `mariadb://…`), `redis://…`.
+    pub async fn open(url: &str, group_commit_max: usize) -> Result<ClusterStore, StorageError> {
+        let scheme = url.split(':').next().unwrap_or_default();
+        match scheme {
+            "sqlite" | "postgres" | "postgresql" | "mysql" | "mariadb" => {
+                sql::open_cluster(url, group_commit_max).await
+            }
+            "redis" | "rediss" => redis::open_cluster(url).await,
+            _ => Err(StorageError::BadUrl {
+                url: redact(url),
+                reason: "expected sqlite:PATH, postgres://, mysql://, mariadb:// or redis://"
+                    .into(),
+            }),
+        }
+    }
+}
+
+/// `url` with any password replaced, for messages and logs.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let Some((credentials, host)) = rest.split_once('@') else {
+        return url.to_string();
+    };
+    match credentials.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_string(),
+    }
 }

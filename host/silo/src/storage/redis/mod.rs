@@ -1,0 +1,550 @@
+//! Every concern of a cluster (state, components, membership, placement) on
+//! one Redis server.
+//!
+//! # Key layout
+//!
+//! Everything lives under the prefix `rio:`, so a Redis database may be
+//! shared with other users as long as they stay out of it:
+//!
+//! | key                                     | type       | contents                                               |
+//! |-----------------------------------------|------------|--------------------------------------------------------|
+//! | `rio:state:{len(type)}:{type}:{id}`     | hash       | one object's state: key → value                        |
+//! | `rio:component:{hash}`                  | string     | a component's bytes                                    |
+//! | `rio:deployments`                       | hash       | service type → content hash                            |
+//! | `rio:members`                           | hash       | `address#generation` → `{status}:{heartbeat_ms}`       |
+//! | `rio:suspicions:{address#generation}`   | sorted set | suspector's `address#generation`, scored by time in ms |
+//! | `rio:placement:{len(type)}:{type}:{id}` | string     | the owner's `address#generation`                       |
+//! | `rio:owned:{address#generation}`        | set        | the `rio:placement:…` keys that silo owns              |
+//!
+//! `len(type)` is the type's length in bytes: types and ids may contain `:`,
+//! and without it `("a:b", "c")` and `("a", "b:c")` would share a key. Keys
+//! with a single variable segment at their end need no such care. A silo id
+//! is split at its last `#`, since the generation is a number.
+//!
+//! # Atomicity
+//!
+//! A commit is one `MULTI`/`EXEC`; every read-then-write (claim, take-over,
+//! release, status and heartbeat updates, deployments) is a Lua script, which
+//! Redis runs without interleaving anything else. The scripts touch keys they
+//! derive at run time, so this backend needs a single Redis server (or a
+//! primary with replicas), not Redis Cluster, and Redis 6.2 or newer
+//! (`ZADD … GT`).
+//!
+//! # Durability
+//!
+//! A commit is as durable as the server is configured to make it: run Redis
+//! with `appendonly yes` (and `appendfsync always` to lose nothing on a
+//! power cut) and `maxmemory-policy noeviction`, or evicted placement and
+//! state keys will silently vanish.
+
+use std::collections::HashMap;
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{RedisError, Script};
+
+use super::{
+    ClusterStore, ComponentStore, Member, MembershipStore, PlacementStore, SiloId, SiloStatus,
+    StateStore, StateWrite, StorageError, redact,
+};
+use crate::ObjectKey;
+
+#[cfg(test)]
+mod tests;
+
+const MEMBERS: &str = "rio:members";
+const DEPLOYMENTS: &str = "rio:deployments";
+
+/// How long to wait for a TCP connection to the server.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one command may take; generous because a component upload is
+/// megabytes, short enough that a hung server fails a turn rather than
+/// stalling it forever.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Placement keys `release_all` drops per script run: one run blocks the
+/// whole server, so a dead silo's thousands of objects go in slices.
+const RELEASE_BATCH: usize = 500;
+
+/// Gives `ARGV[1]` the key `KEYS[1]` unless someone has it; answers the owner.
+static CLAIM: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local owner = redis.call('GET', KEYS[1])
+if owner then return owner end
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('SADD', KEYS[2], KEYS[1])
+return ARGV[1]
+",
+    )
+});
+
+/// Moves `KEYS[1]` from `ARGV[1]` to `ARGV[2]` if `ARGV[1]` still has it;
+/// answers the owner afterwards, nil if there is none.
+static TAKE_OVER: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local owner = redis.call('GET', KEYS[1])
+if not owner then return false end
+if owner ~= ARGV[1] then return owner end
+redis.call('SET', KEYS[1], ARGV[2])
+redis.call('SREM', KEYS[2], KEYS[1])
+redis.call('SADD', KEYS[3], KEYS[1])
+return ARGV[2]
+",
+    )
+});
+
+/// Drops `KEYS[1]` if `ARGV[1]` owns it.
+static RELEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+end
+redis.call('SREM', KEYS[2], KEYS[1])
+return 0
+",
+    )
+});
+
+/// Pops up to `ARGV[2]` keys from the owned set `KEYS[1]` and drops those
+/// `ARGV[1]` still owns; answers {dropped, popped}.
+static RELEASE_SOME: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local keys = redis.call('SPOP', KEYS[1], tonumber(ARGV[2]))
+local released = 0
+for _, key in ipairs(keys) do
+  if redis.call('GET', key) == ARGV[1] then
+    redis.call('DEL', key)
+    released = released + 1
+  end
+end
+return {released, #keys}
+",
+    )
+});
+
+/// Adds member `ARGV[1]` as active at `ARGV[2]`, or refreshes its heartbeat
+/// if it is active; a left or dead member stays so.
+static JOIN: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local record = redis.call('HGET', KEYS[1], ARGV[1])
+if record and string.match(record, '^([^:]*):') ~= 'active' then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], 'active:' .. ARGV[2])
+return 1
+",
+    )
+});
+
+/// Sets member `ARGV[1]`'s heartbeat to `ARGV[2]` keeping its status, and
+/// answers the status; an unknown member stays unknown and reads as dead.
+static HEARTBEAT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local record = redis.call('HGET', KEYS[1], ARGV[1])
+if not record then return 'dead' end
+local status = string.match(record, '^([^:]*):') or 'dead'
+redis.call('HSET', KEYS[1], ARGV[1], status .. ':' .. ARGV[2])
+return status
+",
+    )
+});
+
+/// Moves member `ARGV[1]` to status `ARGV[2]` only if it is active.
+static SET_STATUS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local record = redis.call('HGET', KEYS[1], ARGV[1])
+if not record then return 0 end
+local status, heartbeat = string.match(record, '^([^:]*):(.*)$')
+if status ~= 'active' then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ':' .. heartbeat)
+return 1
+",
+    )
+});
+
+/// Points type `ARGV[1]` at `ARGV[2]` if the component `KEYS[1]` is stored,
+/// so a deployment can never name bytes no silo can load.
+static SET_DEPLOYMENT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+return 1
+",
+    )
+});
+
+/// State, components, membership and placement on one Redis server.
+#[derive(Clone)]
+pub struct RedisStore {
+    /// Multiplexed and self-reconnecting; each call works on a cheap clone.
+    connection: ConnectionManager,
+}
+
+/// Opens the store at `url` (`redis://[user:password@]host[:port][/db]`) as
+/// every concern of a cluster.
+pub async fn open_cluster(url: &str) -> Result<ClusterStore, StorageError> {
+    let store = RedisStore::open(url).await?;
+    Ok(ClusterStore::from_backend(std::sync::Arc::new(store)))
+}
+
+fn backend(error: RedisError) -> StorageError {
+    StorageError::Backend(format!("redis: {error}"))
+}
+
+fn corrupt(what: &str, text: &str) -> StorageError {
+    StorageError::Backend(format!("redis: malformed {what} `{text}` under rio:"))
+}
+
+/// Prefixes a key's variable part with the type's length, so ':' inside the
+/// type or id cannot make two objects share a key.
+fn object_key(kind: &str, object: &ObjectKey) -> String {
+    format!(
+        "rio:{kind}:{}:{}:{}",
+        object.service_type.len(),
+        object.service_type,
+        object.object_id
+    )
+}
+
+fn state_key(object: &ObjectKey) -> String {
+    object_key("state", object)
+}
+
+fn placement_key(object: &ObjectKey) -> String {
+    object_key("placement", object)
+}
+
+fn component_key(content_hash: &str) -> String {
+    format!("rio:component:{content_hash}")
+}
+
+fn owned_key(silo: &SiloId) -> String {
+    format!("rio:owned:{silo}")
+}
+
+fn suspicions_key(silo: &SiloId) -> String {
+    format!("rio:suspicions:{silo}")
+}
+
+/// The silo written as `address#generation`.
+fn parse_silo(text: &str) -> Result<SiloId, StorageError> {
+    let (address, generation) = text
+        .rsplit_once('#')
+        .ok_or_else(|| corrupt("silo id", text))?;
+    let generation = generation.parse().map_err(|_| corrupt("silo id", text))?;
+    Ok(SiloId {
+        address: address.to_string(),
+        generation,
+    })
+}
+
+/// A member record, `{status}:{heartbeat_ms}`.
+fn parse_member(field: &str, record: &str) -> Result<Member, StorageError> {
+    let (status, heartbeat) = record
+        .split_once(':')
+        .ok_or_else(|| corrupt("member record", record))?;
+    Ok(Member {
+        silo: parse_silo(field)?,
+        status: SiloStatus::parse(status),
+        heartbeat_ms: heartbeat
+            .parse()
+            .map_err(|_| corrupt("member record", record))?,
+    })
+}
+
+impl RedisStore {
+    /// Connects to the server at `url` (retrying briefly) and checks that it
+    /// answers.
+    pub async fn open(url: &str) -> Result<RedisStore, StorageError> {
+        let client = redis::Client::open(url).map_err(|error| StorageError::BadUrl {
+            url: redact(url),
+            reason: error.to_string(),
+        })?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT));
+        let unreachable = |error: RedisError| {
+            StorageError::Backend(format!("cannot reach Redis at {}: {error}", redact(url)))
+        };
+        let mut connection = ConnectionManager::new_with_config(client, config)
+            .await
+            .map_err(unreachable)?;
+        // Connecting proves little when AUTH or SELECT is refused later;
+        // one round trip surfaces that here rather than at the first turn.
+        redis::cmd("PING")
+            .query_async::<()>(&mut connection)
+            .await
+            .map_err(unreachable)?;
+        Ok(RedisStore { connection })
+    }
+
+    fn connection(&self) -> ConnectionManager {
+        self.connection.clone()
+    }
+}
+
+#[async_trait]
+impl StateStore for RedisStore {
+    async fn load(&self, object: &ObjectKey) -> Result<HashMap<String, Vec<u8>>, StorageError> {
+        redis::cmd("HGETALL")
+            .arg(state_key(object))
+            .query_async(&mut self.connection())
+            .await
+            .map_err(backend)
+    }
+
+    async fn commit(
+        &self,
+        object: &ObjectKey,
+        writes: Vec<StateWrite>,
+    ) -> Result<(), StorageError> {
+        // The last write of a key wins; collapsing first lets one HSET and
+        // one HDEL carry the whole turn whatever order the writes came in.
+        let mut latest: HashMap<&str, Option<&[u8]>> = HashMap::with_capacity(writes.len());
+        for (key, value) in &writes {
+            latest.insert(key, value.as_deref());
+        }
+        if latest.is_empty() {
+            return Ok(());
+        }
+        let key = state_key(object);
+        let mut sets = redis::cmd("HSET");
+        sets.arg(&key);
+        let mut deletes = redis::cmd("HDEL");
+        deletes.arg(&key);
+        let (mut any_set, mut any_delete) = (false, false);
+        for (field, value) in latest {
+            match value {
+                Some(value) => {
+                    sets.arg(field).arg(value);
+                    any_set = true;
+                }
+                None => {
+                    deletes.arg(field);
+                    any_delete = true;
+                }
+            }
+        }
+        // Both commands touch one hash, so a server-side error (WRONGTYPE)
+        // fails both alike, and one refused at queueing (OOM) aborts the
+        // EXEC: the turn lands whole or not at all.
+        let mut transaction = redis::pipe();
+        transaction.atomic();
+        if any_set {
+            transaction.add_command(sets).ignore();
+        }
+        if any_delete {
+            transaction.add_command(deletes).ignore();
+        }
+        transaction
+            .query_async::<()>(&mut self.connection())
+            .await
+            .map_err(backend)
+    }
+}
+
+#[async_trait]
+impl ComponentStore for RedisStore {
+    async fn put_component(&self, content_hash: &str, bytes: &[u8]) -> Result<(), StorageError> {
+        redis::cmd("SET")
+            .arg(component_key(content_hash))
+            .arg(bytes)
+            .arg("NX")
+            .query_async::<()>(&mut self.connection())
+            .await
+            .map_err(backend)
+    }
+
+    async fn component(&self, content_hash: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        redis::cmd("GET")
+            .arg(component_key(content_hash))
+            .query_async(&mut self.connection())
+            .await
+            .map_err(backend)
+    }
+
+    async fn set_deployment(
+        &self,
+        service_type: &str,
+        content_hash: &str,
+    ) -> Result<(), StorageError> {
+        let deployed: bool = SET_DEPLOYMENT
+            .key(component_key(content_hash))
+            .key(DEPLOYMENTS)
+            .arg(service_type)
+            .arg(content_hash)
+            .invoke_async(&mut self.connection())
+            .await
+            .map_err(backend)?;
+        if deployed {
+            Ok(())
+        } else {
+            Err(StorageError::Backend(format!(
+                "cannot deploy {service_type}: no component stored under {content_hash}"
+            )))
+        }
+    }
+
+    async fn deployments(&self) -> Result<Vec<(String, String)>, StorageError> {
+        let mut deployments: Vec<(String, String)> = redis::cmd("HGETALL")
+            .arg(DEPLOYMENTS)
+            .query_async(&mut self.connection())
+            .await
+            .map_err(backend)?;
+        deployments.sort();
+        Ok(deployments)
+    }
+}
+
+#[async_trait]
+impl MembershipStore for RedisStore {
+    async fn join(&self, silo: &SiloId, now_ms: i64) -> Result<(), StorageError> {
+        // A silo already left or dead stays so (the status never moves
+        // back); its next heartbeat tells it.
+        JOIN.key(MEMBERS)
+            .arg(silo.to_string())
+            .arg(now_ms)
+            .invoke_async::<()>(&mut self.connection())
+            .await
+            .map_err(backend)
+    }
+
+    async fn heartbeat(&self, silo: &SiloId, now_ms: i64) -> Result<SiloStatus, StorageError> {
+        let status: String = HEARTBEAT
+            .key(MEMBERS)
+            .arg(silo.to_string())
+            .arg(now_ms)
+            .invoke_async(&mut self.connection())
+            .await
+            .map_err(backend)?;
+        Ok(SiloStatus::parse(&status))
+    }
+
+    async fn set_status(&self, silo: &SiloId, status: SiloStatus) -> Result<(), StorageError> {
+        if status == SiloStatus::Active {
+            // Only ever a move away from active; to active is never one.
+            return Ok(());
+        }
+        SET_STATUS
+            .key(MEMBERS)
+            .arg(silo.to_string())
+            .arg(status.as_str())
+            .invoke_async::<()>(&mut self.connection())
+            .await
+            .map_err(backend)
+    }
+
+    async fn members(&self) -> Result<Vec<Member>, StorageError> {
+        let records: Vec<(String, String)> = redis::cmd("HGETALL")
+            .arg(MEMBERS)
+            .query_async(&mut self.connection())
+            .await
+            .map_err(backend)?;
+        let mut members = records
+            .iter()
+            .map(|(field, record)| parse_member(field, record))
+            .collect::<Result<Vec<_>, _>>()?;
+        members.sort_by(|a, b| a.silo.cmp(&b.silo));
+        Ok(members)
+    }
+
+    async fn suspect(&self, target: &SiloId, by: &SiloId, now_ms: i64) -> Result<(), StorageError> {
+        // GT: a suspicion delivered late must not push back a newer one.
+        redis::cmd("ZADD")
+            .arg(suspicions_key(target))
+            .arg("GT")
+            .arg(now_ms)
+            .arg(by.to_string())
+            .query_async::<()>(&mut self.connection())
+            .await
+            .map_err(backend)
+    }
+
+    async fn suspicions(&self, target: &SiloId, since_ms: i64) -> Result<usize, StorageError> {
+        redis::cmd("ZCOUNT")
+            .arg(suspicions_key(target))
+            .arg(since_ms)
+            .arg("+inf")
+            .query_async(&mut self.connection())
+            .await
+            .map_err(backend)
+    }
+}
+
+#[async_trait]
+impl PlacementStore for RedisStore {
+    async fn owner(&self, object: &ObjectKey) -> Result<Option<SiloId>, StorageError> {
+        let owner: Option<String> = redis::cmd("GET")
+            .arg(placement_key(object))
+            .query_async(&mut self.connection())
+            .await
+            .map_err(backend)?;
+        owner.as_deref().map(parse_silo).transpose()
+    }
+
+    async fn claim(&self, object: &ObjectKey, silo: &SiloId) -> Result<SiloId, StorageError> {
+        let owner: String = CLAIM
+            .key(placement_key(object))
+            .key(owned_key(silo))
+            .arg(silo.to_string())
+            .invoke_async(&mut self.connection())
+            .await
+            .map_err(backend)?;
+        parse_silo(&owner)
+    }
+
+    async fn take_over(
+        &self,
+        object: &ObjectKey,
+        from: &SiloId,
+        to: &SiloId,
+    ) -> Result<Option<SiloId>, StorageError> {
+        let owner: Option<String> = TAKE_OVER
+            .key(placement_key(object))
+            .key(owned_key(from))
+            .key(owned_key(to))
+            .arg(from.to_string())
+            .arg(to.to_string())
+            .invoke_async(&mut self.connection())
+            .await
+            .map_err(backend)?;
+        owner.as_deref().map(parse_silo).transpose()
+    }
+
+    async fn release(&self, object: &ObjectKey, silo: &SiloId) -> Result<(), StorageError> {
+        RELEASE
+            .key(placement_key(object))
+            .key(owned_key(silo))
+            .arg(silo.to_string())
+            .invoke_async::<()>(&mut self.connection())
+            .await
+            .map_err(backend)
+    }
+
+    async fn release_all(&self, silo: &SiloId) -> Result<u64, StorageError> {
+        let owned = owned_key(silo);
+        let silo = silo.to_string();
+        let mut connection = self.connection();
+        let mut released = 0;
+        loop {
+            let (dropped, popped): (u64, u64) = RELEASE_SOME
+                .key(&owned)
+                .arg(&silo)
+                .arg(RELEASE_BATCH)
+                .invoke_async(&mut connection)
+                .await
+                .map_err(backend)?;
+            released += dropped;
+            if popped == 0 {
+                return Ok(released);
+            }
+        }
+    }
+}

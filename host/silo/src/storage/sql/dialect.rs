@@ -1,0 +1,218 @@
+//! What differs between the SQL databases the cluster store runs on: bind
+//! placeholders, upserts, column types and the schema.
+
+use sqlx::{AssertSqlSafe, SqlSafeStr, SqlStr};
+
+/// One of the SQL databases the store speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dialect {
+    Sqlite,
+    Postgres,
+    MySql,
+}
+
+impl Dialect {
+    pub(crate) fn of_url(url: &str) -> Option<Dialect> {
+        match url.split(':').next()? {
+            "sqlite" => Some(Dialect::Sqlite),
+            "postgres" | "postgresql" => Some(Dialect::Postgres),
+            "mysql" | "mariadb" => Some(Dialect::MySql),
+            _ => None,
+        }
+    }
+
+    /// `text` written with `?` placeholders, in this dialect's placeholders.
+    /// Every statement of the store is built from constant text by these
+    /// functions, never from data, which is what makes it safe to assert.
+    pub(crate) fn sql(self, text: &str) -> SqlStr {
+        AssertSqlSafe(self.placeholders(text)).into_sql_str()
+    }
+
+    fn placeholders(self, text: &str) -> String {
+        if self != Dialect::Postgres {
+            return text.to_string();
+        }
+        let mut out = String::with_capacity(text.len() + 8);
+        let mut index = 0;
+        for c in text.chars() {
+            if c == '?' {
+                index += 1;
+                out.push('$');
+                out.push_str(&index.to_string());
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    }
+
+    /// `INSERT INTO table (columns) VALUES (…)` that does nothing when the
+    /// primary key is taken.
+    pub(crate) fn insert_or_ignore(self, table: &str, columns: &[&str]) -> SqlStr {
+        let values = vec!["?"; columns.len()].join(", ");
+        let columns = columns.join(", ");
+        self.sql(&match self {
+            Dialect::MySql => format!("INSERT IGNORE INTO {table} ({columns}) VALUES ({values})"),
+            _ => {
+                format!("INSERT INTO {table} ({columns}) VALUES ({values}) ON CONFLICT DO NOTHING")
+            }
+        })
+    }
+
+    /// `INSERT` that overwrites `updated` columns when `key` is taken.
+    pub(crate) fn upsert(self, table: &str, key: &[&str], updated: &[&str]) -> SqlStr {
+        let columns: Vec<&str> = key.iter().chain(updated).copied().collect();
+        let values = vec!["?"; columns.len()].join(", ");
+        let head = format!(
+            "INSERT INTO {table} ({}) VALUES ({values})",
+            columns.join(", ")
+        );
+        self.sql(&match self {
+            Dialect::MySql => {
+                let set: Vec<String> = updated
+                    .iter()
+                    .map(|c| format!("{c} = VALUES({c})"))
+                    .collect();
+                format!("{head} ON DUPLICATE KEY UPDATE {}", set.join(", "))
+            }
+            _ => {
+                let set: Vec<String> = updated
+                    .iter()
+                    .map(|c| format!("{c} = excluded.{c}"))
+                    .collect();
+                format!(
+                    "{head} ON CONFLICT ({}) DO UPDATE SET {}",
+                    key.join(", "),
+                    set.join(", ")
+                )
+            }
+        })
+    }
+
+    /// The schema, as steps applied in order once each; never edit a
+    /// released step. Each step is a list of statements (MySQL cannot run
+    /// several in one, nor roll back DDL, so every statement is idempotent).
+    pub(crate) fn migrations(self) -> Vec<Vec<String>> {
+        let (short, long, blob, table_options) = match self {
+            // MySQL keys must have a length; utf8mb4_bin keeps `Alice` and
+            // `alice` apart as every other backend does. 128 + 2 * 255
+            // characters of 4 bytes fit InnoDB's 3072-byte key limit.
+            Dialect::MySql => (
+                "VARCHAR(128)",
+                "VARCHAR(255)",
+                "LONGBLOB",
+                " CHARACTER SET utf8mb4 COLLATE utf8mb4_bin",
+            ),
+            Dialect::Postgres => ("TEXT", "TEXT", "BYTEA", ""),
+            Dialect::Sqlite => ("TEXT", "TEXT", "BLOB", ""),
+        };
+        let owner_index = match self {
+            Dialect::MySql => {
+                ",\n INDEX placement_by_owner (owner_address, owner_generation)".to_string()
+            }
+            _ => String::new(),
+        };
+        let mut first = vec![
+            format!(
+                "CREATE TABLE IF NOT EXISTS object_state (
+                    service_type {short} NOT NULL,
+                    object_id {long} NOT NULL,
+                    state_key {long} NOT NULL,
+                    value {blob} NOT NULL,
+                    PRIMARY KEY (service_type, object_id, state_key)
+                ){table_options}"
+            ),
+            // Components are stored in chunks: MariaDB refuses packets over
+            // 16 MiB by default, and a Python component is larger.
+            format!(
+                "CREATE TABLE IF NOT EXISTS component_chunks (
+                    content_hash {short} NOT NULL,
+                    seq BIGINT NOT NULL,
+                    bytes {blob} NOT NULL,
+                    PRIMARY KEY (content_hash, seq)
+                ){table_options}"
+            ),
+            // A row here means every chunk of the component is stored.
+            format!(
+                "CREATE TABLE IF NOT EXISTS components (
+                    content_hash {short} NOT NULL PRIMARY KEY,
+                    total_bytes BIGINT NOT NULL,
+                    chunks BIGINT NOT NULL
+                ){table_options}"
+            ),
+            format!(
+                "CREATE TABLE IF NOT EXISTS deployments (
+                    service_type {short} NOT NULL PRIMARY KEY,
+                    content_hash {short} NOT NULL
+                ){table_options}"
+            ),
+            format!(
+                "CREATE TABLE IF NOT EXISTS members (
+                    address {short} NOT NULL,
+                    generation BIGINT NOT NULL,
+                    status {short} NOT NULL,
+                    heartbeat_ms BIGINT NOT NULL,
+                    PRIMARY KEY (address, generation)
+                ){table_options}"
+            ),
+            format!(
+                "CREATE TABLE IF NOT EXISTS suspicions (
+                    target {long} NOT NULL,
+                    suspector {long} NOT NULL,
+                    at_ms BIGINT NOT NULL,
+                    PRIMARY KEY (target, suspector)
+                ){table_options}"
+            ),
+            format!(
+                "CREATE TABLE IF NOT EXISTS placement (
+                    service_type {short} NOT NULL,
+                    object_id {long} NOT NULL,
+                    owner_address {short} NOT NULL,
+                    owner_generation BIGINT NOT NULL,
+                    PRIMARY KEY (service_type, object_id){owner_index}
+                ){table_options}"
+            ),
+        ];
+        if self != Dialect::MySql {
+            first.push(
+                "CREATE INDEX IF NOT EXISTS placement_by_owner ON placement (owner_address, owner_generation)"
+                    .to_string(),
+            );
+        }
+        vec![first]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn postgres_placeholders_are_numbered() {
+        assert_eq!(
+            Dialect::Postgres
+                .sql("SELECT a FROM t WHERE b = ? AND c = ?")
+                .as_str(),
+            "SELECT a FROM t WHERE b = $1 AND c = $2"
+        );
+        assert_eq!(Dialect::MySql.sql("b = ?").as_str(), "b = ?");
+    }
+
+    #[test]
+    fn upserts_follow_the_dialect() {
+        assert_eq!(
+            Dialect::Sqlite.upsert("t", &["k"], &["v"]).as_str(),
+            "INSERT INTO t (k, v) VALUES (?, ?) ON CONFLICT (k) DO UPDATE SET v = excluded.v"
+        );
+        assert_eq!(
+            Dialect::MySql.upsert("t", &["k"], &["v"]).as_str(),
+            "INSERT INTO t (k, v) VALUES (?, ?) ON DUPLICATE KEY UPDATE v = VALUES(v)"
+        );
+        assert_eq!(
+            Dialect::Postgres
+                .insert_or_ignore("t", &["k", "v"])
+                .as_str(),
+            "INSERT INTO t (k, v) VALUES ($1, $2) ON CONFLICT DO NOTHING"
+        );
+    }
+}

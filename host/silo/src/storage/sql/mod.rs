@@ -1,0 +1,199 @@
+//! Every concern of a cluster on one SQL database: PostgreSQL,
+//! MySQL/MariaDB, or a SQLite file that the silos of one machine share.
+//!
+//! One implementation for all three through sqlx's `Any` driver; what
+//! differs is in [`dialect`]. Object state goes through a group-commit
+//! writer as in the embedded store: many turns' commits share one
+//! transaction, each caller answered once it is durable.
+//!
+//! - `state`: object state and the group-commit writer.
+//! - `components`: components (chunked) and deployments.
+//! - `membership`: silos, heartbeats, suspicions.
+//! - `placement`: object → owner, by insert-if-absent and compare-and-set.
+
+mod components;
+mod dialect;
+mod membership;
+mod placement;
+mod state;
+
+use std::time::Duration;
+
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::{AnyPool, Executor};
+use tokio::sync::mpsc;
+
+use self::dialect::Dialect;
+use super::{ClusterStore, StorageError, redact};
+
+/// State, components, membership and placement in one SQL database.
+pub struct SqlStore {
+    pool: AnyPool,
+    dialect: Dialect,
+    commits: mpsc::UnboundedSender<state::PendingCommit>,
+}
+
+/// Opens the store at `url` for all four concerns.
+pub async fn open_cluster(
+    url: &str,
+    group_commit_max: usize,
+) -> Result<ClusterStore, StorageError> {
+    let store = SqlStore::open(url, group_commit_max).await?;
+    Ok(ClusterStore::from_backend(std::sync::Arc::new(store)))
+}
+
+fn backend(error: sqlx::Error) -> StorageError {
+    StorageError::Backend(error.to_string())
+}
+
+impl SqlStore {
+    /// Connects to `url` (`sqlite:PATH`, `postgres://…`, `mysql://…`,
+    /// `mariadb://…`), migrates the schema and starts the commit writer.
+    pub async fn open(url: &str, group_commit_max: usize) -> Result<SqlStore, StorageError> {
+        let bad_url = |reason: String| StorageError::BadUrl {
+            url: redact(url),
+            reason,
+        };
+        let dialect = Dialect::of_url(url)
+            .ok_or_else(|| bad_url("not a sqlite:, postgres:// or mysql:// URL".into()))?;
+        let url = connect_url(dialect, url);
+        install_default_drivers();
+        let pool = AnyPoolOptions::new()
+            .max_connections(match dialect {
+                // One writer at a time anyway; readers share the file.
+                Dialect::Sqlite => 4,
+                _ => 8,
+            })
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |connection, _| {
+                Box::pin(async move {
+                    if dialect == Dialect::Sqlite {
+                        // Several silo processes share the file: wait for
+                        // the lock rather than fail, and let readers run
+                        // beside the writer.
+                        connection.execute("PRAGMA busy_timeout = 10000").await?;
+                        connection.execute("PRAGMA journal_mode = WAL").await?;
+                        connection.execute("PRAGMA synchronous = NORMAL").await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&url)
+            .await
+            .map_err(|error| bad_url(format!("cannot connect: {error}")))?;
+        migrate(&pool, dialect).await?;
+        let (commits, queue) = mpsc::unbounded_channel();
+        tokio::spawn(state::run_writer(
+            pool.clone(),
+            dialect,
+            queue,
+            group_commit_max.max(1),
+        ));
+        Ok(SqlStore {
+            pool,
+            dialect,
+            commits,
+        })
+    }
+
+    fn sql(&self, text: &str) -> sqlx::SqlStr {
+        self.dialect.sql(text)
+    }
+}
+
+/// The URL sqlx wants: `mariadb://` is spelled `mysql://`, and a SQLite
+/// file is created when missing.
+fn connect_url(dialect: Dialect, url: &str) -> String {
+    match dialect {
+        Dialect::MySql => url.replacen("mariadb://", "mysql://", 1),
+        Dialect::Sqlite if !url.contains("mode=") => {
+            let separator = if url.contains('?') { '&' } else { '?' };
+            format!("{url}{separator}mode=rwc")
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// Applies the schema steps not applied yet. Silos starting together take
+/// a database lock first (SQLite serialises writers by itself).
+async fn migrate(pool: &AnyPool, dialect: Dialect) -> Result<(), StorageError> {
+    let mut connection = pool.acquire().await.map_err(backend)?;
+    match dialect {
+        Dialect::Postgres => {
+            sqlx::query("SELECT pg_advisory_lock(7700)")
+                .execute(&mut *connection)
+                .await
+                .map_err(backend)?;
+        }
+        Dialect::MySql => {
+            sqlx::query("SELECT GET_LOCK('rio_migrate', 60)")
+                .execute(&mut *connection)
+                .await
+                .map_err(backend)?;
+        }
+        Dialect::Sqlite => {}
+    }
+    let result = apply_steps(&mut connection, dialect).await;
+    let unlock = match dialect {
+        Dialect::Postgres => Some("SELECT pg_advisory_unlock(7700)"),
+        Dialect::MySql => Some("SELECT RELEASE_LOCK('rio_migrate')"),
+        Dialect::Sqlite => None,
+    };
+    if let Some(unlock) = unlock {
+        sqlx::query(unlock)
+            .execute(&mut *connection)
+            .await
+            .map_err(backend)?;
+    }
+    result
+}
+
+async fn apply_steps(
+    connection: &mut sqlx::AnyConnection,
+    dialect: Dialect,
+) -> Result<(), StorageError> {
+    sqlx::query("CREATE TABLE IF NOT EXISTS rio_schema (version BIGINT NOT NULL)")
+        .execute(&mut *connection)
+        .await
+        .map_err(backend)?;
+    let applied: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM rio_schema")
+        .fetch_one(&mut *connection)
+        .await
+        .map_err(backend)?;
+    for (index, step) in dialect
+        .migrations()
+        .into_iter()
+        .enumerate()
+        .skip(applied.max(0) as usize)
+    {
+        for statement in step {
+            sqlx::query(sqlx::AssertSqlSafe(statement))
+                .execute(&mut *connection)
+                .await
+                .map_err(backend)?;
+        }
+        sqlx::query(dialect.sql("INSERT INTO rio_schema (version) VALUES (?)"))
+            .bind(index as i64 + 1)
+            .execute(&mut *connection)
+            .await
+            .map_err(backend)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_files_are_created_and_mariadb_is_spelled_mysql() {
+        assert_eq!(
+            connect_url(Dialect::Sqlite, "sqlite:/tmp/x.db"),
+            "sqlite:/tmp/x.db?mode=rwc"
+        );
+        assert_eq!(
+            connect_url(Dialect::MySql, "mariadb://root@localhost/test"),
+            "mysql://root@localhost/test"
+        );
+    }
+}

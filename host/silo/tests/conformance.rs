@@ -1,0 +1,813 @@
+//! Conformance suite of the cluster store backends: every case runs against
+//! SQLite, PostgreSQL, MariaDB and Redis and checks what the storage traits'
+//! doc comments promise, so the backends stay interchangeable.
+//!
+//! Servers are expected on their default loopback ports; one that does not
+//! answer is skipped with a printed reason, unless `CI=true`.
+
+mod backends;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use backends::{Env, now_ms};
+use rio_silo::ObjectKey;
+use rio_silo::storage::{ClusterStore, Member, SiloId, SiloStatus, StateWrite};
+use tokio::sync::Barrier;
+
+/// A backend that deadlocks should fail its test, not hang the suite.
+const CASE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// One `#[tokio::test]` per (backend, case), named `backend::case`, so the
+/// failure list says at once which backend broke which promise.
+macro_rules! conformance {
+    ([$($backend:ident),+ $(,)?] => $cases:tt) => {
+        $( conformance!(@backend $backend $cases); )+
+    };
+    (@backend $backend:ident [$($case:ident),+ $(,)?]) => {
+        mod $backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let Some((env, store)) =
+                        crate::backends::Env::start(stringify!($backend)).await
+                    else {
+                        return;
+                    };
+                    if tokio::time::timeout(crate::CASE_TIMEOUT, super::$case(store, &env))
+                        .await
+                        .is_err()
+                    {
+                        panic!(
+                            "{}: {} did not finish within {:?}",
+                            env.backend,
+                            stringify!($case),
+                            crate::CASE_TIMEOUT
+                        );
+                    }
+                }
+            )+
+        }
+    };
+}
+
+conformance!([sqlite, postgres, mariadb, redis] => [
+    state,
+    state_concurrency,
+    components,
+    membership,
+    placement,
+    racing_claims_shared_instance,
+    racing_claims_separate_instances,
+    racing_take_over,
+]);
+
+fn put(key: &str, value: &[u8]) -> StateWrite {
+    (key.to_string(), Some(value.to_vec()))
+}
+
+fn delete(key: &str) -> StateWrite {
+    (key.to_string(), None)
+}
+
+fn map(pairs: &[(&str, &[u8])]) -> HashMap<String, Vec<u8>> {
+    pairs
+        .iter()
+        .map(|(key, value)| (key.to_string(), value.to_vec()))
+        .collect()
+}
+
+async fn load(store: &ClusterStore, object: &ObjectKey) -> HashMap<String, Vec<u8>> {
+    store
+        .state
+        .load(object)
+        .await
+        .unwrap_or_else(|error| panic!("load {object}: {error}"))
+}
+
+async fn commit(store: &ClusterStore, object: &ObjectKey, writes: Vec<StateWrite>) {
+    store
+        .state
+        .commit(object, writes)
+        .await
+        .unwrap_or_else(|error| panic!("commit to {object}: {error}"));
+}
+
+async fn state(store: ClusterStore, env: &Env) {
+    let object = env.object("State", "alice");
+    assert_eq!(load(&store, &object).await, HashMap::new(), "never written");
+
+    commit(
+        &store,
+        &object,
+        vec![put("a", b"1"), put("b", b"2"), put("c", b"3")],
+    )
+    .await;
+    assert_eq!(
+        load(&store, &object).await,
+        map(&[("a", b"1"), ("b", b"2"), ("c", b"3")])
+    );
+
+    // Deleting a key that was never written is part of a normal turn too.
+    commit(
+        &store,
+        &object,
+        vec![
+            put("a", b"10"),
+            delete("b"),
+            put("d", b"4"),
+            delete("never"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        load(&store, &object).await,
+        map(&[("a", b"10"), ("c", b"3"), ("d", b"4")]),
+        "the second commit applies in full on top of the first"
+    );
+
+    let one = env.object("TypeOne", "same");
+    let other = env.object("TypeTwo", "same");
+    commit(&store, &one, vec![put("k", b"one")]).await;
+    commit(&store, &other, vec![put("k", b"other")]).await;
+    assert_eq!(load(&store, &one).await, map(&[("k", b"one")]));
+    assert_eq!(load(&store, &other).await, map(&[("k", b"other")]));
+
+    // A backend that joins type and id with a separator into one key would
+    // make each of these pairs one object.
+    let base = env.name("Sep");
+    let pairs = [
+        (
+            ObjectKey::new(&format!("{base}:x"), "y"),
+            ObjectKey::new(&base, "x:y"),
+        ),
+        (
+            ObjectKey::new(&format!("{base}/x"), "y"),
+            ObjectKey::new(&base, "x/y"),
+        ),
+    ];
+    for (left, right) in &pairs {
+        commit(&store, left, vec![put("side", b"left")]).await;
+        commit(&store, right, vec![put("side", b"right")]).await;
+    }
+    for (left, right) in &pairs {
+        assert_eq!(
+            load(&store, left).await,
+            map(&[("side", b"left")]),
+            "{left}"
+        );
+        assert_eq!(
+            load(&store, right).await,
+            map(&[("side", b"right")]),
+            "{right}"
+        );
+    }
+
+    let binary = env.object("Binary", "bytes");
+    let every_byte: Vec<u8> = (0..=255).collect();
+    let reversed: Vec<u8> = every_byte.iter().rev().copied().collect();
+    commit(
+        &store,
+        &binary,
+        vec![
+            put("every byte", &every_byte),
+            put("reversed", &reversed),
+            put("empty", b""),
+        ],
+    )
+    .await;
+    let loaded = load(&store, &binary).await;
+    assert_eq!(loaded.get("every byte"), Some(&every_byte));
+    assert_eq!(loaded.get("reversed"), Some(&reversed));
+    assert_eq!(
+        loaded.get("empty"),
+        Some(&Vec::new()),
+        "an empty value is a value, not a deletion"
+    );
+
+    let odd = env.object("Unicode", "ид/😀:x/y z");
+    let key = "ключ:🔑/a b";
+    commit(&store, &odd, vec![put(key, "значение ✓".as_bytes())]).await;
+    assert_eq!(
+        load(&store, &odd).await,
+        map(&[(key, "значение ✓".as_bytes())])
+    );
+    assert_eq!(
+        load(&store, &env.object("Unicode", "ид")).await,
+        HashMap::new(),
+        "a prefix of the id is another object"
+    );
+}
+
+async fn state_concurrency(store: ClusterStore, env: &Env) {
+    let objects: Vec<ObjectKey> = (0..50)
+        .map(|i| env.object("Many", &format!("object-{i}")))
+        .collect();
+    let tasks: Vec<_> = objects
+        .iter()
+        .enumerate()
+        .map(|(i, object)| {
+            let (store, object) = (store.clone(), object.clone());
+            tokio::spawn(async move {
+                let n = i.to_string();
+                commit(
+                    &store,
+                    &object,
+                    vec![put("n", n.as_bytes()), put("fixed", b"x")],
+                )
+                .await;
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("commit task panicked");
+    }
+    for (i, object) in objects.iter().enumerate() {
+        let n = i.to_string();
+        assert_eq!(
+            load(&store, object).await,
+            map(&[("n", n.as_bytes()), ("fixed", b"x")]),
+            "{object}"
+        );
+    }
+
+    // Each task only ever writes its own key, so a backend that rewrites the
+    // whole state on commit loses the others' keys.
+    const WRITERS: usize = 20;
+    const ROUNDS: u32 = 5;
+    let shared = env.object("Shared", "one");
+    let barrier = Arc::new(Barrier::new(WRITERS));
+    let tasks: Vec<_> = (0..WRITERS)
+        .map(|i| {
+            let (store, shared, barrier) = (store.clone(), shared.clone(), barrier.clone());
+            tokio::spawn(async move {
+                let key = format!("writer-{i}");
+                barrier.wait().await;
+                for _ in 0..ROUNDS {
+                    let current: u32 = load(&store, &shared)
+                        .await
+                        .get(&key)
+                        .map(|v| String::from_utf8_lossy(v).parse().expect("a number"))
+                        .unwrap_or(0);
+                    let next = (current + 1).to_string();
+                    commit(&store, &shared, vec![put(&key, next.as_bytes())]).await;
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("writer task panicked");
+    }
+    let rounds = ROUNDS.to_string();
+    let expected: HashMap<String, Vec<u8>> = (0..WRITERS)
+        .map(|i| (format!("writer-{i}"), rounds.as_bytes().to_vec()))
+        .collect();
+    assert_eq!(load(&store, &shared).await, expected);
+
+    // A reader racing the writer must see one commit or the other, never a mix.
+    let whole = env.object("Whole", "one");
+    let first = vec![put("a", b"first"), put("b", b"first"), delete("c")];
+    let second = vec![put("a", b"second"), delete("b"), put("c", b"second")];
+    let first_state = map(&[("a", b"first"), ("b", b"first")]);
+    let second_state = map(&[("a", b"second"), ("c", b"second")]);
+    commit(&store, &whole, first.clone()).await;
+    let done = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (store, whole, done) = (store.clone(), whole.clone(), done.clone());
+        tokio::spawn(async move {
+            for round in 0..40 {
+                let writes = if round % 2 == 0 { &second } else { &first };
+                commit(&store, &whole, writes.clone()).await;
+            }
+            done.store(true, Ordering::Release);
+        })
+    };
+    loop {
+        let finished = done.load(Ordering::Acquire);
+        let seen = load(&store, &whole).await;
+        assert!(
+            seen == first_state || seen == second_state,
+            "read half a commit: {seen:?}"
+        );
+        if finished {
+            break;
+        }
+    }
+    writer.await.expect("writer task panicked");
+    assert_eq!(
+        load(&store, &whole).await,
+        first_state,
+        "the last commit wins"
+    );
+}
+
+async fn components(store: ClusterStore, env: &Env) {
+    let components = &store.components;
+    // Not a multiple of any page size, and no run of equal bytes to compress.
+    let blob: Vec<u8> = (0..2 * 1024 * 1024 + 17)
+        .map(|i: usize| (i.wrapping_mul(31) ^ (i >> 9)) as u8)
+        .collect();
+    // The store treats the hash as an opaque name; unique per run, as the
+    // content behind a real hash never changes.
+    let hash = env.name("sha256-big");
+    components
+        .put_component(&hash, &blob)
+        .await
+        .expect("put_component");
+    components
+        .put_component(&hash, &blob)
+        .await
+        .expect("put_component of a present hash is a no-op");
+    let loaded = components
+        .component(&hash)
+        .await
+        .expect("component")
+        .expect("the stored component");
+    assert!(
+        loaded == blob,
+        "2 MB component came back different: {} bytes instead of {}",
+        loaded.len(),
+        blob.len()
+    );
+    assert_eq!(
+        components
+            .component(&env.name("sha256-unknown"))
+            .await
+            .expect("component"),
+        None
+    );
+
+    let small_hash = env.name("sha256-small");
+    components
+        .put_component(&small_hash, b"\0asm small")
+        .await
+        .expect("put_component");
+    assert_eq!(
+        components.component(&small_hash).await.expect("component"),
+        Some(b"\0asm small".to_vec())
+    );
+
+    let service = env.name("Deployed");
+    let bystander = env.name("Bystander");
+    let deployed = |all: Vec<(String, String)>| -> Vec<(String, String)> {
+        let mut mine: Vec<_> = all
+            .into_iter()
+            .filter(|(ty, _)| *ty == service || *ty == bystander)
+            .collect();
+        mine.sort();
+        mine
+    };
+    components
+        .set_deployment(&service, &hash)
+        .await
+        .expect("set_deployment");
+    components
+        .set_deployment(&bystander, &hash)
+        .await
+        .expect("set_deployment");
+    assert_eq!(
+        deployed(components.deployments().await.expect("deployments")),
+        vec![
+            (bystander.clone(), hash.clone()),
+            (service.clone(), hash.clone())
+        ]
+    );
+    components
+        .set_deployment(&service, &small_hash)
+        .await
+        .expect("redeploy");
+    assert_eq!(
+        deployed(components.deployments().await.expect("deployments")),
+        vec![
+            (bystander.clone(), hash.clone()),
+            (service.clone(), small_hash.clone())
+        ],
+        "a redeploy replaces the type's hash and leaves other types alone"
+    );
+}
+
+async fn membership(store: ClusterStore, env: &Env) {
+    let membership = &store.membership;
+    let t0 = now_ms();
+    let a = env.silo("a");
+    let b = env.silo("b");
+    membership.join(&a, t0).await.expect("join a");
+    membership.join(&b, t0 + 1).await.expect("join b");
+    let member = |silo: &SiloId, status, heartbeat_ms| Member {
+        silo: silo.clone(),
+        status,
+        heartbeat_ms,
+    };
+    assert_eq!(
+        env.members(&store).await,
+        vec![
+            member(&a, SiloStatus::Active, t0),
+            member(&b, SiloStatus::Active, t0 + 1)
+        ]
+    );
+
+    assert_eq!(
+        membership
+            .heartbeat(&a, t0 + 1000)
+            .await
+            .expect("heartbeat"),
+        SiloStatus::Active
+    );
+    assert_eq!(
+        env.members(&store).await,
+        vec![
+            member(&a, SiloStatus::Active, t0 + 1000),
+            member(&b, SiloStatus::Active, t0 + 1)
+        ],
+        "a heartbeat moves only its own silo's time"
+    );
+
+    membership
+        .set_status(&a, SiloStatus::Left)
+        .await
+        .expect("set_status");
+    membership
+        .set_status(&a, SiloStatus::Active)
+        .await
+        .expect("set_status");
+    assert_eq!(
+        membership
+            .heartbeat(&a, t0 + 2000)
+            .await
+            .expect("heartbeat"),
+        SiloStatus::Left,
+        "left is final"
+    );
+
+    membership
+        .set_status(&b, SiloStatus::Dead)
+        .await
+        .expect("set_status");
+    assert_eq!(
+        membership
+            .heartbeat(&b, t0 + 3000)
+            .await
+            .expect("heartbeat"),
+        SiloStatus::Dead,
+        "a silo declared dead learns it from its heartbeat"
+    );
+    membership
+        .set_status(&b, SiloStatus::Left)
+        .await
+        .expect("set_status");
+    membership
+        .set_status(&b, SiloStatus::Active)
+        .await
+        .expect("set_status");
+    let statuses: Vec<_> = env
+        .members(&store)
+        .await
+        .into_iter()
+        .map(|m| (m.silo, m.status))
+        .collect();
+    assert_eq!(
+        statuses,
+        vec![(a.clone(), SiloStatus::Left), (b.clone(), SiloStatus::Dead)],
+        "a heartbeat does not resurrect, and dead is final"
+    );
+
+    let ghost = env.silo("ghost");
+    assert_eq!(
+        membership.heartbeat(&ghost, t0).await.expect("heartbeat"),
+        SiloStatus::Dead,
+        "a silo that never joined reads as dead"
+    );
+    assert!(
+        !env.members(&store)
+            .await
+            .iter()
+            .any(|m| m.silo == ghost && m.status == SiloStatus::Active),
+        "a heartbeat does not join"
+    );
+
+    // A restarted process on the same address is a new silo.
+    let a_again = SiloId {
+        address: a.address.clone(),
+        generation: a.generation + 1,
+    };
+    membership
+        .join(&a_again, t0 + 4000)
+        .await
+        .expect("join again");
+    let statuses: Vec<_> = env
+        .members(&store)
+        .await
+        .into_iter()
+        .map(|m| (m.silo, m.status))
+        .collect();
+    assert_eq!(
+        statuses,
+        vec![
+            (a.clone(), SiloStatus::Left),
+            (a_again.clone(), SiloStatus::Active),
+            (b.clone(), SiloStatus::Dead)
+        ]
+    );
+
+    let c = env.silo("c");
+    membership.join(&c, t0).await.expect("join c");
+    membership
+        .suspect(&c, &a_again, t0 + 100)
+        .await
+        .expect("suspect");
+    membership.suspect(&c, &b, t0 + 200).await.expect("suspect");
+    membership.suspect(&c, &b, t0 + 300).await.expect("suspect");
+    let suspicions = |since| membership.suspicions(&c, since);
+    assert_eq!(
+        suspicions(t0).await.expect("suspicions"),
+        2,
+        "distinct suspecters"
+    );
+    assert_eq!(suspicions(t0 + 150).await.expect("suspicions"), 1);
+    assert_eq!(
+        suspicions(t0 + 300).await.expect("suspicions"),
+        1,
+        "`since` is inclusive"
+    );
+    assert_eq!(suspicions(t0 + 301).await.expect("suspicions"), 0);
+    assert_eq!(
+        membership
+            .suspicions(&a_again, t0)
+            .await
+            .expect("suspicions"),
+        0,
+        "suspicions are per target"
+    );
+}
+
+async fn placement(store: ClusterStore, env: &Env) {
+    let placement = &store.placement;
+    let a = env.silo("a");
+    let b = env.silo("b");
+    let c = env.silo("c");
+    let object = env.object("Placed", "x");
+    let owner = |object: ObjectKey| async move { placement.owner(&object).await.expect("owner") };
+
+    assert_eq!(owner(object.clone()).await, None);
+    assert_eq!(placement.claim(&object, &a).await.expect("claim"), a);
+    assert_eq!(owner(object.clone()).await, Some(a.clone()));
+    assert_eq!(
+        placement.claim(&object, &b).await.expect("claim"),
+        a,
+        "the first claim wins"
+    );
+    placement.release(&object, &b).await.expect("release");
+    assert_eq!(
+        owner(object.clone()).await,
+        Some(a.clone()),
+        "only the owner releases"
+    );
+    placement.release(&object, &a).await.expect("release");
+    assert_eq!(owner(object.clone()).await, None);
+    assert_eq!(
+        placement.claim(&object, &b).await.expect("claim"),
+        b,
+        "a released object can be claimed again"
+    );
+
+    assert_eq!(
+        placement
+            .take_over(&object, &a, &c)
+            .await
+            .expect("take_over"),
+        Some(b.clone()),
+        "take_over from a silo that does not own it"
+    );
+    assert_eq!(owner(object.clone()).await, Some(b.clone()));
+    assert_eq!(
+        placement
+            .take_over(&object, &b, &c)
+            .await
+            .expect("take_over"),
+        Some(c.clone())
+    );
+    assert_eq!(owner(object.clone()).await, Some(c.clone()));
+
+    let unowned = env.object("Placed", "nobody");
+    assert_eq!(
+        placement
+            .take_over(&unowned, &a, &c)
+            .await
+            .expect("take_over"),
+        None,
+        "take_over of an object with no entry"
+    );
+    assert_eq!(owner(unowned).await, None, "take_over does not claim");
+
+    // Same id, other type: another object.
+    let twin = env.object("PlacedTwin", "x");
+    assert_eq!(placement.claim(&twin, &a).await.expect("claim"), a);
+    assert_eq!(owner(object.clone()).await, Some(c.clone()));
+
+    // The generation is part of the owner: a restarted silo owns nothing of
+    // its previous life.
+    let a_again = SiloId {
+        address: a.address.clone(),
+        generation: a.generation + 1,
+    };
+    assert_eq!(placement.claim(&twin, &a_again).await.expect("claim"), a);
+    placement.release(&twin, &a_again).await.expect("release");
+    assert_eq!(
+        placement
+            .take_over(&twin, &a_again, &b)
+            .await
+            .expect("take_over"),
+        Some(a.clone())
+    );
+    assert_eq!(owner(twin.clone()).await, Some(a.clone()));
+
+    let d = env.silo("d");
+    let e = env.silo("e");
+    let of_d: Vec<_> = (0..10)
+        .map(|i| env.object("Many", &format!("d-{i}")))
+        .collect();
+    let of_e: Vec<_> = (0..2)
+        .map(|i| env.object("Many", &format!("e-{i}")))
+        .collect();
+    for object in &of_d {
+        assert_eq!(placement.claim(object, &d).await.expect("claim"), d);
+    }
+    for object in &of_e {
+        assert_eq!(placement.claim(object, &e).await.expect("claim"), e);
+    }
+    assert_eq!(placement.release_all(&d).await.expect("release_all"), 10);
+    for object in &of_d {
+        assert_eq!(owner(object.clone()).await, None, "{object}");
+    }
+    for object in &of_e {
+        assert_eq!(owner(object.clone()).await, Some(e.clone()), "{object}");
+    }
+    assert_eq!(
+        placement.release_all(&d).await.expect("release_all"),
+        0,
+        "nothing left to release"
+    );
+}
+
+async fn racing_claims_shared_instance(store: ClusterStore, env: &Env) {
+    race_claims(env, vec![store]).await;
+}
+
+async fn racing_claims_separate_instances(store: ClusterStore, env: &Env) {
+    let mut stores = vec![store];
+    for _ in 0..3 {
+        stores.push(env.open().await);
+    }
+    race_claims(env, stores).await;
+}
+
+/// Tasks start together and each walks the objects in its own order, so
+/// most objects see several claims at once.
+async fn race_claims(env: &Env, stores: Vec<ClusterStore>) {
+    const TASKS: usize = 16;
+    const OBJECTS: usize = 20;
+    let objects: Arc<Vec<ObjectKey>> = Arc::new(
+        (0..OBJECTS)
+            .map(|i| env.object("Raced", &format!("object-{i}")))
+            .collect(),
+    );
+    let silos: Vec<SiloId> = (0..TASKS)
+        .map(|i| env.silo(&format!("claimer-{i}")))
+        .collect();
+    let barrier = Arc::new(Barrier::new(TASKS));
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|i| {
+            let store = stores[i % stores.len()].clone();
+            let (objects, silo, barrier) = (objects.clone(), silos[i].clone(), barrier.clone());
+            tokio::spawn(async move {
+                let mut order: Vec<usize> = (0..OBJECTS).map(|j| (j + i) % OBJECTS).collect();
+                if i % 2 == 1 {
+                    order.reverse();
+                }
+                let mut owners = vec![None; OBJECTS];
+                barrier.wait().await;
+                for j in order {
+                    let owner = store
+                        .placement
+                        .claim(&objects[j], &silo)
+                        .await
+                        .unwrap_or_else(|error| panic!("claim by {silo}: {error}"));
+                    owners[j] = Some(owner);
+                }
+                owners
+            })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for task in tasks {
+        results.push(task.await.expect("claiming task panicked"));
+    }
+    for (j, object) in objects.iter().enumerate() {
+        let told: HashSet<&SiloId> = results
+            .iter()
+            .map(|owners| owners[j].as_ref().expect("every task claimed every object"))
+            .collect();
+        assert_eq!(
+            told.len(),
+            1,
+            "{object}: claimers were told different owners: {told:?}"
+        );
+        let winner = *told.iter().next().expect("one owner");
+        assert!(
+            silos.contains(winner),
+            "{object}: owner {winner} never claimed it"
+        );
+        for store in &stores {
+            assert_eq!(
+                store.placement.owner(object).await.expect("owner").as_ref(),
+                Some(winner),
+                "{object}: the stored owner differs from the one claimers were told"
+            );
+        }
+    }
+}
+
+async fn racing_take_over(store: ClusterStore, env: &Env) {
+    const TASKS: usize = 8;
+    const OBJECTS: usize = 10;
+    let mut stores = vec![store.clone()];
+    for _ in 0..3 {
+        stores.push(env.open().await);
+    }
+    let dead = env.silo("dead");
+    store.membership.join(&dead, now_ms()).await.expect("join");
+    store
+        .membership
+        .set_status(&dead, SiloStatus::Dead)
+        .await
+        .expect("set_status");
+    let objects: Arc<Vec<ObjectKey>> = Arc::new(
+        (0..OBJECTS)
+            .map(|i| env.object("Orphan", &format!("object-{i}")))
+            .collect(),
+    );
+    for object in objects.iter() {
+        assert_eq!(
+            store.placement.claim(object, &dead).await.expect("claim"),
+            dead
+        );
+    }
+
+    let silos: Vec<SiloId> = (0..TASKS).map(|i| env.silo(&format!("heir-{i}"))).collect();
+    let barrier = Arc::new(Barrier::new(TASKS));
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|i| {
+            let store = stores[i % stores.len()].clone();
+            let (objects, dead, silo, barrier) = (
+                objects.clone(),
+                dead.clone(),
+                silos[i].clone(),
+                barrier.clone(),
+            );
+            tokio::spawn(async move {
+                let mut order: Vec<usize> = (0..OBJECTS).map(|j| (j + i) % OBJECTS).collect();
+                if i % 2 == 1 {
+                    order.reverse();
+                }
+                let mut owners = vec![None; OBJECTS];
+                barrier.wait().await;
+                for j in order {
+                    owners[j] = store
+                        .placement
+                        .take_over(&objects[j], &dead, &silo)
+                        .await
+                        .unwrap_or_else(|error| panic!("take_over by {silo}: {error}"));
+                }
+                owners
+            })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for task in tasks {
+        results.push(task.await.expect("take_over task panicked"));
+    }
+    for (j, object) in objects.iter().enumerate() {
+        let told: HashSet<Option<&SiloId>> =
+            results.iter().map(|owners| owners[j].as_ref()).collect();
+        assert_eq!(
+            told.len(),
+            1,
+            "{object}: heirs were told different owners: {told:?}"
+        );
+        let winner = told
+            .into_iter()
+            .next()
+            .flatten()
+            .unwrap_or_else(|| panic!("{object}: the entry vanished during take_over"));
+        assert!(
+            silos.contains(winner),
+            "{object}: owner {winner} is not an heir"
+        );
+        assert_eq!(
+            store.placement.owner(object).await.expect("owner").as_ref(),
+            Some(winner)
+        );
+    }
+}
