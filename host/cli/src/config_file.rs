@@ -9,6 +9,9 @@
 //! mailbox_capacity = 4096
 //! max_frame_mib = 64
 //! pooling_allocator = false
+//! cluster = "postgres://postgres@127.0.0.1/rio"   # absent: no cluster
+//! advertise = "10.0.0.5:7700"
+//! placement = "random"                           # or prefer-local, hash
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -27,6 +30,9 @@ pub(crate) struct ConfigFile {
     pub(crate) mailbox_capacity: Option<usize>,
     pub(crate) max_frame_mib: Option<usize>,
     pub(crate) pooling_allocator: Option<bool>,
+    pub(crate) cluster: Option<String>,
+    pub(crate) advertise: Option<String>,
+    pub(crate) placement: Option<String>,
 }
 
 impl ConfigFile {

@@ -3,7 +3,7 @@
 //!
 //! - `silo`: run a silo until Ctrl-C or SIGTERM.
 //! - `build`: compile a guest crate into a component.
-//! - `deploy`, `call`, `deployments`: talk to a running silo.
+//! - `deploy`, `call`, `deployments`, `members`: talk to a running silo.
 //! - `bench`: measure a silo (see `bench/`).
 
 mod bench;
@@ -12,6 +12,7 @@ mod call;
 mod config_file;
 mod deploy;
 mod json_cbor;
+mod members;
 mod silo;
 
 use clap::{Parser, Subcommand};
@@ -42,6 +43,8 @@ enum Command {
     Deployments(deploy::ListArgs),
     /// Send a message to an object and print its reply as JSON.
     Call(call::CallArgs),
+    /// List the silos of the cluster and their status.
+    Members(members::MembersArgs),
     /// Measure throughput, latency, activation and memory of a silo.
     Bench(bench::BenchArgs),
 }
@@ -65,6 +68,7 @@ fn main() -> std::process::ExitCode {
             Command::Deploy(args) => deploy::run(args).await,
             Command::Deployments(args) => deploy::list(args).await,
             Command::Call(args) => call::run(args).await,
+            Command::Members(args) => members::run(args).await,
             Command::Bench(args) => bench::run(args).await,
         }
     });

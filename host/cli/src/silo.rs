@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use rio_silo::{Silo, SiloConfig};
+use rio_silo::{ClusterConfig, PlacementStrategy, Silo, SiloConfig};
 use tracing_subscriber::EnvFilter;
 
 use crate::config_file::ConfigFile;
@@ -34,6 +34,17 @@ pub(crate) struct SiloArgs {
     /// Use wasmtime's pooling instance allocator.
     #[arg(long)]
     pooling_allocator: bool,
+    /// Join a cluster through this store: sqlite:PATH, postgres://…,
+    /// mysql://… (or mariadb://…), redis://… [default: no cluster, the
+    /// SQLite file in the data directory].
+    #[arg(long, env = "RIO_CLUSTER")]
+    cluster: Option<String>,
+    /// The address other silos reach this one at [default: the listen address].
+    #[arg(long, env = "RIO_ADVERTISE")]
+    advertise: Option<String>,
+    /// Where new activations go: random, prefer-local or hash [default: random].
+    #[arg(long, env = "RIO_PLACEMENT")]
+    placement: Option<PlacementStrategy>,
 }
 
 pub(crate) async fn run(args: SiloArgs) -> anyhow::Result<()> {
@@ -73,11 +84,24 @@ pub(crate) async fn run(args: SiloArgs) -> anyhow::Result<()> {
         config.max_frame_bytes = mib * 1024 * 1024;
     }
     config.pooling_allocator = args.pooling_allocator || file.pooling_allocator.unwrap_or(false);
+    if let Some(url) = args.cluster.or(file.cluster) {
+        let mut cluster = ClusterConfig::new(url);
+        cluster.advertise = args.advertise.or(file.advertise);
+        if let Some(placement) = args.placement {
+            cluster.placement = placement;
+        } else if let Some(placement) = file.placement {
+            cluster.placement = placement.parse().map_err(anyhow::Error::msg)?;
+        }
+        config.cluster = Some(cluster);
+    }
 
     let data_dir = config.data_dir.clone();
-    let silo = Silo::open(config)
-        .await
-        .with_context(|| format!("cannot open the silo in {}", data_dir.display()))?;
+    let silo = Silo::open(config).await.with_context(|| {
+        format!(
+            "cannot open the silo (data directory {})",
+            data_dir.display()
+        )
+    })?;
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
@@ -87,6 +111,9 @@ pub(crate) async fn run(args: SiloArgs) -> anyhow::Result<()> {
     std::io::stdout().flush()?;
     tracing::info!(%address, data_dir = %data_dir.display(), "silo started");
     silo.serve(listener, stop_signal()).await;
+    if silo.was_evicted() {
+        anyhow::bail!("the cluster declared this silo dead; it stopped (start it again to rejoin)");
+    }
     tracing::info!("silo stopped");
     Ok(())
 }

@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rio_protocol::{
-    CallRequest, ClientFrame, DeploymentInfo, FrameReader, FrameWriter, PROTOCOL_VERSION,
-    ReplyError, Request, Response, ServerFrame, SiloStats, encode_frame,
+    CallRequest, ClientFrame, DeploymentInfo, FrameReader, FrameWriter, MemberInfo,
+    PROTOCOL_VERSION, ReplyError, Request, Response, ServerFrame, SiloStats, encode_frame,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -186,6 +186,34 @@ impl Client {
     pub async fn stats(&self) -> Result<SiloStats, ClientError> {
         match self.request(Request::Stats).await? {
             Response::Stats(stats) => Ok(stats),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// The silos of the cluster this silo belongs to (itself alone when it
+    /// runs without a cluster store).
+    pub async fn members(&self) -> Result<Vec<MemberInfo>, ClientError> {
+        match self.request(Request::Members).await? {
+            Response::Members(list) => Ok(list),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Whether the connection has ended (the silo closed it, or it broke);
+    /// a closed client fails every request without sending it.
+    pub fn is_closed(&self) -> bool {
+        self.shared
+            .pending
+            .lock()
+            .expect("pending map poisoned")
+            .closed
+            .is_some()
+    }
+
+    /// The silo's process generation, if it answers.
+    pub async fn ping(&self) -> Result<i64, ClientError> {
+        match self.request(Request::Ping).await? {
+            Response::Pong { generation } => Ok(generation),
             other => Err(ClientError::Unexpected(format!("{other:?}"))),
         }
     }

@@ -24,4 +24,4 @@ mod error;
 
 pub use connection::Client;
 pub use error::ClientError;
-pub use rio_protocol::{DeploymentInfo, ReplyError, SiloStats};
+pub use rio_protocol::{DeploymentInfo, MemberInfo, ReplyError, SiloStats};

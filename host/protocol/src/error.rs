@@ -53,6 +53,11 @@ pub enum ReplyError {
     /// A failure inside the silo, such as an unreachable state store.
     #[error("internal error: {0}")]
     Internal(String),
+    /// The silo that owns the object could not be reached. If the message
+    /// was never sent the text says so and a retry is safe; otherwise its
+    /// outcome is unknown.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl ReplyError {
@@ -69,6 +74,7 @@ impl ReplyError {
             ReplyError::BadRequest(_) => "bad-request",
             ReplyError::InvalidComponent(_) => "invalid-component",
             ReplyError::Internal(_) => "internal",
+            ReplyError::Unavailable(_) => "unavailable",
         }
     }
 }

@@ -62,6 +62,25 @@ pub enum Request {
     ListDeployments,
     /// Counters about the silo, for benchmarks and operators.
     Stats,
+    /// A call passed on by another silo of the cluster, to the silo that
+    /// owns (or is to activate) the object.
+    Forward(ForwardRequest),
+    /// Are you alive, and which generation are you? (Failure detection.)
+    Ping,
+    /// The silos of the cluster as the membership store lists them.
+    Members,
+}
+
+/// A call one silo passes to another.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ForwardRequest {
+    /// The call as the first silo received it.
+    pub call: CallRequest,
+    /// The objects whose turns wait on this call, outermost first, as
+    /// `(service type, object id)`: cycles are caught across silos too.
+    pub call_chain: Vec<(String, String)>,
+    /// How many silos passed the call on so far.
+    pub hops: u8,
 }
 
 /// A message for one object.
@@ -88,6 +107,26 @@ pub enum Response {
     Deployments(Vec<DeploymentInfo>),
     /// Silo counters.
     Stats(SiloStats),
+    /// Answer to a ping: the silo's generation.
+    Pong {
+        /// When the silo process started, in ms since the Unix epoch.
+        generation: i64,
+    },
+    /// The cluster's silos.
+    Members(Vec<MemberInfo>),
+}
+
+/// One silo as the membership store lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberInfo {
+    /// Where it serves.
+    pub address: String,
+    /// Its process generation.
+    pub generation: i64,
+    /// `active`, `left` or `dead`.
+    pub status: String,
+    /// Its last heartbeat, in ms since the Unix epoch.
+    pub heartbeat_ms: i64,
 }
 
 /// One deployed service type.

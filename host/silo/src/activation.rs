@@ -317,6 +317,12 @@ impl Activation {
         if self.live.is_none() {
             return;
         }
+        if self.router.evicted.load(Ordering::Relaxed) {
+            // Declared dead: another silo may own the object by now, so
+            // this one writes nothing more.
+            self.live = None;
+            return;
+        }
         if let Err(error) = self
             .turn(Hook::Deactivate, &self.router.empty_chain())
             .await
@@ -366,6 +372,11 @@ impl Activation {
             self.handle(envelope).await;
         }
         self.deactivate_instance().await;
+        // Committed first, released second: whoever activates the object
+        // next loads the final state.
+        if let Some(cluster) = &self.router.cluster {
+            cluster.release(&self.key).await;
+        }
         let mut slots = self.router.directory.lock();
         if let Some(Slot::Deactivating(_)) = slots.get(&self.key) {
             slots.remove(&self.key);

@@ -25,6 +25,79 @@ pub struct SiloConfig {
     pub pooling_max_instances: u32,
     /// The most commits written in one SQLite transaction.
     pub group_commit_max: usize,
+    /// Join a cluster through this store; `None` runs the silo on its own
+    /// with the embedded SQLite store in `data_dir`.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// How a silo takes part in a cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// The cluster store: `sqlite:PATH`, `postgres://…`, `mysql://…`,
+    /// `mariadb://…` or `redis://…`.
+    pub url: String,
+    /// The address other silos reach this one at; default: the address the
+    /// silo listens on.
+    pub advertise: Option<String>,
+    /// Where a new activation goes.
+    pub placement: PlacementStrategy,
+    /// How often each silo probes its peers and writes its heartbeat.
+    pub probe_interval: Duration,
+    /// How long a probe may take before it counts as missed.
+    pub probe_timeout: Duration,
+    /// Missed probes in a row before a silo suspects a peer.
+    pub missed_probes: u32,
+    /// Suspicions older than this no longer count.
+    pub suspicion_window: Duration,
+    /// Distinct suspecting silos needed to declare one dead (fewer when the
+    /// cluster has fewer other silos).
+    pub votes_to_kill: usize,
+    /// How often a silo looks for types deployed through other silos.
+    pub deployment_poll: Duration,
+}
+
+impl ClusterConfig {
+    /// Defaults that detect a killed silo in about three seconds.
+    pub fn new(url: impl Into<String>) -> ClusterConfig {
+        ClusterConfig {
+            url: url.into(),
+            advertise: None,
+            placement: PlacementStrategy::Random,
+            probe_interval: Duration::from_secs(1),
+            probe_timeout: Duration::from_secs(1),
+            missed_probes: 2,
+            suspicion_window: Duration::from_secs(20),
+            votes_to_kill: 2,
+            deployment_poll: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Which silo a new activation goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PlacementStrategy {
+    /// Any active silo, at random: spreads load.
+    #[default]
+    Random,
+    /// The silo that received the call: no hop for the first call.
+    PreferLocal,
+    /// A silo chosen by hashing the object's key over the active silos:
+    /// the same object lands on the same silo while membership is stable.
+    Hash,
+}
+
+impl std::str::FromStr for PlacementStrategy {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "random" => Ok(PlacementStrategy::Random),
+            "prefer-local" => Ok(PlacementStrategy::PreferLocal),
+            "hash" => Ok(PlacementStrategy::Hash),
+            other => Err(format!(
+                "unknown placement `{other}`: expected random, prefer-local or hash"
+            )),
+        }
+    }
 }
 
 impl SiloConfig {
@@ -40,6 +113,7 @@ impl SiloConfig {
             pooling_allocator: false,
             pooling_max_instances: 1000,
             group_commit_max: 1024,
+            cluster: None,
         }
     }
 }

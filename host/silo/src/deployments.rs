@@ -38,6 +38,7 @@ pub(crate) struct Deployments {
     cache: Arc<CompiledCache>,
     store: Arc<dyn ComponentStore>,
     current: RwLock<HashMap<String, Arc<DeployedType>>>,
+    refreshing: tokio::sync::Mutex<()>,
     /// Where prepared components came from, for the silo's stats.
     pub(crate) compiled_total: AtomicU64,
     pub(crate) loaded_total: AtomicU64,
@@ -58,6 +59,7 @@ impl Deployments {
             cache: Arc::new(cache),
             store,
             current: RwLock::default(),
+            refreshing: tokio::sync::Mutex::new(()),
             compiled_total: AtomicU64::new(0),
             loaded_total: AtomicU64::new(0),
         }
@@ -102,17 +104,26 @@ impl Deployments {
         Ok(info)
     }
 
-    /// Loads every deployment the store knows, as a silo starts. A type that
-    /// no longer loads is logged and skipped; the others are served.
-    pub(crate) async fn restore(&self) -> Result<(), crate::storage::StorageError> {
+    /// Loads every deployment the store knows that this silo does not serve
+    /// yet (all of them as a silo starts; in a cluster, those made through
+    /// other silos). A type that no longer loads is logged and skipped.
+    pub(crate) async fn refresh(&self) -> Result<(), crate::storage::StorageError> {
+        // One refresh at a time, so a component is compiled once.
+        let _one_at_a_time = self.refreshing.lock().await;
         for (service_type, hash) in self.store.deployments().await? {
+            if self
+                .get(&service_type)
+                .is_some_and(|current| current.info.content_hash == hash)
+            {
+                continue;
+            }
             let Some(bytes) = self.store.component(&hash).await? else {
                 tracing::error!(service_type, content_hash = %hash, "deployed component is missing from the store");
                 continue;
             };
             match self.prepare(&service_type, &hash, bytes).await {
                 Ok(deployed) => self.publish(deployed),
-                Err(error) => tracing::error!(service_type, %error, "cannot restore deployment"),
+                Err(error) => tracing::error!(service_type, %error, "cannot load deployment"),
             }
         }
         Ok(())

@@ -16,6 +16,9 @@ pub(crate) enum Slot {
     /// The activation is running its deactivation hook and committing; a new
     /// activation must wait for `true` here so it loads the final state.
     Deactivating(watch::Receiver<bool>),
+    /// In a cluster: the placement store is being asked where the object
+    /// lives; messages wait here meanwhile, in order.
+    Placing(Vec<Envelope>),
 }
 
 /// A std mutex, not tokio's: it is held only for a map operation and a

@@ -13,11 +13,14 @@
 //! - `directory`: which objects have an activation on this silo.
 //! - `router`: delivers a message to an object, activating it if needed.
 //! - `server`: the TCP listener and one task pair per connection.
+//! - `cluster`: membership, failure detection, placement and forwarding
+//!   between silos (absent when a silo runs on its own).
 //! - [`storage`]: the storage traits and the SQLite backend.
 #![warn(missing_docs)]
 
 mod activation;
 mod bindings;
+mod cluster;
 mod component_cache;
 pub mod config;
 mod deployments;
@@ -32,7 +35,7 @@ mod server;
 pub mod silo;
 pub mod storage;
 
-pub use config::SiloConfig;
+pub use config::{ClusterConfig, PlacementStrategy, SiloConfig};
 pub use error::SiloError;
 pub use object_key::ObjectKey;
 pub use silo::Silo;

@@ -19,6 +19,29 @@ pub(crate) struct Envelope {
     pub(crate) payload: Vec<u8>,
     pub(crate) call_chain: CallChain,
     pub(crate) reply: ReplyTo,
+    /// How many silos passed this message on before it came here.
+    pub(crate) hops: u8,
+    /// How many times this silo re-sent it after a peer could not be reached.
+    pub(crate) redeliveries: u8,
+}
+
+impl Envelope {
+    /// A message that starts its journey at this silo.
+    pub(crate) fn new(
+        message_type: String,
+        payload: Vec<u8>,
+        call_chain: CallChain,
+        reply: ReplyTo,
+    ) -> Envelope {
+        Envelope {
+            message_type,
+            payload,
+            call_chain,
+            reply,
+            hops: 0,
+            redeliveries: 0,
+        }
+    }
 }
 
 /// Where a turn's outcome goes: straight onto a client connection, or back

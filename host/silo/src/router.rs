@@ -1,15 +1,20 @@
-//! Delivers a message to an object on this silo, activating it if needed.
+//! Delivers a message to an object: into its mailbox on this silo,
+//! activating it if needed, or, in a cluster, to the silo that owns it.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
-use rio_protocol::ReplyError;
+use rio_protocol::{CallRequest, ForwardRequest, MemberInfo, ReplyError};
+use serde_bytes::ByteBuf;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::activation;
+use crate::cluster::{Cluster, ForwardFailure, Route};
 use crate::deployments::Deployments;
 use crate::directory::{Directory, Slot};
 use crate::mailbox::{CallChain, Envelope, ReplyTo};
+use crate::storage::SiloId;
 use crate::storage::StateStore;
 use crate::{ObjectKey, SiloConfig};
 
@@ -31,7 +36,26 @@ pub(crate) struct Router {
     pub(crate) stopping: watch::Receiver<bool>,
     closing: AtomicBool,
     empty_chain: CallChain,
+    /// This process's generation: when it started, in ms since the epoch.
+    pub(crate) generation: i64,
+    /// Where this silo serves, once it does.
+    pub(crate) address: OnceLock<String>,
+    /// `None` for a silo on its own.
+    pub(crate) cluster: Option<Arc<Cluster>>,
+    /// Messages being placed or passed to another silo, which a stopping
+    /// silo waits for.
+    pub(crate) in_transit: AtomicUsize,
+    /// Set when the cluster declared this silo dead: nothing more is committed.
+    pub(crate) evicted: AtomicBool,
 }
+
+/// A message is passed between silos at most this often: placement races
+/// settle in one extra hop.
+const MAX_HOPS: u8 = 3;
+/// How often, and how far apart, a message is re-sent to an owner that
+/// could not be reached, until the cluster declares that owner dead.
+const MAX_REDELIVERIES: u8 = 60;
+const REDELIVERY_DELAY: Duration = Duration::from_millis(250);
 
 impl Router {
     pub(crate) fn new(
@@ -39,6 +63,8 @@ impl Router {
         deployments: Deployments,
         state_store: Arc<dyn StateStore>,
         stopping: watch::Receiver<bool>,
+        generation: i64,
+        cluster: Option<Arc<Cluster>>,
     ) -> Router {
         Router {
             config,
@@ -49,7 +75,41 @@ impl Router {
             stopping,
             closing: AtomicBool::new(false),
             empty_chain: Arc::from(Vec::new()),
+            generation,
+            address: OnceLock::new(),
+            cluster,
+            in_transit: AtomicUsize::new(0),
+            evicted: AtomicBool::new(false),
         }
+    }
+
+    pub(crate) fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Relaxed)
+    }
+
+    /// The cluster's silos, or this one alone.
+    pub(crate) async fn members(&self) -> Result<Vec<MemberInfo>, ReplyError> {
+        let Some(cluster) = &self.cluster else {
+            return Ok(vec![MemberInfo {
+                address: self.address.get().cloned().unwrap_or_default(),
+                generation: self.generation,
+                status: "active".into(),
+                heartbeat_ms: crate::cluster::now_ms(),
+            }]);
+        };
+        let members = cluster
+            .refresh_view()
+            .await
+            .map_err(|error| ReplyError::Internal(format!("cluster store: {error}")))?;
+        Ok(members
+            .into_iter()
+            .map(|member| MemberInfo {
+                address: member.silo.address,
+                generation: member.silo.generation,
+                status: member.status.as_str().into(),
+                heartbeat_ms: member.heartbeat_ms,
+            })
+            .collect())
     }
 
     /// The chain of a message from outside the silo: nobody is waiting in a turn.
@@ -71,12 +131,7 @@ impl Router {
         call_chain: CallChain,
     ) -> Result<Vec<u8>, ReplyError> {
         let (reply, reply_received) = oneshot::channel();
-        let envelope = Envelope {
-            message_type,
-            payload,
-            call_chain,
-            reply: ReplyTo::Caller(reply),
-        };
+        let envelope = Envelope::new(message_type, payload, call_chain, ReplyTo::Caller(reply));
         self.dispatch(key, envelope);
         reply_received.await.unwrap_or_else(|_| {
             Err(ReplyError::Internal(
@@ -90,7 +145,8 @@ impl Router {
     /// reply, and a message for an object being deactivated is re-sent by a
     /// task of its own once the deactivation is done.
     pub(crate) fn dispatch(self: &Arc<Self>, key: ObjectKey, mut envelope: Envelope) {
-        if self.closing.load(Ordering::Relaxed) {
+        // A stopping silo in a cluster still passes messages on.
+        if self.cluster.is_none() && self.closing.load(Ordering::Relaxed) {
             return envelope.reply.send(Err(ReplyError::Overloaded(
                 "the silo is shutting down".into(),
             )));
@@ -106,7 +162,7 @@ impl Router {
         }
         loop {
             let mut slots = self.directory.lock();
-            match slots.get(&key) {
+            match slots.get_mut(&key) {
                 Some(Slot::Active(mailbox)) => match mailbox.try_send(envelope) {
                     Ok(()) => return,
                     Err(mpsc::error::TrySendError::Full(refused)) => {
@@ -128,6 +184,27 @@ impl Router {
                     tokio::spawn(async move {
                         let _ = done.wait_for(|finished| *finished).await;
                         router.dispatch(key, envelope);
+                    });
+                    return;
+                }
+                Some(Slot::Placing(waiting)) => {
+                    if waiting.len() >= self.config.mailbox_capacity.max(1) {
+                        drop(slots);
+                        let message = format!("too many messages wait for the placement of {key}");
+                        return envelope.reply.send(Err(ReplyError::Overloaded(message)));
+                    }
+                    waiting.push(envelope);
+                    return;
+                }
+                None if self.cluster.is_some() => {
+                    let sent_to_me = envelope.hops > 0;
+                    slots.insert(key.clone(), Slot::Placing(vec![envelope]));
+                    drop(slots);
+                    self.in_transit.fetch_add(1, Ordering::SeqCst);
+                    let router = self.clone();
+                    tokio::spawn(async move {
+                        router.place(key, sent_to_me).await;
+                        router.in_transit.fetch_sub(1, Ordering::SeqCst);
                     });
                     return;
                 }
@@ -154,6 +231,141 @@ impl Router {
                     activation::spawn(self.clone(), key, deployed, inbox);
                     return;
                 }
+            }
+        }
+    }
+}
+
+impl Router {
+    /// Asks the cluster where `key` lives and sends the messages waiting in
+    /// its `Placing` slot there: into a new activation or to another silo.
+    async fn place(self: &Arc<Self>, key: ObjectKey, sent_to_me: bool) {
+        let Some(cluster) = self.cluster.clone() else {
+            return;
+        };
+        let mut route = match self.deployed_here(&key).await {
+            Ok(()) => cluster.route(&key, sent_to_me, self.is_closing()).await,
+            Err(error) => Err(error),
+        };
+        let deployed = self.deployments.get(&key.service_type);
+        if route == Ok(Route::Local) && deployed.is_none() {
+            cluster.release(&key).await;
+            route = Err(ReplyError::UnknownType {
+                service_type: key.service_type.to_string(),
+            });
+        }
+        let mut slots = self.directory.lock();
+        let Some(Slot::Placing(waiting)) = slots.remove(&key) else {
+            // Only this task replaces a `Placing` slot.
+            tracing::error!(object = %key, "placement slot vanished");
+            return;
+        };
+        match route {
+            Ok(Route::Local) => {
+                let Some(deployed) = deployed else {
+                    // Ruled out above.
+                    return;
+                };
+                let capacity = self.config.mailbox_capacity.max(waiting.len()).max(1);
+                let (mailbox, inbox) = mpsc::channel(capacity);
+                for envelope in waiting {
+                    // Room for every waiting message was made above.
+                    if let Err(refused) = mailbox.try_send(envelope) {
+                        refused.into_inner().reply.send(Err(ReplyError::Overloaded(
+                            "a new mailbox refused a message".into(),
+                        )));
+                    }
+                }
+                slots.insert(key.clone(), Slot::Active(mailbox));
+                drop(slots);
+                activation::spawn(self.clone(), key, deployed, inbox);
+            }
+            Ok(Route::Remote(owner)) => {
+                drop(slots);
+                for envelope in waiting {
+                    self.in_transit.fetch_add(1, Ordering::SeqCst);
+                    let router = self.clone();
+                    let (key, owner) = (key.clone(), owner.clone());
+                    tokio::spawn(async move {
+                        router.forward(key, owner, envelope).await;
+                        router.in_transit.fetch_sub(1, Ordering::SeqCst);
+                    });
+                }
+            }
+            Err(error) => {
+                drop(slots);
+                for envelope in waiting {
+                    envelope.reply.send(Err(error.clone()));
+                }
+            }
+        }
+    }
+
+    /// `Ok` if this silo knows the object's type, after looking for
+    /// deployments made through other silos.
+    async fn deployed_here(&self, key: &ObjectKey) -> Result<(), ReplyError> {
+        if self.deployments.get(&key.service_type).is_some() {
+            return Ok(());
+        }
+        if let Err(error) = self.deployments.refresh().await {
+            tracing::warn!(%error, "cannot read the deployments of the cluster");
+        }
+        match self.deployments.get(&key.service_type) {
+            Some(_) => Ok(()),
+            None => Err(ReplyError::UnknownType {
+                service_type: key.service_type.to_string(),
+            }),
+        }
+    }
+
+    /// Sends one message to the silo that owns its object, and its reply
+    /// back where the message came from.
+    async fn forward(self: &Arc<Self>, key: ObjectKey, owner: SiloId, mut envelope: Envelope) {
+        let Some(cluster) = self.cluster.clone() else {
+            return;
+        };
+        if envelope.hops >= MAX_HOPS {
+            let message =
+                format!("{key} was passed between silos {MAX_HOPS} times without settling");
+            return envelope.reply.send(Err(ReplyError::Unavailable(message)));
+        }
+        let request = ForwardRequest {
+            call: CallRequest {
+                service_type: key.service_type.to_string(),
+                object_id: key.object_id.to_string(),
+                message_type: envelope.message_type.clone(),
+                payload: ByteBuf::from(envelope.payload.clone()),
+            },
+            call_chain: envelope
+                .call_chain
+                .iter()
+                .map(|key| (key.service_type.to_string(), key.object_id.to_string()))
+                .collect(),
+            hops: envelope.hops + 1,
+        };
+        match cluster.peers.forward(&owner.address, request).await {
+            Ok(reply) => envelope.reply.send(Ok(reply)),
+            Err(ForwardFailure::Reply(error)) => envelope.reply.send(Err(error)),
+            Err(ForwardFailure::NotSent(reason)) => {
+                cluster.forget_route(&key);
+                if envelope.redeliveries >= MAX_REDELIVERIES {
+                    let message = format!(
+                        "{key} is on {owner}, which cannot be reached ({reason}); the message was not delivered"
+                    );
+                    return envelope.reply.send(Err(ReplyError::Unavailable(message)));
+                }
+                // The owner may be dead and not yet declared so: ask again
+                // shortly, until the cluster moves the object.
+                envelope.redeliveries += 1;
+                tokio::time::sleep(REDELIVERY_DELAY).await;
+                self.dispatch(key, envelope);
+            }
+            Err(ForwardFailure::Lost(reason)) => {
+                cluster.forget_route(&key);
+                let message = format!(
+                    "the connection to {owner}, which owns {key}, broke after the message was sent ({reason}); it may or may not have run"
+                );
+                envelope.reply.send(Err(ReplyError::Unavailable(message)));
             }
         }
     }

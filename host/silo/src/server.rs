@@ -140,13 +140,46 @@ fn handle_request(id: u64, request: Request, sink: &ConnectionSink, router: &Arc
                 request_id: id,
                 sink: sink.clone(),
             };
-            let envelope = Envelope {
-                message_type: call.message_type,
-                payload: call.payload.into_vec(),
-                call_chain: router.empty_chain(),
+            let envelope = Envelope::new(
+                call.message_type,
+                call.payload.into_vec(),
+                router.empty_chain(),
                 reply,
-            };
+            );
             router.dispatch(key, envelope);
+        }
+        Request::Forward(forward) => {
+            let call = forward.call;
+            let key = ObjectKey::new(&call.service_type, &call.object_id);
+            let chain: Vec<ObjectKey> = forward
+                .call_chain
+                .iter()
+                .map(|(service_type, object_id)| ObjectKey::new(service_type, object_id))
+                .collect();
+            let reply = ReplyTo::Connection {
+                request_id: id,
+                sink: sink.clone(),
+            };
+            let mut envelope = Envelope::new(
+                call.message_type,
+                call.payload.into_vec(),
+                chain.into(),
+                reply,
+            );
+            envelope.hops = forward.hops;
+            router.dispatch(key, envelope);
+        }
+        Request::Ping => sink.reply(
+            id,
+            Ok(Response::Pong {
+                generation: router.generation,
+            }),
+        ),
+        Request::Members => {
+            let (sink, router) = (sink.clone(), router.clone());
+            tokio::spawn(async move {
+                sink.reply(id, router.members().await.map(Response::Members));
+            });
         }
         Request::Deploy {
             service_type,

@@ -10,10 +10,12 @@ use rio_protocol::{DeploymentInfo, ReplyError, SiloStats};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::cluster::{Cluster, now_ms, run_agent};
 use crate::component_cache::CompiledCache;
 use crate::deployments::Deployments;
 use crate::router::Router;
 use crate::storage::sqlite::SqliteStore;
+use crate::storage::{ClusterStore, ComponentStore, StateStore};
 use crate::{SiloConfig, SiloError, engine, host, server};
 
 /// A silo on one machine: its engine, its store and its activations.
@@ -26,8 +28,8 @@ pub struct Silo {
 const STOP_GRACE: Duration = Duration::from_secs(30);
 
 impl Silo {
-    /// Opens the data directory (creating it), the SQLite store in it, and
-    /// restores the deployed types.
+    /// Opens the data directory (creating it), the store (the SQLite file in
+    /// it, or the cluster store), and restores the deployed types.
     pub async fn open(config: SiloConfig) -> Result<Silo, SiloError> {
         let data_dir = config.data_dir.clone();
         std::fs::create_dir_all(&data_dir).map_err(|source| SiloError::DataDir {
@@ -37,41 +39,132 @@ impl Silo {
         let engine = engine::build_engine(&config)?;
         engine::spawn_epoch_ticker(&engine);
         engine::warn_if_mappings_are_scarce();
-        let store =
-            Arc::new(SqliteStore::open(&data_dir.join("rio.db"), config.group_commit_max).await?);
+        let generation = now_ms();
+        let (state_store, component_store, cluster): (
+            Arc<dyn StateStore>,
+            Arc<dyn ComponentStore>,
+            _,
+        ) = match &config.cluster {
+            None => {
+                let store = Arc::new(
+                    SqliteStore::open(&data_dir.join("rio.db"), config.group_commit_max).await?,
+                );
+                (store.clone(), store, None)
+            }
+            Some(cluster_config) => {
+                let store =
+                    ClusterStore::open(&cluster_config.url, config.group_commit_max).await?;
+                let (state, components) = (store.state.clone(), store.components.clone());
+                let cluster = Cluster::new(store, cluster_config.clone(), generation);
+                (state, components, Some(Arc::new(cluster)))
+            }
+        };
         let cache =
             CompiledCache::new(&engine, &data_dir).map_err(|source| SiloError::DataDir {
                 path: data_dir.clone(),
                 source,
             })?;
         let linker = host::linker(&engine).map_err(|e| SiloError::Engine(format!("{e:#}")))?;
-        let deployments = Deployments::new(engine, linker, cache, store.clone());
-        deployments.restore().await?;
+        let deployments = Deployments::new(engine, linker, cache, component_store);
+        deployments.refresh().await?;
         let (stop, stopping) = watch::channel(false);
-        let router = Arc::new(Router::new(config, deployments, store, stopping));
+        let router = Arc::new(Router::new(
+            config,
+            deployments,
+            state_store,
+            stopping,
+            generation,
+            cluster,
+        ));
         Ok(Silo { router, stop })
     }
 
     /// Serves `listener` until `shutdown` resolves, then stops: refuses new
     /// messages, lets every activation finish its queue, run its
     /// deactivation hook and commit.
+    ///
+    /// In a cluster it first joins (under the advertised address, or the one
+    /// it listens on) and starts failure detection; if the others declare
+    /// it dead it stops at once.
     pub async fn serve(&self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
-        server::serve(listener, self.router.clone(), shutdown).await;
+        let listening = listener
+            .local_addr()
+            .map(|address| address.to_string())
+            .unwrap_or_default();
+        let router = &self.router;
+        let mut evicted = None;
+        if let Some(cluster) = &router.cluster {
+            let address = cluster.config.advertise.clone().unwrap_or(listening);
+            let _ = router.address.set(address.clone());
+            cluster.join(address).await;
+            tokio::spawn(run_agent(cluster.clone(), self.stop.subscribe()));
+            tokio::spawn(poll_deployments(
+                router.clone(),
+                cluster.config.deployment_poll,
+                self.stop.subscribe(),
+            ));
+            evicted = Some(cluster.evicted.subscribe());
+        } else {
+            let _ = router.address.set(listening);
+        }
+        let was_evicted = async move {
+            match evicted {
+                Some(mut evicted) => drop(evicted.wait_for(|dead| *dead).await),
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(was_evicted);
+        let stop_now = async {
+            tokio::select! {
+                _ = shutdown => {}
+                _ = &mut was_evicted => {
+                    self.router.evicted.store(true, Ordering::SeqCst);
+                }
+            }
+        };
+        server::serve(listener, self.router.clone(), stop_now).await;
         self.stop().await;
     }
 
     /// Deactivates every activation and waits (bounded) until they are gone.
+    /// In a cluster the silo first marks itself as leaving, so the others
+    /// place nothing new here, and afterwards keeps passing on messages for
+    /// a moment, until the others have read that it left.
     pub async fn stop(&self) {
+        let cluster = self.router.cluster.clone();
+        let evicted = self.router.evicted.load(Ordering::SeqCst);
+        if let Some(cluster) = &cluster
+            && !evicted
+        {
+            cluster.leave().await;
+        }
         self.router.close();
         let _ = self.stop.send(true);
         let deadline = tokio::time::Instant::now() + STOP_GRACE;
-        while !self.router.directory.lock().is_empty() {
+        while !self.router.directory.lock().is_empty()
+            || self.router.in_transit.load(Ordering::SeqCst) > 0
+        {
             if tokio::time::Instant::now() > deadline {
                 tracing::warn!("activations still running after the stop grace period");
                 break;
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+        if let Some(cluster) = cluster
+            && !evicted
+        {
+            tokio::time::sleep(cluster.config.probe_interval * 2).await;
+            while self.router.in_transit.load(Ordering::SeqCst) > 0
+                && tokio::time::Instant::now() < deadline
+            {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    }
+
+    /// True once the cluster declared this silo dead (it then stops).
+    pub fn was_evicted(&self) -> bool {
+        self.router.evicted.load(Ordering::SeqCst)
     }
 
     /// Deploys a component, as a `Deploy` request would.
@@ -89,6 +182,23 @@ impl Silo {
     /// The silo's counters.
     pub fn stats(&self) -> SiloStats {
         stats(&self.router)
+    }
+}
+
+/// Picks up types deployed through other silos of the cluster.
+async fn poll_deployments(
+    router: Arc<Router>,
+    interval: Duration,
+    mut stopping: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = stopping.wait_for(|stop| *stop) => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        if let Err(error) = router.deployments.refresh().await {
+            tracing::warn!(%error, "cannot read the deployments of the cluster");
+        }
     }
 }
 

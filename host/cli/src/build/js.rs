@@ -71,7 +71,9 @@ fn check_tools(sdk: &Path) -> anyhow::Result<()> {
         .next()
         .and_then(|major| major.parse::<u32>().ok());
     if major.is_some_and(|major| major < 20) {
-        bail!("node {version} is too old; JavaScript guests need Node.js 20 or newer (https://nodejs.org)");
+        bail!(
+            "node {version} is too old; JavaScript guests need Node.js 20 or newer (https://nodejs.org)"
+        );
     }
     // What build.mjs and the SDK import; a partial install fails here, with
     // the fix, rather than in the middle of a bundle.

@@ -86,6 +86,14 @@ impl SiloProcess {
     }
 }
 
+impl SiloProcess {
+    /// SIGKILL: the silo dies mid-flight, as in a crash.
+    pub fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
 impl Drop for SiloProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -41,6 +41,8 @@ fn to_call_error(error: ReplyError) -> CallError {
         ReplyError::Trap(message) => CallError::Trap(message),
         ReplyError::Timeout(message) => CallError::Timeout(message),
         ReplyError::Overloaded(message) => CallError::Overloaded(message),
+        // The guest's contract has no such case; like overload, it passes.
+        ReplyError::Unavailable(message) => CallError::Overloaded(message),
         ReplyError::Cycle(message) => CallError::Cycle(message),
         ReplyError::BadRequest(_) | ReplyError::InvalidComponent(_) | ReplyError::Internal(_) => {
             CallError::Internal(error.to_string())

@@ -1,0 +1,194 @@
+//! A silo's part in a cluster: who the other silos are and whether they
+//! live, which silo owns an object, and passing calls to it.
+//!
+//! - `membership`: joining, heartbeats, probing peers, declaring the dead.
+//! - `placement`: where an object's activation is, or goes.
+//! - `peers`: connections to other silos, for forwarded calls and probes.
+//!
+//! Invariants: an object is activated only by the silo the placement store
+//! names as its owner, and a silo claims only for itself. A silo that
+//! learns it was declared dead stops at once, committing nothing more.
+
+mod membership;
+mod peers;
+mod placement;
+
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rio_protocol::ReplyError;
+use tokio::sync::watch;
+
+pub(crate) use self::membership::run_agent;
+pub(crate) use self::peers::{ForwardFailure, Peers};
+pub(crate) use self::placement::Route;
+use crate::ObjectKey;
+use crate::config::ClusterConfig;
+use crate::storage::{ClusterStore, Member, SiloId, SiloStatus, StorageError};
+
+/// Remote owners remembered, at most; past that the memory starts afresh.
+const ROUTE_CACHE_MAX: usize = 200_000;
+
+pub(crate) struct Cluster {
+    pub(crate) store: ClusterStore,
+    pub(crate) config: ClusterConfig,
+    generation: i64,
+    me: OnceLock<SiloId>,
+    /// The membership table as last read.
+    view: RwLock<HashMap<SiloId, SiloStatus>>,
+    pub(crate) peers: Peers,
+    /// Objects known to live on other silos.
+    routes: Mutex<HashMap<ObjectKey, SiloId>>,
+    /// Flips to `true` when the others declared this silo dead.
+    pub(crate) evicted: watch::Sender<bool>,
+}
+
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as i64)
+}
+
+fn storage(error: StorageError) -> ReplyError {
+    ReplyError::Internal(format!("cluster store: {error}"))
+}
+
+impl Cluster {
+    pub(crate) fn new(store: ClusterStore, config: ClusterConfig, generation: i64) -> Cluster {
+        Cluster {
+            store,
+            config,
+            generation,
+            me: OnceLock::new(),
+            view: RwLock::default(),
+            peers: Peers::default(),
+            routes: Mutex::default(),
+            evicted: watch::channel(false).0,
+        }
+    }
+
+    /// Registers this silo as active under `address`; retried with backoff,
+    /// since a store that is briefly away must not keep a silo from starting.
+    pub(crate) async fn join(&self, address: String) -> SiloId {
+        let me = self
+            .me
+            .get_or_init(|| SiloId {
+                address,
+                generation: self.generation,
+            })
+            .clone();
+        let mut delay = std::time::Duration::from_millis(100);
+        loop {
+            match self.store.membership.join(&me, now_ms()).await {
+                Ok(()) => break,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot join the cluster yet; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(std::time::Duration::from_secs(5));
+                }
+            }
+        }
+        if let Err(error) = self.refresh_view().await {
+            tracing::warn!(%error, "cannot read the membership table");
+        }
+        tracing::info!(silo = %me, "joined the cluster");
+        me
+    }
+
+    pub(crate) fn me(&self) -> Result<&SiloId, ReplyError> {
+        self.me.get().ok_or_else(|| {
+            ReplyError::Unavailable("this silo has not joined its cluster yet".into())
+        })
+    }
+
+    /// Marks this silo as leaving: the others place nothing new here.
+    pub(crate) async fn leave(&self) {
+        if let Some(me) = self.me.get()
+            && let Err(error) = self.store.membership.set_status(me, SiloStatus::Left).await
+        {
+            tracing::warn!(%error, "cannot mark this silo as left");
+        }
+    }
+
+    pub(crate) async fn refresh_view(&self) -> Result<Vec<Member>, StorageError> {
+        let members = self.store.membership.members().await?;
+        let view: HashMap<SiloId, SiloStatus> = members
+            .iter()
+            .map(|member| (member.silo.clone(), member.status))
+            .collect();
+        // Routes to silos that are no longer active are stale.
+        self.routes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, owner| view.get(owner) == Some(&SiloStatus::Active));
+        *self.view.write().unwrap_or_else(|p| p.into_inner()) = view;
+        Ok(members)
+    }
+
+    /// The status of `silo` as last read; a silo missing from the view is
+    /// looked up once more (it may have just joined), then counts as dead.
+    pub(crate) async fn status_of(&self, silo: &SiloId) -> SiloStatus {
+        if let Some(status) = self.cached_status(silo) {
+            return status;
+        }
+        if let Err(error) = self.refresh_view().await {
+            tracing::warn!(%error, "cannot read the membership table");
+        }
+        self.cached_status(silo).unwrap_or(SiloStatus::Dead)
+    }
+
+    fn cached_status(&self, silo: &SiloId) -> Option<SiloStatus> {
+        self.view
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(silo)
+            .copied()
+    }
+
+    pub(crate) fn active_silos(&self) -> Vec<SiloId> {
+        let mut active: Vec<SiloId> = self
+            .view
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(_, status)| **status == SiloStatus::Active)
+            .map(|(silo, _)| silo.clone())
+            .collect();
+        active.sort();
+        active
+    }
+
+    fn cached_route(&self, key: &ObjectKey) -> Option<SiloId> {
+        self.routes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .cloned()
+    }
+
+    fn remember_route(&self, key: &ObjectKey, owner: &SiloId) {
+        let mut routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
+        if routes.len() >= ROUTE_CACHE_MAX {
+            routes.clear();
+        }
+        routes.insert(key.clone(), owner.clone());
+    }
+
+    pub(crate) fn forget_route(&self, key: &ObjectKey) {
+        self.routes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
+    }
+
+    /// Gives up ownership of `key` after its activation ended.
+    pub(crate) async fn release(&self, key: &ObjectKey) {
+        let Some(me) = self.me.get() else { return };
+        if let Err(error) = self.store.placement.release(key, me).await {
+            // The entry stays ours; a message for the object comes back
+            // here and activates it again, so nothing is lost.
+            tracing::warn!(object = %key, %error, "cannot release the placement");
+        }
+    }
+}

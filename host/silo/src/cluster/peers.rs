@@ -1,0 +1,101 @@
+//! Connections from this silo to the others: one for forwarded calls and
+//! one for probes per peer, so a busy peer's queue cannot delay a probe
+//! into a false suspicion.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rio_client::{Client, ClientError};
+use rio_protocol::{ForwardRequest, ReplyError, Request, Response};
+
+/// Why a forwarded call has no reply.
+pub(crate) enum ForwardFailure {
+    /// The call never left this silo: retrying it is safe.
+    NotSent(String),
+    /// The connection broke after the call was sent: it may have run.
+    Lost(String),
+    /// The other silo answered with an error.
+    Reply(ReplyError),
+}
+
+#[derive(Default)]
+pub(crate) struct Peers {
+    calls: Mutex<HashMap<String, Client>>,
+    probes: Mutex<HashMap<String, Client>>,
+}
+
+/// A forwarded call may itself wait on calls to other objects.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl Peers {
+    pub(crate) async fn forward(
+        &self,
+        address: &str,
+        request: ForwardRequest,
+    ) -> Result<Vec<u8>, ForwardFailure> {
+        let client = connection(&self.calls, address, FORWARD_TIMEOUT)
+            .await
+            .map_err(|error| ForwardFailure::NotSent(error.to_string()))?;
+        match client.request(Request::Forward(request)).await {
+            Ok(Response::Payload(bytes)) => Ok(bytes.into_vec()),
+            Ok(other) => Err(ForwardFailure::Reply(ReplyError::Internal(format!(
+                "silo {address} answered a forwarded call with {other:?}"
+            )))),
+            Err(ClientError::Reply(error)) => Err(ForwardFailure::Reply(error)),
+            Err(error) => {
+                drop_connection(&self.calls, address);
+                Err(ForwardFailure::Lost(error.to_string()))
+            }
+        }
+    }
+
+    /// The generation of the silo at `address`, if it answers in time.
+    pub(crate) async fn ping(&self, address: &str, timeout: Duration) -> Result<i64, String> {
+        let attempt = async {
+            let client = connection(&self.probes, address, timeout).await?;
+            client.ping().await
+        };
+        match tokio::time::timeout(timeout, attempt).await {
+            Ok(Ok(generation)) => Ok(generation),
+            Ok(Err(error)) => {
+                drop_connection(&self.probes, address);
+                Err(error.to_string())
+            }
+            Err(_) => {
+                drop_connection(&self.probes, address);
+                Err(format!("no answer within {timeout:?}"))
+            }
+        }
+    }
+
+    /// Closes the connections to a silo that is gone.
+    pub(crate) fn forget(&self, address: &str) {
+        drop_connection(&self.calls, address);
+        drop_connection(&self.probes, address);
+    }
+}
+
+async fn connection(
+    pool: &Mutex<HashMap<String, Client>>,
+    address: &str,
+    timeout: Duration,
+) -> Result<Client, ClientError> {
+    if let Some(client) = pool.lock().unwrap_or_else(|p| p.into_inner()).get(address)
+        && !client.is_closed()
+    {
+        return Ok(client.clone());
+    }
+    let client = Client::connect(address).await?.with_timeout(timeout);
+    // Two tasks may connect at once; the second connection simply wins.
+    pool.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(address.to_string(), client.clone());
+    Ok(client)
+}
+
+fn drop_connection(pool: &Mutex<HashMap<String, Client>>, address: &str) {
+    pool.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(address);
+}
