@@ -9,10 +9,14 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use rio_client::{Client, ClientError};
 
-pub(crate) async fn connect_all(address: &str, connections: usize) -> anyhow::Result<Vec<Client>> {
+/// `connections` clients, spread over `addresses` in turn.
+pub(crate) async fn connect_all(
+    addresses: &[String],
+    connections: usize,
+) -> anyhow::Result<Vec<Client>> {
     let mut clients = Vec::with_capacity(connections);
-    for _ in 0..connections.max(1) {
-        clients.push(Client::connect(address).await?);
+    for index in 0..connections.max(1) {
+        clients.push(Client::connect(&addresses[index % addresses.len()]).await?);
     }
     Ok(clients)
 }

@@ -2,7 +2,10 @@
 //!
 //! Unless `--silo` is given, it starts a silo of its own as a separate
 //! process (this same binary) on a free port with a fresh data directory, so
-//! client and silo are measured as a user would run them.
+//! client and silo are measured as a user would run them. With `--cluster
+//! URL` it starts `--silos N` silos joined through that store instead, and
+//! spreads its connections over all of them; so does a list of running
+//! silos given to `--silo`.
 //!
 //! - `silo_process`: the child silo.
 //! - `load`: closed-loop request/reply load and latency sampling.
@@ -24,9 +27,17 @@ use report::{Figures, Throughput};
 
 #[derive(Args, Clone)]
 pub(crate) struct BenchArgs {
-    /// A running silo to measure; by default a fresh one is started.
-    #[arg(long)]
+    /// A running silo to measure, or several of one cluster separated by
+    /// commas; by default a fresh one is started.
+    #[arg(long, conflicts_with = "cluster")]
     silo: Option<String>,
+    /// Start `--silos` silos joined through this cluster store (for example
+    /// `postgres://postgres@127.0.0.1/rio_bench`) and load all of them.
+    #[arg(long)]
+    cluster: Option<String>,
+    /// How many silos `--cluster` starts.
+    #[arg(long, default_value_t = 3)]
+    silos: usize,
     /// The counter component; by default `guests/counter` is built.
     #[arg(long, conflicts_with = "guest")]
     component: Option<PathBuf>,
@@ -82,15 +93,26 @@ struct Value {
 }
 
 pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let child = match &args.silo {
-        Some(_) => None,
-        None => Some(silo_process::SiloProcess::start(args.pooling_allocator).await?),
+    let mut children = Vec::new();
+    match (&args.silo, &args.cluster) {
+        (Some(_), _) => {}
+        (None, Some(url)) => {
+            for index in 0..args.silos.max(1) {
+                children.push(
+                    silo_process::SiloProcess::start(index, args.pooling_allocator, Some(url))
+                        .await?,
+                );
+            }
+        }
+        (None, None) => {
+            children.push(silo_process::SiloProcess::start(0, args.pooling_allocator, None).await?)
+        }
+    }
+    let addresses: Vec<String> = match &args.silo {
+        Some(list) => list.split(',').map(|a| a.trim().to_string()).collect(),
+        None => children.iter().map(|child| child.address.clone()).collect(),
     };
-    let address = match (&args.silo, &child) {
-        (Some(address), _) => address.clone(),
-        (None, Some(child)) => child.address.clone(),
-        (None, None) => unreachable!("a silo is either given or started"),
-    };
+    let address = addresses[0].clone();
     let component_path = match (&args.component, &args.guest) {
         (Some(path), _) => path.clone(),
         (None, Some(folder)) => crate::build::build_guest(folder, true)?,
@@ -102,13 +124,17 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
         .await?
         .with_timeout(Duration::from_secs(300));
     admin.deploy(&args.service_type, component).await?;
-    let figures = measure(&args, &address, &admin).await?;
+    let mut admins = Vec::new();
+    for address in &addresses {
+        admins.push(Client::connect(address).await?);
+    }
+    let figures = measure(&args, &addresses, &admins).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&figures)?);
     } else {
         print!("{}", report::table(&figures));
     }
-    drop(child);
+    drop(children);
     Ok(())
 }
 
@@ -128,10 +154,28 @@ fn workspace_guest(name: &str) -> anyhow::Result<PathBuf> {
     Ok(built_in)
 }
 
-async fn measure(args: &BenchArgs, address: &str, admin: &Client) -> anyhow::Result<Figures> {
+/// The counters of every silo measured, added up.
+async fn total_stats(admins: &[Client]) -> anyhow::Result<rio_client::SiloStats> {
+    let mut total = rio_client::SiloStats::default();
+    for admin in admins {
+        let stats = admin.stats().await?;
+        total.live_activations += stats.live_activations;
+        total.activations_total += stats.activations_total;
+        total.activation_nanos_total += stats.activation_nanos_total;
+        total.resident_bytes += stats.resident_bytes;
+        total.proportional_bytes += stats.proportional_bytes;
+    }
+    Ok(total)
+}
+
+async fn measure(
+    args: &BenchArgs,
+    addresses: &[String],
+    admins: &[Client],
+) -> anyhow::Result<Figures> {
     // Load closures run on spawned tasks; the name lives as long as the process.
     let service_type: &'static str = Box::leak(args.service_type.clone().into_boxed_str());
-    let clients = load::connect_all(address, args.connections).await?;
+    let clients = load::connect_all(addresses, args.connections).await?;
     let objects: Vec<String> = (0..args.objects).map(|i| format!("load-{i}")).collect();
     // Activate every object first so the throughput runs see warm objects.
     load::run_for_each(
@@ -197,7 +241,7 @@ async fn measure(args: &BenchArgs, address: &str, admin: &Client) -> anyhow::Res
         })
         .await?;
 
-    let stats_before = admin.stats().await?;
+    let stats_before = total_stats(admins).await?;
     let activation =
         load::sequential_latency(&clients[0], args.activations, move |client, i| async move {
             client
@@ -206,14 +250,14 @@ async fn measure(args: &BenchArgs, address: &str, admin: &Client) -> anyhow::Res
                 .map(drop)
         })
         .await?;
-    let stats_after = admin.stats().await?;
+    let stats_after = total_stats(admins).await?;
     let activation_count = stats_after.activations_total - stats_before.activations_total;
     let silo_activation_mean_us = (stats_after.activation_nanos_total
         - stats_before.activation_nanos_total) as f64
         / activation_count.max(1) as f64
         / 1000.0;
 
-    let idle_before = admin.stats().await?;
+    let idle_before = total_stats(admins).await?;
     let idle_ids: Vec<String> = (0..args.idle_objects)
         .map(|i| format!("idle-{i}"))
         .collect();
@@ -231,7 +275,7 @@ async fn measure(args: &BenchArgs, address: &str, admin: &Client) -> anyhow::Res
     )
     .await?;
     let idle_elapsed = started.elapsed();
-    let idle_after = admin.stats().await?;
+    let idle_after = total_stats(admins).await?;
     let added = idle_after
         .live_activations
         .saturating_sub(idle_before.live_activations)
@@ -244,6 +288,7 @@ async fn measure(args: &BenchArgs, address: &str, admin: &Client) -> anyhow::Res
         .saturating_sub(idle_before.proportional_bytes);
 
     Ok(Figures {
+        silos: addresses.len(),
         connections: args.connections,
         in_flight: args.in_flight,
         objects: args.objects,

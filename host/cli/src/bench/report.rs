@@ -28,6 +28,8 @@ impl From<&LoadResult> for Throughput {
 
 #[derive(Serialize)]
 pub(crate) struct Figures {
+    /// Silos measured (their counters added up; connections spread over them).
+    pub(crate) silos: usize,
     pub(crate) connections: usize,
     pub(crate) in_flight: usize,
     pub(crate) objects: usize,
@@ -56,8 +58,13 @@ pub(crate) struct Figures {
 
 pub(crate) fn table(figures: &Figures) -> String {
     let mut out = String::new();
+    let silos = if figures.silos > 1 {
+        format!(", {} silos", figures.silos)
+    } else {
+        String::new()
+    };
     let load = format!(
-        "C={} x P={} over N={} objects",
+        "C={} x P={} over N={} objects{silos}",
         figures.connections, figures.in_flight, figures.objects
     );
     let rows = [

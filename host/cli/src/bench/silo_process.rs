@@ -13,8 +13,13 @@ pub(crate) struct SiloProcess {
 }
 
 impl SiloProcess {
-    pub(crate) async fn start(pooling_allocator: bool) -> anyhow::Result<SiloProcess> {
-        let data_dir = TempDir::new()?;
+    /// Silo number `index` of this benchmark, in a cluster if `cluster` names a store.
+    pub(crate) async fn start(
+        index: usize,
+        pooling_allocator: bool,
+        cluster: Option<&str>,
+    ) -> anyhow::Result<SiloProcess> {
+        let data_dir = TempDir::new(index)?;
         let mut command = Command::new(std::env::current_exe()?);
         command
             .args(["silo", "--listen", "127.0.0.1:0", "--data"])
@@ -25,6 +30,9 @@ impl SiloProcess {
             .kill_on_drop(true);
         if pooling_allocator {
             command.arg("--pooling-allocator");
+        }
+        if let Some(url) = cluster {
+            command.args(["--cluster", url]);
         }
         let mut child = command.spawn().context("cannot start a silo process")?;
         let stdout = child.stdout.take().context("no stdout from the silo")?;
@@ -47,8 +55,8 @@ impl SiloProcess {
 struct TempDir(std::path::PathBuf);
 
 impl TempDir {
-    fn new() -> anyhow::Result<TempDir> {
-        let path = std::env::temp_dir().join(format!("rio-bench-{}", std::process::id()));
+    fn new(index: usize) -> anyhow::Result<TempDir> {
+        let path = std::env::temp_dir().join(format!("rio-bench-{}-{index}", std::process::id()));
         std::fs::create_dir_all(&path)?;
         Ok(TempDir(path))
     }

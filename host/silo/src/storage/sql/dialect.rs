@@ -61,10 +61,22 @@ impl Dialect {
 
     /// `INSERT` that overwrites `updated` columns when `key` is taken.
     pub(crate) fn upsert(self, table: &str, key: &[&str], updated: &[&str]) -> SqlStr {
+        self.upsert_rows(table, key, updated, 1)
+    }
+
+    /// [`Dialect::upsert`] of `rows` rows in one statement.
+    pub(crate) fn upsert_rows(
+        self,
+        table: &str,
+        key: &[&str],
+        updated: &[&str],
+        rows: usize,
+    ) -> SqlStr {
         let columns: Vec<&str> = key.iter().chain(updated).copied().collect();
-        let values = vec!["?"; columns.len()].join(", ");
+        let row = format!("({})", vec!["?"; columns.len()].join(", "));
+        let values = vec![row; rows.max(1)].join(", ");
         let head = format!(
-            "INSERT INTO {table} ({}) VALUES ({values})",
+            "INSERT INTO {table} ({}) VALUES {values}",
             columns.join(", ")
         );
         self.sql(&match self {
@@ -196,6 +208,16 @@ mod tests {
             "SELECT a FROM t WHERE b = $1 AND c = $2"
         );
         assert_eq!(Dialect::MySql.sql("b = ?").as_str(), "b = ?");
+    }
+
+    #[test]
+    fn many_rows_upsert_in_one_statement() {
+        assert_eq!(
+            Dialect::Postgres
+                .upsert_rows("t", &["k"], &["v"], 2)
+                .as_str(),
+            "INSERT INTO t (k, v) VALUES ($1, $2), ($3, $4) ON CONFLICT (k) DO UPDATE SET v = excluded.v"
+        );
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
-use sqlx::{AnyPool, Row, SqlStr};
+use sqlx::{AnyPool, Row};
 use tokio::sync::{mpsc, oneshot};
 
 use super::dialect::Dialect;
@@ -24,13 +24,6 @@ pub(crate) async fn run_writer(
     mut queue: mpsc::UnboundedReceiver<PendingCommit>,
     group_commit_max: usize,
 ) {
-    let upsert = dialect.upsert(
-        "object_state",
-        &["service_type", "object_id", "state_key"],
-        &["value"],
-    );
-    let delete = dialect
-        .sql("DELETE FROM object_state WHERE service_type = ? AND object_id = ? AND state_key = ?");
     let mut batch = Vec::new();
     while let Some(first) = queue.recv().await {
         batch.push(first);
@@ -40,7 +33,7 @@ pub(crate) async fn run_writer(
                 Err(_) => break,
             }
         }
-        let result = write_batch(&pool, &upsert, &delete, &batch).await;
+        let result = write_batch(&pool, dialect, &batch).await;
         if let Err(error) = &result {
             tracing::error!(%error, commits = batch.len(), "group commit failed");
         }
@@ -50,31 +43,62 @@ pub(crate) async fn run_writer(
     }
 }
 
+/// Rows per multi-row upsert: four binds each, under PostgreSQL's 65535
+/// and SQLite's 32766 bind limits.
+const ROWS_PER_UPSERT: usize = 1000;
+
+/// One transaction for the whole batch, with its upserts in as few
+/// statements as possible: a round trip per row would cap a remote
+/// database at a few thousand commits a second.
 async fn write_batch(
     pool: &AnyPool,
-    upsert: &SqlStr,
-    delete: &SqlStr,
+    dialect: Dialect,
     batch: &[PendingCommit],
 ) -> Result<(), StorageError> {
-    let mut transaction = pool.begin().await.map_err(backend)?;
+    // The last write of a key wins, and a statement may touch a row only
+    // once (PostgreSQL refuses otherwise).
+    let mut latest: HashMap<(&ObjectKey, &str), Option<&Vec<u8>>> = HashMap::new();
     for commit in batch {
         for (key, value) in &commit.writes {
-            let statement = match value {
-                Some(value) => sqlx::query(upsert.clone())
-                    .bind(&*commit.object.service_type)
-                    .bind(&*commit.object.object_id)
-                    .bind(key.as_str())
-                    .bind(value.clone()),
-                None => sqlx::query(delete.clone())
-                    .bind(&*commit.object.service_type)
-                    .bind(&*commit.object.object_id)
-                    .bind(key.as_str()),
-            };
-            statement
-                .execute(&mut *transaction)
-                .await
-                .map_err(backend)?;
+            latest.insert((&commit.object, key.as_str()), value.as_ref());
         }
+    }
+    let mut upserts = Vec::new();
+    let mut deletes = Vec::new();
+    for ((object, key), value) in latest {
+        match value {
+            Some(value) => upserts.push((object, key, value)),
+            None => deletes.push((object, key)),
+        }
+    }
+    let mut transaction = pool.begin().await.map_err(backend)?;
+    let delete = dialect
+        .sql("DELETE FROM object_state WHERE service_type = ? AND object_id = ? AND state_key = ?");
+    for (object, key) in deletes {
+        sqlx::query(delete.clone())
+            .bind(&*object.service_type)
+            .bind(&*object.object_id)
+            .bind(key)
+            .execute(&mut *transaction)
+            .await
+            .map_err(backend)?;
+    }
+    for chunk in upserts.chunks(ROWS_PER_UPSERT) {
+        let statement = dialect.upsert_rows(
+            "object_state",
+            &["service_type", "object_id", "state_key"],
+            &["value"],
+            chunk.len(),
+        );
+        let mut query = sqlx::query(statement);
+        for (object, key, value) in chunk {
+            query = query
+                .bind(&*object.service_type)
+                .bind(&*object.object_id)
+                .bind(*key)
+                .bind((*value).clone());
+        }
+        query.execute(&mut *transaction).await.map_err(backend)?;
     }
     transaction.commit().await.map_err(backend)
 }
