@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{SiloProcess, rio, stdout_of};
-use rio_client::{Client, ClientError};
+use rio_client::{Client, ClientError, ClusterClient};
 use serde_json::{Value, json};
 
 /// A database of its own on the local PostgreSQL, dropped afterwards.
@@ -263,6 +263,53 @@ fn server_is_up(name: &str, port: u16) -> bool {
     );
     eprintln!("skipping: {name} is not running on 127.0.0.1:{port}");
     false
+}
+
+async fn forwarded_total(addresses: &[String]) -> u64 {
+    let mut total = 0;
+    for address in addresses {
+        let client = Client::connect(address).await.unwrap();
+        total += client.stats().await.unwrap().forwarded_total;
+    }
+    total
+}
+
+/// A cluster client learns where each object lives from its first call and
+/// sends the next ones straight there: no silo forwards them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_client_calls_owners_directly() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite:{}", dir.path().join("cluster.db").display());
+    let cluster = Cluster::start(&url, 3);
+    let addresses: Vec<String> = (0..3).map(|i| cluster.address(i)).collect();
+    deploy(&addresses[0], "Counter", &counter_component());
+    let client = ClusterClient::connect(&addresses).await.unwrap();
+    let ids: Vec<String> = (0..30).map(|i| format!("direct-{i}")).collect();
+    for id in &ids {
+        let _: Value = client
+            .call("Counter", id, "increment", &json!({"by": 1}))
+            .await
+            .unwrap();
+    }
+    let forwarded_before = forwarded_total(&addresses).await;
+    assert!(
+        forwarded_before > 0,
+        "first calls through a random silo were forwarded"
+    );
+    for round in 2..=5 {
+        for id in &ids {
+            let reply: Value = client
+                .call("Counter", id, "increment", &json!({"by": 1}))
+                .await
+                .unwrap();
+            assert_eq!(reply["value"], round, "{id}");
+        }
+    }
+    assert_eq!(
+        forwarded_total(&addresses).await,
+        forwarded_before,
+        "later calls went to the owners"
+    );
 }
 
 /// Accounts on different silos: a transfer's call to the other account

@@ -7,6 +7,8 @@
 //! `Client` is cheap to clone; clones share the connection.
 //!
 //! - `connection`: the connection and its reader task.
+//! - `cluster`: [`ClusterClient`], connections to every silo of a cluster,
+//!   calling each object's owner directly.
 //! - `error`: [`ClientError`].
 //!
 //! ```no_run
@@ -19,9 +21,11 @@
 //! ```
 #![warn(missing_docs)]
 
+mod cluster;
 mod connection;
 mod error;
 
+pub use cluster::ClusterClient;
 pub use connection::Client;
 pub use error::ClientError;
 pub use rio_protocol::{DeploymentInfo, MemberInfo, ReplyError, SiloStats};

@@ -50,6 +50,10 @@ pub enum ServerFrame {
 pub enum Request {
     /// Send a message to an object and wait for its reply.
     Call(CallRequest),
+    /// As `Call`, and the reply also says which silo ran the turn
+    /// ([`Response::Routed`]), so a client can send the object's next
+    /// messages there directly.
+    RoutedCall(CallRequest),
     /// Deploy a component under a service type (replacing an older one).
     Deploy {
         /// Name callers use, e.g. `Counter`.
@@ -101,6 +105,14 @@ pub struct CallRequest {
 pub enum Response {
     /// The handler's reply payload.
     Payload(ByteBuf),
+    /// Answer to [`Request::RoutedCall`]: the reply payload and the address
+    /// of the silo that owns the object.
+    Routed {
+        /// The handler's reply payload.
+        payload: ByteBuf,
+        /// Where the object lives now.
+        owner: String,
+    },
     /// The component was accepted.
     Deployed(DeploymentInfo),
     /// Every deployed type.
@@ -166,4 +178,7 @@ pub struct SiloStats {
     /// Components loaded already compiled from the on-disk cache.
     #[serde(default)]
     pub components_loaded: u64,
+    /// Messages this silo passed to another silo of its cluster.
+    #[serde(default)]
+    pub forwarded_total: u64,
 }

@@ -141,9 +141,10 @@ impl Activation {
             payload: envelope.payload,
         };
         let result = self.turn(hook, &chain).await;
-        envelope
-            .reply
-            .send(result.map(|reply| reply.unwrap_or_default()));
+        envelope.reply.send_from(
+            result.map(|reply| reply.unwrap_or_default()),
+            self.router.address.get().map(String::as_str),
+        );
     }
 
     fn unknown_type(&self) -> ReplyError {

@@ -51,17 +51,34 @@ pub(crate) enum ReplyTo {
     Connection {
         request_id: u64,
         sink: ConnectionSink,
+        /// The client asked which silo owns the object (`RoutedCall`).
+        report_owner: bool,
     },
 }
 
 impl ReplyTo {
     pub(crate) fn send(self, result: Result<Vec<u8>, ReplyError>) {
+        self.send_from(result, None);
+    }
+
+    /// Sends the outcome of a turn that ran on the silo at `owner`.
+    pub(crate) fn send_from(self, result: Result<Vec<u8>, ReplyError>, owner: Option<&str>) {
         match self {
             // A caller that gave up (its own turn trapped) no longer cares.
             ReplyTo::Caller(sender) => drop(sender.send(result)),
-            ReplyTo::Connection { request_id, sink } => sink.reply(
+            ReplyTo::Connection {
                 request_id,
-                result.map(|bytes| Response::Payload(ByteBuf::from(bytes))),
+                sink,
+                report_owner,
+            } => sink.reply(
+                request_id,
+                result.map(|bytes| match owner {
+                    Some(owner) if report_owner => Response::Routed {
+                        payload: ByteBuf::from(bytes),
+                        owner: owner.to_string(),
+                    },
+                    _ => Response::Payload(ByteBuf::from(bytes)),
+                }),
             ),
         }
     }

@@ -24,6 +24,7 @@ pub(crate) struct Counters {
     pub(crate) activations_total: AtomicU64,
     pub(crate) activation_nanos_total: AtomicU64,
     pub(crate) deactivations_total: AtomicU64,
+    pub(crate) forwarded_total: AtomicU64,
 }
 
 pub(crate) struct Router {
@@ -343,8 +344,11 @@ impl Router {
                 .collect(),
             hops: envelope.hops + 1,
         };
+        self.counters
+            .forwarded_total
+            .fetch_add(1, Ordering::Relaxed);
         match cluster.peers.forward(&owner.address, request).await {
-            Ok(reply) => envelope.reply.send(Ok(reply)),
+            Ok(reply) => envelope.reply.send_from(Ok(reply), Some(&owner.address)),
             Err(ForwardFailure::Reply(error)) => envelope.reply.send(Err(error)),
             Err(ForwardFailure::NotSent(reason)) => {
                 cluster.forget_route(&key);

@@ -133,12 +133,14 @@ fn recover_request_id(body: &[u8]) -> Option<u64> {
 }
 
 fn handle_request(id: u64, request: Request, sink: &ConnectionSink, router: &Arc<Router>) {
+    let report_owner = matches!(request, Request::RoutedCall(_));
     match request {
-        Request::Call(call) => {
+        Request::Call(call) | Request::RoutedCall(call) => {
             let key = ObjectKey::new(&call.service_type, &call.object_id);
             let reply = ReplyTo::Connection {
                 request_id: id,
                 sink: sink.clone(),
+                report_owner,
             };
             let envelope = Envelope::new(
                 call.message_type,
@@ -159,6 +161,7 @@ fn handle_request(id: u64, request: Request, sink: &ConnectionSink, router: &Arc
             let reply = ReplyTo::Connection {
                 request_id: id,
                 sink: sink.clone(),
+                report_owner: false,
             };
             let mut envelope = Envelope::new(
                 call.message_type,

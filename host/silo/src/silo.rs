@@ -215,6 +215,7 @@ pub(crate) fn stats(router: &Router) -> SiloStats {
         proportional_bytes: proportional_bytes(),
         components_compiled: router.deployments.compiled_total.load(Ordering::Relaxed),
         components_loaded: router.deployments.loaded_total.load(Ordering::Relaxed),
+        forwarded_total: router.counters.forwarded_total.load(Ordering::Relaxed),
     }
 }
 

@@ -7,16 +7,60 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use rio_client::{Client, ClientError};
+use rio_client::{Client, ClientError, ClusterClient, DeploymentInfo};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
-/// `connections` clients, spread over `addresses` in turn.
+/// What the load runs through: one connection to one silo, or, against a
+/// cluster, one connection to each silo, calling each object's owner.
+#[derive(Clone)]
+pub(crate) enum BenchClient {
+    One(Client),
+    Cluster(ClusterClient),
+}
+
+impl BenchClient {
+    pub(crate) async fn call<M: Serialize, R: DeserializeOwned>(
+        &self,
+        service_type: &str,
+        object_id: &str,
+        message_type: &str,
+        message: &M,
+    ) -> Result<R, ClientError> {
+        match self {
+            BenchClient::One(client) => {
+                client
+                    .call(service_type, object_id, message_type, message)
+                    .await
+            }
+            BenchClient::Cluster(client) => {
+                client
+                    .call(service_type, object_id, message_type, message)
+                    .await
+            }
+        }
+    }
+
+    pub(crate) async fn deployments(&self) -> Result<Vec<DeploymentInfo>, ClientError> {
+        match self {
+            BenchClient::One(client) => client.deployments().await,
+            BenchClient::Cluster(client) => client.any_silo().deployments().await,
+        }
+    }
+}
+
+/// `connections` clients: against one silo, connections to it; against
+/// several, each client connects to all of them.
 pub(crate) async fn connect_all(
     addresses: &[String],
     connections: usize,
-) -> anyhow::Result<Vec<Client>> {
+) -> anyhow::Result<Vec<BenchClient>> {
     let mut clients = Vec::with_capacity(connections);
-    for index in 0..connections.max(1) {
-        clients.push(Client::connect(&addresses[index % addresses.len()]).await?);
+    for _ in 0..connections.max(1) {
+        clients.push(match addresses {
+            [address] => BenchClient::One(Client::connect(address).await?),
+            _ => BenchClient::Cluster(ClusterClient::connect(addresses).await?),
+        });
     }
     Ok(clients)
 }
@@ -31,14 +75,14 @@ pub(crate) struct LoadResult {
 /// Keeps `in_flight` requests outstanding on each client for `duration`,
 /// each worker walking the objects from its own offset.
 pub(crate) async fn closed_loop<F, Fut>(
-    clients: &[Client],
+    clients: &[BenchClient],
     objects: &[String],
     in_flight: usize,
     duration: Duration,
     request: F,
 ) -> anyhow::Result<LoadResult>
 where
-    F: Fn(Client, String) -> Fut + Clone + Send + 'static,
+    F: Fn(BenchClient, String) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = Result<(), ClientError>> + Send,
 {
     let objects: Arc<[String]> = objects.into();
@@ -78,13 +122,13 @@ where
 
 /// Sends one request per item, `in_flight` per client at a time; fails on the first error.
 pub(crate) async fn run_for_each<F, Fut>(
-    clients: &[Client],
+    clients: &[BenchClient],
     items: &[String],
     in_flight: usize,
     request: F,
 ) -> anyhow::Result<()>
 where
-    F: Fn(Client, String) -> Fut + Clone + Send + 'static,
+    F: Fn(BenchClient, String) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = Result<(), ClientError>> + Send,
 {
     let items: Arc<[String]> = items.into();
@@ -124,12 +168,12 @@ impl Latencies {
 }
 
 pub(crate) async fn sequential_latency<F, Fut>(
-    client: &Client,
+    client: &BenchClient,
     samples: usize,
     request: F,
 ) -> anyhow::Result<Latencies>
 where
-    F: Fn(Client, usize) -> Fut,
+    F: Fn(BenchClient, usize) -> Fut,
     Fut: Future<Output = Result<(), ClientError>>,
 {
     let mut times = Vec::with_capacity(samples);

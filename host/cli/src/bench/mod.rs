@@ -310,7 +310,7 @@ async fn measure(
 }
 
 async fn sum_of_values(
-    client: &Client,
+    client: &load::BenchClient,
     service_type: &str,
     objects: &[String],
 ) -> anyhow::Result<i64> {
