@@ -11,6 +11,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_bytes::ByteBuf;
 
+use crate::connection::{from_cbor, to_cbor};
 use crate::{Client, ClientError};
 
 /// Objects remembered at most; past that the memory starts afresh.
@@ -65,14 +66,10 @@ impl ClusterClient {
         message_type: &str,
         message: &M,
     ) -> Result<R, ClientError> {
-        let mut payload = Vec::new();
-        ciborium::into_writer(message, &mut payload)
-            .map_err(|e| ClientError::Codec(e.to_string()))?;
         let reply = self
-            .call_raw(service_type, object_id, message_type, payload)
+            .call_raw(service_type, object_id, message_type, to_cbor(message)?)
             .await?;
-        ciborium::from_reader(&reply[..])
-            .map_err(|e| ClientError::Codec(format!("cannot decode reply: {e}")))
+        from_cbor(&reply)
     }
 
     /// As [`Client::call_raw`], sent to the object's owner when it is known.

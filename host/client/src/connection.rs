@@ -128,14 +128,10 @@ impl Client {
         message_type: &str,
         message: &M,
     ) -> Result<R, ClientError> {
-        let mut payload = Vec::new();
-        ciborium::into_writer(message, &mut payload)
-            .map_err(|e| ClientError::Codec(e.to_string()))?;
         let reply = self
-            .call_raw(service_type, object_id, message_type, payload)
+            .call_raw(service_type, object_id, message_type, to_cbor(message)?)
             .await?;
-        ciborium::from_reader(&reply[..])
-            .map_err(|e| ClientError::Codec(format!("cannot decode reply: {e}")))
+        from_cbor(&reply)
     }
 
     /// Sends an opaque payload and returns the opaque reply.
@@ -261,6 +257,19 @@ impl Client {
             .clone()
             .unwrap_or_else(|| "connection lost".into())
     }
+}
+
+/// A message as the CBOR payload every rio SDK expects.
+pub(crate) fn to_cbor<M: Serialize>(message: &M) -> Result<Vec<u8>, ClientError> {
+    let mut payload = Vec::new();
+    ciborium::into_writer(message, &mut payload).map_err(|e| ClientError::Codec(e.to_string()))?;
+    Ok(payload)
+}
+
+/// A CBOR reply payload decoded as `R`.
+pub(crate) fn from_cbor<R: DeserializeOwned>(reply: &[u8]) -> Result<R, ClientError> {
+    ciborium::from_reader(reply)
+        .map_err(|e| ClientError::Codec(format!("cannot decode reply: {e}")))
 }
 
 async fn read_replies(mut reader: FrameReader<OwnedReadHalf>, shared: Arc<Shared>) {
