@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::activation;
 use crate::cluster::{Cluster, ForwardFailure, Route};
-use crate::deployments::Deployments;
+use crate::deployments::{DeployedType, Deployments};
 use crate::directory::{Directory, Slot};
 use crate::mailbox::{CallChain, Envelope, ReplyTo};
 use crate::storage::SiloId;
@@ -244,17 +244,14 @@ impl Router {
         let Some(cluster) = self.cluster.clone() else {
             return;
         };
-        let mut route = match self.deployed_here(&key).await {
-            Ok(()) => cluster.route(&key, sent_to_me, self.is_closing()).await,
+        // Deployments are replaced, never removed: a type known here stays.
+        let route = match self.deployed_here(&key).await {
+            Ok(deployed) => cluster
+                .route(&key, sent_to_me, self.is_closing())
+                .await
+                .map(|route| (route, deployed)),
             Err(error) => Err(error),
         };
-        let deployed = self.deployments.get(&key.service_type);
-        if route == Ok(Route::Local) && deployed.is_none() {
-            cluster.release(&key).await;
-            route = Err(ReplyError::UnknownType {
-                service_type: key.service_type.to_string(),
-            });
-        }
         let mut slots = self.directory.lock();
         let Some(Slot::Placing(waiting)) = slots.remove(&key) else {
             // Only this task replaces a `Placing` slot.
@@ -262,11 +259,7 @@ impl Router {
             return;
         };
         match route {
-            Ok(Route::Local) => {
-                let Some(deployed) = deployed else {
-                    // Ruled out above.
-                    return;
-                };
+            Ok((Route::Local, deployed)) => {
                 let capacity = self.config.mailbox_capacity.max(waiting.len()).max(1);
                 let (mailbox, inbox) = mpsc::channel(capacity);
                 for envelope in waiting {
@@ -281,7 +274,7 @@ impl Router {
                 drop(slots);
                 activation::spawn(self.clone(), key, deployed, inbox);
             }
-            Ok(Route::Remote(owner)) => {
+            Ok((Route::Remote(owner), _)) => {
                 drop(slots);
                 for envelope in waiting {
                     self.in_transit.fetch_add(1, Ordering::SeqCst);
@@ -302,21 +295,20 @@ impl Router {
         }
     }
 
-    /// `Ok` if this silo knows the object's type, after looking for
-    /// deployments made through other silos.
-    async fn deployed_here(&self, key: &ObjectKey) -> Result<(), ReplyError> {
-        if self.deployments.get(&key.service_type).is_some() {
-            return Ok(());
+    /// The object's type as deployed here, after looking for deployments
+    /// made through other silos if it is not.
+    async fn deployed_here(&self, key: &ObjectKey) -> Result<Arc<DeployedType>, ReplyError> {
+        if let Some(deployed) = self.deployments.get(&key.service_type) {
+            return Ok(deployed);
         }
         if let Err(error) = self.deployments.refresh().await {
             tracing::warn!(%error, "cannot read the deployments of the cluster");
         }
-        match self.deployments.get(&key.service_type) {
-            Some(_) => Ok(()),
-            None => Err(ReplyError::UnknownType {
+        self.deployments
+            .get(&key.service_type)
+            .ok_or_else(|| ReplyError::UnknownType {
                 service_type: key.service_type.to_string(),
-            }),
-        }
+            })
     }
 
     /// Sends one message to the silo that owns its object, and its reply
@@ -330,12 +322,31 @@ impl Router {
                 format!("{key} was passed between silos {MAX_HOPS} times without settling");
             return envelope.reply.send(Err(ReplyError::Unavailable(message)));
         }
+        let client = match cluster.peers.call_connection(&owner.address).await {
+            Ok(client) => client,
+            Err(reason) => {
+                cluster.forget_route(&key);
+                if envelope.redeliveries >= MAX_REDELIVERIES {
+                    let message = format!(
+                        "{key} is on {owner}, which cannot be reached ({reason}); the message was not delivered"
+                    );
+                    return envelope.reply.send(Err(ReplyError::Unavailable(message)));
+                }
+                // Nothing was sent, so trying again is safe. The owner may be
+                // dead and not yet declared so: ask again shortly, until the
+                // cluster moves the object.
+                envelope.redeliveries += 1;
+                tokio::time::sleep(REDELIVERY_DELAY).await;
+                return self.dispatch(key, envelope);
+            }
+        };
+        // From here the message leaves for good, so its payload moves along.
         let request = ForwardRequest {
             call: CallRequest {
                 service_type: key.service_type.to_string(),
                 object_id: key.object_id.to_string(),
-                message_type: envelope.message_type.clone(),
-                payload: ByteBuf::from(envelope.payload.clone()),
+                message_type: std::mem::take(&mut envelope.message_type),
+                payload: ByteBuf::from(std::mem::take(&mut envelope.payload)),
             },
             call_chain: envelope
                 .call_chain
@@ -347,23 +358,9 @@ impl Router {
         self.counters
             .forwarded_total
             .fetch_add(1, Ordering::Relaxed);
-        match cluster.peers.forward(&owner.address, request).await {
+        match cluster.peers.forward(&owner.address, client, request).await {
             Ok(reply) => envelope.reply.send_from(Ok(reply), Some(&owner.address)),
             Err(ForwardFailure::Reply(error)) => envelope.reply.send(Err(error)),
-            Err(ForwardFailure::NotSent(reason)) => {
-                cluster.forget_route(&key);
-                if envelope.redeliveries >= MAX_REDELIVERIES {
-                    let message = format!(
-                        "{key} is on {owner}, which cannot be reached ({reason}); the message was not delivered"
-                    );
-                    return envelope.reply.send(Err(ReplyError::Unavailable(message)));
-                }
-                // The owner may be dead and not yet declared so: ask again
-                // shortly, until the cluster moves the object.
-                envelope.redeliveries += 1;
-                tokio::time::sleep(REDELIVERY_DELAY).await;
-                self.dispatch(key, envelope);
-            }
             Err(ForwardFailure::Lost(reason)) => {
                 cluster.forget_route(&key);
                 let message = format!(

@@ -9,10 +9,9 @@ use std::time::Duration;
 use rio_client::{Client, ClientError};
 use rio_protocol::{ForwardRequest, ReplyError, Request, Response};
 
-/// Why a forwarded call has no reply.
+/// Why a forwarded call has no reply. (A call that could not be sent at
+/// all fails earlier, at [`Peers::call_connection`], and may be retried.)
 pub(crate) enum ForwardFailure {
-    /// The call never left this silo: retrying it is safe.
-    NotSent(String),
     /// The connection broke after the call was sent: it may have run.
     Lost(String),
     /// The other silo answered with an error.
@@ -29,14 +28,21 @@ pub(crate) struct Peers {
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl Peers {
+    /// The connection for forwarded calls to the silo at `address`; an
+    /// error means nothing was sent.
+    pub(crate) async fn call_connection(&self, address: &str) -> Result<Client, String> {
+        connection(&self.calls, address, FORWARD_TIMEOUT)
+            .await
+            .map_err(|error| error.to_string())
+    }
+
+    /// Sends a forwarded call over `client`, the connection to `address`.
     pub(crate) async fn forward(
         &self,
         address: &str,
+        client: Client,
         request: ForwardRequest,
     ) -> Result<Vec<u8>, ForwardFailure> {
-        let client = connection(&self.calls, address, FORWARD_TIMEOUT)
-            .await
-            .map_err(|error| ForwardFailure::NotSent(error.to_string()))?;
         match client.request(Request::Forward(request)).await {
             Ok(Response::Payload(bytes)) => Ok(bytes.into_vec()),
             Ok(other) => Err(ForwardFailure::Reply(ReplyError::Internal(format!(
