@@ -47,7 +47,8 @@ impl Silo {
         ) = match &config.cluster {
             None => {
                 let store = Arc::new(
-                    SqliteStore::open(&data_dir.join("rio.db"), config.group_commit_max).await?,
+                    SqliteStore::open(&data_dir.join("rio.db"), config.group_commit_max, generation)
+                        .await?,
                 );
                 (store.clone(), store, None)
             }
@@ -159,6 +160,8 @@ impl Silo {
             {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
+            // Everything is handed over: the heartbeat may stop.
+            let _ = cluster.retired.send(true);
         }
     }
 
