@@ -43,7 +43,12 @@ async fn value_of(client: &Client, id: &str) -> Result<i64, ClientError> {
 
 /// Kills a silo `delay` after SIGTERM, while it holds `OBJECTS` counters,
 /// and checks each answers through a survivor with its value.
-async fn killed_while_leaving(url: &str, survivor: &Client, dir: &tempfile::TempDir, delay_ms: u64) {
+async fn killed_while_leaving(
+    url: &str,
+    survivor: &Client,
+    dir: &tempfile::TempDir,
+    delay_ms: u64,
+) {
     let leaving = start(dir, url);
     let on_leaving = Client::connect(&leaving.address).await.unwrap();
     let id = |i: i64| format!("k{delay_ms}-{i}");

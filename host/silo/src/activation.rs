@@ -342,7 +342,12 @@ impl Activation {
             }),
         };
         let result = match owner {
-            Ok(owner) => self.router.state_store.commit(&self.key, writes, &owner).await,
+            Ok(owner) => {
+                self.router
+                    .state_store
+                    .commit(&self.key, writes, &owner)
+                    .await
+            }
             Err(error) => {
                 return Err(TurnFailure {
                     error,

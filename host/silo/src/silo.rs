@@ -49,8 +49,12 @@ impl Silo {
         ) = match &config.cluster {
             None => {
                 let store = Arc::new(
-                    SqliteStore::open(&data_dir.join("rio.db"), config.group_commit_max, generation)
-                        .await?,
+                    SqliteStore::open(
+                        &data_dir.join("rio.db"),
+                        config.group_commit_max,
+                        generation,
+                    )
+                    .await?,
                 );
                 (store.clone(), store, None)
             }

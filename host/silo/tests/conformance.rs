@@ -876,15 +876,30 @@ async fn fencing(store: ClusterStore, env: &Env) {
         "an older generation of the owner's address",
     )
     .await;
-    assert_eq!(load(&store, &object).await, committed, "refused commits change nothing");
+    assert_eq!(
+        load(&store, &object).await,
+        committed,
+        "refused commits change nothing"
+    );
 
     // Taken over (the owner was declared dead): the old owner is fenced off
     // and the new one commits.
     assert_eq!(
-        store.placement.take_over(&object, &a, &b).await.expect("take_over"),
+        store
+            .placement
+            .take_over(&object, &a, &b)
+            .await
+            .expect("take_over"),
         Some(b.clone())
     );
-    assert_fenced(&store, &object, &a, vec![put("n", b"stale")], "the previous owner").await;
+    assert_fenced(
+        &store,
+        &object,
+        &a,
+        vec![put("n", b"stale")],
+        "the previous owner",
+    )
+    .await;
     store
         .state
         .commit(&object, vec![put("n", b"2")], &b)
@@ -894,7 +909,14 @@ async fn fencing(store: ClusterStore, env: &Env) {
 
     // Released: nobody owns it, so nobody commits.
     store.placement.release(&object, &b).await.expect("release");
-    assert_fenced(&store, &object, &b, vec![put("n", b"3")], "a released entry").await;
+    assert_fenced(
+        &store,
+        &object,
+        &b,
+        vec![put("n", b"3")],
+        "a released entry",
+    )
+    .await;
     let unplaced = env.object("Fenced", "never-placed");
     assert_fenced(&store, &unplaced, &a, vec![put("n", b"1")], "no entry").await;
     assert_eq!(load(&store, &object).await, map(&[("n", b"2")]));
@@ -902,7 +924,14 @@ async fn fencing(store: ClusterStore, env: &Env) {
 
     // Another store instance (another silo process) sees the same fence.
     let other = env.open().await;
-    assert_fenced(&other, &object, &a, vec![put("n", b"9")], "through another instance").await;
+    assert_fenced(
+        &other,
+        &object,
+        &a,
+        vec![put("n", b"9")],
+        "through another instance",
+    )
+    .await;
 }
 
 async fn fencing_in_one_batch(store: ClusterStore, env: &Env) {
@@ -944,7 +973,11 @@ async fn fencing_in_one_batch(store: ClusterStore, env: &Env) {
         let result = task.await.expect("commit task panicked");
         if owner.as_ref() == Some(&me) {
             result.unwrap_or_else(|error| panic!("my commit to {object} failed: {error}"));
-            assert_eq!(load(&store, object).await, map(&[("by", b"me")]), "{object}");
+            assert_eq!(
+                load(&store, object).await,
+                map(&[("by", b"me")]),
+                "{object}"
+            );
         } else {
             assert!(
                 matches!(result, Err(StorageError::Fenced { .. })),

@@ -202,7 +202,10 @@ async fn write_batch(
         .await
         .map_err(backend)?;
     let mut upserts = Vec::new();
-    for commit in batch.iter().filter(|commit| commit.owner.generation == lease) {
+    for commit in batch
+        .iter()
+        .filter(|commit| commit.owner.generation == lease)
+    {
         for (key, value) in &commit.writes {
             match value {
                 Some(value) => upserts.push((&commit.object, key, value)),
@@ -351,16 +354,28 @@ mod tests {
         let put = |value: &str| vec![("n".to_string(), Some(value.as_bytes().to_vec()))];
 
         let first = SqliteStore::open(&path, 64, 100).await.unwrap();
-        first.commit(&object, put("1"), &process(100)).await.unwrap();
+        first
+            .commit(&object, put("1"), &process(100))
+            .await
+            .unwrap();
         let refused = first.commit(&object, put("x"), &process(99)).await;
-        assert!(matches!(refused, Err(StorageError::Fenced { .. })), "{refused:?}");
+        assert!(
+            matches!(refused, Err(StorageError::Fenced { .. })),
+            "{refused:?}"
+        );
 
         // A second process opens the same data directory: from now on only
         // it commits, whatever the first believes.
         let second = SqliteStore::open(&path, 64, 200).await.unwrap();
         let stale = first.commit(&object, put("stale"), &process(100)).await;
-        assert!(matches!(stale, Err(StorageError::Fenced { .. })), "{stale:?}");
-        second.commit(&object, put("2"), &process(200)).await.unwrap();
+        assert!(
+            matches!(stale, Err(StorageError::Fenced { .. })),
+            "{stale:?}"
+        );
+        second
+            .commit(&object, put("2"), &process(200))
+            .await
+            .unwrap();
         let state = first.load(&object).await.unwrap();
         assert_eq!(state.get("n").map(Vec::as_slice), Some(&b"2"[..]));
 
@@ -391,7 +406,10 @@ mod tests {
                 result.unwrap();
                 assert_eq!(state.len(), 1, "{object}");
             } else {
-                assert!(matches!(result, Err(StorageError::Fenced { .. })), "{result:?}");
+                assert!(
+                    matches!(result, Err(StorageError::Fenced { .. })),
+                    "{result:?}"
+                );
                 assert!(state.is_empty(), "{object}");
             }
         }

@@ -202,7 +202,10 @@ async fn a_commit_is_seen_whole_or_not_at_all() {
         ("z".into(), value("2")),
     ];
     let owner = writer_of(&store, &tag, &account).await;
-    store.commit(&account, to_first.clone(), &owner).await.unwrap();
+    store
+        .commit(&account, to_first.clone(), &owner)
+        .await
+        .unwrap();
 
     let writer = {
         let (store, account, owner) = (store.clone(), account.clone(), owner.clone());
@@ -213,7 +216,10 @@ async fn a_commit_is_seen_whole_or_not_at_all() {
                 } else {
                     &to_first
                 };
-                store.commit(&account, writes.clone(), &owner).await.unwrap();
+                store
+                    .commit(&account, writes.clone(), &owner)
+                    .await
+                    .unwrap();
             }
         })
     };
@@ -240,15 +246,24 @@ async fn a_commit_lands_only_while_its_silo_owns_the_object() {
         .map(|i| (format!("f{i}"), value(&i.to_string())))
         .collect();
     let refused = store.commit(&counter, many.clone(), &a).await;
-    assert!(matches!(refused, Err(StorageError::Fenced { .. })), "{refused:?}");
-    assert!(store.load(&counter).await.unwrap().is_empty(), "no entry, no write");
+    assert!(
+        matches!(refused, Err(StorageError::Fenced { .. })),
+        "{refused:?}"
+    );
+    assert!(
+        store.load(&counter).await.unwrap().is_empty(),
+        "no entry, no write"
+    );
 
     store.claim(&counter, &a).await.unwrap();
     store.commit(&counter, many, &a).await.unwrap();
     assert_eq!(store.load(&counter).await.unwrap().len(), 2500);
     let deletes: Vec<StateWrite> = (0..2400).map(|i| (format!("f{i}"), None)).collect();
     let refused = store.commit(&counter, deletes.clone(), &b).await;
-    assert!(matches!(refused, Err(StorageError::Fenced { .. })), "{refused:?}");
+    assert!(
+        matches!(refused, Err(StorageError::Fenced { .. })),
+        "{refused:?}"
+    );
     assert_eq!(store.load(&counter).await.unwrap().len(), 2500);
     store.commit(&counter, deletes, &a).await.unwrap();
     assert_eq!(store.load(&counter).await.unwrap().len(), 100);

@@ -173,9 +173,7 @@ async fn read_owners(
         ));
         let mut query = sqlx::query(statement);
         for object in chunk {
-            query = query
-                .bind(&*object.service_type)
-                .bind(&*object.object_id);
+            query = query.bind(&*object.service_type).bind(&*object.object_id);
         }
         for row in query.fetch_all(&mut **transaction).await.map_err(backend)? {
             let service_type: String = row.try_get(0).map_err(backend)?;
