@@ -15,8 +15,10 @@ def encode(value) -> bytes:
         raise RioError("internal", f"cannot encode {type(value).__name__} as CBOR: {error}")
 
 
-def decode(payload: bytes, what: str):
+def decode(payload: bytes, what: str, kind: str = "bad-data"):
+    """`payload` decoded; `kind` names the failure: `bad-request` for an
+    incoming message, `bad-data` (the default) for a stored value or a reply."""
     try:
         return cbor2.loads(payload or _EMPTY_MAP)
     except Exception as error:
-        raise RioError("bad-request", f"{what} is not valid CBOR: {error}")
+        raise RioError(kind, f"{what} is not valid CBOR: {error}")
