@@ -66,8 +66,9 @@ fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, HandlerError> {
 fn stored_value() -> Result<i64, HandlerError> {
     match state::get("value") {
         None => Ok(0),
-        Some(bytes) => ciborium::from_reader(&bytes[..])
-            .map_err(|e| handler_error("bad-data", format!("cannot decode state key `value`: {e}"))),
+        Some(bytes) => ciborium::from_reader(&bytes[..]).map_err(|e| {
+            handler_error("bad-data", format!("cannot decode state key `value`: {e}"))
+        }),
     }
 }
 
@@ -94,11 +95,7 @@ fn call_error_kind(error: CallError) -> HandlerError {
 }
 
 fn call(message: Call) -> Result<Vec<u8>, HandlerError> {
-    let payload = encode(
-        &message
-            .payload
-            .unwrap_or(ciborium::Value::Map(Vec::new())),
-    )?;
+    let payload = encode(&message.payload.unwrap_or(ciborium::Value::Map(Vec::new())))?;
     messaging::call(
         &message.service_type,
         &message.object_id,
