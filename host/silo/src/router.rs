@@ -1,18 +1,21 @@
 //! Delivers a message to an object: into its mailbox on this silo,
 //! activating it if needed, or, in a cluster, to the silo that owns it.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use rio_protocol::{CallRequest, ForwardRequest, MemberInfo, ReplyError};
 use serde_bytes::ByteBuf;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
+use tokio::time::Instant;
+use tokio_util::task::TaskTracker;
 
 use crate::activation;
 use crate::cluster::{Cluster, ForwardFailure, Route};
+use crate::deadlock::{Deadlock, WaitGraph};
 use crate::deployments::{DeployedType, Deployments};
-use crate::directory::{Directory, Slot};
+use crate::directory::{Delivery, Directory, Settled, Vacancy};
 use crate::mailbox::{CallChain, Envelope, ReplyTo};
 use crate::storage::SiloId;
 use crate::storage::StateStore;
@@ -43,19 +46,21 @@ pub(crate) struct Router {
     pub(crate) address: OnceLock<String>,
     /// `None` for a silo on its own.
     pub(crate) cluster: Option<Arc<Cluster>>,
-    /// Messages being placed or passed to another silo, which a stopping
-    /// silo waits for.
-    pub(crate) in_transit: AtomicUsize,
+    /// Every task of the silo's message path (activations, placements,
+    /// forwards), which a stopping silo waits for.
+    pub(crate) tasks: TaskTracker,
     /// Set when the cluster declared this silo dead: nothing more is committed.
     pub(crate) evicted: AtomicBool,
+    /// Which turns wait on which objects, to refuse calls that would deadlock.
+    pub(crate) waits: WaitGraph,
 }
 
 /// A message is passed between silos at most this often: placement races
 /// settle in one extra hop.
 const MAX_HOPS: u8 = 3;
-/// How often, and how far apart, a message is re-sent to an owner that
-/// could not be reached, until the cluster declares that owner dead.
-const MAX_REDELIVERIES: u8 = 60;
+/// How far apart a message is re-sent to an owner that could not be
+/// reached, until the cluster declares that owner dead or the message's
+/// deadline passes.
 const REDELIVERY_DELAY: Duration = Duration::from_millis(250);
 
 impl Router {
@@ -67,10 +72,11 @@ impl Router {
         generation: i64,
         cluster: Option<Arc<Cluster>>,
     ) -> Router {
+        let directory = Directory::new(config.mailbox_capacity);
         Router {
             config,
             deployments,
-            directory: Directory::default(),
+            directory,
             state_store,
             counters: Counters::default(),
             stopping,
@@ -79,8 +85,9 @@ impl Router {
             generation,
             address: OnceLock::new(),
             cluster,
-            in_transit: AtomicUsize::new(0),
+            tasks: TaskTracker::new(),
             evicted: AtomicBool::new(false),
+            waits: WaitGraph::default(),
         }
     }
 
@@ -123,16 +130,26 @@ impl Router {
         self.closing.store(true, Ordering::SeqCst);
     }
 
-    /// Sends a message from a guest and waits for the reply.
+    /// Sends a message from a guest's turn and waits for the reply, at most
+    /// until `deadline` (the turn's own).
     pub(crate) async fn call(
         self: &Arc<Self>,
         key: ObjectKey,
         message_type: String,
         payload: Vec<u8>,
         call_chain: CallChain,
+        deadline: Instant,
+        waiting_since_us: u64,
     ) -> Result<Vec<u8>, ReplyError> {
         let (reply, reply_received) = oneshot::channel();
-        let envelope = Envelope::new(message_type, payload, call_chain, ReplyTo::Caller(reply));
+        let mut envelope = Envelope::new(
+            message_type,
+            payload,
+            call_chain,
+            ReplyTo::Caller(reply),
+            deadline,
+        );
+        envelope.waiting_since_us = Some(waiting_since_us);
         self.dispatch(key, envelope);
         reply_received.await.unwrap_or_else(|_| {
             Err(ReplyError::Internal(
@@ -161,78 +178,49 @@ impl Router {
             let message = format!("{} -> {key}", chain.join(" -> "));
             return envelope.reply.send(Err(ReplyError::Cycle(message)));
         }
-        loop {
-            let mut slots = self.directory.lock();
-            match slots.get_mut(&key) {
-                Some(Slot::Active(mailbox)) => match mailbox.try_send(envelope) {
-                    Ok(()) => return,
-                    Err(mpsc::error::TrySendError::Full(refused)) => {
-                        drop(slots);
-                        let message = format!("the mailbox of {key} is full");
-                        return refused.reply.send(Err(ReplyError::Overloaded(message)));
-                    }
-                    Err(mpsc::error::TrySendError::Closed(refused)) => {
-                        // The activation ended without clearing its slot
-                        // (it cannot, but a stale slot must not wedge the object).
-                        slots.remove(&key);
-                        envelope = refused;
-                    }
-                },
-                Some(Slot::Deactivating(done)) => {
-                    let mut done = done.clone();
-                    drop(slots);
-                    let router = self.clone();
-                    tokio::spawn(async move {
-                        let _ = done.wait_for(|finished| *finished).await;
-                        router.dispatch(key, envelope);
-                    });
-                    return;
-                }
-                Some(Slot::Placing(waiting)) => {
-                    if waiting.len() >= self.config.mailbox_capacity.max(1) {
-                        drop(slots);
-                        let message = format!("too many messages wait for the placement of {key}");
-                        return envelope.reply.send(Err(ReplyError::Overloaded(message)));
-                    }
-                    waiting.push(envelope);
-                    return;
-                }
-                None if self.cluster.is_some() => {
-                    let sent_to_me = envelope.hops > 0;
-                    slots.insert(key.clone(), Slot::Placing(vec![envelope]));
-                    drop(slots);
-                    self.in_transit.fetch_add(1, Ordering::SeqCst);
-                    let router = self.clone();
-                    tokio::spawn(async move {
-                        router.place(key, sent_to_me).await;
-                        router.in_transit.fetch_sub(1, Ordering::SeqCst);
-                    });
-                    return;
-                }
-                None => {
-                    // Looked up only here: a live activation implies its type.
-                    let Some(deployed) = self.deployments.get(&key.service_type) else {
-                        drop(slots);
-                        let service_type = key.service_type.to_string();
-                        return envelope
-                            .reply
-                            .send(Err(ReplyError::UnknownType { service_type }));
-                    };
-                    let (mailbox, inbox) = mpsc::channel(self.config.mailbox_capacity.max(1));
-                    // A fresh mailbox with a live receiver always has room;
-                    // should that ever change, the caller hears it.
-                    if let Err(refused) = mailbox.try_send(envelope) {
-                        drop(slots);
-                        return refused.into_inner().reply.send(Err(ReplyError::Overloaded(
-                            "a new mailbox refused its first message".into(),
-                        )));
-                    }
-                    slots.insert(key.clone(), Slot::Active(mailbox));
-                    drop(slots);
-                    activation::spawn(self.clone(), key, deployed, inbox);
-                    return;
+        if envelope.expired() {
+            let message = format!("the call to {key} passed its deadline before it ran");
+            return envelope.reply.send(Err(ReplyError::Timeout(message)));
+        }
+        // A call from a turn on another silo: record its wait here, where it
+        // may close a cycle with this silo's own waits. (A local caller's
+        // wait was recorded when its guest called.)
+        if envelope.hops > 0
+            && envelope.wait_edge.is_none()
+            && let (Some(caller), Some(since)) = (envelope.caller(), envelope.waiting_since_us)
+        {
+            match self.waits.wait(caller, &key, since) {
+                Ok(edge) => envelope.wait_edge = Some(edge),
+                Err(Deadlock(message)) => {
+                    return envelope.reply.send(Err(ReplyError::Deadlock(message)));
                 }
             }
+        }
+        // Another silo chose this one for the object, if it opens a placement.
+        let sent_to_me = envelope.hops > 0;
+        let delivery = self.directory.deliver(&key, envelope, || {
+            if self.cluster.is_some() {
+                Vacancy::Place
+            } else if self.deployments.get(&key.service_type).is_some() {
+                Vacancy::Activate
+            } else {
+                let service_type = key.service_type.to_string();
+                Vacancy::Refuse(ReplyError::UnknownType { service_type })
+            }
+        });
+        match delivery {
+            Delivery::Queued => {}
+            Delivery::Refused(envelope, error) => envelope.reply.send(Err(error)),
+            Delivery::Place => {
+                let router = self.clone();
+                self.tasks
+                    .spawn(async move { router.place(key, sent_to_me).await });
+            }
+            Delivery::Activate(inbox) => match self.deployments.get(&key.service_type) {
+                Some(deployed) => activation::spawn(self.clone(), key, deployed, inbox),
+                // Deployments are replaced, never removed: it was there a moment ago.
+                None => tracing::error!(object = %key, "deployment vanished"),
+            },
         }
     }
 }
@@ -252,45 +240,26 @@ impl Router {
                 .map(|route| (route, deployed)),
             Err(error) => Err(error),
         };
-        let mut slots = self.directory.lock();
-        let Some(Slot::Placing(waiting)) = slots.remove(&key) else {
-            // Only this task replaces a `Placing` slot.
-            tracing::error!(object = %key, "placement slot vanished");
-            return;
-        };
-        match route {
-            Ok((Route::Local, deployed)) => {
-                let capacity = self.config.mailbox_capacity.max(waiting.len()).max(1);
-                let (mailbox, inbox) = mpsc::channel(capacity);
-                for envelope in waiting {
-                    // Room for every waiting message was made above.
-                    if let Err(refused) = mailbox.try_send(envelope) {
-                        refused.into_inner().reply.send(Err(ReplyError::Overloaded(
-                            "a new mailbox refused a message".into(),
-                        )));
-                    }
-                }
-                slots.insert(key.clone(), Slot::Active(mailbox));
-                drop(slots);
+        let here = matches!(route, Ok((Route::Local, _)));
+        match (self.directory.settle_placement(&key, here), route) {
+            (Settled::Here(inbox), Ok((_, deployed))) => {
                 activation::spawn(self.clone(), key, deployed, inbox);
             }
-            Ok((Route::Remote(owner), _)) => {
-                drop(slots);
+            (Settled::Elsewhere(waiting), Ok((Route::Remote(owner), _))) => {
                 for envelope in waiting {
-                    self.in_transit.fetch_add(1, Ordering::SeqCst);
                     let router = self.clone();
                     let (key, owner) = (key.clone(), owner.clone());
-                    tokio::spawn(async move {
-                        router.forward(key, owner, envelope).await;
-                        router.in_transit.fetch_sub(1, Ordering::SeqCst);
-                    });
+                    self.tasks
+                        .spawn(async move { router.forward(key, owner, envelope).await });
                 }
             }
-            Err(error) => {
-                drop(slots);
+            (Settled::Elsewhere(waiting), Err(error)) => {
                 for envelope in waiting {
                     envelope.reply.send(Err(error.clone()));
                 }
+            }
+            (Settled::Elsewhere(_), Ok((Route::Local, _))) | (Settled::Here(_), Err(_)) => {
+                unreachable!("settled as asked")
             }
         }
     }
@@ -326,27 +295,28 @@ impl Router {
             Ok(client) => client,
             Err(reason) => {
                 cluster.forget_route(&key);
-                if envelope.redeliveries >= MAX_REDELIVERIES {
+                if Instant::now() + REDELIVERY_DELAY >= envelope.deadline {
                     let message = format!(
-                        "{key} is on {owner}, which cannot be reached ({reason}); the message was not delivered"
+                        "{key} is on {owner}, which could not be reached before the call's deadline ({reason}); the message was not delivered"
                     );
                     return envelope.reply.send(Err(ReplyError::Unavailable(message)));
                 }
                 // Nothing was sent, so trying again is safe. The owner may be
                 // dead and not yet declared so: ask again shortly, until the
                 // cluster moves the object.
-                envelope.redeliveries += 1;
                 tokio::time::sleep(REDELIVERY_DELAY).await;
                 return self.dispatch(key, envelope);
             }
         };
         // From here the message leaves for good, so its payload moves along.
+        let remaining = envelope.deadline.saturating_duration_since(Instant::now());
         let request = ForwardRequest {
             call: CallRequest {
                 service_type: key.service_type.to_string(),
                 object_id: key.object_id.to_string(),
                 message_type: std::mem::take(&mut envelope.message_type),
                 payload: ByteBuf::from(std::mem::take(&mut envelope.payload)),
+                timeout_ms: Some(u64::try_from(remaining.as_millis()).unwrap_or(u64::MAX)),
             },
             call_chain: envelope
                 .call_chain
@@ -354,11 +324,16 @@ impl Router {
                 .map(|key| (key.service_type.to_string(), key.object_id.to_string()))
                 .collect(),
             hops: envelope.hops + 1,
+            waiting_since_us: envelope.waiting_since_us,
         };
         self.counters
             .forwarded_total
             .fetch_add(1, Ordering::Relaxed);
-        match cluster.peers.forward(&owner.address, client, request).await {
+        match cluster
+            .peers
+            .forward(&owner.address, client, request, remaining)
+            .await
+        {
             Ok(reply) => envelope.reply.send_from(Ok(reply), Some(&owner.address)),
             Err(ForwardFailure::Reply(error)) => envelope.reply.send(Err(error)),
             Err(ForwardFailure::Lost(reason)) => {

@@ -24,8 +24,10 @@ pub struct Silo {
     stop: watch::Sender<bool>,
 }
 
-/// The longest a stopping silo waits for its activations to deactivate.
-const STOP_GRACE: Duration = Duration::from_secs(30);
+/// A stopping silo waits for its activations at most two turn deadlines
+/// (the turn in progress, then the deactivation hook) plus this margin for
+/// their commits; then it exits anyway.
+const STOP_MARGIN: Duration = Duration::from_secs(1);
 
 impl Silo {
     /// Opens the data directory (creating it), the store (the SQLite file in
@@ -140,25 +142,24 @@ impl Silo {
         }
         self.router.close();
         let _ = self.stop.send(true);
-        let deadline = tokio::time::Instant::now() + STOP_GRACE;
-        while !self.router.directory.lock().is_empty()
-            || self.router.in_transit.load(Ordering::SeqCst) > 0
-        {
-            if tokio::time::Instant::now() > deadline {
-                tracing::warn!("activations still running after the stop grace period");
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
+        let deadline =
+            tokio::time::Instant::now() + self.router.config.turn_deadline * 2 + STOP_MARGIN;
+        let tasks = &self.router.tasks;
+        // Closing only means `wait` ends once the tracker is empty; forwards
+        // may still start while the cluster learns that this silo left.
+        tasks.close();
+        if tokio::time::timeout_at(deadline, tasks.wait()).await.is_err() {
+            tracing::warn!(
+                tasks = tasks.len(),
+                "activations still running after the stop grace period"
+            );
+            return;
         }
         if let Some(cluster) = cluster
             && !evicted
         {
             tokio::time::sleep(cluster.config.probe_interval * 2).await;
-            while self.router.in_transit.load(Ordering::SeqCst) > 0
-                && tokio::time::Instant::now() < deadline
-            {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
+            let _ = tokio::time::timeout_at(deadline, tasks.wait()).await;
         }
     }
 
