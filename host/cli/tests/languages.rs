@@ -398,6 +398,25 @@ async fn error_kinds(language: Language, client: &Client) {
         ),
         other => panic!("{language:?}: an unknown message answered {other:?}"),
     }
+    // A callee's unknown message, passed on, names the callee, not the relay.
+    let relayed_unknown = call(
+        client,
+        "Counter/r",
+        "relay",
+        relayed("Faulty/e", "no-such-message", json!({})),
+    )
+    .await;
+    match relayed_unknown {
+        Err(ReplyError::UnknownMessage {
+            service_type,
+            message_type,
+        }) => assert_eq!(
+            (service_type.as_str(), message_type.as_str()),
+            ("Faulty", "no-such-message"),
+            "{language:?}"
+        ),
+        other => panic!("{language:?}: a callee's unknown message answered {other:?}"),
+    }
 }
 
 #[tokio::test]
