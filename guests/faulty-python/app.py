@@ -4,11 +4,17 @@ the same messages as `guests/faulty` (Rust)."""
 from dataclasses import dataclass
 
 from rio_sdk import RioError, handler, log, service, state
+from wit_world.imports import state as host_state
 
 
 @dataclass
 class SetValue:
     value: int
+
+
+@dataclass
+class MaybeSetValue:
+    value: int | None
 
 
 @service
@@ -59,3 +65,16 @@ class Faulty:
     @handler("activations")
     def activations(self):
         return {"activations": state.load("activations", 0)}
+
+    @handler("maybe")
+    def maybe(self, message: MaybeSetValue):
+        # Absent and null are fine, a string is a `bad-request`.
+        return {"value": message.value}
+
+    @handler("read-garbage")
+    def read_garbage(self):
+        # Bytes that are not CBOR, stored through the raw host import and
+        # read back with the SDK: `bad-data`, and the write is discarded.
+        host_state.set("garbage", b"\xff\x00")
+        state.load("garbage")
+        return {"ok": True}
