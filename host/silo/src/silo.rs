@@ -153,7 +153,10 @@ impl Silo {
         // Closing only means `wait` ends once the tracker is empty; forwards
         // may still start while the cluster learns that this silo left.
         tasks.close();
-        if tokio::time::timeout_at(deadline, tasks.wait()).await.is_err() {
+        if tokio::time::timeout_at(deadline, tasks.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!(
                 tasks = tasks.len(),
                 "activations still running after the stop grace period"
