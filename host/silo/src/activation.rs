@@ -12,6 +12,7 @@
 //! a turn that errs, traps or times out leaves the store untouched.
 
 use std::sync::Arc;
+use std::task::Poll;
 use std::sync::atomic::Ordering;
 use tokio::time::Instant;
 
@@ -181,7 +182,7 @@ impl Activation {
         let mut store = Store::new(&self.router.deployments.engine, data);
         store.limiter(|data| &mut data.memory);
         // Checked at every epoch tick while guest code runs; waits outside
-        // guest code are bounded by the `timeout_at` around each call in.
+        // guest code are bounded by `within` around each call in.
         store.epoch_deadline_callback(|context| {
             if Instant::now() >= context.data().turn_deadline {
                 return Err(wasmtime::Error::new(DeadlineExceeded));
@@ -193,13 +194,13 @@ impl Activation {
         let deadline = Instant::now() + self.router.config.turn_deadline;
         store.data_mut().turn_deadline = deadline;
         let instantiated =
-            tokio::time::timeout_at(deadline, self.deployed.pre.instantiate(&mut store)).await;
+            within(deadline, self.deployed.pre.instantiate(&mut store)).await;
         let handler = match instantiated {
-            Ok(Ok(handler)) => handler,
-            Ok(Err(error)) => {
+            Some(Ok(handler)) => handler,
+            Some(Err(error)) => {
                 return Err(classify_instantiation_error(&self.key, error));
             }
-            Err(_elapsed) => return Err(self.timed_out()),
+            None => return Err(self.timed_out()),
         };
         self.live = Some(LiveInstance { store, handler });
         let deadline = Instant::now() + self.router.config.turn_deadline;
@@ -272,9 +273,9 @@ impl Activation {
         let call = live.handler.call(&mut live.store, object_id, export);
         // The wall-clock bound: a guest waiting in WASI or on a call is
         // stopped here; one running code is stopped by the epoch callback.
-        let called = match tokio::time::timeout_at(deadline, call).await {
-            Ok(called) => called,
-            Err(_elapsed) => {
+        let called = match within(deadline, call).await {
+            Some(called) => called,
+            None => {
                 return Err(TurnFailure {
                     error: self.timed_out(),
                     instance_lost: true,
@@ -440,6 +441,19 @@ impl Activation {
         for envelope in self.router.directory.finish_deactivation(&self.key) {
             self.router.dispatch(self.key.clone(), envelope);
         }
+    }
+}
+
+/// Runs `future` until `deadline`, `None` if it had not finished by then.
+/// Like `tokio::time::timeout_at`, except that a future done at its first
+/// poll (most turns: the guest runs to the end without waiting) never
+/// registers a timer, which would cost every turn a timer-wheel update.
+async fn within<F: Future>(deadline: Instant, future: F) -> Option<F::Output> {
+    let mut future = std::pin::pin!(future);
+    let first = std::future::poll_fn(|context| Poll::Ready(future.as_mut().poll(context))).await;
+    match first {
+        Poll::Ready(output) => Some(output),
+        Poll::Pending => tokio::time::timeout_at(deadline, future).await.ok(),
     }
 }
 
