@@ -99,12 +99,12 @@ fn sandbox() -> Result<Sandbox, Error> {
     })
 }
 
-#[derive(Deserialize)]
+#[derive(Serialize, Deserialize)]
 struct Sleep {
     millis: u64,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, Deserialize)]
 struct Slept {
     slept: u64,
 }
