@@ -2,6 +2,8 @@
 //! commands and as silo processes on ephemeral loopback ports.
 #![allow(dead_code)]
 
+pub mod guests;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -87,6 +89,30 @@ impl SiloProcess {
 }
 
 impl SiloProcess {
+    /// SIGTERM, then waits at most `limit` for the process to exit; kills it
+    /// and fails the test if it is still there. Returns how long it took.
+    pub fn stop_within(mut self, limit: std::time::Duration) -> std::time::Duration {
+        let started = std::time::Instant::now();
+        let status = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        loop {
+            if let Some(exit) = self.child.try_wait().unwrap() {
+                let took = started.elapsed();
+                assert!(exit.success(), "the silo exits cleanly on SIGTERM: {exit}");
+                return took;
+            }
+            if started.elapsed() > limit {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!("the silo was still running {limit:?} after SIGTERM");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     /// SIGKILL: the silo dies mid-flight, as in a crash.
     pub fn kill(mut self) {
         self.child.kill().unwrap();

@@ -1,0 +1,487 @@
+//! Crossing transfers (issue 9), as a sceptical user of the README's bank
+//! pattern would try them: two accounts transfer to each other at the same
+//! moment, so each `transfer` turn waits on a `deposit` that queues behind
+//! the other's turn. Every call must end, with `ok` or the kind `deadlock`
+//! (the call that closes the cycle fails at once, the other goes on), within
+//! the turn deadline plus a margin, and no money may appear or vanish.
+//!
+//! Accounts in Rust (`examples/bank`), Python (`guests/bank-python`) and JS
+//! (`guests/bank-js`), each language with itself and across languages, on
+//! one silo and on three (accounts placed on different silos); then 16
+//! clients transferring at random over 30 accounts of the three languages.
+//! Real `rio silo` processes on loopback.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use common::SiloProcess;
+use common::guests::{Language, build, one_at_a_time, tooling_ready};
+use rio_client::{Client, ClientError};
+use serde_json::{Value, json};
+
+/// The silos' turn deadline. Crossing turns should never need it: a
+/// deadlock is broken within 100 ms on one silo and 1 s across silos.
+const TURN_DEADLINE: Duration = Duration::from_secs(2);
+
+/// How long past the deadline a call may take on one silo before it counts
+/// as hung: scheduling on a shared two-core machine, not waiting.
+const ONE_SILO_MARGIN: Duration = Duration::from_secs(1);
+
+/// Across silos a call may also wait for failure detection (a dead peer is
+/// declared dead in about 2 to 3 s), though no silo dies in these tests.
+const CLUSTER_MARGIN: Duration = Duration::from_secs(4);
+
+const STARTING_BALANCE: i64 = 10_000;
+
+fn silo_flags(extra: &[&str]) -> Vec<String> {
+    let mut flags = vec![
+        "--turn-deadline-ms".to_string(),
+        TURN_DEADLINE.as_millis().to_string(),
+    ];
+    flags.extend(extra.iter().map(|flag| flag.to_string()));
+    flags
+}
+
+fn start_silo(data: &std::path::Path, extra: &[&str]) -> SiloProcess {
+    let flags = silo_flags(extra);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    SiloProcess::start_with(data, &flags)
+}
+
+fn account_type(language: Language) -> String {
+    format!("{}Account", language.tag())
+}
+
+/// A bank account object: its service type and id.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Account {
+    service_type: String,
+    id: String,
+}
+
+impl Account {
+    fn new(language: Language, id: impl Into<String>) -> Account {
+        Account {
+            service_type: account_type(language),
+            id: id.into(),
+        }
+    }
+}
+
+impl fmt::Display for Account {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.service_type, self.id)
+    }
+}
+
+/// How one call ended, as the test sorts it.
+#[derive(Debug)]
+enum Outcome {
+    Ok,
+    /// An error with this kind (e.g. `deadlock`, `insufficient-funds`).
+    Failed { kind: String, text: String },
+    /// The client gave up: the call did not end within the allowed time.
+    Hung,
+}
+
+impl Outcome {
+    fn describe(&self) -> String {
+        match self {
+            Outcome::Ok => "ok".to_string(),
+            Outcome::Failed { kind, text } => format!("failed with `{kind}` ({text})"),
+            Outcome::Hung => "no end (the test stopped waiting)".to_string(),
+        }
+    }
+}
+
+/// What a run measured, printed so a failure reads as a story.
+#[derive(Default)]
+struct Tally {
+    calls: usize,
+    kinds: BTreeMap<String, usize>,
+    longest: Duration,
+    longest_deadlock: Duration,
+    /// Calls that ended with a kind this run does not allow, or not at all.
+    wrong: Vec<String>,
+}
+
+impl Tally {
+    fn record(&mut self, what: &str, outcome: &Outcome, took: Duration, allowed: &[&str]) {
+        self.calls += 1;
+        self.longest = self.longest.max(took);
+        let kind = match outcome {
+            Outcome::Ok => "ok".to_string(),
+            Outcome::Failed { kind, .. } => kind.clone(),
+            Outcome::Hung => "hung".to_string(),
+        };
+        if kind == "deadlock" {
+            self.longest_deadlock = self.longest_deadlock.max(took);
+        }
+        if kind != "ok" && !allowed.contains(&kind.as_str()) {
+            self.wrong
+                .push(format!("{what}: {} after {took:.2?}", outcome.describe()));
+        }
+        *self.kinds.entry(kind).or_default() += 1;
+    }
+
+    fn merge(&mut self, other: Tally) {
+        self.calls += other.calls;
+        self.longest = self.longest.max(other.longest);
+        self.longest_deadlock = self.longest_deadlock.max(other.longest_deadlock);
+        self.wrong.extend(other.wrong);
+        for (kind, count) in other.kinds {
+            *self.kinds.entry(kind).or_default() += count;
+        }
+    }
+
+    fn report(&self, run: &str) {
+        eprintln!(
+            "{run}: {} calls {:?}; longest call {:.3?}, longest deadlock answer {:.3?}",
+            self.calls, self.kinds, self.longest, self.longest_deadlock
+        );
+    }
+
+    fn assert_all_allowed(&self, run: &str) {
+        assert!(
+            self.wrong.is_empty(),
+            "{run}: {} of {} calls did not end as allowed (first ones: {:#?})",
+            self.wrong.len(),
+            self.calls,
+            &self.wrong[..self.wrong.len().min(8)]
+        );
+    }
+}
+
+async fn connect(address: &str) -> Client {
+    // The client's own timeout stays out of the way: `limit` below decides
+    // how long a call may take, and measures it.
+    Client::connect(address)
+        .await
+        .expect("client connects")
+        .with_timeout(Duration::from_secs(120))
+}
+
+/// One call, bounded by `limit`; its outcome and how long it took.
+async fn timed_call(
+    client: &Client,
+    account: &Account,
+    message_type: &str,
+    message: Value,
+    limit: Duration,
+) -> (Outcome, Duration) {
+    let started = Instant::now();
+    let call = client.call::<_, Value>(&account.service_type, &account.id, message_type, &message);
+    let outcome = match tokio::time::timeout(limit, call).await {
+        Ok(Ok(_)) => Outcome::Ok,
+        Ok(Err(ClientError::Reply(error))) => Outcome::Failed {
+            kind: error.kind().to_string(),
+            text: error.to_string(),
+        },
+        Ok(Err(other)) => Outcome::Failed {
+            kind: "client-error".to_string(),
+            text: other.to_string(),
+        },
+        Err(_) => Outcome::Hung,
+    };
+    (outcome, started.elapsed())
+}
+
+async fn transfer(
+    client: &Client,
+    from: &Account,
+    to: &Account,
+    amount: i64,
+    limit: Duration,
+) -> (Outcome, Duration) {
+    let message = json!({"to": to.id, "to_type": to.service_type, "amount": amount});
+    timed_call(client, from, "transfer", message, limit).await
+}
+
+/// The account's balance, which must come within `limit`.
+async fn balance_of(client: &Client, account: &Account, limit: Duration) -> i64 {
+    let started = Instant::now();
+    let reply = tokio::time::timeout(
+        limit,
+        client.call::<_, Value>(&account.service_type, &account.id, "balance", &json!({})),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("{account} did not answer `balance` within {limit:?}"))
+    .unwrap_or_else(|error| panic!("{account} balance failed: {error}"));
+    let balance = reply["balance"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("{account} balance answered {reply}"));
+    assert!(
+        started.elapsed() <= limit,
+        "{account} answered `balance` only after {:.2?}",
+        started.elapsed()
+    );
+    balance
+}
+
+/// Opens `account` with the starting balance through `client` (which, with
+/// prefer-local placement, places it on that client's silo). The first call
+/// of a type on a silo may compile its component, so it gets long.
+async fn open(client: &Client, account: &Account) {
+    let reply: Value = client
+        .call(
+            &account.service_type,
+            &account.id,
+            "deposit",
+            &json!({"amount": STARTING_BALANCE}),
+        )
+        .await
+        .unwrap_or_else(|error| panic!("opening {account}: {error}"));
+    assert_eq!(
+        reply,
+        json!({"balance": STARTING_BALANCE}),
+        "{account} starts empty"
+    );
+}
+
+/// Deploys the bank account of each language as `RustAccount`,
+/// `PyAccount`, `JsAccount`.
+async fn deploy_banks(address: &str) {
+    let client = Client::connect(address)
+        .await
+        .expect("client connects")
+        .with_timeout(Duration::from_secs(300));
+    for language in Language::ALL {
+        client
+            .deploy(&account_type(language), build(language.bank()))
+            .await
+            .unwrap_or_else(|error| panic!("deploying {language:?} bank: {error}"));
+    }
+}
+
+/// The pairs of languages whose accounts cross: each with itself, and
+/// Rust→Python→JS→Rust.
+const PAIRS: [(Language, Language); 6] = [
+    (Language::Rust, Language::Rust),
+    (Language::Python, Language::Python),
+    (Language::JavaScript, Language::JavaScript),
+    (Language::Rust, Language::Python),
+    (Language::Python, Language::JavaScript),
+    (Language::JavaScript, Language::Rust),
+];
+
+/// One pair of accounts, each with its own client (connected to the silo
+/// the account lives on), transferring to each other at the same moment,
+/// `rounds` times. Stops at the first hung call: the rest would hang too.
+async fn cross(
+    a: (Account, Client),
+    b: (Account, Client),
+    rounds: usize,
+    limit: Duration,
+) -> Tally {
+    let mut tally = Tally::default();
+    for round in 0..rounds {
+        let amount = (round % 5) as i64 + 1;
+        let a_to_b = transfer(&a.1, &a.0, &b.0, amount, limit);
+        let b_to_a = transfer(&b.1, &b.0, &a.0, amount, limit);
+        let ((first, first_took), (second, second_took)) = tokio::join!(a_to_b, b_to_a);
+        let hung = matches!(first, Outcome::Hung) || matches!(second, Outcome::Hung);
+        tally.record(
+            &format!("round {round} {} → {}", a.0, b.0),
+            &first,
+            first_took,
+            &["deadlock"],
+        );
+        tally.record(
+            &format!("round {round} {} → {}", b.0, a.0),
+            &second,
+            second_took,
+            &["deadlock"],
+        );
+        if hung {
+            break;
+        }
+    }
+    tally
+}
+
+/// Every pair of `PAIRS` crossing at once, pair `p`'s two accounts opened
+/// through `addresses[p % n]` and `addresses[(p + 1) % n]`.
+async fn crossing_pairs(addresses: &[String], rounds: usize, limit: Duration, run: &str) {
+    let mut accounts = Vec::new();
+    let mut pairs = Vec::new();
+    for (p, (left, right)) in PAIRS.iter().enumerate() {
+        let sides = [
+            (Account::new(*left, format!("cross-{p}-a")), &addresses[p % addresses.len()]),
+            (Account::new(*right, format!("cross-{p}-b")), &addresses[(p + 1) % addresses.len()]),
+        ];
+        let mut opened = Vec::new();
+        for (account, address) in sides {
+            let client = connect(address).await;
+            open(&client, &account).await;
+            accounts.push(account.clone());
+            opened.push((account, client));
+        }
+        let b = opened.pop().unwrap();
+        let a = opened.pop().unwrap();
+        pairs.push(tokio::spawn(cross(a, b, rounds, limit)));
+    }
+    let mut tally = Tally::default();
+    for pair in pairs {
+        tally.merge(pair.await.expect("a pair's task ends"));
+    }
+    tally.report(run);
+    tally.assert_all_allowed(run);
+    assert!(
+        tally.kinds.get("deadlock").copied().unwrap_or(0) > 0,
+        "{run}: no transfer ever met its crossing one, so nothing here tested a deadlock"
+    );
+    let probe = connect(&addresses[0]).await;
+    assert_books_balance(&probe, &accounts, limit, run).await;
+}
+
+/// The total of all balances is what was deposited, and none is negative.
+async fn assert_books_balance(client: &Client, accounts: &[Account], limit: Duration, run: &str) {
+    let mut total = 0;
+    for account in accounts {
+        let balance = balance_of(client, account, limit).await;
+        assert!(balance >= 0, "{run}: {account} has a negative balance {balance}");
+        total += balance;
+    }
+    let expected = STARTING_BALANCE * accounts.len() as i64;
+    assert_eq!(
+        total, expected,
+        "{run}: the accounts hold {total}, but {expected} was deposited and transfers only move money"
+    );
+}
+
+/// A deterministic pseudo-random sequence (splitmix64): the same picks on
+/// every run, no extra dependency.
+struct Picks(u64);
+
+impl Picks {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        ((z ^ (z >> 31)) % n as u64) as usize
+    }
+}
+
+/// 16 clients, each transferring between random accounts of 30 (ten per
+/// language), with amounts that sometimes exceed a balance.
+async fn random_transfers(address: &str, limit: Duration) {
+    const CLIENTS: usize = 16;
+    const TRANSFERS_PER_CLIENT: usize = 60;
+    let run = "16 clients, random transfers over 30 accounts, one silo";
+    let setup = connect(address).await;
+    let accounts: Vec<Account> = (0..30)
+        .map(|i| Account::new(Language::ALL[i % 3], format!("random-{i}")))
+        .collect();
+    for account in &accounts {
+        open(&setup, account).await;
+    }
+    let mut clients = Vec::new();
+    for c in 0..CLIENTS {
+        let client = connect(address).await;
+        let accounts = accounts.clone();
+        clients.push(tokio::spawn(async move {
+            let mut picks = Picks(c as u64 + 1);
+            let mut tally = Tally::default();
+            for n in 0..TRANSFERS_PER_CLIENT {
+                let from = &accounts[picks.below(accounts.len())];
+                let to = loop {
+                    let to = &accounts[picks.below(accounts.len())];
+                    if to != from {
+                        break to;
+                    }
+                };
+                // Up to 2.5 times the starting balance: some are refused.
+                let amount = picks.below(STARTING_BALANCE as usize * 5 / 2) as i64 + 1;
+                let (outcome, took) = transfer(&client, from, to, amount, limit).await;
+                let hung = matches!(outcome, Outcome::Hung);
+                tally.record(
+                    &format!("client {c} transfer {n} {from} → {to} ({amount})"),
+                    &outcome,
+                    took,
+                    &["deadlock", "insufficient-funds"],
+                );
+                if hung {
+                    break;
+                }
+            }
+            tally
+        }));
+    }
+    let mut tally = Tally::default();
+    for client in clients {
+        tally.merge(client.await.expect("a client's task ends"));
+    }
+    tally.report(run);
+    tally.assert_all_allowed(run);
+    // Every account still answers, and the books balance.
+    assert_books_balance(&setup, &accounts, limit, run).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crossing_transfers_on_one_silo() {
+    if !tooling_ready(&Language::ALL) {
+        return;
+    }
+    let _alone = one_at_a_time();
+    let data = tempfile::tempdir().unwrap();
+    let silo = start_silo(data.path(), &[]);
+    deploy_banks(&silo.address).await;
+    let limit = TURN_DEADLINE + ONE_SILO_MARGIN;
+    crossing_pairs(
+        std::slice::from_ref(&silo.address),
+        200,
+        limit,
+        "crossing pairs, 200 rounds, one silo",
+    )
+    .await;
+    random_transfers(&silo.address, limit).await;
+    silo.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crossing_transfers_on_three_silos() {
+    if !tooling_ready(&Language::ALL) {
+        return;
+    }
+    let _alone = one_at_a_time();
+    let store = tempfile::tempdir().unwrap();
+    let url = format!("sqlite:{}", store.path().join("cluster.db").display());
+    let data: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let silos: Vec<SiloProcess> = data
+        .iter()
+        .map(|dir| start_silo(dir.path(), &["--cluster", &url, "--placement", "prefer-local"]))
+        .collect();
+    let addresses: Vec<String> = silos.iter().map(|silo| silo.address.clone()).collect();
+    deploy_banks(&addresses[0]).await;
+    let forwarded_before = forwarded_total(&addresses).await;
+    // Fewer rounds than on one silo: a cross-silo deadlock may take up to a
+    // second to break, and CI's time is shared.
+    crossing_pairs(
+        &addresses,
+        60,
+        TURN_DEADLINE + CLUSTER_MARGIN,
+        "crossing pairs, 60 rounds, accounts on different silos of three",
+    )
+    .await;
+    let forwarded = forwarded_total(&addresses).await - forwarded_before;
+    eprintln!("{forwarded} messages were forwarded between silos");
+    assert!(
+        forwarded > 0,
+        "no deposit crossed silos: the accounts were not placed apart"
+    );
+    for silo in silos {
+        silo.stop();
+    }
+}
+
+async fn forwarded_total(addresses: &[String]) -> u64 {
+    let mut total = 0;
+    for address in addresses {
+        total += connect(address).await.stats().await.unwrap().forwarded_total;
+    }
+    total
+}
