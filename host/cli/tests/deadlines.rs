@@ -6,11 +6,15 @@
 //! with `timeout` within the deadline plus one second.
 //!
 //! The faulty guests sleep with `std::thread::sleep` (Rust) and `time.sleep`
-//! (Python); JS has no synchronous sleep, so `guests/faulty-js` busy-waits
-//! instead, which the same deadline must stop.
+//! (Python). JS has no synchronous sleep: `guests/faulty-js` busy-waits
+//! instead, which is CPU spinning, already stopped by a CPU-time deadline
+//! and covered by the spinners here; it is left out to keep CI's time (its
+//! component takes 10 to 25 s to compile on each silo).
 
 mod common;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::SiloProcess;
@@ -230,12 +234,9 @@ async fn sigterm_with_sleepers(client: Client, silo: SiloProcess) -> Result<(), 
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
     let bound = TURN_DEADLINE + SHUTDOWN_GRACE;
-    let took = tokio::task::spawn_blocking(move || {
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| silo.stop_within(bound)))
-    })
-    .await
-    .unwrap()
-    .map_err(|_| format!("SIGTERM did not stop the silo within {bound:?} (or it exited uncleanly)"))?;
+    let took = tokio::task::spawn_blocking(move || silo.stop_within(bound))
+        .await
+        .unwrap()?;
     eprintln!("SIGTERM with 5 sleeping hooks and a sleeping turn: exited after {took:.3?}");
     // The sleeping turn's caller got an answer or a closed connection, not
     // silence.
@@ -282,12 +283,6 @@ async fn python_deadlines_hold_in_wall_time() {
     deadline_suite(Language::Python).await;
 }
 
-/// JS busy-waits where the others sleep (no synchronous sleep in JS).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn javascript_deadlines_hold_in_wall_time() {
-    deadline_suite(Language::JavaScript).await;
-}
-
 /// 20 guests spin at once on a two-core machine: each is stopped within the
 /// deadline plus a second of its call (wall time, not CPU share), and a
 /// counter on the same silo answers meanwhile, each call within the same
@@ -328,13 +323,14 @@ async fn twenty_spinning_guests_are_each_stopped_in_time() {
             })
         })
         .collect();
+    let spinning = Arc::new(AtomicBool::new(true));
     let counting = {
         let client = client.clone();
+        let spinning = spinning.clone();
         tokio::spawn(async move {
             let mut latencies = Vec::new();
-            let started = Instant::now();
-            // For the whole spin window and a little past it.
-            while started.elapsed() < limit + Duration::from_millis(500) {
+            // For as long as any guest spins.
+            while spinning.load(Ordering::Relaxed) {
                 let (ended, took) = bounded(
                     &client,
                     "Counter/steady",
@@ -360,6 +356,7 @@ async fn twenty_spinning_guests_are_each_stopped_in_time() {
             wrong.push(format!("spin-{i}: {ended:?} after {took:.2?}"));
         }
     }
+    spinning.store(false, Ordering::Relaxed);
     let counted = counting.await.unwrap();
     let answered = counted
         .iter()
