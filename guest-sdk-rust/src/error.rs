@@ -84,6 +84,8 @@ impl From<CallError> for Error {
             CallError::Timeout(message) => Error::new("timeout", message),
             CallError::Overloaded(message) => Error::new("overloaded", message),
             CallError::Cycle(message) => Error::new("cycle", message),
+            CallError::Deadlock(message) => Error::new("deadlock", message),
+            CallError::Unavailable(message) => Error::new("unavailable", message),
             CallError::Internal(message) => Error::new("internal", message),
         }
     }

@@ -91,13 +91,18 @@ impl ClusterClient {
         let index = known.unwrap_or_else(|| {
             silos.next.fetch_add(1, Ordering::Relaxed) % silos.connections.len()
         });
-        let request = Request::RoutedCall(CallRequest {
+        let mut request = Request::RoutedCall(CallRequest {
             service_type: key.0.clone(),
             object_id: key.1.clone(),
             message_type: message_type.to_string(),
             payload: ByteBuf::from(payload),
+            timeout_ms: None,
         });
         let client = &silos.connections[index].1;
+        let Request::RoutedCall(call) = &mut request else {
+            unreachable!("built just above")
+        };
+        call.timeout_ms = Some(client.timeout_ms());
         match client.request(request).await {
             Ok(Response::Routed { payload, owner }) => {
                 let owner_index = silos

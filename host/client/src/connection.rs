@@ -110,6 +110,12 @@ impl Client {
         })
     }
 
+    /// How long this client waits for a reply, in milliseconds: sent with
+    /// each call so the silo stops the turn when nobody waits any more.
+    pub fn timeout_ms(&self) -> u64 {
+        u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX)
+    }
+
     /// A client sharing this connection whose calls wait at most `timeout`.
     pub fn with_timeout(&self, timeout: Duration) -> Client {
         Client {
@@ -147,6 +153,7 @@ impl Client {
             object_id: object_id.to_string(),
             message_type: message_type.to_string(),
             payload: ByteBuf::from(payload),
+            timeout_ms: Some(self.timeout_ms()),
         });
         match self.request(request).await? {
             Response::Payload(bytes) => Ok(bytes.into_vec()),

@@ -26,6 +26,6 @@ mod connection;
 mod error;
 
 pub use cluster::ClusterClient;
-pub use connection::Client;
+pub use connection::{Client, DEFAULT_TIMEOUT};
 pub use error::ClientError;
 pub use rio_protocol::{DeploymentInfo, MemberInfo, ReplyError, SiloStats};

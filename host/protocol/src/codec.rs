@@ -139,6 +139,7 @@ mod tests {
                 object_id: "alice".into(),
                 message_type: "get".into(),
                 payload: serde_bytes::ByteBuf::from(vec![0xa0]),
+                timeout_ms: Some(250),
             }),
         }
     }

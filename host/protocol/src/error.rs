@@ -44,6 +44,11 @@ pub enum ReplyError {
     /// The call would wait on an object that is waiting on this call chain.
     #[error("call cycle: {0}")]
     Cycle(String),
+    /// The call would close a cycle of turns of different call chains that
+    /// wait on each other; it was refused (nothing ran in the callee) so the
+    /// other turns can go on.
+    #[error("deadlock: {0}")]
+    Deadlock(String),
     /// The request could not be understood (bad frame, bad arguments).
     #[error("bad request: {0}")]
     BadRequest(String),
@@ -53,9 +58,11 @@ pub enum ReplyError {
     /// A failure inside the silo, such as an unreachable state store.
     #[error("internal error: {0}")]
     Internal(String),
-    /// The silo that owns the object could not be reached. If the message
-    /// was never sent the text says so and a retry is safe; otherwise its
-    /// outcome is unknown.
+    /// The call may or may not have taken effect: the silo that owns the
+    /// object could not be reached, the connection broke after the message
+    /// was sent, or the turn's silo no longer owned the object when it
+    /// committed (its writes were refused). If the message was never sent the
+    /// text says so and a retry is safe; otherwise its outcome is unknown.
     #[error("unavailable: {0}")]
     Unavailable(String),
 }
@@ -71,6 +78,7 @@ impl ReplyError {
             ReplyError::Timeout(_) => "timeout",
             ReplyError::Overloaded(_) => "overloaded",
             ReplyError::Cycle(_) => "cycle",
+            ReplyError::Deadlock(_) => "deadlock",
             ReplyError::BadRequest(_) => "bad-request",
             ReplyError::InvalidComponent(_) => "invalid-component",
             ReplyError::Internal(_) => "internal",

@@ -85,6 +85,11 @@ pub struct ForwardRequest {
     pub call_chain: Vec<(String, String)>,
     /// How many silos passed the call on so far.
     pub hops: u8,
+    /// When the innermost caller's turn started waiting on this call, in
+    /// microseconds since the Unix epoch: of the calls that close a cycle of
+    /// waiting turns across silos, the youngest is refused as a deadlock.
+    #[serde(default)]
+    pub waiting_since_us: Option<u64>,
 }
 
 /// A message for one object.
@@ -98,6 +103,11 @@ pub struct CallRequest {
     pub message_type: String,
     /// Opaque to the silo; CBOR by convention.
     pub payload: ByteBuf,
+    /// How long the caller still waits, in milliseconds: the turn must end
+    /// by then or fail with `timeout`. `None` leaves it to the silo's turn
+    /// deadline. A silo passing the call on sends what is left.
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
 }
 
 /// A successful answer.

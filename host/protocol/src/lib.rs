@@ -23,7 +23,7 @@ pub use frame::{
 pub use writer::{FrameWriter, WriterClosed};
 
 /// Version of the wire protocol; a silo refuses a client that says another.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Default upper bound on one frame's body, in bytes. Deploying a component
 /// travels in one frame, so this is sized for large (Python, JS) components.

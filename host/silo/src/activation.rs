@@ -13,18 +13,16 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use tokio::time::Instant;
 
 use rio_protocol::ReplyError;
 use tokio::sync::{mpsc, watch};
 use wasmtime::{Store, UpdateDeadline};
 
 use crate::ObjectKey;
-use crate::bindings::ServiceObject;
-use crate::bindings::types::HandlerError;
+use crate::bindings::{Export, Handler};
 use crate::deployments::DeployedType;
 use crate::directory::Slot;
-use crate::engine::EPOCH_TICK;
 use crate::host::{ActivationData, DeadlineExceeded, MemoryLimitExceeded, ObjectState};
 use crate::mailbox::{CallChain, Envelope};
 use crate::router::Router;
@@ -58,7 +56,7 @@ struct Activation {
 
 struct LiveInstance {
     store: Store<ActivationData>,
-    bindings: ServiceObject,
+    handler: Handler,
 }
 
 /// A failed turn, and whether the instance survived it.
@@ -90,7 +88,7 @@ impl Activation {
         // re-arming it on every message would cost a timer-wheel update per turn.
         let idle_timer = tokio::time::sleep(idle_timeout);
         tokio::pin!(idle_timer);
-        let mut last_message = tokio::time::Instant::now();
+        let mut last_message = Instant::now();
         loop {
             let event = tokio::select! {
                 biased;
@@ -101,13 +99,13 @@ impl Activation {
             match event {
                 Event::Stop => break,
                 Event::Received(Some(envelope)) => {
-                    last_message = tokio::time::Instant::now();
+                    last_message = Instant::now();
                     self.handle(envelope).await;
                 }
                 // Only this task removes the slot holding the sender.
                 Event::Received(None) => break,
                 Event::TimerFired => {
-                    let now = tokio::time::Instant::now();
+                    let now = Instant::now();
                     let idle_until = last_message + idle_timeout;
                     if now >= idle_until && self.claim_retirement_if_idle() {
                         return self.retire().await;
@@ -130,6 +128,10 @@ impl Activation {
                 None => return envelope.reply.send(Err(self.unknown_type())),
             }
         }
+        if envelope.expired() {
+            let message = format!("the call to {} passed its deadline before it ran", self.key);
+            return envelope.reply.send(Err(ReplyError::Timeout(message)));
+        }
         if self.live.is_none()
             && let Err(error) = self.activate().await
         {
@@ -140,7 +142,7 @@ impl Activation {
             message_type: envelope.message_type,
             payload: envelope.payload,
         };
-        let result = self.turn(hook, &chain).await;
+        let result = self.turn(hook, &chain, envelope.deadline).await;
         envelope.reply.send_from(
             result.map(|reply| reply.unwrap_or_default()),
             self.router.address.get().map(String::as_str),
@@ -166,24 +168,33 @@ impl Activation {
         );
         let mut store = Store::new(&self.router.deployments.engine, data);
         store.limiter(|data| &mut data.memory);
-        store.epoch_deadline_callback(|mut context| {
-            let data = context.data_mut();
-            if data.deadline_ticks_left == 0 {
+        // Checked at every epoch tick while guest code runs; waits outside
+        // guest code are bounded by the `timeout_at` around each call in.
+        store.epoch_deadline_callback(|context| {
+            if Instant::now() >= context.data().turn_deadline {
                 return Err(wasmtime::Error::new(DeadlineExceeded));
             }
-            data.deadline_ticks_left -= 1;
             // Yielding lets a long turn share its worker thread with others.
             Ok(UpdateDeadline::Yield(1))
         });
-        arm_deadline(&mut store, self.router.config.turn_deadline);
-        let bindings = self
-            .deployed
-            .pre
-            .instantiate_async(&mut store)
+        store.set_epoch_deadline(1);
+        let deadline = Instant::now() + self.router.config.turn_deadline;
+        store.data_mut().turn_deadline = deadline;
+        let instantiated =
+            tokio::time::timeout_at(deadline, self.deployed.pre.instantiate(&mut store)).await;
+        let handler = match instantiated {
+            Ok(Ok(handler)) => handler,
+            Ok(Err(error)) => {
+                return Err(classify_instantiation_error(&self.key, error));
+            }
+            Err(_elapsed) => return Err(self.timed_out()),
+        };
+        self.live = Some(LiveInstance { store, handler });
+        let deadline = Instant::now() + self.router.config.turn_deadline;
+        if let Err(failure) = self
+            .turn(Hook::Activate, &self.router.empty_chain(), deadline)
             .await
-            .map_err(|error| classify_instantiation_error(&self.key, &self.router, error))?;
-        self.live = Some(LiveInstance { store, bindings });
-        if let Err(failure) = self.turn(Hook::Activate, &self.router.empty_chain()).await {
+        {
             self.live = None;
             return Err(failure);
         }
@@ -201,8 +212,10 @@ impl Activation {
         &mut self,
         hook: Hook,
         incoming_chain: &CallChain,
+        caller_deadline: Instant,
     ) -> Result<Option<Vec<u8>>, ReplyError> {
-        let outcome = self.call_guest(hook, incoming_chain).await;
+        let deadline = caller_deadline.min(Instant::now() + self.router.config.turn_deadline);
+        let outcome = self.call_guest(hook, incoming_chain, deadline).await;
         match outcome {
             Ok(reply) => Ok(reply),
             Err(TurnFailure {
@@ -221,70 +234,90 @@ impl Activation {
         &mut self,
         hook: Hook,
         incoming_chain: &CallChain,
+        deadline: Instant,
     ) -> Result<Option<Vec<u8>>, TurnFailure> {
         let live = self.live.as_mut().expect("a turn runs on a live instance");
         let data = live.store.data_mut();
         data.incoming_chain = incoming_chain.clone();
-        arm_deadline(&mut live.store, self.router.config.turn_deadline);
+        data.turn_deadline = deadline;
+        data.callee_unknown_message = None;
 
-        let handler = live.bindings.rio_service_handler();
         let object_id = &*self.key.object_id;
-        let (called, message_type) = match &hook {
+        let (export, message_type) = match &hook {
             Hook::Handle {
                 message_type,
                 payload,
             } => (
-                handler
-                    .call_handle(&mut live.store, object_id, message_type, payload)
-                    .await
-                    .map(|r| r.map(Some)),
+                Export::Handle {
+                    message_type,
+                    payload,
+                },
                 Some(message_type.as_str()),
             ),
-            Hook::Activate => (
-                handler
-                    .call_on_activate(&mut live.store, object_id)
-                    .await
-                    .map(|r| r.map(|()| None)),
-                None,
-            ),
-            Hook::Deactivate => (
-                handler
-                    .call_on_deactivate(&mut live.store, object_id)
-                    .await
-                    .map(|r| r.map(|()| None)),
-                None,
-            ),
+            Hook::Activate => (Export::OnActivate, None),
+            Hook::Deactivate => (Export::OnDeactivate, None),
+        };
+        let call = live.handler.call(&mut live.store, object_id, export);
+        // The wall-clock bound: a guest waiting in WASI or on a call is
+        // stopped here; one running code is stopped by the epoch callback.
+        let called = match tokio::time::timeout_at(deadline, call).await {
+            Ok(called) => called,
+            Err(_elapsed) => {
+                return Err(TurnFailure {
+                    error: self.timed_out(),
+                    instance_lost: true,
+                });
+            }
         };
         match called {
             Ok(Ok(reply)) => {
                 self.commit().await?;
                 Ok(reply)
             }
-            Ok(Err(handler_error)) => {
+            Ok(Err((kind, message))) => {
                 let live = self.live.as_mut().expect("still live");
-                live.store.data_mut().state.discard_pending();
+                let data = live.store.data_mut();
+                data.state.discard_pending();
+                let callee_unknown_message = data.callee_unknown_message.take();
                 Err(TurnFailure {
-                    error: self.guest_error(handler_error, message_type),
+                    error: self.guest_error(kind, message, message_type, callee_unknown_message),
                     instance_lost: false,
                 })
             }
             Err(error) => Err(TurnFailure {
-                error: classify_trap(&self.key, &self.router, error),
+                error: classify_trap(&self.key, error),
                 instance_lost: true,
             }),
         }
     }
 
-    fn guest_error(&self, error: HandlerError, message_type: Option<&str>) -> ReplyError {
-        match (error.kind.as_str(), message_type) {
-            ("unknown-message", Some(message_type)) => ReplyError::UnknownMessage {
+    fn timed_out(&self) -> ReplyError {
+        tracing::warn!(object = %self.key, "turn stopped at its deadline");
+        ReplyError::Timeout(format!(
+            "{} ran past its deadline and was stopped; its writes were discarded",
+            self.key
+        ))
+    }
+
+    /// What the caller sees of the guest's own error. `unknown-message` is the
+    /// object's own unless it is, word for word, what a callee answered.
+    fn guest_error(
+        &self,
+        kind: String,
+        message: String,
+        message_type: Option<&str>,
+        callee_unknown_message: Option<ReplyError>,
+    ) -> ReplyError {
+        if kind != "unknown-message" {
+            return ReplyError::Guest { kind, message };
+        }
+        match (callee_unknown_message, message_type) {
+            (Some(callee), _) if callee.to_string() == message => callee,
+            (_, Some(message_type)) => ReplyError::UnknownMessage {
                 service_type: self.key.service_type.to_string(),
                 message_type: message_type.to_string(),
             },
-            _ => ReplyError::Guest {
-                kind: error.kind,
-                message: error.message,
-            },
+            (_, None) => ReplyError::Guest { kind, message },
         }
     }
 
@@ -324,8 +357,9 @@ impl Activation {
             self.live = None;
             return;
         }
+        let deadline = Instant::now() + self.router.config.turn_deadline;
         if let Err(error) = self
-            .turn(Hook::Deactivate, &self.router.empty_chain())
+            .turn(Hook::Deactivate, &self.router.empty_chain(), deadline)
             .await
         {
             tracing::warn!(object = %self.key, %error, "on-deactivate failed");
@@ -389,25 +423,15 @@ impl Activation {
     }
 }
 
-fn arm_deadline(store: &mut Store<ActivationData>, deadline: Duration) {
-    let ticks = (deadline.as_millis() / EPOCH_TICK.as_millis()).max(1);
-    store.data_mut().deadline_ticks_left = u32::try_from(ticks).unwrap_or(u32::MAX);
-    store.set_epoch_deadline(1);
-}
-
 /// An instantiation fails either in the guest (its start code trapped) or in
 /// the host (no memory or address space for one more instance); the latter
 /// is the silo being full, not the guest crashing.
-fn classify_instantiation_error(
-    key: &ObjectKey,
-    router: &Router,
-    error: wasmtime::Error,
-) -> ReplyError {
+fn classify_instantiation_error(key: &ObjectKey, error: wasmtime::Error) -> ReplyError {
     let guest_fault = error.downcast_ref::<wasmtime::Trap>().is_some()
         || error.downcast_ref::<DeadlineExceeded>().is_some()
         || error.downcast_ref::<MemoryLimitExceeded>().is_some();
     if guest_fault {
-        return classify_trap(key, router, error);
+        return classify_trap(key, error);
     }
     tracing::error!(object = %key, error = format!("{error:#}"), "cannot instantiate; the silo is out of resources");
     ReplyError::Overloaded(format!(
@@ -416,11 +440,11 @@ fn classify_instantiation_error(
 }
 
 /// Turns a wasmtime error out of a guest call into what the caller sees.
-fn classify_trap(key: &ObjectKey, router: &Router, error: wasmtime::Error) -> ReplyError {
+fn classify_trap(key: &ObjectKey, error: wasmtime::Error) -> ReplyError {
     if error.downcast_ref::<DeadlineExceeded>().is_some() {
-        let deadline = router.config.turn_deadline;
+        tracing::warn!(object = %key, "turn stopped at its deadline");
         return ReplyError::Timeout(format!(
-            "{key} ran past its deadline of {deadline:?} and was stopped"
+            "{key} ran past its deadline and was stopped; its writes were discarded"
         ));
     }
     if let Some(exceeded) = error.downcast_ref::<MemoryLimitExceeded>() {

@@ -14,7 +14,7 @@ use rio_protocol::{DeploymentInfo, ReplyError};
 use wasmtime::Engine;
 use wasmtime::component::Linker;
 
-use crate::bindings::ServiceObjectPre;
+use crate::bindings::HandlerPre;
 use crate::component_cache::{CompiledCache, Provenance, content_hash};
 use crate::host::ActivationData;
 use crate::storage::ComponentStore;
@@ -22,7 +22,7 @@ use crate::storage::ComponentStore;
 /// One service type's current code.
 pub(crate) struct DeployedType {
     pub(crate) info: DeploymentInfo,
-    pub(crate) pre: ServiceObjectPre<ActivationData>,
+    pub(crate) pre: HandlerPre<ActivationData>,
     superseded: AtomicBool,
 }
 
@@ -161,14 +161,15 @@ impl Deployments {
         );
         let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| {
             ReplyError::InvalidComponent(format!(
-                "the component imports something a rio silo does not provide (it must target the world rio:service/service-object@0.1.0): {e:#}"
+                "the component imports something a rio silo does not provide (it must target the world rio:service/service-object@0.2.0 or @0.1.0): {e:#}"
             ))
         })?;
-        let pre = ServiceObjectPre::new(instance_pre).map_err(|e| {
+        let pre = HandlerPre::new(instance_pre).map_err(|e| {
             ReplyError::InvalidComponent(format!(
-                "the component does not export rio:service/handler@0.1.0 as the world rio:service/service-object requires: {e:#}"
+                "the component does not export rio:service/handler as the world rio:service/service-object requires: {e:#}"
             ))
         })?;
+        tracing::debug!(service_type, wit = pre.wit_version(), "component linked");
         let info = DeploymentInfo {
             service_type: service_type.to_string(),
             content_hash: hash.to_string(),

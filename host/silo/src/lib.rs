@@ -23,6 +23,7 @@ mod bindings;
 mod cluster;
 mod component_cache;
 pub mod config;
+mod deadlock;
 mod deployments;
 mod directory;
 mod engine;

@@ -5,8 +5,10 @@ use std::sync::Arc;
 use rio_protocol::{FrameWriter, ReplyError, Response, ServerFrame, encode_frame};
 use serde_bytes::ByteBuf;
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 
 use crate::ObjectKey;
+use crate::deadlock::WaitEdge;
 
 /// The objects whose turns are waiting, directly or not, on this message:
 /// the outermost caller first. A message to an object already in its own
@@ -21,8 +23,15 @@ pub(crate) struct Envelope {
     pub(crate) reply: ReplyTo,
     /// How many silos passed this message on before it came here.
     pub(crate) hops: u8,
-    /// How many times this silo re-sent it after a peer could not be reached.
-    pub(crate) redeliveries: u8,
+    /// When the caller stops waiting: the turn must end by then (and by the
+    /// silo's turn deadline, counted from the turn's start).
+    pub(crate) deadline: Instant,
+    /// When the calling turn began waiting on this message (µs since the
+    /// epoch), for choosing which call of a deadlock to refuse.
+    pub(crate) waiting_since_us: Option<u64>,
+    /// This message's edge in the silo's wait-for graph, for a message whose
+    /// caller's turn waits on another silo; dropped with the message.
+    pub(crate) wait_edge: Option<WaitEdge>,
 }
 
 impl Envelope {
@@ -32,6 +41,7 @@ impl Envelope {
         payload: Vec<u8>,
         call_chain: CallChain,
         reply: ReplyTo,
+        deadline: Instant,
     ) -> Envelope {
         Envelope {
             message_type,
@@ -39,8 +49,20 @@ impl Envelope {
             call_chain,
             reply,
             hops: 0,
-            redeliveries: 0,
+            deadline,
+            waiting_since_us: None,
+            wait_edge: None,
         }
+    }
+
+    /// The object whose turn waits on this message, if a turn does.
+    pub(crate) fn caller(&self) -> Option<&ObjectKey> {
+        self.call_chain.last()
+    }
+
+    /// The caller's deadline has passed: nobody waits for this turn.
+    pub(crate) fn expired(&self) -> bool {
+        Instant::now() >= self.deadline
     }
 }
 

@@ -8,9 +8,11 @@ use std::time::Duration;
 use rio_protocol::{CallRequest, ForwardRequest, MemberInfo, ReplyError};
 use serde_bytes::ByteBuf;
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
 
 use crate::activation;
 use crate::cluster::{Cluster, ForwardFailure, Route};
+use crate::deadlock::{Deadlock, WaitGraph};
 use crate::deployments::{DeployedType, Deployments};
 use crate::directory::{Directory, Slot};
 use crate::mailbox::{CallChain, Envelope, ReplyTo};
@@ -48,14 +50,16 @@ pub(crate) struct Router {
     pub(crate) in_transit: AtomicUsize,
     /// Set when the cluster declared this silo dead: nothing more is committed.
     pub(crate) evicted: AtomicBool,
+    /// Which turns wait on which objects, to refuse calls that would deadlock.
+    pub(crate) waits: WaitGraph,
 }
 
 /// A message is passed between silos at most this often: placement races
 /// settle in one extra hop.
 const MAX_HOPS: u8 = 3;
-/// How often, and how far apart, a message is re-sent to an owner that
-/// could not be reached, until the cluster declares that owner dead.
-const MAX_REDELIVERIES: u8 = 60;
+/// How far apart a message is re-sent to an owner that could not be
+/// reached, until the cluster declares that owner dead or the message's
+/// deadline passes.
 const REDELIVERY_DELAY: Duration = Duration::from_millis(250);
 
 impl Router {
@@ -81,6 +85,7 @@ impl Router {
             cluster,
             in_transit: AtomicUsize::new(0),
             evicted: AtomicBool::new(false),
+            waits: WaitGraph::default(),
         }
     }
 
@@ -123,16 +128,26 @@ impl Router {
         self.closing.store(true, Ordering::SeqCst);
     }
 
-    /// Sends a message from a guest and waits for the reply.
+    /// Sends a message from a guest's turn and waits for the reply, at most
+    /// until `deadline` (the turn's own).
     pub(crate) async fn call(
         self: &Arc<Self>,
         key: ObjectKey,
         message_type: String,
         payload: Vec<u8>,
         call_chain: CallChain,
+        deadline: Instant,
+        waiting_since_us: u64,
     ) -> Result<Vec<u8>, ReplyError> {
         let (reply, reply_received) = oneshot::channel();
-        let envelope = Envelope::new(message_type, payload, call_chain, ReplyTo::Caller(reply));
+        let mut envelope = Envelope::new(
+            message_type,
+            payload,
+            call_chain,
+            ReplyTo::Caller(reply),
+            deadline,
+        );
+        envelope.waiting_since_us = Some(waiting_since_us);
         self.dispatch(key, envelope);
         reply_received.await.unwrap_or_else(|_| {
             Err(ReplyError::Internal(
@@ -160,6 +175,24 @@ impl Router {
                 .collect();
             let message = format!("{} -> {key}", chain.join(" -> "));
             return envelope.reply.send(Err(ReplyError::Cycle(message)));
+        }
+        if envelope.expired() {
+            let message = format!("the call to {key} passed its deadline before it ran");
+            return envelope.reply.send(Err(ReplyError::Timeout(message)));
+        }
+        // A call from a turn on another silo: record its wait here, where it
+        // may close a cycle with this silo's own waits. (A local caller's
+        // wait was recorded when its guest called.)
+        if envelope.hops > 0
+            && envelope.wait_edge.is_none()
+            && let (Some(caller), Some(since)) = (envelope.caller(), envelope.waiting_since_us)
+        {
+            match self.waits.wait(caller, &key, since) {
+                Ok(edge) => envelope.wait_edge = Some(edge),
+                Err(Deadlock(message)) => {
+                    return envelope.reply.send(Err(ReplyError::Deadlock(message)));
+                }
+            }
         }
         loop {
             let mut slots = self.directory.lock();
@@ -326,27 +359,28 @@ impl Router {
             Ok(client) => client,
             Err(reason) => {
                 cluster.forget_route(&key);
-                if envelope.redeliveries >= MAX_REDELIVERIES {
+                if Instant::now() + REDELIVERY_DELAY >= envelope.deadline {
                     let message = format!(
-                        "{key} is on {owner}, which cannot be reached ({reason}); the message was not delivered"
+                        "{key} is on {owner}, which could not be reached before the call's deadline ({reason}); the message was not delivered"
                     );
                     return envelope.reply.send(Err(ReplyError::Unavailable(message)));
                 }
                 // Nothing was sent, so trying again is safe. The owner may be
                 // dead and not yet declared so: ask again shortly, until the
                 // cluster moves the object.
-                envelope.redeliveries += 1;
                 tokio::time::sleep(REDELIVERY_DELAY).await;
                 return self.dispatch(key, envelope);
             }
         };
         // From here the message leaves for good, so its payload moves along.
+        let remaining = envelope.deadline.saturating_duration_since(Instant::now());
         let request = ForwardRequest {
             call: CallRequest {
                 service_type: key.service_type.to_string(),
                 object_id: key.object_id.to_string(),
                 message_type: std::mem::take(&mut envelope.message_type),
                 payload: ByteBuf::from(std::mem::take(&mut envelope.payload)),
+                timeout_ms: Some(u64::try_from(remaining.as_millis()).unwrap_or(u64::MAX)),
             },
             call_chain: envelope
                 .call_chain
@@ -354,11 +388,16 @@ impl Router {
                 .map(|key| (key.service_type.to_string(), key.object_id.to_string()))
                 .collect(),
             hops: envelope.hops + 1,
+            waiting_since_us: envelope.waiting_since_us,
         };
         self.counters
             .forwarded_total
             .fetch_add(1, Ordering::Relaxed);
-        match cluster.peers.forward(&owner.address, client, request).await {
+        match cluster
+            .peers
+            .forward(&owner.address, client, request, remaining)
+            .await
+        {
             Ok(reply) => envelope.reply.send_from(Ok(reply), Some(&owner.address)),
             Err(ForwardFailure::Reply(error)) => envelope.reply.send(Err(error)),
             Err(ForwardFailure::Lost(reason)) => {

@@ -9,6 +9,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use rio_protocol::codec::decode_body;
 use rio_protocol::{
@@ -16,6 +17,7 @@ use rio_protocol::{
     Response, ServerFrame,
 };
 use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
 
 use crate::ObjectKey;
 use crate::mailbox::{ConnectionSink, Envelope, ReplyTo};
@@ -142,11 +144,13 @@ fn handle_request(id: u64, request: Request, sink: &ConnectionSink, router: &Arc
                 sink: sink.clone(),
                 report_owner,
             };
+            let deadline = call_deadline(call.timeout_ms);
             let envelope = Envelope::new(
                 call.message_type,
                 call.payload.into_vec(),
                 router.empty_chain(),
                 reply,
+                deadline,
             );
             router.dispatch(key, envelope);
         }
@@ -163,13 +167,16 @@ fn handle_request(id: u64, request: Request, sink: &ConnectionSink, router: &Arc
                 sink: sink.clone(),
                 report_owner: false,
             };
+            let deadline = call_deadline(call.timeout_ms);
             let mut envelope = Envelope::new(
                 call.message_type,
                 call.payload.into_vec(),
                 chain.into(),
                 reply,
+                deadline,
             );
             envelope.hops = forward.hops;
+            envelope.waiting_since_us = forward.waiting_since_us;
             router.dispatch(key, envelope);
         }
         Request::Ping => sink.reply(
@@ -199,4 +206,14 @@ fn handle_request(id: u64, request: Request, sink: &ConnectionSink, router: &Arc
         }
         Request::Stats => sink.reply(id, Ok(Response::Stats(crate::silo::stats(router)))),
     }
+}
+
+/// When the caller of a request stops waiting: what it said, or as long as
+/// `rio-client` waits by default when it said nothing (an older client).
+fn call_deadline(timeout_ms: Option<u64>) -> Instant {
+    let wait = timeout_ms.map_or(rio_client::DEFAULT_TIMEOUT, Duration::from_millis);
+    // A far-off deadline (u64::MAX ms) must not overflow the clock.
+    Instant::now()
+        .checked_add(wait)
+        .unwrap_or_else(|| Instant::now() + rio_client::DEFAULT_TIMEOUT * 1000)
 }

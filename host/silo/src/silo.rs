@@ -24,8 +24,10 @@ pub struct Silo {
     stop: watch::Sender<bool>,
 }
 
-/// The longest a stopping silo waits for its activations to deactivate.
-const STOP_GRACE: Duration = Duration::from_secs(30);
+/// A stopping silo waits for its activations at most two turn deadlines
+/// (the turn in progress, then the deactivation hook) plus this margin for
+/// their commits; then it exits anyway.
+const STOP_MARGIN: Duration = Duration::from_secs(1);
 
 impl Silo {
     /// Opens the data directory (creating it), the store (the SQLite file in
@@ -140,7 +142,8 @@ impl Silo {
         }
         self.router.close();
         let _ = self.stop.send(true);
-        let deadline = tokio::time::Instant::now() + STOP_GRACE;
+        let deadline =
+            tokio::time::Instant::now() + self.router.config.turn_deadline * 2 + STOP_MARGIN;
         while !self.router.directory.lock().is_empty()
             || self.router.in_transit.load(Ordering::SeqCst) > 0
         {

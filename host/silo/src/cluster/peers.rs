@@ -24,14 +24,17 @@ pub(crate) struct Peers {
     probes: Mutex<HashMap<String, Client>>,
 }
 
-/// A forwarded call may itself wait on calls to other objects.
-const FORWARD_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a forwarded call's sender waits past the call's own deadline:
+/// the owner answers `timeout` itself at the deadline; this margin covers
+/// the trip back. Past it the owner is taken as unreachable (frozen, or the
+/// reply lost), and the outcome is unknown.
+const FORWARD_REPLY_MARGIN: Duration = Duration::from_secs(1);
 
 impl Peers {
     /// The connection for forwarded calls to the silo at `address`; an
     /// error means nothing was sent.
     pub(crate) async fn call_connection(&self, address: &str) -> Result<Client, String> {
-        connection(&self.calls, address, FORWARD_TIMEOUT)
+        connection(&self.calls, address, FORWARD_REPLY_MARGIN)
             .await
             .map_err(|error| error.to_string())
     }
@@ -42,13 +45,19 @@ impl Peers {
         address: &str,
         client: Client,
         request: ForwardRequest,
+        deadline: Duration,
     ) -> Result<Vec<u8>, ForwardFailure> {
+        let client = client.with_timeout(deadline + FORWARD_REPLY_MARGIN);
         match client.request(Request::Forward(request)).await {
             Ok(Response::Payload(bytes)) => Ok(bytes.into_vec()),
             Ok(other) => Err(ForwardFailure::Reply(ReplyError::Internal(format!(
                 "silo {address} answered a forwarded call with {other:?}"
             )))),
             Err(ClientError::Reply(error)) => Err(ForwardFailure::Reply(error)),
+            // The connection is fine (other calls share it); this answer is late.
+            Err(ClientError::Timeout(waited)) => Err(ForwardFailure::Lost(format!(
+                "no answer within {waited:?}, past the call's deadline"
+            ))),
             Err(error) => {
                 drop_connection(&self.calls, address);
                 Err(ForwardFailure::Lost(error.to_string()))

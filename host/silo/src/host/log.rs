@@ -27,3 +27,18 @@ impl Host for ActivationData {
         }
     }
 }
+
+/// Components built against 0.1.0 log the same way.
+impl crate::bindings::legacy::log::Host for ActivationData {
+    fn write(&mut self, level: crate::bindings::legacy::log::Level, message: String) {
+        use crate::bindings::legacy::log::Level as Legacy;
+        let level = match level {
+            Legacy::Trace => Level::Trace,
+            Legacy::Debug => Level::Debug,
+            Legacy::Info => Level::Info,
+            Legacy::Warn => Level::Warn,
+            Legacy::Error => Level::Error,
+        };
+        <Self as Host>::write(self, level, message)
+    }
+}

@@ -1,10 +1,13 @@
-//! `rio:service/messaging`: a guest calls another object and awaits its reply.
+//! `rio:service/messaging`: a guest calls another object and awaits its
+//! reply, within its own turn's deadline, unless the call would deadlock.
 
 use rio_protocol::ReplyError;
 
 use crate::ObjectKey;
+use crate::bindings::legacy;
 use crate::bindings::messaging::Host;
 use crate::bindings::types::{CallError, HandlerError};
+use crate::deadlock::{Deadlock, now_us};
 use crate::host::ActivationData;
 
 impl Host for ActivationData {
@@ -15,17 +18,90 @@ impl Host for ActivationData {
         message_type: String,
         payload: Vec<u8>,
     ) -> Result<Vec<u8>, CallError> {
-        let target = ObjectKey::new(&service_type, &object_id);
+        self.call_object(&service_type, &object_id, message_type, payload)
+            .await
+            .map_err(to_call_error)
+    }
+}
+
+/// Components built against 0.1.0 make the same calls; their contract has no
+/// `deadlock` or `unavailable`, so those reach them as `internal`.
+impl legacy::messaging::Host for ActivationData {
+    async fn call(
+        &mut self,
+        service_type: String,
+        object_id: String,
+        message_type: String,
+        payload: Vec<u8>,
+    ) -> Result<Vec<u8>, legacy::types::CallError> {
+        use legacy::types::{CallError as Legacy, HandlerError as LegacyHandlerError};
+        let result = self
+            .call_object(&service_type, &object_id, message_type, payload)
+            .await;
+        result.map_err(|error| match to_call_error(error) {
+            CallError::Guest(HandlerError { kind, message }) => {
+                Legacy::Guest(LegacyHandlerError { kind, message })
+            }
+            CallError::UnknownType(message) => Legacy::UnknownType(message),
+            CallError::Trap(message) => Legacy::Trap(message),
+            CallError::Timeout(message) => Legacy::Timeout(message),
+            CallError::Overloaded(message) => Legacy::Overloaded(message),
+            CallError::Cycle(message) => Legacy::Cycle(message),
+            CallError::Deadlock(message) => Legacy::Internal(format!("deadlock: {message}")),
+            CallError::Unavailable(message) => {
+                Legacy::Internal(format!("unavailable (it may have run): {message}"))
+            }
+            CallError::Internal(message) => Legacy::Internal(message),
+        })
+    }
+}
+
+impl ActivationData {
+    /// Sends the message and waits for the reply, as long as this turn may
+    /// run. The wait is recorded in the silo's wait-for graph while it lasts.
+    async fn call_object(
+        &mut self,
+        service_type: &str,
+        object_id: &str,
+        message_type: String,
+        payload: Vec<u8>,
+    ) -> Result<Vec<u8>, ReplyError> {
+        let target = ObjectKey::new(service_type, object_id);
+        let waiting_since_us = now_us();
+        // A call back into this call chain is a `cycle`, which the router
+        // answers; it is not a wait between chains.
+        let same_chain = target == self.key || self.incoming_chain.contains(&target);
+        let _waiting = if same_chain {
+            None
+        } else {
+            let edge = self
+                .router
+                .waits
+                .wait(&self.key, &target, waiting_since_us)
+                .map_err(|Deadlock(message)| ReplyError::Deadlock(message))?;
+            Some(edge)
+        };
         let chain = self
             .incoming_chain
             .iter()
             .cloned()
             .chain([self.key.clone()])
             .collect();
-        self.router
-            .call(target, message_type, payload, chain)
-            .await
-            .map_err(to_call_error)
+        let result = self
+            .router
+            .call(
+                target,
+                message_type,
+                payload,
+                chain,
+                self.turn_deadline,
+                waiting_since_us,
+            )
+            .await;
+        if let Err(error @ ReplyError::UnknownMessage { .. }) = &result {
+            self.callee_unknown_message = Some(error.clone());
+        }
+        result
     }
 }
 
@@ -33,6 +109,7 @@ impl Host for ActivationData {
 fn to_call_error(error: ReplyError) -> CallError {
     match error {
         ReplyError::Guest { kind, message } => CallError::Guest(HandlerError { kind, message }),
+        // The callee's, named in the text; see `ActivationData::callee_unknown_message`.
         ReplyError::UnknownMessage { .. } => CallError::Guest(HandlerError {
             kind: "unknown-message".into(),
             message: error.to_string(),
@@ -41,9 +118,9 @@ fn to_call_error(error: ReplyError) -> CallError {
         ReplyError::Trap(message) => CallError::Trap(message),
         ReplyError::Timeout(message) => CallError::Timeout(message),
         ReplyError::Overloaded(message) => CallError::Overloaded(message),
-        // The guest's contract has no such case; like overload, it passes.
-        ReplyError::Unavailable(message) => CallError::Overloaded(message),
+        ReplyError::Unavailable(message) => CallError::Unavailable(message),
         ReplyError::Cycle(message) => CallError::Cycle(message),
+        ReplyError::Deadlock(message) => CallError::Deadlock(message),
         ReplyError::BadRequest(_) | ReplyError::InvalidComponent(_) | ReplyError::Internal(_) => {
             CallError::Internal(error.to_string())
         }

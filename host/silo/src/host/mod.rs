@@ -4,12 +4,14 @@
 
 use std::sync::Arc;
 
-use wasmtime::component::{HasSelf, Linker, ResourceTable};
+use rio_protocol::ReplyError;
+use tokio::time::Instant;
+
+use wasmtime::component::{Linker, ResourceTable};
 use wasmtime::{Engine, ResourceLimiter};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::ObjectKey;
-use crate::bindings::ServiceObject;
 use crate::mailbox::CallChain;
 use crate::router::Router;
 
@@ -30,8 +32,13 @@ pub(crate) struct ActivationData {
     /// The call chain of the message this turn handles; outgoing calls carry
     /// it with this object appended (built only when a guest does call).
     pub(crate) incoming_chain: CallChain,
-    /// Epoch ticks the current turn may still run before it is stopped.
-    pub(crate) deadline_ticks_left: u32,
+    /// When the current turn (or hook) must have ended, in wall time: its
+    /// guest code, WASI waits and calls all count.
+    pub(crate) turn_deadline: Instant,
+    /// A callee's `unknown-message` handed to the guest in this turn. If the
+    /// guest returns it unchanged, the caller learns it was the callee's
+    /// message that was unknown, not this object's.
+    pub(crate) callee_unknown_message: Option<ReplyError>,
     wasi: WasiCtx,
     table: ResourceTable,
 }
@@ -58,7 +65,8 @@ impl ActivationData {
             state,
             memory,
             incoming_chain,
-            deadline_ticks_left: 0,
+            turn_deadline: Instant::now(),
+            callee_unknown_message: None,
             wasi,
             table: ResourceTable::new(),
         }
@@ -78,7 +86,7 @@ impl WasiView for ActivationData {
 pub(crate) fn linker(engine: &Engine) -> wasmtime::Result<Linker<ActivationData>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-    ServiceObject::add_to_linker::<_, HasSelf<ActivationData>>(&mut linker, |data| data)?;
+    crate::bindings::add_to_linker(&mut linker)?;
     Ok(linker)
 }
 
@@ -90,7 +98,7 @@ pub(crate) struct MemoryLimitExceeded {
     pub(crate) desired_bytes: usize,
 }
 
-/// The guest ran past its turn deadline.
+/// The guest's code was still running at its turn's deadline.
 #[derive(Debug, thiserror::Error)]
 #[error("turn deadline exceeded")]
 pub(crate) struct DeadlineExceeded;

@@ -86,6 +86,25 @@ impl Host for ActivationData {
     }
 }
 
+/// Components built against 0.1.0 see the same state.
+impl crate::bindings::legacy::state::Host for ActivationData {
+    fn get(&mut self, key: String) -> Option<Vec<u8>> {
+        <Self as Host>::get(self, key)
+    }
+
+    fn set(&mut self, key: String, value: Vec<u8>) {
+        <Self as Host>::set(self, key, value)
+    }
+
+    fn delete(&mut self, key: String) {
+        <Self as Host>::delete(self, key)
+    }
+
+    fn keys(&mut self) -> Vec<String> {
+        <Self as Host>::keys(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
