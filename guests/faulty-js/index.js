@@ -77,9 +77,11 @@ export default service({
   },
 
   "call-sleeper": {
-    message: { target: "string", millis: "int" },
-    handle({ target, millis }) {
+    message: { target: "string", millis: "int", before_millis: "int?" },
+    handle({ target, millis, before_millis: before }) {
       state.save("value", millis);
+      // Waited before the call, so the callee gets less than a whole deadline.
+      busyWait(before ?? 0);
       return call(identity.serviceType(), target, "sleep", { millis });
     },
   },

@@ -21,6 +21,8 @@ class Sleep:
 class CallSleeper:
     target: str
     millis: int
+    # Slept before the call, so the callee gets less than a whole deadline.
+    before_millis: int = 0
 
 
 @service
@@ -89,6 +91,7 @@ class Faulty:
     @handler("call-sleeper")
     def call_sleeper(self, message: CallSleeper):
         state.save("value", message.millis)
+        time.sleep(message.before_millis / 1000)
         return call(identity.service_type(), message.target, "sleep", {"millis": message.millis})
 
     @handler("sleep-on-deactivate")

@@ -113,6 +113,9 @@ struct Slept {
 struct CallSleeper {
     target: String,
     millis: u64,
+    /// Slept before the call, so the callee gets less than a whole deadline.
+    #[serde(default)]
+    before_millis: u64,
 }
 
 /// Writes `value` (so a test can see whether the turn's writes were kept),
@@ -125,10 +128,12 @@ fn sleep(message: Sleep) -> Result<Slept, Error> {
     })
 }
 
-/// Writes `value`, then waits on another object of this type sleeping for
-/// `millis`: a turn stuck on its callee, not on its own code.
+/// Writes `value`, sleeps `before_millis`, then waits on another object of
+/// this type sleeping for `millis`: a turn stuck on its callee, not on its
+/// own code.
 fn call_sleeper(message: CallSleeper) -> Result<Slept, Error> {
     state::save("value", &(message.millis as i64))?;
+    std::thread::sleep(std::time::Duration::from_millis(message.before_millis));
     call(
         &identity::service_type(),
         &message.target,
