@@ -15,6 +15,8 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::path::Path;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::SiloProcess;
@@ -45,7 +47,7 @@ fn silo_flags(extra: &[&str]) -> Vec<String> {
     flags
 }
 
-fn start_silo(data: &std::path::Path, extra: &[&str]) -> SiloProcess {
+fn start_silo(data: &Path, extra: &[&str]) -> SiloProcess {
     let flags = silo_flags(extra);
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     SiloProcess::start_with(data, &flags)
@@ -330,13 +332,14 @@ async fn crossing_pairs(addresses: &[String], rounds: usize, limit: Duration, ru
     }
     eprintln!("{run}: the rounds took {:.1?}", started.elapsed());
     tally.report(run);
+    // The books first: they must balance whatever the calls answered.
+    let probe = connect(&addresses[0]).await;
+    assert_books_balance(&probe, &accounts, limit, run).await;
     tally.assert_all_allowed(run);
     assert!(
         tally.kinds.get("deadlock").copied().unwrap_or(0) > 0,
         "{run}: no transfer ever met its crossing one, so nothing here tested a deadlock"
     );
-    let probe = connect(&addresses[0]).await;
-    assert_books_balance(&probe, &accounts, limit, run).await;
 }
 
 /// The total of all balances is what was deposited, and none is negative.
@@ -348,6 +351,7 @@ async fn assert_books_balance(client: &Client, accounts: &[Account], limit: Dura
         total += balance;
     }
     let expected = STARTING_BALANCE * accounts.len() as i64;
+    eprintln!("{run}: {} accounts hold {total} in all ({expected} deposited)", accounts.len());
     assert_eq!(
         total, expected,
         "{run}: the accounts hold {total}, but {expected} was deposited and transfers only move money"
@@ -418,9 +422,9 @@ async fn random_transfers(address: &str, limit: Duration) {
         tally.merge(client.await.expect("a client's task ends"));
     }
     tally.report(run);
-    tally.assert_all_allowed(run);
     // Every account still answers, and the books balance.
     assert_books_balance(&setup, &accounts, limit, run).await;
+    tally.assert_all_allowed(run);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -429,10 +433,11 @@ async fn crossing_transfers_on_one_silo() {
         return;
     }
     let _alone = one_at_a_time();
-    let data = tempfile::tempdir().unwrap();
+    let data = data_dir();
     let started = Instant::now();
     let silo = start_silo(data.path(), &[]);
     deploy_banks(&silo.address).await;
+    keep_compiled(data.path());
     eprintln!("silo up, banks deployed, in {:.1?}", started.elapsed());
     let limit = TURN_DEADLINE + ONE_SILO_MARGIN;
     crossing_pairs(
@@ -446,40 +451,31 @@ async fn crossing_transfers_on_one_silo() {
     silo.stop();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn crossing_transfers_on_three_silos() {
-    if !tooling_ready(&Language::ALL) {
-        return;
-    }
-    let _alone = one_at_a_time();
-    let store = tempfile::tempdir().unwrap();
-    let url = format!("sqlite:{}", store.path().join("cluster.db").display());
-    let cluster_flags = ["--cluster", url.as_str(), "--placement", "prefer-local"];
-    // The first silo compiles the three components once; the others start
-    // from a copy of its data directory (in a cluster it holds only the
-    // compiled-component cache), so they load instead of compiling them
-    // again: each JS compile takes 10 to 25 s of a shared two-core machine.
+/// Three silos sharing the cluster store at `url`, each pair's accounts
+/// placed on two different silos (prefer-local placement, each account
+/// opened through its own silo).
+async fn crossing_on_three_silos(url: &str, store: &str) {
+    let cluster_flags = ["--cluster", url, "--placement", "prefer-local"];
     let started = Instant::now();
-    let data: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let first = start_silo(data[0].path(), &cluster_flags);
+    let first_data = data_dir();
+    let first = start_silo(first_data.path(), &cluster_flags);
     deploy_banks(&first.address).await;
-    for copy in &data[1..] {
-        copy_dir(data[0].path(), copy.path());
-    }
+    keep_compiled(first_data.path());
+    let mut data = vec![first_data];
     let mut silos = vec![first];
-    for dir in &data[1..] {
+    for _ in 1..3 {
+        let dir = data_dir();
         silos.push(start_silo(dir.path(), &cluster_flags));
+        data.push(dir);
     }
     let addresses: Vec<String> = silos.iter().map(|silo| silo.address.clone()).collect();
-    eprintln!("three silos up, banks deployed, in {:.1?}", started.elapsed());
+    eprintln!("three silos up on {store}, banks deployed, in {:.1?}", started.elapsed());
     let forwarded_before = forwarded_total(&addresses).await;
-    // Fewer rounds than on one silo: a cross-silo deadlock may take up to a
-    // second to break, and CI's time is shared.
     crossing_pairs(
         &addresses,
-        60,
+        200,
         TURN_DEADLINE + CLUSTER_MARGIN,
-        "crossing pairs, 60 rounds, accounts on different silos of three",
+        &format!("crossing pairs, 200 rounds, accounts on different silos of three, {store}"),
     )
     .await;
     let forwarded = forwarded_total(&addresses).await - forwarded_before;
@@ -493,7 +489,104 @@ async fn crossing_transfers_on_three_silos() {
     }
 }
 
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crossing_transfers_on_three_silos() {
+    if !tooling_ready(&Language::ALL) {
+        return;
+    }
+    let _alone = one_at_a_time();
+    let store = tempfile::tempdir().unwrap();
+    let url = format!("sqlite:{}", store.path().join("cluster.db").display());
+    crossing_on_three_silos(&url, "a shared SQLite file").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crossing_transfers_on_three_silos_on_postgres() {
+    if !tooling_ready(&Language::ALL) {
+        return;
+    }
+    let Some(database) = PostgresDatabase::create("crossing") else {
+        return;
+    };
+    let _alone = one_at_a_time();
+    crossing_on_three_silos(&database.url, "PostgreSQL").await;
+}
+
+/// A database of its own on the local PostgreSQL (127.0.0.1:5432, trust
+/// auth), dropped afterwards; `None` (and a printed reason) when no server
+/// runs, except in CI, where that fails.
+struct PostgresDatabase {
+    name: String,
+    url: String,
+}
+
+impl PostgresDatabase {
+    fn create(test: &str) -> Option<PostgresDatabase> {
+        let address = std::net::SocketAddr::from(([127, 0, 0, 1], 5432));
+        if std::net::TcpStream::connect_timeout(&address, Duration::from_secs(1)).is_err() {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "PostgreSQL is not running on 127.0.0.1:5432"
+            );
+            eprintln!("skipping: PostgreSQL is not running on 127.0.0.1:5432");
+            return None;
+        }
+        let name = format!("rio_{test}_{}", std::process::id());
+        psql(&format!("DROP DATABASE IF EXISTS {name}"));
+        psql(&format!("CREATE DATABASE {name}"));
+        let url = format!("postgres://postgres@127.0.0.1:5432/{name}");
+        Some(PostgresDatabase { name, url })
+    }
+}
+
+impl Drop for PostgresDatabase {
+    fn drop(&mut self) {
+        // Best effort: a failure here must not turn a test's panic into an abort.
+        let _ = std::process::Command::new("psql")
+            .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-qc"])
+            .arg(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))
+            .output();
+    }
+}
+
+fn psql(sql: &str) {
+    let output = std::process::Command::new("psql")
+        .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-qc", sql])
+        .output()
+        .expect("psql runs");
+    assert!(
+        output.status.success(),
+        "psql {sql}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// The silo's compiled-component cache (`DATA/compiled/`, see
+/// ARCHITECTURE.md), kept from the first silo of this test process that
+/// compiled the banks, so that later silos load them instead of compiling
+/// again: a JS component takes 10 to 25 s of a shared two-core machine.
+static COMPILED: Mutex<Option<tempfile::TempDir>> = Mutex::new(None);
+
+/// A fresh data directory, holding the compiled components if an earlier
+/// silo of this process compiled them.
+fn data_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    if let Some(kept) = COMPILED.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+        copy_dir(kept.path(), &dir.path().join("compiled"));
+    }
+    dir
+}
+
+fn keep_compiled(data: &Path) {
+    let mut kept = COMPILED.lock().unwrap_or_else(|p| p.into_inner());
+    if kept.is_none() && data.join("compiled").is_dir() {
+        let copy = tempfile::tempdir().unwrap();
+        copy_dir(&data.join("compiled"), copy.path());
+        *kept = Some(copy);
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
         let entry = entry.unwrap();
