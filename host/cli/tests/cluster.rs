@@ -322,6 +322,9 @@ async fn transfers_between_objects_on_different_silos() {
     let cluster = Cluster::start(&database.url, 3);
     let bank = stdout_of(&rio(&["build", "examples/bank"]));
     deploy(&cluster.address(2), "Account", &bank);
+    // Each silo reads the membership table once a second: until then a
+    // silo that joined first knows no other to place objects on.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
     let client = Client::connect(&cluster.address(0)).await.unwrap();
     const PAIRS: usize = 12;
     for pair in 0..PAIRS {

@@ -16,13 +16,12 @@ use std::sync::atomic::Ordering;
 use tokio::time::Instant;
 
 use rio_protocol::ReplyError;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use wasmtime::{Store, UpdateDeadline};
 
 use crate::ObjectKey;
 use crate::bindings::{Export, Handler};
 use crate::deployments::DeployedType;
-use crate::directory::Slot;
 use crate::host::{ActivationData, DeadlineExceeded, MemoryLimitExceeded, ObjectState};
 use crate::mailbox::{CallChain, Envelope};
 use crate::router::Router;
@@ -33,15 +32,15 @@ pub(crate) fn spawn(
     deployed: Arc<DeployedType>,
     mailbox: mpsc::Receiver<Envelope>,
 ) {
+    let tasks = router.tasks.clone();
     let activation = Activation {
         router,
         key,
         deployed,
         live: None,
         mailbox,
-        retired: None,
     };
-    tokio::spawn(activation.run());
+    tasks.spawn(activation.run());
 }
 
 struct Activation {
@@ -50,8 +49,6 @@ struct Activation {
     deployed: Arc<DeployedType>,
     live: Option<LiveInstance>,
     mailbox: mpsc::Receiver<Envelope>,
-    /// Held while deactivating; dropping it wakes senders waiting on the slot.
-    retired: Option<watch::Sender<bool>>,
 }
 
 struct LiveInstance {
@@ -107,7 +104,12 @@ impl Activation {
                 Event::TimerFired => {
                     let now = Instant::now();
                     let idle_until = last_message + idle_timeout;
-                    if now >= idle_until && self.claim_retirement_if_idle() {
+                    if now >= idle_until
+                        && self
+                            .router
+                            .directory
+                            .retire_if_idle(&self.key, &mut self.mailbox)
+                    {
                         return self.retire().await;
                     }
                     idle_timer
@@ -116,7 +118,9 @@ impl Activation {
                 }
             }
         }
-        self.mark_deactivating();
+        self.router
+            .directory
+            .start_deactivating(&self.key, &mut self.mailbox);
         self.retire().await;
     }
 
@@ -371,37 +375,9 @@ impl Activation {
             .fetch_add(1, Ordering::Relaxed);
     }
 
-    /// If no message waits, marks the slot deactivating (under the directory
-    /// lock, which every sender holds while sending) and closes the mailbox.
-    fn claim_retirement_if_idle(&mut self) -> bool {
-        let router = self.router.clone();
-        let slots = router.directory.lock();
-        if !self.mailbox.is_empty() {
-            return false;
-        }
-        self.mark_deactivating_locked(slots);
-        true
-    }
-
-    fn mark_deactivating(&mut self) {
-        let router = self.router.clone();
-        let slots = router.directory.lock();
-        self.mark_deactivating_locked(slots);
-    }
-
-    fn mark_deactivating_locked(
-        &mut self,
-        mut slots: std::sync::MutexGuard<'_, std::collections::HashMap<ObjectKey, Slot>>,
-    ) {
-        let (retired, done) = watch::channel(false);
-        slots.insert(self.key.clone(), Slot::Deactivating(done));
-        drop(slots);
-        self.retired = Some(retired);
-        self.mailbox.close();
-    }
-
-    /// Serves what was queued before the mailbox closed, deactivates, and
-    /// frees the slot, waking anyone waiting to activate the object again.
+    /// Serves what was queued before the mailbox closed, deactivates, frees
+    /// the slot and sends on the messages that came meanwhile, in order
+    /// (they activate the object again, here or where it is placed next).
     async fn retire(mut self) {
         while let Ok(envelope) = self.mailbox.try_recv() {
             self.handle(envelope).await;
@@ -412,13 +388,8 @@ impl Activation {
         if let Some(cluster) = &self.router.cluster {
             cluster.release(&self.key).await;
         }
-        let mut slots = self.router.directory.lock();
-        if let Some(Slot::Deactivating(_)) = slots.get(&self.key) {
-            slots.remove(&self.key);
-        }
-        drop(slots);
-        if let Some(retired) = self.retired.take() {
-            let _ = retired.send(true);
+        for envelope in self.router.directory.finish_deactivation(&self.key) {
+            self.router.dispatch(self.key.clone(), envelope);
         }
     }
 }

@@ -1,20 +1,21 @@
 //! Delivers a message to an object: into its mailbox on this silo,
 //! activating it if needed, or, in a cluster, to the silo that owns it.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use rio_protocol::{CallRequest, ForwardRequest, MemberInfo, ReplyError};
 use serde_bytes::ByteBuf;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
+use tokio_util::task::TaskTracker;
 
 use crate::activation;
 use crate::cluster::{Cluster, ForwardFailure, Route};
 use crate::deadlock::{Deadlock, WaitGraph};
 use crate::deployments::{DeployedType, Deployments};
-use crate::directory::{Directory, Slot};
+use crate::directory::{Delivery, Directory, Settled, Vacancy};
 use crate::mailbox::{CallChain, Envelope, ReplyTo};
 use crate::storage::SiloId;
 use crate::storage::StateStore;
@@ -45,9 +46,9 @@ pub(crate) struct Router {
     pub(crate) address: OnceLock<String>,
     /// `None` for a silo on its own.
     pub(crate) cluster: Option<Arc<Cluster>>,
-    /// Messages being placed or passed to another silo, which a stopping
-    /// silo waits for.
-    pub(crate) in_transit: AtomicUsize,
+    /// Every task of the silo's message path (activations, placements,
+    /// forwards), which a stopping silo waits for.
+    pub(crate) tasks: TaskTracker,
     /// Set when the cluster declared this silo dead: nothing more is committed.
     pub(crate) evicted: AtomicBool,
     /// Which turns wait on which objects, to refuse calls that would deadlock.
@@ -71,10 +72,11 @@ impl Router {
         generation: i64,
         cluster: Option<Arc<Cluster>>,
     ) -> Router {
+        let directory = Directory::new(config.mailbox_capacity);
         Router {
             config,
             deployments,
-            directory: Directory::default(),
+            directory,
             state_store,
             counters: Counters::default(),
             stopping,
@@ -83,7 +85,7 @@ impl Router {
             generation,
             address: OnceLock::new(),
             cluster,
-            in_transit: AtomicUsize::new(0),
+            tasks: TaskTracker::new(),
             evicted: AtomicBool::new(false),
             waits: WaitGraph::default(),
         }
@@ -194,78 +196,31 @@ impl Router {
                 }
             }
         }
-        loop {
-            let mut slots = self.directory.lock();
-            match slots.get_mut(&key) {
-                Some(Slot::Active(mailbox)) => match mailbox.try_send(envelope) {
-                    Ok(()) => return,
-                    Err(mpsc::error::TrySendError::Full(refused)) => {
-                        drop(slots);
-                        let message = format!("the mailbox of {key} is full");
-                        return refused.reply.send(Err(ReplyError::Overloaded(message)));
-                    }
-                    Err(mpsc::error::TrySendError::Closed(refused)) => {
-                        // The activation ended without clearing its slot
-                        // (it cannot, but a stale slot must not wedge the object).
-                        slots.remove(&key);
-                        envelope = refused;
-                    }
-                },
-                Some(Slot::Deactivating(done)) => {
-                    let mut done = done.clone();
-                    drop(slots);
-                    let router = self.clone();
-                    tokio::spawn(async move {
-                        let _ = done.wait_for(|finished| *finished).await;
-                        router.dispatch(key, envelope);
-                    });
-                    return;
-                }
-                Some(Slot::Placing(waiting)) => {
-                    if waiting.len() >= self.config.mailbox_capacity.max(1) {
-                        drop(slots);
-                        let message = format!("too many messages wait for the placement of {key}");
-                        return envelope.reply.send(Err(ReplyError::Overloaded(message)));
-                    }
-                    waiting.push(envelope);
-                    return;
-                }
-                None if self.cluster.is_some() => {
-                    let sent_to_me = envelope.hops > 0;
-                    slots.insert(key.clone(), Slot::Placing(vec![envelope]));
-                    drop(slots);
-                    self.in_transit.fetch_add(1, Ordering::SeqCst);
-                    let router = self.clone();
-                    tokio::spawn(async move {
-                        router.place(key, sent_to_me).await;
-                        router.in_transit.fetch_sub(1, Ordering::SeqCst);
-                    });
-                    return;
-                }
-                None => {
-                    // Looked up only here: a live activation implies its type.
-                    let Some(deployed) = self.deployments.get(&key.service_type) else {
-                        drop(slots);
-                        let service_type = key.service_type.to_string();
-                        return envelope
-                            .reply
-                            .send(Err(ReplyError::UnknownType { service_type }));
-                    };
-                    let (mailbox, inbox) = mpsc::channel(self.config.mailbox_capacity.max(1));
-                    // A fresh mailbox with a live receiver always has room;
-                    // should that ever change, the caller hears it.
-                    if let Err(refused) = mailbox.try_send(envelope) {
-                        drop(slots);
-                        return refused.into_inner().reply.send(Err(ReplyError::Overloaded(
-                            "a new mailbox refused its first message".into(),
-                        )));
-                    }
-                    slots.insert(key.clone(), Slot::Active(mailbox));
-                    drop(slots);
-                    activation::spawn(self.clone(), key, deployed, inbox);
-                    return;
-                }
+        // Another silo chose this one for the object, if it opens a placement.
+        let sent_to_me = envelope.hops > 0;
+        let delivery = self.directory.deliver(&key, envelope, || {
+            if self.cluster.is_some() {
+                Vacancy::Place
+            } else if self.deployments.get(&key.service_type).is_some() {
+                Vacancy::Activate
+            } else {
+                let service_type = key.service_type.to_string();
+                Vacancy::Refuse(ReplyError::UnknownType { service_type })
             }
+        });
+        match delivery {
+            Delivery::Queued => {}
+            Delivery::Refused(envelope, error) => envelope.reply.send(Err(error)),
+            Delivery::Place => {
+                let router = self.clone();
+                self.tasks
+                    .spawn(async move { router.place(key, sent_to_me).await });
+            }
+            Delivery::Activate(inbox) => match self.deployments.get(&key.service_type) {
+                Some(deployed) => activation::spawn(self.clone(), key, deployed, inbox),
+                // Deployments are replaced, never removed: it was there a moment ago.
+                None => tracing::error!(object = %key, "deployment vanished"),
+            },
         }
     }
 }
@@ -285,45 +240,26 @@ impl Router {
                 .map(|route| (route, deployed)),
             Err(error) => Err(error),
         };
-        let mut slots = self.directory.lock();
-        let Some(Slot::Placing(waiting)) = slots.remove(&key) else {
-            // Only this task replaces a `Placing` slot.
-            tracing::error!(object = %key, "placement slot vanished");
-            return;
-        };
-        match route {
-            Ok((Route::Local, deployed)) => {
-                let capacity = self.config.mailbox_capacity.max(waiting.len()).max(1);
-                let (mailbox, inbox) = mpsc::channel(capacity);
-                for envelope in waiting {
-                    // Room for every waiting message was made above.
-                    if let Err(refused) = mailbox.try_send(envelope) {
-                        refused.into_inner().reply.send(Err(ReplyError::Overloaded(
-                            "a new mailbox refused a message".into(),
-                        )));
-                    }
-                }
-                slots.insert(key.clone(), Slot::Active(mailbox));
-                drop(slots);
+        let here = matches!(route, Ok((Route::Local, _)));
+        match (self.directory.settle_placement(&key, here), route) {
+            (Settled::Here(inbox), Ok((_, deployed))) => {
                 activation::spawn(self.clone(), key, deployed, inbox);
             }
-            Ok((Route::Remote(owner), _)) => {
-                drop(slots);
+            (Settled::Elsewhere(waiting), Ok((Route::Remote(owner), _))) => {
                 for envelope in waiting {
-                    self.in_transit.fetch_add(1, Ordering::SeqCst);
                     let router = self.clone();
                     let (key, owner) = (key.clone(), owner.clone());
-                    tokio::spawn(async move {
-                        router.forward(key, owner, envelope).await;
-                        router.in_transit.fetch_sub(1, Ordering::SeqCst);
-                    });
+                    self.tasks
+                        .spawn(async move { router.forward(key, owner, envelope).await });
                 }
             }
-            Err(error) => {
-                drop(slots);
+            (Settled::Elsewhere(waiting), Err(error)) => {
                 for envelope in waiting {
                     envelope.reply.send(Err(error.clone()));
                 }
+            }
+            (Settled::Elsewhere(_), Ok((Route::Local, _))) | (Settled::Here(_), Err(_)) => {
+                unreachable!("settled as asked")
             }
         }
     }

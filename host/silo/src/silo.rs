@@ -144,24 +144,22 @@ impl Silo {
         let _ = self.stop.send(true);
         let deadline =
             tokio::time::Instant::now() + self.router.config.turn_deadline * 2 + STOP_MARGIN;
-        while !self.router.directory.lock().is_empty()
-            || self.router.in_transit.load(Ordering::SeqCst) > 0
-        {
-            if tokio::time::Instant::now() > deadline {
-                tracing::warn!("activations still running after the stop grace period");
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
+        let tasks = &self.router.tasks;
+        // Closing only means `wait` ends once the tracker is empty; forwards
+        // may still start while the cluster learns that this silo left.
+        tasks.close();
+        if tokio::time::timeout_at(deadline, tasks.wait()).await.is_err() {
+            tracing::warn!(
+                tasks = tasks.len(),
+                "activations still running after the stop grace period"
+            );
+            return;
         }
         if let Some(cluster) = cluster
             && !evicted
         {
             tokio::time::sleep(cluster.config.probe_interval * 2).await;
-            while self.router.in_transit.load(Ordering::SeqCst) > 0
-                && tokio::time::Instant::now() < deadline
-            {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
+            let _ = tokio::time::timeout_at(deadline, tasks.wait()).await;
         }
     }
 
