@@ -84,7 +84,10 @@ impl fmt::Display for Account {
 enum Outcome {
     Ok,
     /// An error with this kind (e.g. `deadlock`, `insufficient-funds`).
-    Failed { kind: String, text: String },
+    Failed {
+        kind: String,
+        text: String,
+    },
     /// The client gave up: the call did not end within the allowed time.
     Hung,
 }
@@ -311,8 +314,14 @@ async fn crossing_pairs(addresses: &[String], rounds: usize, limit: Duration, ru
     let mut pairs = Vec::new();
     for (p, (left, right)) in PAIRS.iter().enumerate() {
         let sides = [
-            (Account::new(*left, format!("cross-{p}-a")), &addresses[p % addresses.len()]),
-            (Account::new(*right, format!("cross-{p}-b")), &addresses[(p + 1) % addresses.len()]),
+            (
+                Account::new(*left, format!("cross-{p}-a")),
+                &addresses[p % addresses.len()],
+            ),
+            (
+                Account::new(*right, format!("cross-{p}-b")),
+                &addresses[(p + 1) % addresses.len()],
+            ),
         ];
         let mut opened = Vec::new();
         for (account, address) in sides {
@@ -347,11 +356,17 @@ async fn assert_books_balance(client: &Client, accounts: &[Account], limit: Dura
     let mut total = 0;
     for account in accounts {
         let balance = balance_of(client, account, limit).await;
-        assert!(balance >= 0, "{run}: {account} has a negative balance {balance}");
+        assert!(
+            balance >= 0,
+            "{run}: {account} has a negative balance {balance}"
+        );
         total += balance;
     }
     let expected = STARTING_BALANCE * accounts.len() as i64;
-    eprintln!("{run}: {} accounts hold {total} in all ({expected} deposited)", accounts.len());
+    eprintln!(
+        "{run}: {} accounts hold {total} in all ({expected} deposited)",
+        accounts.len()
+    );
     assert_eq!(
         total, expected,
         "{run}: the accounts hold {total}, but {expected} was deposited and transfers only move money"
@@ -470,7 +485,10 @@ async fn crossing_on_three_silos(url: &str, store: &str) {
         data.push(dir);
     }
     let addresses: Vec<String> = silos.iter().map(|silo| silo.address.clone()).collect();
-    eprintln!("three silos up on {store}, banks deployed, in {:.1?}", started.elapsed());
+    eprintln!(
+        "three silos up on {store}, banks deployed, in {:.1?}",
+        started.elapsed()
+    );
     let forwarded_before = forwarded_total(&addresses).await;
     crossing_pairs(
         &addresses,
@@ -545,14 +563,26 @@ impl Drop for PostgresDatabase {
         // Best effort: a failure here must not turn a test's panic into an abort.
         let _ = std::process::Command::new("psql")
             .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-qc"])
-            .arg(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))
+            .arg(format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
             .output();
     }
 }
 
 fn psql(sql: &str) {
     let output = std::process::Command::new("psql")
-        .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-qc", sql])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            "test",
+            "-qc",
+            sql,
+        ])
         .output()
         .expect("psql runs");
     assert!(
@@ -603,7 +633,12 @@ fn copy_dir(from: &Path, to: &Path) {
 async fn forwarded_total(addresses: &[String]) -> u64 {
     let mut total = 0;
     for address in addresses {
-        total += connect(address).await.stats().await.unwrap().forwarded_total;
+        total += connect(address)
+            .await
+            .stats()
+            .await
+            .unwrap()
+            .forwarded_total;
     }
     total
 }
@@ -639,13 +674,37 @@ async fn banks_answer_alike_in_every_language() {
         let cases = [
             ("balance", json!({}), json!({"balance": 0})),
             ("deposit", json!({"amount": 50}), json!({"balance": 50})),
-            ("withdraw", json!({"amount": 80}), json!({"error": "insufficient-funds"})),
+            (
+                "withdraw",
+                json!({"amount": 80}),
+                json!({"error": "insufficient-funds"}),
+            ),
             ("withdraw", json!({"amount": 10}), json!({"balance": 40})),
-            ("deposit", json!({"amount": 0}), json!({"error": "invalid-amount"})),
-            ("deposit", json!({"amount": -5}), json!({"error": "invalid-amount"})),
-            ("deposit", json!({"amount": "five"}), json!({"error": "bad-request"})),
-            ("transfer", json!({"to": "alike", "amount": 1}), json!({"error": "invalid-transfer"})),
-            ("transfer", json!({"to": "other", "amount": 15}), json!({"balance": 25})),
+            (
+                "deposit",
+                json!({"amount": 0}),
+                json!({"error": "invalid-amount"}),
+            ),
+            (
+                "deposit",
+                json!({"amount": -5}),
+                json!({"error": "invalid-amount"}),
+            ),
+            (
+                "deposit",
+                json!({"amount": "five"}),
+                json!({"error": "bad-request"}),
+            ),
+            (
+                "transfer",
+                json!({"to": "alike", "amount": 1}),
+                json!({"error": "invalid-transfer"}),
+            ),
+            (
+                "transfer",
+                json!({"to": "other", "amount": 15}),
+                json!({"balance": 25}),
+            ),
             (
                 "transfer",
                 json!({"to": "x", "to_type": "NoSuchType", "amount": 5}),
@@ -658,7 +717,11 @@ async fn banks_answer_alike_in_every_language() {
             assert_eq!(reply, expected, "{own}/alike {message_type} {message}");
         }
         let reply = ask(own.clone(), "other".into(), "balance", json!({})).await;
-        assert_eq!(reply, json!({"balance": 15}), "{own}/other got the default-type transfer");
+        assert_eq!(
+            reply,
+            json!({"balance": 15}),
+            "{own}/other got the default-type transfer"
+        );
         for payee in Language::ALL {
             let payee_type = account_type(payee);
             let reply = ask(
@@ -668,10 +731,17 @@ async fn banks_answer_alike_in_every_language() {
                 json!({"to": format!("from-{own}"), "to_type": payee_type, "amount": 5}),
             )
             .await;
-            assert!(reply.get("balance").is_some(), "{own} → {payee_type}: {reply}");
+            assert!(
+                reply.get("balance").is_some(),
+                "{own} → {payee_type}: {reply}"
+            );
         }
         let reply = ask(own.clone(), "alike".into(), "balance", json!({})).await;
-        assert_eq!(reply, json!({"balance": 10}), "{own}/alike after paying three accounts");
+        assert_eq!(
+            reply,
+            json!({"balance": 10}),
+            "{own}/alike after paying three accounts"
+        );
     }
     for payee in Language::ALL {
         for payer in Language::ALL {

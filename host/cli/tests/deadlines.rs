@@ -125,10 +125,19 @@ async fn must_time_out(
 /// a short one runs and keeps its write (so the check can fail).
 async fn sleep_past_the_deadline(client: &Client) -> Result<(), String> {
     let limit = TURN_DEADLINE + LATENESS;
-    must_answer(client, "Faulty/sleeper", "sleep", json!({"millis": 100}), limit).await?;
+    must_answer(
+        client,
+        "Faulty/sleeper",
+        "sleep",
+        json!({"millis": 100}),
+        limit,
+    )
+    .await?;
     let kept = must_answer(client, "Faulty/sleeper", "get", json!({}), limit).await?;
     if kept["value"] != 100 {
-        return Err(format!("a short sleep's write was lost: get answered {kept}"));
+        return Err(format!(
+            "a short sleep's write was lost: get answered {kept}"
+        ));
     }
     must_answer(client, "Faulty/sleeper", "set", json!({"value": 5}), limit).await?;
     let took = must_time_out(
@@ -183,7 +192,14 @@ async fn callee_gets_what_is_left(
     callee_client: &Client,
 ) -> Result<(), String> {
     let limit = TURN_DEADLINE + LATENESS;
-    must_answer(callee_client, "Faulty/heir", "set", json!({"value": 1}), limit).await?;
+    must_answer(
+        callee_client,
+        "Faulty/heir",
+        "set",
+        json!({"value": 1}),
+        limit,
+    )
+    .await?;
     must_answer(caller_client, "Faulty/hurried", "ok", json!({}), limit).await?;
     let started = Instant::now();
     let took = must_time_out(
@@ -273,9 +289,11 @@ async fn sigterm_with_sleepers(client: Client, silo: SiloProcess) -> Result<(), 
     eprintln!("SIGTERM with 5 sleeping hooks and a sleeping turn: exited after {took:.3?}");
     // The sleeping turn's caller got an answer or a closed connection, not
     // silence.
-    let _ = tokio::time::timeout(Duration::from_secs(2), sleeping).await.map_err(|_| {
-        "the caller of the sleeping turn was left waiting after the silo exited".to_string()
-    })?;
+    let _ = tokio::time::timeout(Duration::from_secs(2), sleeping)
+        .await
+        .map_err(|_| {
+            "the caller of the sleeping turn was left waiting after the silo exited".to_string()
+        })?;
     Ok(())
 }
 
@@ -299,14 +317,26 @@ async fn deadline_suite(language: Language) {
             failures.push(format!("{name}: {why}"));
         }
     };
-    check("sleep past the deadline", sleep_past_the_deadline(&client).await);
-    check("waiting on a stuck callee", waiting_on_a_stuck_callee(&client).await);
+    check(
+        "sleep past the deadline",
+        sleep_past_the_deadline(&client).await,
+    );
+    check(
+        "waiting on a stuck callee",
+        waiting_on_a_stuck_callee(&client).await,
+    );
     check(
         "a callee gets what is left of the deadline",
         callee_gets_what_is_left(&client, &client).await,
     );
-    check("sleeping on-deactivate", sleeping_on_deactivate(&client).await);
-    check("SIGTERM with sleepers", sigterm_with_sleepers(client, silo).await);
+    check(
+        "sleeping on-deactivate",
+        sleeping_on_deactivate(&client).await,
+    );
+    check(
+        "SIGTERM with sleepers",
+        sigterm_with_sleepers(client, silo).await,
+    );
     assert!(failures.is_empty(), "{language:?}: {failures:#?}");
 }
 
@@ -342,12 +372,24 @@ async fn the_deadline_travels_with_a_forwarded_call() {
         .unwrap();
     // Each first called through its own silo, so placed there; the first
     // call on the other silo also loads the deployment, hence the long wait.
-    must_answer(&callee_silo, "Faulty/heir", "ok", json!({}), Duration::from_secs(60))
-        .await
-        .unwrap();
-    must_answer(&caller_silo, "Faulty/hurried", "ok", json!({}), Duration::from_secs(60))
-        .await
-        .unwrap();
+    must_answer(
+        &callee_silo,
+        "Faulty/heir",
+        "ok",
+        json!({}),
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
+    must_answer(
+        &caller_silo,
+        "Faulty/hurried",
+        "ok",
+        json!({}),
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
     let forwarded_before = caller_silo.stats().await.unwrap().forwarded_total;
     let result = callee_gets_what_is_left(&caller_silo, &callee_silo).await;
     let forwarded = caller_silo.stats().await.unwrap().forwarded_total - forwarded_before;
@@ -383,13 +425,25 @@ async fn twenty_spinning_guests_are_each_stopped_in_time() {
     let limit = TURN_DEADLINE + LATENESS;
     // Activated first, so each spin is measured from a live object.
     for i in 0..SPINNERS {
-        must_answer(&client, &format!("Faulty/spin-{i}"), "ok", json!({}), Duration::from_secs(30))
-            .await
-            .unwrap();
-    }
-    must_answer(&client, "Counter/steady", "get", json!({}), Duration::from_secs(30))
+        must_answer(
+            &client,
+            &format!("Faulty/spin-{i}"),
+            "ok",
+            json!({}),
+            Duration::from_secs(30),
+        )
         .await
         .unwrap();
+    }
+    must_answer(
+        &client,
+        "Counter/steady",
+        "get",
+        json!({}),
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
 
     let spinners: Vec<_> = (0..SPINNERS)
         .map(|i| {
@@ -440,13 +494,20 @@ async fn twenty_spinning_guests_are_each_stopped_in_time() {
         .iter()
         .filter(|(ended, took)| matches!(ended, Ended::Ok(_)) && *took <= limit)
         .count();
-    let slowest_count = counted.iter().map(|(_, took)| *took).max().unwrap_or_default();
+    let slowest_count = counted
+        .iter()
+        .map(|(_, took)| *took)
+        .max()
+        .unwrap_or_default();
     eprintln!(
         "{SPINNERS} spinners: {} stopped in time, longest {longest:.3?}; counter: {answered} of {} increments answered in time, slowest {slowest_count:.3?}",
         SPINNERS - wrong.len(),
         counted.len()
     );
-    assert!(wrong.is_empty(), "spinners not stopped within {limit:?}: {wrong:#?}");
+    assert!(
+        wrong.is_empty(),
+        "spinners not stopped within {limit:?}: {wrong:#?}"
+    );
     assert_eq!(
         answered,
         counted.len(),
@@ -455,7 +516,11 @@ async fn twenty_spinning_guests_are_each_stopped_in_time() {
     let value = must_answer(&client, "Counter/steady", "get", json!({}), limit)
         .await
         .unwrap();
-    assert_eq!(value["value"], counted.len(), "every increment counted once");
+    assert_eq!(
+        value["value"],
+        counted.len(),
+        "every increment counted once"
+    );
     // Every spinner's object serves again.
     for i in 0..SPINNERS {
         must_answer(&client, &format!("Faulty/spin-{i}"), "ok", json!({}), limit)

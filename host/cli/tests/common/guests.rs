@@ -93,7 +93,9 @@ pub fn tooling_ready(languages: &[Language]) -> bool {
 /// run in parallel and would otherwise write the same output file at once.
 pub fn build(folder: &str) -> Vec<u8> {
     static BUILT: Mutex<Option<HashMap<String, Vec<u8>>>> = Mutex::new(None);
-    let mut built = BUILT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut built = BUILT
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let built = built.get_or_insert_with(HashMap::new);
     if let Some(bytes) = built.get(folder) {
         return bytes.clone();
@@ -116,5 +118,7 @@ pub fn build(folder: &str) -> Vec<u8> {
 /// but each test's printed figures should be its own).
 pub fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     static SERIAL: Mutex<()> = Mutex::new(());
-    SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

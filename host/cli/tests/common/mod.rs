@@ -107,11 +107,15 @@ impl SiloProcess {
                 return if exit.success() {
                     Ok(took)
                 } else {
-                    Err(format!("the silo exited with {exit} {took:.2?} after SIGTERM"))
+                    Err(format!(
+                        "the silo exited with {exit} {took:.2?} after SIGTERM"
+                    ))
                 };
             }
             if started.elapsed() > limit {
-                return Err(format!("the silo was still running {limit:?} after SIGTERM"));
+                return Err(format!(
+                    "the silo was still running {limit:?} after SIGTERM"
+                ));
             }
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
