@@ -351,6 +351,44 @@ async fn crossing_pairs(addresses: &[String], rounds: usize, limit: Duration, ru
     );
 }
 
+/// A longer cycle: three accounts (Rust, Python, JS) each pay the next at
+/// the same moment, A → B, B → C, C → A, `rounds` times. Each ring of
+/// waits must be broken like a pair: every call `ok` or `deadlock`.
+async fn ring_of_three(address: &str, rounds: usize, limit: Duration) {
+    let run = format!("rings of three accounts, {rounds} rounds, one silo");
+    let mut ring = Vec::new();
+    for (i, language) in Language::ALL.into_iter().enumerate() {
+        let account = Account::new(language, format!("ring-{i}"));
+        let client = connect(address).await;
+        open(&client, &account).await;
+        ring.push((account, client));
+    }
+    let accounts: Vec<Account> = ring.iter().map(|(account, _)| account.clone()).collect();
+    let started = Instant::now();
+    let mut tally = Tally::default();
+    for round in 0..rounds {
+        let amount = (round % 5) as i64 + 1;
+        let pay_next = |i: usize| {
+            let (from, client) = &ring[i];
+            transfer(client, from, &ring[(i + 1) % 3].0, amount, limit)
+        };
+        let (first, second, third) = tokio::join!(pay_next(0), pay_next(1), pay_next(2));
+        let mut hung = false;
+        for (i, (outcome, took)) in [first, second, third].into_iter().enumerate() {
+            hung |= matches!(outcome, Outcome::Hung);
+            let what = format!("round {round} {} → {}", ring[i].0, ring[(i + 1) % 3].0);
+            tally.record(&what, &outcome, took, &["deadlock"]);
+        }
+        if hung {
+            break;
+        }
+    }
+    eprintln!("{run}: the rounds took {:.1?}", started.elapsed());
+    tally.report(&run);
+    assert_books_balance(&ring[0].1, &accounts, limit, &run).await;
+    tally.assert_all_allowed(&run);
+}
+
 /// The total of all balances is what was deposited, and none is negative.
 async fn assert_books_balance(client: &Client, accounts: &[Account], limit: Duration, run: &str) {
     let mut total = 0;
@@ -456,14 +494,31 @@ async fn crossing_transfers_on_one_silo() {
     keep_compiled(data.path());
     eprintln!("silo up, banks deployed, in {:.1?}", started.elapsed());
     let limit = TURN_DEADLINE + ONE_SILO_MARGIN;
-    crossing_pairs(
-        std::slice::from_ref(&silo.address),
-        200,
-        limit,
-        "crossing pairs, 200 rounds, one silo",
-    )
-    .await;
-    random_transfers(&silo.address, limit).await;
+    // Each part runs even when an earlier one failed (a panic in a task is
+    // caught by its handle), so one run reports every broken promise.
+    let mut failed = Vec::new();
+    let address = silo.address.clone();
+    let pairs = tokio::spawn(async move {
+        let run = "crossing pairs, 200 rounds, one silo";
+        crossing_pairs(std::slice::from_ref(&address), 200, limit, run).await
+    });
+    if pairs.await.is_err() {
+        failed.push("crossing pairs");
+    }
+    let address = silo.address.clone();
+    let rings = tokio::spawn(async move { ring_of_three(&address, 100, limit).await });
+    if rings.await.is_err() {
+        failed.push("rings of three");
+    }
+    let address = silo.address.clone();
+    let random = tokio::spawn(async move { random_transfers(&address, limit).await });
+    if random.await.is_err() {
+        failed.push("random transfers");
+    }
+    assert!(
+        failed.is_empty(),
+        "failed on one silo: {failed:?} (see above)"
+    );
     silo.stop();
 }
 
