@@ -1,6 +1,8 @@
 //! Turn deadlines in wall time (issue 9), tried against a real `rio silo`
 //! process started with a 1 s turn deadline: a guest sleeping in WASI, a
-//! turn waiting on a stuck callee, a sleeping `on-deactivate`, SIGTERM with
+//! turn waiting on a stuck callee, a callee given only what is left of its
+//! caller's deadline (also on another silo), a sleeping `on-deactivate`,
+//! SIGTERM with
 //! such objects live, and 20 spinning guests at once while a counter on the
 //! same silo keeps answering. "Stopped at the deadline" means the call ended
 //! with `timeout` within the deadline plus one second.
