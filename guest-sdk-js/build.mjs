@@ -72,7 +72,9 @@ try {
   ({ component } = await componentize({
     sourcePath: bundled,
     witPath: resolve(values.wit),
-    worldName: "service-object",
+    // Named with its version, as `src/index.js` imports it: the WIT folder
+    // also keeps released versions (in subfolders, which the parser skips).
+    worldName: "rio:service/service-object@0.2.0",
     // No fetch: a silo gives guests no sockets, so nothing may import wasi:http.
     disableFeatures: ["http", "fetch-event"],
   }));

@@ -26,8 +26,11 @@ export function asHandlerError(error) {
   const record =
     error instanceof RioError
       ? { kind: error.kind, message: error.detail }
-      : // An uncaught exception is the guest's error, not a crash of the silo.
-        { kind: "error", message: describe(error) };
+      : // An uncaught exception answers `trap`, as a Rust panic does, so
+        // callers see one kind whatever the callee's language. The instance
+        // is kept: the turn's writes are discarded anyway. (`abort()` is
+        // for a real trap, which also drops the instance.)
+        { kind: "trap", message: describe(error) };
   const wrapped = new Error(record.message);
   wrapped.payload = record;
   return wrapped;

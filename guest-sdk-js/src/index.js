@@ -2,10 +2,10 @@
 // default export is `service({...})`, one function per message type; the
 // SDK does the CBOR and the WIT glue.
 
-import * as hostState from "rio:service/state@0.1.0";
-import { call as hostCall } from "rio:service/messaging@0.1.0";
-import { write as hostLog } from "rio:service/log@0.1.0";
-import { current } from "rio:service/identity@0.1.0";
+import * as hostState from "rio:service/state@0.2.0";
+import { call as hostCall } from "rio:service/messaging@0.2.0";
+import { write as hostLog } from "rio:service/log@0.2.0";
+import { current } from "rio:service/identity@0.2.0";
 
 import { decode, encode } from "./codec.js";
 import { Abort, RioError, asHandlerError } from "./errors.js";
@@ -57,7 +57,10 @@ export const identity = {
 
 /**
  * Sends `message` to `serviceType/objectId` and returns its decoded reply.
- * Throws a `RioError` with the callee's kind when the call fails.
+ * Throws a `RioError` with the callee's kind when the call fails, or the
+ * platform's (`unknown-type`, `trap`, `timeout`, `overloaded`, `cycle`,
+ * `deadlock`, `unavailable`, `internal`); a reply that is not CBOR throws
+ * `bad-data`.
  */
 export function call(serviceType, objectId, messageType, message = {}) {
   let reply;
@@ -72,6 +75,8 @@ export function call(serviceType, objectId, messageType, message = {}) {
 function callFailure(thrown) {
   const error = thrown?.payload ?? thrown;
   if (error?.tag === "guest") return new RioError(error.val.kind, error.val.message);
+  // The other cases of the WIT `call-error` are named by the kind words
+  // themselves (`unknown-type`, ..., `deadlock`, `unavailable`).
   if (typeof error?.tag === "string") return new RioError(error.tag, String(error.val));
   return new RioError("internal", String(thrown));
 }

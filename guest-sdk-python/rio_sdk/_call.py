@@ -15,6 +15,9 @@ _KINDS = {
     _types.CallError_Timeout: "timeout",
     _types.CallError_Overloaded: "overloaded",
     _types.CallError_Cycle: "cycle",
+    _types.CallError_Deadlock: "deadlock",
+    # The call may or may not have run; not the same as `overloaded`.
+    _types.CallError_Unavailable: "unavailable",
     _types.CallError_Internal: "internal",
 }
 
@@ -22,7 +25,10 @@ _KINDS = {
 def call(service_type: str, object_id: str, message_type: str, message=None):
     """Sends `message` to `service_type/object_id` and returns its decoded reply.
 
-    Raises `RioError` with the callee's kind when the call fails.
+    Raises `RioError` with the callee's kind when the call fails, or the
+    platform's (`unknown-type`, `trap`, `timeout`, `overloaded`, `cycle`,
+    `deadlock`, `unavailable`, `internal`); a reply that is not CBOR raises
+    `bad-data`.
     """
     payload = encode(to_wire(message if message is not None else {}))
     try:

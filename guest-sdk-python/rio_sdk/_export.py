@@ -14,8 +14,10 @@ from ._service import registered, to_wire
 def _as_handler_error(error: Exception) -> Err:
     if isinstance(error, RioError):
         return Err(HandlerError(error.kind, error.message))
-    # An uncaught exception is the guest's error, not a crash of the silo.
-    return Err(HandlerError("exception", f"{type(error).__name__}: {error}"))
+    # An uncaught exception answers `trap`, as a Rust panic does, so callers
+    # see one kind whatever the callee's language. The instance is kept: the
+    # turn's writes are discarded anyway, and Python's memory is still sound.
+    return Err(HandlerError("trap", f"{type(error).__name__}: {error}"))
 
 
 def _run_hook(name: str, object_id: str) -> None:
@@ -37,7 +39,7 @@ class Handler(exports.Handler):
                 raise RioError("unknown-message", f"{service.cls.__name__} has no handler for `{message_type}`")
             method = getattr(service.object(), handler.name)
             if handler.takes_message:
-                message = handler.message_from(decode(payload, f"the `{message_type}` message"))
+                message = handler.message_from(decode(payload, f"the `{message_type}` message", "bad-request"))
                 reply = method(message)
             else:
                 reply = method()

@@ -3,6 +3,7 @@ the message types handlers ask for (and replies back into CBOR values)."""
 
 import dataclasses
 import inspect
+import types
 import typing
 
 from ._errors import RioError
@@ -92,9 +93,14 @@ def from_wire(value, wanted, where):
         return value
     origin = typing.get_origin(wanted)
     arguments = typing.get_args(wanted)
-    if origin is typing.Union:
+    # `Optional[int]` is a typing.Union, `int | None` a types.UnionType.
+    if origin is typing.Union or origin is types.UnionType:
         if value is None and type(None) in arguments:
             return None
+        options = [option for option in arguments if option is not type(None)]
+        if len(options) == 1:
+            # Optional[X]: X's own complaint is the most precise one.
+            return from_wire(value, options[0], where)
         for option in arguments:
             if option is type(None):
                 continue
@@ -102,7 +108,8 @@ def from_wire(value, wanted, where):
                 return from_wire(value, option, where)
             except RioError:
                 pass
-        raise RioError("bad-request", f"{where} has an unexpected value {value!r}")
+        expected = " or ".join(_described(option) for option in arguments)
+        raise RioError("bad-request", f"{where} should be {expected}, got {value!r}")
     if dataclasses.is_dataclass(wanted):
         if not isinstance(value, dict):
             raise RioError("bad-request", f"{where} should be a map, got {type(value).__name__}")
@@ -140,6 +147,20 @@ def from_wire(value, wanted, where):
             raise RioError("bad-request", f"{where} should be a {wanted.__name__}, got {type(value).__name__}")
         return value
     return value
+
+
+def _described(wanted):
+    """`wanted` in words, for the alternatives of a union."""
+    if wanted is type(None):
+        return "null"
+    if wanted in _SIMPLE:
+        return _SIMPLE[wanted]
+    origin = typing.get_origin(wanted) or wanted
+    if origin in (list, tuple):
+        return "a list"
+    if origin is dict or dataclasses.is_dataclass(wanted):
+        return "a map"
+    return getattr(wanted, "__name__", str(wanted))
 
 
 def _field_of(where, name):

@@ -2,7 +2,9 @@
 //!
 //! The calling object's turn stays open while it waits: no other message
 //! reaches it meanwhile. A call that would come back to an object waiting
-//! in the chain fails with the kind `cycle` instead of hanging.
+//! in the chain fails with the kind `cycle` instead of hanging, and one that
+//! would close a loop of turns waiting on each other fails with `deadlock`.
+//! `unavailable` means the callee may or may not have run the message.
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;

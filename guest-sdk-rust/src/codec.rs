@@ -15,8 +15,7 @@ pub(crate) fn decode_message<M: DeserializeOwned>(payload: &[u8]) -> Result<M, E
     } else {
         payload
     };
-    ciborium::from_reader(payload)
-        .map_err(|e| Error::bad_request(format!("cannot decode the message: {}", describe(e))))
+    from_cbor(payload).map_err(|e| Error::bad_request(format!("cannot decode the message: {e}")))
 }
 
 pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, Error> {
@@ -27,8 +26,17 @@ pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, Error>
 }
 
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, Error> {
-    ciborium::from_reader(bytes)
-        .map_err(|e| Error::new("bad-data", format!("cannot decode {what}: {}", describe(e))))
+    from_cbor(bytes).map_err(|e| Error::new("bad-data", format!("cannot decode {what}: {e}")))
+}
+
+/// One CBOR item that is the whole of `bytes`: bytes after it mean the
+/// payload is not what its sender meant, as the other SDKs also hold.
+fn from_cbor<T: DeserializeOwned>(mut bytes: &[u8]) -> Result<T, String> {
+    let value = ciborium::from_reader(&mut bytes).map_err(describe)?;
+    if !bytes.is_empty() {
+        return Err("bytes follow the first CBOR item".into());
+    }
+    Ok(value)
 }
 
 /// ciborium's own Display is its Debug (`Semantic(None, "missing field ..")`),
@@ -121,6 +129,14 @@ mod tests {
                 "cannot decode the message: missing field `by`"
             )
         );
+        let mut trailing = encode(&Increment { by: 2 }).unwrap();
+        trailing.push(0x01);
+        assert_eq!(
+            decode_message::<Increment>(&trailing).unwrap_err().message,
+            "cannot decode the message: bytes follow the first CBOR item"
+        );
+        let stray_break = decode::<crate::CborValue>(&[0xff, 0x00], "it").unwrap_err();
+        assert_eq!(stray_break.kind, "bad-data");
         let truncated = decode_message::<Increment>(&[0xa1]).unwrap_err();
         assert_eq!(
             truncated.message,

@@ -18,7 +18,11 @@ use crate::bindings::rio::service::types::{CallError, HandlerError};
 /// | `bad-data` | a stored state value or a callee's reply does not decode into the type asked for |
 /// | `internal` | a value cannot be encoded, or the platform failed a call |
 /// | the callee's kind | a [`call`](crate::call()) whose callee returned an error |
-/// | `unknown-type`, `trap`, `timeout`, `overloaded`, `cycle` | a [`call`](crate::call()) the platform could not complete |
+/// | `unknown-type`, `trap`, `timeout`, `overloaded`, `cycle`, `deadlock`, `unavailable` | a [`call`](crate::call()) the platform could not complete |
+///
+/// A panic is not an `Error`: it traps the instance, and the caller gets the
+/// kind `trap`. The table shared by every SDK is in the repository's
+/// ARCHITECTURE.md ("Error kinds").
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Error {
     /// Machine-readable word.
@@ -71,7 +75,8 @@ impl From<Error> for HandlerError {
 /// A failed call to another object. The callee's own error keeps its kind,
 /// so `?` passes e.g. `insufficient-funds` through to this handler's caller;
 /// platform failures get the kinds `unknown-type`, `trap`, `timeout`,
-/// `overloaded`, `cycle` and `internal`.
+/// `overloaded`, `cycle`, `deadlock`, `unavailable` (the call may have run)
+/// and `internal`.
 impl From<CallError> for Error {
     fn from(error: CallError) -> Error {
         match error {
@@ -108,6 +113,8 @@ mod tests {
             (CallError::Timeout("m".into()), "timeout"),
             (CallError::Overloaded("m".into()), "overloaded"),
             (CallError::Cycle("m".into()), "cycle"),
+            (CallError::Deadlock("m".into()), "deadlock"),
+            (CallError::Unavailable("m".into()), "unavailable"),
             (CallError::Internal("m".into()), "internal"),
         ];
         for (error, kind) in platform {

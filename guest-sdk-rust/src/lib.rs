@@ -66,8 +66,11 @@ pub mod prelude {
 #[doc(hidden)]
 pub mod bindings {
     wit_bindgen::generate!({
+        // `../wit` holds the package being developed; released versions sit
+        // in subfolders (`0.1.0/`), which the WIT parser does not read. The
+        // version is named anyway, so the SDK never silently targets another.
         path: "../wit",
-        world: "rio:service/service-object",
+        world: "rio:service/service-object@0.2.0",
         pub_export_macro: true,
         export_macro_name: "__export_service_object",
         default_bindings_module: "::rio_sdk::bindings",

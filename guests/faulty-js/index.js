@@ -2,6 +2,7 @@
 // tests: the same messages as `guests/faulty` (Rust).
 
 import { RioError, abort, call, identity, log, service, state } from "rio-sdk";
+import { set as hostSet } from "rio:service/state@0.2.0";
 
 const setValue = { value: "int" };
 
@@ -92,5 +93,19 @@ export default service({
       state.save("deactivate_sleep_millis", millis);
       return { ok: true };
     },
+  },
+
+  maybe: {
+    // Absent and null are fine, a string is a `bad-request`.
+    message: { value: "int?" },
+    handle: ({ value }) => ({ value: value ?? null }),
+  },
+
+  "read-garbage"() {
+    // Bytes that are not CBOR, stored through the raw host import and read
+    // back with the SDK: `bad-data`, and the write is discarded.
+    hostSet("garbage", new Uint8Array([0xff, 0x00]));
+    state.load("garbage");
+    return { ok: true };
   },
 });

@@ -5,6 +5,7 @@ import time
 from dataclasses import dataclass
 
 from rio_sdk import RioError, call, handler, identity, log, service, state
+from wit_world.imports import state as host_state
 
 
 @dataclass
@@ -23,6 +24,11 @@ class CallSleeper:
     millis: int
     # Slept before the call, so the callee gets less than a whole deadline.
     before_millis: int = 0
+
+
+@dataclass
+class MaybeSetValue:
+    value: int | None
 
 
 @service
@@ -97,4 +103,17 @@ class Faulty:
     @handler("sleep-on-deactivate")
     def sleep_on_deactivate(self, message: Sleep):
         state.save("deactivate_sleep_millis", message.millis)
+        return {"ok": True}
+
+    @handler("maybe")
+    def maybe(self, message: MaybeSetValue):
+        # Absent and null are fine, a string is a `bad-request`.
+        return {"value": message.value}
+
+    @handler("read-garbage")
+    def read_garbage(self):
+        # Bytes that are not CBOR, stored through the raw host import and
+        # read back with the SDK: `bad-data`, and the write is discarded.
+        host_state.set("garbage", b"\xff\x00")
+        state.load("garbage")
         return {"ok": True}

@@ -78,6 +78,28 @@ fn activations() -> Result<Activations, Error> {
     })
 }
 
+#[derive(Deserialize)]
+struct MaybeSetValue {
+    #[serde(default)]
+    value: Option<i64>,
+}
+
+/// Echoes an optional field: absent and null are fine, a string is a
+/// `bad-request` (the same message in every language's faulty guest).
+fn maybe(message: MaybeSetValue) -> Result<MaybeValue, Error> {
+    Ok(MaybeValue {
+        value: message.value,
+    })
+}
+
+/// Stores bytes that are not CBOR through the raw host import, then reads
+/// them back with the SDK: `bad-data`, and the write is discarded.
+fn read_garbage() -> Result<OkReply, Error> {
+    rio_sdk::bindings::rio::service::state::set("garbage", &[0xff, 0x00]);
+    let _: Option<i64> = state::load("garbage")?;
+    Ok(OkReply { ok: true })
+}
+
 #[derive(Serialize)]
 struct Sandbox {
     environment_variables: usize,
@@ -179,4 +201,6 @@ rio_sdk::service! {
     "sleep" => sleep,
     "call-sleeper" => call_sleeper,
     "sleep-on-deactivate" => sleep_on_deactivate,
+    "maybe" => maybe,
+    "read-garbage" => read_garbage,
 }

@@ -12,7 +12,7 @@ use std::process::Command;
 
 use anyhow::{Context, bail};
 
-use super::tooling::{guest_name, output_path, sdk_dir, wit_dir};
+use super::tooling::{WORLD, guest_name, output_path, sdk_dir, wit_dir};
 
 const REQUIREMENTS: &str = "guest-sdk-python/requirements-build.txt";
 
@@ -43,7 +43,7 @@ pub(crate) fn build_python_guest(dir: &Path) -> anyhow::Result<PathBuf> {
     let status = Command::new("componentize-py")
         .arg("--wit-path")
         .arg(wit_dir()?)
-        .args(["--world", "service-object", "componentize", "rio_main"])
+        .args(["--world", WORLD, "componentize", "rio_main"])
         .args(["--python-path".as_ref(), entry.as_os_str()])
         .args(["--python-path".as_ref(), dir.as_os_str()])
         .args(["--python-path".as_ref(), sdk.as_os_str()])

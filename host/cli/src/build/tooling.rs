@@ -10,6 +10,11 @@ fn repository_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+/// The world the SDKs target, named with its version: `wit/` also keeps the
+/// released versions, in subfolders the WIT parsers skip, and a guest built
+/// against the wrong one would not match its SDK's imports.
+pub(crate) const WORLD: &str = "rio:service/service-object@0.2.0";
+
 /// The rio WIT folder: `RIO_WIT_DIR`, else the repository's `wit/`.
 pub(crate) fn wit_dir() -> anyhow::Result<PathBuf> {
     located("RIO_WIT_DIR", "wit")

@@ -15,6 +15,7 @@ use tokio::sync::oneshot;
 const GUEST_PACKAGES: &[&str] = &[
     "rio-guest-counter",
     "rio-guest-faulty",
+    "rio-guest-legacy",
     "rio-example-bank",
     "rio-example-counter",
 ];
