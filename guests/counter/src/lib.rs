@@ -1,5 +1,6 @@
 //! The counter the tests and `rio bench` use: `increment` writes state,
-//! `get` only reads it; `add-to` and `relay` call other objects.
+//! `get` only reads it; `add-to` and `relay` call other objects;
+//! `add-slowly` holds a turn open between its read and its write.
 
 use rio_sdk::prelude::*;
 
@@ -23,6 +24,23 @@ fn get(_: Empty) -> Result<Value, Error> {
     Ok(Value {
         value: state::load("value")?.unwrap_or(0),
     })
+}
+
+#[derive(Deserialize)]
+struct AddSlowly {
+    by: i64,
+    millis: u64,
+}
+
+/// Reads the value, sleeps `millis` in WASI, then writes value + `by`: a
+/// turn that is still in progress when its silo is frozen or loses the
+/// object, which is what the fencing test needs.
+fn add_slowly(message: AddSlowly) -> Result<Value, Error> {
+    let read = state::load::<i64>("value")?.unwrap_or(0);
+    std::thread::sleep(std::time::Duration::from_millis(message.millis));
+    let value = read + message.by;
+    state::save("value", &value)?;
+    Ok(Value { value })
 }
 
 #[derive(Deserialize)]
@@ -66,6 +84,7 @@ fn relay(message: Relay) -> Result<CborValue, Error> {
 rio_sdk::service! {
     "increment" => increment,
     "get" => get,
+    "add-slowly" => add_slowly,
     "add-to" => add_to,
     "relay" => relay,
 }

@@ -25,6 +25,7 @@ use crate::deployments::DeployedType;
 use crate::host::{ActivationData, DeadlineExceeded, MemoryLimitExceeded, ObjectState};
 use crate::mailbox::{CallChain, Envelope};
 use crate::router::Router;
+use crate::storage::{SiloId, StorageError};
 
 pub(crate) fn spawn(
     router: Arc<Router>,
@@ -326,7 +327,8 @@ impl Activation {
     }
 
     /// Makes the turn's writes durable. On failure the instance is dropped:
-    /// its guest-side memory may assume writes that never happened.
+    /// its guest-side memory may assume writes that never happened. The
+    /// store accepts the writes only from the object's owner (fencing).
     async fn commit(&mut self) -> Result<(), TurnFailure> {
         let live = self.live.as_mut().expect("still live");
         let state = &mut live.store.data_mut().state;
@@ -334,10 +336,43 @@ impl Activation {
             return Ok(());
         }
         let writes = state.pending_writes();
-        match self.router.state_store.commit(&self.key, writes).await {
+        // In a cluster the placement store names the owner; a lone silo is
+        // known by its process generation, which holds its data dir's lease.
+        let owner = match &self.router.cluster {
+            Some(cluster) => cluster.me().cloned(),
+            None => Ok(SiloId {
+                address: String::new(),
+                generation: self.router.generation,
+            }),
+        };
+        let result = match owner {
+            Ok(owner) => {
+                self.router
+                    .state_store
+                    .commit(&self.key, writes, &owner)
+                    .await
+            }
+            Err(error) => {
+                return Err(TurnFailure {
+                    error,
+                    instance_lost: true,
+                });
+            }
+        };
+        match result {
             Ok(()) => {
                 live.store.data_mut().state.apply_pending();
                 Ok(())
+            }
+            Err(StorageError::Fenced { .. }) => {
+                tracing::warn!(object = %self.key, "commit refused: the object moved to another silo; turn discarded");
+                Err(TurnFailure {
+                    error: ReplyError::Unavailable(format!(
+                        "{} moved to another silo; the turn's writes were discarded",
+                        self.key
+                    )),
+                    instance_lost: true,
+                })
             }
             Err(error) => {
                 tracing::error!(object = %self.key, %error, "commit failed; turn discarded");

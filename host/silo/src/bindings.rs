@@ -40,11 +40,11 @@ pub(crate) mod legacy {
 }
 
 /// Adds the imports of every WIT version to `linker`.
-pub(crate) fn add_to_linker<T: 'static + Send>(
-    linker: &mut Linker<T>,
-) -> wasmtime::Result<()>
+pub(crate) fn add_to_linker<T>(linker: &mut Linker<T>) -> wasmtime::Result<()>
 where
-    T: v0_2::rio::service::state::Host
+    T: 'static
+        + Send
+        + v0_2::rio::service::state::Host
         + v0_2::rio::service::messaging::Host
         + v0_2::rio::service::log::Host
         + v0_2::rio::service::identity::Host

@@ -85,14 +85,18 @@ pub(crate) struct Deadlock(pub(crate) String);
 
 fn lock(graph: &Mutex<Graph>) -> std::sync::MutexGuard<'_, Graph> {
     // The graph stays consistent across a panic in these few lines of map code.
-    graph.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    graph
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Microseconds since the Unix epoch, the clock every silo stamps edges with.
 pub(crate) fn now_us() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX))
+        .map_or(0, |elapsed| {
+            u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX)
+        })
 }
 
 impl WaitGraph {

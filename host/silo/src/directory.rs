@@ -135,7 +135,8 @@ impl Directory {
                     let (mailbox, inbox) = mpsc::channel(self.capacity);
                     // A fresh mailbox with a live receiver always has room.
                     if let Err(refused) = mailbox.try_send(envelope) {
-                        let error = ReplyError::Overloaded("a new mailbox refused a message".into());
+                        let error =
+                            ReplyError::Overloaded("a new mailbox refused a message".into());
                         return Delivery::Refused(refused.into_inner(), error);
                     }
                     slots.insert(key.clone(), Slot::Active(mailbox));

@@ -49,7 +49,12 @@ impl Silo {
         ) = match &config.cluster {
             None => {
                 let store = Arc::new(
-                    SqliteStore::open(&data_dir.join("rio.db"), config.group_commit_max).await?,
+                    SqliteStore::open(
+                        &data_dir.join("rio.db"),
+                        config.group_commit_max,
+                        generation,
+                    )
+                    .await?,
                 );
                 (store.clone(), store, None)
             }
@@ -148,7 +153,10 @@ impl Silo {
         // Closing only means `wait` ends once the tracker is empty; forwards
         // may still start while the cluster learns that this silo left.
         tasks.close();
-        if tokio::time::timeout_at(deadline, tasks.wait()).await.is_err() {
+        if tokio::time::timeout_at(deadline, tasks.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!(
                 tasks = tasks.len(),
                 "activations still running after the stop grace period"
@@ -160,6 +168,8 @@ impl Silo {
         {
             tokio::time::sleep(cluster.config.probe_interval * 2).await;
             let _ = tokio::time::timeout_at(deadline, tasks.wait()).await;
+            // Everything is handed over: the heartbeat may stop.
+            let _ = cluster.retired.send(true);
         }
     }
 

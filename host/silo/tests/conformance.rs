@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use backends::{Env, now_ms};
 use rio_silo::ObjectKey;
-use rio_silo::storage::{ClusterStore, Member, SiloId, SiloStatus, StateWrite};
+use rio_silo::storage::{ClusterStore, Member, SiloId, SiloStatus, StateWrite, StorageError};
 use tokio::sync::Barrier;
 
 /// A backend that deadlocks should fail its test, not hang the suite.
@@ -62,6 +62,8 @@ conformance!([sqlite, postgres, mariadb, redis] => [
     racing_claims_shared_instance,
     racing_claims_separate_instances,
     racing_take_over,
+    fencing,
+    fencing_in_one_batch,
 ]);
 
 fn put(key: &str, value: &[u8]) -> StateWrite {
@@ -87,12 +89,43 @@ async fn load(store: &ClusterStore, object: &ObjectKey) -> HashMap<String, Vec<u
         .unwrap_or_else(|error| panic!("load {object}: {error}"))
 }
 
+/// The silo the state cases commit as; their objects are their own, so one
+/// silo for all of them is enough.
+fn writer() -> SiloId {
+    SiloId {
+        address: "writer.test:7070".into(),
+        generation: 1,
+    }
+}
+
+/// Commits as [`writer`], which first claims the object: commits are fenced
+/// by ownership.
 async fn commit(store: &ClusterStore, object: &ObjectKey, writes: Vec<StateWrite>) {
+    let owner = store
+        .placement
+        .claim(object, &writer())
+        .await
+        .unwrap_or_else(|error| panic!("claim {object}: {error}"));
+    assert_eq!(owner, writer(), "{object} belongs to another test's silo");
     store
         .state
-        .commit(object, writes)
+        .commit(object, writes, &owner)
         .await
         .unwrap_or_else(|error| panic!("commit to {object}: {error}"));
+}
+
+/// Asserts that `silo` may not commit `writes` to `object`.
+async fn assert_fenced(
+    store: &ClusterStore,
+    object: &ObjectKey,
+    silo: &SiloId,
+    writes: Vec<StateWrite>,
+    why: &str,
+) {
+    match store.state.commit(object, writes, silo).await {
+        Err(StorageError::Fenced { .. }) => {}
+        other => panic!("commit to {object} by {silo} ({why}): expected fenced, got {other:?}"),
+    }
 }
 
 async fn state(store: ClusterStore, env: &Env) {
@@ -439,6 +472,11 @@ async fn membership(store: ClusterStore, env: &Env) {
             .expect("heartbeat"),
         SiloStatus::Left,
         "left is final"
+    );
+    assert_eq!(
+        env.members(&store).await[0],
+        member(&a, SiloStatus::Left, t0 + 2000),
+        "a leaving silo's heartbeat still moves its time: the others tell a silo still handing over from one that died leaving"
     );
 
     membership
@@ -809,5 +847,143 @@ async fn racing_take_over(store: ClusterStore, env: &Env) {
             store.placement.owner(object).await.expect("owner").as_ref(),
             Some(winner)
         );
+    }
+}
+
+async fn fencing(store: ClusterStore, env: &Env) {
+    let a = env.silo("a");
+    let b = env.silo("b");
+    let a_before = SiloId {
+        generation: a.generation - 1,
+        ..a.clone()
+    };
+    let object = env.object("Fenced", "x");
+    assert_eq!(store.placement.claim(&object, &a).await.expect("claim"), a);
+    store
+        .state
+        .commit(&object, vec![put("n", b"1")], &a)
+        .await
+        .expect("the owner commits");
+    let committed = map(&[("n", b"1")]);
+    assert_eq!(load(&store, &object).await, committed);
+
+    assert_fenced(&store, &object, &b, vec![put("n", b"b")], "another silo").await;
+    assert_fenced(
+        &store,
+        &object,
+        &a_before,
+        vec![put("n", b"old"), delete("n")],
+        "an older generation of the owner's address",
+    )
+    .await;
+    assert_eq!(
+        load(&store, &object).await,
+        committed,
+        "refused commits change nothing"
+    );
+
+    // Taken over (the owner was declared dead): the old owner is fenced off
+    // and the new one commits.
+    assert_eq!(
+        store
+            .placement
+            .take_over(&object, &a, &b)
+            .await
+            .expect("take_over"),
+        Some(b.clone())
+    );
+    assert_fenced(
+        &store,
+        &object,
+        &a,
+        vec![put("n", b"stale")],
+        "the previous owner",
+    )
+    .await;
+    store
+        .state
+        .commit(&object, vec![put("n", b"2")], &b)
+        .await
+        .expect("the new owner commits");
+    assert_eq!(load(&store, &object).await, map(&[("n", b"2")]));
+
+    // Released: nobody owns it, so nobody commits.
+    store.placement.release(&object, &b).await.expect("release");
+    assert_fenced(
+        &store,
+        &object,
+        &b,
+        vec![put("n", b"3")],
+        "a released entry",
+    )
+    .await;
+    let unplaced = env.object("Fenced", "never-placed");
+    assert_fenced(&store, &unplaced, &a, vec![put("n", b"1")], "no entry").await;
+    assert_eq!(load(&store, &object).await, map(&[("n", b"2")]));
+    assert_eq!(load(&store, &unplaced).await, HashMap::new());
+
+    // Another store instance (another silo process) sees the same fence.
+    let other = env.open().await;
+    assert_fenced(
+        &other,
+        &object,
+        &a,
+        vec![put("n", b"9")],
+        "through another instance",
+    )
+    .await;
+}
+
+async fn fencing_in_one_batch(store: ClusterStore, env: &Env) {
+    let me = env.silo("me");
+    let them = env.silo("them");
+    // Objects 0..30: even ones are mine, odd ones theirs, every fifth unplaced.
+    let objects: Vec<(ObjectKey, Option<SiloId>)> = (0..30)
+        .map(|i| {
+            let owner = match i {
+                i if i % 5 == 0 => None,
+                i if i % 2 == 0 => Some(me.clone()),
+                _ => Some(them.clone()),
+            };
+            (env.object("Batch", &format!("o{i}")), owner)
+        })
+        .collect();
+    for (object, owner) in &objects {
+        if let Some(owner) = owner {
+            store.placement.claim(object, owner).await.expect("claim");
+        }
+    }
+    // All at once, so the group-commit writer takes them in one batch.
+    let barrier = Arc::new(Barrier::new(objects.len()));
+    let tasks: Vec<_> = objects
+        .iter()
+        .map(|(object, _)| {
+            let (store, object, me, barrier) =
+                (store.clone(), object.clone(), me.clone(), barrier.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                store
+                    .state
+                    .commit(&object, vec![put("by", b"me")], &me)
+                    .await
+            })
+        })
+        .collect();
+    for ((object, owner), task) in objects.iter().zip(tasks) {
+        let result = task.await.expect("commit task panicked");
+        if owner.as_ref() == Some(&me) {
+            result.unwrap_or_else(|error| panic!("my commit to {object} failed: {error}"));
+            assert_eq!(
+                load(&store, object).await,
+                map(&[("by", b"me")]),
+                "{object}"
+            );
+        } else {
+            assert!(
+                matches!(result, Err(StorageError::Fenced { .. })),
+                "commit to {object} (owner {owner:?}) should be fenced: {result:?}"
+            );
+            assert_eq!(load(&store, object).await, HashMap::new(), "{object}");
+        }
     }
 }

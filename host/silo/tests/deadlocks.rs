@@ -73,9 +73,7 @@ async fn transfer(client: &Client, from: &str, to: &str, amount: i64) -> Outcome
         Ok(_) => "ok",
         Err(ClientError::Reply(ReplyError::Guest { kind, .. })) if kind == "deadlock" => "deadlock",
         Err(ClientError::Reply(ReplyError::Deadlock(_))) => "deadlock",
-        Err(ClientError::Reply(ReplyError::Guest { kind, .. }))
-            if kind == "insufficient-funds" =>
-        {
+        Err(ClientError::Reply(ReplyError::Guest { kind, .. })) if kind == "insufficient-funds" => {
             "insufficient-funds"
         }
         Err(other) => panic!("transfer {from} -> {to} ended with {other:?}"),
@@ -159,9 +157,13 @@ async fn random_transfers_from_many_clients_all_end_and_balance() {
         let ids = ids.clone();
         clients.push(tokio::spawn(async move {
             // A small deterministic generator: each client its own sequence.
-            let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let mut state = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             let mut next = move |bound: usize| {
-                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 ((state >> 33) as usize) % bound
             };
             let mut outcomes = Vec::new();

@@ -15,28 +15,71 @@ use crate::storage::{SiloId, SiloStatus};
 
 const PROBED_PEERS: usize = 3;
 
-/// Runs until `stopping` turns `true`.
-pub(crate) async fn run_agent(cluster: Arc<Cluster>, mut stopping: watch::Receiver<bool>) {
+/// Probes and heartbeats until `stopping` turns `true` or this silo left;
+/// then only heartbeats, until the silo has handed over its objects
+/// (`retired`), so the others can tell a silo still handing over from one
+/// that was killed doing so.
+pub(crate) async fn run_agent(cluster: Arc<Cluster>, stopping: watch::Receiver<bool>) {
     let Ok(me) = cluster.me().cloned() else {
         return;
     };
+    if probe_until_stopping(&cluster, &me, stopping.clone()).await {
+        heartbeat_while_leaving(&cluster, &me, stopping).await;
+    }
+}
+
+/// Heartbeats only, until the silo retired, was declared dead or is gone.
+async fn heartbeat_while_leaving(
+    cluster: &Cluster,
+    me: &SiloId,
+    mut stopping: watch::Receiver<bool>,
+) {
+    let mut retired = cluster.retired.subscribe();
+    let mut ticker = tokio::time::interval(cluster.config.probe_interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = retired.wait_for(|retired| *retired) => return,
+            // The silo was dropped without finishing its stop.
+            changed = stopping.changed() => if changed.is_err() { return },
+            _ = ticker.tick() => {}
+        }
+        match cluster.store.membership.heartbeat(me, now_ms()).await {
+            Ok(SiloStatus::Dead) => {
+                tracing::error!(silo = %me, "the cluster declared this silo dead while it was leaving");
+                let _ = cluster.evicted.send(true);
+                return;
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "cannot write the heartbeat"),
+        }
+    }
+}
+
+/// The agent of an active silo. Answers true if the silo is leaving (it
+/// stopped, or the store says it left), false if it was declared dead.
+async fn probe_until_stopping(
+    cluster: &Arc<Cluster>,
+    me: &SiloId,
+    mut stopping: watch::Receiver<bool>,
+) -> bool {
+    let me = me.clone();
     let config = cluster.config.clone();
     let mut missed: HashMap<SiloId, u32> = HashMap::new();
     let mut ticker = tokio::time::interval(config.probe_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = stopping.wait_for(|stop| *stop) => return,
+            _ = stopping.wait_for(|stop| *stop) => return true,
             _ = ticker.tick() => {}
         }
         match cluster.store.membership.heartbeat(&me, now_ms()).await {
             Ok(SiloStatus::Active) => {}
-            Ok(status) => {
-                if status == SiloStatus::Dead {
-                    tracing::error!(silo = %me, "the cluster declared this silo dead; stopping");
-                    let _ = cluster.evicted.send(true);
-                }
-                return;
+            Ok(SiloStatus::Left) => return true,
+            Ok(SiloStatus::Dead) => {
+                tracing::error!(silo = %me, "the cluster declared this silo dead; stopping");
+                let _ = cluster.evicted.send(true);
+                return false;
             }
             // A store that is away for a while must not stop the silo.
             Err(error) => tracing::warn!(%error, "cannot write the heartbeat"),
@@ -49,7 +92,7 @@ pub(crate) async fn run_agent(cluster: Arc<Cluster>, mut stopping: watch::Receiv
         missed.retain(|silo, _| active.contains(silo));
         let targets = probe_targets(&active, &me);
         let probes = targets.iter().map(|target| {
-            let cluster = cluster.clone();
+            let cluster = Arc::clone(cluster);
             let target = target.clone();
             async move {
                 let answer = cluster
@@ -72,7 +115,7 @@ pub(crate) async fn run_agent(cluster: Arc<Cluster>, mut stopping: watch::Receiv
             let count = missed.entry(target.clone()).or_default();
             *count += 1;
             if *count >= config.missed_probes {
-                suspect(&cluster, &me, &target, active.len()).await;
+                suspect(cluster, &me, &target, active.len()).await;
             }
         }
     }

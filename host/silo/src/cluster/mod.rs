@@ -35,13 +35,16 @@ pub(crate) struct Cluster {
     pub(crate) config: ClusterConfig,
     generation: i64,
     me: OnceLock<SiloId>,
-    /// The membership table as last read.
-    view: RwLock<HashMap<SiloId, SiloStatus>>,
+    /// The membership table as last read: each silo's status and heartbeat.
+    view: RwLock<HashMap<SiloId, (SiloStatus, i64)>>,
     pub(crate) peers: Peers,
     /// Objects known to live on other silos.
     routes: Mutex<HashMap<ObjectKey, SiloId>>,
     /// Flips to `true` when the others declared this silo dead.
     pub(crate) evicted: watch::Sender<bool>,
+    /// Flips to `true` when this silo has handed over all its objects after
+    /// leaving; its heartbeat stops then.
+    pub(crate) retired: watch::Sender<bool>,
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -65,6 +68,7 @@ impl Cluster {
             peers: Peers::default(),
             routes: Mutex::default(),
             evicted: watch::channel(false).0,
+            retired: watch::channel(false).0,
         }
     }
 
@@ -113,15 +117,17 @@ impl Cluster {
 
     pub(crate) async fn refresh_view(&self) -> Result<Vec<Member>, StorageError> {
         let members = self.store.membership.members().await?;
-        let view: HashMap<SiloId, SiloStatus> = members
+        let view: HashMap<SiloId, (SiloStatus, i64)> = members
             .iter()
-            .map(|member| (member.silo.clone(), member.status))
+            .map(|member| (member.silo.clone(), (member.status, member.heartbeat_ms)))
             .collect();
         // Routes to silos that are no longer active are stale.
         self.routes
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .retain(|_, owner| view.get(owner) == Some(&SiloStatus::Active));
+            .retain(|_, owner| {
+                view.get(owner).map(|(status, _)| *status) == Some(SiloStatus::Active)
+            });
         *self.view.write().unwrap_or_else(|p| p.into_inner()) = view;
         Ok(members)
     }
@@ -143,7 +149,24 @@ impl Cluster {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(silo)
-            .copied()
+            .map(|(status, _)| *status)
+    }
+
+    /// True if `silo`'s heartbeat, as last read, is older than the time in
+    /// which a live silo writes a few: a silo that left and fell silent was
+    /// killed (or frozen) before it handed all its objects over.
+    pub(crate) fn fell_silent(&self, silo: &SiloId) -> bool {
+        let silence = self.config.probe_interval * (self.config.missed_probes + 1);
+        let heartbeat = self
+            .view
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(silo)
+            .map(|(_, heartbeat)| *heartbeat);
+        match heartbeat {
+            Some(heartbeat) => now_ms() - heartbeat > silence.as_millis() as i64,
+            None => true,
+        }
     }
 
     pub(crate) fn active_silos(&self) -> Vec<SiloId> {
@@ -152,7 +175,7 @@ impl Cluster {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
-            .filter(|(_, status)| **status == SiloStatus::Active)
+            .filter(|(_, (status, _))| *status == SiloStatus::Active)
             .map(|(silo, _)| silo.clone())
             .collect();
         active.sort();

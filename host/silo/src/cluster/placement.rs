@@ -1,5 +1,13 @@
 //! Where an object's activation is, or goes: the placement store decides
 //! between racing silos, the strategy picks a silo for a new activation.
+//!
+//! Take-over rule: an object whose owner was declared dead, or left and fell
+//! silent (no heartbeat for `missed_probes + 1` probe intervals: killed or
+//! frozen while handing over), or left more than [`LEAVING_OWNER_WAIT`] ago
+//! and still holds it, is taken over by its next call. A leaving silo that
+//! still heartbeats is waited for, since it commits and releases its
+//! objects itself. Taking over too early can never let a stale write in:
+//! commits are fenced by ownership, so the old owner's later commits fail.
 
 use std::hash::{Hash, Hasher};
 use std::time::Duration;
@@ -20,7 +28,8 @@ pub(crate) enum Route {
     Remote(SiloId),
 }
 
-/// How long a message waits for a leaving silo to hand an object back.
+/// How long a message waits for a leaving silo that still heartbeats to
+/// hand an object back, before taking it over anyway.
 const LEAVING_OWNER_WAIT: Duration = Duration::from_secs(15);
 const LEAVING_OWNER_POLL: Duration = Duration::from_millis(25);
 
@@ -77,17 +86,14 @@ impl Cluster {
                     self.remember_route(key, &owner);
                     return Ok(Route::Remote(owner));
                 }
-                SiloStatus::Left => {
+                SiloStatus::Left
+                    if !self.fell_silent(&owner) && tokio::time::Instant::now() < deadline =>
+                {
                     // It is deactivating its objects and committing their
                     // state; the entry goes when that is done.
-                    if tokio::time::Instant::now() > deadline {
-                        return Err(ReplyError::Unavailable(format!(
-                            "{key} is still held by the leaving silo {owner}"
-                        )));
-                    }
                     tokio::time::sleep(LEAVING_OWNER_POLL).await;
                 }
-                SiloStatus::Dead => {
+                SiloStatus::Left | SiloStatus::Dead => {
                     let target = if sent_to_me && !leaving {
                         me.clone()
                     } else {
@@ -104,7 +110,7 @@ impl Cluster {
                         .map_err(storage)?
                     {
                         Some(winner) => {
-                            tracing::info!(object = %key, dead = %owner, "took over an object of a dead silo");
+                            tracing::info!(object = %key, previous = %owner, "took over an object of a dead or vanished silo");
                             return Ok(self.remote_unless_me(key, winner, &me));
                         }
                         // Released meanwhile: claim it on the next round.

@@ -71,9 +71,9 @@ pub struct Member {
 pub trait MembershipStore: Send + Sync + 'static {
     /// Adds `silo` as active with a heartbeat at `now_ms`.
     async fn join(&self, silo: &SiloId, now_ms: i64) -> Result<(), StorageError>;
-    /// Records that `silo` is alive at `now_ms` and returns its status as
-    /// stored, so a silo learns when the others declared it dead. A silo
-    /// that is not in the table reads as dead.
+    /// Records that `silo` is alive at `now_ms` (also while it is leaving)
+    /// and returns its status as stored, so a silo learns when the others
+    /// declared it dead. A silo that is not in the table reads as dead.
     async fn heartbeat(&self, silo: &SiloId, now_ms: i64) -> Result<SiloStatus, StorageError>;
     /// Moves `silo` from active to `status`; a silo already left or dead
     /// stays as it is.

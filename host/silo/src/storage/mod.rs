@@ -8,7 +8,11 @@
 //!   shared by the silos of one machine.
 //! - [`redis`]: every concern on Redis.
 //!
-//! Invariant: a commit either writes all of a turn's changes or none.
+//! Invariants: a commit either writes all of a turn's changes or none; and
+//! it writes them only if the committing silo owns the object at that
+//! moment, checked in the same transaction (or script) as the write, so a
+//! silo that lost an object while frozen cannot overwrite the new owner's
+//! writes (fencing).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -35,6 +39,15 @@ pub enum StorageError {
     /// The store is shutting down and takes no more writes.
     #[error("state store is closed")]
     Closed,
+    /// The committing silo does not own the object (any more): the commit
+    /// changed nothing.
+    #[error("commit refused: {object} is not owned by {silo}")]
+    Fenced {
+        /// The object whose commit was refused.
+        object: String,
+        /// The silo that tried to commit.
+        silo: String,
+    },
     /// The cluster URL names no backend this silo has, or is malformed.
     #[error("bad cluster store URL `{url}`: {reason}")]
     BadUrl {
@@ -45,6 +58,16 @@ pub enum StorageError {
     },
 }
 
+impl StorageError {
+    /// The refusal of a commit to `object` by `silo`, which does not own it.
+    pub fn fenced(object: &ObjectKey, silo: &SiloId) -> StorageError {
+        StorageError::Fenced {
+            object: object.to_string(),
+            silo: silo.to_string(),
+        }
+    }
+}
+
 /// One change to a key of an object's state; `None` deletes the key.
 pub type StateWrite = (String, Option<Vec<u8>>);
 
@@ -53,9 +76,19 @@ pub type StateWrite = (String, Option<Vec<u8>>);
 pub trait StateStore: Send + Sync + 'static {
     /// Every key and value of `object`.
     async fn load(&self, object: &ObjectKey) -> Result<HashMap<String, Vec<u8>>, StorageError>;
-    /// Applies `writes` to `object` atomically and durably.
-    async fn commit(&self, object: &ObjectKey, writes: Vec<StateWrite>)
-    -> Result<(), StorageError>;
+    /// Applies `writes` to `object` atomically and durably, if `owner` owns
+    /// `object` when the commit is applied; otherwise changes nothing and
+    /// answers [`StorageError::Fenced`]. In a cluster store the placement
+    /// entry must name exactly `owner` (address and generation; no entry
+    /// refuses too); the embedded store checks `owner`'s generation against
+    /// the lease of the process that opened the file last. Commits batched
+    /// together fail or succeed each on their own ownership.
+    async fn commit(
+        &self,
+        object: &ObjectKey,
+        writes: Vec<StateWrite>,
+        owner: &SiloId,
+    ) -> Result<(), StorageError>;
 }
 
 /// Component bytes (content-addressed) and which type names point at them.

@@ -4,6 +4,13 @@
 //! queue into a single transaction (group commit): under load one fsync
 //! covers hundreds of turns, and each caller is answered only once its
 //! transaction is durable.
+//!
+//! Fencing: a lone silo owns every object of its data directory, but two
+//! processes may open one directory by mistake (or a frozen one may wake up
+//! after its replacement started). The process that opened the file last
+//! holds the lease (a row with its generation); every commit transaction
+//! checks the lease first, under the write lock, so only that process
+//! commits.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -14,11 +21,12 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Connection, QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{ComponentStore, StateStore, StateWrite, StorageError};
+use super::{ComponentStore, SiloId, StateStore, StateWrite, StorageError};
 use crate::ObjectKey;
 
 /// Schema steps, applied in order once each; never edit a released step.
-const MIGRATIONS: &[&str] = &["CREATE TABLE object_state (
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE object_state (
         service_type TEXT NOT NULL,
         object_id TEXT NOT NULL,
         key TEXT NOT NULL,
@@ -29,7 +37,13 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE object_state (
     CREATE TABLE deployments (
         service_type TEXT PRIMARY KEY,
         content_hash TEXT NOT NULL REFERENCES components (content_hash)
-    );"];
+    );",
+    // One row: the generation of the process that may commit.
+    "CREATE TABLE lease (
+        id INTEGER PRIMARY KEY CHECK (id = 0),
+        generation INTEGER NOT NULL
+    );",
+];
 
 /// SQLite allows 32766 bound parameters per statement; four per row.
 const ROWS_PER_INSERT: usize = 4000;
@@ -37,6 +51,7 @@ const ROWS_PER_INSERT: usize = 4000;
 struct PendingCommit {
     object: ObjectKey,
     writes: Vec<StateWrite>,
+    owner: SiloId,
     done: oneshot::Sender<Result<(), StorageError>>,
 }
 
@@ -52,8 +67,14 @@ fn backend(error: sqlx::Error) -> StorageError {
 
 impl SqliteStore {
     /// Opens (creating if needed) the database file at `path`, migrates it,
-    /// and starts the group-commit writer.
-    pub async fn open(path: &Path, group_commit_max: usize) -> Result<SqliteStore, StorageError> {
+    /// takes the lease for the process `generation` (from then on only
+    /// commits by that generation are accepted), and starts the
+    /// group-commit writer.
+    pub async fn open(
+        path: &Path,
+        group_commit_max: usize,
+        generation: i64,
+    ) -> Result<SqliteStore, StorageError> {
         let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
             .map_err(backend)?
             .create_if_missing(true)
@@ -66,6 +87,14 @@ impl SqliteStore {
             .await
             .map_err(backend)?;
         migrate(&mut writer).await?;
+        sqlx::query(
+            "INSERT INTO lease (id, generation) VALUES (0, ?)
+             ON CONFLICT (id) DO UPDATE SET generation = excluded.generation",
+        )
+        .bind(generation)
+        .execute(&mut writer)
+        .await
+        .map_err(backend)?;
         let readers = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options.read_only(true))
@@ -76,12 +105,18 @@ impl SqliteStore {
         Ok(SqliteStore { readers, commits })
     }
 
-    async fn write(&self, object: ObjectKey, writes: Vec<StateWrite>) -> Result<(), StorageError> {
+    async fn write(
+        &self,
+        object: ObjectKey,
+        writes: Vec<StateWrite>,
+        owner: SiloId,
+    ) -> Result<(), StorageError> {
         let (done, result) = oneshot::channel();
         self.commits
             .send(PendingCommit {
                 object,
                 writes,
+                owner,
                 done,
             })
             .map_err(|_| StorageError::Closed)?;
@@ -128,23 +163,49 @@ async fn run_writer(
                 Err(_) => break,
             }
         }
-        let result = write_batch(&mut connection, &batch).await;
-        if let Err(error) = &result {
-            tracing::error!(%error, commits = batch.len(), "group commit failed");
-        }
-        for commit in batch.drain(..) {
-            let _ = commit.done.send(result.clone());
+        match write_batch(&mut connection, &batch).await {
+            Ok(lease) => {
+                for commit in batch.drain(..) {
+                    let answer = if commit.owner.generation == lease {
+                        Ok(())
+                    } else {
+                        Err(StorageError::fenced(&commit.object, &commit.owner))
+                    };
+                    let _ = commit.done.send(answer);
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, commits = batch.len(), "group commit failed");
+                for commit in batch.drain(..) {
+                    let _ = commit.done.send(Err(error.clone()));
+                }
+            }
         }
     }
 }
 
+/// Writes the commits of `batch` made by the lease holder in one
+/// transaction; answers the lease holder's generation, which tells the
+/// others apart (their writes were left out).
 async fn write_batch(
     connection: &mut SqliteConnection,
     batch: &[PendingCommit],
-) -> Result<(), StorageError> {
-    let mut transaction = connection.begin().await.map_err(backend)?;
+) -> Result<i64, StorageError> {
+    // IMMEDIATE takes the write lock before the lease is read, so no other
+    // process can take the lease between the check and the writes.
+    let mut transaction = connection
+        .begin_with("BEGIN IMMEDIATE")
+        .await
+        .map_err(backend)?;
+    let lease: i64 = sqlx::query_scalar("SELECT generation FROM lease WHERE id = 0")
+        .fetch_one(&mut *transaction)
+        .await
+        .map_err(backend)?;
     let mut upserts = Vec::new();
-    for commit in batch {
+    for commit in batch
+        .iter()
+        .filter(|commit| commit.owner.generation == lease)
+    {
         for (key, value) in &commit.writes {
             match value {
                 Some(value) => upserts.push((&commit.object, key, value)),
@@ -178,7 +239,8 @@ async fn write_batch(
             .await
             .map_err(backend)?;
     }
-    transaction.commit().await.map_err(backend)
+    transaction.commit().await.map_err(backend)?;
+    Ok(lease)
 }
 
 #[async_trait]
@@ -202,8 +264,9 @@ impl StateStore for SqliteStore {
         &self,
         object: &ObjectKey,
         writes: Vec<StateWrite>,
+        owner: &SiloId,
     ) -> Result<(), StorageError> {
-        self.write(object.clone(), writes).await
+        self.write(object.clone(), writes, owner.clone()).await
     }
 }
 
@@ -269,5 +332,86 @@ impl SqliteStore {
         SqliteConnection::connect_with(&options)
             .await
             .map_err(backend)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn process(generation: i64) -> SiloId {
+        SiloId {
+            address: String::new(),
+            generation,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn only_the_process_that_opened_the_file_last_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rio.db");
+        let object = ObjectKey::new("Counter", "a");
+        let put = |value: &str| vec![("n".to_string(), Some(value.as_bytes().to_vec()))];
+
+        let first = SqliteStore::open(&path, 64, 100).await.unwrap();
+        first
+            .commit(&object, put("1"), &process(100))
+            .await
+            .unwrap();
+        let refused = first.commit(&object, put("x"), &process(99)).await;
+        assert!(
+            matches!(refused, Err(StorageError::Fenced { .. })),
+            "{refused:?}"
+        );
+
+        // A second process opens the same data directory: from now on only
+        // it commits, whatever the first believes.
+        let second = SqliteStore::open(&path, 64, 200).await.unwrap();
+        let stale = first.commit(&object, put("stale"), &process(100)).await;
+        assert!(
+            matches!(stale, Err(StorageError::Fenced { .. })),
+            "{stale:?}"
+        );
+        second
+            .commit(&object, put("2"), &process(200))
+            .await
+            .unwrap();
+        let state = first.load(&object).await.unwrap();
+        assert_eq!(state.get("n").map(Vec::as_slice), Some(&b"2"[..]));
+
+        // In one group-commit batch a refused commit fails only itself.
+        let others: Vec<ObjectKey> = (0..20)
+            .map(|i| ObjectKey::new("Counter", &format!("o{i}")))
+            .collect();
+        let second = std::sync::Arc::new(second);
+        let tasks: Vec<_> = others
+            .iter()
+            .enumerate()
+            .map(|(i, object)| {
+                let generation = if i % 4 == 0 { 100 } else { 200 };
+                let (second, object) = (second.clone(), object.clone());
+                tokio::spawn(async move {
+                    let result = second.commit(&object, put("v"), &process(generation)).await;
+                    (generation, result)
+                })
+            })
+            .collect();
+        let mut results = Vec::new();
+        for task in tasks {
+            results.push(task.await.unwrap());
+        }
+        for ((generation, result), object) in results.into_iter().zip(&others) {
+            let state = second.load(object).await.unwrap();
+            if generation == 200 {
+                result.unwrap();
+                assert_eq!(state.len(), 1, "{object}");
+            } else {
+                assert!(
+                    matches!(result, Err(StorageError::Fenced { .. })),
+                    "{result:?}"
+                );
+                assert!(state.is_empty(), "{object}");
+            }
+        }
     }
 }

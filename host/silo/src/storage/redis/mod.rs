@@ -23,8 +23,9 @@
 //!
 //! # Atomicity
 //!
-//! A commit is one `MULTI`/`EXEC`; every read-then-write (claim, take-over,
-//! release, status and heartbeat updates, deployments) is a Lua script, which
+//! Every read-then-write (a commit, which first checks that the committing
+//! silo owns the object, claim, take-over, release, status and heartbeat
+//! updates, deployments) is a Lua script, which
 //! Redis runs without interleaving anything else. The scripts touch keys they
 //! derive at run time, so this backend needs a single Redis server (or a
 //! primary with replicas), not Redis Cluster, and Redis 6.2 or newer
@@ -66,6 +67,28 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Placement keys `release_all` drops per script run: one run blocks the
 /// whole server, so a dead silo's thousands of objects go in slices.
 const RELEASE_BATCH: usize = 500;
+
+/// Applies a turn to the state hash `KEYS[1]` if the placement entry
+/// `KEYS[2]` names `ARGV[1]`: `ARGV[2]` fields to set follow as field, value
+/// pairs, then the fields to delete. Answers 1, or 0 (nothing written) when
+/// another silo or none owns the object. Every write happens after the
+/// check, and a script runs whole, so a refused commit changes nothing.
+static COMMIT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
+-- unpack has a stack limit of a few thousand values: go in slices.
+local first_delete = 3 + 2 * tonumber(ARGV[2])
+for i = 3, first_delete - 1, 1000 do
+  redis.call('HSET', KEYS[1], unpack(ARGV, i, math.min(i + 999, first_delete - 1)))
+end
+for i = first_delete, #ARGV, 1000 do
+  redis.call('HDEL', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
+end
+return 1
+",
+    )
+});
 
 /// Gives `ARGV[1]` the key `KEYS[1]` unless someone has it; answers the owner.
 static CLAIM: LazyLock<Script> = LazyLock::new(|| {
@@ -304,6 +327,7 @@ impl StateStore for RedisStore {
         &self,
         object: &ObjectKey,
         writes: Vec<StateWrite>,
+        owner: &SiloId,
     ) -> Result<(), StorageError> {
         // The last write of a key wins; collapsing first lets one HSET and
         // one HDEL carry the whole turn whatever order the writes came in.
@@ -311,42 +335,34 @@ impl StateStore for RedisStore {
         for (key, value) in &writes {
             latest.insert(key, value.as_deref());
         }
-        if latest.is_empty() {
-            return Ok(());
-        }
-        let key = state_key(object);
-        let mut sets = redis::cmd("HSET");
-        sets.arg(&key);
-        let mut deletes = redis::cmd("HDEL");
-        deletes.arg(&key);
-        let (mut any_set, mut any_delete) = (false, false);
+        let mut sets = Vec::new();
+        let mut deletes = Vec::new();
         for (field, value) in latest {
             match value {
-                Some(value) => {
-                    sets.arg(field).arg(value);
-                    any_set = true;
-                }
-                None => {
-                    deletes.arg(field);
-                    any_delete = true;
-                }
+                Some(value) => sets.push((field, value)),
+                None => deletes.push(field),
             }
         }
-        // Both commands touch one hash, so a server-side error (WRONGTYPE)
-        // fails both alike, and one refused at queueing (OOM) aborts the
-        // EXEC: the turn lands whole or not at all.
-        let mut transaction = redis::pipe();
-        transaction.atomic();
-        if any_set {
-            transaction.add_command(sets).ignore();
+        let mut invocation = COMMIT.key(state_key(object));
+        invocation
+            .key(placement_key(object))
+            .arg(owner.to_string())
+            .arg(sets.len());
+        for (field, value) in sets {
+            invocation.arg(field).arg(value);
         }
-        if any_delete {
-            transaction.add_command(deletes).ignore();
+        for field in deletes {
+            invocation.arg(field);
         }
-        transaction
-            .query_async::<()>(&mut self.connection())
+        let written: bool = invocation
+            .invoke_async(&mut self.connection())
             .await
-            .map_err(backend)
+            .map_err(backend)?;
+        if written {
+            Ok(())
+        } else {
+            Err(StorageError::fenced(object, owner))
+        }
     }
 }
 

@@ -49,6 +49,13 @@ fn silo(tag: &str, name: &str) -> SiloId {
     }
 }
 
+/// Claims `object` for this test's writer silo, which may then commit to it.
+async fn writer_of(store: &RedisStore, tag: &str, object: &ObjectKey) -> SiloId {
+    let writer = silo(tag, "writer");
+    assert_eq!(store.claim(object, &writer).await.unwrap(), writer);
+    writer
+}
+
 fn object(tag: &str, id: &str) -> ObjectKey {
     ObjectKey::new(&format!("Type-{tag}"), id)
 }
@@ -111,11 +118,13 @@ async fn load_sees_the_last_commit() {
     let tag = tag("load");
     let counter = object(&tag, "alice");
     assert!(store.load(&counter).await.unwrap().is_empty());
+    let writer = writer_of(&store, &tag, &counter).await;
 
     store
         .commit(
             &counter,
             vec![("a".into(), value("1")), ("b".into(), value("2"))],
+            &writer,
         )
         .await
         .unwrap();
@@ -134,16 +143,17 @@ async fn load_sees_the_last_commit() {
                 ("b".into(), value("4")),
                 ("b".into(), None),
             ],
+            &writer,
         )
         .await
         .unwrap();
     assert_eq!(store.load(&counter).await.unwrap(), map(&[("a", "3")]));
 
-    store.commit(&counter, Vec::new()).await.unwrap();
+    store.commit(&counter, Vec::new(), &writer).await.unwrap();
     assert_eq!(store.load(&counter).await.unwrap(), map(&[("a", "3")]));
 
     store
-        .commit(&counter, vec![("a".into(), None)])
+        .commit(&counter, vec![("a".into(), None)], &writer)
         .await
         .unwrap();
     assert!(store.load(&counter).await.unwrap().is_empty());
@@ -156,20 +166,19 @@ async fn keys_with_colons_do_not_collide() {
     let tag = tag("colons");
     let left = ObjectKey::new(&format!("{tag}:a:b"), "c");
     let right = ObjectKey::new(&format!("{tag}:a"), "b:c");
+    let (a, b) = (silo(&tag, "a"), silo(&tag, "b"));
+    assert_eq!(store.claim(&left, &a).await.unwrap(), a);
+    assert_eq!(store.claim(&right, &b).await.unwrap(), b);
     store
-        .commit(&left, vec![("k".into(), value("left"))])
+        .commit(&left, vec![("k".into(), value("left"))], &a)
         .await
         .unwrap();
     store
-        .commit(&right, vec![("k".into(), value("right"))])
+        .commit(&right, vec![("k".into(), value("right"))], &b)
         .await
         .unwrap();
     assert_eq!(store.load(&left).await.unwrap(), map(&[("k", "left")]));
     assert_eq!(store.load(&right).await.unwrap(), map(&[("k", "right")]));
-
-    let (a, b) = (silo(&tag, "a"), silo(&tag, "b"));
-    assert_eq!(store.claim(&left, &a).await.unwrap(), a);
-    assert_eq!(store.claim(&right, &b).await.unwrap(), b);
     forget(&store, &tag).await;
 }
 
@@ -192,10 +201,14 @@ async fn a_commit_is_seen_whole_or_not_at_all() {
         ("y".into(), None),
         ("z".into(), value("2")),
     ];
-    store.commit(&account, to_first.clone()).await.unwrap();
+    let owner = writer_of(&store, &tag, &account).await;
+    store
+        .commit(&account, to_first.clone(), &owner)
+        .await
+        .unwrap();
 
     let writer = {
-        let (store, account) = (store.clone(), account.clone());
+        let (store, account, owner) = (store.clone(), account.clone(), owner.clone());
         tokio::spawn(async move {
             for round in 0..300 {
                 let writes = if round % 2 == 0 {
@@ -203,7 +216,10 @@ async fn a_commit_is_seen_whole_or_not_at_all() {
                 } else {
                     &to_first
                 };
-                store.commit(&account, writes.clone()).await.unwrap();
+                store
+                    .commit(&account, writes.clone(), &owner)
+                    .await
+                    .unwrap();
             }
         })
     };
@@ -216,6 +232,41 @@ async fn a_commit_is_seen_whole_or_not_at_all() {
     writer.await.unwrap();
     assert!(reads > 0);
     assert_eq!(store.load(&account).await.unwrap(), first);
+    forget(&store, &tag).await;
+}
+
+#[tokio::test]
+async fn a_commit_lands_only_while_its_silo_owns_the_object() {
+    let Some(store) = store().await else { return };
+    let tag = tag("fence");
+    let counter = object(&tag, "c");
+    let (a, b) = (silo(&tag, "a"), silo(&tag, "b"));
+    // More fields than one Lua unpack takes, so the script's slicing runs.
+    let many: Vec<StateWrite> = (0..2500)
+        .map(|i| (format!("f{i}"), value(&i.to_string())))
+        .collect();
+    let refused = store.commit(&counter, many.clone(), &a).await;
+    assert!(
+        matches!(refused, Err(StorageError::Fenced { .. })),
+        "{refused:?}"
+    );
+    assert!(
+        store.load(&counter).await.unwrap().is_empty(),
+        "no entry, no write"
+    );
+
+    store.claim(&counter, &a).await.unwrap();
+    store.commit(&counter, many, &a).await.unwrap();
+    assert_eq!(store.load(&counter).await.unwrap().len(), 2500);
+    let deletes: Vec<StateWrite> = (0..2400).map(|i| (format!("f{i}"), None)).collect();
+    let refused = store.commit(&counter, deletes.clone(), &b).await;
+    assert!(
+        matches!(refused, Err(StorageError::Fenced { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(store.load(&counter).await.unwrap().len(), 2500);
+    store.commit(&counter, deletes, &a).await.unwrap();
+    assert_eq!(store.load(&counter).await.unwrap().len(), 100);
     forget(&store, &tag).await;
 }
 
@@ -487,18 +538,18 @@ async fn open_cluster_serves_every_concern() {
     let tag = tag("cluster");
     let cluster = ClusterStore::open(&server_url(), 1).await.unwrap();
     let counter = object(&tag, "c");
+    let me = silo(&tag, "me");
+    cluster.membership.join(&me, 5).await.unwrap();
+    assert_eq!(cluster.placement.claim(&counter, &me).await.unwrap(), me);
     cluster
         .state
-        .commit(&counter, vec![("n".into(), value("1"))])
+        .commit(&counter, vec![("n".into(), value("1"))], &me)
         .await
         .unwrap();
     assert_eq!(
         cluster.state.load(&counter).await.unwrap(),
         map(&[("n", "1")])
     );
-    let me = silo(&tag, "me");
-    cluster.membership.join(&me, 5).await.unwrap();
-    assert_eq!(cluster.placement.claim(&counter, &me).await.unwrap(), me);
     let store = RedisStore::open(&server_url()).await.unwrap();
     forget(&store, &tag).await;
 }

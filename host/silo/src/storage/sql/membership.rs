@@ -23,8 +23,10 @@ impl MembershipStore for SqlStore {
     }
 
     async fn heartbeat(&self, silo: &SiloId, now_ms: i64) -> Result<SiloStatus, StorageError> {
+        // A leaving silo keeps its heartbeat going while it hands its
+        // objects over; the others take them over once it goes silent.
         sqlx::query(self.sql(
-            "UPDATE members SET heartbeat_ms = ? WHERE address = ? AND generation = ? AND status = 'active'",
+            "UPDATE members SET heartbeat_ms = ? WHERE address = ? AND generation = ? AND status <> 'dead'",
         ))
         .bind(now_ms)
         .bind(silo.address.as_str())

@@ -1,7 +1,13 @@
 //! Object state on SQL, with a group-commit writer: the commits waiting
 //! when the writer is free go into one transaction.
+//!
+//! Fencing: the transaction first reads the placement entries of the
+//! batch's objects, locking them against change until it ends (a shared row
+//! lock on PostgreSQL and MySQL, the database write lock on SQLite), and
+//! writes only the commits whose silo is the owner read. A take-over or
+//! release waits for the transaction, so the new owner loads what it wrote.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
 use sqlx::{AnyPool, Row};
@@ -10,11 +16,12 @@ use tokio::sync::{mpsc, oneshot};
 use super::dialect::Dialect;
 use super::{SqlStore, backend};
 use crate::ObjectKey;
-use crate::storage::{StateStore, StateWrite, StorageError};
+use crate::storage::{SiloId, StateStore, StateWrite, StorageError};
 
 pub(crate) struct PendingCommit {
     object: ObjectKey,
     writes: Vec<StateWrite>,
+    owner: SiloId,
     done: oneshot::Sender<Result<(), StorageError>>,
 }
 
@@ -33,12 +40,23 @@ pub(crate) async fn run_writer(
                 Err(_) => break,
             }
         }
-        let result = write_batch(&pool, dialect, &batch).await;
-        if let Err(error) = &result {
-            tracing::error!(%error, commits = batch.len(), "group commit failed");
-        }
-        for commit in batch.drain(..) {
-            let _ = commit.done.send(result.clone());
+        match write_batch(&pool, dialect, &batch).await {
+            Ok(owned) => {
+                for (index, commit) in batch.drain(..).enumerate() {
+                    let answer = if owned.contains(&index) {
+                        Ok(())
+                    } else {
+                        Err(StorageError::fenced(&commit.object, &commit.owner))
+                    };
+                    let _ = commit.done.send(answer);
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, commits = batch.len(), "group commit failed");
+                for commit in batch.drain(..) {
+                    let _ = commit.done.send(Err(error.clone()));
+                }
+            }
         }
     }
 }
@@ -47,18 +65,41 @@ pub(crate) async fn run_writer(
 /// and SQLite's 32766 bind limits.
 const ROWS_PER_UPSERT: usize = 1000;
 
+/// Objects whose owners one statement reads: two binds each.
+const OBJECTS_PER_OWNER_READ: usize = 500;
+
 /// One transaction for the whole batch, with its upserts in as few
 /// statements as possible: a round trip per row would cap a remote
-/// database at a few thousand commits a second.
+/// database at a few thousand commits a second. Answers which commits (by
+/// index) were written; the others came from a silo that does not own
+/// their object.
 async fn write_batch(
     pool: &AnyPool,
     dialect: Dialect,
     batch: &[PendingCommit],
-) -> Result<(), StorageError> {
+) -> Result<HashSet<usize>, StorageError> {
+    let mut transaction = match dialect {
+        // Taking the write lock first makes the owner read below current
+        // until the commit: no other process writes in between.
+        Dialect::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await,
+        _ => pool.begin().await,
+    }
+    .map_err(backend)?;
+    let owners = read_owners(&mut transaction, dialect, batch).await?;
+    let owned: HashSet<usize> = batch
+        .iter()
+        .enumerate()
+        .filter(|(_, commit)| owners.get(&commit.object) == Some(&commit.owner))
+        .map(|(index, _)| index)
+        .collect();
     // The last write of a key wins, and a statement may touch a row only
     // once (PostgreSQL refuses otherwise).
     let mut latest: HashMap<(&ObjectKey, &str), Option<&Vec<u8>>> = HashMap::new();
-    for commit in batch {
+    for (_, commit) in batch
+        .iter()
+        .enumerate()
+        .filter(|(index, _)| owned.contains(index))
+    {
         for (key, value) in &commit.writes {
             latest.insert((&commit.object, key.as_str()), value.as_ref());
         }
@@ -71,7 +112,6 @@ async fn write_batch(
             None => deletes.push((object, key)),
         }
     }
-    let mut transaction = pool.begin().await.map_err(backend)?;
     let delete = dialect
         .sql("DELETE FROM object_state WHERE service_type = ? AND object_id = ? AND state_key = ?");
     for (object, key) in deletes {
@@ -100,7 +140,52 @@ async fn write_batch(
         }
         query.execute(&mut *transaction).await.map_err(backend)?;
     }
-    transaction.commit().await.map_err(backend)
+    transaction.commit().await.map_err(backend)?;
+    Ok(owned)
+}
+
+/// The owners of the batch's objects as the placement table has them,
+/// locked until the transaction ends; objects without an entry are absent.
+async fn read_owners(
+    transaction: &mut sqlx::Transaction<'static, sqlx::Any>,
+    dialect: Dialect,
+    batch: &[PendingCommit],
+) -> Result<HashMap<ObjectKey, SiloId>, StorageError> {
+    let objects: Vec<&ObjectKey> = batch
+        .iter()
+        .map(|commit| &commit.object)
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    let lock = match dialect {
+        Dialect::Postgres => " FOR SHARE",
+        Dialect::MySql => " LOCK IN SHARE MODE",
+        // The write lock taken at BEGIN IMMEDIATE covers the whole file.
+        Dialect::Sqlite => "",
+    };
+    let mut owners = HashMap::with_capacity(objects.len());
+    for chunk in objects.chunks(OBJECTS_PER_OWNER_READ) {
+        // OR of key equalities rather than a row-value IN: every database
+        // (MariaDB included) turns it into index lookups.
+        let condition = vec!["(service_type = ? AND object_id = ?)"; chunk.len()].join(" OR ");
+        let statement = dialect.sql(&format!(
+            "SELECT service_type, object_id, owner_address, owner_generation FROM placement WHERE {condition}{lock}"
+        ));
+        let mut query = sqlx::query(statement);
+        for object in chunk {
+            query = query.bind(&*object.service_type).bind(&*object.object_id);
+        }
+        for row in query.fetch_all(&mut **transaction).await.map_err(backend)? {
+            let service_type: String = row.try_get(0).map_err(backend)?;
+            let object_id: String = row.try_get(1).map_err(backend)?;
+            let owner = SiloId {
+                address: row.try_get(2).map_err(backend)?,
+                generation: row.try_get(3).map_err(backend)?,
+            };
+            owners.insert(ObjectKey::new(&service_type, &object_id), owner);
+        }
+    }
+    Ok(owners)
 }
 
 #[async_trait]
@@ -128,12 +213,14 @@ impl StateStore for SqlStore {
         &self,
         object: &ObjectKey,
         writes: Vec<StateWrite>,
+        owner: &SiloId,
     ) -> Result<(), StorageError> {
         let (done, result) = oneshot::channel();
         self.commits
             .send(PendingCommit {
                 object: object.clone(),
                 writes,
+                owner: owner.clone(),
                 done,
             })
             .map_err(|_| StorageError::Closed)?;
