@@ -40,6 +40,7 @@ pub(crate) fn spawn(
         deployed,
         live: None,
         mailbox,
+        moved_away: false,
     };
     tasks.spawn(activation.run());
 }
@@ -50,6 +51,9 @@ struct Activation {
     deployed: Arc<DeployedType>,
     live: Option<LiveInstance>,
     mailbox: mpsc::Receiver<Envelope>,
+    /// A commit was refused because another silo owns the object now: this
+    /// activation retires, and messages go to the owner.
+    moved_away: bool,
 }
 
 struct LiveInstance {
@@ -99,6 +103,9 @@ impl Activation {
                 Event::Received(Some(envelope)) => {
                     last_message = Instant::now();
                     self.handle(envelope).await;
+                    if self.moved_away {
+                        break;
+                    }
                 }
                 // Only this task removes the slot holding the sender.
                 Event::Received(None) => break,
@@ -365,6 +372,7 @@ impl Activation {
                 Ok(())
             }
             Err(StorageError::Fenced { .. }) => {
+                self.moved_away = true;
                 tracing::warn!(object = %self.key, "commit refused: the object moved to another silo; turn discarded");
                 Err(TurnFailure {
                     error: ReplyError::Unavailable(format!(
@@ -415,7 +423,13 @@ impl Activation {
     /// (they activate the object again, here or where it is placed next).
     async fn retire(mut self) {
         while let Ok(envelope) = self.mailbox.try_recv() {
-            self.handle(envelope).await;
+            if self.moved_away {
+                // Its slot is `Deactivating`: the message waits there and
+                // is sent on, in order, to wherever the object is now.
+                self.router.dispatch(self.key.clone(), envelope);
+            } else {
+                self.handle(envelope).await;
+            }
         }
         self.deactivate_instance().await;
         // Committed first, released second: whoever activates the object
