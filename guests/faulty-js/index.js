@@ -1,15 +1,27 @@
 // A JavaScript guest that misbehaves on request, for the fault-isolation
 // tests: the same messages as `guests/faulty` (Rust).
 
-import { RioError, abort, log, service, state } from "rio-sdk";
+import { RioError, abort, call, identity, log, service, state } from "rio-sdk";
 import { set as hostSet } from "rio:service/state@0.2.0";
 
 const setValue = { value: "int" };
+
+// JS has no synchronous sleep and handlers are synchronous, so the deadline
+// tests' "sleep" is a busy wait here: it burns CPU instead of waiting in WASI.
+function busyWait(millis) {
+  const until = Date.now() + millis;
+  while (Date.now() < until);
+}
 
 export default service({
   onActivate() {
     // Counted in state, so tests see the hook ran and was committed.
     state.save("activations", state.load("activations", 0) + 1);
+  },
+
+  onDeactivate() {
+    const millis = state.load("deactivate_sleep_millis", null);
+    if (millis !== null) busyWait(millis);
   },
 
   ok: () => ({ ok: true }),
@@ -54,6 +66,34 @@ export default service({
   },
 
   activations: () => ({ activations: state.load("activations", 0) }),
+
+  sleep: {
+    message: { millis: "int" },
+    handle({ millis }) {
+      // Written first, so a test sees whether the turn's writes were kept.
+      state.save("value", millis);
+      busyWait(millis);
+      return { slept: millis };
+    },
+  },
+
+  "call-sleeper": {
+    message: { target: "string", millis: "int", before_millis: "int?" },
+    handle({ target, millis, before_millis: before }) {
+      state.save("value", millis);
+      // Waited before the call, so the callee gets less than a whole deadline.
+      busyWait(before ?? 0);
+      return call(identity.serviceType(), target, "sleep", { millis });
+    },
+  },
+
+  "sleep-on-deactivate": {
+    message: { millis: "int" },
+    handle({ millis }) {
+      state.save("deactivate_sleep_millis", millis);
+      return { ok: true };
+    },
+  },
 
   maybe: {
     // Absent and null are fine, a string is a `bad-request`.

@@ -1,15 +1,29 @@
 """A Python guest that misbehaves on request, for the fault-isolation tests:
 the same messages as `guests/faulty` (Rust)."""
 
+import time
 from dataclasses import dataclass
 
-from rio_sdk import RioError, handler, log, service, state
+from rio_sdk import RioError, call, handler, identity, log, service, state
 from wit_world.imports import state as host_state
 
 
 @dataclass
 class SetValue:
     value: int
+
+
+@dataclass
+class Sleep:
+    millis: int
+
+
+@dataclass
+class CallSleeper:
+    target: str
+    millis: int
+    # Slept before the call, so the callee gets less than a whole deadline.
+    before_millis: int = 0
 
 
 @dataclass
@@ -65,6 +79,31 @@ class Faulty:
     @handler("activations")
     def activations(self):
         return {"activations": state.load("activations", 0)}
+
+    # For the deadline tests: sleeps in WASI, directly, through a call it
+    # waits on, or in the deactivation hook.
+    def on_deactivate(self):
+        millis = state.load("deactivate_sleep_millis")
+        if millis is not None:
+            time.sleep(millis / 1000)
+
+    @handler("sleep")
+    def sleep(self, message: Sleep):
+        # Written first, so a test sees whether the turn's writes were kept.
+        state.save("value", message.millis)
+        time.sleep(message.millis / 1000)
+        return {"slept": message.millis}
+
+    @handler("call-sleeper")
+    def call_sleeper(self, message: CallSleeper):
+        state.save("value", message.millis)
+        time.sleep(message.before_millis / 1000)
+        return call(identity.service_type(), message.target, "sleep", {"millis": message.millis})
+
+    @handler("sleep-on-deactivate")
+    def sleep_on_deactivate(self, message: Sleep):
+        state.save("deactivate_sleep_millis", message.millis)
+        return {"ok": True}
 
     @handler("maybe")
     def maybe(self, message: MaybeSetValue):

@@ -2,7 +2,10 @@
 //!
 //! `deposit {"amount": n}`, `withdraw {"amount": n}` and `balance` answer
 //! `{"balance": n}`; `transfer {"to": "bob", "amount": n}` moves money to the
-//! account `Account/bob` by calling its `deposit`.
+//! account `Account/bob` by calling its `deposit`. An optional `"to_type"`
+//! names the other account's service type (default: this one's), so accounts
+//! written in other languages (`guests/bank-python`, `guests/bank-js`, with
+//! the same messages) can receive transfers too.
 //!
 //! A transfer saves the lower balance, then calls the other account. If that
 //! call fails (the other account refuses, traps, times out...), the handler
@@ -28,6 +31,8 @@ struct Balance {
 struct Transfer {
     to: String,
     amount: i64,
+    /// The other account's service type; absent means this account's own.
+    to_type: Option<String>,
 }
 
 fn current_balance() -> Result<i64, Error> {
@@ -76,7 +81,9 @@ fn balance() -> Result<Balance, Error> {
 }
 
 fn transfer(message: Transfer) -> Result<Balance, Error> {
-    if message.to == identity::object_id() {
+    let own_type = identity::service_type();
+    let to_type = message.to_type.unwrap_or_else(|| own_type.clone());
+    if to_type == own_type && message.to == identity::object_id() {
         return Err(Error::new(
             "invalid-transfer",
             "cannot transfer to the same account",
@@ -85,9 +92,8 @@ fn transfer(message: Transfer) -> Result<Balance, Error> {
     let remaining = withdraw(Amount {
         amount: message.amount,
     })?;
-    // The other account is an object of this same service type.
     let _: Balance = call(
-        &identity::service_type(),
+        &to_type,
         &message.to,
         "deposit",
         &Amount {

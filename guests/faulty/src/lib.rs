@@ -1,5 +1,7 @@
 //! A guest that misbehaves on request, for the fault-isolation tests:
-//! it traps, loops forever, eats memory, or writes then traps.
+//! it traps, loops forever, eats memory, or writes then traps; for the
+//! deadline tests it also sleeps in WASI (in a turn, in a call it waits on,
+//! or in its deactivation hook).
 
 use rio_sdk::prelude::*;
 
@@ -119,6 +121,64 @@ fn sandbox() -> Result<Sandbox, Error> {
     })
 }
 
+#[derive(Serialize, Deserialize)]
+struct Sleep {
+    millis: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Slept {
+    slept: u64,
+}
+
+#[derive(Deserialize)]
+struct CallSleeper {
+    target: String,
+    millis: u64,
+    /// Slept before the call, so the callee gets less than a whole deadline.
+    #[serde(default)]
+    before_millis: u64,
+}
+
+/// Writes `value` (so a test can see whether the turn's writes were kept),
+/// then blocks in a WASI sleep, which no epoch tick interrupts.
+fn sleep(message: Sleep) -> Result<Slept, Error> {
+    state::save("value", &(message.millis as i64))?;
+    std::thread::sleep(std::time::Duration::from_millis(message.millis));
+    Ok(Slept {
+        slept: message.millis,
+    })
+}
+
+/// Writes `value`, sleeps `before_millis`, then waits on another object of
+/// this type sleeping for `millis`: a turn stuck on its callee, not on its
+/// own code.
+fn call_sleeper(message: CallSleeper) -> Result<Slept, Error> {
+    state::save("value", &(message.millis as i64))?;
+    std::thread::sleep(std::time::Duration::from_millis(message.before_millis));
+    call(
+        &identity::service_type(),
+        &message.target,
+        "sleep",
+        &Sleep {
+            millis: message.millis,
+        },
+    )
+}
+
+/// Makes every later deactivation hook of this object sleep for `millis`.
+fn sleep_on_deactivate(message: Sleep) -> Result<OkReply, Error> {
+    state::save("deactivate_sleep_millis", &message.millis)?;
+    ok()
+}
+
+fn sleep_if_asked_on_deactivate() -> Result<(), Error> {
+    if let Some(millis) = state::load::<u64>("deactivate_sleep_millis")? {
+        std::thread::sleep(std::time::Duration::from_millis(millis));
+    }
+    Ok(())
+}
+
 /// Counts activations in state, so tests can see the hook ran and committed.
 fn count_activation() -> Result<(), Error> {
     let activations = state::load::<i64>("activations")?.unwrap_or(0) + 1;
@@ -127,6 +187,7 @@ fn count_activation() -> Result<(), Error> {
 
 rio_sdk::service! {
     on_activate = count_activation;
+    on_deactivate = sleep_if_asked_on_deactivate;
     "ok" => ok,
     "set" => set,
     "get" => get,
@@ -137,6 +198,9 @@ rio_sdk::service! {
     "fail" => fail,
     "activations" => activations,
     "sandbox" => sandbox,
+    "sleep" => sleep,
+    "call-sleeper" => call_sleeper,
+    "sleep-on-deactivate" => sleep_on_deactivate,
     "maybe" => maybe,
     "read-garbage" => read_garbage,
 }

@@ -2,6 +2,7 @@
 //! commands and as silo processes on ephemeral loopback ports.
 #![allow(dead_code)]
 
+pub mod guests;
 pub mod stores;
 
 use std::io::{BufRead, BufReader};
@@ -89,6 +90,38 @@ impl SiloProcess {
 }
 
 impl SiloProcess {
+    /// SIGTERM, then waits at most `limit` for a clean exit; how long it
+    /// took, or why not (a process still there after `limit` is killed).
+    pub fn stop_within(
+        mut self,
+        limit: std::time::Duration,
+    ) -> Result<std::time::Duration, String> {
+        let started = std::time::Instant::now();
+        let status = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        loop {
+            if let Some(exit) = self.child.try_wait().unwrap() {
+                let took = started.elapsed();
+                return if exit.success() {
+                    Ok(took)
+                } else {
+                    Err(format!(
+                        "the silo exited with {exit} {took:.2?} after SIGTERM"
+                    ))
+                };
+            }
+            if started.elapsed() > limit {
+                return Err(format!(
+                    "the silo was still running {limit:?} after SIGTERM"
+                ));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     /// Sends the signal `name` (`STOP`, `CONT`, `TERM`, `KILL`, …).
     pub fn signal(&self, name: &str) {
         let status = Command::new("kill")
