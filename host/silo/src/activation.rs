@@ -141,7 +141,7 @@ impl Activation {
                 None => return envelope.reply.send(Err(self.unknown_type())),
             }
         }
-        if envelope.expired() {
+        if envelope.expired() || envelope.reply.abandoned() {
             let message = format!("the call to {} passed its deadline before it ran", self.key);
             return envelope.reply.send(Err(ReplyError::Timeout(message)));
         }

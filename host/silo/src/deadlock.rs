@@ -46,6 +46,12 @@ struct Edge {
 #[derive(Default)]
 struct Graph {
     next_id: u64,
+    /// The last stamp given to a local wait: stamps are handed out under the
+    /// lock and strictly increase, so of the local waits the one inserted
+    /// last is the youngest, and the wait that closes a cycle here is
+    /// refused. (A stamp taken before the lock could let an older wait close
+    /// a cycle whose youngest wait was already admitted, refusing neither.)
+    last_local_stamp: u64,
     /// Caller → the calls it waits on. A turn waits on one call at a time,
     /// but a caller whose call gave up may have a stale message still queued.
     edges: HashMap<ObjectKey, Vec<Edge>>,
@@ -64,6 +70,14 @@ pub(crate) struct WaitEdge {
     graph: Arc<Mutex<Graph>>,
     caller: ObjectKey,
     id: u64,
+    since_us: u64,
+}
+
+impl WaitEdge {
+    /// When the wait began, in µs since the Unix epoch, as stamped here.
+    pub(crate) fn since_us(&self) -> u64 {
+        self.since_us
+    }
 }
 
 impl Drop for WaitEdge {
@@ -100,16 +114,22 @@ pub(crate) fn now_us() -> u64 {
 }
 
 impl WaitGraph {
-    /// Records that `caller` waits (since `since_us`) on a message to
-    /// `callee`, unless that closes a cycle in which this edge is the
-    /// youngest: then nothing is recorded and the call must be refused.
+    /// Records that `caller` waits on a message to `callee`, unless that
+    /// closes a cycle in which this edge is the youngest: then nothing is
+    /// recorded and the call must be refused. `since_us` is when a caller
+    /// on another silo began waiting; `None` stamps a local wait now.
     pub(crate) fn wait(
         &self,
         caller: &ObjectKey,
         callee: &ObjectKey,
-        since_us: u64,
+        since_us: Option<u64>,
     ) -> Result<WaitEdge, Deadlock> {
         let mut graph = lock(&self.graph);
+        let since_us = since_us.unwrap_or_else(|| {
+            let stamp = now_us().max(graph.last_local_stamp + 1);
+            graph.last_local_stamp = stamp;
+            stamp
+        });
         if let Some(cycle) = graph.path(callee, caller) {
             let new_edge_is_youngest = cycle
                 .iter()
@@ -137,6 +157,7 @@ impl WaitGraph {
             graph: self.graph.clone(),
             caller: caller.clone(),
             id,
+            since_us,
         })
     }
 
@@ -188,8 +209,8 @@ mod tests {
     #[test]
     fn two_turns_waiting_on_each_other_refuse_the_younger_call() {
         let graph = WaitGraph::default();
-        let _a_waits = graph.wait(&key("a"), &key("b"), 10).unwrap();
-        let refused = graph.wait(&key("b"), &key("a"), 20).err().unwrap();
+        let _a_waits = graph.wait(&key("a"), &key("b"), Some(10)).unwrap();
+        let refused = graph.wait(&key("b"), &key("a"), Some(20)).err().unwrap();
         assert!(refused.0.contains("Account/b"), "{}", refused.0);
         assert_eq!(graph.len(), 1);
     }
@@ -200,39 +221,50 @@ mod tests {
         // here a -> b is not the youngest, so it is admitted, and the silo
         // holding b -> a's message refuses that one.
         let graph = WaitGraph::default();
-        let _b_waits = graph.wait(&key("b"), &key("a"), 20).unwrap();
-        let a_waits = graph.wait(&key("a"), &key("b"), 10);
+        let _b_waits = graph.wait(&key("b"), &key("a"), Some(20)).unwrap();
+        let a_waits = graph.wait(&key("a"), &key("b"), Some(10));
         assert!(a_waits.is_ok());
     }
 
     #[test]
     fn longer_cycles_are_found_and_ended_waits_are_forgotten() {
         let graph = WaitGraph::default();
-        let a_waits = graph.wait(&key("a"), &key("b"), 1).unwrap();
-        let _b_waits = graph.wait(&key("b"), &key("c"), 2).unwrap();
-        assert!(graph.wait(&key("c"), &key("a"), 3).is_err());
+        let a_waits = graph.wait(&key("a"), &key("b"), Some(1)).unwrap();
+        let _b_waits = graph.wait(&key("b"), &key("c"), Some(2)).unwrap();
+        assert!(graph.wait(&key("c"), &key("a"), Some(3)).is_err());
         drop(a_waits);
-        let _c_waits = graph.wait(&key("c"), &key("a"), 4).unwrap();
+        let _c_waits = graph.wait(&key("c"), &key("a"), Some(4)).unwrap();
         assert_eq!(graph.len(), 2);
     }
 
     #[test]
     fn waits_without_a_cycle_are_admitted() {
         let graph = WaitGraph::default();
-        let _one = graph.wait(&key("a"), &key("c"), 1).unwrap();
-        let _two = graph.wait(&key("b"), &key("c"), 2).unwrap();
-        let _three = graph.wait(&key("c"), &key("d"), 3).unwrap();
+        let _one = graph.wait(&key("a"), &key("c"), Some(1)).unwrap();
+        let _two = graph.wait(&key("b"), &key("c"), Some(2)).unwrap();
+        let _three = graph.wait(&key("c"), &key("d"), Some(3)).unwrap();
         assert_eq!(graph.len(), 3);
+    }
+
+    #[test]
+    fn local_waits_are_stamped_in_the_order_they_are_recorded() {
+        // Whatever the clock says, a local wait recorded later is younger,
+        // so the one that closes a cycle is the one refused.
+        let graph = WaitGraph::default();
+        let first = graph.wait(&key("a"), &key("b"), None).unwrap();
+        let second = graph.wait(&key("c"), &key("a"), None).unwrap();
+        assert!(second.since_us() > first.since_us());
+        assert!(graph.wait(&key("b"), &key("c"), None).is_err());
     }
 
     #[test]
     fn ties_in_time_are_broken_by_name_the_same_way_everywhere() {
         let here = WaitGraph::default();
-        let _a = here.wait(&key("a"), &key("b"), 5).unwrap();
+        let _a = here.wait(&key("a"), &key("b"), Some(5)).unwrap();
         // b -> a has the same time; (5, b) > (5, a), so b -> a is the youngest.
-        assert!(here.wait(&key("b"), &key("a"), 5).is_err());
+        assert!(here.wait(&key("b"), &key("a"), Some(5)).is_err());
         let there = WaitGraph::default();
-        let _b = there.wait(&key("b"), &key("a"), 5).unwrap();
-        assert!(there.wait(&key("a"), &key("b"), 5).is_ok());
+        let _b = there.wait(&key("b"), &key("a"), Some(5)).unwrap();
+        assert!(there.wait(&key("a"), &key("b"), Some(5)).is_ok());
     }
 }

@@ -79,6 +79,15 @@ pub(crate) enum ReplyTo {
 }
 
 impl ReplyTo {
+    /// The calling turn stopped waiting (it ended, e.g. at its deadline):
+    /// running the message now would be an effect nobody asked for any more.
+    pub(crate) fn abandoned(&self) -> bool {
+        match self {
+            ReplyTo::Caller(sender) => sender.is_closed(),
+            ReplyTo::Connection { .. } => false,
+        }
+    }
+
     pub(crate) fn send(self, result: Result<Vec<u8>, ReplyError>) {
         self.send_from(result, None);
     }

@@ -189,7 +189,7 @@ impl Router {
             && envelope.wait_edge.is_none()
             && let (Some(caller), Some(since)) = (envelope.caller(), envelope.waiting_since_us)
         {
-            match self.waits.wait(caller, &key, since) {
+            match self.waits.wait(caller, &key, Some(since)) {
                 Ok(edge) => envelope.wait_edge = Some(edge),
                 Err(Deadlock(message)) => {
                     return envelope.reply.send(Err(ReplyError::Deadlock(message)));

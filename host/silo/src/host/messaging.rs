@@ -7,7 +7,7 @@ use crate::ObjectKey;
 use crate::bindings::legacy;
 use crate::bindings::messaging::Host;
 use crate::bindings::types::{CallError, HandlerError};
-use crate::deadlock::{Deadlock, now_us};
+use crate::deadlock::{Deadlock, WaitEdge, now_us};
 use crate::host::ActivationData;
 
 impl Host for ActivationData {
@@ -67,20 +67,20 @@ impl ActivationData {
         payload: Vec<u8>,
     ) -> Result<Vec<u8>, ReplyError> {
         let target = ObjectKey::new(service_type, object_id);
-        let waiting_since_us = now_us();
         // A call back into this call chain is a `cycle`, which the router
         // answers; it is not a wait between chains.
         let same_chain = target == self.key || self.incoming_chain.contains(&target);
-        let _waiting = if same_chain {
+        let waiting = if same_chain {
             None
         } else {
             let edge = self
                 .router
                 .waits
-                .wait(&self.key, &target, waiting_since_us)
+                .wait(&self.key, &target, None)
                 .map_err(|Deadlock(message)| ReplyError::Deadlock(message))?;
             Some(edge)
         };
+        let waiting_since_us = waiting.as_ref().map_or_else(now_us, WaitEdge::since_us);
         let chain = self
             .incoming_chain
             .iter()
