@@ -25,8 +25,10 @@
 //! Limits: a silo sees only its own edges and those crossing to or from it.
 //! A cycle that no single silo sees whole (three silos or more, each edge
 //! between two others) is not detected; the turns' deadlines end it instead,
-//! with `timeout`. The same holds when an older edge of a cycle arrives after
-//! the cycle's youngest edge was admitted.
+//! with `timeout`. The same holds when an older edge from another silo
+//! arrives to close a cycle whose youngest edge was admitted before (three
+//! or more waits over two silos). Local waits are stamped under the lock, so
+//! on one silo the closing wait is always the youngest.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
