@@ -9,67 +9,15 @@
 mod common;
 
 use std::collections::HashMap;
-use std::net::TcpStream;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use common::stores::{PostgresDatabase, server_is_up};
 use common::{SiloProcess, rio, stdout_of};
 use rio_client::{Client, ClientError, ClusterClient};
 use serde_json::{Value, json};
-
-/// A database of its own on the local PostgreSQL, dropped afterwards.
-struct PostgresDatabase {
-    name: String,
-    url: String,
-}
-
-impl PostgresDatabase {
-    fn create(test: &str) -> Option<PostgresDatabase> {
-        if !server_is_up("PostgreSQL", 5432) {
-            return None;
-        }
-        let name = format!("rio_{test}_{}", std::process::id());
-        psql(&format!("DROP DATABASE IF EXISTS {name}"));
-        psql(&format!("CREATE DATABASE {name}"));
-        let url = format!("postgres://postgres@127.0.0.1:5432/{name}");
-        Some(PostgresDatabase { name, url })
-    }
-}
-
-impl Drop for PostgresDatabase {
-    fn drop(&mut self) {
-        let _ = Command::new("psql")
-            .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-qc"])
-            .arg(format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ))
-            .output();
-    }
-}
-
-fn psql(sql: &str) {
-    let output = Command::new("psql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            "test",
-            "-qc",
-            sql,
-        ])
-        .output()
-        .expect("psql runs");
-    assert!(
-        output.status.success(),
-        "psql {sql}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
 
 struct Cluster {
     silos: Vec<Option<SiloProcess>>,
@@ -248,21 +196,6 @@ async fn racing_first_calls_on_redis() {
         .expect("redis-cli runs");
     assert!(flushed.status.success());
     racing_first_calls(&format!("redis://127.0.0.1:6379/{DATABASE}")).await;
-}
-
-/// Whether a server answers on a loopback port; outside CI a test skips
-/// when it does not, under CI it fails.
-fn server_is_up(name: &str, port: u16) -> bool {
-    let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    if TcpStream::connect_timeout(&address, Duration::from_secs(1)).is_ok() {
-        return true;
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "{name} is not running on 127.0.0.1:{port}"
-    );
-    eprintln!("skipping: {name} is not running on 127.0.0.1:{port}");
-    false
 }
 
 async fn forwarded_total(addresses: &[String]) -> u64 {

@@ -20,6 +20,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::SiloProcess;
+use common::stores::PostgresDatabase;
 use common::guests::{Language, build, one_at_a_time, tooling_ready};
 use rio_client::{Client, ClientError};
 use serde_json::{Value, json};
@@ -584,67 +585,6 @@ async fn crossing_transfers_on_three_silos_on_postgres() {
     };
     let _alone = one_at_a_time();
     crossing_on_three_silos(&database.url, "PostgreSQL").await;
-}
-
-/// A database of its own on the local PostgreSQL (127.0.0.1:5432, trust
-/// auth), dropped afterwards; `None` (and a printed reason) when no server
-/// runs, except in CI, where that fails.
-struct PostgresDatabase {
-    name: String,
-    url: String,
-}
-
-impl PostgresDatabase {
-    fn create(test: &str) -> Option<PostgresDatabase> {
-        let address = std::net::SocketAddr::from(([127, 0, 0, 1], 5432));
-        if std::net::TcpStream::connect_timeout(&address, Duration::from_secs(1)).is_err() {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "PostgreSQL is not running on 127.0.0.1:5432"
-            );
-            eprintln!("skipping: PostgreSQL is not running on 127.0.0.1:5432");
-            return None;
-        }
-        let name = format!("rio_{test}_{}", std::process::id());
-        psql(&format!("DROP DATABASE IF EXISTS {name}"));
-        psql(&format!("CREATE DATABASE {name}"));
-        let url = format!("postgres://postgres@127.0.0.1:5432/{name}");
-        Some(PostgresDatabase { name, url })
-    }
-}
-
-impl Drop for PostgresDatabase {
-    fn drop(&mut self) {
-        // Best effort: a failure here must not turn a test's panic into an abort.
-        let _ = std::process::Command::new("psql")
-            .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-qc"])
-            .arg(format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ))
-            .output();
-    }
-}
-
-fn psql(sql: &str) {
-    let output = std::process::Command::new("psql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            "test",
-            "-qc",
-            sql,
-        ])
-        .output()
-        .expect("psql runs");
-    assert!(
-        output.status.success(),
-        "psql {sql}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
 }
 
 /// The silo's compiled-component cache (`DATA/compiled/`, see

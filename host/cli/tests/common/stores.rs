@@ -23,7 +23,7 @@ impl SqliteFile {
 /// A database of its own on the local PostgreSQL (trust auth), dropped
 /// afterwards.
 pub struct PostgresDatabase {
-    name: String,
+    pub name: String,
     pub url: String,
 }
 
