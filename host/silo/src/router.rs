@@ -160,8 +160,8 @@ impl Router {
 
     /// Puts `envelope` in the mailbox of `key`, activating the object if it
     /// has no activation. Never waits on a turn: failures go to the envelope's
-    /// reply, and a message for an object being deactivated is re-sent by a
-    /// task of its own once the deactivation is done.
+    /// reply, and a message for an object being deactivated waits in its
+    /// slot and is sent again, in order, once the deactivation is done.
     pub(crate) fn dispatch(self: &Arc<Self>, key: ObjectKey, mut envelope: Envelope) {
         // A stopping silo in a cluster still passes messages on.
         if self.cluster.is_none() && self.closing.load(Ordering::Relaxed) {
@@ -198,14 +198,22 @@ impl Router {
         }
         // Another silo chose this one for the object, if it opens a placement.
         let sent_to_me = envelope.hops > 0;
+        // Looked up only for an object without a slot: a live activation
+        // implies its type.
+        let mut deployed = None;
         let delivery = self.directory.deliver(&key, envelope, || {
             if self.cluster.is_some() {
-                Vacancy::Place
-            } else if self.deployments.get(&key.service_type).is_some() {
-                Vacancy::Activate
-            } else {
-                let service_type = key.service_type.to_string();
-                Vacancy::Refuse(ReplyError::UnknownType { service_type })
+                return Vacancy::Place;
+            }
+            match self.deployments.get(&key.service_type) {
+                Some(found) => {
+                    deployed = Some(found);
+                    Vacancy::Activate
+                }
+                None => {
+                    let service_type = key.service_type.to_string();
+                    Vacancy::Refuse(ReplyError::UnknownType { service_type })
+                }
             }
         });
         match delivery {
@@ -216,10 +224,10 @@ impl Router {
                 self.tasks
                     .spawn(async move { router.place(key, sent_to_me).await });
             }
-            Delivery::Activate(inbox) => match self.deployments.get(&key.service_type) {
+            Delivery::Activate(inbox) => match deployed {
                 Some(deployed) => activation::spawn(self.clone(), key, deployed, inbox),
-                // Deployments are replaced, never removed: it was there a moment ago.
-                None => tracing::error!(object = %key, "deployment vanished"),
+                // `Activate` comes only from the branch that found the type.
+                None => tracing::error!(object = %key, "a mailbox opened for no deployment"),
             },
         }
     }
