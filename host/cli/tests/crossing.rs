@@ -7,7 +7,9 @@
 //!
 //! Accounts in Rust (`examples/bank`), Python (`guests/bank-python`) and JS
 //! (`guests/bank-js`), each language with itself and across languages, on
-//! one silo and on three (accounts placed on different silos); then 16
+//! one silo and on three (accounts placed on different silos); rings of
+//! three accounts paying the next at once, on one silo and with each
+//! account on its own silo of three (a cycle no silo sees whole); then 16
 //! clients transferring at random over 30 accounts of the three languages.
 //! Real `rio silo` processes on loopback.
 
@@ -20,8 +22,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::SiloProcess;
-use common::stores::PostgresDatabase;
 use common::guests::{Language, build, one_at_a_time, tooling_ready};
+use common::stores::PostgresDatabase;
 use rio_client::{Client, ClientError};
 use serde_json::{Value, json};
 
@@ -355,12 +357,13 @@ async fn crossing_pairs(addresses: &[String], rounds: usize, limit: Duration, ru
 /// A longer cycle: three accounts (Rust, Python, JS) each pay the next at
 /// the same moment, A → B, B → C, C → A, `rounds` times. Each ring of
 /// waits must be broken like a pair: every call `ok` or `deadlock`.
-async fn ring_of_three(address: &str, rounds: usize, limit: Duration) {
-    let run = format!("rings of three accounts, {rounds} rounds, one silo");
+/// Account `i` is opened through `addresses[i % n]`: on three silos each
+/// account lives on its own, and no silo sees the whole ring.
+async fn ring_of_three(addresses: &[String], rounds: usize, limit: Duration, run: &str) {
     let mut ring = Vec::new();
     for (i, language) in Language::ALL.into_iter().enumerate() {
         let account = Account::new(language, format!("ring-{i}"));
-        let client = connect(address).await;
+        let client = connect(&addresses[i % addresses.len()]).await;
         open(&client, &account).await;
         ring.push((account, client));
     }
@@ -385,9 +388,13 @@ async fn ring_of_three(address: &str, rounds: usize, limit: Duration) {
         }
     }
     eprintln!("{run}: the rounds took {:.1?}", started.elapsed());
-    tally.report(&run);
-    assert_books_balance(&ring[0].1, &accounts, limit, &run).await;
-    tally.assert_all_allowed(&run);
+    tally.report(run);
+    assert_books_balance(&ring[0].1, &accounts, limit, run).await;
+    tally.assert_all_allowed(run);
+    assert!(
+        tally.kinds.get("deadlock").copied().unwrap_or(0) > 0,
+        "{run}: the three transfers of a round never all waited at once, so nothing here tested a ring"
+    );
 }
 
 /// The total of all balances is what was deposited, and none is negative.
@@ -507,7 +514,10 @@ async fn crossing_transfers_on_one_silo() {
         failed.push("crossing pairs");
     }
     let address = silo.address.clone();
-    let rings = tokio::spawn(async move { ring_of_three(&address, 100, limit).await });
+    let rings = tokio::spawn(async move {
+        let run = "rings of three accounts, 100 rounds, one silo";
+        ring_of_three(std::slice::from_ref(&address), 100, limit, run).await
+    });
     if rings.await.is_err() {
         failed.push("rings of three");
     }
@@ -551,6 +561,13 @@ async fn crossing_on_three_silos(url: &str, store: &str) {
         200,
         TURN_DEADLINE + CLUSTER_MARGIN,
         &format!("crossing pairs, 200 rounds, accounts on different silos of three, {store}"),
+    )
+    .await;
+    ring_of_three(
+        &addresses,
+        50,
+        TURN_DEADLINE + CLUSTER_MARGIN,
+        &format!("rings of three accounts, 50 rounds, each account on its own silo, {store}"),
     )
     .await;
     let forwarded = forwarded_total(&addresses).await - forwarded_before;

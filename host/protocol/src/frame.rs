@@ -73,6 +73,31 @@ pub enum Request {
     Ping,
     /// The silos of the cluster as the membership store lists them.
     Members,
+    /// The calls a silo's turns have been waiting on for a while, sent to
+    /// the other silos so that each can find the cycles of waits no single
+    /// silo sees whole (deadlocks across three silos or more).
+    Waits(WaitReport),
+}
+
+/// The long waits of one silo, replacing its previous report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WaitReport {
+    /// The reporting silo's address.
+    pub silo: String,
+    /// Every wait it knows of that has lasted a while; empty when none has.
+    pub waits: Vec<WaitInfo>,
+}
+
+/// One turn waiting on a call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WaitInfo {
+    /// The waiting object, as `(service type, object id)`.
+    pub caller: (String, String),
+    /// The object its message is for.
+    pub callee: (String, String),
+    /// When the caller began waiting, in µs since the Unix epoch (the same
+    /// stamp every silo knows the wait by).
+    pub since_us: u64,
 }
 
 /// A call one silo passes to another.
@@ -136,6 +161,8 @@ pub enum Response {
     },
     /// The cluster's silos.
     Members(Vec<MemberInfo>),
+    /// A report was taken into account.
+    Noted,
 }
 
 /// One silo as the membership store lists it.

@@ -18,7 +18,7 @@ pub use codec::{FrameError, FrameReader, encode_frame};
 pub use error::ReplyError;
 pub use frame::{
     CallRequest, ClientFrame, DeploymentInfo, ForwardRequest, MemberInfo, Request, Response,
-    ServerFrame, SiloStats,
+    ServerFrame, SiloStats, WaitInfo, WaitReport,
 };
 pub use writer::{FrameWriter, WriterClosed};
 

@@ -12,8 +12,8 @@
 //! a turn that errs, traps or times out leaves the store untouched.
 
 use std::sync::Arc;
-use std::task::Poll;
 use std::sync::atomic::Ordering;
+use std::task::Poll;
 use tokio::time::Instant;
 
 use rio_protocol::ReplyError;
@@ -133,7 +133,13 @@ impl Activation {
         self.retire().await;
     }
 
-    async fn handle(&mut self, envelope: Envelope) {
+    async fn handle(&mut self, mut envelope: Envelope) {
+        // The reply is this turn's from here: a message refused as a
+        // deadlock while it waited was answered already and must not run.
+        envelope.reply = match envelope.reply.claim() {
+            Some(reply) => reply,
+            None => return,
+        };
         if self.deployed.is_superseded() {
             self.deactivate_instance().await;
             match self.router.deployments.get(&self.key.service_type) {
@@ -178,6 +184,8 @@ impl Activation {
             self.key.clone(),
             self.router.clone(),
             ObjectState::loaded(state),
+            self.router.config.memory_limit_bytes,
+            self.router.empty_chain(),
         );
         let mut store = Store::new(&self.router.deployments.engine, data);
         store.limiter(|data| &mut data.memory);
@@ -193,8 +201,7 @@ impl Activation {
         store.set_epoch_deadline(1);
         let deadline = Instant::now() + self.router.config.turn_deadline;
         store.data_mut().turn_deadline = deadline;
-        let instantiated =
-            within(deadline, self.deployed.pre.instantiate(&mut store)).await;
+        let instantiated = within(deadline, self.deployed.pre.instantiate(&mut store)).await;
         let handler = match instantiated {
             Some(Ok(handler)) => handler,
             Some(Err(error)) => {

@@ -1,6 +1,6 @@
 //! What waits in an activation's mailbox, and where its reply goes.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 
 use rio_protocol::{FrameWriter, ReplyError, Response, ServerFrame, encode_frame};
 use serde_bytes::ByteBuf;
@@ -76,15 +76,72 @@ pub(crate) enum ReplyTo {
         /// The client asked which silo owns the object (`RoutedCall`).
         report_owner: bool,
     },
+    /// The reply of a message a turn waits on, shared with the silo's
+    /// wait-for graph while the message waits: whoever takes it out first
+    /// answers. The activation takes it when the turn starts and a forward
+    /// when the message leaves; the deadlock breaker takes it to refuse a
+    /// message that closes a cycle of waits (see `deadlock`).
+    Refusable(Arc<Mutex<Option<ReplyTo>>>),
+}
+
+/// The deadlock breaker's hold on a waiting message's reply; it does not
+/// keep the message alive.
+pub(crate) struct Refusal(Weak<Mutex<Option<ReplyTo>>>);
+
+impl Refusal {
+    /// Answers the message with `error` if nobody took its reply yet, so it
+    /// will never run; false if it already runs, left, or was answered.
+    pub(crate) fn refuse(&self, error: ReplyError) -> bool {
+        let taken = self.0.upgrade().and_then(|slot| take(&slot));
+        match taken {
+            Some(reply) => {
+                reply.send(Err(error));
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+fn take(slot: &Mutex<Option<ReplyTo>>) -> Option<ReplyTo> {
+    // An `Option` swap cannot leave the slot inconsistent across a panic.
+    slot.lock().unwrap_or_else(|p| p.into_inner()).take()
 }
 
 impl ReplyTo {
+    /// Shares this reply with the deadlock breaker (once: a reply already
+    /// shared stays as it is and gives no second hold).
+    pub(crate) fn make_refusable(self) -> (ReplyTo, Option<Refusal>) {
+        match self {
+            ReplyTo::Refusable(_) => (self, None),
+            other => {
+                let slot = Arc::new(Mutex::new(Some(other)));
+                let refusal = Refusal(Arc::downgrade(&slot));
+                (ReplyTo::Refusable(slot), Some(refusal))
+            }
+        }
+    }
+
+    /// The reply, taken for good by the one who will answer: `None` if the
+    /// message was refused as a deadlock meanwhile (it must not run).
+    pub(crate) fn claim(self) -> Option<ReplyTo> {
+        match self {
+            ReplyTo::Refusable(slot) => take(&slot),
+            other => Some(other),
+        }
+    }
+
     /// The calling turn stopped waiting (it ended, e.g. at its deadline):
     /// running the message now would be an effect nobody asked for any more.
     pub(crate) fn abandoned(&self) -> bool {
         match self {
             ReplyTo::Caller(sender) => sender.is_closed(),
             ReplyTo::Connection { .. } => false,
+            ReplyTo::Refusable(slot) => slot
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
+                .is_none_or(ReplyTo::abandoned),
         }
     }
 
@@ -111,6 +168,11 @@ impl ReplyTo {
                     _ => Response::Payload(ByteBuf::from(bytes)),
                 }),
             ),
+            ReplyTo::Refusable(slot) => {
+                if let Some(reply) = take(&slot) {
+                    reply.send_from(result, owner);
+                }
+            }
         }
     }
 }

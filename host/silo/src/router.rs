@@ -1,6 +1,7 @@
 //! Delivers a message to an object: into its mailbox on this silo,
 //! activating it if needed, or, in a cluster, to the silo that owns it.
 
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -13,9 +14,10 @@ use tokio_util::task::TaskTracker;
 
 use crate::activation;
 use crate::cluster::{Cluster, ForwardFailure, Route};
-use crate::deadlock::{Deadlock, WaitGraph};
+use crate::deadlock::{Deadlock, WaitEdge, WaitGraph, now_us};
 use crate::deployments::{DeployedType, Deployments};
 use crate::directory::{Delivery, Directory, Settled, Vacancy};
+use crate::host::Messenger;
 use crate::mailbox::{CallChain, Envelope, ReplyTo};
 use crate::storage::SiloId;
 use crate::storage::StateStore;
@@ -131,25 +133,29 @@ impl Router {
     }
 
     /// Sends a message from a guest's turn and waits for the reply, at most
-    /// until `deadline` (the turn's own).
-    pub(crate) async fn call(
+    /// until `deadline` (the turn's own). `wait` is the turn's wait in the
+    /// wait-for graph (none for a call back into its own chain): while the
+    /// message waits in a mailbox here, the graph may refuse it.
+    async fn call_from_turn(
         self: &Arc<Self>,
         key: ObjectKey,
         message_type: String,
         payload: Vec<u8>,
         call_chain: CallChain,
         deadline: Instant,
-        waiting_since_us: u64,
+        wait: Option<&WaitEdge>,
     ) -> Result<Vec<u8>, ReplyError> {
         let (reply, reply_received) = oneshot::channel();
-        let mut envelope = Envelope::new(
-            message_type,
-            payload,
-            call_chain,
-            ReplyTo::Caller(reply),
-            deadline,
-        );
-        envelope.waiting_since_us = Some(waiting_since_us);
+        let mut reply = ReplyTo::Caller(reply);
+        if let Some(wait) = wait {
+            let (refusable, refusal) = reply.make_refusable();
+            reply = refusable;
+            if let Some(refusal) = refusal {
+                wait.arm(refusal);
+            }
+        }
+        let mut envelope = Envelope::new(message_type, payload, call_chain, reply, deadline);
+        envelope.waiting_since_us = Some(wait.map_or_else(now_us, WaitEdge::since_us));
         self.dispatch(key, envelope);
         reply_received.await.unwrap_or_else(|_| {
             Err(ReplyError::Internal(
@@ -190,7 +196,14 @@ impl Router {
             && let (Some(caller), Some(since)) = (envelope.caller(), envelope.waiting_since_us)
         {
             match self.waits.wait(caller, &key, Some(since)) {
-                Ok(edge) => envelope.wait_edge = Some(edge),
+                Ok(edge) => {
+                    let (reply, refusal) = envelope.reply.make_refusable();
+                    envelope.reply = reply;
+                    if let Some(refusal) = refusal {
+                        edge.arm(refusal);
+                    }
+                    envelope.wait_edge = Some(edge);
+                }
                 Err(Deadlock(message)) => {
                     return envelope.reply.send(Err(ReplyError::Deadlock(message)));
                 }
@@ -230,6 +243,28 @@ impl Router {
                 None => tracing::error!(object = %key, "a mailbox opened for no deployment"),
             },
         }
+    }
+}
+
+/// The host imports' view of the router.
+impl Messenger for Router {
+    fn wait(&self, caller: &ObjectKey, callee: &ObjectKey) -> Result<WaitEdge, Deadlock> {
+        self.waits.wait(caller, callee, None)
+    }
+
+    fn call<'a>(
+        self: Arc<Self>,
+        callee: ObjectKey,
+        message_type: String,
+        payload: Vec<u8>,
+        call_chain: CallChain,
+        deadline: Instant,
+        wait: Option<&'a WaitEdge>,
+    ) -> Pin<Box<dyn Future<Output = Result<Vec<u8>, ReplyError>> + Send + 'a>> {
+        Box::pin(async move {
+            self.call_from_turn(callee, message_type, payload, call_chain, deadline, wait)
+                .await
+        })
     }
 }
 
@@ -316,7 +351,13 @@ impl Router {
                 return self.dispatch(key, envelope);
             }
         };
-        // From here the message leaves for good, so its payload moves along.
+        // From here the message leaves for good, so its payload moves along,
+        // and its reply is this task's to give (unless a deadlock was found
+        // while it waited to be placed: then it was answered already).
+        envelope.reply = match envelope.reply.claim() {
+            Some(reply) => reply,
+            None => return,
+        };
         let remaining = envelope.deadline.saturating_duration_since(Instant::now());
         let request = ForwardRequest {
             call: CallRequest {

@@ -179,6 +179,10 @@ fn handle_request(id: u64, request: Request, sink: &ConnectionSink, router: &Arc
             envelope.waiting_since_us = forward.waiting_since_us;
             router.dispatch(key, envelope);
         }
+        Request::Waits(report) => {
+            crate::cluster::note_wait_report(&router.waits, report);
+            sink.reply(id, Ok(Response::Noted));
+        }
         Request::Ping => sink.reply(
             id,
             Ok(Response::Pong {

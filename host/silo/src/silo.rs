@@ -10,7 +10,7 @@ use rio_protocol::{DeploymentInfo, ReplyError, SiloStats};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::cluster::{Cluster, now_ms, run_agent};
+use crate::cluster::{Cluster, now_ms, run_agent, run_wait_reports};
 use crate::component_cache::CompiledCache;
 use crate::deployments::Deployments;
 use crate::router::Router;
@@ -105,6 +105,11 @@ impl Silo {
             let _ = router.address.set(address.clone());
             cluster.join(address).await;
             tokio::spawn(run_agent(cluster.clone(), self.stop.subscribe()));
+            tokio::spawn(run_wait_reports(
+                cluster.clone(),
+                router.waits.clone(),
+                self.stop.subscribe(),
+            ));
             tokio::spawn(poll_deployments(
                 router.clone(),
                 cluster.config.deployment_poll,

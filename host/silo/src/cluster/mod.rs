@@ -4,6 +4,8 @@
 //! - `membership`: joining, heartbeats, probing peers, declaring the dead.
 //! - `placement`: where an object's activation is, or goes.
 //! - `peers`: connections to other silos, for forwarded calls and probes.
+//! - `wait_reports`: telling the others of long waits, to find deadlocks
+//!   across silos.
 //!
 //! Invariants: an object is activated only by the silo the placement store
 //! names as its owner, and a silo claims only for itself. A silo that
@@ -12,6 +14,7 @@
 mod membership;
 mod peers;
 mod placement;
+mod wait_reports;
 
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock, RwLock};
@@ -23,6 +26,7 @@ use tokio::sync::watch;
 pub(crate) use self::membership::run_agent;
 pub(crate) use self::peers::{ForwardFailure, Peers};
 pub(crate) use self::placement::Route;
+pub(crate) use self::wait_reports::{note_wait_report, run_wait_reports};
 use crate::ObjectKey;
 use crate::config::ClusterConfig;
 use crate::storage::{ClusterStore, Member, SiloId, SiloStatus, StorageError};

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use rio_client::{Client, ClientError};
-use rio_protocol::{ForwardRequest, ReplyError, Request, Response};
+use rio_protocol::{ForwardRequest, ReplyError, Request, Response, WaitReport};
 
 /// Why a forwarded call has no reply. (A call that could not be sent at
 /// all fails earlier, at [`Peers::call_connection`], and may be retried.)
@@ -29,6 +29,9 @@ pub(crate) struct Peers {
 /// the trip back. Past it the owner is taken as unreachable (frozen, or the
 /// reply lost), and the outcome is unknown.
 const FORWARD_REPLY_MARGIN: Duration = Duration::from_secs(1);
+
+/// How long a wait report may take; later ones replace it anyway.
+const REPORT_TIMEOUT: Duration = Duration::from_millis(500);
 
 impl Peers {
     /// The connection for forwarded calls to the silo at `address`; an
@@ -68,8 +71,9 @@ impl Peers {
     /// The generation of the silo at `address`, if it answers in time.
     pub(crate) async fn ping(&self, address: &str, timeout: Duration) -> Result<i64, String> {
         let attempt = async {
+            // Its own timeout, whoever opened the shared probe connection.
             let client = connection(&self.probes, address, timeout).await?;
-            client.ping().await
+            client.with_timeout(timeout).ping().await
         };
         match tokio::time::timeout(timeout, attempt).await {
             Ok(Ok(generation)) => Ok(generation),
@@ -81,6 +85,24 @@ impl Peers {
                 drop_connection(&self.probes, address);
                 Err(format!("no answer within {timeout:?}"))
             }
+        }
+    }
+
+    /// Sends this silo's long waits to the silo at `address`, over the
+    /// probe connection; a report that does not arrive is simply missed
+    /// (the next one follows shortly).
+    pub(crate) async fn report_waits(&self, address: &str, report: WaitReport) {
+        let attempt = async {
+            let client = connection(&self.probes, address, REPORT_TIMEOUT).await?;
+            client
+                .with_timeout(REPORT_TIMEOUT)
+                .request(Request::Waits(report))
+                .await
+        };
+        match tokio::time::timeout(REPORT_TIMEOUT, attempt).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => tracing::debug!(%address, %error, "wait report not delivered"),
+            Err(_) => tracing::debug!(%address, "wait report not delivered in time"),
         }
     }
 

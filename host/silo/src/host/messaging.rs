@@ -7,7 +7,7 @@ use crate::ObjectKey;
 use crate::bindings::legacy;
 use crate::bindings::messaging::Host;
 use crate::bindings::types::{CallError, HandlerError};
-use crate::deadlock::{Deadlock, WaitEdge, now_us};
+use crate::deadlock::Deadlock;
 use crate::host::ActivationData;
 
 impl Host for ActivationData {
@@ -74,13 +74,11 @@ impl ActivationData {
             None
         } else {
             let edge = self
-                .router
-                .waits
-                .wait(&self.key, &target, None)
+                .messenger
+                .wait(&self.key, &target)
                 .map_err(|Deadlock(message)| ReplyError::Deadlock(message))?;
             Some(edge)
         };
-        let waiting_since_us = waiting.as_ref().map_or_else(now_us, WaitEdge::since_us);
         let chain = self
             .incoming_chain
             .iter()
@@ -88,14 +86,15 @@ impl ActivationData {
             .chain([self.key.clone()])
             .collect();
         let result = self
-            .router
+            .messenger
+            .clone()
             .call(
                 target,
                 message_type,
                 payload,
                 chain,
                 self.turn_deadline,
-                waiting_since_us,
+                waiting.as_ref(),
             )
             .await;
         if let Err(error @ ReplyError::UnknownMessage { .. }) = &result {

@@ -2,6 +2,7 @@
 //! file per WIT interface (`state`, `messaging`, `log`, `identity`), plus
 //! the WASI sandbox and where guest stdout/stderr go.
 
+use std::pin::Pin;
 use std::sync::Arc;
 
 use rio_protocol::ReplyError;
@@ -12,8 +13,8 @@ use wasmtime::{Engine, ResourceLimiter};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::ObjectKey;
+use crate::deadlock::{Deadlock, WaitEdge};
 use crate::mailbox::CallChain;
-use crate::router::Router;
 
 mod identity;
 mod log;
@@ -23,10 +24,31 @@ mod stdio;
 
 pub(crate) use state::ObjectState;
 
+/// What the host imports need of the rest of the silo: sending a call from
+/// a turn, and recording the turn's wait. They see nothing else of it (the
+/// router implements this), so host code cannot reach into placement,
+/// storage or the directory.
+pub(crate) trait Messenger: Send + Sync + 'static {
+    /// Records that `caller`'s turn waits on `callee`, unless that closes a
+    /// cycle of waits in which this wait is the one to refuse.
+    fn wait(&self, caller: &ObjectKey, callee: &ObjectKey) -> Result<WaitEdge, Deadlock>;
+
+    /// Sends a message from a turn and waits for its reply until `deadline`.
+    fn call<'a>(
+        self: Arc<Self>,
+        callee: ObjectKey,
+        message_type: String,
+        payload: Vec<u8>,
+        call_chain: CallChain,
+        deadline: Instant,
+        wait: Option<&'a WaitEdge>,
+    ) -> Pin<Box<dyn Future<Output = Result<Vec<u8>, ReplyError>> + Send + 'a>>;
+}
+
 /// Everything one activation's `Store` carries.
 pub(crate) struct ActivationData {
     pub(crate) key: ObjectKey,
-    pub(crate) router: Arc<Router>,
+    pub(crate) messenger: Arc<dyn Messenger>,
     pub(crate) state: ObjectState,
     pub(crate) memory: MemoryBudget,
     /// The call chain of the message this turn handles; outgoing calls carry
@@ -44,9 +66,17 @@ pub(crate) struct ActivationData {
 }
 
 impl ActivationData {
-    pub(crate) fn new(key: ObjectKey, router: Arc<Router>, state: ObjectState) -> ActivationData {
+    /// `empty_chain` is the silo's shared empty call chain, what a turn with
+    /// no waiting caller carries.
+    pub(crate) fn new(
+        key: ObjectKey,
+        messenger: Arc<dyn Messenger>,
+        state: ObjectState,
+        memory_limit_bytes: usize,
+        empty_chain: CallChain,
+    ) -> ActivationData {
         let memory = MemoryBudget {
-            limit_bytes: router.config.memory_limit_bytes,
+            limit_bytes: memory_limit_bytes,
         };
         // No preopened directories, no environment, no arguments (the
         // builder's defaults), and no network, said explicitly rather than
@@ -58,13 +88,12 @@ impl ActivationData {
             .stdout(stdio::GuestOutput::new(&key, "stdout"))
             .stderr(stdio::GuestOutput::new(&key, "stderr"))
             .build();
-        let incoming_chain = router.empty_chain();
         ActivationData {
             key,
-            router,
+            messenger,
             state,
             memory,
-            incoming_chain,
+            incoming_chain: empty_chain,
             turn_deadline: Instant::now(),
             callee_unknown_message: None,
             wasi,

@@ -9,32 +9,52 @@
 //! ```text
 //!   A ──waits on──► B ──waits on──► C
 //!   ▲                               │
-//!   └───────────waits on────────────┘   the edge that closes it is refused
+//!   └───────────waits on────────────┘   the youngest wait is refused
 //! ```
 //!
 //! Every edge is a waiting caller and the object its message is for, with
-//! the time the caller began waiting. A silo records the edges of calls made
-//! by its own turns, and of calls from other silos' turns that arrive for its
-//! objects. Before an edge is added, the graph is searched from the callee
-//! for the caller: if it is reached, the edge would close a cycle. Of the
-//! edges of a cycle, the youngest (latest `since`, ties broken by the
-//! caller's name) is refused with `deadlock` before its message runs, so its
-//! caller may give up and the others go on. Every silo that sees the whole
-//! cycle makes the same choice, so one call fails, not two.
+//! the time the caller began waiting. Of the edges of a cycle, the youngest
+//! (latest `since`, ties broken by the caller's name) is refused with
+//! `deadlock` before its message runs, so its caller may give up and the
+//! others go on. Two mechanisms find cycles:
 //!
-//! Limits: a silo sees only its own edges and those crossing to or from it.
-//! A cycle that no single silo sees whole (three silos or more, each edge
-//! between two others) is not detected; the turns' deadlines end it instead,
-//! with `timeout`. The same holds when an older edge from another silo
-//! arrives to close a cycle whose youngest edge was admitted before (three
-//! or more waits over two silos). Local waits are stamped under the lock, so
-//! on one silo the closing wait is always the youngest.
+//! - **At admission.** A silo records the edges of calls made by its own
+//!   turns, and of calls from other silos' turns that arrive for its
+//!   objects. Before an edge is added, the graph is searched from the callee
+//!   for the caller: a cycle this silo sees whole, closed by its youngest
+//!   edge, is refused at once (well under a millisecond). Local waits are
+//!   stamped under the lock, so on one silo the closing wait is the youngest.
+//! - **By reports** (`remote`), for cycles no silo sees whole (three silos
+//!   or more, or waits over two silos admitted in an order where an older
+//!   edge closed the cycle). Every `REPORT_INTERVAL` a silo of a cluster
+//!   sends the edges that have waited longer than `LONG_WAIT` to the other
+//!   silos. Each silo searches the union of its own edges and the fresh
+//!   reports for a cycle through a message waiting in one of its mailboxes
+//!   whose wait is the youngest of that cycle, and refuses that message: its
+//!   reply is shared with the graph (`ReplyTo::Refusable`), so the refusal
+//!   and the turn's start cannot both happen. A cycle is broken within about
+//!   `LONG_WAIT + REPORT_INTERVAL` plus a round trip.
+//!
+//! Limits: a report may be up to `REPORT_FRESH` old, so a cycle that broke
+//! on its own a moment ago may still be seen; its youngest message, which
+//! has not run, is then refused although it would have run later. That is
+//! safe (`deadlock` means nothing ran; the caller may retry) and rare: the
+//! waits must have lasted `LONG_WAIT` first. A cycle through a silo that
+//! stopped answering (frozen) is ended by the turns' deadlines, with
+//! `timeout`.
+
+mod remote;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use self::remote::Report;
+pub(crate) use self::remote::{LONG_WAIT, REPORT_INTERVAL, Wait};
 use crate::ObjectKey;
+use crate::mailbox::Refusal;
 
 /// One waiting call.
 #[derive(Clone)]
@@ -43,6 +63,12 @@ struct Edge {
     callee: ObjectKey,
     /// When the caller began waiting, in µs since the Unix epoch.
     since_us: u64,
+    /// When this silo recorded the wait, by its own clock: waits are told
+    /// long from fresh by it, whatever the caller's clock says.
+    recorded: std::time::Instant,
+    /// The hold on the message's reply while it waits in one of this silo's
+    /// mailboxes: the message the reports may refuse.
+    refusal: Option<Arc<Refusal>>,
 }
 
 #[derive(Default)]
@@ -57,6 +83,8 @@ struct Graph {
     /// Caller → the calls it waits on. A turn waits on one call at a time,
     /// but a caller whose call gave up may have a stale message still queued.
     edges: HashMap<ObjectKey, Vec<Edge>>,
+    /// The long waits other silos reported last, by silo address.
+    reports: HashMap<String, Report>,
 }
 
 /// The wait-for graph of one silo.
@@ -79,6 +107,19 @@ impl WaitEdge {
     /// When the wait began, in µs since the Unix epoch, as stamped here.
     pub(crate) fn since_us(&self) -> u64 {
         self.since_us
+    }
+
+    /// Marks the wait's message as waiting in a mailbox of this silo, which
+    /// may refuse it if the wait turns out to close a cycle.
+    pub(crate) fn arm(&self, refusal: Refusal) {
+        let mut graph = lock(&self.graph);
+        let edge = graph
+            .edges
+            .get_mut(&self.caller)
+            .and_then(|edges| edges.iter_mut().find(|edge| edge.id == self.id));
+        if let Some(edge) = edge {
+            edge.refusal = Some(Arc::new(refusal));
+        }
     }
 }
 
@@ -154,6 +195,8 @@ impl WaitGraph {
             id,
             callee: callee.clone(),
             since_us,
+            recorded: std::time::Instant::now(),
+            refusal: None,
         });
         Ok(WaitEdge {
             graph: self.graph.clone(),
@@ -167,6 +210,56 @@ impl WaitGraph {
     #[cfg(test)]
     fn len(&self) -> usize {
         lock(&self.graph).edges.values().map(Vec::len).sum()
+    }
+
+    /// The waits recorded here that have lasted `at_least`, to report to
+    /// the other silos.
+    pub(crate) fn long_waits(&self, at_least: Duration) -> Vec<Wait> {
+        let graph = lock(&self.graph);
+        graph
+            .edges
+            .iter()
+            .flat_map(|(caller, edges)| edges.iter().map(move |edge| (caller, edge)))
+            .filter(|(_, edge)| edge.recorded.elapsed() >= at_least)
+            .map(|(caller, edge)| Wait {
+                caller: caller.clone(),
+                callee: edge.callee.clone(),
+                since_us: edge.since_us,
+            })
+            .collect()
+    }
+
+    /// Keeps what the silo at `silo` reported, in place of its last report.
+    pub(crate) fn note_report(&self, silo: &str, waits: Vec<Wait>) {
+        let mut graph = lock(&self.graph);
+        if waits.is_empty() {
+            graph.reports.remove(silo);
+        } else {
+            graph.reports.insert(silo.to_string(), Report::new(waits));
+        }
+    }
+
+    /// Refuses, with `deadlock`, each message waiting here whose wait has
+    /// lasted `at_least` and is the youngest of a cycle through this
+    /// silo's waits and the others' fresh reports; answers how many.
+    pub(crate) fn break_cycles(&self, at_least: Duration) -> usize {
+        let doomed = lock(&self.graph).youngest_of_cycles(at_least);
+        let mut refused = 0;
+        for (caller, id, refusal, message) in doomed {
+            if refusal.refuse(rio_protocol::ReplyError::Deadlock(message)) {
+                refused += 1;
+                // Its message stays in the mailbox until it is skipped; the
+                // wait it stood for is over now.
+                let mut graph = lock(&self.graph);
+                if let Some(edges) = graph.edges.get_mut(&caller) {
+                    edges.retain(|edge| edge.id != id);
+                    if edges.is_empty() {
+                        graph.edges.remove(&caller);
+                    }
+                }
+            }
+        }
+        refused
     }
 }
 
@@ -197,76 +290,5 @@ impl Graph {
             }
         }
         None
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn key(id: &str) -> ObjectKey {
-        ObjectKey::new("Account", id)
-    }
-
-    #[test]
-    fn two_turns_waiting_on_each_other_refuse_the_younger_call() {
-        let graph = WaitGraph::default();
-        let _a_waits = graph.wait(&key("a"), &key("b"), Some(10)).unwrap();
-        let refused = graph.wait(&key("b"), &key("a"), Some(20)).err().unwrap();
-        assert!(refused.0.contains("Account/b"), "{}", refused.0);
-        assert_eq!(graph.len(), 1);
-    }
-
-    #[test]
-    fn an_older_closing_edge_is_admitted_for_the_younger_one_to_be_refused() {
-        // Another silo admitted b -> a (younger) before a -> b arrived here:
-        // here a -> b is not the youngest, so it is admitted, and the silo
-        // holding b -> a's message refuses that one.
-        let graph = WaitGraph::default();
-        let _b_waits = graph.wait(&key("b"), &key("a"), Some(20)).unwrap();
-        let a_waits = graph.wait(&key("a"), &key("b"), Some(10));
-        assert!(a_waits.is_ok());
-    }
-
-    #[test]
-    fn longer_cycles_are_found_and_ended_waits_are_forgotten() {
-        let graph = WaitGraph::default();
-        let a_waits = graph.wait(&key("a"), &key("b"), Some(1)).unwrap();
-        let _b_waits = graph.wait(&key("b"), &key("c"), Some(2)).unwrap();
-        assert!(graph.wait(&key("c"), &key("a"), Some(3)).is_err());
-        drop(a_waits);
-        let _c_waits = graph.wait(&key("c"), &key("a"), Some(4)).unwrap();
-        assert_eq!(graph.len(), 2);
-    }
-
-    #[test]
-    fn waits_without_a_cycle_are_admitted() {
-        let graph = WaitGraph::default();
-        let _one = graph.wait(&key("a"), &key("c"), Some(1)).unwrap();
-        let _two = graph.wait(&key("b"), &key("c"), Some(2)).unwrap();
-        let _three = graph.wait(&key("c"), &key("d"), Some(3)).unwrap();
-        assert_eq!(graph.len(), 3);
-    }
-
-    #[test]
-    fn local_waits_are_stamped_in_the_order_they_are_recorded() {
-        // Whatever the clock says, a local wait recorded later is younger,
-        // so the one that closes a cycle is the one refused.
-        let graph = WaitGraph::default();
-        let first = graph.wait(&key("a"), &key("b"), None).unwrap();
-        let second = graph.wait(&key("c"), &key("a"), None).unwrap();
-        assert!(second.since_us() > first.since_us());
-        assert!(graph.wait(&key("b"), &key("c"), None).is_err());
-    }
-
-    #[test]
-    fn ties_in_time_are_broken_by_name_the_same_way_everywhere() {
-        let here = WaitGraph::default();
-        let _a = here.wait(&key("a"), &key("b"), Some(5)).unwrap();
-        // b -> a has the same time; (5, b) > (5, a), so b -> a is the youngest.
-        assert!(here.wait(&key("b"), &key("a"), Some(5)).is_err());
-        let there = WaitGraph::default();
-        let _b = there.wait(&key("b"), &key("a"), Some(5)).unwrap();
-        assert!(there.wait(&key("a"), &key("b"), Some(5)).is_ok());
     }
 }

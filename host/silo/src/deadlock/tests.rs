@@ -1,0 +1,189 @@
+//! The wait-for graph's rules, on graphs built by hand.
+
+use super::*;
+
+fn key(id: &str) -> ObjectKey {
+    ObjectKey::new("Account", id)
+}
+
+#[test]
+fn two_turns_waiting_on_each_other_refuse_the_younger_call() {
+    let graph = WaitGraph::default();
+    let _a_waits = graph.wait(&key("a"), &key("b"), Some(10)).unwrap();
+    let refused = graph.wait(&key("b"), &key("a"), Some(20)).err().unwrap();
+    assert!(refused.0.contains("Account/b"), "{}", refused.0);
+    assert_eq!(graph.len(), 1);
+}
+
+#[test]
+fn an_older_closing_edge_is_admitted_for_the_younger_one_to_be_refused() {
+    // Another silo admitted b -> a (younger) before a -> b arrived here:
+    // here a -> b is not the youngest, so it is admitted, and the silo
+    // holding b -> a's message refuses that one.
+    let graph = WaitGraph::default();
+    let _b_waits = graph.wait(&key("b"), &key("a"), Some(20)).unwrap();
+    let a_waits = graph.wait(&key("a"), &key("b"), Some(10));
+    assert!(a_waits.is_ok());
+}
+
+#[test]
+fn longer_cycles_are_found_and_ended_waits_are_forgotten() {
+    let graph = WaitGraph::default();
+    let a_waits = graph.wait(&key("a"), &key("b"), Some(1)).unwrap();
+    let _b_waits = graph.wait(&key("b"), &key("c"), Some(2)).unwrap();
+    assert!(graph.wait(&key("c"), &key("a"), Some(3)).is_err());
+    drop(a_waits);
+    let _c_waits = graph.wait(&key("c"), &key("a"), Some(4)).unwrap();
+    assert_eq!(graph.len(), 2);
+}
+
+#[test]
+fn waits_without_a_cycle_are_admitted() {
+    let graph = WaitGraph::default();
+    let _one = graph.wait(&key("a"), &key("c"), Some(1)).unwrap();
+    let _two = graph.wait(&key("b"), &key("c"), Some(2)).unwrap();
+    let _three = graph.wait(&key("c"), &key("d"), Some(3)).unwrap();
+    assert_eq!(graph.len(), 3);
+}
+
+#[test]
+fn local_waits_are_stamped_in_the_order_they_are_recorded() {
+    // Whatever the clock says, a local wait recorded later is younger,
+    // so the one that closes a cycle is the one refused.
+    let graph = WaitGraph::default();
+    let first = graph.wait(&key("a"), &key("b"), None).unwrap();
+    let second = graph.wait(&key("c"), &key("a"), None).unwrap();
+    assert!(second.since_us() > first.since_us());
+    assert!(graph.wait(&key("b"), &key("c"), None).is_err());
+}
+
+#[test]
+fn ties_in_time_are_broken_by_name_the_same_way_everywhere() {
+    let here = WaitGraph::default();
+    let _a = here.wait(&key("a"), &key("b"), Some(5)).unwrap();
+    // b -> a has the same time; (5, b) > (5, a), so b -> a is the youngest.
+    assert!(here.wait(&key("b"), &key("a"), Some(5)).is_err());
+    let there = WaitGraph::default();
+    let _b = there.wait(&key("b"), &key("a"), Some(5)).unwrap();
+    assert!(there.wait(&key("a"), &key("b"), Some(5)).is_ok());
+}
+
+/// A message from `caller` waiting in a mailbox of the silo whose graph is
+/// `graph`, as `Router::dispatch` records one: its wait, armed, and what its
+/// caller will hear.
+fn waiting_message(
+    graph: &WaitGraph,
+    caller: &str,
+    callee: &str,
+    since_us: u64,
+) -> (
+    WaitEdge,
+    crate::mailbox::ReplyTo,
+    tokio::sync::oneshot::Receiver<Result<Vec<u8>, rio_protocol::ReplyError>>,
+) {
+    let (sender, receiver) = tokio::sync::oneshot::channel();
+    let edge = graph
+        .wait(&key(caller), &key(callee), Some(since_us))
+        .unwrap();
+    let (reply, refusal) = crate::mailbox::ReplyTo::Caller(sender).make_refusable();
+    edge.arm(refusal.unwrap());
+    (edge, reply, receiver)
+}
+
+/// Three silos, one account each; each account's turn waits on the next
+/// account, on the next silo. Each silo sees two of the three waits: its own
+/// turn's and the one arriving for its account.
+#[test]
+fn a_cycle_over_three_silos_is_broken_by_reports_at_its_youngest_wait() {
+    let silos = [
+        WaitGraph::default(),
+        WaitGraph::default(),
+        WaitGraph::default(),
+    ];
+    // a waits on b since 1, b on c since 2, c on a since 3 (the youngest).
+    let _a_turn = silos[0].wait(&key("a"), &key("b"), Some(1)).unwrap();
+    let (_a_msg, _a_reply, mut a_hears) = waiting_message(&silos[1], "a", "b", 1);
+    let _b_turn = silos[1].wait(&key("b"), &key("c"), Some(2)).unwrap();
+    let (_b_msg, _b_reply, mut b_hears) = waiting_message(&silos[2], "b", "c", 2);
+    let _c_turn = silos[2].wait(&key("c"), &key("a"), Some(3)).unwrap();
+    let (_c_msg, c_reply, mut c_hears) = waiting_message(&silos[0], "c", "a", 3);
+    // Nobody sees the cycle alone.
+    for silo in &silos {
+        assert_eq!(silo.break_cycles(Duration::ZERO), 0);
+    }
+    let names = ["s1", "s2", "s3"];
+    for (from, name) in silos.iter().zip(names) {
+        let waits = from.long_waits(Duration::ZERO);
+        for to in &silos {
+            to.note_report(name, waits.clone());
+        }
+    }
+    // Only the silo holding the youngest wait's message refuses it.
+    assert_eq!(silos[1].break_cycles(Duration::ZERO), 0);
+    assert_eq!(silos[2].break_cycles(Duration::ZERO), 0);
+    assert_eq!(silos[0].break_cycles(Duration::ZERO), 1);
+    let refused = c_hears.try_recv().expect("c's call was answered");
+    assert!(
+        matches!(&refused, Err(rio_protocol::ReplyError::Deadlock(text)) if text.contains("Account/c")),
+        "{refused:?}"
+    );
+    assert!(a_hears.try_recv().is_err() && b_hears.try_recv().is_err());
+    // The refused message must not run when its turn would have come.
+    assert!(c_reply.claim().is_none());
+    // And once broken, it stays broken: nothing else is refused.
+    assert_eq!(silos[0].break_cycles(Duration::ZERO), 0);
+}
+
+#[test]
+fn a_message_whose_turn_started_is_not_refused() {
+    // b's turn elsewhere waits on a (older); a's message waits here for b.
+    let here = WaitGraph::default();
+    let (_a_msg, a_reply, mut a_hears) = waiting_message(&here, "a", "b", 2);
+    let _running = a_reply.claim().expect("the turn takes the reply first");
+    let b_waits = Wait {
+        caller: key("b"),
+        callee: key("a"),
+        since_us: 1,
+    };
+    here.note_report("elsewhere", vec![b_waits]);
+    assert_eq!(here.break_cycles(Duration::ZERO), 0);
+    assert!(a_hears.try_recv().is_err());
+}
+
+#[test]
+fn reports_of_waits_no_longer_fresh_are_ignored_and_young_waits_wait() {
+    let s1 = WaitGraph::default();
+    let (_msg, _reply, _hears) = waiting_message(&s1, "c", "a", 3);
+    let _a_turn = s1.wait(&key("a"), &key("b"), Some(1)).unwrap();
+    let report = vec![Wait {
+        caller: key("b"),
+        callee: key("c"),
+        since_us: 2,
+    }];
+    s1.note_report("s2", report.clone());
+    // Recorded just now: not long yet.
+    assert_eq!(s1.break_cycles(Duration::from_secs(60)), 0);
+    std::thread::sleep(remote::REPORT_FRESH + Duration::from_millis(50));
+    assert_eq!(s1.break_cycles(Duration::ZERO), 0, "the report went stale");
+    s1.note_report("s2", report);
+    assert_eq!(s1.break_cycles(Duration::ZERO), 1);
+}
+
+#[test]
+fn only_waits_older_than_the_refused_one_make_its_cycle() {
+    // c -> a (since 3) waits here; the rest of the ring is younger (b -> c
+    // since 4): the youngest wait is b -> c, held elsewhere, so c -> a stays.
+    let s1 = WaitGraph::default();
+    let (_msg, _reply, mut hears) = waiting_message(&s1, "c", "a", 3);
+    let _a_turn = s1.wait(&key("a"), &key("b"), Some(1)).unwrap();
+    s1.note_report(
+        "s2",
+        vec![Wait {
+            caller: key("b"),
+            callee: key("c"),
+            since_us: 4,
+        }],
+    );
+    assert_eq!(s1.break_cycles(Duration::ZERO), 0);
+    assert!(hears.try_recv().is_err());
+}
