@@ -34,6 +34,7 @@ mod object_key;
 mod router;
 mod server;
 pub mod silo;
+mod stats;
 pub mod storage;
 
 pub use config::{ClusterConfig, PlacementStrategy, SiloConfig};

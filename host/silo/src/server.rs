@@ -208,7 +208,7 @@ fn handle_request(id: u64, request: Request, sink: &ConnectionSink, router: &Arc
         Request::ListDeployments => {
             sink.reply(id, Ok(Response::Deployments(router.deployments.list())))
         }
-        Request::Stats => sink.reply(id, Ok(Response::Stats(crate::silo::stats(router)))),
+        Request::Stats => sink.reply(id, Ok(Response::Stats(crate::stats::stats(router)))),
     }
 }
 
