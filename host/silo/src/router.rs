@@ -140,6 +140,7 @@ impl Router {
         call_chain: CallChain,
         deadline: Instant,
         waiting_since_us: u64,
+        idempotency_key: Option<Arc<str>>,
     ) -> Result<Vec<u8>, ReplyError> {
         let (reply, reply_received) = oneshot::channel();
         let mut envelope = Envelope::new(
@@ -150,6 +151,7 @@ impl Router {
             deadline,
         );
         envelope.waiting_since_us = Some(waiting_since_us);
+        envelope.idempotency_key = idempotency_key;
         self.dispatch(key, envelope);
         reply_received.await.unwrap_or_else(|_| {
             Err(ReplyError::Internal(
@@ -325,6 +327,7 @@ impl Router {
                 message_type: std::mem::take(&mut envelope.message_type),
                 payload: ByteBuf::from(std::mem::take(&mut envelope.payload)),
                 timeout_ms: Some(u64::try_from(remaining.as_millis()).unwrap_or(u64::MAX)),
+                idempotency_key: envelope.idempotency_key.as_deref().map(str::to_string),
             },
             call_chain: envelope
                 .call_chain

@@ -1,5 +1,6 @@
 //! `rio:service/messaging`: a guest calls another object and awaits its
 //! reply, within its own turn's deadline, unless the call would deadlock.
+//! A turn running under an idempotency key gives each call a derived key.
 
 use rio_protocol::ReplyError;
 
@@ -9,6 +10,7 @@ use crate::bindings::messaging::Host;
 use crate::bindings::types::{CallError, HandlerError};
 use crate::deadlock::{Deadlock, WaitEdge, now_us};
 use crate::host::ActivationData;
+use crate::idempotency::derived_key;
 
 impl Host for ActivationData {
     async fn call(
@@ -67,6 +69,14 @@ impl ActivationData {
         payload: Vec<u8>,
     ) -> Result<Vec<u8>, ReplyError> {
         let target = ObjectKey::new(service_type, object_id);
+        // Every call counts, refused ones too, so a retried turn making the
+        // same calls numbers them the same way.
+        let index = self.calls_made;
+        self.calls_made = self.calls_made.saturating_add(1);
+        let idempotency_key = self
+            .turn_key
+            .as_deref()
+            .map(|turn_key| derived_key(turn_key, &self.key, index, &target, &message_type));
         // A call back into this call chain is a `cycle`, which the router
         // answers; it is not a wait between chains.
         let same_chain = target == self.key || self.incoming_chain.contains(&target);
@@ -96,6 +106,7 @@ impl ActivationData {
                 chain,
                 self.turn_deadline,
                 waiting_since_us,
+                idempotency_key,
             )
             .await;
         if let Err(error @ ReplyError::UnknownMessage { .. }) = &result {

@@ -39,6 +39,11 @@ pub(crate) struct ActivationData {
     /// guest returns it unchanged, the caller learns it was the callee's
     /// message that was unknown, not this object's.
     pub(crate) callee_unknown_message: Option<ReplyError>,
+    /// The idempotency key the current turn runs under, if any: each call
+    /// it makes carries a key derived from it and the call's position.
+    pub(crate) turn_key: Option<Arc<str>>,
+    /// Calls the current turn has made so far (the next call's position).
+    pub(crate) calls_made: u32,
     wasi: WasiCtx,
     table: ResourceTable,
 }
@@ -67,6 +72,8 @@ impl ActivationData {
             incoming_chain,
             turn_deadline: Instant::now(),
             callee_unknown_message: None,
+            turn_key: None,
+            calls_made: 0,
             wasi,
             table: ResourceTable::new(),
         }

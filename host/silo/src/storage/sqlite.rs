@@ -21,7 +21,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Connection, QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{ComponentStore, SiloId, StateStore, StateWrite, StorageError};
+use super::{Commit, ComponentStore, SiloId, StateStore, StorageError};
 use crate::ObjectKey;
 
 /// Schema steps, applied in order once each; never edit a released step.
@@ -43,6 +43,17 @@ const MIGRATIONS: &[&str] = &[
         id INTEGER PRIMARY KEY CHECK (id = 0),
         generation INTEGER NOT NULL
     );",
+    // The replies of turns run under an idempotency key, committed with
+    // their writes; swept by age.
+    "CREATE TABLE rio_replies (
+        service_type TEXT NOT NULL,
+        object_id TEXT NOT NULL,
+        reply_key TEXT NOT NULL,
+        reply BLOB NOT NULL,
+        stored_at_ms INTEGER NOT NULL,
+        PRIMARY KEY (service_type, object_id, reply_key)
+    ) WITHOUT ROWID;
+    CREATE INDEX rio_replies_by_age ON rio_replies (stored_at_ms);",
 ];
 
 /// SQLite allows 32766 bound parameters per statement; four per row.
@@ -50,7 +61,7 @@ const ROWS_PER_INSERT: usize = 4000;
 
 struct PendingCommit {
     object: ObjectKey,
-    writes: Vec<StateWrite>,
+    commit: Commit,
     owner: SiloId,
     done: oneshot::Sender<Result<(), StorageError>>,
 }
@@ -108,14 +119,14 @@ impl SqliteStore {
     async fn write(
         &self,
         object: ObjectKey,
-        writes: Vec<StateWrite>,
+        commit: Commit,
         owner: SiloId,
     ) -> Result<(), StorageError> {
         let (done, result) = oneshot::channel();
         self.commits
             .send(PendingCommit {
                 object,
-                writes,
+                commit,
                 owner,
                 done,
             })
@@ -206,7 +217,23 @@ async fn write_batch(
         .iter()
         .filter(|commit| commit.owner.generation == lease)
     {
-        for (key, value) in &commit.writes {
+        if let Some(record) = &commit.commit.reply {
+            sqlx::query(
+                "INSERT INTO rio_replies (service_type, object_id, reply_key, reply, stored_at_ms)
+                 VALUES (?, ?, ?, ?, ?)
+                 ON CONFLICT (service_type, object_id, reply_key)
+                 DO UPDATE SET reply = excluded.reply, stored_at_ms = excluded.stored_at_ms",
+            )
+            .bind(&*commit.object.service_type)
+            .bind(&*commit.object.object_id)
+            .bind(record.key.as_str())
+            .bind(record.reply.as_slice())
+            .bind(record.stored_at_ms)
+            .execute(&mut *transaction)
+            .await
+            .map_err(backend)?;
+        }
+        for (key, value) in &commit.commit.writes {
             match value {
                 Some(value) => upserts.push((&commit.object, key, value)),
                 None => {
@@ -260,13 +287,50 @@ impl StateStore for SqliteStore {
             .collect())
     }
 
-    async fn commit(
+    async fn commit_turn(
         &self,
         object: &ObjectKey,
-        writes: Vec<StateWrite>,
+        commit: Commit,
         owner: &SiloId,
     ) -> Result<(), StorageError> {
-        self.write(object.clone(), writes, owner.clone()).await
+        self.write(object.clone(), commit, owner.clone()).await
+    }
+
+    async fn stored_reply(
+        &self,
+        object: &ObjectKey,
+        key: &str,
+    ) -> Result<Option<Vec<u8>>, StorageError> {
+        sqlx::query_scalar(
+            "SELECT reply FROM rio_replies WHERE service_type = ? AND object_id = ? AND reply_key = ?",
+        )
+        .bind(&*object.service_type)
+        .bind(&*object.object_id)
+        .bind(key)
+        .fetch_optional(&self.readers)
+        .await
+        .map_err(backend)
+    }
+
+    async fn sweep_replies(
+        &self,
+        stored_before_ms: i64,
+        limit: usize,
+    ) -> Result<u64, StorageError> {
+        // Outside the group-commit queue: a sweep is rare and must not
+        // delay turns' commits behind a large delete.
+        let mut connection = self.writer_connection().await?;
+        let deleted = sqlx::query(
+            "DELETE FROM rio_replies WHERE (service_type, object_id, reply_key) IN (
+                SELECT service_type, object_id, reply_key FROM rio_replies
+                WHERE stored_at_ms < ? LIMIT ?)",
+        )
+        .bind(stored_before_ms)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .execute(&mut connection)
+        .await
+        .map_err(backend)?;
+        Ok(deleted.rows_affected())
     }
 }
 
