@@ -3,7 +3,7 @@
 //! on one silo (also after it was killed and restarted) and in a cluster
 //! after the owner was killed; a failed turn stores nothing; a turn's calls
 //! carry keys derived from its own, so a retried turn does not apply its
-//! callees twice.
+//! callees twice; keys expire after the retention.
 
 mod common;
 
@@ -313,4 +313,51 @@ async fn a_retried_turn_does_not_apply_its_callee_twice() {
         .unwrap();
     assert_eq!(fresh, json!({"value": 2}));
     callee_silo.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_expire_after_the_retention_and_a_late_retry_runs_again() {
+    let data = tempfile::tempdir().unwrap();
+    let config = data.path().join("rio.toml");
+    std::fs::write(
+        &config,
+        "idempotency_retention_secs = 1\nidempotency_sweep_secs = 1\n",
+    )
+    .unwrap();
+    let silo = SiloProcess::start_with(
+        &data.path().join("data"),
+        &["--config", config.to_str().unwrap()],
+    );
+    deploy(&silo.address, "Counter", "guests/counter").await;
+    let client = Client::connect(&silo.address).await.unwrap();
+    let x = ("Counter", "x");
+    let first = keyed(&client, x, "increment", json!({"by": 1}), "k")
+        .await
+        .unwrap();
+    assert_eq!(first, json!({"value": 1}));
+    assert_eq!(
+        keyed(&client, x, "increment", json!({"by": 1}), "k")
+            .await
+            .unwrap(),
+        first,
+        "within the retention"
+    );
+    // Past the retention the sweep (every second here) deletes the reply:
+    // the same key is a new call.
+    let started = Instant::now();
+    let late = loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let reply = keyed(&client, x, "increment", json!({"by": 1}), "k")
+            .await
+            .unwrap();
+        if reply != first {
+            break reply;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the reply was never swept"
+        );
+    };
+    assert_eq!(late, json!({"value": 2}), "the late retry ran once");
+    silo.stop();
 }
