@@ -20,8 +20,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::SiloProcess;
-use common::guests::{Language, build, one_at_a_time, tooling_ready};
 use common::stores::PostgresDatabase;
+use common::guests::{Language, build, one_at_a_time, tooling_ready};
 use rio_client::{Client, ClientError};
 use serde_json::{Value, json};
 

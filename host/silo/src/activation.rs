@@ -12,8 +12,8 @@
 //! a turn that errs, traps or times out leaves the store untouched.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::task::Poll;
+use std::sync::atomic::Ordering;
 use tokio::time::Instant;
 
 use rio_protocol::ReplyError;
@@ -232,7 +232,8 @@ impl Activation {
         store.set_epoch_deadline(1);
         let deadline = Instant::now() + self.router.config.turn_deadline;
         store.data_mut().turn_deadline = deadline;
-        let instantiated = within(deadline, self.deployed.pre.instantiate(&mut store)).await;
+        let instantiated =
+            within(deadline, self.deployed.pre.instantiate(&mut store)).await;
         let handler = match instantiated {
             Some(Ok(handler)) => handler,
             Some(Err(error)) => {
