@@ -10,7 +10,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::guests::build;
-use common::stores::SqliteFile;
+use common::stores::{PostgresDatabase, SqliteFile};
 use common::{SiloProcess, rio, stdout_of};
 use rio_client::{Client, ClientError, ReplyError};
 use serde_json::{Value, json};
@@ -192,16 +192,16 @@ async fn a_failed_turn_stores_nothing_so_its_retry_runs() {
     silo.stop();
 }
 
-/// Two silos on one SQLite cluster file, placing objects where their first
-/// call arrives.
-fn two_silos(store: &SqliteFile) -> (Vec<SiloProcess>, Vec<tempfile::TempDir>) {
+/// Two silos on one cluster store, placing objects where their first call
+/// arrives.
+fn two_silos(url: &str) -> (Vec<SiloProcess>, Vec<tempfile::TempDir>) {
     let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
     let silos = dirs
         .iter()
         .map(|dir| {
             SiloProcess::start_with(
                 dir.path(),
-                &["--cluster", &store.url, "--placement", "prefer-local"],
+                &["--cluster", url, "--placement", "prefer-local"],
             )
         })
         .collect();
@@ -211,7 +211,20 @@ fn two_silos(store: &SqliteFile) -> (Vec<SiloProcess>, Vec<tempfile::TempDir>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_the_owner_is_killed_a_retry_through_a_survivor_answers_the_stored_reply() {
     let store = SqliteFile::create();
-    let (mut silos, _dirs) = two_silos(&store);
+    retry_through_a_survivor(&store.url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_the_owner_is_killed_a_retry_through_a_survivor_answers_the_stored_reply_on_postgres()
+{
+    let Some(database) = PostgresDatabase::create("idempotency") else {
+        return;
+    };
+    retry_through_a_survivor(&database.url).await;
+}
+
+async fn retry_through_a_survivor(url: &str) {
+    let (mut silos, _dirs) = two_silos(url);
     let survivor = silos.pop().unwrap();
     let owner = silos.pop().unwrap();
     deploy(&owner.address, "Counter", "guests/counter").await;
@@ -246,7 +259,7 @@ async fn after_the_owner_is_killed_a_retry_through_a_survivor_answers_the_stored
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retried_turn_does_not_apply_its_callee_twice() {
     let store = SqliteFile::create();
-    let (mut silos, _dirs) = two_silos(&store);
+    let (mut silos, _dirs) = two_silos(&store.url);
     let callee_silo = silos.pop().unwrap();
     let caller_silo = silos.pop().unwrap();
     deploy(&caller_silo.address, "Counter", "guests/counter").await;
