@@ -58,6 +58,8 @@ const MIGRATIONS: &[&str] = &[
 
 /// SQLite allows 32766 bound parameters per statement; four per row.
 const ROWS_PER_INSERT: usize = 4000;
+/// The same limit for reply records, five binds each.
+const RECORDS_PER_INSERT: usize = 3000;
 
 struct PendingCommit {
     object: ObjectKey,
@@ -213,25 +215,13 @@ async fn write_batch(
         .await
         .map_err(backend)?;
     let mut upserts = Vec::new();
+    let mut records = Vec::new();
     for commit in batch
         .iter()
         .filter(|commit| commit.owner.generation == lease)
     {
         if let Some(record) = &commit.commit.reply {
-            sqlx::query(
-                "INSERT INTO rio_replies (service_type, object_id, reply_key, reply, stored_at_ms)
-                 VALUES (?, ?, ?, ?, ?)
-                 ON CONFLICT (service_type, object_id, reply_key)
-                 DO UPDATE SET reply = excluded.reply, stored_at_ms = excluded.stored_at_ms",
-            )
-            .bind(&*commit.object.service_type)
-            .bind(&*commit.object.object_id)
-            .bind(record.key.as_str())
-            .bind(record.reply.as_slice())
-            .bind(record.stored_at_ms)
-            .execute(&mut *transaction)
-            .await
-            .map_err(backend)?;
+            records.push((&commit.object, record));
         }
         for (key, value) in &commit.commit.writes {
             match value {
@@ -259,6 +249,27 @@ async fn write_batch(
         });
         insert.push(
             " ON CONFLICT (service_type, object_id, key) DO UPDATE SET value = excluded.value",
+        );
+        insert
+            .build()
+            .execute(&mut *transaction)
+            .await
+            .map_err(backend)?;
+    }
+    for chunk in records.chunks(RECORDS_PER_INSERT) {
+        let mut insert: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "INSERT INTO rio_replies (service_type, object_id, reply_key, reply, stored_at_ms) ",
+        );
+        insert.push_values(chunk, |mut row, (object, record)| {
+            row.push_bind(&*object.service_type)
+                .push_bind(&*object.object_id)
+                .push_bind(record.key.as_str())
+                .push_bind(record.reply.as_slice())
+                .push_bind(record.stored_at_ms);
+        });
+        insert.push(
+            " ON CONFLICT (service_type, object_id, reply_key)
+              DO UPDATE SET reply = excluded.reply, stored_at_ms = excluded.stored_at_ms",
         );
         insert
             .build()
