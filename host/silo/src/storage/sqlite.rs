@@ -413,6 +413,7 @@ impl SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::ReplyRecord;
 
     fn process(generation: i64) -> SiloId {
         SiloId {
@@ -488,5 +489,60 @@ mod tests {
                 assert!(state.is_empty(), "{object}");
             }
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reply_records_commit_with_the_writes_and_expire_by_age() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("rio.db"), 64, 100)
+            .await
+            .unwrap();
+        let object = ObjectKey::new("Counter", "a");
+        let record = |key: &str, stored_at_ms: i64| ReplyRecord {
+            key: key.to_string(),
+            reply: key.as_bytes().to_vec(),
+            stored_at_ms,
+        };
+        let keyed = |writes: Vec<(String, Option<Vec<u8>>)>, reply| Commit {
+            writes,
+            reply: Some(reply),
+        };
+        let now = crate::cluster::now_ms();
+        let put = vec![("n".to_string(), Some(b"1".to_vec()))];
+
+        store
+            .commit_turn(
+                &object,
+                keyed(put.clone(), record("k1", now)),
+                &process(100),
+            )
+            .await
+            .unwrap();
+        store
+            .commit_turn(&object, keyed(Vec::new(), record("old", 0)), &process(100))
+            .await
+            .unwrap();
+        assert_eq!(store.load(&object).await.unwrap().len(), 1);
+        assert_eq!(
+            store.stored_reply(&object, "k1").await.unwrap(),
+            Some(b"k1".to_vec())
+        );
+        assert_eq!(store.stored_reply(&object, "k2").await.unwrap(), None);
+
+        // A process that lost the lease commits neither writes nor reply.
+        let stale = keyed(vec![("m".into(), Some(b"x".to_vec()))], record("k2", now));
+        let refused = store.commit_turn(&object, stale, &process(99)).await;
+        assert!(
+            matches!(refused, Err(StorageError::Fenced { .. })),
+            "{refused:?}"
+        );
+        assert_eq!(store.stored_reply(&object, "k2").await.unwrap(), None);
+        assert!(!store.load(&object).await.unwrap().contains_key("m"));
+
+        // The sweep takes the expired record only, at most `limit` a pass.
+        assert_eq!(store.sweep_replies(now - 1000, 10).await.unwrap(), 1);
+        assert_eq!(store.sweep_replies(now - 1000, 10).await.unwrap(), 0);
+        assert_eq!(store.stored_reply(&object, "old").await.unwrap(), None);
+        assert!(store.stored_reply(&object, "k1").await.unwrap().is_some());
     }
 }
