@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use common::guests::build;
 use common::stores::{PostgresDatabase, SqliteFile};
 use common::{SiloProcess, rio, stdout_of};
-use rio_client::{Client, ClientError, ReplyError};
+use rio_client::{Client, ClientError, ClusterClient, ReplyError};
 use serde_json::{Value, json};
 
 async fn deploy(address: &str, service_type: &str, folder: &str) {
@@ -249,6 +249,15 @@ async fn retry_through_a_survivor(url: &str) {
         "the retry was answered {:.2} s after the kill",
         killed_at.elapsed().as_secs_f64()
     );
+    // A cluster client's routed call finds the same reply.
+    let cluster = ClusterClient::connect(&[survivor.address.clone()])
+        .await
+        .unwrap();
+    let routed: Value = cluster
+        .call_with_key("Counter", "x", "increment", &json!({"by": 7}), "k")
+        .await
+        .unwrap();
+    assert_eq!(routed, first);
     let next = keyed(&to_survivor, x, "increment", json!({"by": 7}), "k2")
         .await
         .unwrap();
