@@ -14,6 +14,10 @@ pub(crate) struct CallArgs {
     /// Seconds to wait for the reply.
     #[arg(long, default_value_t = 30)]
     timeout: u64,
+    /// Run the call at most once per object under this key: calling again
+    /// with the same key prints the first reply and changes nothing.
+    #[arg(long, value_name = "KEY")]
+    idempotency_key: Option<String>,
     /// The object, as TYPE/ID (e.g. Counter/alice).
     object: String,
     /// The message type (e.g. increment).
@@ -34,7 +38,13 @@ pub(crate) async fn run(args: CallArgs) -> anyhow::Result<()> {
         .await?
         .with_timeout(std::time::Duration::from_secs(args.timeout));
     let reply = client
-        .call_raw(service_type, object_id, &args.message, payload)
+        .call_raw_keyed(
+            service_type,
+            object_id,
+            &args.message,
+            payload,
+            args.idempotency_key.as_deref(),
+        )
         .await?;
     let json = cbor_to_json(&reply).context("cannot show the reply")?;
     println!("{json}");

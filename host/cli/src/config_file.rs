@@ -9,6 +9,8 @@
 //! mailbox_capacity = 4096
 //! max_frame_mib = 64
 //! pooling_allocator = false
+//! idempotency_retention_secs = 86400              # replies kept under keys
+//! idempotency_sweep_secs = 60                     # how often expired ones go
 //! cluster = "postgres://postgres@127.0.0.1/rio"   # absent: no cluster
 //! advertise = "10.0.0.5:7700"
 //! placement = "random"                           # or prefer-local, hash
@@ -30,6 +32,8 @@ pub(crate) struct ConfigFile {
     pub(crate) mailbox_capacity: Option<usize>,
     pub(crate) max_frame_mib: Option<usize>,
     pub(crate) pooling_allocator: Option<bool>,
+    pub(crate) idempotency_retention_secs: Option<u64>,
+    pub(crate) idempotency_sweep_secs: Option<u64>,
     pub(crate) cluster: Option<String>,
     pub(crate) advertise: Option<String>,
     pub(crate) placement: Option<String>,

@@ -34,6 +34,10 @@ pub(crate) struct SiloArgs {
     /// Use wasmtime's pooling instance allocator.
     #[arg(long)]
     pooling_allocator: bool,
+    /// Seconds the reply of a call made with an idempotency key is kept
+    /// (a retry after that runs again) [default: 86400].
+    #[arg(long)]
+    idempotency_retention_secs: Option<u64>,
     /// Join a cluster through this store: sqlite:PATH, postgres://…,
     /// mysql://… (or mariadb://…), redis://… [default: no cluster, the
     /// SQLite file in the data directory].
@@ -82,6 +86,15 @@ pub(crate) async fn run(args: SiloArgs) -> anyhow::Result<()> {
     }
     if let Some(mib) = file.max_frame_mib {
         config.max_frame_bytes = mib * 1024 * 1024;
+    }
+    if let Some(secs) = args
+        .idempotency_retention_secs
+        .or(file.idempotency_retention_secs)
+    {
+        config.idempotency_retention = Duration::from_secs(secs);
+    }
+    if let Some(secs) = file.idempotency_sweep_secs {
+        config.idempotency_sweep_interval = Duration::from_secs(secs.max(1));
     }
     config.pooling_allocator = args.pooling_allocator || file.pooling_allocator.unwrap_or(false);
     if let Some(url) = args.cluster.or(file.cluster) {

@@ -80,6 +80,42 @@ impl ClusterClient {
         message_type: &str,
         payload: Vec<u8>,
     ) -> Result<Vec<u8>, ClientError> {
+        self.call_raw_keyed(service_type, object_id, message_type, payload, None)
+            .await
+    }
+
+    /// As [`Client::call_with_key`], sent to the object's owner when it is
+    /// known. A retry may go to another silo: the key's reply is in the
+    /// cluster store, so any owner finds it.
+    pub async fn call_with_key<M: Serialize, R: DeserializeOwned>(
+        &self,
+        service_type: &str,
+        object_id: &str,
+        message_type: &str,
+        message: &M,
+        idempotency_key: &str,
+    ) -> Result<R, ClientError> {
+        let reply = self
+            .call_raw_keyed(
+                service_type,
+                object_id,
+                message_type,
+                to_cbor(message)?,
+                Some(idempotency_key),
+            )
+            .await?;
+        from_cbor(&reply)
+    }
+
+    /// As [`Client::call_raw_keyed`], sent to the object's owner when it is known.
+    pub async fn call_raw_keyed(
+        &self,
+        service_type: &str,
+        object_id: &str,
+        message_type: &str,
+        payload: Vec<u8>,
+        idempotency_key: Option<&str>,
+    ) -> Result<Vec<u8>, ClientError> {
         let silos = &self.silos;
         let key = (service_type.to_string(), object_id.to_string());
         let known = silos
@@ -97,6 +133,7 @@ impl ClusterClient {
             message_type: message_type.to_string(),
             payload: ByteBuf::from(payload),
             timeout_ms: None,
+            idempotency_key: idempotency_key.map(str::to_string),
         });
         let client = &silos.connections[index].1;
         let Request::RoutedCall(call) = &mut request else {

@@ -148,12 +148,53 @@ impl Client {
         message_type: &str,
         payload: Vec<u8>,
     ) -> Result<Vec<u8>, ClientError> {
+        self.call_raw_keyed(service_type, object_id, message_type, payload, None)
+            .await
+    }
+
+    /// As [`Client::call`], made idempotent by `idempotency_key`: if a turn
+    /// of this object already committed under that key (an earlier attempt
+    /// whose reply was lost), the silo answers its stored reply and runs
+    /// nothing. Retry a call whose outcome is unknown (`unavailable`, a
+    /// timeout, a broken connection) with the same key. A key names one
+    /// call of one object; use a fresh one (e.g. a UUID) per logical call.
+    pub async fn call_with_key<M: Serialize, R: DeserializeOwned>(
+        &self,
+        service_type: &str,
+        object_id: &str,
+        message_type: &str,
+        message: &M,
+        idempotency_key: &str,
+    ) -> Result<R, ClientError> {
+        let reply = self
+            .call_raw_keyed(
+                service_type,
+                object_id,
+                message_type,
+                to_cbor(message)?,
+                Some(idempotency_key),
+            )
+            .await?;
+        from_cbor(&reply)
+    }
+
+    /// As [`Client::call_raw`], with an idempotency key when one is given
+    /// (see [`Client::call_with_key`]).
+    pub async fn call_raw_keyed(
+        &self,
+        service_type: &str,
+        object_id: &str,
+        message_type: &str,
+        payload: Vec<u8>,
+        idempotency_key: Option<&str>,
+    ) -> Result<Vec<u8>, ClientError> {
         let request = Request::Call(CallRequest {
             service_type: service_type.to_string(),
             object_id: object_id.to_string(),
             message_type: message_type.to_string(),
             payload: ByteBuf::from(payload),
             timeout_ms: Some(self.timeout_ms()),
+            idempotency_key: idempotency_key.map(str::to_string),
         });
         match self.request(request).await? {
             Response::Payload(bytes) => Ok(bytes.into_vec()),

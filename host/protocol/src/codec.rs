@@ -140,6 +140,7 @@ mod tests {
                 message_type: "get".into(),
                 payload: serde_bytes::ByteBuf::from(vec![0xa0]),
                 timeout_ms: Some(250),
+                idempotency_key: None,
             }),
         }
     }
@@ -192,5 +193,31 @@ mod tests {
             reader.next_frame::<ClientFrame>().await,
             Err(FrameError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn a_call_from_an_older_client_has_no_idempotency_key() {
+        // The frame an older client sends: the same map without the field.
+        #[derive(serde::Serialize)]
+        struct OlderCall {
+            service_type: &'static str,
+            object_id: &'static str,
+            message_type: &'static str,
+            #[serde(with = "serde_bytes")]
+            payload: Vec<u8>,
+            timeout_ms: Option<u64>,
+        }
+        let mut body = Vec::new();
+        let older = OlderCall {
+            service_type: "Counter",
+            object_id: "alice",
+            message_type: "get",
+            payload: vec![0xa0],
+            timeout_ms: Some(250),
+        };
+        ciborium::into_writer(&older, &mut body).unwrap();
+        let call: CallRequest = decode_body(&body).unwrap();
+        assert_eq!(call.idempotency_key, None);
+        assert_eq!(call.timeout_ms, Some(250));
     }
 }

@@ -133,7 +133,17 @@ pub struct CallRequest {
     /// deadline. A silo passing the call on sends what is left.
     #[serde(default)]
     pub timeout_ms: Option<u64>,
+    /// Makes the call idempotent: the first turn run under this key for
+    /// this object stores its reply in the same commit as its writes, and a
+    /// later call with the same key to the same object gets that reply
+    /// without running again (until the silos' retention sweeps it). At
+    /// most [`MAX_IDEMPOTENCY_KEY_BYTES`] bytes. Absent in older clients.
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
 }
+
+/// The longest idempotency key a silo accepts, in bytes.
+pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 255;
 
 /// A successful answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -24,9 +24,10 @@ use crate::ObjectKey;
 use crate::bindings::{Export, Handler};
 use crate::deployments::DeployedType;
 use crate::host::{ActivationData, DeadlineExceeded, MemoryLimitExceeded, ObjectState};
+use crate::idempotency::RecentReplies;
 use crate::mailbox::{CallChain, Envelope};
 use crate::router::Router;
-use crate::storage::{SiloId, StorageError};
+use crate::storage::{Commit, ReplyRecord, SiloId, StorageError};
 
 pub(crate) fn spawn(
     router: Arc<Router>,
@@ -42,6 +43,7 @@ pub(crate) fn spawn(
         live: None,
         mailbox,
         moved_away: false,
+        recent_replies: RecentReplies::default(),
     };
     tasks.spawn(activation.run());
 }
@@ -55,6 +57,8 @@ struct Activation {
     /// A commit was refused because another silo owns the object now: this
     /// activation retires, and messages go to the owner.
     moved_away: bool,
+    /// Replies this activation committed under idempotency keys lately.
+    recent_replies: RecentReplies,
 }
 
 struct LiveInstance {
@@ -78,6 +82,7 @@ enum Hook {
     Handle {
         message_type: String,
         payload: Vec<u8>,
+        idempotency_key: Option<Arc<str>>,
     },
     Activate,
     Deactivate,
@@ -151,6 +156,19 @@ impl Activation {
             let message = format!("the call to {} passed its deadline before it ran", self.key);
             return envelope.reply.send(Err(ReplyError::Timeout(message)));
         }
+        // A retry of a keyed call that committed: its reply, nothing run.
+        // The mailbox serializes an object's messages, so a retry sent while
+        // the first attempt runs is checked after that attempt committed.
+        if let Some(key) = &envelope.idempotency_key {
+            match self.stored_reply(key).await {
+                Ok(Some(reply)) => {
+                    let owner = self.router.address.get().map(String::as_str);
+                    return envelope.reply.send_from(Ok(reply), owner);
+                }
+                Ok(None) => {}
+                Err(error) => return envelope.reply.send(Err(error)),
+            }
+        }
         if self.live.is_none()
             && let Err(error) = self.activate().await
         {
@@ -160,12 +178,33 @@ impl Activation {
         let hook = Hook::Handle {
             message_type: envelope.message_type,
             payload: envelope.payload,
+            idempotency_key: envelope.idempotency_key,
         };
         let result = self.turn(hook, &chain, envelope.deadline).await;
         envelope.reply.send_from(
             result.map(|reply| reply.unwrap_or_default()),
             self.router.address.get().map(String::as_str),
         );
+    }
+
+    /// The reply committed under idempotency key `key`: remembered here, or
+    /// read from the store (an earlier activation or another silo may have
+    /// committed it).
+    async fn stored_reply(&mut self, key: &str) -> Result<Option<Vec<u8>>, ReplyError> {
+        let retention = self.router.config.idempotency_retention;
+        if let Some(reply) = self.recent_replies.get(key, retention) {
+            return Ok(Some(reply));
+        }
+        self.router
+            .state_store
+            .stored_reply(&self.key, key)
+            .await
+            .map_err(|error| {
+                ReplyError::Internal(format!(
+                    "cannot read the stored replies of {}: {error}",
+                    self.key
+                ))
+            })
     }
 
     fn unknown_type(&self) -> ReplyError {
@@ -261,12 +300,20 @@ impl Activation {
         data.incoming_chain = incoming_chain.clone();
         data.turn_deadline = deadline;
         data.callee_unknown_message = None;
+        data.calls_made = 0;
+        data.turn_key = match &hook {
+            Hook::Handle {
+                idempotency_key, ..
+            } => idempotency_key.clone(),
+            Hook::Activate | Hook::Deactivate => None,
+        };
 
         let object_id = &*self.key.object_id;
         let (export, message_type) = match &hook {
             Hook::Handle {
                 message_type,
                 payload,
+                ..
             } => (
                 Export::Handle {
                     message_type,
@@ -291,7 +338,17 @@ impl Activation {
         };
         match called {
             Ok(Ok(reply)) => {
-                self.commit().await?;
+                let keyed_reply = match (&hook, &reply) {
+                    (
+                        Hook::Handle {
+                            idempotency_key: Some(key),
+                            ..
+                        },
+                        Some(reply),
+                    ) => Some((key.clone(), reply.clone())),
+                    _ => None,
+                };
+                self.commit(keyed_reply).await?;
                 Ok(reply)
             }
             Ok(Err((kind, message))) => {
@@ -344,13 +401,25 @@ impl Activation {
     /// Makes the turn's writes durable. On failure the instance is dropped:
     /// its guest-side memory may assume writes that never happened. The
     /// store accepts the writes only from the object's owner (fencing).
-    async fn commit(&mut self) -> Result<(), TurnFailure> {
+    /// A turn run under an idempotency key commits its reply with its
+    /// writes, even when it wrote nothing.
+    async fn commit(
+        &mut self,
+        keyed_reply: Option<(Arc<str>, Vec<u8>)>,
+    ) -> Result<(), TurnFailure> {
         let live = self.live.as_mut().expect("still live");
         let state = &mut live.store.data_mut().state;
-        if !state.has_pending() {
+        if !state.has_pending() && keyed_reply.is_none() {
             return Ok(());
         }
-        let writes = state.pending_writes();
+        let commit = Commit {
+            writes: state.pending_writes(),
+            reply: keyed_reply.as_ref().map(|(key, reply)| ReplyRecord {
+                key: key.to_string(),
+                reply: reply.clone(),
+                stored_at_ms: crate::cluster::now_ms(),
+            }),
+        };
         // In a cluster the placement store names the owner; a lone silo is
         // known by its process generation, which holds its data dir's lease.
         let owner = match &self.router.cluster {
@@ -364,7 +433,7 @@ impl Activation {
             Ok(owner) => {
                 self.router
                     .state_store
-                    .commit(&self.key, writes, &owner)
+                    .commit_turn(&self.key, commit, &owner)
                     .await
             }
             Err(error) => {
@@ -377,6 +446,9 @@ impl Activation {
         match result {
             Ok(()) => {
                 live.store.data_mut().state.apply_pending();
+                if let Some((key, reply)) = keyed_reply {
+                    self.recent_replies.insert(key, reply);
+                }
                 Ok(())
             }
             Err(StorageError::Fenced { .. }) => {

@@ -25,6 +25,13 @@ pub struct SiloConfig {
     pub pooling_max_instances: u32,
     /// The most commits written in one SQLite transaction.
     pub group_commit_max: usize,
+    /// How long the reply of a call made with an idempotency key is kept
+    /// (a retry after that runs the call again).
+    pub idempotency_retention: Duration,
+    /// How often expired replies are swept from the store.
+    pub idempotency_sweep_interval: Duration,
+    /// The most expired replies one sweep deletes.
+    pub idempotency_sweep_batch: usize,
     /// Join a cluster through this store; `None` runs the silo on its own
     /// with the embedded SQLite store in `data_dir`.
     pub cluster: Option<ClusterConfig>,
@@ -113,6 +120,9 @@ impl SiloConfig {
             pooling_allocator: false,
             pooling_max_instances: 1000,
             group_commit_max: 1024,
+            idempotency_retention: Duration::from_secs(24 * 60 * 60),
+            idempotency_sweep_interval: Duration::from_secs(60),
+            idempotency_sweep_batch: 1000,
             cluster: None,
         }
     }

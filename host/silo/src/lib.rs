@@ -10,6 +10,7 @@
 //! - `bindings`: the one `bindgen!` of the WIT world, kept private.
 //! - `host`: one file per WIT interface the silo provides to guests.
 //! - `activation`: one object's live instance, its mailbox and its turns.
+//! - `idempotency`: replies kept under idempotency keys, derived keys, the sweep.
 //! - `directory`: which objects have an activation on this silo.
 //! - `router`: delivers a message to an object, activating it if needed.
 //! - `server`: the TCP listener and one task pair per connection.
@@ -29,6 +30,7 @@ mod directory;
 mod engine;
 mod error;
 mod host;
+mod idempotency;
 mod mailbox;
 mod object_key;
 mod router;

@@ -32,6 +32,9 @@ pub(crate) struct Envelope {
     /// This message's edge in the silo's wait-for graph, for a message whose
     /// caller's turn waits on another silo; dropped with the message.
     pub(crate) wait_edge: Option<WaitEdge>,
+    /// The call's idempotency key: its reply is committed under it, and a
+    /// message whose key already has a reply gets that reply, unrun.
+    pub(crate) idempotency_key: Option<Arc<str>>,
 }
 
 impl Envelope {
@@ -52,6 +55,7 @@ impl Envelope {
             deadline,
             waiting_since_us: None,
             wait_edge: None,
+            idempotency_key: None,
         }
     }
 

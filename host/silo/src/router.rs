@@ -17,7 +17,7 @@ use crate::cluster::{Cluster, ForwardFailure, Route};
 use crate::deadlock::{Deadlock, WaitEdge, WaitGraph, now_us};
 use crate::deployments::{DeployedType, Deployments};
 use crate::directory::{Delivery, Directory, Settled, Vacancy};
-use crate::host::Messenger;
+use crate::host::{Messenger, TurnCall};
 use crate::mailbox::{CallChain, Envelope, ReplyTo};
 use crate::storage::SiloId;
 use crate::storage::StateStore;
@@ -138,11 +138,7 @@ impl Router {
     /// message waits in a mailbox here, the graph may refuse it.
     async fn call_from_turn(
         self: &Arc<Self>,
-        key: ObjectKey,
-        message_type: String,
-        payload: Vec<u8>,
-        call_chain: CallChain,
-        deadline: Instant,
+        call: TurnCall,
         wait: Option<&WaitEdge>,
     ) -> Result<Vec<u8>, ReplyError> {
         let (reply, reply_received) = oneshot::channel();
@@ -154,8 +150,16 @@ impl Router {
                 wait.arm(refusal);
             }
         }
-        let mut envelope = Envelope::new(message_type, payload, call_chain, reply, deadline);
+        let key = call.callee;
+        let mut envelope = Envelope::new(
+            call.message_type,
+            call.payload,
+            call.call_chain,
+            reply,
+            call.deadline,
+        );
         envelope.waiting_since_us = Some(wait.map_or_else(now_us, WaitEdge::since_us));
+        envelope.idempotency_key = call.idempotency_key;
         self.dispatch(key, envelope);
         reply_received.await.unwrap_or_else(|_| {
             Err(ReplyError::Internal(
@@ -254,17 +258,10 @@ impl Messenger for Router {
 
     fn call<'a>(
         self: Arc<Self>,
-        callee: ObjectKey,
-        message_type: String,
-        payload: Vec<u8>,
-        call_chain: CallChain,
-        deadline: Instant,
+        call: TurnCall,
         wait: Option<&'a WaitEdge>,
     ) -> Pin<Box<dyn Future<Output = Result<Vec<u8>, ReplyError>> + Send + 'a>> {
-        Box::pin(async move {
-            self.call_from_turn(callee, message_type, payload, call_chain, deadline, wait)
-                .await
-        })
+        Box::pin(async move { self.call_from_turn(call, wait).await })
     }
 }
 
@@ -366,6 +363,7 @@ impl Router {
                 message_type: std::mem::take(&mut envelope.message_type),
                 payload: ByteBuf::from(std::mem::take(&mut envelope.payload)),
                 timeout_ms: Some(u64::try_from(remaining.as_millis()).unwrap_or(u64::MAX)),
+                idempotency_key: envelope.idempotency_key.as_deref().map(str::to_string),
             },
             call_chain: envelope
                 .call_chain

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use rio_protocol::codec::decode_body;
 use rio_protocol::{
-    ClientFrame, FrameError, FrameReader, FrameWriter, PROTOCOL_VERSION, ReplyError, Request,
-    Response, ServerFrame,
+    ClientFrame, FrameError, FrameReader, FrameWriter, MAX_IDEMPOTENCY_KEY_BYTES, PROTOCOL_VERSION,
+    ReplyError, Request, Response, ServerFrame,
 };
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
@@ -139,24 +139,33 @@ fn handle_request(id: u64, request: Request, sink: &ConnectionSink, router: &Arc
     match request {
         Request::Call(call) | Request::RoutedCall(call) => {
             let key = ObjectKey::new(&call.service_type, &call.object_id);
+            let idempotency_key = match checked_idempotency_key(call.idempotency_key) {
+                Ok(idempotency_key) => idempotency_key,
+                Err(error) => return sink.reply(id, Err(error)),
+            };
             let reply = ReplyTo::Connection {
                 request_id: id,
                 sink: sink.clone(),
                 report_owner,
             };
             let deadline = call_deadline(call.timeout_ms);
-            let envelope = Envelope::new(
+            let mut envelope = Envelope::new(
                 call.message_type,
                 call.payload.into_vec(),
                 router.empty_chain(),
                 reply,
                 deadline,
             );
+            envelope.idempotency_key = idempotency_key;
             router.dispatch(key, envelope);
         }
         Request::Forward(forward) => {
             let call = forward.call;
             let key = ObjectKey::new(&call.service_type, &call.object_id);
+            let idempotency_key = match checked_idempotency_key(call.idempotency_key) {
+                Ok(idempotency_key) => idempotency_key,
+                Err(error) => return sink.reply(id, Err(error)),
+            };
             let chain: Vec<ObjectKey> = forward
                 .call_chain
                 .iter()
@@ -177,6 +186,7 @@ fn handle_request(id: u64, request: Request, sink: &ConnectionSink, router: &Arc
             );
             envelope.hops = forward.hops;
             envelope.waiting_since_us = forward.waiting_since_us;
+            envelope.idempotency_key = idempotency_key;
             router.dispatch(key, envelope);
         }
         Request::Waits(report) => {
@@ -209,6 +219,21 @@ fn handle_request(id: u64, request: Request, sink: &ConnectionSink, router: &Arc
             sink.reply(id, Ok(Response::Deployments(router.deployments.list())))
         }
         Request::Stats => sink.reply(id, Ok(Response::Stats(crate::stats::stats(router)))),
+    }
+}
+
+/// A call's idempotency key, if it is one the stores can index.
+fn checked_idempotency_key(key: Option<String>) -> Result<Option<Arc<str>>, ReplyError> {
+    match key {
+        None => Ok(None),
+        Some(key) if key.is_empty() => Err(ReplyError::BadRequest(
+            "the idempotency key is empty".into(),
+        )),
+        Some(key) if key.len() > MAX_IDEMPOTENCY_KEY_BYTES => Err(ReplyError::BadRequest(format!(
+            "the idempotency key is {} bytes long; at most {MAX_IDEMPOTENCY_KEY_BYTES} are allowed",
+            key.len()
+        ))),
+        Some(key) => Ok(Some(key.into())),
     }
 }
 

@@ -119,6 +119,14 @@ impl Silo {
         } else {
             let _ = router.address.set(listening);
         }
+        let config = &router.config;
+        tokio::spawn(crate::idempotency::run_sweep(
+            router.state_store.clone(),
+            config.idempotency_retention,
+            config.idempotency_sweep_interval,
+            config.idempotency_sweep_batch,
+            self.stop.subscribe(),
+        ));
         let was_evicted = async move {
             match evicted {
                 Some(mut evicted) => drop(evicted.wait_for(|dead| *dead).await),

@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use backends::{Env, now_ms};
 use rio_silo::ObjectKey;
-use rio_silo::storage::{ClusterStore, Member, SiloId, SiloStatus, StateWrite, StorageError};
+use rio_silo::storage::{
+    ClusterStore, Commit, Member, ReplyRecord, SiloId, SiloStatus, StateWrite, StorageError,
+};
 use tokio::sync::Barrier;
 
 /// A backend that deadlocks should fail its test, not hang the suite.
@@ -64,6 +66,10 @@ conformance!([sqlite, postgres, mariadb, redis] => [
     racing_take_over,
     fencing,
     fencing_in_one_batch,
+    reply_records,
+    reply_records_in_one_batch,
+    fenced_commit_stores_no_reply,
+    reply_sweep,
 ]);
 
 fn put(key: &str, value: &[u8]) -> StateWrite {
@@ -986,4 +992,234 @@ async fn fencing_in_one_batch(store: ClusterStore, env: &Env) {
             assert_eq!(load(&store, object).await, HashMap::new(), "{object}");
         }
     }
+}
+
+fn record(key: &str, reply: &[u8], stored_at_ms: i64) -> ReplyRecord {
+    ReplyRecord {
+        key: key.to_string(),
+        reply: reply.to_vec(),
+        stored_at_ms,
+    }
+}
+
+async fn stored_reply(store: &ClusterStore, object: &ObjectKey, key: &str) -> Option<Vec<u8>> {
+    store
+        .state
+        .stored_reply(object, key)
+        .await
+        .unwrap_or_else(|error| panic!("stored_reply({object}, {key}): {error}"))
+}
+
+/// Commits `commit` as [`writer`], which claims the object first.
+async fn commit_turn(store: &ClusterStore, object: &ObjectKey, commit: Commit) {
+    let owner = store
+        .placement
+        .claim(object, &writer())
+        .await
+        .unwrap_or_else(|error| panic!("claim {object}: {error}"));
+    store
+        .state
+        .commit_turn(object, commit, &owner)
+        .await
+        .unwrap_or_else(|error| panic!("commit to {object}: {error}"));
+}
+
+async fn reply_records(store: ClusterStore, env: &Env) {
+    let object = env.object("Keyed", "alice");
+    let other = env.object("Keyed", "bob");
+    assert_eq!(
+        stored_reply(&store, &object, "k1").await,
+        None,
+        "never stored"
+    );
+
+    // The reply and the writes land together.
+    let turn = Commit {
+        writes: vec![put("n", b"1")],
+        reply: Some(record("k1", b"reply one", now_ms())),
+    };
+    commit_turn(&store, &object, turn).await;
+    assert_eq!(load(&store, &object).await, map(&[("n", b"1")]));
+    assert_eq!(
+        stored_reply(&store, &object, "k1").await.as_deref(),
+        Some(&b"reply one"[..])
+    );
+
+    // A keyed turn that wrote nothing still stores its reply; an empty
+    // reply is a reply too.
+    let turn = Commit {
+        writes: Vec::new(),
+        reply: Some(record("k2", b"", now_ms())),
+    };
+    commit_turn(&store, &object, turn).await;
+    assert_eq!(stored_reply(&store, &object, "k2").await, Some(Vec::new()));
+    assert_eq!(load(&store, &object).await, map(&[("n", b"1")]));
+
+    // Keys are per object, and plain commits store no reply.
+    assert_eq!(stored_reply(&store, &other, "k1").await, None);
+    commit(&store, &other, vec![put("n", b"7")]).await;
+    assert_eq!(stored_reply(&store, &other, "k1").await, None);
+    assert_eq!(stored_reply(&store, &object, "k3").await, None);
+
+    // Keys with separators and non-ASCII text stay apart, and another
+    // store instance (another silo) reads the same records.
+    let odd = env.object("Keyed", "x:y");
+    let keys = ["a:b", "a", "é/ü\n", "derived:00ff"];
+    for (i, key) in keys.iter().enumerate() {
+        let turn = Commit {
+            writes: Vec::new(),
+            reply: Some(record(key, format!("r{i}").as_bytes(), now_ms())),
+        };
+        commit_turn(&store, &odd, turn).await;
+    }
+    let again = env.open().await;
+    for (i, key) in keys.iter().enumerate() {
+        assert_eq!(
+            stored_reply(&again, &odd, key).await,
+            Some(format!("r{i}").into_bytes()),
+            "{key}"
+        );
+    }
+}
+
+async fn reply_records_in_one_batch(store: ClusterStore, env: &Env) {
+    let me = env.silo("me");
+    let them = env.silo("them");
+    let objects: Vec<(ObjectKey, SiloId)> = (0..20)
+        .map(|i| {
+            let owner = if i % 3 == 0 { them.clone() } else { me.clone() };
+            (env.object("KeyedBatch", &format!("o{i}")), owner)
+        })
+        .collect();
+    for (object, owner) in &objects {
+        store.placement.claim(object, owner).await.expect("claim");
+    }
+    // All at once, so the group-commit writer takes them in one batch; half
+    // of mine write state, the other half only their reply.
+    let barrier = Arc::new(Barrier::new(objects.len()));
+    let tasks: Vec<_> = objects
+        .iter()
+        .enumerate()
+        .map(|(i, (object, _))| {
+            let (store, object, me, barrier) =
+                (store.clone(), object.clone(), me.clone(), barrier.clone());
+            tokio::spawn(async move {
+                let writes = if i % 2 == 0 {
+                    vec![put("by", b"me")]
+                } else {
+                    Vec::new()
+                };
+                let turn = Commit {
+                    writes,
+                    reply: Some(record("key", format!("reply {i}").as_bytes(), now_ms())),
+                };
+                barrier.wait().await;
+                store.state.commit_turn(&object, turn, &me).await
+            })
+        })
+        .collect();
+    for (i, ((object, owner), task)) in objects.iter().zip(tasks).enumerate() {
+        let result = task.await.expect("commit task panicked");
+        let reply = stored_reply(&store, object, "key").await;
+        if *owner == me {
+            result.unwrap_or_else(|error| panic!("my commit to {object} failed: {error}"));
+            assert_eq!(reply, Some(format!("reply {i}").into_bytes()), "{object}");
+        } else {
+            assert!(
+                matches!(result, Err(StorageError::Fenced { .. })),
+                "commit to {object} should be fenced: {result:?}"
+            );
+            assert_eq!(reply, None, "a refused commit stores no reply: {object}");
+            assert_eq!(load(&store, object).await, HashMap::new(), "{object}");
+        }
+    }
+}
+
+async fn fenced_commit_stores_no_reply(store: ClusterStore, env: &Env) {
+    let a = env.silo("a");
+    let b = env.silo("b");
+    let object = env.object("KeyedFence", "x");
+    assert_eq!(store.placement.claim(&object, &a).await.expect("claim"), a);
+    for (writes, why) in [
+        (vec![put("n", b"b")], "with writes"),
+        (Vec::new(), "with no writes"),
+    ] {
+        let turn = Commit {
+            writes,
+            reply: Some(record("k", b"b's reply", now_ms())),
+        };
+        match store.state.commit_turn(&object, turn, &b).await {
+            Err(StorageError::Fenced { .. }) => {}
+            other => panic!("a commit by a non-owner ({why}): expected fenced, got {other:?}"),
+        }
+        assert_eq!(stored_reply(&store, &object, "k").await, None, "{why}");
+    }
+    let unplaced = env.object("KeyedFence", "never-placed");
+    let turn = Commit {
+        writes: Vec::new(),
+        reply: Some(record("k", b"r", now_ms())),
+    };
+    assert!(matches!(
+        store.state.commit_turn(&unplaced, turn, &a).await,
+        Err(StorageError::Fenced { .. })
+    ));
+    assert_eq!(stored_reply(&store, &unplaced, "k").await, None);
+    assert_eq!(load(&store, &object).await, HashMap::new());
+}
+
+async fn reply_sweep(store: ClusterStore, env: &Env) {
+    let object = env.object("Swept", "x");
+    let day_ms = 24 * 60 * 60 * 1000;
+    let long_ago = now_ms() - 10 * day_ms;
+    let old_keys = ["old-1", "old-2", "old-3"];
+    for key in old_keys {
+        let turn = Commit {
+            writes: Vec::new(),
+            reply: Some(record(key, b"old", long_ago)),
+        };
+        commit_turn(&store, &object, turn).await;
+    }
+    let turn = Commit {
+        writes: vec![put("n", b"1")],
+        reply: Some(record("new", b"new", now_ms())),
+    };
+    commit_turn(&store, &object, turn).await;
+
+    // Other tests' expired records may be swept too (the sweep is global),
+    // but never more than the limit per pass, and never a young one.
+    let cutoff = now_ms() - day_ms;
+    let mut passes = 0;
+    loop {
+        let deleted = store
+            .state
+            .sweep_replies(cutoff, 2)
+            .await
+            .unwrap_or_else(|error| panic!("sweep: {error}"));
+        assert!(
+            deleted <= 2,
+            "one pass deleted {deleted} records, over its limit of 2"
+        );
+        passes += 1;
+        if deleted < 2 {
+            break;
+        }
+        assert!(passes < 10_000, "the sweep never ends");
+    }
+    for key in old_keys {
+        assert_eq!(
+            stored_reply(&store, &object, key).await,
+            None,
+            "{key} expired"
+        );
+    }
+    assert_eq!(
+        stored_reply(&store, &object, "new").await.as_deref(),
+        Some(&b"new"[..]),
+        "a young record stays"
+    );
+    assert_eq!(
+        load(&store, &object).await,
+        map(&[("n", b"1")]),
+        "state stays"
+    );
 }

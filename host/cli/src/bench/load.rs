@@ -41,6 +41,41 @@ impl BenchClient {
         }
     }
 
+    /// [`BenchClient::call`] with an idempotency key.
+    pub(crate) async fn call_with_key<M: Serialize, R: DeserializeOwned>(
+        &self,
+        service_type: &str,
+        object_id: &str,
+        message_type: &str,
+        message: &M,
+        idempotency_key: &str,
+    ) -> Result<R, ClientError> {
+        match self {
+            BenchClient::One(client) => {
+                client
+                    .call_with_key(
+                        service_type,
+                        object_id,
+                        message_type,
+                        message,
+                        idempotency_key,
+                    )
+                    .await
+            }
+            BenchClient::Cluster(client) => {
+                client
+                    .call_with_key(
+                        service_type,
+                        object_id,
+                        message_type,
+                        message,
+                        idempotency_key,
+                    )
+                    .await
+            }
+        }
+    }
+
     pub(crate) async fn deployments(&self) -> Result<Vec<DeploymentInfo>, ClientError> {
         match self {
             BenchClient::One(client) => client.deployments().await,

@@ -77,6 +77,10 @@ pub(crate) struct BenchArgs {
     /// Pass `--pooling-allocator` to the silo this command starts.
     #[arg(long)]
     pooling_allocator: bool,
+    /// Also measure state-writing calls that each carry a fresh idempotency
+    /// key (their replies are stored with their writes), against plain ones.
+    #[arg(long)]
+    keyed_writes: bool,
 }
 
 #[derive(Serialize)]
@@ -223,6 +227,46 @@ async fn measure(
     let after = sum_of_values(&clients[0], service_type, &objects).await?;
     let writes_verified = after - before == writes.completed as i64;
 
+    let keyed_writes = if args.keyed_writes {
+        // Unique across runs against the same silo: a reused key would be
+        // answered from the store instead of writing.
+        let run = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        let next_key = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let keyed = load::closed_loop(
+            &clients,
+            &objects,
+            args.in_flight,
+            duration,
+            move |client, id| {
+                let n = next_key.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                async move {
+                    let key = format!("bench-{run:x}-{n}");
+                    client
+                        .call_with_key::<Increment, Value>(
+                            service_type,
+                            &id,
+                            "increment",
+                            &Increment { by: 1 },
+                            &key,
+                        )
+                        .await
+                        .map(drop)
+                }
+            },
+        )
+        .await?;
+        let keyed_after = sum_of_values(&clients[0], service_type, &objects).await?;
+        Some(report::KeyedWrites {
+            verified: keyed_after - after == keyed.completed as i64,
+            throughput: Throughput::from(&keyed),
+        })
+    } else {
+        None
+    };
+
     let latency = load::sequential_latency(&clients[0], args.latency_samples, |client, i| {
         let id = objects[i % objects.len()].clone();
         async move {
@@ -295,6 +339,7 @@ async fn measure(
         read_only: Throughput::from(&read_only),
         writes: Throughput::from(&writes),
         writes_verified,
+        keyed_writes,
         latency_p50_us: latency.percentile_us(50.0),
         latency_p99_us: latency.percentile_us(99.0),
         protocol_round_trip_p50_us: protocol_only.percentile_us(50.0),

@@ -26,6 +26,14 @@ impl From<&LoadResult> for Throughput {
     }
 }
 
+/// State-writing calls each carrying a fresh idempotency key.
+#[derive(Serialize)]
+pub(crate) struct KeyedWrites {
+    pub(crate) throughput: Throughput,
+    /// The sum of all counters grew by exactly the acknowledged increments.
+    pub(crate) verified: bool,
+}
+
 #[derive(Serialize)]
 pub(crate) struct Figures {
     /// Silos measured (their counters added up; connections spread over them).
@@ -37,6 +45,9 @@ pub(crate) struct Figures {
     pub(crate) writes: Throughput,
     /// The sum of all counters grew by exactly the acknowledged increments.
     pub(crate) writes_verified: bool,
+    /// With `--keyed-writes`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) keyed_writes: Option<KeyedWrites>,
     pub(crate) latency_p50_us: f64,
     pub(crate) latency_p99_us: f64,
     /// One request at a time that involves no guest (listing deployments).
@@ -67,7 +78,8 @@ pub(crate) fn table(figures: &Figures) -> String {
         "C={} x P={} over N={} objects{silos}",
         figures.connections, figures.in_flight, figures.objects
     );
-    let rows = [
+    let verified = |ok: bool| if ok { "verified" } else { "MISMATCH" };
+    let mut rows = vec![
         (
             "read-only calls/s",
             format!(
@@ -81,11 +93,7 @@ pub(crate) fn table(figures: &Figures) -> String {
                 "{:.0}  ({} errors, every ack committed: {})",
                 figures.writes.per_second,
                 figures.writes.errors,
-                if figures.writes_verified {
-                    "verified"
-                } else {
-                    "MISMATCH"
-                }
+                verified(figures.writes_verified)
             ),
         ),
         (
@@ -131,6 +139,22 @@ pub(crate) fn table(figures: &Figures) -> String {
             ),
         ),
     ];
+    if let Some(keyed) = &figures.keyed_writes {
+        let ratio = keyed.throughput.per_second / figures.writes.per_second.max(f64::MIN_POSITIVE);
+        rows.insert(
+            2,
+            (
+                "keyed writes/s",
+                format!(
+                    "{:.0}  ({:.0}% of plain writes; {} errors, every ack committed: {})",
+                    keyed.throughput.per_second,
+                    ratio * 100.0,
+                    keyed.throughput.errors,
+                    verified(keyed.verified)
+                ),
+            ),
+        );
+    }
     for (name, value) in rows {
         let _ = writeln!(out, "{name:<28} {value}");
     }

@@ -1,5 +1,6 @@
 //! `rio:service/messaging`: a guest calls another object and awaits its
 //! reply, within its own turn's deadline, unless the call would deadlock.
+//! A turn running under an idempotency key gives each call a derived key.
 
 use rio_protocol::ReplyError;
 
@@ -8,7 +9,8 @@ use crate::bindings::legacy;
 use crate::bindings::messaging::Host;
 use crate::bindings::types::{CallError, HandlerError};
 use crate::deadlock::Deadlock;
-use crate::host::ActivationData;
+use crate::host::{ActivationData, TurnCall};
+use crate::idempotency::derived_key;
 
 impl Host for ActivationData {
     async fn call(
@@ -67,6 +69,14 @@ impl ActivationData {
         payload: Vec<u8>,
     ) -> Result<Vec<u8>, ReplyError> {
         let target = ObjectKey::new(service_type, object_id);
+        // Every call counts, refused ones too, so a retried turn making the
+        // same calls numbers them the same way.
+        let index = self.calls_made;
+        self.calls_made = self.calls_made.saturating_add(1);
+        let idempotency_key = self
+            .turn_key
+            .as_deref()
+            .map(|turn_key| derived_key(turn_key, &self.key, index, &target, &message_type));
         // A call back into this call chain is a `cycle`, which the router
         // answers; it is not a wait between chains.
         let same_chain = target == self.key || self.incoming_chain.contains(&target);
@@ -85,18 +95,15 @@ impl ActivationData {
             .cloned()
             .chain([self.key.clone()])
             .collect();
-        let result = self
-            .messenger
-            .clone()
-            .call(
-                target,
-                message_type,
-                payload,
-                chain,
-                self.turn_deadline,
-                waiting.as_ref(),
-            )
-            .await;
+        let call = TurnCall {
+            callee: target,
+            message_type,
+            payload,
+            call_chain: chain,
+            deadline: self.turn_deadline,
+            idempotency_key,
+        };
+        let result = self.messenger.clone().call(call, waiting.as_ref()).await;
         if let Err(error @ ReplyError::UnknownMessage { .. }) = &result {
             self.callee_unknown_message = Some(error.clone());
         }

@@ -33,16 +33,26 @@ pub(crate) trait Messenger: Send + Sync + 'static {
     /// cycle of waits in which this wait is the one to refuse.
     fn wait(&self, caller: &ObjectKey, callee: &ObjectKey) -> Result<WaitEdge, Deadlock>;
 
-    /// Sends a message from a turn and waits for its reply until `deadline`.
+    /// Sends a message from a turn and waits for its reply until its
+    /// deadline. `wait` is the turn's wait on it, if recorded.
     fn call<'a>(
         self: Arc<Self>,
-        callee: ObjectKey,
-        message_type: String,
-        payload: Vec<u8>,
-        call_chain: CallChain,
-        deadline: Instant,
+        call: TurnCall,
         wait: Option<&'a WaitEdge>,
     ) -> Pin<Box<dyn Future<Output = Result<Vec<u8>, ReplyError>> + Send + 'a>>;
+}
+
+/// A message a turn sends to another object.
+pub(crate) struct TurnCall {
+    pub(crate) callee: ObjectKey,
+    pub(crate) message_type: String,
+    pub(crate) payload: Vec<u8>,
+    /// The objects whose turns wait on it, the caller last.
+    pub(crate) call_chain: CallChain,
+    /// The calling turn's deadline, which the callee inherits.
+    pub(crate) deadline: Instant,
+    /// Derived from the calling turn's key, if it has one.
+    pub(crate) idempotency_key: Option<Arc<str>>,
 }
 
 /// Everything one activation's `Store` carries.
@@ -61,6 +71,11 @@ pub(crate) struct ActivationData {
     /// guest returns it unchanged, the caller learns it was the callee's
     /// message that was unknown, not this object's.
     pub(crate) callee_unknown_message: Option<ReplyError>,
+    /// The idempotency key the current turn runs under, if any: each call
+    /// it makes carries a key derived from it and the call's position.
+    pub(crate) turn_key: Option<Arc<str>>,
+    /// Calls the current turn has made so far (the next call's position).
+    pub(crate) calls_made: u32,
     wasi: WasiCtx,
     table: ResourceTable,
 }
@@ -96,6 +111,8 @@ impl ActivationData {
             incoming_chain: empty_chain,
             turn_deadline: Instant::now(),
             callee_unknown_message: None,
+            turn_key: None,
+            calls_made: 0,
             wasi,
             table: ResourceTable::new(),
         }

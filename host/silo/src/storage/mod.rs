@@ -12,7 +12,9 @@
 //! it writes them only if the committing silo owns the object at that
 //! moment, checked in the same transaction (or script) as the write, so a
 //! silo that lost an object while frozen cannot overwrite the new owner's
-//! writes (fencing).
+//! writes (fencing). A turn run under an idempotency key commits its reply
+//! record in that same transaction (or script): the record exists exactly
+//! when the turn's writes do.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -71,24 +73,76 @@ impl StorageError {
 /// One change to a key of an object's state; `None` deletes the key.
 pub type StateWrite = (String, Option<Vec<u8>>);
 
-/// Objects' keys and values.
+/// The reply of a turn that ran under an idempotency key, kept so that a
+/// retry with the same key gets it instead of running the turn again.
+/// Stored per object as `rio_replies(service_type, object_id, reply_key,
+/// reply, stored_at_ms)` (Redis: see its module): a later transactional
+/// outbox can record the ids of the messages a receiver applied there too.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplyRecord {
+    /// The idempotency key (the caller's, or one derived from its turn's).
+    pub key: String,
+    /// The reply payload as the caller received it.
+    pub reply: Vec<u8>,
+    /// When it was committed, in ms since the Unix epoch; retention counts
+    /// from here.
+    pub stored_at_ms: i64,
+}
+
+/// Everything one turn commits, in one transaction.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Commit {
+    /// Changes to the object's state.
+    pub writes: Vec<StateWrite>,
+    /// The turn's reply, when it ran under an idempotency key.
+    pub reply: Option<ReplyRecord>,
+}
+
+/// Objects' keys and values, and the replies of their keyed turns.
 #[async_trait]
 pub trait StateStore: Send + Sync + 'static {
     /// Every key and value of `object`.
     async fn load(&self, object: &ObjectKey) -> Result<HashMap<String, Vec<u8>>, StorageError>;
-    /// Applies `writes` to `object` atomically and durably, if `owner` owns
-    /// `object` when the commit is applied; otherwise changes nothing and
-    /// answers [`StorageError::Fenced`]. In a cluster store the placement
-    /// entry must name exactly `owner` (address and generation; no entry
-    /// refuses too); the embedded store checks `owner`'s generation against
-    /// the lease of the process that opened the file last. Commits batched
-    /// together fail or succeed each on their own ownership.
+    /// Applies `commit` to `object` atomically and durably (its writes and
+    /// its reply record together, or nothing), if `owner` owns `object`
+    /// when the commit is applied; otherwise changes nothing and answers
+    /// [`StorageError::Fenced`]. In a cluster store the placement entry must
+    /// name exactly `owner` (address and generation; no entry refuses too);
+    /// the embedded store checks `owner`'s generation against the lease of
+    /// the process that opened the file last. Commits batched together fail
+    /// or succeed each on their own ownership. A reply record replaces one
+    /// stored under the same key.
+    async fn commit_turn(
+        &self,
+        object: &ObjectKey,
+        commit: Commit,
+        owner: &SiloId,
+    ) -> Result<(), StorageError>;
+    /// [`StateStore::commit_turn`] of writes alone.
     async fn commit(
         &self,
         object: &ObjectKey,
         writes: Vec<StateWrite>,
         owner: &SiloId,
-    ) -> Result<(), StorageError>;
+    ) -> Result<(), StorageError> {
+        let commit = Commit {
+            writes,
+            reply: None,
+        };
+        self.commit_turn(object, commit, owner).await
+    }
+    /// The reply committed for `object` under idempotency key `key`, if one
+    /// was and has not been swept.
+    async fn stored_reply(
+        &self,
+        object: &ObjectKey,
+        key: &str,
+    ) -> Result<Option<Vec<u8>>, StorageError>;
+    /// Deletes at most `limit` reply records stored before
+    /// `stored_before_ms` (any object's), and answers how many it deleted:
+    /// fewer than `limit` means none of that age are left.
+    async fn sweep_replies(&self, stored_before_ms: i64, limit: usize)
+    -> Result<u64, StorageError>;
 }
 
 /// Component bytes (content-addressed) and which type names point at them.

@@ -21,7 +21,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Connection, QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{ComponentStore, SiloId, StateStore, StateWrite, StorageError};
+use super::{Commit, ComponentStore, SiloId, StateStore, StorageError};
 use crate::ObjectKey;
 
 /// Schema steps, applied in order once each; never edit a released step.
@@ -43,14 +43,27 @@ const MIGRATIONS: &[&str] = &[
         id INTEGER PRIMARY KEY CHECK (id = 0),
         generation INTEGER NOT NULL
     );",
+    // The replies of turns run under an idempotency key, committed with
+    // their writes; swept by age.
+    "CREATE TABLE rio_replies (
+        service_type TEXT NOT NULL,
+        object_id TEXT NOT NULL,
+        reply_key TEXT NOT NULL,
+        reply BLOB NOT NULL,
+        stored_at_ms INTEGER NOT NULL,
+        PRIMARY KEY (service_type, object_id, reply_key)
+    ) WITHOUT ROWID;
+    CREATE INDEX rio_replies_by_age ON rio_replies (stored_at_ms);",
 ];
 
 /// SQLite allows 32766 bound parameters per statement; four per row.
 const ROWS_PER_INSERT: usize = 4000;
+/// The same limit for reply records, five binds each.
+const RECORDS_PER_INSERT: usize = 3000;
 
 struct PendingCommit {
     object: ObjectKey,
-    writes: Vec<StateWrite>,
+    commit: Commit,
     owner: SiloId,
     done: oneshot::Sender<Result<(), StorageError>>,
 }
@@ -108,14 +121,14 @@ impl SqliteStore {
     async fn write(
         &self,
         object: ObjectKey,
-        writes: Vec<StateWrite>,
+        commit: Commit,
         owner: SiloId,
     ) -> Result<(), StorageError> {
         let (done, result) = oneshot::channel();
         self.commits
             .send(PendingCommit {
                 object,
-                writes,
+                commit,
                 owner,
                 done,
             })
@@ -202,11 +215,15 @@ async fn write_batch(
         .await
         .map_err(backend)?;
     let mut upserts = Vec::new();
+    let mut records = Vec::new();
     for commit in batch
         .iter()
         .filter(|commit| commit.owner.generation == lease)
     {
-        for (key, value) in &commit.writes {
+        if let Some(record) = &commit.commit.reply {
+            records.push((&commit.object, record));
+        }
+        for (key, value) in &commit.commit.writes {
             match value {
                 Some(value) => upserts.push((&commit.object, key, value)),
                 None => {
@@ -239,6 +256,27 @@ async fn write_batch(
             .await
             .map_err(backend)?;
     }
+    for chunk in records.chunks(RECORDS_PER_INSERT) {
+        let mut insert: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "INSERT INTO rio_replies (service_type, object_id, reply_key, reply, stored_at_ms) ",
+        );
+        insert.push_values(chunk, |mut row, (object, record)| {
+            row.push_bind(&*object.service_type)
+                .push_bind(&*object.object_id)
+                .push_bind(record.key.as_str())
+                .push_bind(record.reply.as_slice())
+                .push_bind(record.stored_at_ms);
+        });
+        insert.push(
+            " ON CONFLICT (service_type, object_id, reply_key)
+              DO UPDATE SET reply = excluded.reply, stored_at_ms = excluded.stored_at_ms",
+        );
+        insert
+            .build()
+            .execute(&mut *transaction)
+            .await
+            .map_err(backend)?;
+    }
     transaction.commit().await.map_err(backend)?;
     Ok(lease)
 }
@@ -260,13 +298,50 @@ impl StateStore for SqliteStore {
             .collect())
     }
 
-    async fn commit(
+    async fn commit_turn(
         &self,
         object: &ObjectKey,
-        writes: Vec<StateWrite>,
+        commit: Commit,
         owner: &SiloId,
     ) -> Result<(), StorageError> {
-        self.write(object.clone(), writes, owner.clone()).await
+        self.write(object.clone(), commit, owner.clone()).await
+    }
+
+    async fn stored_reply(
+        &self,
+        object: &ObjectKey,
+        key: &str,
+    ) -> Result<Option<Vec<u8>>, StorageError> {
+        sqlx::query_scalar(
+            "SELECT reply FROM rio_replies WHERE service_type = ? AND object_id = ? AND reply_key = ?",
+        )
+        .bind(&*object.service_type)
+        .bind(&*object.object_id)
+        .bind(key)
+        .fetch_optional(&self.readers)
+        .await
+        .map_err(backend)
+    }
+
+    async fn sweep_replies(
+        &self,
+        stored_before_ms: i64,
+        limit: usize,
+    ) -> Result<u64, StorageError> {
+        // Outside the group-commit queue: a sweep is rare and must not
+        // delay turns' commits behind a large delete.
+        let mut connection = self.writer_connection().await?;
+        let deleted = sqlx::query(
+            "DELETE FROM rio_replies WHERE (service_type, object_id, reply_key) IN (
+                SELECT service_type, object_id, reply_key FROM rio_replies
+                WHERE stored_at_ms < ? LIMIT ?)",
+        )
+        .bind(stored_before_ms)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .execute(&mut connection)
+        .await
+        .map_err(backend)?;
+        Ok(deleted.rows_affected())
     }
 }
 
@@ -338,6 +413,7 @@ impl SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::ReplyRecord;
 
     fn process(generation: i64) -> SiloId {
         SiloId {
@@ -413,5 +489,60 @@ mod tests {
                 assert!(state.is_empty(), "{object}");
             }
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reply_records_commit_with_the_writes_and_expire_by_age() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("rio.db"), 64, 100)
+            .await
+            .unwrap();
+        let object = ObjectKey::new("Counter", "a");
+        let record = |key: &str, stored_at_ms: i64| ReplyRecord {
+            key: key.to_string(),
+            reply: key.as_bytes().to_vec(),
+            stored_at_ms,
+        };
+        let keyed = |writes: Vec<(String, Option<Vec<u8>>)>, reply| Commit {
+            writes,
+            reply: Some(reply),
+        };
+        let now = crate::cluster::now_ms();
+        let put = vec![("n".to_string(), Some(b"1".to_vec()))];
+
+        store
+            .commit_turn(
+                &object,
+                keyed(put.clone(), record("k1", now)),
+                &process(100),
+            )
+            .await
+            .unwrap();
+        store
+            .commit_turn(&object, keyed(Vec::new(), record("old", 0)), &process(100))
+            .await
+            .unwrap();
+        assert_eq!(store.load(&object).await.unwrap().len(), 1);
+        assert_eq!(
+            store.stored_reply(&object, "k1").await.unwrap(),
+            Some(b"k1".to_vec())
+        );
+        assert_eq!(store.stored_reply(&object, "k2").await.unwrap(), None);
+
+        // A process that lost the lease commits neither writes nor reply.
+        let stale = keyed(vec![("m".into(), Some(b"x".to_vec()))], record("k2", now));
+        let refused = store.commit_turn(&object, stale, &process(99)).await;
+        assert!(
+            matches!(refused, Err(StorageError::Fenced { .. })),
+            "{refused:?}"
+        );
+        assert_eq!(store.stored_reply(&object, "k2").await.unwrap(), None);
+        assert!(!store.load(&object).await.unwrap().contains_key("m"));
+
+        // The sweep takes the expired record only, at most `limit` a pass.
+        assert_eq!(store.sweep_replies(now - 1000, 10).await.unwrap(), 1);
+        assert_eq!(store.sweep_replies(now - 1000, 10).await.unwrap(), 0);
+        assert_eq!(store.stored_reply(&object, "old").await.unwrap(), None);
+        assert!(store.stored_reply(&object, "k1").await.unwrap().is_some());
     }
 }

@@ -15,6 +15,8 @@
 //! | `rio:suspicions:{address#generation}`   | sorted set | suspector's `address#generation`, scored by time in ms |
 //! | `rio:placement:{len(type)}:{type}:{id}` | string     | the owner's `address#generation`                       |
 //! | `rio:owned:{address#generation}`        | set        | the `rio:placement:…` keys that silo owns              |
+//! | `rio:replies:{len(type)}:{type}:{id}`   | hash       | one object's reply records: idempotency key → reply    |
+//! | `rio:reply-ages`                        | sorted set | `{len(hash key)}:{hash key}{idempotency key}`, scored by the ms it was stored |
 //!
 //! `len(type)` is the type's length in bytes: types and ids may contain `:`,
 //! and without it `("a:b", "c")` and `("a", "b:c")` would share a key. Keys
@@ -46,9 +48,11 @@ use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisError, Script};
 
+#[cfg(test)]
+use super::StateWrite;
 use super::{
-    ClusterStore, ComponentStore, Member, MembershipStore, PlacementStore, SiloId, SiloStatus,
-    StateStore, StateWrite, StorageError, redact,
+    ClusterStore, Commit, ComponentStore, Member, MembershipStore, PlacementStore, SiloId,
+    SiloStatus, StateStore, StorageError, redact,
 };
 use crate::ObjectKey;
 
@@ -56,6 +60,7 @@ use crate::ObjectKey;
 mod tests;
 
 const MEMBERS: &str = "rio:members";
+const REPLY_AGES: &str = "rio:reply-ages";
 const DEPLOYMENTS: &str = "rio:deployments";
 
 /// How long to wait for a TCP connection to the server.
@@ -73,19 +78,47 @@ const RELEASE_BATCH: usize = 500;
 /// pairs, then the fields to delete. Answers 1, or 0 (nothing written) when
 /// another silo or none owns the object. Every write happens after the
 /// check, and a script runs whole, so a refused commit changes nothing.
+/// With a reply record (`ARGV[3]` = 1), `ARGV[4..6]` are its key, reply and
+/// time: stored in the object's replies hash `KEYS[3]` and indexed by age
+/// in `KEYS[4]`, in the same script as the writes.
 static COMMIT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
+local first_set = 4
+if ARGV[3] == '1' then
+  redis.call('HSET', KEYS[3], ARGV[4], ARGV[5])
+  redis.call('ZADD', KEYS[4], ARGV[6], string.len(KEYS[3]) .. ':' .. KEYS[3] .. ARGV[4])
+  first_set = 7
+end
 -- unpack has a stack limit of a few thousand values: go in slices.
-local first_delete = 3 + 2 * tonumber(ARGV[2])
-for i = 3, first_delete - 1, 1000 do
+local first_delete = first_set + 2 * tonumber(ARGV[2])
+for i = first_set, first_delete - 1, 1000 do
   redis.call('HSET', KEYS[1], unpack(ARGV, i, math.min(i + 999, first_delete - 1)))
 end
 for i = first_delete, #ARGV, 1000 do
   redis.call('HDEL', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
 end
 return 1
+",
+    )
+});
+
+/// Deletes at most `ARGV[2]` reply records scored below `ARGV[1]` in the
+/// age index `KEYS[1]`, from their objects' hashes and from the index;
+/// answers how many.
+static SWEEP_REPLIES: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local entries = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+for _, entry in ipairs(entries) do
+  local colon = string.find(entry, ':', 1, true)
+  local length = tonumber(string.sub(entry, 1, colon - 1))
+  local hash = string.sub(entry, colon + 1, colon + length)
+  redis.call('HDEL', hash, string.sub(entry, colon + length + 1))
+  redis.call('ZREM', KEYS[1], entry)
+end
+return #entries
 ",
     )
 });
@@ -240,6 +273,10 @@ fn state_key(object: &ObjectKey) -> String {
     object_key("state", object)
 }
 
+fn replies_key(object: &ObjectKey) -> String {
+    object_key("replies", object)
+}
+
 fn placement_key(object: &ObjectKey) -> String {
     object_key("placement", object)
 }
@@ -323,16 +360,17 @@ impl StateStore for RedisStore {
             .map_err(backend)
     }
 
-    async fn commit(
+    async fn commit_turn(
         &self,
         object: &ObjectKey,
-        writes: Vec<StateWrite>,
+        commit: Commit,
         owner: &SiloId,
     ) -> Result<(), StorageError> {
+        let writes = &commit.writes;
         // The last write of a key wins; collapsing first lets one HSET and
         // one HDEL carry the whole turn whatever order the writes came in.
         let mut latest: HashMap<&str, Option<&[u8]>> = HashMap::with_capacity(writes.len());
-        for (key, value) in &writes {
+        for (key, value) in writes {
             latest.insert(key, value.as_deref());
         }
         let mut sets = Vec::new();
@@ -346,8 +384,18 @@ impl StateStore for RedisStore {
         let mut invocation = COMMIT.key(state_key(object));
         invocation
             .key(placement_key(object))
+            .key(replies_key(object))
+            .key(REPLY_AGES)
             .arg(owner.to_string())
             .arg(sets.len());
+        match &commit.reply {
+            Some(record) => invocation
+                .arg(1)
+                .arg(&record.key)
+                .arg(record.reply.as_slice())
+                .arg(record.stored_at_ms),
+            None => invocation.arg(0),
+        };
         for (field, value) in sets {
             invocation.arg(field).arg(value);
         }
@@ -363,6 +411,33 @@ impl StateStore for RedisStore {
         } else {
             Err(StorageError::fenced(object, owner))
         }
+    }
+
+    async fn stored_reply(
+        &self,
+        object: &ObjectKey,
+        key: &str,
+    ) -> Result<Option<Vec<u8>>, StorageError> {
+        redis::cmd("HGET")
+            .arg(replies_key(object))
+            .arg(key)
+            .query_async(&mut self.connection())
+            .await
+            .map_err(backend)
+    }
+
+    async fn sweep_replies(
+        &self,
+        stored_before_ms: i64,
+        limit: usize,
+    ) -> Result<u64, StorageError> {
+        SWEEP_REPLIES
+            .key(REPLY_AGES)
+            .arg(stored_before_ms)
+            .arg(limit)
+            .invoke_async(&mut self.connection())
+            .await
+            .map_err(backend)
     }
 }
 

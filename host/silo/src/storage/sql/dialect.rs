@@ -101,6 +101,20 @@ impl Dialect {
         })
     }
 
+    /// Deletes at most `?2` reply records stored before `?1` (ms). MySQL
+    /// cannot delete from a table it reads in a subquery, but has `DELETE
+    /// … LIMIT`; the others have no `LIMIT` on `DELETE`.
+    pub(crate) fn sweep_replies(self) -> SqlStr {
+        self.sql(match self {
+            Dialect::MySql => "DELETE FROM rio_replies WHERE stored_at_ms < ? LIMIT ?",
+            _ => {
+                "DELETE FROM rio_replies WHERE (service_type, object_id, reply_key) IN (
+                    SELECT service_type, object_id, reply_key FROM rio_replies
+                    WHERE stored_at_ms < ? LIMIT ?)"
+            }
+        })
+    }
+
     /// The schema, as steps applied in order once each; never edit a
     /// released step. Each step is a list of statements (MySQL cannot run
     /// several in one, nor roll back DDL, so every statement is idempotent).
@@ -191,7 +205,29 @@ impl Dialect {
                     .to_string(),
             );
         }
-        vec![first]
+        // The replies of turns run under an idempotency key, committed with
+        // their writes; swept by age, hence the index.
+        let age_index = match self {
+            Dialect::MySql => ",\n INDEX rio_replies_by_age (stored_at_ms)".to_string(),
+            _ => String::new(),
+        };
+        let mut replies = vec![format!(
+            "CREATE TABLE IF NOT EXISTS rio_replies (
+                service_type {short} NOT NULL,
+                object_id {long} NOT NULL,
+                reply_key {long} NOT NULL,
+                reply {blob} NOT NULL,
+                stored_at_ms BIGINT NOT NULL,
+                PRIMARY KEY (service_type, object_id, reply_key){age_index}
+            ){table_options}"
+        )];
+        if self != Dialect::MySql {
+            replies.push(
+                "CREATE INDEX IF NOT EXISTS rio_replies_by_age ON rio_replies (stored_at_ms)"
+                    .to_string(),
+            );
+        }
+        vec![first, replies]
     }
 }
 

@@ -16,11 +16,11 @@ use tokio::sync::{mpsc, oneshot};
 use super::dialect::Dialect;
 use super::{SqlStore, backend};
 use crate::ObjectKey;
-use crate::storage::{SiloId, StateStore, StateWrite, StorageError};
+use crate::storage::{Commit, ReplyRecord, SiloId, StateStore, StorageError};
 
 pub(crate) struct PendingCommit {
     object: ObjectKey,
-    writes: Vec<StateWrite>,
+    commit: Commit,
     owner: SiloId,
     done: oneshot::Sender<Result<(), StorageError>>,
 }
@@ -65,6 +65,9 @@ pub(crate) async fn run_writer(
 /// and SQLite's 32766 bind limits.
 const ROWS_PER_UPSERT: usize = 1000;
 
+/// Reply records per multi-row upsert: five binds each.
+const RECORDS_PER_UPSERT: usize = 1000;
+
 /// Objects whose owners one statement reads: two binds each.
 const OBJECTS_PER_OWNER_READ: usize = 500;
 
@@ -95,13 +98,17 @@ async fn write_batch(
     // The last write of a key wins, and a statement may touch a row only
     // once (PostgreSQL refuses otherwise).
     let mut latest: HashMap<(&ObjectKey, &str), Option<&Vec<u8>>> = HashMap::new();
+    let mut records: HashMap<(&ObjectKey, &str), &ReplyRecord> = HashMap::new();
     for (_, commit) in batch
         .iter()
         .enumerate()
         .filter(|(index, _)| owned.contains(index))
     {
-        for (key, value) in &commit.writes {
+        for (key, value) in &commit.commit.writes {
             latest.insert((&commit.object, key.as_str()), value.as_ref());
+        }
+        if let Some(record) = &commit.commit.reply {
+            records.insert((&commit.object, record.key.as_str()), record);
         }
     }
     let mut upserts = Vec::new();
@@ -137,6 +144,25 @@ async fn write_batch(
                 .bind(&*object.object_id)
                 .bind(*key)
                 .bind((*value).clone());
+        }
+        query.execute(&mut *transaction).await.map_err(backend)?;
+    }
+    let records: Vec<_> = records.into_iter().collect();
+    for chunk in records.chunks(RECORDS_PER_UPSERT) {
+        let statement = dialect.upsert_rows(
+            "rio_replies",
+            &["service_type", "object_id", "reply_key"],
+            &["reply", "stored_at_ms"],
+            chunk.len(),
+        );
+        let mut query = sqlx::query(statement);
+        for ((object, key), record) in chunk {
+            query = query
+                .bind(&*object.service_type)
+                .bind(&*object.object_id)
+                .bind(*key)
+                .bind(record.reply.clone())
+                .bind(record.stored_at_ms);
         }
         query.execute(&mut *transaction).await.map_err(backend)?;
     }
@@ -209,21 +235,51 @@ impl StateStore for SqlStore {
             .collect()
     }
 
-    async fn commit(
+    async fn commit_turn(
         &self,
         object: &ObjectKey,
-        writes: Vec<StateWrite>,
+        commit: Commit,
         owner: &SiloId,
     ) -> Result<(), StorageError> {
         let (done, result) = oneshot::channel();
         self.commits
             .send(PendingCommit {
                 object: object.clone(),
-                writes,
+                commit,
                 owner: owner.clone(),
                 done,
             })
             .map_err(|_| StorageError::Closed)?;
         result.await.map_err(|_| StorageError::Closed)?
+    }
+
+    async fn stored_reply(
+        &self,
+        object: &ObjectKey,
+        key: &str,
+    ) -> Result<Option<Vec<u8>>, StorageError> {
+        sqlx::query_scalar(self.sql(
+            "SELECT reply FROM rio_replies WHERE service_type = ? AND object_id = ? AND reply_key = ?",
+        ))
+        .bind(&*object.service_type)
+        .bind(&*object.object_id)
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(backend)
+    }
+
+    async fn sweep_replies(
+        &self,
+        stored_before_ms: i64,
+        limit: usize,
+    ) -> Result<u64, StorageError> {
+        let deleted = sqlx::query(self.dialect.sweep_replies())
+            .bind(stored_before_ms)
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(deleted.rows_affected())
     }
 }

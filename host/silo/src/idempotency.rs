@@ -1,0 +1,156 @@
+//! Idempotency keys: the replies an activation committed recently under a
+//! key, the keys a keyed turn gives the calls it makes, and the sweep that
+//! expires stored replies.
+//!
+//! The store holds every reply record (committed with the turn's writes);
+//! what is here only saves a store read when a caller retries while the
+//! object is still active. A miss always asks the store: the key may have
+//! been committed by an earlier activation or by another silo.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::ObjectKey;
+use crate::storage::StateStore;
+
+/// Replies one activation remembers at most. Retries come soon after the
+/// first attempt, so the last few keys cover them; each entry holds a reply.
+const RECENT_REPLIES_MAX: usize = 16;
+
+/// The replies of an activation's latest keyed turns, oldest first out.
+#[derive(Default)]
+pub(crate) struct RecentReplies {
+    replies: HashMap<Arc<str>, (Vec<u8>, Instant)>,
+    order: VecDeque<Arc<str>>,
+}
+
+impl RecentReplies {
+    /// The reply committed under `key`, if it is remembered and younger
+    /// than `retention` (an older one may have been swept from the store,
+    /// and the store decides).
+    pub(crate) fn get(&self, key: &str, retention: Duration) -> Option<Vec<u8>> {
+        let (reply, committed) = self.replies.get(key)?;
+        (committed.elapsed() < retention).then(|| reply.clone())
+    }
+
+    /// Remembers a reply just committed under `key`.
+    pub(crate) fn insert(&mut self, key: Arc<str>, reply: Vec<u8>) {
+        if self.replies.len() >= RECENT_REPLIES_MAX
+            && let Some(oldest) = self.order.pop_front()
+        {
+            self.replies.remove(&oldest);
+        }
+        if self
+            .replies
+            .insert(key.clone(), (reply, Instant::now()))
+            .is_none()
+        {
+            self.order.push_back(key);
+        }
+    }
+}
+
+/// The key of the `index`-th call (from 0) that a turn running under
+/// `turn_key` makes, from object `caller` to `callee`'s `message_type`.
+///
+/// A retried turn that makes the same calls in the same order gives each
+/// the same key, so a callee that already committed one answers its stored
+/// reply instead of applying it again. A call that differs (another
+/// position, callee or message type) gets a fresh key and runs. The
+/// payload is not part of the key: a retried call with another payload
+/// still gets the first attempt's reply. Hashed, so nested turns' keys stay
+/// short (the stores index them).
+pub(crate) fn derived_key(
+    turn_key: &str,
+    caller: &ObjectKey,
+    index: u32,
+    callee: &ObjectKey,
+    message_type: &str,
+) -> Arc<str> {
+    let mut hash = Sha256::new();
+    // Each part is length-prefixed, so no two lists of parts hash alike.
+    for part in [
+        turn_key.as_bytes(),
+        caller.service_type.as_bytes(),
+        caller.object_id.as_bytes(),
+        &index.to_be_bytes()[..],
+        callee.service_type.as_bytes(),
+        callee.object_id.as_bytes(),
+        message_type.as_bytes(),
+    ] {
+        hash.update((part.len() as u64).to_be_bytes());
+        hash.update(part);
+    }
+    let digest = hash.finalize();
+    let hex: String = digest[..16]
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    format!("derived:{hex}").into()
+}
+
+/// Deletes expired reply records, at most `batch` every `interval`, until
+/// the silo stops. Every silo of a cluster sweeps; deleting is idempotent.
+pub(crate) async fn run_sweep(
+    store: Arc<dyn StateStore>,
+    retention: Duration,
+    interval: Duration,
+    batch: usize,
+    mut stopping: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = stopping.wait_for(|stop| *stop) => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+        let cutoff = crate::cluster::now_ms().saturating_sub(retention_ms);
+        match store.sweep_replies(cutoff, batch).await {
+            Ok(0) => {}
+            Ok(deleted) => tracing::debug!(deleted, "expired idempotency replies swept"),
+            Err(error) => tracing::warn!(%error, "cannot sweep expired idempotency replies"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derived_keys_differ_by_every_part_and_repeat_for_the_same_call() {
+        let (a, b) = (ObjectKey::new("Bank", "a"), ObjectKey::new("Bank", "b"));
+        let key = derived_key("k", &a, 0, &b, "deposit");
+        assert_eq!(key, derived_key("k", &a, 0, &b, "deposit"));
+        let others = [
+            derived_key("k2", &a, 0, &b, "deposit"),
+            derived_key("k", &b, 0, &b, "deposit"),
+            derived_key("k", &a, 1, &b, "deposit"),
+            derived_key("k", &a, 0, &a, "deposit"),
+            derived_key("k", &a, 0, &b, "withdraw"),
+        ];
+        for other in others {
+            assert_ne!(key, other);
+        }
+        assert!(key.len() <= rio_protocol::MAX_IDEMPOTENCY_KEY_BYTES);
+    }
+
+    #[test]
+    fn recent_replies_keep_the_latest_and_forget_the_oldest() {
+        let mut recent = RecentReplies::default();
+        let day = Duration::from_secs(86_400);
+        for i in 0..RECENT_REPLIES_MAX + 1 {
+            recent.insert(format!("k{i}").into(), vec![i as u8]);
+        }
+        assert_eq!(recent.get("k0", day), None, "the oldest went first");
+        assert_eq!(recent.get("k1", day), Some(vec![1]));
+        let last = format!("k{RECENT_REPLIES_MAX}");
+        assert_eq!(recent.get(&last, day), Some(vec![RECENT_REPLIES_MAX as u8]));
+        assert_eq!(recent.get(&last, Duration::ZERO), None, "past retention");
+    }
+}
