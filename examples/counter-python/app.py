@@ -4,7 +4,9 @@
 - `get` answers `{"value": <value>}`;
 - `add-to {"target": id, "by": n}` increments another counter of this type;
 - `relay {"service_type", "object_id", "message_type", "payload"}` calls any
-  object, in any language, and answers its reply.
+  object, in any language, and answers its reply;
+- `send-to {...}`, the same fields, sends one way (delivered once this turn
+  commits) and answers `{"sent": true}`.
 
 Build it with `rio build examples/counter-python`.
 """
@@ -12,7 +14,7 @@ Build it with `rio build examples/counter-python`.
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from rio_sdk import call, handler, identity, service, state
+from rio_sdk import call, handler, identity, send, service, state
 
 
 @dataclass
@@ -53,3 +55,8 @@ class Counter:
     @handler("relay")
     def relay(self, message: Relay):
         return call(message.service_type, message.object_id, message.message_type, message.payload)
+
+    @handler("send-to")
+    def send_to(self, message: Relay):
+        send(message.service_type, message.object_id, message.message_type, message.payload)
+        return {"sent": True}

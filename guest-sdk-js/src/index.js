@@ -3,7 +3,7 @@
 // SDK does the CBOR and the WIT glue.
 
 import * as hostState from "rio:service/state@0.2.0";
-import { call as hostCall } from "rio:service/messaging@0.2.0";
+import { call as hostCall, send as hostSend } from "rio:service/messaging@0.2.0";
 import { write as hostLog } from "rio:service/log@0.2.0";
 import { current } from "rio:service/identity@0.2.0";
 
@@ -70,6 +70,22 @@ export function call(serviceType, objectId, messageType, message = {}) {
     throw callFailure(thrown);
   }
   return decode(reply, `the reply of ${serviceType}/${objectId}`, "bad-data");
+}
+
+/**
+ * Sends `message` to `serviceType/objectId` one way, without a reply. It
+ * goes out only if this turn commits (stored with the turn's writes), and
+ * takes effect exactly once, after the messages this object sent the same
+ * receiver before. One the receiver refuses becomes a dead letter (`rio
+ * dead-letters`). Throws a `RioError` (`internal`) only for arguments no
+ * message can carry, such as an empty type or id.
+ */
+export function send(serviceType, objectId, messageType, message = {}) {
+  try {
+    hostSend(serviceType, objectId, messageType, encode(message ?? {}));
+  } catch (thrown) {
+    throw callFailure(thrown);
+  }
 }
 
 function callFailure(thrown) {

@@ -20,8 +20,8 @@ per message type; the SDK does the CBOR and the WIT glue.
 """
 
 from . import identity, log, state
-from ._call import call
+from ._call import call, send
 from ._errors import RioError
 from ._service import handler, service
 
-__all__ = ["service", "handler", "state", "call", "RioError", "log", "identity"]
+__all__ = ["service", "handler", "state", "call", "send", "RioError", "log", "identity"]

@@ -1,4 +1,5 @@
-"""Calls to other objects, in any language, with CBOR done here."""
+"""Calls to other objects, in any language, and one-way sends, with CBOR
+done here."""
 
 from componentize_py_types import Err
 from wit_world.imports import messaging as _host
@@ -34,8 +35,27 @@ def call(service_type: str, object_id: str, message_type: str, message=None):
     try:
         reply = _host.call(service_type, object_id, message_type, payload)
     except Err as failure:
-        error = failure.value
-        if isinstance(error, _types.CallError_Guest):
-            raise RioError(error.value.kind, error.value.message) from None
-        raise RioError(_KINDS.get(type(error), "internal"), str(error.value)) from None
+        raise _call_error(failure.value) from None
     return decode(reply, f"the reply of {service_type}/{object_id}")
+
+
+def send(service_type: str, object_id: str, message_type: str, message=None):
+    """Sends `message` to `service_type/object_id` one way, without a reply.
+
+    The message goes out only if this turn commits (it is stored with the
+    turn's writes), and takes effect exactly once, after the messages this
+    object sent the same receiver before. One the receiver refuses becomes a
+    dead letter (`rio dead-letters`). Raises `RioError` (`internal`) only
+    for arguments no message can carry, such as an empty type or id.
+    """
+    payload = encode(to_wire(message if message is not None else {}))
+    try:
+        _host.send(service_type, object_id, message_type, payload)
+    except Err as failure:
+        raise _call_error(failure.value) from None
+
+
+def _call_error(error) -> RioError:
+    if isinstance(error, _types.CallError_Guest):
+        return RioError(error.value.kind, error.value.message)
+    return RioError(_KINDS.get(type(error), "internal"), str(error.value))

@@ -31,7 +31,7 @@
 //! (`#[serde(default)]`): an empty payload decodes as `{}`.
 //!
 //! - [`state`]: this object's typed keys and values.
-//! - [`call`](mod@call): typed calls to other objects.
+//! - [`call`](mod@call): typed calls to other objects, and one-way sends.
 //! - [`log`]: lines in the silo's log, tagged with this object.
 //! - [`identity`]: this object's type and id.
 //! - [`Error`]: what a handler returns on failure (a kind and a message).
@@ -47,7 +47,7 @@ pub mod identity;
 pub mod log;
 pub mod state;
 
-pub use call::call;
+pub use call::{call, send};
 pub use empty::Empty;
 pub use error::Error;
 
@@ -56,7 +56,7 @@ pub use ciborium::Value as CborValue;
 
 /// Everything a handler module usually needs.
 pub mod prelude {
-    pub use crate::{CborValue, Empty, Error, call, identity, log, state};
+    pub use crate::{CborValue, Empty, Error, call, identity, log, send, state};
     pub use serde::{Deserialize, Serialize};
 }
 

@@ -1,6 +1,8 @@
 //! The counter the tests and `rio bench` use: `increment` writes state,
 //! `get` only reads it; `add-to` and `relay` call other objects;
-//! `add-slowly` holds a turn open between its read and its write.
+//! `add-slowly` holds a turn open between its read and its write;
+//! `send-items` sends one-way `append`s, which `append` records in order;
+//! `send-to` sends any message one way, in the shape of `relay`.
 
 use rio_sdk::prelude::*;
 
@@ -81,7 +83,95 @@ fn relay(message: Relay) -> Result<CborValue, Error> {
     )
 }
 
+#[derive(Deserialize)]
+struct SendItems {
+    /// The receiver, `<type>/<id>` of this object's type when no type is given.
+    #[serde(default)]
+    service_type: Option<String>,
+    target: String,
+    /// Sent as `append` with `{"item": n}`, in this order.
+    items: Vec<i64>,
+    /// The message type to send instead of `append`.
+    #[serde(default)]
+    message_type: Option<String>,
+    /// Fail the turn after sending, which must send nothing.
+    #[serde(default)]
+    fail: bool,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Item {
+    item: i64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Seen {
+    seen: Vec<i64>,
+}
+
+/// Sends each item one way, then (unless told to fail) counts the sends in
+/// its own state, committed with them.
+fn send_items(message: SendItems) -> Result<Value, Error> {
+    let service_type = message.service_type.unwrap_or_else(identity::service_type);
+    let message_type = message.message_type.as_deref().unwrap_or("append");
+    for item in &message.items {
+        send(
+            &service_type,
+            &message.target,
+            message_type,
+            &Item { item: *item },
+        )?;
+    }
+    if message.fail {
+        return Err(Error::new(
+            "failed-on-purpose",
+            "the turn fails after sending",
+        ));
+    }
+    let value = state::load::<i64>("value")?.unwrap_or(0) + message.items.len() as i64;
+    state::save("value", &value)?;
+    Ok(Value { value })
+}
+
+/// Records `item` after the ones seen before; a negative item is refused
+/// (a receiver error, for dead letters).
+fn append(message: Item) -> Result<Seen, Error> {
+    if message.item < 0 {
+        return Err(Error::new("negative-item", "items must not be negative"));
+    }
+    let mut seen = state::load::<Vec<i64>>("seen")?.unwrap_or_default();
+    seen.push(message.item);
+    state::save("seen", &seen)?;
+    Ok(Seen { seen })
+}
+
+fn seen(_: Empty) -> Result<Seen, Error> {
+    Ok(Seen {
+        seen: state::load("seen")?.unwrap_or_default(),
+    })
+}
+
+/// Sends any message one way, in the shape of `relay`.
+fn send_to(message: Relay) -> Result<Sent, Error> {
+    send(
+        &message.service_type,
+        &message.object_id,
+        &message.message_type,
+        &message.payload.unwrap_or(CborValue::Map(Vec::new())),
+    )?;
+    Ok(Sent { sent: true })
+}
+
+#[derive(Serialize)]
+struct Sent {
+    sent: bool,
+}
+
 rio_sdk::service! {
+    "send-to" => send_to,
+    "send-items" => send_items,
+    "append" => append,
+    "seen" => seen,
     "increment" => increment,
     "get" => get,
     "add-slowly" => add_slowly,

@@ -3,13 +3,14 @@
 //!
 //! - `silo`: run a silo until Ctrl-C or SIGTERM.
 //! - `build`: compile a guest crate into a component.
-//! - `deploy`, `call`, `deployments`, `members`: talk to a running silo.
+//! - `deploy`, `call`, `deployments`, `members`, `dead-letters`: talk to a running silo.
 //! - `bench`: measure a silo (see `bench/`).
 
 mod bench;
 mod build;
 mod call;
 mod config_file;
+mod dead_letters;
 mod deploy;
 mod json_cbor;
 mod members;
@@ -45,6 +46,8 @@ enum Command {
     Call(call::CallArgs),
     /// List the silos of the cluster and their status.
     Members(members::MembersArgs),
+    /// List the one-way messages receivers refused, and why.
+    DeadLetters(dead_letters::DeadLettersArgs),
     /// Measure throughput, latency, activation and memory of a silo.
     Bench(bench::BenchArgs),
 }
@@ -69,6 +72,7 @@ fn main() -> std::process::ExitCode {
             Command::Deployments(args) => deploy::list(args).await,
             Command::Call(args) => call::run(args).await,
             Command::Members(args) => members::run(args).await,
+            Command::DeadLetters(args) => dead_letters::run(args).await,
             Command::Bench(args) => bench::run(args).await,
         }
     });

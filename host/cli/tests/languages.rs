@@ -201,6 +201,7 @@ async fn behaviour_suite(language: Language) {
     // Every failure answers the same kind in every language: the table of
     // error kinds in ARCHITECTURE.md, case by case.
     error_kinds(language, &client).await;
+    one_way_sends(language, &client).await;
     assert_eq!(
         value_of(&client, "Counter/alice").await,
         2,
@@ -337,6 +338,46 @@ fn relayed(target: &str, message_type: &str, payload: Value) -> Value {
         "message_type": message_type,
         "payload": payload,
     })
+}
+
+/// `send` from a guest: delivered once the sending turn committed, applied
+/// once; arguments no message can carry are refused at once.
+async fn one_way_sends(language: Language, client: &Client) {
+    for _ in 0..2 {
+        let sent = call(
+            client,
+            "Counter/sender",
+            "send-to",
+            relayed("Counter/sent-to", "increment", json!({"by": 4})),
+        )
+        .await;
+        assert_eq!(sent.unwrap(), json!({"sent": true}), "{language:?}");
+    }
+    let started = Instant::now();
+    while value_of(client, "Counter/sent-to").await < 8 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{language:?}: the sent increments did not arrive"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        value_of(client, "Counter/sent-to").await,
+        8,
+        "{language:?}: once each"
+    );
+    let refused = call(
+        client,
+        "Counter/sender",
+        "send-to",
+        relayed("Counter/", "increment", json!({"by": 1})),
+    )
+    .await;
+    match refused {
+        Err(ReplyError::Guest { kind, .. }) => assert_eq!(kind, "internal", "{language:?}"),
+        other => panic!("{language:?}: a send to an empty id answered {other:?}"),
+    }
 }
 
 /// The kinds of ARCHITECTURE.md's table, as this language's guests answer

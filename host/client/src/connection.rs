@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rio_protocol::{
-    CallRequest, ClientFrame, DeploymentInfo, FrameReader, FrameWriter, MemberInfo,
+    CallRequest, ClientFrame, DeadLetterInfo, DeploymentInfo, FrameReader, FrameWriter, MemberInfo,
     PROTOCOL_VERSION, ReplyError, Request, Response, ServerFrame, SiloStats, encode_frame,
 };
 use serde::Serialize;
@@ -239,6 +239,23 @@ impl Client {
     pub async fn members(&self) -> Result<Vec<MemberInfo>, ClientError> {
         match self.request(Request::Members).await? {
             Response::Members(list) => Ok(list),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// The one-way messages receivers refused (of receivers of
+    /// `receiver_type` if given), oldest first, at most `limit`.
+    pub async fn dead_letters(
+        &self,
+        receiver_type: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<DeadLetterInfo>, ClientError> {
+        let request = Request::DeadLetters {
+            receiver_type: receiver_type.map(str::to_string),
+            limit,
+        };
+        match self.request(request).await? {
+            Response::DeadLetters(letters) => Ok(letters),
             other => Err(ClientError::Unexpected(format!("{other:?}"))),
         }
     }

@@ -28,4 +28,4 @@ mod error;
 pub use cluster::ClusterClient;
 pub use connection::{Client, DEFAULT_TIMEOUT};
 pub use error::ClientError;
-pub use rio_protocol::{DeploymentInfo, MemberInfo, ReplyError, SiloStats};
+pub use rio_protocol::{DeadLetterInfo, DeploymentInfo, MemberInfo, ReplyError, SiloStats};

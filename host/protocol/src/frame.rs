@@ -77,6 +77,13 @@ pub enum Request {
     /// the other silos so that each can find the cycles of waits no single
     /// silo sees whole (deadlocks across three silos or more).
     Waits(WaitReport),
+    /// The one-way messages receivers refused (dead letters), oldest first.
+    DeadLetters {
+        /// Only those for receivers of this service type.
+        receiver_type: Option<String>,
+        /// At most this many.
+        limit: u32,
+    },
 }
 
 /// The long waits of one silo, replacing its previous report.
@@ -173,6 +180,29 @@ pub enum Response {
     Members(Vec<MemberInfo>),
     /// A report was taken into account.
     Noted,
+    /// Answer to [`Request::DeadLetters`].
+    DeadLetters(Vec<DeadLetterInfo>),
+}
+
+/// A one-way message its receiver refused, kept with the reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetterInfo {
+    /// The object that sent it, as `(service type, object id)`.
+    pub sender: (String, String),
+    /// Its place among the sender's messages.
+    pub seq: i64,
+    /// The object it was for, as `(service type, object id)`.
+    pub receiver: (String, String),
+    /// The receiver's message type.
+    pub message_type: String,
+    /// The message as sent.
+    pub payload: ByteBuf,
+    /// Why it was given up (the last delivery's error).
+    pub reason: String,
+    /// When its sender's turn committed it, in ms since the Unix epoch.
+    pub created_at_ms: i64,
+    /// When it was given up, in ms since the Unix epoch.
+    pub failed_at_ms: i64,
 }
 
 /// One silo as the membership store lists it.

@@ -9,7 +9,10 @@
 //! ```
 //!
 //! Invariant: a turn's state writes reach the store before its reply leaves;
-//! a turn that errs, traps or times out leaves the store untouched.
+//! a turn that errs, traps or times out leaves the store untouched. The
+//! messages a turn sends one way are committed with its writes and only
+//! then handed to the activation's outbox for delivery; an activation with
+//! undelivered messages does not retire for idleness.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -26,6 +29,7 @@ use crate::deployments::DeployedType;
 use crate::host::{ActivationData, DeadlineExceeded, MemoryLimitExceeded, ObjectState};
 use crate::idempotency::RecentReplies;
 use crate::mailbox::{CallChain, Envelope};
+use crate::outbox::{Outbox, WAKE};
 use crate::router::Router;
 use crate::storage::{Commit, ReplyRecord, SiloId, StorageError};
 
@@ -44,6 +48,7 @@ pub(crate) fn spawn(
         mailbox,
         moved_away: false,
         recent_replies: RecentReplies::default(),
+        outbox: None,
     };
     tasks.spawn(activation.run());
 }
@@ -59,6 +64,8 @@ struct Activation {
     moved_away: bool,
     /// Replies this activation committed under idempotency keys lately.
     recent_replies: RecentReplies,
+    /// The object's outbox, loaded with its first instance (or wake-up).
+    outbox: Option<Outbox>,
 }
 
 struct LiveInstance {
@@ -118,7 +125,12 @@ impl Activation {
                 Event::TimerFired => {
                     let now = Instant::now();
                     let idle_until = last_message + idle_timeout;
+                    let delivering = self
+                        .outbox
+                        .as_ref()
+                        .is_some_and(|outbox| !outbox.is_drained());
                     if now >= idle_until
+                        && !delivering
                         && self
                             .router
                             .directory
@@ -151,6 +163,10 @@ impl Activation {
                 Some(current) => self.deployed = current,
                 None => return envelope.reply.send(Err(self.unknown_type())),
             }
+        }
+        if envelope.message_type == WAKE {
+            let woken = self.open_outbox().await.map(|()| Vec::new());
+            return envelope.reply.send(woken);
         }
         if envelope.expired() || envelope.reply.abandoned() {
             let message = format!("the call to {} passed its deadline before it ran", self.key);
@@ -213,9 +229,25 @@ impl Activation {
         }
     }
 
+    /// Loads the object's outbox, once per activation, which starts
+    /// delivering what earlier activations committed and did not deliver.
+    async fn open_outbox(&mut self) -> Result<(), ReplyError> {
+        if self.outbox.is_some() {
+            return Ok(());
+        }
+        let outbox = Outbox::open(&self.router, &self.key)
+            .await
+            .map_err(|error| {
+                ReplyError::Internal(format!("cannot load the outbox of {}: {error}", self.key))
+            })?;
+        self.outbox = Some(outbox);
+        Ok(())
+    }
+
     /// Instantiates the component, loads the object's state and runs `on-activate`.
     async fn activate(&mut self) -> Result<(), ReplyError> {
         let started = Instant::now();
+        self.open_outbox().await?;
         let state = self.router.state_store.load(&self.key).await.map_err(|e| {
             ReplyError::Internal(format!("cannot load the state of {}: {e}", self.key))
         })?;
@@ -301,6 +333,7 @@ impl Activation {
         data.turn_deadline = deadline;
         data.callee_unknown_message = None;
         data.calls_made = 0;
+        data.sends.clear();
         data.turn_key = match &hook {
             Hook::Handle {
                 idempotency_key, ..
@@ -355,6 +388,7 @@ impl Activation {
                 let live = self.live.as_mut().expect("still live");
                 let data = live.store.data_mut();
                 data.state.discard_pending();
+                data.sends.clear();
                 let callee_unknown_message = data.callee_unknown_message.take();
                 Err(TurnFailure {
                     error: self.guest_error(kind, message, message_type, callee_unknown_message),
@@ -408,18 +442,32 @@ impl Activation {
         keyed_reply: Option<(Arc<str>, Vec<u8>)>,
     ) -> Result<(), TurnFailure> {
         let live = self.live.as_mut().expect("still live");
-        let state = &mut live.store.data_mut().state;
-        if !state.has_pending() && keyed_reply.is_none() {
+        let data = live.store.data_mut();
+        if !data.state.has_pending() && keyed_reply.is_none() && data.sends.is_empty() {
             return Ok(());
         }
+        let now_ms = crate::cluster::now_ms();
+        let sends = std::mem::take(&mut data.sends);
+        let outbox = match (&self.outbox, sends.is_empty()) {
+            (_, true) => Vec::new(),
+            (Some(outbox), false) => outbox.number(sends, now_ms),
+            (None, false) => {
+                return Err(TurnFailure {
+                    error: ReplyError::Internal(format!("{} sent with no outbox loaded", self.key)),
+                    instance_lost: true,
+                });
+            }
+        };
         let commit = Commit {
-            writes: state.pending_writes(),
+            writes: data.state.pending_writes(),
             reply: keyed_reply.as_ref().map(|(key, reply)| ReplyRecord {
                 key: key.to_string(),
                 reply: reply.clone(),
-                stored_at_ms: crate::cluster::now_ms(),
+                stored_at_ms: now_ms,
             }),
+            outbox,
         };
+        let sent = commit.outbox.clone();
         // In a cluster the placement store names the owner; a lone silo is
         // known by its process generation, which holds its data dir's lease.
         let owner = match &self.router.cluster {
@@ -449,10 +497,16 @@ impl Activation {
                 if let Some((key, reply)) = keyed_reply {
                     self.recent_replies.insert(key, reply);
                 }
+                if let Some(outbox) = &mut self.outbox {
+                    outbox.committed(sent);
+                }
                 Ok(())
             }
             Err(StorageError::Fenced { .. }) => {
                 self.moved_away = true;
+                if let Some(outbox) = &self.outbox {
+                    outbox.stop();
+                }
                 tracing::warn!(object = %self.key, "commit refused: the object moved to another silo; turn discarded");
                 Err(TurnFailure {
                     error: ReplyError::Unavailable(format!(

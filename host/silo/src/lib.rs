@@ -11,6 +11,7 @@
 //! - `host`: one file per WIT interface the silo provides to guests.
 //! - `activation`: one object's live instance, its mailbox and its turns.
 //! - `idempotency`: replies kept under idempotency keys, derived keys, the sweep.
+//! - `outbox`: delivery of one-way sends committed with their turns, dead letters.
 //! - `directory`: which objects have an activation on this silo.
 //! - `router`: delivers a message to an object, activating it if needed.
 //! - `server`: the TCP listener and one task pair per connection.
@@ -33,6 +34,7 @@ mod host;
 mod idempotency;
 mod mailbox;
 mod object_key;
+mod outbox;
 mod router;
 mod server;
 pub mod silo;

@@ -219,6 +219,16 @@ fn handle_request(id: u64, request: Request, sink: &ConnectionSink, router: &Arc
             sink.reply(id, Ok(Response::Deployments(router.deployments.list())))
         }
         Request::Stats => sink.reply(id, Ok(Response::Stats(crate::stats::stats(router)))),
+        Request::DeadLetters {
+            receiver_type,
+            limit,
+        } => {
+            let (sink, router) = (sink.clone(), router.clone());
+            tokio::spawn(async move {
+                let listed = crate::outbox::dead_letters(&router, receiver_type, limit).await;
+                sink.reply(id, listed.map(Response::DeadLetters));
+            });
+        }
     }
 }
 

@@ -119,6 +119,15 @@ impl Silo {
         } else {
             let _ = router.address.set(listening);
         }
+        let deaths = router
+            .cluster
+            .as_ref()
+            .map(|cluster| cluster.deaths.subscribe());
+        tokio::spawn(crate::outbox::run_wake_ups(
+            router.clone(),
+            deaths,
+            self.stop.subscribe(),
+        ));
         let config = &router.config;
         tokio::spawn(crate::idempotency::run_sweep(
             router.state_store.clone(),

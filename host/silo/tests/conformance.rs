@@ -15,7 +15,8 @@ use std::time::Duration;
 use backends::{Env, now_ms};
 use rio_silo::ObjectKey;
 use rio_silo::storage::{
-    ClusterStore, Commit, Member, ReplyRecord, SiloId, SiloStatus, StateWrite, StorageError,
+    ClusterStore, Commit, DeadLetter, Member, Outgoing, ReplyRecord, SiloId, SiloStatus,
+    StateWrite, StorageError,
 };
 use tokio::sync::Barrier;
 
@@ -70,6 +71,7 @@ conformance!([sqlite, postgres, mariadb, redis] => [
     reply_records_in_one_batch,
     fenced_commit_stores_no_reply,
     reply_sweep,
+    outbox,
 ]);
 
 fn put(key: &str, value: &[u8]) -> StateWrite {
@@ -1037,6 +1039,7 @@ async fn reply_records(store: ClusterStore, env: &Env) {
     let turn = Commit {
         writes: vec![put("n", b"1")],
         reply: Some(record("k1", b"reply one", now_ms())),
+        outbox: Vec::new(),
     };
     commit_turn(&store, &object, turn).await;
     assert_eq!(load(&store, &object).await, map(&[("n", b"1")]));
@@ -1050,6 +1053,7 @@ async fn reply_records(store: ClusterStore, env: &Env) {
     let turn = Commit {
         writes: Vec::new(),
         reply: Some(record("k2", b"", now_ms())),
+        outbox: Vec::new(),
     };
     commit_turn(&store, &object, turn).await;
     assert_eq!(stored_reply(&store, &object, "k2").await, Some(Vec::new()));
@@ -1069,6 +1073,7 @@ async fn reply_records(store: ClusterStore, env: &Env) {
         let turn = Commit {
             writes: Vec::new(),
             reply: Some(record(key, format!("r{i}").as_bytes(), now_ms())),
+            outbox: Vec::new(),
         };
         commit_turn(&store, &odd, turn).await;
     }
@@ -1112,6 +1117,7 @@ async fn reply_records_in_one_batch(store: ClusterStore, env: &Env) {
                 let turn = Commit {
                     writes,
                     reply: Some(record("key", format!("reply {i}").as_bytes(), now_ms())),
+                    outbox: Vec::new(),
                 };
                 barrier.wait().await;
                 store.state.commit_turn(&object, turn, &me).await
@@ -1147,6 +1153,7 @@ async fn fenced_commit_stores_no_reply(store: ClusterStore, env: &Env) {
         let turn = Commit {
             writes,
             reply: Some(record("k", b"b's reply", now_ms())),
+            outbox: Vec::new(),
         };
         match store.state.commit_turn(&object, turn, &b).await {
             Err(StorageError::Fenced { .. }) => {}
@@ -1158,6 +1165,7 @@ async fn fenced_commit_stores_no_reply(store: ClusterStore, env: &Env) {
     let turn = Commit {
         writes: Vec::new(),
         reply: Some(record("k", b"r", now_ms())),
+        outbox: Vec::new(),
     };
     assert!(matches!(
         store.state.commit_turn(&unplaced, turn, &a).await,
@@ -1176,12 +1184,14 @@ async fn reply_sweep(store: ClusterStore, env: &Env) {
         let turn = Commit {
             writes: Vec::new(),
             reply: Some(record(key, b"old", long_ago)),
+            outbox: Vec::new(),
         };
         commit_turn(&store, &object, turn).await;
     }
     let turn = Commit {
         writes: vec![put("n", b"1")],
         reply: Some(record("new", b"new", now_ms())),
+        outbox: Vec::new(),
     };
     commit_turn(&store, &object, turn).await;
 
@@ -1222,4 +1232,101 @@ async fn reply_sweep(store: ClusterStore, env: &Env) {
         map(&[("n", b"1")]),
         "state stays"
     );
+}
+
+fn outgoing(seq: i64, receiver: &ObjectKey, payload: &[u8]) -> Outgoing {
+    Outgoing {
+        seq,
+        receiver: receiver.clone(),
+        message_type: "append".into(),
+        payload: payload.to_vec(),
+        created_at_ms: 1_000 + seq,
+    }
+}
+
+/// A turn's messages are stored with its writes, by the owner only; they
+/// leave the outbox when delivered or buried, and the next seq outlives
+/// them.
+async fn outbox(store: ClusterStore, env: &Env) {
+    let a = env.silo("a");
+    let b = env.silo("b");
+    let sender = env.object("Sender", "s:1");
+    let receiver = env.object("Receiver", "r");
+    let state = &store.state;
+    assert_eq!(store.placement.claim(&sender, &a).await.expect("claim"), a);
+    let empty = state.pending_outbox(&sender).await.unwrap();
+    assert_eq!((empty.next_seq, empty.messages.len()), (0, 0));
+
+    let sent = vec![
+        outgoing(0, &receiver, b"zero"),
+        outgoing(1, &receiver, b"one"),
+    ];
+    let turn = Commit {
+        writes: vec![put("n", b"1")],
+        reply: None,
+        outbox: sent.clone(),
+    };
+    state.commit_turn(&sender, turn, &a).await.unwrap();
+    let pending = state.pending_outbox(&sender).await.unwrap();
+    assert_eq!(pending.messages, sent);
+    assert_eq!(pending.next_seq, 2);
+    let senders = state.senders_with_pending(100_000).await.unwrap();
+    assert!(senders.contains(&sender), "{senders:?}");
+
+    // A commit by a silo that does not own the sender stores no message.
+    let stale = Commit {
+        writes: Vec::new(),
+        reply: None,
+        outbox: vec![outgoing(2, &receiver, b"stale")],
+    };
+    assert!(matches!(
+        state.commit_turn(&sender, stale, &b).await,
+        Err(StorageError::Fenced { .. })
+    ));
+    assert_eq!(state.pending_outbox(&sender).await.unwrap(), pending);
+
+    // Delivered: removed (twice is no error).
+    state.remove_outgoing(&sender, 0).await.unwrap();
+    state.remove_outgoing(&sender, 0).await.unwrap();
+    let pending = state.pending_outbox(&sender).await.unwrap();
+    assert_eq!(pending.messages, vec![sent[1].clone()]);
+
+    // Refused: moved to the dead letters once, however often it is buried.
+    let letter = DeadLetter {
+        sender: sender.clone(),
+        message: sent[1].clone(),
+        reason: "negative-item: no".into(),
+        failed_at_ms: now_ms(),
+    };
+    state.bury(&letter).await.unwrap();
+    state.bury(&letter).await.unwrap();
+    let after = state.pending_outbox(&sender).await.unwrap();
+    assert!(after.messages.is_empty());
+    assert_eq!(after.next_seq, 2, "seqs are never reused");
+    let senders = state.senders_with_pending(100_000).await.unwrap();
+    assert!(!senders.contains(&sender), "{senders:?}");
+    let letters = state
+        .dead_letters(Some(&receiver.service_type), 100)
+        .await
+        .unwrap();
+    assert_eq!(letters, vec![letter]);
+    let other_type = env.object("Nobody", "x");
+    let none = state
+        .dead_letters(Some(&other_type.service_type), 100)
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+    let all = state.dead_letters(None, 100_000).await.unwrap();
+    assert!(all.iter().any(|letter| letter.sender == sender));
+
+    // The next turn's messages carry on from the stored next seq.
+    let turn = Commit {
+        writes: Vec::new(),
+        reply: None,
+        outbox: vec![outgoing(2, &receiver, b"two")],
+    };
+    state.commit_turn(&sender, turn, &a).await.unwrap();
+    let pending = state.pending_outbox(&sender).await.unwrap();
+    assert_eq!(pending.next_seq, 3);
+    assert_eq!(pending.messages.len(), 1);
 }

@@ -166,6 +166,7 @@ async fn suspect(cluster: &Cluster, me: &SiloId, target: &SiloId, active_count: 
         Err(error) => tracing::warn!(%error, %target, "cannot release a dead silo's objects"),
     }
     let _ = cluster.refresh_view().await;
+    cluster.deaths.send_modify(|deaths| *deaths += 1);
 }
 
 /// Runs the futures concurrently and collects their outputs.

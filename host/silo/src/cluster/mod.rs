@@ -49,6 +49,9 @@ pub(crate) struct Cluster {
     /// Flips to `true` when this silo has handed over all its objects after
     /// leaving; its heartbeat stops then.
     pub(crate) retired: watch::Sender<bool>,
+    /// Counts the silos this one declared dead: each declaration wakes the
+    /// senders with undelivered messages (some were the dead silo's).
+    pub(crate) deaths: watch::Sender<u64>,
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -73,6 +76,7 @@ impl Cluster {
             routes: Mutex::default(),
             evicted: watch::channel(false).0,
             retired: watch::channel(false).0,
+            deaths: watch::channel(0).0,
         }
     }
 

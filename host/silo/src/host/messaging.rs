@@ -1,6 +1,9 @@
 //! `rio:service/messaging`: a guest calls another object and awaits its
 //! reply, within its own turn's deadline, unless the call would deadlock.
 //! A turn running under an idempotency key gives each call a derived key.
+//! A one-way `send` only joins the turn's pending sends: the activation
+//! stores them with the turn's writes and delivers them afterwards (see
+//! `outbox`).
 
 use rio_protocol::ReplyError;
 
@@ -9,8 +12,12 @@ use crate::bindings::legacy;
 use crate::bindings::messaging::Host;
 use crate::bindings::types::{CallError, HandlerError};
 use crate::deadlock::Deadlock;
-use crate::host::{ActivationData, TurnCall};
+use crate::host::{ActivationData, PendingSend, TurnCall};
 use crate::idempotency::derived_key;
+
+/// Sends one turn may make: they are held in the silo's memory until the
+/// turn commits, and all go into its one commit.
+const MAX_SENDS_PER_TURN: usize = 1000;
 
 impl Host for ActivationData {
     async fn call(
@@ -23,6 +30,31 @@ impl Host for ActivationData {
         self.call_object(&service_type, &object_id, message_type, payload)
             .await
             .map_err(to_call_error)
+    }
+
+    fn send(
+        &mut self,
+        service_type: String,
+        object_id: String,
+        message_type: String,
+        payload: Vec<u8>,
+    ) -> Result<(), CallError> {
+        if service_type.is_empty() || object_id.is_empty() {
+            return Err(CallError::Internal(format!(
+                "cannot send `{message_type}` to `{service_type}/{object_id}`: the service type and object id must not be empty"
+            )));
+        }
+        if self.sends.len() >= MAX_SENDS_PER_TURN {
+            return Err(CallError::Internal(format!(
+                "a turn may send at most {MAX_SENDS_PER_TURN} messages"
+            )));
+        }
+        self.sends.push(PendingSend {
+            receiver: ObjectKey::new(&service_type, &object_id),
+            message_type,
+            payload,
+        });
+        Ok(())
     }
 }
 

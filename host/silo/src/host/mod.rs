@@ -55,6 +55,14 @@ pub(crate) struct TurnCall {
     pub(crate) idempotency_key: Option<Arc<str>>,
 }
 
+/// A message a turn sends one way, until the turn commits.
+#[derive(Debug)]
+pub(crate) struct PendingSend {
+    pub(crate) receiver: ObjectKey,
+    pub(crate) message_type: String,
+    pub(crate) payload: Vec<u8>,
+}
+
 /// Everything one activation's `Store` carries.
 pub(crate) struct ActivationData {
     pub(crate) key: ObjectKey,
@@ -76,6 +84,9 @@ pub(crate) struct ActivationData {
     pub(crate) turn_key: Option<Arc<str>>,
     /// Calls the current turn has made so far (the next call's position).
     pub(crate) calls_made: u32,
+    /// Messages the current turn sent one way: committed with its writes,
+    /// discarded with them.
+    pub(crate) sends: Vec<PendingSend>,
     wasi: WasiCtx,
     table: ResourceTable,
 }
@@ -113,6 +124,7 @@ impl ActivationData {
             callee_unknown_message: None,
             turn_key: None,
             calls_made: 0,
+            sends: Vec::new(),
             wasi,
             table: ResourceTable::new(),
         }

@@ -14,7 +14,9 @@
 //! silo that lost an object while frozen cannot overwrite the new owner's
 //! writes (fencing). A turn run under an idempotency key commits its reply
 //! record in that same transaction (or script): the record exists exactly
-//! when the turn's writes do.
+//! when the turn's writes do. The messages a turn sends one way are stored
+//! in that same transaction too (its outbox rows), so they exist exactly
+//! when the turn's writes do, and only then are they delivered.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -89,13 +91,70 @@ pub struct ReplyRecord {
     pub stored_at_ms: i64,
 }
 
+/// A message a turn sent one way, kept in its sender's outbox
+/// (`rio_outbox(sender_type, sender_id, seq, receiver_type, receiver_id,
+/// message_type, payload, created_at_ms)`) until the receiver committed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    /// Its place among the sender's messages: strictly increasing per
+    /// sender over the sender's whole life, never reused (the store keeps
+    /// the next one), since it names the delivery's idempotency key.
+    pub seq: i64,
+    /// The object it goes to.
+    pub receiver: ObjectKey,
+    /// The receiver's message type.
+    pub message_type: String,
+    /// The message as the receiver gets it.
+    pub payload: Vec<u8>,
+    /// When the sending turn committed, in ms since the Unix epoch.
+    pub created_at_ms: i64,
+}
+
+/// A sender's undelivered messages, oldest first, and the seq its next
+/// message gets.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PendingOutbox {
+    /// The seq the sender's next message gets.
+    pub next_seq: i64,
+    /// Messages committed and not yet delivered, by seq.
+    pub messages: Vec<Outgoing>,
+}
+
+/// A message its receiver refused, moved out of its sender's outbox
+/// (`rio_dead_letters`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// The object that sent it.
+    pub sender: ObjectKey,
+    /// The message itself.
+    pub message: Outgoing,
+    /// Why it was given up, as the delivery's last error said.
+    pub reason: String,
+    /// When it was given up, in ms since the Unix epoch.
+    pub failed_at_ms: i64,
+}
+
 /// Everything one turn commits, in one transaction.
+///
+/// A later effect that must happen exactly when the turn's writes do (a
+/// publish to a topic, a reminder) becomes one more field here, stored by
+/// every backend in the same transaction as `writes`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Commit {
     /// Changes to the object's state.
     pub writes: Vec<StateWrite>,
     /// The turn's reply, when it ran under an idempotency key.
     pub reply: Option<ReplyRecord>,
+    /// The messages the turn sent one way, by seq; the store also records
+    /// the seq after the last as the sender's next.
+    pub outbox: Vec<Outgoing>,
+}
+
+impl Commit {
+    /// Nothing to store.
+    pub fn is_empty(&self) -> bool {
+        self.writes.is_empty() && self.reply.is_none() && self.outbox.is_empty()
+    }
 }
 
 /// Objects' keys and values, and the replies of their keyed turns.
@@ -127,7 +186,7 @@ pub trait StateStore: Send + Sync + 'static {
     ) -> Result<(), StorageError> {
         let commit = Commit {
             writes,
-            reply: None,
+            ..Commit::default()
         };
         self.commit_turn(object, commit, owner).await
     }
@@ -143,6 +202,23 @@ pub trait StateStore: Send + Sync + 'static {
     /// fewer than `limit` means none of that age are left.
     async fn sweep_replies(&self, stored_before_ms: i64, limit: usize)
     -> Result<u64, StorageError>;
+    /// `sender`'s undelivered messages by seq, and its next seq.
+    async fn pending_outbox(&self, sender: &ObjectKey) -> Result<PendingOutbox, StorageError>;
+    /// Removes `sender`'s message `seq` from its outbox: the receiver
+    /// committed it. Removing one already gone is no error.
+    async fn remove_outgoing(&self, sender: &ObjectKey, seq: i64) -> Result<(), StorageError>;
+    /// Moves a message from its sender's outbox to the dead letters, in one
+    /// transaction. Moving one already gone stores nothing.
+    async fn bury(&self, letter: &DeadLetter) -> Result<(), StorageError>;
+    /// At most `limit` dead letters, of receivers of `receiver_type` if
+    /// given, oldest first.
+    async fn dead_letters(
+        &self,
+        receiver_type: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, StorageError>;
+    /// At most `limit` senders that have undelivered messages.
+    async fn senders_with_pending(&self, limit: usize) -> Result<Vec<ObjectKey>, StorageError>;
 }
 
 /// Component bytes (content-addressed) and which type names point at them.

@@ -21,7 +21,9 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Connection, QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Commit, ComponentStore, SiloId, StateStore, StorageError};
+use super::{
+    Commit, ComponentStore, DeadLetter, Outgoing, PendingOutbox, SiloId, StateStore, StorageError,
+};
 use crate::ObjectKey;
 
 /// Schema steps, applied in order once each; never edit a released step.
@@ -54,6 +56,41 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (service_type, object_id, reply_key)
     ) WITHOUT ROWID;
     CREATE INDEX rio_replies_by_age ON rio_replies (stored_at_ms);",
+    // One-way messages committed with their sender's turn, until their
+    // receiver committed them; each sender's next seq, kept after its
+    // outbox empties so a seq is never reused; and the messages receivers
+    // refused.
+    "CREATE TABLE rio_outbox (
+        sender_type TEXT NOT NULL,
+        sender_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        receiver_type TEXT NOT NULL,
+        receiver_id TEXT NOT NULL,
+        message_type TEXT NOT NULL,
+        payload BLOB NOT NULL,
+        created_at_ms INTEGER NOT NULL,
+        PRIMARY KEY (sender_type, sender_id, seq)
+    ) WITHOUT ROWID;
+    CREATE TABLE rio_outbox_next (
+        sender_type TEXT NOT NULL,
+        sender_id TEXT NOT NULL,
+        next_seq INTEGER NOT NULL,
+        PRIMARY KEY (sender_type, sender_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE rio_dead_letters (
+        sender_type TEXT NOT NULL,
+        sender_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        receiver_type TEXT NOT NULL,
+        receiver_id TEXT NOT NULL,
+        message_type TEXT NOT NULL,
+        payload BLOB NOT NULL,
+        created_at_ms INTEGER NOT NULL,
+        reason TEXT NOT NULL,
+        failed_at_ms INTEGER NOT NULL,
+        PRIMARY KEY (sender_type, sender_id, seq)
+    ) WITHOUT ROWID;
+    CREATE INDEX rio_dead_letters_by_receiver ON rio_dead_letters (receiver_type, failed_at_ms);",
 ];
 
 /// SQLite allows 32766 bound parameters per statement; four per row.
@@ -72,6 +109,9 @@ struct PendingCommit {
 pub struct SqliteStore {
     readers: SqlitePool,
     commits: mpsc::UnboundedSender<PendingCommit>,
+    /// One connection for the writes that are not turns' commits (outbox
+    /// rows delivered or given up), outside the group-commit queue.
+    maintenance: SqlitePool,
 }
 
 fn backend(error: sqlx::Error) -> StorageError {
@@ -108,6 +148,11 @@ impl SqliteStore {
         .execute(&mut writer)
         .await
         .map_err(backend)?;
+        let maintenance = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await
+            .map_err(backend)?;
         let readers = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options.read_only(true))
@@ -115,7 +160,11 @@ impl SqliteStore {
             .map_err(backend)?;
         let (commits, queue) = mpsc::unbounded_channel();
         tokio::spawn(run_writer(writer, queue, group_commit_max.max(1)));
-        Ok(SqliteStore { readers, commits })
+        Ok(SqliteStore {
+            readers,
+            commits,
+            maintenance,
+        })
     }
 
     async fn write(
@@ -277,8 +326,68 @@ async fn write_batch(
             .await
             .map_err(backend)?;
     }
+    for commit in batch
+        .iter()
+        .filter(|commit| commit.owner.generation == lease)
+    {
+        write_outbox(&mut *transaction, &commit.object, &commit.commit.outbox).await?;
+    }
     transaction.commit().await.map_err(backend)?;
     Ok(lease)
+}
+
+/// Stores a turn's outgoing messages and its sender's next seq. Sends are
+/// few per turn, so a statement per message is cheap enough.
+async fn write_outbox(
+    transaction: &mut SqliteConnection,
+    sender: &ObjectKey,
+    outbox: &[Outgoing],
+) -> Result<(), StorageError> {
+    let Some(last) = outbox.last() else {
+        return Ok(());
+    };
+    for message in outbox {
+        sqlx::query(
+            "INSERT INTO rio_outbox (sender_type, sender_id, seq, receiver_type, receiver_id,
+                message_type, payload, created_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&*sender.service_type)
+        .bind(&*sender.object_id)
+        .bind(message.seq)
+        .bind(&*message.receiver.service_type)
+        .bind(&*message.receiver.object_id)
+        .bind(message.message_type.as_str())
+        .bind(message.payload.as_slice())
+        .bind(message.created_at_ms)
+        .execute(&mut *transaction)
+        .await
+        .map_err(backend)?;
+    }
+    sqlx::query(
+        "INSERT INTO rio_outbox_next (sender_type, sender_id, next_seq) VALUES (?, ?, ?)
+         ON CONFLICT (sender_type, sender_id) DO UPDATE SET next_seq = excluded.next_seq",
+    )
+    .bind(&*sender.service_type)
+    .bind(&*sender.object_id)
+    .bind(last.seq + 1)
+    .execute(&mut *transaction)
+    .await
+    .map_err(backend)?;
+    Ok(())
+}
+
+/// An outbox or dead-letter row's message columns, from the receiver's
+/// type on: receiver type and id, message type, payload, created at.
+fn outgoing_of(row: &sqlx::sqlite::SqliteRow, seq: i64) -> Outgoing {
+    let receiver_type: String = row.get("receiver_type");
+    let receiver_id: String = row.get("receiver_id");
+    Outgoing {
+        seq,
+        receiver: ObjectKey::new(&receiver_type, &receiver_id),
+        message_type: row.get("message_type"),
+        payload: row.get("payload"),
+        created_at_ms: row.get("created_at_ms"),
+    }
 }
 
 #[async_trait]
@@ -342,6 +451,127 @@ impl StateStore for SqliteStore {
         .await
         .map_err(backend)?;
         Ok(deleted.rows_affected())
+    }
+
+    async fn pending_outbox(&self, sender: &ObjectKey) -> Result<PendingOutbox, StorageError> {
+        let rows = sqlx::query(
+            "SELECT seq, receiver_type, receiver_id, message_type, payload, created_at_ms
+             FROM rio_outbox WHERE sender_type = ? AND sender_id = ? ORDER BY seq",
+        )
+        .bind(&*sender.service_type)
+        .bind(&*sender.object_id)
+        .fetch_all(&self.readers)
+        .await
+        .map_err(backend)?;
+        let stored_next: Option<i64> = sqlx::query_scalar(
+            "SELECT next_seq FROM rio_outbox_next WHERE sender_type = ? AND sender_id = ?",
+        )
+        .bind(&*sender.service_type)
+        .bind(&*sender.object_id)
+        .fetch_optional(&self.readers)
+        .await
+        .map_err(backend)?;
+        let messages: Vec<Outgoing> = rows
+            .iter()
+            .map(|row| outgoing_of(row, row.get("seq")))
+            .collect();
+        let after_last = messages.last().map_or(0, |last| last.seq + 1);
+        Ok(PendingOutbox {
+            next_seq: stored_next.unwrap_or(0).max(after_last),
+            messages,
+        })
+    }
+
+    async fn remove_outgoing(&self, sender: &ObjectKey, seq: i64) -> Result<(), StorageError> {
+        sqlx::query("DELETE FROM rio_outbox WHERE sender_type = ? AND sender_id = ? AND seq = ?")
+            .bind(&*sender.service_type)
+            .bind(&*sender.object_id)
+            .bind(seq)
+            .execute(&self.maintenance)
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn bury(&self, letter: &DeadLetter) -> Result<(), StorageError> {
+        let mut transaction = self.maintenance.begin().await.map_err(backend)?;
+        let sender = &letter.sender;
+        let removed = sqlx::query(
+            "DELETE FROM rio_outbox WHERE sender_type = ? AND sender_id = ? AND seq = ?",
+        )
+        .bind(&*sender.service_type)
+        .bind(&*sender.object_id)
+        .bind(letter.message.seq)
+        .execute(&mut *transaction)
+        .await
+        .map_err(backend)?;
+        if removed.rows_affected() > 0 {
+            let message = &letter.message;
+            sqlx::query(
+                "INSERT INTO rio_dead_letters (sender_type, sender_id, seq, receiver_type,
+                    receiver_id, message_type, payload, created_at_ms, reason, failed_at_ms)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            )
+            .bind(&*sender.service_type)
+            .bind(&*sender.object_id)
+            .bind(message.seq)
+            .bind(&*message.receiver.service_type)
+            .bind(&*message.receiver.object_id)
+            .bind(message.message_type.as_str())
+            .bind(message.payload.as_slice())
+            .bind(message.created_at_ms)
+            .bind(letter.reason.as_str())
+            .bind(letter.failed_at_ms)
+            .execute(&mut *transaction)
+            .await
+            .map_err(backend)?;
+        }
+        transaction.commit().await.map_err(backend)
+    }
+
+    async fn dead_letters(
+        &self,
+        receiver_type: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, StorageError> {
+        let rows = sqlx::query(
+            "SELECT sender_type, sender_id, seq, receiver_type, receiver_id, message_type,
+                payload, created_at_ms, reason, failed_at_ms
+             FROM rio_dead_letters WHERE ? IS NULL OR receiver_type = ?
+             ORDER BY failed_at_ms, sender_type, sender_id, seq LIMIT ?",
+        )
+        .bind(receiver_type)
+        .bind(receiver_type)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.readers)
+        .await
+        .map_err(backend)?;
+        Ok(rows
+            .iter()
+            .map(|row| {
+                let sender_type: String = row.get("sender_type");
+                let sender_id: String = row.get("sender_id");
+                DeadLetter {
+                    sender: ObjectKey::new(&sender_type, &sender_id),
+                    message: outgoing_of(row, row.get("seq")),
+                    reason: row.get("reason"),
+                    failed_at_ms: row.get("failed_at_ms"),
+                }
+            })
+            .collect())
+    }
+
+    async fn senders_with_pending(&self, limit: usize) -> Result<Vec<ObjectKey>, StorageError> {
+        let rows: Vec<(String, String)> =
+            sqlx::query_as("SELECT DISTINCT sender_type, sender_id FROM rio_outbox LIMIT ?")
+                .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+                .fetch_all(&self.readers)
+                .await
+                .map_err(backend)?;
+        Ok(rows
+            .iter()
+            .map(|(service_type, object_id)| ObjectKey::new(service_type, object_id))
+            .collect())
     }
 }
 
@@ -506,6 +736,7 @@ mod tests {
         let keyed = |writes: Vec<(String, Option<Vec<u8>>)>, reply| Commit {
             writes,
             reply: Some(reply),
+            outbox: Vec::new(),
         };
         let now = crate::cluster::now_ms();
         let put = vec![("n".to_string(), Some(b"1".to_vec()))];

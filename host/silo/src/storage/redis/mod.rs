@@ -17,6 +17,11 @@
 //! | `rio:owned:{address#generation}`        | set        | the `rio:placement:…` keys that silo owns              |
 //! | `rio:replies:{len(type)}:{type}:{id}`   | hash       | one object's reply records: idempotency key → reply    |
 //! | `rio:reply-ages`                        | sorted set | `{len(hash key)}:{hash key}{idempotency key}`, scored by the ms it was stored |
+//! | `rio:outbox:{len(type)}:{type}:{id}`    | hash       | one sender's undelivered messages: seq → message (CBOR) |
+//! | `rio:outbox-next`                       | hash       | outbox key → the seq of its sender's next message      |
+//! | `rio:outbox-senders`                    | set        | the outbox keys that hold messages                     |
+//! | `rio:dead-letters:{receiver type}`      | sorted set | refused messages (CBOR, with the reason), scored by ms |
+//! | `rio:dead-letter-types`                 | set        | the receiver types that have dead letters              |
 //!
 //! `len(type)` is the type's length in bytes: types and ids may contain `:`,
 //! and without it `("a:b", "c")` and `("a", "b:c")` would share a key. Keys
@@ -51,11 +56,12 @@ use redis::{RedisError, Script};
 #[cfg(test)]
 use super::StateWrite;
 use super::{
-    ClusterStore, Commit, ComponentStore, Member, MembershipStore, PlacementStore, SiloId,
-    SiloStatus, StateStore, StorageError, redact,
+    ClusterStore, Commit, ComponentStore, DeadLetter, Member, MembershipStore, PendingOutbox,
+    PlacementStore, SiloId, SiloStatus, StateStore, StorageError, redact,
 };
 use crate::ObjectKey;
 
+mod outbox;
 #[cfg(test)]
 mod tests;
 
@@ -80,7 +86,10 @@ const RELEASE_BATCH: usize = 500;
 /// check, and a script runs whole, so a refused commit changes nothing.
 /// With a reply record (`ARGV[3]` = 1), `ARGV[4..6]` are its key, reply and
 /// time: stored in the object's replies hash `KEYS[3]` and indexed by age
-/// in `KEYS[4]`, in the same script as the writes.
+/// in `KEYS[4]`, in the same script as the writes. Next comes the number of
+/// messages the turn sent, then seq and message pairs for the outbox hash
+/// `KEYS[5]` and the sender's next seq (kept in `KEYS[7]`; the outbox joins
+/// the senders set `KEYS[6]`), and only then the fields to set.
 static COMMIT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -90,6 +99,17 @@ if ARGV[3] == '1' then
   redis.call('HSET', KEYS[3], ARGV[4], ARGV[5])
   redis.call('ZADD', KEYS[4], ARGV[6], string.len(KEYS[3]) .. ':' .. KEYS[3] .. ARGV[4])
   first_set = 7
+end
+local sent = tonumber(ARGV[first_set])
+first_set = first_set + 1
+if sent > 0 then
+  for i = first_set, first_set + 2 * sent - 1, 2 do
+    redis.call('HSET', KEYS[5], ARGV[i], ARGV[i + 1])
+  end
+  first_set = first_set + 2 * sent
+  redis.call('HSET', KEYS[7], KEYS[5], ARGV[first_set])
+  redis.call('SADD', KEYS[6], KEYS[5])
+  first_set = first_set + 1
 end
 -- unpack has a stack limit of a few thousand values: go in slices.
 local first_delete = first_set + 2 * tonumber(ARGV[2])
@@ -386,6 +406,9 @@ impl StateStore for RedisStore {
             .key(placement_key(object))
             .key(replies_key(object))
             .key(REPLY_AGES)
+            .key(outbox::outbox_key(object))
+            .key(outbox::SENDERS)
+            .key(outbox::NEXT_SEQ)
             .arg(owner.to_string())
             .arg(sets.len());
         match &commit.reply {
@@ -396,6 +419,15 @@ impl StateStore for RedisStore {
                 .arg(record.stored_at_ms),
             None => invocation.arg(0),
         };
+        invocation.arg(commit.outbox.len());
+        for message in &commit.outbox {
+            invocation
+                .arg(message.seq)
+                .arg(outbox::encode_message(message));
+        }
+        if let Some(last) = commit.outbox.last() {
+            invocation.arg(last.seq + 1);
+        }
         for (field, value) in sets {
             invocation.arg(field).arg(value);
         }
@@ -438,6 +470,30 @@ impl StateStore for RedisStore {
             .invoke_async(&mut self.connection())
             .await
             .map_err(backend)
+    }
+
+    async fn pending_outbox(&self, sender: &ObjectKey) -> Result<PendingOutbox, StorageError> {
+        outbox::pending(self.connection(), sender).await
+    }
+
+    async fn remove_outgoing(&self, sender: &ObjectKey, seq: i64) -> Result<(), StorageError> {
+        outbox::remove(self.connection(), sender, seq).await
+    }
+
+    async fn bury(&self, letter: &DeadLetter) -> Result<(), StorageError> {
+        outbox::bury(self.connection(), letter).await
+    }
+
+    async fn dead_letters(
+        &self,
+        receiver_type: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, StorageError> {
+        outbox::dead_letters(self.connection(), receiver_type, limit).await
+    }
+
+    async fn senders_with_pending(&self, limit: usize) -> Result<Vec<ObjectKey>, StorageError> {
+        outbox::senders(self.connection(), limit).await
     }
 }
 

@@ -227,7 +227,57 @@ impl Dialect {
                     .to_string(),
             );
         }
-        vec![first, replies]
+        // One-way messages committed with their sender's turn, until the
+        // receiver committed them; each sender's next seq, kept after its
+        // outbox empties so a seq is never reused; the messages receivers
+        // refused, listed by receiver type.
+        let message_columns = format!(
+            "sender_type {short} NOT NULL,
+                sender_id {long} NOT NULL,
+                seq BIGINT NOT NULL,
+                receiver_type {short} NOT NULL,
+                receiver_id {long} NOT NULL,
+                message_type {long} NOT NULL,
+                payload {blob} NOT NULL,
+                created_at_ms BIGINT NOT NULL"
+        );
+        let receiver_index = match self {
+            Dialect::MySql => {
+                ",\n INDEX rio_dead_letters_by_receiver (receiver_type, failed_at_ms)".to_string()
+            }
+            _ => String::new(),
+        };
+        let mut outbox = vec![
+            format!(
+                "CREATE TABLE IF NOT EXISTS rio_outbox (
+                    {message_columns},
+                    PRIMARY KEY (sender_type, sender_id, seq)
+                ){table_options}"
+            ),
+            format!(
+                "CREATE TABLE IF NOT EXISTS rio_outbox_next (
+                    sender_type {short} NOT NULL,
+                    sender_id {long} NOT NULL,
+                    next_seq BIGINT NOT NULL,
+                    PRIMARY KEY (sender_type, sender_id)
+                ){table_options}"
+            ),
+            format!(
+                "CREATE TABLE IF NOT EXISTS rio_dead_letters (
+                    {message_columns},
+                    reason TEXT NOT NULL,
+                    failed_at_ms BIGINT NOT NULL,
+                    PRIMARY KEY (sender_type, sender_id, seq){receiver_index}
+                ){table_options}"
+            ),
+        ];
+        if self != Dialect::MySql {
+            outbox.push(
+                "CREATE INDEX IF NOT EXISTS rio_dead_letters_by_receiver ON rio_dead_letters (receiver_type, failed_at_ms)"
+                    .to_string(),
+            );
+        }
+        vec![first, replies, outbox]
     }
 }
 

@@ -10,10 +10,12 @@
 //! - `components`: components (chunked) and deployments.
 //! - `membership`: silos, heartbeats, suspicions.
 //! - `placement`: object → owner, by insert-if-absent and compare-and-set.
+//! - `outbox`: one-way messages waiting for delivery, and dead letters.
 
 mod components;
 mod dialect;
 mod membership;
+mod outbox;
 mod placement;
 mod state;
 

@@ -16,7 +16,9 @@ use tokio::sync::{mpsc, oneshot};
 use super::dialect::Dialect;
 use super::{SqlStore, backend};
 use crate::ObjectKey;
-use crate::storage::{Commit, ReplyRecord, SiloId, StateStore, StorageError};
+use crate::storage::{
+    Commit, DeadLetter, PendingOutbox, ReplyRecord, SiloId, StateStore, StorageError,
+};
 
 pub(crate) struct PendingCommit {
     object: ObjectKey,
@@ -166,6 +168,19 @@ async fn write_batch(
         }
         query.execute(&mut *transaction).await.map_err(backend)?;
     }
+    for (_, commit) in batch
+        .iter()
+        .enumerate()
+        .filter(|(index, _)| owned.contains(index))
+    {
+        super::outbox::write(
+            &mut transaction,
+            dialect,
+            &commit.object,
+            &commit.commit.outbox,
+        )
+        .await?;
+    }
     transaction.commit().await.map_err(backend)?;
     Ok(owned)
 }
@@ -281,5 +296,29 @@ impl StateStore for SqlStore {
             .await
             .map_err(backend)?;
         Ok(deleted.rows_affected())
+    }
+
+    async fn pending_outbox(&self, sender: &ObjectKey) -> Result<PendingOutbox, StorageError> {
+        super::outbox::pending(&self.pool, self.dialect, sender).await
+    }
+
+    async fn remove_outgoing(&self, sender: &ObjectKey, seq: i64) -> Result<(), StorageError> {
+        super::outbox::remove(&self.pool, self.dialect, sender, seq).await
+    }
+
+    async fn bury(&self, letter: &DeadLetter) -> Result<(), StorageError> {
+        super::outbox::bury(&self.pool, self.dialect, letter).await
+    }
+
+    async fn dead_letters(
+        &self,
+        receiver_type: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, StorageError> {
+        super::outbox::dead_letters(&self.pool, self.dialect, receiver_type, limit).await
+    }
+
+    async fn senders_with_pending(&self, limit: usize) -> Result<Vec<ObjectKey>, StorageError> {
+        super::outbox::senders(&self.pool, self.dialect, limit).await
     }
 }

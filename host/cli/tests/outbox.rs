@@ -1,0 +1,298 @@
+//! One-way sends through the transactional outbox, with real `rio silo`
+//! processes: a turn that fails sends nothing; sent messages take effect
+//! exactly once and in the order sent, also when the sender's silo is
+//! killed between the commit and the delivery (restarted alone, or taken
+//! over by a survivor in a cluster on a SQLite file and on PostgreSQL);
+//! messages the receiver refuses become dead letters that `rio
+//! dead-letters` lists with the reason.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::guests::build;
+use common::stores::{PostgresDatabase, SqliteFile};
+use common::{SiloProcess, rio, stdout_of};
+use rio_client::{Client, ClientError, ReplyError};
+use serde_json::{Value, json};
+
+async fn deploy_counter(address: &str) {
+    let client = Client::connect(address).await.unwrap();
+    client
+        .deploy("Counter", build("guests/counter"))
+        .await
+        .unwrap_or_else(|error| panic!("deploy guests/counter: {error}"));
+}
+
+async fn send_items(client: &Client, sender: &str, message: Value) -> Result<Value, ClientError> {
+    client.call("Counter", sender, "send-items", &message).await
+}
+
+async fn seen(client: &Client, receiver: &str) -> Vec<i64> {
+    let reply: Value = client
+        .call("Counter", receiver, "seen", &json!({}))
+        .await
+        .unwrap();
+    serde_json::from_value(reply["seen"].clone()).unwrap()
+}
+
+/// Waits until `receiver` has seen `expected` (failing after `limit` with
+/// what it saw), then checks that nothing more arrives for a moment: a
+/// message applied twice would show up as an extra item. Answers when it
+/// had seen them.
+async fn wait_for_seen(
+    client: &Client,
+    receiver: &str,
+    expected: &[i64],
+    limit: Duration,
+) -> Instant {
+    let started = Instant::now();
+    loop {
+        let now = seen(client, receiver).await;
+        if now == expected {
+            break;
+        }
+        assert!(
+            now.len() <= expected.len() && expected.starts_with(&now),
+            "{receiver} saw {now:?}, expected a prefix of {expected:?}"
+        );
+        assert!(
+            started.elapsed() < limit,
+            "{receiver} saw {now:?} after {limit:?}, expected {expected:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let seen_at = Instant::now();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        seen(client, receiver).await,
+        expected,
+        "nothing applied twice"
+    );
+    seen_at
+}
+
+async fn counter_value(client: &Client, id: &str) -> i64 {
+    let reply: Value = client.call("Counter", id, "get", &json!({})).await.unwrap();
+    reply["value"].as_i64().unwrap()
+}
+
+/// Keeps `receiver` busy for `millis` in a turn of its own, so that
+/// deliveries to it wait in its mailbox meanwhile.
+fn hold_busy(client: &Client, receiver: &'static str, millis: u64) -> tokio::task::JoinHandle<()> {
+    let client = client.clone();
+    tokio::spawn(async move {
+        let _ = client
+            .call::<_, Value>(
+                "Counter",
+                receiver,
+                "add-slowly",
+                &json!({"by": 0, "millis": millis}),
+            )
+            .await;
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sends_take_effect_once_in_order_and_survive_a_kill_between_commit_and_delivery() {
+    let data = tempfile::tempdir().unwrap();
+    let silo = SiloProcess::start(data.path());
+    deploy_counter(&silo.address).await;
+    let client = Client::connect(&silo.address).await.unwrap();
+
+    let sent = send_items(&client, "a", json!({"target": "r", "items": [1, 2, 3]})).await;
+    assert_eq!(sent.unwrap(), json!({"value": 3}));
+    // A turn that fails after sending sends nothing.
+    let failed = send_items(
+        &client,
+        "a",
+        json!({"target": "r", "items": [100], "fail": true}),
+    )
+    .await;
+    match failed {
+        Err(ClientError::Reply(ReplyError::Guest { kind, .. })) => {
+            assert_eq!(kind, "failed-on-purpose");
+        }
+        other => panic!("the failing turn answered {other:?}"),
+    }
+    wait_for_seen(&client, "r", &[1, 2, 3], Duration::from_secs(10)).await;
+    assert_eq!(
+        counter_value(&client, "a").await,
+        3,
+        "the failed turn committed nothing"
+    );
+
+    // The receiver is busy, so the next messages are committed by the
+    // sender but not yet delivered when the silo is killed.
+    let busy = hold_busy(&client, "r", 3000);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let sent = send_items(&client, "a", json!({"target": "r", "items": [4, 5, 6]})).await;
+    assert_eq!(sent.unwrap(), json!({"value": 6}));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    silo.kill();
+    let _ = busy.await;
+
+    // Started again on the same data, the silo wakes the sender, which
+    // delivers what it had committed, after what was delivered before.
+    let silo = SiloProcess::start(data.path());
+    let client = Client::connect(&silo.address).await.unwrap();
+    wait_for_seen(&client, "r", &[1, 2, 3, 4, 5, 6], Duration::from_secs(10)).await;
+    assert_eq!(counter_value(&client, "a").await, 6);
+
+    // Seqs go on after the delivered ones: later sends are not mistaken
+    // for deliveries already made.
+    let sent = send_items(&client, "a", json!({"target": "r", "items": [7]})).await;
+    assert_eq!(sent.unwrap(), json!({"value": 7}));
+    wait_for_seen(
+        &client,
+        "r",
+        &[1, 2, 3, 4, 5, 6, 7],
+        Duration::from_secs(10),
+    )
+    .await;
+    silo.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_messages_become_dead_letters_listed_with_the_reason() {
+    let data = tempfile::tempdir().unwrap();
+    let silo = SiloProcess::start(data.path());
+    deploy_counter(&silo.address).await;
+    let client = Client::connect(&silo.address).await.unwrap();
+
+    // -1 is refused by the receiver's handler (retried, then given up);
+    // the messages after it are still delivered, in order.
+    let sent = send_items(&client, "a", json!({"target": "r", "items": [7, -1, 8]})).await;
+    assert_eq!(sent.unwrap(), json!({"value": 3}));
+    // An unknown message and an unknown type are given up at once.
+    let unknown_message = json!({"target": "r", "items": [9], "message_type": "no-such"});
+    send_items(&client, "b", unknown_message).await.unwrap();
+    let unknown_type = json!({"service_type": "Nowhere", "target": "x", "items": [10]});
+    send_items(&client, "c", unknown_type).await.unwrap();
+    wait_for_seen(&client, "r", &[7, 8], Duration::from_secs(10)).await;
+
+    let started = Instant::now();
+    let letters = loop {
+        let letters = client.dead_letters(None, 100).await.unwrap();
+        if letters.len() >= 3 || started.elapsed() > Duration::from_secs(10) {
+            break letters;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut reasons: Vec<(String, String)> = letters
+        .iter()
+        .map(|letter| {
+            (
+                format!("{}/{}", letter.sender.0, letter.sender.1),
+                letter.reason.clone(),
+            )
+        })
+        .collect();
+    reasons.sort();
+    assert_eq!(reasons.len(), 3, "{letters:?}");
+    assert_eq!(reasons[0].0, "Counter/a");
+    assert!(
+        reasons[0].1.starts_with("negative-item:"),
+        "{:?}",
+        reasons[0]
+    );
+    assert_eq!(reasons[1].0, "Counter/b");
+    assert!(
+        reasons[1].1.starts_with("unknown-message:"),
+        "{:?}",
+        reasons[1]
+    );
+    assert_eq!(reasons[2].0, "Counter/c");
+    assert!(
+        reasons[2].1.starts_with("unknown-type:"),
+        "{:?}",
+        reasons[2]
+    );
+    let refused = letters
+        .iter()
+        .find(|letter| letter.sender.1 == "a")
+        .unwrap();
+    assert_eq!(refused.seq, 1, "the second message a sent");
+    assert_eq!(refused.receiver, ("Counter".to_string(), "r".to_string()));
+    assert_eq!(refused.message_type, "append");
+
+    // The CLI lists them, all or by receiver type.
+    let all = stdout_of(&rio(&["dead-letters", "--silo", &silo.address]));
+    assert_eq!(all.lines().count(), 4, "a header and three letters:\n{all}");
+    assert!(
+        all.contains("Counter/a\t1\tCounter/r\tappend\t{\"item\":-1}\tnegative-item"),
+        "{all}"
+    );
+    let nowhere = stdout_of(&rio(&["dead-letters", "--silo", &silo.address, "Nowhere"]));
+    assert_eq!(nowhere.lines().count(), 2, "{nowhere}");
+    assert!(
+        nowhere.contains("Counter/c\t0\tNowhere/x\tappend"),
+        "{nowhere}"
+    );
+
+    // Dead letters are not retried: after a restart nothing more arrives.
+    silo.stop();
+    let silo = SiloProcess::start(data.path());
+    let client = Client::connect(&silo.address).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(seen(&client, "r").await, vec![7, 8]);
+    assert_eq!(client.dead_letters(None, 100).await.unwrap().len(), 3);
+    silo.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_senders_messages_are_delivered_by_a_survivor() {
+    let store = SqliteFile::create();
+    delivered_by_a_survivor(&store.url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_senders_messages_are_delivered_by_a_survivor_on_postgres() {
+    let Some(database) = PostgresDatabase::create("outbox") else {
+        return;
+    };
+    delivered_by_a_survivor(&database.url).await;
+}
+
+async fn delivered_by_a_survivor(url: &str) {
+    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut silos: Vec<SiloProcess> = dirs
+        .iter()
+        .map(|dir| {
+            SiloProcess::start_with(
+                dir.path(),
+                &["--cluster", url, "--placement", "prefer-local"],
+            )
+        })
+        .collect();
+    let survivor = silos.pop().unwrap();
+    let sender_silo = silos.pop().unwrap();
+    deploy_counter(&sender_silo.address).await;
+    let to_sender_silo = Client::connect(&sender_silo.address).await.unwrap();
+    let to_survivor = Client::connect(&survivor.address).await.unwrap();
+    // The receiver lives on the survivor, the sender on the silo to die.
+    assert_eq!(seen(&to_survivor, "r").await, Vec::<i64>::new());
+    let sent = send_items(&to_sender_silo, "a", json!({"target": "r", "items": [1]})).await;
+    assert_eq!(sent.unwrap(), json!({"value": 1}));
+    wait_for_seen(&to_survivor, "r", &[1], Duration::from_secs(10)).await;
+
+    let busy = hold_busy(&to_survivor, "r", 2000);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let items = json!({"target": "r", "items": [2, 3, 4]});
+    let sent = send_items(&to_sender_silo, "a", items).await;
+    assert_eq!(sent.unwrap(), json!({"value": 4}));
+    sender_silo.kill();
+    let killed_at = Instant::now();
+    let _ = busy.await;
+
+    // The survivor declares the sender's silo dead, wakes the sender, and
+    // it delivers from there: once each, in order.
+    let delivered_at =
+        wait_for_seen(&to_survivor, "r", &[1, 2, 3, 4], Duration::from_secs(30)).await;
+    println!(
+        "the dead sender's messages were all delivered {:.2} s after the kill",
+        (delivered_at - killed_at).as_secs_f64()
+    );
+    assert_eq!(counter_value(&to_survivor, "a").await, 4);
+    survivor.stop();
+}

@@ -1,0 +1,396 @@
+//! One-way sends through a transactional outbox: the messages a turn sent
+//! are stored in its commit (see `storage::Commit::outbox`), then its
+//! sender's activation delivers them, one at a time in seq order, as calls
+//! keyed `outbox:{sender type}/{sender id}/{seq}`. The receiver commits
+//! that key's reply record with its turn, so a message delivered again
+//! (after a lost reply, a restart, a failover) answers the stored reply
+//! instead of running twice: each message takes effect exactly once, and
+//! those from one sender to one receiver in the order sent.
+//!
+//! A delivered message's row is removed; one the receiver refuses (its
+//! handler's error or a trap, [`GIVE_UP_AFTER`] times; an unknown type or
+//! message, or a malformed request, at once) moves to the dead letters.
+//! Anything else (`unavailable`, `timeout`, `overloaded`, `deadlock`, a
+//! store error) is retried with backoff until the silo stops.
+//!
+//! Senders whose silo died, or that were live when a lone silo stopped,
+//! are woken by [`wake_senders`] (at a lone silo's start; in a cluster when
+//! this silo declares another dead): a [`WAKE`] message activates the
+//! sender, whose activation loads its outbox and delivers.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use rio_protocol::{DeadLetterInfo, ReplyError};
+use serde_bytes::ByteBuf;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::ObjectKey;
+use crate::host::PendingSend;
+use crate::mailbox::{Envelope, ReplyTo};
+use crate::router::Router;
+use crate::storage::{DeadLetter, Outgoing, StorageError};
+
+/// The message type that only activates its object so that it delivers
+/// its outbox; the guest never sees it. Reserved: a guest message of this
+/// type is taken for a wake-up.
+pub(crate) const WAKE: &str = "rio:wake-outbox";
+
+/// Deliveries answered with the receiver's own error or a trap are given
+/// up after this many attempts: such errors may pass (a trap from memory
+/// pressure), but not forever.
+pub(crate) const GIVE_UP_AFTER: u32 = 3;
+
+/// Senders one wake-up pass activates at most; more wait for the next pass.
+pub(crate) const WAKE_BATCH: usize = 10_000;
+
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// The idempotency key a message's deliveries carry.
+pub(crate) fn delivery_key(sender: &ObjectKey, seq: i64) -> Arc<str> {
+    format!("outbox:{}/{}/{seq}", sender.service_type, sender.object_id).into()
+}
+
+/// One sender's outbox as its activation sees it: the seq its next message
+/// gets, and the task delivering what was committed.
+pub(crate) struct Outbox {
+    next_seq: i64,
+    queue: mpsc::UnboundedSender<Outgoing>,
+    undelivered: Arc<AtomicUsize>,
+    stop: CancellationToken,
+}
+
+impl Outbox {
+    /// Loads `sender`'s outbox and starts delivering what it holds.
+    pub(crate) async fn open(
+        router: &Arc<Router>,
+        sender: &ObjectKey,
+    ) -> Result<Outbox, StorageError> {
+        let pending = router.state_store.pending_outbox(sender).await?;
+        let (queue, messages) = mpsc::unbounded_channel();
+        let undelivered = Arc::new(AtomicUsize::new(0));
+        let stop = CancellationToken::new();
+        let outbox = Outbox {
+            next_seq: pending.next_seq,
+            queue,
+            undelivered: undelivered.clone(),
+            stop: stop.clone(),
+        };
+        if !pending.messages.is_empty() {
+            tracing::info!(object = %sender, pending = pending.messages.len(), "delivering messages committed earlier");
+        }
+        outbox.enqueue(pending.messages);
+        let deliverer = Deliverer {
+            router: router.clone(),
+            sender: sender.clone(),
+            undelivered,
+            stop,
+        };
+        router.tasks.spawn(deliverer.run(messages));
+        Ok(outbox)
+    }
+
+    /// Numbers a turn's sends for its commit, from the next seq on.
+    pub(crate) fn number(&self, sends: Vec<PendingSend>, now_ms: i64) -> Vec<Outgoing> {
+        sends
+            .into_iter()
+            .zip(self.next_seq..)
+            .map(|(send, seq)| Outgoing {
+                seq,
+                receiver: send.receiver,
+                message_type: send.message_type,
+                payload: send.payload,
+                created_at_ms: now_ms,
+            })
+            .collect()
+    }
+
+    /// The turn that sent `messages` committed: they go out.
+    pub(crate) fn committed(&mut self, messages: Vec<Outgoing>) {
+        if let Some(last) = messages.last() {
+            self.next_seq = last.seq + 1;
+        }
+        self.enqueue(messages);
+    }
+
+    fn enqueue(&self, messages: Vec<Outgoing>) {
+        for message in messages {
+            self.undelivered.fetch_add(1, Ordering::SeqCst);
+            // The deliverer stops only with the silo or `stop`; a message
+            // it can no longer take stays in the store for the next one.
+            let _ = self.queue.send(message);
+        }
+    }
+
+    /// Every committed message was delivered or given up.
+    pub(crate) fn is_drained(&self) -> bool {
+        self.undelivered.load(Ordering::SeqCst) == 0
+    }
+
+    /// Another silo owns the sender now: it delivers, this one stops.
+    pub(crate) fn stop(&self) {
+        self.stop.cancel();
+    }
+}
+
+/// The task that delivers one sender's messages in order. It outlives its
+/// activation until its queue is empty (messages sent by `on-deactivate`
+/// still go out), and stops with the silo or when the sender moved away.
+struct Deliverer {
+    router: Arc<Router>,
+    sender: ObjectKey,
+    undelivered: Arc<AtomicUsize>,
+    stop: CancellationToken,
+}
+
+/// How one delivery attempt ended.
+enum Attempt {
+    Delivered,
+    Retry(ReplyError),
+    Refused(ReplyError),
+    GiveUp(ReplyError),
+}
+
+impl Deliverer {
+    async fn run(self, mut messages: mpsc::UnboundedReceiver<Outgoing>) {
+        let mut stopping = self.router.stopping.clone();
+        loop {
+            let message = tokio::select! {
+                _ = self.stop.cancelled() => return,
+                _ = stopping.wait_for(|stop| *stop) => return,
+                message = messages.recv() => match message {
+                    Some(message) => message,
+                    None => return,
+                },
+            };
+            if !self.deliver(&message).await {
+                return;
+            }
+            self.undelivered.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Delivers `message` until it is delivered or given up; false if the
+    /// silo stopped first.
+    async fn deliver(&self, message: &Outgoing) -> bool {
+        let key = delivery_key(&self.sender, message.seq);
+        let mut refusals = 0;
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            if self.stop.is_cancelled() || *self.router.stopping.borrow() {
+                return false;
+            }
+            let attempt = match self.attempt(message, &key).await {
+                Some(attempt) => attempt,
+                None => return false,
+            };
+            let give_up = match attempt {
+                Attempt::Delivered => {
+                    self.remove(message.seq).await;
+                    return true;
+                }
+                Attempt::GiveUp(error) => Some(error),
+                Attempt::Refused(error) => {
+                    refusals += 1;
+                    (refusals >= GIVE_UP_AFTER).then_some(error)
+                }
+                Attempt::Retry(error) => {
+                    tracing::debug!(sender = %self.sender, seq = message.seq, %error, "delivery failed; retrying");
+                    None
+                }
+            };
+            if let Some(error) = give_up {
+                return self.bury(message, error).await;
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    /// One delivery as a keyed call; `None` if the silo stopped meanwhile.
+    async fn attempt(&self, message: &Outgoing, key: &Arc<str>) -> Option<Attempt> {
+        let (reply, replied) = oneshot::channel();
+        let deadline = Instant::now() + self.router.config.turn_deadline;
+        let mut envelope = Envelope::new(
+            message.message_type.clone(),
+            message.payload.clone(),
+            self.router.empty_chain(),
+            ReplyTo::Caller(reply),
+            deadline,
+        );
+        envelope.idempotency_key = Some(key.clone());
+        self.router.dispatch(message.receiver.clone(), envelope);
+        let mut stopping = self.router.stopping.clone();
+        let result = tokio::select! {
+            result = replied => result.unwrap_or_else(|_| {
+                Err(ReplyError::Unavailable("the delivery was dropped".into()))
+            }),
+            _ = stopping.wait_for(|stop| *stop) => return None,
+            _ = self.stop.cancelled() => return None,
+        };
+        Some(match result {
+            Ok(_) => Attempt::Delivered,
+            Err(error @ (ReplyError::Guest { .. } | ReplyError::Trap(_))) => {
+                Attempt::Refused(error)
+            }
+            Err(
+                error @ (ReplyError::UnknownType { .. }
+                | ReplyError::UnknownMessage { .. }
+                | ReplyError::BadRequest(_)
+                | ReplyError::InvalidComponent(_)),
+            ) => Attempt::GiveUp(error),
+            Err(error) => Attempt::Retry(error),
+        })
+    }
+
+    /// Removes a delivered message's row. If that fails the row stays and
+    /// the message is delivered again later: the receiver answers its
+    /// stored reply then, so nothing is applied twice.
+    async fn remove(&self, seq: i64) {
+        let store = &self.router.state_store;
+        for pause in [Duration::ZERO, FIRST_BACKOFF, MAX_BACKOFF] {
+            tokio::time::sleep(pause).await;
+            match store.remove_outgoing(&self.sender, seq).await {
+                Ok(()) => return,
+                Err(error) => {
+                    tracing::warn!(sender = %self.sender, seq, %error, "cannot remove a delivered message");
+                }
+            }
+        }
+    }
+
+    /// Moves a refused message to the dead letters; false if the silo
+    /// stopped before it could.
+    async fn bury(&self, message: &Outgoing, error: ReplyError) -> bool {
+        let reason = format!("{}: {error}", error.kind());
+        tracing::warn!(
+            sender = %self.sender,
+            seq = message.seq,
+            receiver = %message.receiver,
+            message_type = %message.message_type,
+            %reason,
+            "message given up: moved to the dead letters"
+        );
+        let letter = DeadLetter {
+            sender: self.sender.clone(),
+            message: message.clone(),
+            reason,
+            failed_at_ms: crate::cluster::now_ms(),
+        };
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            match self.router.state_store.bury(&letter).await {
+                Ok(()) => return true,
+                Err(error) => {
+                    tracing::warn!(sender = %self.sender, seq = message.seq, %error, "cannot store a dead letter; retrying");
+                }
+            }
+            if self.stop.is_cancelled() || *self.router.stopping.borrow() {
+                return false;
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+}
+
+/// Activates (here or on their owners) the senders that have undelivered
+/// messages, at most [`WAKE_BATCH`] of them: each delivers its own.
+pub(crate) async fn wake_senders(router: &Arc<Router>) {
+    let senders = match router.state_store.senders_with_pending(WAKE_BATCH).await {
+        Ok(senders) => senders,
+        Err(error) => {
+            tracing::warn!(%error, "cannot list the senders with undelivered messages");
+            return;
+        }
+    };
+    if senders.is_empty() {
+        return;
+    }
+    tracing::info!(
+        senders = senders.len(),
+        "waking senders with undelivered messages"
+    );
+    for sender in senders {
+        let (reply, replied) = oneshot::channel();
+        let deadline = Instant::now() + router.config.turn_deadline;
+        let envelope = Envelope::new(
+            WAKE.to_string(),
+            Vec::new(),
+            router.empty_chain(),
+            ReplyTo::Caller(reply),
+            deadline,
+        );
+        router.dispatch(sender.clone(), envelope);
+        let sender = sender.clone();
+        router.tasks.spawn(async move {
+            if let Ok(Err(error)) = replied.await {
+                tracing::warn!(%sender, %error, "cannot wake a sender with undelivered messages");
+            }
+        });
+    }
+}
+
+/// Wakes the senders with undelivered messages once at the start (a lone
+/// silo's own from before it stopped; a cluster's, whose owners may all be
+/// gone), then each time this silo declares another dead, until it stops.
+pub(crate) async fn run_wake_ups(
+    router: Arc<Router>,
+    deaths: Option<watch::Receiver<u64>>,
+    mut stopping: watch::Receiver<bool>,
+) {
+    wake_senders(&router).await;
+    let Some(mut deaths) = deaths else {
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = stopping.wait_for(|stop| *stop) => return,
+            changed = deaths.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+        }
+        wake_senders(&router).await;
+    }
+}
+
+/// Dead letters listed at most at once, whatever a request asks.
+const MAX_LISTED: u32 = 10_000;
+
+/// The dead letters a `DeadLetters` request asks for.
+pub(crate) async fn dead_letters(
+    router: &Router,
+    receiver_type: Option<String>,
+    limit: u32,
+) -> Result<Vec<DeadLetterInfo>, ReplyError> {
+    let letters = router
+        .state_store
+        .dead_letters(receiver_type.as_deref(), limit.min(MAX_LISTED) as usize)
+        .await
+        .map_err(|error| ReplyError::Internal(format!("cannot list the dead letters: {error}")))?;
+    Ok(letters
+        .into_iter()
+        .map(|letter| DeadLetterInfo {
+            sender: (
+                letter.sender.service_type.to_string(),
+                letter.sender.object_id.to_string(),
+            ),
+            seq: letter.message.seq,
+            receiver: (
+                letter.message.receiver.service_type.to_string(),
+                letter.message.receiver.object_id.to_string(),
+            ),
+            message_type: letter.message.message_type,
+            payload: ByteBuf::from(letter.message.payload),
+            reason: letter.reason,
+            created_at_ms: letter.message.created_at_ms,
+            failed_at_ms: letter.failed_at_ms,
+        })
+        .collect())
+}
