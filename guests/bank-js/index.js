@@ -6,12 +6,14 @@
 // - `transfer {"to": id, "amount": n, "to_type": type?}` withdraws, then
 //   calls `deposit` on `to_type/to` (default: this account's own type), so
 //   accounts in Rust, Python and JS can pay each other. If that call fails,
-//   its error is thrown on: the turn fails and its withdrawal is discarded.
+//   its error is thrown on: the turn fails and its withdrawal is discarded;
+// - `transfer-send` (same message and reply) withdraws and `send`s the
+//   deposit one way: stored with the withdrawal, delivered exactly once after.
 //
 // Errors: `invalid-amount`, `insufficient-funds`, `invalid-transfer`, or the
 // other account's error. Build it with `rio build guests/bank-js`.
 
-import { RioError, call, identity, service, state } from "rio-sdk";
+import { RioError, call, identity, send, service, state } from "rio-sdk";
 
 const amount = { amount: "int" };
 
@@ -53,11 +55,7 @@ export default service({
   transfer: {
     message: { to: "string", amount: "int", to_type: "string?" },
     handle({ to, amount: value, to_type: toType }) {
-      const ownType = identity.serviceType();
-      const target = toType ?? ownType;
-      if (target === ownType && to === identity.objectId()) {
-        throw new RioError("invalid-transfer", "cannot transfer to the same account");
-      }
+      const target = receiverType(to, toType);
       const remaining = withdraw({ amount: value });
       // A failed deposit throws RioError with the other account's kind;
       // not catching it discards the withdrawal above.
@@ -65,4 +63,24 @@ export default service({
       return remaining;
     },
   },
+
+  "transfer-send": {
+    message: { to: "string", amount: "int", to_type: "string?" },
+    handle({ to, amount: value, to_type: toType }) {
+      const target = receiverType(to, toType);
+      const remaining = withdraw({ amount: value });
+      // Committed with the withdrawal, or not at all.
+      send(target, to, "deposit", { amount: value });
+      return remaining;
+    },
+  },
 });
+
+function receiverType(to, toType) {
+  const ownType = identity.serviceType();
+  const target = toType ?? ownType;
+  if (target === ownType && to === identity.objectId()) {
+    throw new RioError("invalid-transfer", "cannot transfer to the same account");
+  }
+  return target;
+}

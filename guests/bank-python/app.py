@@ -6,7 +6,9 @@
 - `transfer {"to": id, "amount": n, "to_type": type?}` withdraws, then calls
   `deposit` on `to_type/to` (default: this account's own type), so accounts
   in Rust, Python and JS can pay each other. If that call fails, its error is
-  raised again: the turn fails and its withdrawal is discarded.
+  raised again: the turn fails and its withdrawal is discarded;
+- `transfer-send` (same message and reply) withdraws and `send`s the deposit
+  one way: stored with the withdrawal, delivered exactly once afterwards.
 
 Errors: `invalid-amount`, `insufficient-funds`, `invalid-transfer`, or the
 other account's error. Build it with `rio build guests/bank-python`.
@@ -15,7 +17,7 @@ other account's error. Build it with `rio build guests/bank-python`.
 from dataclasses import dataclass
 from typing import Optional
 
-from rio_sdk import RioError, call, handler, identity, service, state
+from rio_sdk import RioError, call, handler, identity, send, service, state
 
 # The Rust account keeps an i64; a balance past it is refused the same way.
 _LARGEST_BALANCE = 2**63 - 1
@@ -67,12 +69,25 @@ class Account:
 
     @handler("transfer")
     def transfer(self, message: Transfer):
-        own_type = identity.service_type()
-        to_type = message.to_type if message.to_type is not None else own_type
-        if to_type == own_type and message.to == identity.object_id():
-            raise RioError("invalid-transfer", "cannot transfer to the same account")
+        to_type = _receiver_type(message)
         remaining = self.withdraw(Amount(message.amount))
         # A failed deposit raises RioError with the other account's kind;
         # letting it propagate discards the withdrawal above.
         call(to_type, message.to, "deposit", {"amount": message.amount})
         return remaining
+
+    @handler("transfer-send")
+    def transfer_send(self, message: Transfer):
+        to_type = _receiver_type(message)
+        remaining = self.withdraw(Amount(message.amount))
+        # Committed with the withdrawal, or not at all.
+        send(to_type, message.to, "deposit", {"amount": message.amount})
+        return remaining
+
+
+def _receiver_type(message: Transfer) -> str:
+    own_type = identity.service_type()
+    to_type = message.to_type if message.to_type is not None else own_type
+    if to_type == own_type and message.to == identity.object_id():
+        raise RioError("invalid-transfer", "cannot transfer to the same account")
+    return to_type

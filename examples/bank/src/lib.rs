@@ -14,6 +14,12 @@
 //! `Ok` reply, after the deposit has been committed on the other side. (If
 //! this silo died in between, the deposit would stand without the
 //! withdrawal: calls are not distributed transactions.)
+//!
+//! `transfer-send` (same message and reply) withdraws and `send`s the
+//! deposit one way instead: the deposit is stored in the same commit as the
+//! withdrawal and delivered exactly once afterwards, so a transfer is never
+//! half done, whatever dies when. The price: the sender does not learn the
+//! receiver's answer (a refused deposit becomes a dead letter).
 
 use rio_sdk::prelude::*;
 
@@ -80,15 +86,21 @@ fn balance() -> Result<Balance, Error> {
     })
 }
 
-fn transfer(message: Transfer) -> Result<Balance, Error> {
+/// The other account's type, refusing a transfer to this very account.
+fn receiver_type(message: &Transfer) -> Result<String, Error> {
     let own_type = identity::service_type();
-    let to_type = message.to_type.unwrap_or_else(|| own_type.clone());
+    let to_type = message.to_type.clone().unwrap_or_else(|| own_type.clone());
     if to_type == own_type && message.to == identity::object_id() {
         return Err(Error::new(
             "invalid-transfer",
             "cannot transfer to the same account",
         ));
     }
+    Ok(to_type)
+}
+
+fn transfer(message: Transfer) -> Result<Balance, Error> {
+    let to_type = receiver_type(&message)?;
     let remaining = withdraw(Amount {
         amount: message.amount,
     })?;
@@ -103,7 +115,24 @@ fn transfer(message: Transfer) -> Result<Balance, Error> {
     Ok(remaining)
 }
 
+fn transfer_send(message: Transfer) -> Result<Balance, Error> {
+    let to_type = receiver_type(&message)?;
+    let remaining = withdraw(Amount {
+        amount: message.amount,
+    })?;
+    send(
+        &to_type,
+        &message.to,
+        "deposit",
+        &Amount {
+            amount: message.amount,
+        },
+    )?;
+    Ok(remaining)
+}
+
 rio_sdk::service! {
+    "transfer-send" => transfer_send,
     "deposit" => deposit,
     "withdraw" => withdraw,
     "balance" => balance,

@@ -4,13 +4,14 @@
 //! killed between the commit and the delivery (restarted alone, or taken
 //! over by a survivor in a cluster on a SQLite file and on PostgreSQL);
 //! messages the receiver refuses become dead letters that `rio
-//! dead-letters` lists with the reason.
+//! dead-letters` lists with the reason; the bank's `transfer-send` in
+//! Rust, Python and JavaScript moves money once, and never half.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
-use common::guests::build;
+use common::guests::{Language, build, tooling_ready};
 use common::stores::{PostgresDatabase, SqliteFile};
 use common::{SiloProcess, rio, stdout_of};
 use rio_client::{Client, ClientError, ReplyError};
@@ -295,4 +296,96 @@ async fn delivered_by_a_survivor(url: &str) {
     );
     assert_eq!(counter_value(&to_survivor, "a").await, 4);
     survivor.stop();
+}
+
+async fn balance(client: &Client, account: (&str, &str)) -> i64 {
+    let reply: Value = client
+        .call(account.0, account.1, "balance", &json!({}))
+        .await
+        .unwrap();
+    reply["balance"].as_i64().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfer_send_moves_money_once_in_every_language() {
+    if !tooling_ready(&Language::ALL) {
+        return;
+    }
+    let data = tempfile::tempdir().unwrap();
+    let silo = SiloProcess::start(data.path());
+    let client = Client::connect(&silo.address).await.unwrap();
+    let types: Vec<String> = Language::ALL
+        .iter()
+        .map(|language| format!("{}Account", language.tag()))
+        .collect();
+    for (language, service_type) in Language::ALL.iter().zip(&types) {
+        client
+            .deploy(service_type, build(language.bank()))
+            .await
+            .unwrap_or_else(|error| panic!("deploy {language:?}: {error}"));
+        let _: Value = client
+            .call(service_type, "a", "deposit", &json!({"amount": 100}))
+            .await
+            .unwrap();
+    }
+    // Each language's account pays the next one's, which pays on: the
+    // deposit travels as a one-way message committed with the withdrawal.
+    for (i, from) in types.iter().enumerate() {
+        let to = &types[(i + 1) % types.len()];
+        let reply: Value = client
+            .call(
+                from,
+                "a",
+                "transfer-send",
+                &json!({"to": "a", "to_type": to, "amount": 10 * (i as i64 + 1)}),
+            )
+            .await
+            .unwrap_or_else(|error| panic!("{from} transfer-send: {error}"));
+        assert_eq!(
+            reply,
+            json!({"balance": 100 - 10 * (i as i64 + 1)}),
+            "{from}"
+        );
+        // One that cannot withdraw fails and sends nothing.
+        let refused = client
+            .call::<_, Value>(
+                from,
+                "a",
+                "transfer-send",
+                &json!({"to": "a", "to_type": to, "amount": 1_000}),
+            )
+            .await;
+        match refused {
+            Err(ClientError::Reply(ReplyError::Guest { kind, .. })) => {
+                assert_eq!(kind, "insufficient-funds", "{from}")
+            }
+            other => panic!("{from}: an overdraft answered {other:?}"),
+        }
+    }
+    // Rust paid 10 to Python, Python 20 to JS, JS 30 to Rust.
+    let expected = [100 - 10 + 30, 100 - 20 + 10, 100 - 30 + 20];
+    let started = Instant::now();
+    loop {
+        let mut balances = Vec::new();
+        for service_type in &types {
+            balances.push(balance(&client, (service_type, "a")).await);
+        }
+        if balances == expected {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "balances {balances:?}, expected {expected:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for (service_type, expected) in types.iter().zip(expected) {
+        assert_eq!(
+            balance(&client, (service_type, "a")).await,
+            expected,
+            "{service_type} once"
+        );
+    }
+    silo.stop();
 }

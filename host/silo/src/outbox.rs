@@ -56,10 +56,13 @@ pub(crate) fn delivery_key(sender: &ObjectKey, seq: i64) -> Arc<str> {
 }
 
 /// One sender's outbox as its activation sees it: the seq its next message
-/// gets, and the task delivering what was committed.
+/// gets, and the task delivering what was committed (started with the
+/// first message, so an object that never sends costs no task).
 pub(crate) struct Outbox {
+    router: Arc<Router>,
+    sender: ObjectKey,
     next_seq: i64,
-    queue: mpsc::UnboundedSender<Outgoing>,
+    queue: Option<mpsc::UnboundedSender<Outgoing>>,
     undelivered: Arc<AtomicUsize>,
     stop: CancellationToken,
 }
@@ -71,26 +74,18 @@ impl Outbox {
         sender: &ObjectKey,
     ) -> Result<Outbox, StorageError> {
         let pending = router.state_store.pending_outbox(sender).await?;
-        let (queue, messages) = mpsc::unbounded_channel();
-        let undelivered = Arc::new(AtomicUsize::new(0));
-        let stop = CancellationToken::new();
-        let outbox = Outbox {
+        let mut outbox = Outbox {
+            router: router.clone(),
+            sender: sender.clone(),
             next_seq: pending.next_seq,
-            queue,
-            undelivered: undelivered.clone(),
-            stop: stop.clone(),
+            queue: None,
+            undelivered: Arc::new(AtomicUsize::new(0)),
+            stop: CancellationToken::new(),
         };
         if !pending.messages.is_empty() {
             tracing::info!(object = %sender, pending = pending.messages.len(), "delivering messages committed earlier");
         }
         outbox.enqueue(pending.messages);
-        let deliverer = Deliverer {
-            router: router.clone(),
-            sender: sender.clone(),
-            undelivered,
-            stop,
-        };
-        router.tasks.spawn(deliverer.run(messages));
         Ok(outbox)
     }
 
@@ -117,12 +112,26 @@ impl Outbox {
         self.enqueue(messages);
     }
 
-    fn enqueue(&self, messages: Vec<Outgoing>) {
+    fn enqueue(&mut self, messages: Vec<Outgoing>) {
+        if messages.is_empty() {
+            return;
+        }
+        let queue = self.queue.get_or_insert_with(|| {
+            let (queue, received) = mpsc::unbounded_channel();
+            let deliverer = Deliverer {
+                router: self.router.clone(),
+                sender: self.sender.clone(),
+                undelivered: self.undelivered.clone(),
+                stop: self.stop.clone(),
+            };
+            self.router.tasks.spawn(deliverer.run(received));
+            queue
+        });
         for message in messages {
             self.undelivered.fetch_add(1, Ordering::SeqCst);
             // The deliverer stops only with the silo or `stop`; a message
             // it can no longer take stays in the store for the next one.
-            let _ = self.queue.send(message);
+            let _ = queue.send(message);
         }
     }
 

@@ -776,4 +776,72 @@ mod tests {
         assert_eq!(store.stored_reply(&object, "old").await.unwrap(), None);
         assert!(store.stored_reply(&object, "k1").await.unwrap().is_some());
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn outbox_rows_commit_with_the_turn_and_seqs_outlive_them() {
+        use crate::storage::{DeadLetter, Outgoing};
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("rio.db"), 64, 100)
+            .await
+            .unwrap();
+        let sender = ObjectKey::new("Counter", "a");
+        let receiver = ObjectKey::new("Counter", "r");
+        let message = |seq: i64| Outgoing {
+            seq,
+            receiver: receiver.clone(),
+            message_type: "append".into(),
+            payload: vec![seq as u8],
+            created_at_ms: 7,
+        };
+        let turn = |outbox: Vec<Outgoing>| Commit {
+            writes: vec![("n".to_string(), Some(b"1".to_vec()))],
+            reply: None,
+            outbox,
+        };
+        store
+            .commit_turn(&sender, turn(vec![message(0), message(1)]), &process(100))
+            .await
+            .unwrap();
+        // A process that lost the lease stores no message.
+        let refused = store
+            .commit_turn(&sender, turn(vec![message(2)]), &process(99))
+            .await;
+        assert!(
+            matches!(refused, Err(StorageError::Fenced { .. })),
+            "{refused:?}"
+        );
+        let pending = store.pending_outbox(&sender).await.unwrap();
+        assert_eq!(pending.messages, vec![message(0), message(1)]);
+        assert_eq!(pending.next_seq, 2);
+        assert_eq!(
+            store.senders_with_pending(10).await.unwrap(),
+            vec![sender.clone()]
+        );
+
+        store.remove_outgoing(&sender, 0).await.unwrap();
+        let letter = DeadLetter {
+            sender: sender.clone(),
+            message: message(1),
+            reason: "trap: no".into(),
+            failed_at_ms: 9,
+        };
+        store.bury(&letter).await.unwrap();
+        store.bury(&letter).await.unwrap();
+        let pending = store.pending_outbox(&sender).await.unwrap();
+        assert!(pending.messages.is_empty());
+        assert_eq!(pending.next_seq, 2, "a seq is never reused");
+        assert!(store.senders_with_pending(10).await.unwrap().is_empty());
+        assert_eq!(
+            store.dead_letters(Some("Counter"), 10).await.unwrap(),
+            vec![letter.clone()]
+        );
+        assert_eq!(store.dead_letters(None, 10).await.unwrap(), vec![letter]);
+        assert!(
+            store
+                .dead_letters(Some("Other"), 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
 }
