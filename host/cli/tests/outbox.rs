@@ -328,8 +328,9 @@ async fn transfer_send_moves_money_once_in_every_language() {
             .await
             .unwrap();
     }
-    // Each language's account pays the next one's, which pays on: the
-    // deposit travels as a one-way message committed with the withdrawal.
+    // Each language's account `a` pays the next language's account `b`:
+    // the deposit travels as a one-way message committed with the
+    // withdrawal.
     for (i, from) in types.iter().enumerate() {
         let to = &types[(i + 1) % types.len()];
         let reply: Value = client
@@ -337,7 +338,7 @@ async fn transfer_send_moves_money_once_in_every_language() {
                 from,
                 "a",
                 "transfer-send",
-                &json!({"to": "a", "to_type": to, "amount": 10 * (i as i64 + 1)}),
+                &json!({"to": "b", "to_type": to, "amount": 10 * (i as i64 + 1)}),
             )
             .await
             .unwrap_or_else(|error| panic!("{from} transfer-send: {error}"));
@@ -352,7 +353,7 @@ async fn transfer_send_moves_money_once_in_every_language() {
                 from,
                 "a",
                 "transfer-send",
-                &json!({"to": "a", "to_type": to, "amount": 1_000}),
+                &json!({"to": "b", "to_type": to, "amount": 1_000}),
             )
             .await;
         match refused {
@@ -362,13 +363,14 @@ async fn transfer_send_moves_money_once_in_every_language() {
             other => panic!("{from}: an overdraft answered {other:?}"),
         }
     }
-    // Rust paid 10 to Python, Python 20 to JS, JS 30 to Rust.
-    let expected = [100 - 10 + 30, 100 - 20 + 10, 100 - 30 + 20];
+    // Rust paid 10 to Python, Python 20 to JS, JS 30 to Rust; the `a`s
+    // kept the rest.
+    let expected = [30, 10, 20];
     let started = Instant::now();
     loop {
         let mut balances = Vec::new();
         for service_type in &types {
-            balances.push(balance(&client, (service_type, "a")).await);
+            balances.push(balance(&client, (service_type, "b")).await);
         }
         if balances == expected {
             break;
@@ -380,12 +382,14 @@ async fn transfer_send_moves_money_once_in_every_language() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    for (service_type, expected) in types.iter().zip(expected) {
+    for (i, (service_type, expected)) in types.iter().zip(expected).enumerate() {
         assert_eq!(
-            balance(&client, (service_type, "a")).await,
+            balance(&client, (service_type, "b")).await,
             expected,
             "{service_type} once"
         );
+        let kept = 100 - 10 * (i as i64 + 1);
+        assert_eq!(balance(&client, (service_type, "a")).await, kept);
     }
     silo.stop();
 }
