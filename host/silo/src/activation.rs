@@ -518,6 +518,10 @@ impl Activation {
             }
             Err(error) => {
                 tracing::error!(object = %self.key, %error, "commit failed; turn discarded");
+                // The commit may have been stored after all (its answer
+                // was lost): the outbox is loaded again with the next
+                // instance, so no seq is handed out twice.
+                self.outbox = None;
                 let message = format!("cannot commit the state of {}: {error}", self.key);
                 Err(TurnFailure {
                     error: ReplyError::Internal(message),
