@@ -330,7 +330,7 @@ async fn write_batch(
         .iter()
         .filter(|commit| commit.owner.generation == lease)
     {
-        write_outbox(&mut *transaction, &commit.object, &commit.commit.outbox).await?;
+        write_outbox(&mut transaction, &commit.object, &commit.commit.outbox).await?;
     }
     transaction.commit().await.map_err(backend)?;
     Ok(lease)
