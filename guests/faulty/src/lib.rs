@@ -1,7 +1,8 @@
 //! A guest that misbehaves on request, for the fault-isolation tests:
 //! it traps, loops forever, eats memory, or writes then traps; for the
 //! deadline tests it also sleeps in WASI (in a turn, in a call it waits on,
-//! or in its deactivation hook).
+//! or in its deactivation hook); for the limit tests it writes too much,
+//! calls too deep or too often, and floods its log.
 
 use rio_sdk::prelude::*;
 
@@ -15,7 +16,7 @@ struct MaybeValue {
     value: Option<i64>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, Deserialize)]
 struct OkReply {
     ok: bool,
 }
@@ -185,6 +186,73 @@ fn count_activation() -> Result<(), Error> {
     state::save("activations", &activations)
 }
 
+#[derive(Deserialize)]
+struct Fill {
+    keys: u64,
+    value_bytes: usize,
+}
+
+/// Writes `keys` values of `value_bytes` each in one turn, reusing one
+/// buffer of guest memory: the state limits, not the guest's memory, must
+/// stop it.
+fn fill(message: Fill) -> Result<OkReply, Error> {
+    let value = vec![7u8; message.value_bytes];
+    for key in 0..message.keys {
+        rio_sdk::bindings::rio::service::state::set(&format!("fill-{key}"), &value);
+    }
+    ok()
+}
+
+#[derive(Serialize, Deserialize)]
+struct Chain {
+    depth: u32,
+}
+
+/// Calls the next object of a chain `depth` long, each one waiting on the
+/// next, for the call-depth limit.
+fn chain(message: Chain) -> Result<Chain, Error> {
+    if message.depth == 0 {
+        return Ok(Chain { depth: 0 });
+    }
+    let next = format!("{}+", identity::object_id());
+    call(
+        &identity::service_type(),
+        &next,
+        "chain",
+        &Chain {
+            depth: message.depth - 1,
+        },
+    )
+}
+
+#[derive(Deserialize)]
+struct ManyCalls {
+    count: u32,
+}
+
+/// Makes `count` calls in one turn, for the calls-per-turn limit.
+fn many_calls(message: ManyCalls) -> Result<OkReply, Error> {
+    let other = format!("{}-callee", identity::object_id());
+    for _ in 0..message.count {
+        let _: OkReply = call(&identity::service_type(), &other, "ok", &())?;
+    }
+    ok()
+}
+
+#[derive(Deserialize)]
+struct LogFlood {
+    lines: u32,
+    text: String,
+}
+
+/// Writes `text` as `lines` log lines in one turn.
+fn log_flood(message: LogFlood) -> Result<OkReply, Error> {
+    for _ in 0..message.lines {
+        log::info(&message.text);
+    }
+    ok()
+}
+
 rio_sdk::service! {
     on_activate = count_activation;
     on_deactivate = sleep_if_asked_on_deactivate;
@@ -203,4 +271,8 @@ rio_sdk::service! {
     "sleep-on-deactivate" => sleep_on_deactivate,
     "maybe" => maybe,
     "read-garbage" => read_garbage,
+    "fill" => fill,
+    "chain" => chain,
+    "many-calls" => many_calls,
+    "log-flood" => log_flood,
 }

@@ -14,6 +14,10 @@
 //! cluster = "postgres://postgres@127.0.0.1/rio"   # absent: no cluster
 //! advertise = "10.0.0.5:7700"
 //! placement = "random"                           # or prefer-local, hash
+//!
+//! [limits]                                        # see README, "Security and limits"
+//! turn-write-bytes = 8388608
+//! call-depth = 16
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -37,6 +41,9 @@ pub(crate) struct ConfigFile {
     pub(crate) cluster: Option<String>,
     pub(crate) advertise: Option<String>,
     pub(crate) placement: Option<String>,
+    /// Limit name → value, as `--limit NAME=VALUE` takes them.
+    #[serde(default)]
+    pub(crate) limits: std::collections::BTreeMap<String, u64>,
 }
 
 impl ConfigFile {

@@ -38,6 +38,11 @@ pub(crate) struct SiloArgs {
     /// (a retry after that runs again) [default: 86400].
     #[arg(long)]
     idempotency_retention_secs: Option<u64>,
+    /// A limit on what one caller or guest may use, as NAME=VALUE (e.g.
+    /// `turn-write-bytes=8MiB`); repeatable. Names and defaults: README,
+    /// "Security and limits".
+    #[arg(long = "limit", value_name = "NAME=VALUE")]
+    limits: Vec<String>,
     /// Join a cluster through this store: sqlite:PATH, postgres://…,
     /// mysql://… (or mariadb://…), redis://… [default: no cluster, the
     /// SQLite file in the data directory].
@@ -96,6 +101,15 @@ pub(crate) async fn run(args: SiloArgs) -> anyhow::Result<()> {
     if let Some(secs) = file.idempotency_sweep_secs {
         config.idempotency_sweep_interval = Duration::from_secs(secs.max(1));
     }
+    for (name, value) in &file.limits {
+        set_limit(&mut config, name, &value.to_string())?;
+    }
+    for limit in &args.limits {
+        let (name, value) = limit
+            .split_once('=')
+            .with_context(|| format!("`--limit {limit}`: expected NAME=VALUE"))?;
+        set_limit(&mut config, name, value)?;
+    }
     config.pooling_allocator = args.pooling_allocator || file.pooling_allocator.unwrap_or(false);
     if let Some(url) = args.cluster.or(file.cluster) {
         let mut cluster = ClusterConfig::new(url);
@@ -128,6 +142,31 @@ pub(crate) async fn run(args: SiloArgs) -> anyhow::Result<()> {
         anyhow::bail!("the cluster declared this silo dead; it stopped (start it again to rejoin)");
     }
     tracing::info!("silo stopped");
+    Ok(())
+}
+
+/// Sets one limit from text: a number, optionally with a `KiB`, `MiB` or
+/// `GiB` suffix.
+fn set_limit(config: &mut SiloConfig, name: &str, value: &str) -> anyhow::Result<()> {
+    let value = value.trim();
+    let (number, unit) = match value.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => value.split_at(at),
+        None => (value, ""),
+    };
+    let scale: usize = match unit.trim() {
+        "" => 1,
+        "KiB" => 1024,
+        "MiB" => 1024 * 1024,
+        "GiB" => 1024 * 1024 * 1024,
+        other => anyhow::bail!("limit `{name}`: unknown unit `{other}` (use KiB, MiB or GiB)"),
+    };
+    let number: usize = number
+        .parse()
+        .with_context(|| format!("limit `{name}`: `{value}` is not a number"))?;
+    let value = number
+        .checked_mul(scale)
+        .with_context(|| format!("limit `{name}`: `{value}` is too large"))?;
+    config.limits.set(name, value)?;
     Ok(())
 }
 

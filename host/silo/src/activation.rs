@@ -25,6 +25,7 @@ use crate::bindings::{Export, Handler};
 use crate::deployments::DeployedType;
 use crate::host::{ActivationData, DeadlineExceeded, MemoryLimitExceeded, ObjectState};
 use crate::idempotency::RecentReplies;
+use crate::limits::LimitExceeded;
 use crate::mailbox::{CallChain, Envelope};
 use crate::router::Router;
 use crate::storage::{Commit, ReplyRecord, SiloId, StorageError};
@@ -222,8 +223,9 @@ impl Activation {
         let data = ActivationData::new(
             self.key.clone(),
             self.router.clone(),
-            ObjectState::loaded(state),
+            ObjectState::loaded(state, &self.router.config.limits),
             self.router.config.memory_limit_bytes,
+            &self.router.config.limits,
             self.router.empty_chain(),
         );
         let mut store = Store::new(&self.router.deployments.engine, data);
@@ -558,6 +560,12 @@ fn classify_trap(key: &ObjectKey, error: wasmtime::Error) -> ReplyError {
         tracing::warn!(object = %key, "turn stopped at its deadline");
         return ReplyError::Timeout(format!(
             "{key} ran past its deadline and was stopped; its writes were discarded"
+        ));
+    }
+    if let Some(exceeded) = error.downcast_ref::<LimitExceeded>() {
+        tracing::warn!(object = %key, %exceeded, "turn stopped at a limit");
+        return ReplyError::Trap(format!(
+            "{key} was stopped: {exceeded}; the turn's writes were discarded"
         ));
     }
     if let Some(exceeded) = error.downcast_ref::<MemoryLimitExceeded>() {

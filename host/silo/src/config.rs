@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::Limits;
+
 /// How a silo runs. Build one with [`SiloConfig::new`] and adjust fields.
 #[derive(Debug, Clone)]
 pub struct SiloConfig {
@@ -32,6 +34,8 @@ pub struct SiloConfig {
     pub idempotency_sweep_interval: Duration,
     /// The most expired replies one sweep deletes.
     pub idempotency_sweep_batch: usize,
+    /// What one caller or guest may use: sizes, depths, rates.
+    pub limits: Limits,
     /// Join a cluster through this store; `None` runs the silo on its own
     /// with the embedded SQLite store in `data_dir`.
     pub cluster: Option<ClusterConfig>,
@@ -123,6 +127,7 @@ impl SiloConfig {
             idempotency_retention: Duration::from_secs(24 * 60 * 60),
             idempotency_sweep_interval: Duration::from_secs(60),
             idempotency_sweep_batch: 1000,
+            limits: Limits::default(),
             cluster: None,
         }
     }

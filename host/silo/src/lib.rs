@@ -31,6 +31,7 @@ mod engine;
 mod error;
 mod host;
 mod idempotency;
+mod limits;
 mod mailbox;
 mod object_key;
 mod router;
@@ -41,5 +42,6 @@ pub mod storage;
 
 pub use config::{ClusterConfig, PlacementStrategy, SiloConfig};
 pub use error::SiloError;
+pub use limits::{Limits, UnknownLimit};
 pub use object_key::ObjectKey;
 pub use silo::Silo;

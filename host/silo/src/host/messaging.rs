@@ -73,6 +73,7 @@ impl ActivationData {
         // same calls numbers them the same way.
         let index = self.calls_made;
         self.calls_made = self.calls_made.saturating_add(1);
+        self.within_call_limits(index)?;
         let idempotency_key = self
             .turn_key
             .as_deref()
@@ -108,6 +109,29 @@ impl ActivationData {
             self.callee_unknown_message = Some(error.clone());
         }
         result
+    }
+}
+
+impl ActivationData {
+    /// Refuses the turn's call number `index` (from 0) if it is one too
+    /// many, or if it would make the chain of waiting turns too deep.
+    fn within_call_limits(&self, index: u32) -> Result<(), ReplyError> {
+        let limits = &self.limits;
+        if index as usize >= limits.calls_per_turn {
+            return Err(ReplyError::BadRequest(format!(
+                "{} made more calls in one turn than the silo's limit `calls-per-turn` of {}",
+                self.key, limits.calls_per_turn
+            )));
+        }
+        // The turns of the chain: the incoming ones, this one, the callee's.
+        let depth = self.incoming_chain.len() + 2;
+        if depth > limits.call_depth {
+            return Err(ReplyError::BadRequest(format!(
+                "a call from {} would make a chain of {depth} turns, over the silo's limit `call-depth` of {}",
+                self.key, limits.call_depth
+            )));
+        }
+        Ok(())
     }
 }
 

@@ -12,12 +12,13 @@ use wasmtime::component::{Linker, ResourceTable};
 use wasmtime::{Engine, ResourceLimiter};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use crate::Limits;
 use crate::ObjectKey;
 use crate::deadlock::{Deadlock, WaitEdge};
 use crate::mailbox::CallChain;
 
 mod identity;
-mod log;
+pub(crate) mod log;
 mod messaging;
 pub(crate) mod state;
 mod stdio;
@@ -76,6 +77,10 @@ pub(crate) struct ActivationData {
     pub(crate) turn_key: Option<Arc<str>>,
     /// Calls the current turn has made so far (the next call's position).
     pub(crate) calls_made: u32,
+    /// The silo's limits on calls and logs (state limits live in `state`).
+    pub(crate) limits: Limits,
+    /// How many more log lines this activation may write this second.
+    pub(crate) log_budget: log::LogBudget,
     wasi: WasiCtx,
     table: ResourceTable,
 }
@@ -88,6 +93,7 @@ impl ActivationData {
         messenger: Arc<dyn Messenger>,
         state: ObjectState,
         memory_limit_bytes: usize,
+        limits: &Limits,
         empty_chain: CallChain,
     ) -> ActivationData {
         let memory = MemoryBudget {
@@ -113,6 +119,8 @@ impl ActivationData {
             callee_unknown_message: None,
             turn_key: None,
             calls_made: 0,
+            limits: limits.clone(),
+            log_budget: log::LogBudget::new(limits.log_lines_per_second),
             wasi,
             table: ResourceTable::new(),
         }
