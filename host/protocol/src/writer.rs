@@ -6,6 +6,11 @@
 //! in the next write, which keeps syscalls few under load. Only when the
 //! socket would block does a background task take over, so no sender ever
 //! waits on a slow peer.
+//!
+//! The writer counts the bytes it accepted and has not yet written
+//! ([`FrameWriter::unsent_bytes`]), so the owner of a connection can stop
+//! producing work for a peer that does not read ([`FrameWriter::wrote`]
+//! tells when that count went down).
 
 use std::io;
 use std::sync::{Arc, Mutex};
@@ -20,6 +25,9 @@ pub struct FrameWriter {
     stream: OwnedWriteHalf,
     state: Mutex<WriterState>,
     wake_background: Notify,
+    /// Woken (all waiters) whenever bytes left for the socket, and when the
+    /// writer closes or fails.
+    progress: Notify,
 }
 
 #[derive(Default)]
@@ -32,6 +40,12 @@ struct WriterState {
     background_owns: bool,
     /// No more frames are taken: the connection failed or is closing.
     closed: bool,
+    /// Bytes taken by `send` and not yet written: `queued` plus the batch
+    /// the current writer holds.
+    unsent: usize,
+    /// The writer gave up: what is unsent is dropped and the background task
+    /// stops even while the peer does not read.
+    aborted: bool,
 }
 
 /// Rounds a sender writes on behalf of others before handing over, so one
@@ -49,6 +63,7 @@ impl FrameWriter {
             stream,
             state: Mutex::new(WriterState::default()),
             wake_background: Notify::new(),
+            progress: Notify::new(),
         });
         tokio::spawn(writer.clone().run_background());
         writer
@@ -62,6 +77,7 @@ impl FrameWriter {
                 return Err(WriterClosed);
             }
             state.queued.extend_from_slice(frame);
+            state.unsent += frame.len();
             if state.writing {
                 return Ok(());
             }
@@ -70,8 +86,9 @@ impl FrameWriter {
         };
         for _ in 0..DIRECT_ROUNDS {
             match self.write_without_waiting(&batch) {
-                Ok(written) if written == batch.len() => {}
+                Ok(written) if written == batch.len() => self.count_written(written),
                 Ok(written) => {
+                    self.count_written(written);
                     self.hand_over(batch.split_off(written));
                     return Ok(());
                 }
@@ -102,6 +119,32 @@ impl FrameWriter {
     pub fn close(&self) {
         self.lock().closed = true;
         self.wake_background.notify_one();
+        self.progress.notify_waiters();
+    }
+
+    /// Takes no more frames and drops what is unsent: for a peer that does
+    /// not read, whose queue would otherwise keep the connection open.
+    pub fn abort(&self) {
+        self.lock().aborted = true;
+        self.fail();
+    }
+
+    /// Whether the writer takes no more frames.
+    pub fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+
+    /// Bytes accepted by [`FrameWriter::send`] and not yet written to the
+    /// socket (0 once the writer failed or was aborted).
+    pub fn unsent_bytes(&self) -> usize {
+        self.lock().unsent
+    }
+
+    /// Resolves after the next write that sent bytes, or when the writer
+    /// closes. Counts from the call: take it before checking
+    /// [`FrameWriter::unsent_bytes`] so no wake-up is missed in between.
+    pub fn wrote(&self) -> tokio::sync::futures::Notified<'_> {
+        self.progress.notified()
     }
 
     /// After a write error: drop everything and let the background task end.
@@ -112,8 +155,21 @@ impl FrameWriter {
             state.writing = false;
             state.background_owns = false;
             state.queued.clear();
+            state.unsent = 0;
         }
         self.wake_background.notify_one();
+        self.progress.notify_waiters();
+    }
+
+    fn count_written(&self, written: usize) {
+        if written == 0 {
+            return;
+        }
+        {
+            let mut state = self.lock();
+            state.unsent = state.unsent.saturating_sub(written);
+        }
+        self.progress.notify_waiters();
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, WriterState> {
@@ -184,8 +240,20 @@ impl FrameWriter {
     async fn write_waiting(&self, bytes: &[u8]) -> io::Result<()> {
         let mut written = 0;
         while written < bytes.len() {
-            self.stream.writable().await?;
-            written += self.write_without_waiting(&bytes[written..])?;
+            tokio::select! {
+                ready = self.stream.writable() => ready?,
+                // `close` and `abort` wake this task; only an abort ends
+                // a wait on a peer that does not read.
+                _ = self.wake_background.notified() => {
+                    if self.lock().aborted {
+                        return Err(io::Error::other("aborted"));
+                    }
+                    continue;
+                }
+            }
+            let now = self.write_without_waiting(&bytes[written..])?;
+            self.count_written(now);
+            written += now;
         }
         Ok(())
     }

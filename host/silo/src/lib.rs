@@ -12,7 +12,9 @@
 //! - `activation`: one object's live instance, its mailbox and its turns.
 //! - `directory`: which objects have an activation on this silo.
 //! - `router`: delivers a message to an object, activating it if needed.
-//! - `server`: the TCP listener and one task pair per connection.
+//! - `server`: the TCP listener, the handshake and one reader per connection.
+//! - `connection`: one connection's writer, requests in flight and limits.
+//! - `log_summary`: one log line per period for events that may flood.
 //! - `cluster`: membership, failure detection, placement and forwarding
 //!   between silos (absent when a silo runs on its own).
 //! - [`storage`]: the storage traits and the SQLite backend.
@@ -23,12 +25,14 @@ mod bindings;
 mod cluster;
 mod component_cache;
 pub mod config;
+mod connection;
 mod deadlock;
 mod deployments;
 mod directory;
 mod engine;
 mod error;
 mod host;
+mod log_summary;
 mod mailbox;
 mod object_key;
 mod router;

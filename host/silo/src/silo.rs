@@ -12,6 +12,7 @@ use tokio::sync::watch;
 
 use crate::cluster::{Cluster, now_ms, run_agent};
 use crate::component_cache::CompiledCache;
+use crate::connection::ConnectionCounters;
 use crate::deployments::Deployments;
 use crate::router::Router;
 use crate::storage::sqlite::SqliteStore;
@@ -22,6 +23,7 @@ use crate::{SiloConfig, SiloError, engine, host, server};
 pub struct Silo {
     router: Arc<Router>,
     stop: watch::Sender<bool>,
+    connections: Arc<ConnectionCounters>,
 }
 
 /// A stopping silo waits for its activations at most two turn deadlines
@@ -83,7 +85,11 @@ impl Silo {
             generation,
             cluster,
         ));
-        Ok(Silo { router, stop })
+        Ok(Silo {
+            router,
+            stop,
+            connections: Arc::default(),
+        })
     }
 
     /// Serves `listener` until `shutdown` resolves, then stops: refuses new
@@ -129,7 +135,13 @@ impl Silo {
                 }
             }
         };
-        server::serve(listener, self.router.clone(), stop_now).await;
+        server::serve(
+            listener,
+            self.router.clone(),
+            self.connections.clone(),
+            stop_now,
+        )
+        .await;
         self.stop().await;
     }
 
@@ -192,7 +204,7 @@ impl Silo {
 
     /// The silo's counters.
     pub fn stats(&self) -> SiloStats {
-        stats(&self.router)
+        stats(&self.router, &self.connections)
     }
 }
 
@@ -213,7 +225,7 @@ async fn poll_deployments(
     }
 }
 
-pub(crate) fn stats(router: &Router) -> SiloStats {
+pub(crate) fn stats(router: &Router, connections: &ConnectionCounters) -> SiloStats {
     SiloStats {
         live_activations: router.directory.live_count() as u64,
         activations_total: router.counters.activations_total.load(Ordering::Relaxed),
@@ -227,6 +239,10 @@ pub(crate) fn stats(router: &Router) -> SiloStats {
         components_compiled: router.deployments.compiled_total.load(Ordering::Relaxed),
         components_loaded: router.deployments.loaded_total.load(Ordering::Relaxed),
         forwarded_total: router.counters.forwarded_total.load(Ordering::Relaxed),
+        connections_open: connections.open.load(Ordering::Relaxed),
+        connections_refused: connections.refused.load(Ordering::Relaxed),
+        connections_closed_misbehaving: connections.closed_misbehaving.load(Ordering::Relaxed),
+        connections_closed_idle: connections.closed_idle.load(Ordering::Relaxed),
     }
 }
 

@@ -22,6 +22,7 @@ pub(crate) mod state;
 mod stdio;
 
 pub(crate) use state::ObjectState;
+pub(crate) use stdio::GuestOutput;
 
 /// Everything one activation's `Store` carries.
 pub(crate) struct ActivationData {
@@ -39,6 +40,8 @@ pub(crate) struct ActivationData {
     /// guest returns it unchanged, the caller learns it was the callee's
     /// message that was unknown, not this object's.
     pub(crate) callee_unknown_message: Option<ReplyError>,
+    /// The guest's stderr, whose last lines of a turn explain a trap.
+    pub(crate) stderr: GuestOutput,
     wasi: WasiCtx,
     table: ResourceTable,
 }
@@ -51,12 +54,13 @@ impl ActivationData {
         // No preopened directories, no environment, no arguments (the
         // builder's defaults), and no network, said explicitly rather than
         // left to a default. Only stdout and stderr are wired, to tracing.
+        let stderr = GuestOutput::new(&key, "stderr");
         let wasi = WasiCtx::builder()
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
-            .stdout(stdio::GuestOutput::new(&key, "stdout"))
-            .stderr(stdio::GuestOutput::new(&key, "stderr"))
+            .stdout(GuestOutput::new(&key, "stdout"))
+            .stderr(stderr.clone())
             .build();
         let incoming_chain = router.empty_chain();
         ActivationData {
@@ -67,6 +71,7 @@ impl ActivationData {
             incoming_chain,
             turn_deadline: Instant::now(),
             callee_unknown_message: None,
+            stderr,
             wasi,
             table: ResourceTable::new(),
         }
