@@ -338,7 +338,7 @@ async fn a_trap_reaches_the_caller_as_one_line_with_its_cause_and_is_logged_once
 
     let cases = [
         ("panic", "trap", json!({}), "trap", "panicked at"),
-        ("overflow", "overflow", json!({}), "trap", "call stack exhausted"),
+        ("overflow", "overflow", json!({}), "trap", "trapped: call stack exhausted"),
         ("exit", "exit", json!({"status": 3}), "trap", "exited with status"),
         ("hog", "hog", json!({}), "trap", "exceeded its memory limit of 16777216 bytes"),
         ("loop", "loop", json!({}), "timeout", "ran past its deadline"),

@@ -26,7 +26,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const WORKERS: usize = 4;
-const FRAMES_PER_WORKER: u64 = 1500;
+const FRAMES_PER_WORKER: u64 = 2500;
 const TIME_BUDGET: Duration = Duration::from_secs(6);
 /// The silo's frame limit in this test, so "oversized" is cheap to send.
 const MAX_FRAME_MIB: usize = 1;
@@ -207,6 +207,7 @@ async fn fuzz_worker(address: String, seed: u64, tally: Arc<Tally>) {
             continue;
         };
         tally.connections.fetch_add(1, Ordering::Relaxed);
+        let sent_before = sent;
         let (mut read_half, mut write_half) = stream.into_split();
         // Whatever the silo answers is read and dropped, so it never waits on us.
         let drain = tokio::spawn(async move {
@@ -229,7 +230,7 @@ async fn fuzz_worker(address: String, seed: u64, tally: Arc<Tally>) {
             open = write_half.write_all(&bytes).await.is_ok() && goes_on;
             sent += 1;
         }
-        tally.frames.fetch_add(sent, Ordering::Relaxed);
+        tally.frames.fetch_add(sent - sent_before, Ordering::Relaxed);
         // Half of the connections end with a half-close, half just drop.
         if rng.below(2) == 0 {
             let _ = write_half.shutdown().await;

@@ -524,11 +524,16 @@ fn trap_cause(error: &wasmtime::Error, panic: Option<String>) -> String {
     if let Some(exit) = error.downcast_ref::<wasmtime_wasi::I32Exit>() {
         return format!("exited with status {}", exit.0);
     }
+    // Wasmtime words a trap "wasm trap: call stack exhausted".
+    let trap_words = |trap: &wasmtime::Trap| {
+        let text = trap.to_string();
+        text.strip_prefix("wasm trap: ").unwrap_or(&text).to_string()
+    };
     match (error.downcast_ref::<wasmtime::Trap>(), panic) {
         // "call stack exhausted" says more than the panic it may have caused.
-        (Some(trap @ wasmtime::Trap::StackOverflow), _) => format!("trapped: {trap}"),
+        (Some(trap @ wasmtime::Trap::StackOverflow), _) => format!("trapped: {}", trap_words(trap)),
         (_, Some(panic)) => format!("trapped: {panic}"),
-        (Some(trap), None) => format!("trapped: {trap}"),
+        (Some(trap), None) => format!("trapped: {}", trap_words(trap)),
         // A host function failed the call (not a wasm trap): its own words.
         (None, None) => format!("failed: {}", error.root_cause()),
     }
