@@ -50,6 +50,10 @@ const REPLY_MARGIN: Duration = Duration::from_secs(1);
 /// The longest reason a goodbye or a log line quotes from a peer's frame.
 const MAX_REASON_CHARS: usize = 200;
 
+/// Refused connections that may wait for their goodbye to be read at once;
+/// more are closed without one.
+const MAX_LINGERING_REFUSALS: usize = 64;
+
 /// Connections refused at the cap, logged at most once per period.
 static REFUSED_LOG: LogSummary = LogSummary::new();
 
@@ -72,7 +76,17 @@ pub(crate) async fn serve(
                         if let Some(refused) = REFUSED_LOG.note() {
                             tracing::warn!(%peer, refused, open, "refusing connections: too many open");
                         }
-                        tokio::spawn(refuse(stream, router.config.max_connections));
+                        // A flood of refused connections must not use up the
+                        // descriptors: past a few lingering refusals, drop at once.
+                        if counters.refusing.load(Ordering::SeqCst) < MAX_LINGERING_REFUSALS {
+                            counters.refusing.fetch_add(1, Ordering::SeqCst);
+                            let counters = counters.clone();
+                            let max = router.config.max_connections;
+                            tokio::spawn(async move {
+                                refuse(stream, max).await;
+                                counters.refusing.fetch_sub(1, Ordering::SeqCst);
+                            });
+                        }
                         continue;
                     }
                     counters.open.fetch_add(1, Ordering::SeqCst);
