@@ -28,7 +28,9 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 const MAX_TEST_FRAME: usize = 8 * 1024 * 1024;
 
 async fn deploy_faulty(silo: &SiloProcess) -> Client {
-    let client = Client::connect(&silo.address).await.expect("client connects");
+    let client = Client::connect(&silo.address)
+        .await
+        .expect("client connects");
     client
         .deploy("Faulty", build("guests/faulty"))
         .await
@@ -173,7 +175,10 @@ async fn the_connection_over_the_cap_is_refused_and_connected_clients_go_on() {
     // The accept loop counts them as it takes them: wait until it has.
     let deadline = Instant::now() + Duration::from_secs(5);
     while client.stats().await.unwrap().connections_open < 3 {
-        assert!(Instant::now() < deadline, "the silent connections were not counted");
+        assert!(
+            Instant::now() < deadline,
+            "the silent connections were not counted"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
@@ -236,7 +241,12 @@ async fn a_client_that_never_reads_does_not_grow_the_silo_and_gets_everything_la
     let (mut reader, mut writer) = raw_connection(&silo.address).await;
     let mut frames = Vec::new();
     for id in 1..=REQUESTS {
-        frames.extend(call_frame(id, "blob", "blob", json!({"bytes": REPLY_BYTES})));
+        frames.extend(call_frame(
+            id,
+            "blob",
+            "blob",
+            json!({"bytes": REPLY_BYTES}),
+        ));
     }
     // All requests go out at once (they are small); the silo may take
     // them into its socket buffer but must not turn them all into replies.
@@ -299,7 +309,12 @@ async fn a_client_that_half_closes_gets_the_replies_of_what_it_sent() {
         ));
     }
     for id in 5..=20u64 {
-        frames.extend(call_frame(id, &format!("quick-{}", id % 3), "ok", json!({})));
+        frames.extend(call_frame(
+            id,
+            &format!("quick-{}", id % 3),
+            "ok",
+            json!({}),
+        ));
     }
     writer.write_all(&frames).await.unwrap();
     writer.shutdown().await.unwrap();
@@ -320,8 +335,16 @@ async fn a_client_that_half_closes_gets_the_replies_of_what_it_sent() {
 }
 
 /// What a call ended with: the error's kind and text.
-async fn failure(client: &Client, object_id: &str, message_type: &str, message: Value) -> (String, String) {
-    match client.call::<_, Value>("Faulty", object_id, message_type, &message).await {
+async fn failure(
+    client: &Client,
+    object_id: &str,
+    message_type: &str,
+    message: Value,
+) -> (String, String) {
+    match client
+        .call::<_, Value>("Faulty", object_id, message_type, &message)
+        .await
+    {
         Err(ClientError::Reply(error)) => (error.kind().to_string(), error.to_string()),
         other => panic!("{message_type} should fail with a reply error, got {other:?}"),
     }
@@ -338,18 +361,48 @@ async fn a_trap_reaches_the_caller_as_one_line_with_its_cause_and_is_logged_once
 
     let cases = [
         ("panic", "trap", json!({}), "trap", "panicked at"),
-        ("overflow", "overflow", json!({}), "trap", "trapped: call stack exhausted"),
-        ("exit", "exit", json!({"status": 3}), "trap", "exited with status"),
-        ("hog", "hog", json!({}), "trap", "exceeded its memory limit of 16777216 bytes"),
-        ("loop", "loop", json!({}), "timeout", "ran past its deadline"),
+        (
+            "overflow",
+            "overflow",
+            json!({}),
+            "trap",
+            "trapped: call stack exhausted",
+        ),
+        (
+            "exit",
+            "exit",
+            json!({"status": 3}),
+            "trap",
+            "exited with status",
+        ),
+        (
+            "hog",
+            "hog",
+            json!({}),
+            "trap",
+            "exceeded its memory limit of 16777216 bytes",
+        ),
+        (
+            "loop",
+            "loop",
+            json!({}),
+            "timeout",
+            "ran past its deadline",
+        ),
     ];
     for (object_id, message_type, message, kind, cause) in cases {
         let (got_kind, text) = failure(&client, object_id, message_type, message).await;
         println!("{message_type}: `{got_kind}` {text}");
         assert_eq!(got_kind, kind, "{message_type}: {text}");
-        assert!(text.contains(cause), "{message_type}: the cause is missing: {text}");
+        assert!(
+            text.contains(cause),
+            "{message_type}: the cause is missing: {text}"
+        );
         assert!(text.contains(&format!("Faulty/{object_id}")), "{text}");
-        assert!(!text.contains('\n'), "{message_type}: more than one line: {text}");
+        assert!(
+            !text.contains('\n'),
+            "{message_type}: more than one line: {text}"
+        );
         assert!(
             !text.contains("wasm backtrace"),
             "{message_type}: a backtrace reached the caller: {text}"
@@ -361,7 +414,10 @@ async fn a_trap_reaches_the_caller_as_one_line_with_its_cause_and_is_logged_once
     assert!(text.contains("asked to trap"), "{text}");
 
     // Each object is still there afterwards, activated afresh.
-    let reply: Value = client.call("Faulty", "overflow", "ok", &json!({})).await.unwrap();
+    let reply: Value = client
+        .call("Faulty", "overflow", "ok", &json!({}))
+        .await
+        .unwrap();
     assert_eq!(reply["ok"], true);
 
     // Logged once each: two panics, an overflow, an exit and a hog; one
@@ -371,7 +427,9 @@ async fn a_trap_reaches_the_caller_as_one_line_with_its_cause_and_is_logged_once
     assert_eq!(trapped.len(), 5, "{trapped:#?}");
     for object_id in ["panic", "overflow", "exit", "hog"] {
         assert!(
-            trapped.iter().any(|line| line.contains(&format!("Faulty/{object_id}"))),
+            trapped
+                .iter()
+                .any(|line| line.contains(&format!("Faulty/{object_id}"))),
             "no log line names Faulty/{object_id}: {trapped:#?}"
         );
     }

@@ -230,7 +230,9 @@ async fn fuzz_worker(address: String, seed: u64, tally: Arc<Tally>) {
             open = write_half.write_all(&bytes).await.is_ok() && goes_on;
             sent += 1;
         }
-        tally.frames.fetch_add(sent - sent_before, Ordering::Relaxed);
+        tally
+            .frames
+            .fetch_add(sent - sent_before, Ordering::Relaxed);
         // Half of the connections end with a half-close, half just drop.
         if rng.below(2) == 0 {
             let _ = write_half.shutdown().await;
@@ -302,7 +304,10 @@ async fn fuzzed_frames_neither_crash_the_silo_nor_stop_it_serving() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     println!("{stats:?}");
-    assert_eq!(stats.connections_open, 1, "only this client is left: {stats:?}");
+    assert_eq!(
+        stats.connections_open, 1,
+        "only this client is left: {stats:?}"
+    );
 
     // The log comes through a pipe: give it a moment to catch up.
     tokio::time::sleep(Duration::from_millis(300)).await;

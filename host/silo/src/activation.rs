@@ -527,7 +527,9 @@ fn trap_cause(error: &wasmtime::Error, panic: Option<String>) -> String {
     // Wasmtime words a trap "wasm trap: call stack exhausted".
     let trap_words = |trap: &wasmtime::Trap| {
         let text = trap.to_string();
-        text.strip_prefix("wasm trap: ").unwrap_or(&text).to_string()
+        text.strip_prefix("wasm trap: ")
+            .unwrap_or(&text)
+            .to_string()
     };
     match (error.downcast_ref::<wasmtime::Trap>(), panic) {
         // "call stack exhausted" says more than the panic it may have caused.

@@ -277,7 +277,9 @@ async fn read_requests<R: tokio::io::AsyncRead + Unpin>(
             // A half-close (or a close mid-frame): what was asked is still
             // answered, each reply waited for until its deadline.
             Ok(None) | Err(FrameError::Truncated) => {
-                connection.replies_sent(latest_deadline + REPLY_MARGIN).await;
+                connection
+                    .replies_sent(latest_deadline + REPLY_MARGIN)
+                    .await;
                 return End::Left;
             }
             Err(FrameError::Io(_)) => return End::Left,
