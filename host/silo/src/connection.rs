@@ -95,9 +95,9 @@ impl Connection {
             // Taken before the check, so a change in between still wakes us.
             let wrote = self.writer.wrote();
             let replied = self.replied.notified();
-            if self.writer.is_closed()
-                || (self.in_flight() < max_in_flight && self.unsent_bytes() <= max_unsent)
-            {
+            // A failed writer has nothing unsent: the reader goes on and
+            // finds the broken stream.
+            if self.in_flight() < max_in_flight && self.unsent_bytes() <= max_unsent {
                 return Room::Available;
             }
             tokio::select! {
