@@ -12,11 +12,16 @@
 //! producing work for a peer that does not read ([`FrameWriter::wrote`]
 //! tells when that count went down).
 
+use std::future::Future;
 use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::Notify;
+use tokio::sync::futures::Notified;
 
 /// The frame writer of one connection. After [`FrameWriter::close`] the
 /// background task flushes what is queued and ends; the write side closes
@@ -26,8 +31,10 @@ pub struct FrameWriter {
     state: Mutex<WriterState>,
     wake_background: Notify,
     /// Woken (all waiters) whenever bytes left for the socket, and when the
-    /// writer closes or fails.
+    /// writer closes or fails; only while someone waits (`progress_waiters`),
+    /// so the common case costs no extra lock per write.
     progress: Notify,
+    progress_waiters: AtomicUsize,
 }
 
 #[derive(Default)]
@@ -64,6 +71,7 @@ impl FrameWriter {
             state: Mutex::new(WriterState::default()),
             wake_background: Notify::new(),
             progress: Notify::new(),
+            progress_waiters: AtomicUsize::new(0),
         });
         tokio::spawn(writer.clone().run_background());
         writer
@@ -86,7 +94,7 @@ impl FrameWriter {
         };
         for _ in 0..DIRECT_ROUNDS {
             match self.write_without_waiting(&batch) {
-                Ok(written) if written == batch.len() => self.count_written(written),
+                Ok(written) if written == batch.len() => {}
                 Ok(written) => {
                     self.count_written(written);
                     self.hand_over(batch.split_off(written));
@@ -98,8 +106,12 @@ impl FrameWriter {
                     return Err(WriterClosed);
                 }
             }
-            batch.clear();
             let mut state = self.lock();
+            state.unsent = state.unsent.saturating_sub(batch.len());
+            batch.clear();
+            if self.progress_waiters.load(Ordering::SeqCst) > 0 {
+                self.progress.notify_waiters();
+            }
             if state.queued.is_empty() {
                 state.writing = false;
                 if state.closed {
@@ -119,7 +131,7 @@ impl FrameWriter {
     pub fn close(&self) {
         self.lock().closed = true;
         self.wake_background.notify_one();
-        self.progress.notify_waiters();
+        self.wake_progress_waiters();
     }
 
     /// Takes no more frames and drops what is unsent: for a peer that does
@@ -143,8 +155,20 @@ impl FrameWriter {
     /// Resolves after the next write that sent bytes, or when the writer
     /// closes. Counts from the call: take it before checking
     /// [`FrameWriter::unsent_bytes`] so no wake-up is missed in between.
-    pub fn wrote(&self) -> tokio::sync::futures::Notified<'_> {
-        self.progress.notified()
+    pub fn wrote(&self) -> Wrote<'_> {
+        // Counted before the `Notified` exists: a writer that misses the
+        // count has already updated what the caller is about to check.
+        self.progress_waiters.fetch_add(1, Ordering::SeqCst);
+        Wrote {
+            notified: Box::pin(self.progress.notified()),
+            writer: self,
+        }
+    }
+
+    fn wake_progress_waiters(&self) {
+        if self.progress_waiters.load(Ordering::SeqCst) > 0 {
+            self.progress.notify_waiters();
+        }
     }
 
     /// After a write error: drop everything and let the background task end.
@@ -158,7 +182,7 @@ impl FrameWriter {
             state.unsent = 0;
         }
         self.wake_background.notify_one();
-        self.progress.notify_waiters();
+        self.wake_progress_waiters();
     }
 
     fn count_written(&self, written: usize) {
@@ -169,7 +193,7 @@ impl FrameWriter {
             let mut state = self.lock();
             state.unsent = state.unsent.saturating_sub(written);
         }
-        self.progress.notify_waiters();
+        self.wake_progress_waiters();
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, WriterState> {
@@ -256,5 +280,25 @@ impl FrameWriter {
             written += now;
         }
         Ok(())
+    }
+}
+
+/// The future of [`FrameWriter::wrote`].
+pub struct Wrote<'a> {
+    notified: Pin<Box<Notified<'a>>>,
+    writer: &'a FrameWriter,
+}
+
+impl Future for Wrote<'_> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<()> {
+        self.notified.as_mut().poll(context)
+    }
+}
+
+impl Drop for Wrote<'_> {
+    fn drop(&mut self) {
+        self.writer.progress_waiters.fetch_sub(1, Ordering::SeqCst);
     }
 }

@@ -7,7 +7,7 @@
 //! can wait for the replies still owed before it closes.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use rio_protocol::{FrameWriter, ReplyError, Response, ServerFrame, encode_frame};
@@ -34,8 +34,11 @@ pub(crate) struct ConnectionCounters {
 pub(crate) struct Connection {
     writer: Arc<FrameWriter>,
     in_flight: AtomicUsize,
-    /// Woken (all waiters) when a request stops being in flight.
+    /// Woken (all waiters) when a request stops being in flight, while the
+    /// reader waits for that (`reader_waits`), so a reply costs no extra
+    /// lock otherwise.
     replied: Notify,
+    reader_waits: AtomicBool,
 }
 
 /// How a wait for room to read more requests ended.
@@ -52,6 +55,7 @@ impl Connection {
             writer,
             in_flight: AtomicUsize::new(0),
             replied: Notify::new(),
+            reader_waits: AtomicBool::new(false),
         })
     }
 
@@ -91,13 +95,18 @@ impl Connection {
         max_unsent: usize,
         stall_limit: Duration,
     ) -> Room {
+        // A failed writer has nothing unsent: the reader goes on and finds
+        // the broken stream.
+        let has_room = || self.in_flight() < max_in_flight && self.unsent_bytes() <= max_unsent;
+        if has_room() {
+            return Room::Available;
+        }
+        let _waiting = self.reader_waiting();
         loop {
             // Taken before the check, so a change in between still wakes us.
             let wrote = self.writer.wrote();
             let replied = self.replied.notified();
-            // A failed writer has nothing unsent: the reader goes on and
-            // finds the broken stream.
-            if self.in_flight() < max_in_flight && self.unsent_bytes() <= max_unsent {
+            if has_room() {
                 return Room::Available;
             }
             tokio::select! {
@@ -108,8 +117,15 @@ impl Connection {
         }
     }
 
+    /// Marks the reader as waiting for replies until the guard is dropped.
+    fn reader_waiting(&self) -> ReaderWaiting<'_> {
+        self.reader_waits.store(true, Ordering::SeqCst);
+        ReaderWaiting(self)
+    }
+
     /// Waits until no request is in flight, or `until`.
     pub(crate) async fn replies_sent(&self, until: Instant) {
+        let _waiting = self.reader_waiting();
         loop {
             let replied = self.replied.notified();
             if self.in_flight() == 0 {
@@ -157,7 +173,21 @@ impl ConnectionSink {
 
 impl Drop for ConnectionSink {
     fn drop(&mut self) {
-        self.connection.in_flight.fetch_sub(1, Ordering::SeqCst);
-        self.connection.replied.notify_waiters();
+        let connection = &self.connection;
+        connection.in_flight.fetch_sub(1, Ordering::SeqCst);
+        // Both sides use SeqCst: either the reader sees the new count, or
+        // this sees that it waits.
+        if connection.reader_waits.load(Ordering::SeqCst) {
+            connection.replied.notify_waiters();
+        }
+    }
+}
+
+/// The reader waits for replies while this lives.
+struct ReaderWaiting<'a>(&'a Connection);
+
+impl Drop for ReaderWaiting<'_> {
+    fn drop(&mut self) {
+        self.0.reader_waits.store(false, Ordering::SeqCst);
     }
 }
