@@ -302,3 +302,59 @@ impl Drop for Wrote<'_> {
         self.writer.progress_waiters.fetch_sub(1, Ordering::SeqCst);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::{TcpListener, TcpStream};
+
+    async fn pair() -> (Arc<FrameWriter>, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let connect = TcpStream::connect(listener.local_addr().unwrap());
+        let (connected, accepted) = tokio::join!(connect, listener.accept());
+        let (_read, write) = connected.unwrap().into_split();
+        (FrameWriter::start(write), accepted.unwrap().0)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn unsent_bytes_wait_for_a_reader_and_an_abort_drops_them() {
+        let (writer, mut peer) = pair().await;
+        // Far more than the socket buffers hold while the peer reads nothing.
+        let chunk = vec![7u8; 1024 * 1024];
+        for _ in 0..64 {
+            writer.send(&chunk).unwrap();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let unsent = writer.unsent_bytes();
+        assert!(unsent > 16 * 1024 * 1024, "only {unsent} bytes unsent");
+
+        // Reading some makes progress visible.
+        let wrote = writer.wrote();
+        let mut buffer = vec![0u8; 4 * 1024 * 1024];
+        let mut read = 0;
+        while read < buffer.len() {
+            read += peer.read(&mut buffer[read..]).await.unwrap();
+        }
+        tokio::time::timeout(std::time::Duration::from_secs(5), wrote)
+            .await
+            .expect("a write after the peer read");
+        assert!(writer.unsent_bytes() < unsent);
+
+        // An abort drops the rest and ends the stream although nobody reads.
+        writer.abort();
+        assert_eq!(writer.unsent_bytes(), 0);
+        assert!(writer.send(b"late").is_err());
+        let ended = async {
+            loop {
+                match peer.read(&mut buffer).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(5), ended)
+            .await
+            .expect("the stream ends after an abort");
+    }
+}
