@@ -155,9 +155,25 @@ async fn an_idle_connection_is_closed_with_a_goodbye_and_a_busy_one_is_not() {
         }) => {}
         other => panic!("the busy connection gets its reply, got {other:?}"),
     }
+    // Its idle time starts once the call is done, not at the request: a
+    // request 0.4 s after the reply is still served.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    busy_writer
+        .write_all(&call_frame(2, "sleeper", "ok", json!({})))
+        .await
+        .unwrap();
+    match next_within(&mut busy, Duration::from_secs(3)).await {
+        Some(ServerFrame::Reply {
+            id: 2,
+            result: Ok(Response::Payload(_)),
+        }) => {}
+        other => panic!("the connection was closed right after its call: {other:?}"),
+    }
+    let reason = goodbye_within(&mut busy, Duration::from_secs(4)).await;
+    assert!(reason.contains("idle for 1 s"), "{reason}");
     let client = Client::connect(&silo.address).await.unwrap();
     let stats = client.stats().await.unwrap();
-    assert!(stats.connections_closed_idle >= 1, "{stats:?}");
+    assert_eq!(stats.connections_closed_idle, 2, "{stats:?}");
     assert_eq!(stats.connections_closed_misbehaving, 0, "{stats:?}");
     silo.stop();
 }

@@ -240,7 +240,7 @@ async fn read_requests<R: tokio::io::AsyncRead + Unpin>(
     // The latest deadline of a request read so far: after a half-close the
     // replies are waited for until then.
     let mut latest_deadline = Instant::now();
-    let mut last_request = Instant::now();
+    let mut last_activity = Instant::now();
     // One timer for the connection's life, re-armed only when it fires.
     let idle_timer = tokio::time::sleep(idle_timeout);
     tokio::pin!(idle_timer);
@@ -262,16 +262,19 @@ async fn read_requests<R: tokio::io::AsyncRead + Unpin>(
             read = reader.next_body() => read,
             _ = &mut idle_timer => {
                 let now = Instant::now();
-                let idle_until = last_request + idle_timeout;
-                let owed = connection.in_flight() > 0 || connection.unsent_bytes() > 0;
-                if now >= idle_until && !owed {
+                if connection.in_flight() > 0 || connection.unsent_bytes() > 0 {
+                    // Work still owed counts as activity: idle time starts
+                    // once it is done (seen within an eighth of the timeout).
+                    last_activity = now;
+                } else if now >= last_activity + idle_timeout {
                     return End::Idle;
                 }
-                idle_timer.as_mut().reset(idle_until.max(now + idle_timeout / 8));
+                let idle_until = last_activity + idle_timeout;
+                idle_timer.as_mut().reset(idle_until.min(now + idle_timeout / 8).max(now + Duration::from_millis(1)));
                 continue;
             }
         };
-        last_request = Instant::now();
+        last_activity = Instant::now();
         let body = match read {
             Ok(Some(body)) => body,
             // A half-close (or a close mid-frame): what was asked is still
