@@ -3,8 +3,9 @@
 //! given by flags: a silent connection is closed at the handshake timeout,
 //! an idle one at the idle timeout (one with a call in flight is not), the
 //! connection over the cap is refused while a connected client goes on, a
-//! client that never reads its big replies does not grow the silo, one that
-//! half-closes still gets its replies, and a trapping guest's caller gets
+//! client that never reads its big replies does not grow the silo (and is
+//! closed if it never reads at all), one that half-closes still gets its
+//! replies, and a trapping guest's caller gets
 //! one line with the cause while the silo logs each trap once.
 
 mod common;
@@ -304,6 +305,51 @@ async fn a_client_that_never_reads_does_not_grow_the_silo_and_gets_everything_la
         }
     }
     assert!(seen[1..].iter().all(|&s| s), "every request got its reply");
+    silo.stop();
+}
+
+/// A client that never reads at all is closed once its replies have sat
+/// unread for the idle timeout, and its connection is let go although its
+/// goodbye cannot be delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_is_closed_at_the_idle_timeout_and_let_go() {
+    let data = tempfile::tempdir().unwrap();
+    let silo = SiloProcess::start_with(
+        data.path(),
+        &[
+            "--connection-idle-secs",
+            "1",
+            "--max-unread-reply-mib",
+            "1",
+            "--max-requests-in-flight",
+            "2",
+        ],
+    );
+    let admin = deploy_faulty(&silo).await;
+    let (_reader, mut writer) = raw_connection(&silo.address).await;
+    let mut frames = Vec::new();
+    for id in 1..=50 {
+        frames.extend(call_frame(
+            id,
+            "blob",
+            "blob",
+            json!({"bytes": 1024 * 1024}),
+        ));
+    }
+    writer.write_all(&frames).await.unwrap();
+
+    // Stalled for 1 s, then at most 5 s to deliver a goodbye nobody reads.
+    let started = Instant::now();
+    let stats = loop {
+        let stats = admin.stats().await.unwrap();
+        if stats.connections_open == 1 || started.elapsed() > Duration::from_secs(15) {
+            break stats;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    println!("let go after {:.1?}: {stats:?}", started.elapsed());
+    assert_eq!(stats.connections_open, 1, "{stats:?}");
+    assert_eq!(stats.connections_closed_misbehaving, 1, "{stats:?}");
     silo.stop();
 }
 
