@@ -1,5 +1,6 @@
 //! A guest that misbehaves on request, for the fault-isolation tests:
-//! it traps, loops forever, eats memory, or writes then traps; for the
+//! it traps, loops forever, eats memory, overflows its stack, exits, or
+//! writes then traps; it answers with replies of any size; for the
 //! deadline tests it also sleeps in WASI (in a turn, in a call it waits on,
 //! or in its deactivation hook); for the limit tests it writes too much,
 //! calls too deep or too often, and floods its log.
@@ -67,6 +68,46 @@ fn hog() -> Result<OkReply, Error> {
         // Filled with ones so every page is really touched.
         hoard.push(std::hint::black_box(vec![1u8; 1 << 20]));
     }
+}
+
+/// Recurses until wasm's call stack is exhausted (each frame keeps its
+/// depth past the call, so the compiler cannot make it a loop).
+fn overflow() -> Result<OkReply, Error> {
+    fn deeper(depth: u64) -> u64 {
+        if depth == u64::MAX {
+            return depth;
+        }
+        std::hint::black_box(deeper(std::hint::black_box(depth + 1))).wrapping_add(depth)
+    }
+    let _ = deeper(0);
+    ok()
+}
+
+#[derive(Deserialize)]
+struct ExitStatus {
+    status: i32,
+}
+
+/// Ends the guest process through WASI's `exit`, as a CLI program would.
+fn exit(message: ExitStatus) -> Result<OkReply, Error> {
+    std::process::exit(message.status)
+}
+
+#[derive(Serialize, Deserialize)]
+struct BlobSize {
+    bytes: usize,
+}
+
+#[derive(Serialize)]
+struct Blob {
+    blob: String,
+}
+
+/// A reply of about `bytes` bytes, for tests of replies a client leaves unread.
+fn blob(message: BlobSize) -> Result<Blob, Error> {
+    Ok(Blob {
+        blob: "x".repeat(message.bytes),
+    })
 }
 
 fn fail() -> Result<OkReply, Error> {
@@ -263,6 +304,9 @@ rio_sdk::service! {
     "trap" => trap,
     "loop" => spin,
     "hog" => hog,
+    "overflow" => overflow,
+    "exit" => exit,
+    "blob" => blob,
     "fail" => fail,
     "activations" => activations,
     "sandbox" => sandbox,

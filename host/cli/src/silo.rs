@@ -43,6 +43,27 @@ pub(crate) struct SiloArgs {
     /// "Security and limits".
     #[arg(long = "limit", value_name = "NAME=VALUE")]
     limits: Vec<String>,
+    /// Largest frame (request) accepted, in MiB [default: 64].
+    #[arg(long)]
+    max_frame_mib: Option<usize>,
+    /// Milliseconds a new connection has to send its hello [default: 10000].
+    #[arg(long)]
+    handshake_timeout_ms: Option<u64>,
+    /// Seconds a connection may stay with nothing asked and nothing in
+    /// flight, or leave its replies unread, before it is closed [default: 600].
+    #[arg(long)]
+    connection_idle_secs: Option<u64>,
+    /// Open connections at most; more are refused [default: 1024].
+    #[arg(long)]
+    max_connections: Option<usize>,
+    /// MiB of replies one connection may leave unread before the silo stops
+    /// reading its requests [default: 16].
+    #[arg(long)]
+    max_unread_reply_mib: Option<usize>,
+    /// Requests one connection may have in flight before the silo stops
+    /// reading its requests [default: 1024].
+    #[arg(long)]
+    max_requests_in_flight: Option<usize>,
     /// Join a cluster through this store: sqlite:PATH, postgres://…,
     /// mysql://… (or mariadb://…), redis://… [default: no cluster, the
     /// SQLite file in the data directory].
@@ -89,7 +110,7 @@ pub(crate) async fn run(args: SiloArgs) -> anyhow::Result<()> {
     if let Some(capacity) = file.mailbox_capacity {
         config.mailbox_capacity = capacity;
     }
-    if let Some(mib) = file.max_frame_mib {
+    if let Some(mib) = args.max_frame_mib.or(file.max_frame_mib) {
         config.max_frame_bytes = mib * 1024 * 1024;
     }
     if let Some(secs) = args
@@ -109,6 +130,22 @@ pub(crate) async fn run(args: SiloArgs) -> anyhow::Result<()> {
             .split_once('=')
             .with_context(|| format!("`--limit {limit}`: expected NAME=VALUE"))?;
         set_limit(&mut config, name, value)?;
+    }
+    if let Some(ms) = args.handshake_timeout_ms.or(file.handshake_timeout_ms) {
+        config.handshake_timeout = Duration::from_millis(ms);
+    }
+    if let Some(secs) = args.connection_idle_secs.or(file.connection_idle_secs) {
+        config.connection_idle_timeout = Duration::from_secs(secs);
+    }
+    if let Some(max) = args.max_connections.or(file.max_connections) {
+        config.max_connections = max;
+    }
+    if let Some(mib) = args.max_unread_reply_mib.or(file.max_unread_reply_mib) {
+        config.max_unread_reply_bytes = mib * 1024 * 1024;
+    }
+    if let Some(max) = args.max_requests_in_flight.or(file.max_requests_in_flight) {
+        // Zero would stop reading requests for good.
+        config.max_requests_in_flight = max.max(1);
     }
     config.pooling_allocator = args.pooling_allocator || file.pooling_allocator.unwrap_or(false);
     if let Some(url) = args.cluster.or(file.cluster) {

@@ -18,6 +18,21 @@ pub struct SiloConfig {
     pub idle_timeout: Duration,
     /// Frames above this size are refused and the connection closed.
     pub max_frame_bytes: usize,
+    /// A connection that has not sent a valid hello this long after it
+    /// opened is closed.
+    pub handshake_timeout: Duration,
+    /// A connection with no request and nothing in flight for this long is
+    /// closed with a goodbye; so is one whose replies stay unread this long.
+    pub connection_idle_timeout: Duration,
+    /// Open connections at most; beyond them a new connection gets a
+    /// goodbye ("too many connections") and is closed.
+    pub max_connections: usize,
+    /// Reply bytes one connection may leave unread before the silo stops
+    /// reading its requests (until it reads).
+    pub max_unread_reply_bytes: usize,
+    /// Requests one connection may have in flight before the silo stops
+    /// reading its requests (until replies go out).
+    pub max_requests_in_flight: usize,
     /// Messages that may wait for one object before callers get `overloaded`.
     pub mailbox_capacity: usize,
     /// Use wasmtime's pooling allocator (pre-reserved instance slots)
@@ -120,6 +135,11 @@ impl SiloConfig {
             memory_limit_bytes: 64 * 1024 * 1024,
             idle_timeout: Duration::from_secs(600),
             max_frame_bytes: rio_protocol::DEFAULT_MAX_FRAME_BYTES,
+            handshake_timeout: Duration::from_secs(10),
+            connection_idle_timeout: Duration::from_secs(600),
+            max_connections: 1024,
+            max_unread_reply_bytes: 16 * 1024 * 1024,
+            max_requests_in_flight: 1024,
             mailbox_capacity: 4096,
             pooling_allocator: false,
             pooling_max_instances: 1000,

@@ -13,7 +13,9 @@
 //! - `idempotency`: replies kept under idempotency keys, derived keys, the sweep.
 //! - `directory`: which objects have an activation on this silo.
 //! - `router`: delivers a message to an object, activating it if needed.
-//! - `server`: the TCP listener and one task pair per connection.
+//! - `server`: the TCP listener, the handshake and one reader per connection.
+//! - `connection`: one connection's writer, requests in flight and limits.
+//! - `log_summary`: one log line per period for events that may flood.
 //! - `cluster`: membership, failure detection, placement and forwarding
 //!   between silos (absent when a silo runs on its own).
 //! - [`storage`]: the storage traits and the SQLite backend.
@@ -24,6 +26,7 @@ mod bindings;
 mod cluster;
 mod component_cache;
 pub mod config;
+mod connection;
 mod deadlock;
 mod deployments;
 mod directory;
@@ -32,6 +35,7 @@ mod error;
 mod host;
 mod idempotency;
 mod limits;
+mod log_summary;
 mod mailbox;
 mod object_key;
 mod router;

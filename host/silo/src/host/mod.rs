@@ -24,6 +24,7 @@ pub(crate) mod state;
 mod stdio;
 
 pub(crate) use state::ObjectState;
+pub(crate) use stdio::GuestOutput;
 
 /// What the host imports need of the rest of the silo: sending a call from
 /// a turn, and recording the turn's wait. They see nothing else of it (the
@@ -81,6 +82,8 @@ pub(crate) struct ActivationData {
     pub(crate) limits: Limits,
     /// How many more log lines this activation may write this second.
     pub(crate) log_budget: log::LogBudget,
+    /// The guest's stderr, whose last lines of a turn explain a trap.
+    pub(crate) stderr: GuestOutput,
     wasi: WasiCtx,
     table: ResourceTable,
 }
@@ -102,12 +105,13 @@ impl ActivationData {
         // No preopened directories, no environment, no arguments (the
         // builder's defaults), and no network, said explicitly rather than
         // left to a default. Only stdout and stderr are wired, to tracing.
+        let stderr = GuestOutput::new(&key, "stderr");
         let wasi = WasiCtx::builder()
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
-            .stdout(stdio::GuestOutput::new(&key, "stdout"))
-            .stderr(stdio::GuestOutput::new(&key, "stderr"))
+            .stdout(GuestOutput::new(&key, "stdout"))
+            .stderr(stderr.clone())
             .build();
         ActivationData {
             key,
@@ -121,6 +125,7 @@ impl ActivationData {
             calls_made: 0,
             limits: limits.clone(),
             log_budget: log::LogBudget::new(limits.log_lines_per_second),
+            stderr,
             wasi,
             table: ResourceTable::new(),
         }
