@@ -6,12 +6,9 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::RIO;
+use common::SiloProcess;
 use common::guests::{Language, build, tooling_ready};
 use rio_client::{Client, ClientError};
 use serde_json::{Value, json};
@@ -34,43 +31,6 @@ const LIMITS: &[&str] = &[
     "--limit",
     "log-lines-per-second=20",
 ];
-
-/// A silo whose stderr (its log) goes to a file the test reads.
-struct LoggedSilo {
-    child: Child,
-    address: String,
-}
-
-impl LoggedSilo {
-    fn start(data: &Path, log: &Path) -> LoggedSilo {
-        let mut child = Command::new(RIO)
-            .args(["silo", "--listen", "127.0.0.1:0", "--data"])
-            .arg(data)
-            .args(LIMITS)
-            .env("RIO_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(log).unwrap())
-            .spawn()
-            .expect("rio silo starts");
-        let mut first_line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut first_line)
-            .unwrap();
-        let address = first_line
-            .trim()
-            .strip_prefix("rio silo listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line: {first_line:?}"))
-            .to_string();
-        LoggedSilo { child, address }
-    }
-}
-
-impl Drop for LoggedSilo {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// The call's error kind and text; panics if it succeeded.
 async fn refused(
@@ -99,8 +59,7 @@ async fn each_limit_fails_only_its_call_and_names_itself() {
         return;
     }
     let data = tempfile::tempdir().unwrap();
-    let log = data.path().join("silo.log");
-    let silo = LoggedSilo::start(&data.path().join("data"), &log);
+    let (silo, log) = SiloProcess::start_logged(data.path(), LIMITS);
     let client = Client::connect(&silo.address)
         .await
         .expect("client connects")
@@ -201,7 +160,9 @@ async fn each_limit_fails_only_its_call_and_names_itself() {
         .call("Faulty", "writer", "get", &json!({}))
         .await
         .expect("the silo still serves");
-    let text = std::fs::read_to_string(&log).unwrap();
+    // The log is read from the silo's stderr by a thread: let it catch up.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let text = log.text();
     let flood_lines = text.lines().filter(|line| line.contains("flood")).count();
     let forged_lines = text
         .lines()
