@@ -1,7 +1,9 @@
 //! A guest that misbehaves on request, for the fault-isolation tests:
-//! it traps, loops forever, eats memory, or writes then traps; for the
+//! it traps, loops forever, eats memory, overflows its stack, exits, or
+//! writes then traps; it answers with replies of any size; for the
 //! deadline tests it also sleeps in WASI (in a turn, in a call it waits on,
-//! or in its deactivation hook).
+//! or in its deactivation hook); for the limit tests it writes too much,
+//! calls too deep or too often, and floods its log.
 
 use rio_sdk::prelude::*;
 
@@ -15,7 +17,7 @@ struct MaybeValue {
     value: Option<i64>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, Deserialize)]
 struct OkReply {
     ok: bool,
 }
@@ -66,6 +68,46 @@ fn hog() -> Result<OkReply, Error> {
         // Filled with ones so every page is really touched.
         hoard.push(std::hint::black_box(vec![1u8; 1 << 20]));
     }
+}
+
+/// Recurses until wasm's call stack is exhausted (each frame keeps its
+/// depth past the call, so the compiler cannot make it a loop).
+fn overflow() -> Result<OkReply, Error> {
+    fn deeper(depth: u64) -> u64 {
+        if depth == u64::MAX {
+            return depth;
+        }
+        std::hint::black_box(deeper(std::hint::black_box(depth + 1))).wrapping_add(depth)
+    }
+    let _ = deeper(0);
+    ok()
+}
+
+#[derive(Deserialize)]
+struct ExitStatus {
+    status: i32,
+}
+
+/// Ends the guest process through WASI's `exit`, as a CLI program would.
+fn exit(message: ExitStatus) -> Result<OkReply, Error> {
+    std::process::exit(message.status)
+}
+
+#[derive(Serialize, Deserialize)]
+struct BlobSize {
+    bytes: usize,
+}
+
+#[derive(Serialize)]
+struct Blob {
+    blob: String,
+}
+
+/// A reply of about `bytes` bytes, for tests of replies a client leaves unread.
+fn blob(message: BlobSize) -> Result<Blob, Error> {
+    Ok(Blob {
+        blob: "x".repeat(message.bytes),
+    })
 }
 
 fn fail() -> Result<OkReply, Error> {
@@ -185,6 +227,74 @@ fn count_activation() -> Result<(), Error> {
     state::save("activations", &activations)
 }
 
+#[derive(Deserialize)]
+struct Fill {
+    keys: u64,
+    value_bytes: usize,
+}
+
+/// Writes `keys` values of `value_bytes` each in one turn, reusing one
+/// buffer of guest memory: the state limits, not the guest's memory, must
+/// stop it.
+fn fill(message: Fill) -> Result<OkReply, Error> {
+    let value = vec![7u8; message.value_bytes];
+    for key in 0..message.keys {
+        rio_sdk::bindings::rio::service::state::set(&format!("fill-{key}"), &value);
+    }
+    ok()
+}
+
+#[derive(Serialize, Deserialize)]
+struct Chain {
+    depth: u32,
+}
+
+/// Calls the next object of a chain `depth` long, each one waiting on the
+/// next, for the call-depth limit.
+fn chain(message: Chain) -> Result<Chain, Error> {
+    if message.depth == 0 {
+        return Ok(Chain { depth: 0 });
+    }
+    let next = format!("{}+", identity::object_id());
+    call(
+        &identity::service_type(),
+        &next,
+        "chain",
+        &Chain {
+            depth: message.depth - 1,
+        },
+    )
+}
+
+#[derive(Deserialize)]
+struct ManyCalls {
+    count: u32,
+}
+
+/// Makes `count` calls in one turn, for the calls-per-turn limit.
+fn many_calls(message: ManyCalls) -> Result<OkReply, Error> {
+    let other = format!("{}-callee", identity::object_id());
+    for _ in 0..message.count {
+        let _: OkReply = call(&identity::service_type(), &other, "ok", &())?;
+    }
+    ok()
+}
+
+#[derive(Deserialize)]
+struct LogFlood {
+    lines: u32,
+    text: String,
+}
+
+/// Writes `text` as `lines` log lines (warnings, which a silo logs by
+/// default) in one turn.
+fn log_flood(message: LogFlood) -> Result<OkReply, Error> {
+    for _ in 0..message.lines {
+        log::warn(&message.text);
+    }
+    ok()
+}
+
 rio_sdk::service! {
     on_activate = count_activation;
     on_deactivate = sleep_if_asked_on_deactivate;
@@ -195,6 +305,9 @@ rio_sdk::service! {
     "trap" => trap,
     "loop" => spin,
     "hog" => hog,
+    "overflow" => overflow,
+    "exit" => exit,
+    "blob" => blob,
     "fail" => fail,
     "activations" => activations,
     "sandbox" => sandbox,
@@ -203,4 +316,8 @@ rio_sdk::service! {
     "sleep-on-deactivate" => sleep_on_deactivate,
     "maybe" => maybe,
     "read-garbage" => read_garbage,
+    "fill" => fill,
+    "chain" => chain,
+    "many-calls" => many_calls,
+    "log-flood" => log_flood,
 }

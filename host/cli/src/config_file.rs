@@ -11,9 +11,18 @@
 //! pooling_allocator = false
 //! idempotency_retention_secs = 86400              # replies kept under keys
 //! idempotency_sweep_secs = 60                     # how often expired ones go
+//! handshake_timeout_ms = 10000
+//! connection_idle_secs = 600
+//! max_connections = 1024
+//! max_unread_reply_mib = 16
+//! max_requests_in_flight = 1024
 //! cluster = "postgres://postgres@127.0.0.1/rio"   # absent: no cluster
 //! advertise = "10.0.0.5:7700"
 //! placement = "random"                           # or prefer-local, hash
+//!
+//! [limits]                                        # see README, "Security and limits"
+//! turn-write-bytes = 8388608
+//! call-depth = 16
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -34,9 +43,17 @@ pub(crate) struct ConfigFile {
     pub(crate) pooling_allocator: Option<bool>,
     pub(crate) idempotency_retention_secs: Option<u64>,
     pub(crate) idempotency_sweep_secs: Option<u64>,
+    pub(crate) handshake_timeout_ms: Option<u64>,
+    pub(crate) connection_idle_secs: Option<u64>,
+    pub(crate) max_connections: Option<usize>,
+    pub(crate) max_unread_reply_mib: Option<usize>,
+    pub(crate) max_requests_in_flight: Option<usize>,
     pub(crate) cluster: Option<String>,
     pub(crate) advertise: Option<String>,
     pub(crate) placement: Option<String>,
+    /// Limit name → value, as `--limit NAME=VALUE` takes them.
+    #[serde(default)]
+    pub(crate) limits: std::collections::BTreeMap<String, u64>,
 }
 
 impl ConfigFile {

@@ -38,6 +38,32 @@ pub(crate) struct SiloArgs {
     /// (a retry after that runs again) [default: 86400].
     #[arg(long)]
     idempotency_retention_secs: Option<u64>,
+    /// A limit on what one caller or guest may use, as NAME=VALUE (e.g.
+    /// `turn-write-bytes=8MiB`); repeatable. Names and defaults: README,
+    /// "Security and limits".
+    #[arg(long = "limit", value_name = "NAME=VALUE")]
+    limits: Vec<String>,
+    /// Largest frame (request) accepted, in MiB [default: 64].
+    #[arg(long)]
+    max_frame_mib: Option<usize>,
+    /// Milliseconds a new connection has to send its hello [default: 10000].
+    #[arg(long)]
+    handshake_timeout_ms: Option<u64>,
+    /// Seconds a connection may stay with nothing asked and nothing in
+    /// flight, or leave its replies unread, before it is closed [default: 600].
+    #[arg(long)]
+    connection_idle_secs: Option<u64>,
+    /// Open connections at most; more are refused [default: 1024].
+    #[arg(long)]
+    max_connections: Option<usize>,
+    /// MiB of replies one connection may leave unread before the silo stops
+    /// reading its requests [default: 16].
+    #[arg(long)]
+    max_unread_reply_mib: Option<usize>,
+    /// Requests one connection may have in flight before the silo stops
+    /// reading its requests [default: 1024].
+    #[arg(long)]
+    max_requests_in_flight: Option<usize>,
     /// Join a cluster through this store: sqlite:PATH, postgres://…,
     /// mysql://… (or mariadb://…), redis://… [default: no cluster, the
     /// SQLite file in the data directory].
@@ -84,7 +110,7 @@ pub(crate) async fn run(args: SiloArgs) -> anyhow::Result<()> {
     if let Some(capacity) = file.mailbox_capacity {
         config.mailbox_capacity = capacity;
     }
-    if let Some(mib) = file.max_frame_mib {
+    if let Some(mib) = args.max_frame_mib.or(file.max_frame_mib) {
         config.max_frame_bytes = mib * 1024 * 1024;
     }
     if let Some(secs) = args
@@ -95,6 +121,31 @@ pub(crate) async fn run(args: SiloArgs) -> anyhow::Result<()> {
     }
     if let Some(secs) = file.idempotency_sweep_secs {
         config.idempotency_sweep_interval = Duration::from_secs(secs.max(1));
+    }
+    for (name, value) in &file.limits {
+        set_limit(&mut config, name, &value.to_string())?;
+    }
+    for limit in &args.limits {
+        let (name, value) = limit
+            .split_once('=')
+            .with_context(|| format!("`--limit {limit}`: expected NAME=VALUE"))?;
+        set_limit(&mut config, name, value)?;
+    }
+    if let Some(ms) = args.handshake_timeout_ms.or(file.handshake_timeout_ms) {
+        config.handshake_timeout = Duration::from_millis(ms);
+    }
+    if let Some(secs) = args.connection_idle_secs.or(file.connection_idle_secs) {
+        config.connection_idle_timeout = Duration::from_secs(secs);
+    }
+    if let Some(max) = args.max_connections.or(file.max_connections) {
+        config.max_connections = max;
+    }
+    if let Some(mib) = args.max_unread_reply_mib.or(file.max_unread_reply_mib) {
+        config.max_unread_reply_bytes = mib * 1024 * 1024;
+    }
+    if let Some(max) = args.max_requests_in_flight.or(file.max_requests_in_flight) {
+        // Zero would stop reading requests for good.
+        config.max_requests_in_flight = max.max(1);
     }
     config.pooling_allocator = args.pooling_allocator || file.pooling_allocator.unwrap_or(false);
     if let Some(url) = args.cluster.or(file.cluster) {
@@ -128,6 +179,31 @@ pub(crate) async fn run(args: SiloArgs) -> anyhow::Result<()> {
         anyhow::bail!("the cluster declared this silo dead; it stopped (start it again to rejoin)");
     }
     tracing::info!("silo stopped");
+    Ok(())
+}
+
+/// Sets one limit from text: a number, optionally with a `KiB`, `MiB` or
+/// `GiB` suffix.
+fn set_limit(config: &mut SiloConfig, name: &str, value: &str) -> anyhow::Result<()> {
+    let value = value.trim();
+    let (number, unit) = match value.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => value.split_at(at),
+        None => (value, ""),
+    };
+    let scale: usize = match unit.trim() {
+        "" => 1,
+        "KiB" => 1024,
+        "MiB" => 1024 * 1024,
+        "GiB" => 1024 * 1024 * 1024,
+        other => anyhow::bail!("limit `{name}`: unknown unit `{other}` (use KiB, MiB or GiB)"),
+    };
+    let number: usize = number
+        .parse()
+        .with_context(|| format!("limit `{name}`: `{value}` is not a number"))?;
+    let value = number
+        .checked_mul(scale)
+        .with_context(|| format!("limit `{name}`: `{value}` is too large"))?;
+    config.limits.set(name, value)?;
     Ok(())
 }
 

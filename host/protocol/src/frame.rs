@@ -258,4 +258,17 @@ pub struct SiloStats {
     /// Messages this silo passed to another silo of its cluster.
     #[serde(default)]
     pub forwarded_total: u64,
+    /// Client and silo connections open now.
+    #[serde(default)]
+    pub connections_open: u64,
+    /// Connections refused because the silo had its maximum open.
+    #[serde(default)]
+    pub connections_refused: u64,
+    /// Connections closed for misbehaving (no hello in time, a bad frame,
+    /// replies left unread).
+    #[serde(default)]
+    pub connections_closed_misbehaving: u64,
+    /// Connections closed after their idle timeout.
+    #[serde(default)]
+    pub connections_closed_idle: u64,
 }

@@ -6,12 +6,22 @@
 //! in the next write, which keeps syscalls few under load. Only when the
 //! socket would block does a background task take over, so no sender ever
 //! waits on a slow peer.
+//!
+//! The writer counts the bytes it accepted and has not yet written
+//! ([`FrameWriter::unsent_bytes`]), so the owner of a connection can stop
+//! producing work for a peer that does not read ([`FrameWriter::wrote`]
+//! tells when that count went down).
 
+use std::future::Future;
 use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::Notify;
+use tokio::sync::futures::Notified;
 
 /// The frame writer of one connection. After [`FrameWriter::close`] the
 /// background task flushes what is queued and ends; the write side closes
@@ -20,6 +30,11 @@ pub struct FrameWriter {
     stream: OwnedWriteHalf,
     state: Mutex<WriterState>,
     wake_background: Notify,
+    /// Woken (all waiters) whenever bytes left for the socket, and when the
+    /// writer closes or fails; only while someone waits (`progress_waiters`),
+    /// so the common case costs no extra lock per write.
+    progress: Notify,
+    progress_waiters: AtomicUsize,
 }
 
 #[derive(Default)]
@@ -32,6 +47,12 @@ struct WriterState {
     background_owns: bool,
     /// No more frames are taken: the connection failed or is closing.
     closed: bool,
+    /// Bytes taken by `send` and not yet written: `queued` plus the batch
+    /// the current writer holds.
+    unsent: usize,
+    /// The writer gave up: what is unsent is dropped and the background task
+    /// stops even while the peer does not read.
+    aborted: bool,
 }
 
 /// Rounds a sender writes on behalf of others before handing over, so one
@@ -49,6 +70,8 @@ impl FrameWriter {
             stream,
             state: Mutex::new(WriterState::default()),
             wake_background: Notify::new(),
+            progress: Notify::new(),
+            progress_waiters: AtomicUsize::new(0),
         });
         tokio::spawn(writer.clone().run_background());
         writer
@@ -62,6 +85,7 @@ impl FrameWriter {
                 return Err(WriterClosed);
             }
             state.queued.extend_from_slice(frame);
+            state.unsent += frame.len();
             if state.writing {
                 return Ok(());
             }
@@ -72,6 +96,7 @@ impl FrameWriter {
             match self.write_without_waiting(&batch) {
                 Ok(written) if written == batch.len() => {}
                 Ok(written) => {
+                    self.count_written(written);
                     self.hand_over(batch.split_off(written));
                     return Ok(());
                 }
@@ -81,8 +106,12 @@ impl FrameWriter {
                     return Err(WriterClosed);
                 }
             }
-            batch.clear();
             let mut state = self.lock();
+            state.unsent = state.unsent.saturating_sub(batch.len());
+            batch.clear();
+            if self.progress_waiters.load(Ordering::SeqCst) > 0 {
+                self.progress.notify_waiters();
+            }
             if state.queued.is_empty() {
                 state.writing = false;
                 if state.closed {
@@ -102,6 +131,44 @@ impl FrameWriter {
     pub fn close(&self) {
         self.lock().closed = true;
         self.wake_background.notify_one();
+        self.wake_progress_waiters();
+    }
+
+    /// Takes no more frames and drops what is unsent: for a peer that does
+    /// not read, whose queue would otherwise keep the connection open.
+    pub fn abort(&self) {
+        self.lock().aborted = true;
+        self.fail();
+    }
+
+    /// Whether the writer takes no more frames.
+    pub fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+
+    /// Bytes accepted by [`FrameWriter::send`] and not yet written to the
+    /// socket (0 once the writer failed or was aborted).
+    pub fn unsent_bytes(&self) -> usize {
+        self.lock().unsent
+    }
+
+    /// Resolves after the next write that sent bytes, or when the writer
+    /// closes. Counts from the call: take it before checking
+    /// [`FrameWriter::unsent_bytes`] so no wake-up is missed in between.
+    pub fn wrote(&self) -> Wrote<'_> {
+        // Counted before the `Notified` exists: a writer that misses the
+        // count has already updated what the caller is about to check.
+        self.progress_waiters.fetch_add(1, Ordering::SeqCst);
+        Wrote {
+            notified: Box::pin(self.progress.notified()),
+            writer: self,
+        }
+    }
+
+    fn wake_progress_waiters(&self) {
+        if self.progress_waiters.load(Ordering::SeqCst) > 0 {
+            self.progress.notify_waiters();
+        }
     }
 
     /// After a write error: drop everything and let the background task end.
@@ -112,8 +179,21 @@ impl FrameWriter {
             state.writing = false;
             state.background_owns = false;
             state.queued.clear();
+            state.unsent = 0;
         }
         self.wake_background.notify_one();
+        self.wake_progress_waiters();
+    }
+
+    fn count_written(&self, written: usize) {
+        if written == 0 {
+            return;
+        }
+        {
+            let mut state = self.lock();
+            state.unsent = state.unsent.saturating_sub(written);
+        }
+        self.wake_progress_waiters();
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, WriterState> {
@@ -184,9 +264,97 @@ impl FrameWriter {
     async fn write_waiting(&self, bytes: &[u8]) -> io::Result<()> {
         let mut written = 0;
         while written < bytes.len() {
-            self.stream.writable().await?;
-            written += self.write_without_waiting(&bytes[written..])?;
+            tokio::select! {
+                ready = self.stream.writable() => ready?,
+                // `close` and `abort` wake this task; only an abort ends
+                // a wait on a peer that does not read.
+                _ = self.wake_background.notified() => {
+                    if self.lock().aborted {
+                        return Err(io::Error::other("aborted"));
+                    }
+                    continue;
+                }
+            }
+            let now = self.write_without_waiting(&bytes[written..])?;
+            self.count_written(now);
+            written += now;
         }
         Ok(())
+    }
+}
+
+/// The future of [`FrameWriter::wrote`].
+pub struct Wrote<'a> {
+    notified: Pin<Box<Notified<'a>>>,
+    writer: &'a FrameWriter,
+}
+
+impl Future for Wrote<'_> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<()> {
+        self.notified.as_mut().poll(context)
+    }
+}
+
+impl Drop for Wrote<'_> {
+    fn drop(&mut self) {
+        self.writer.progress_waiters.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::{TcpListener, TcpStream};
+
+    async fn pair() -> (Arc<FrameWriter>, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let connect = TcpStream::connect(listener.local_addr().unwrap());
+        let (connected, accepted) = tokio::join!(connect, listener.accept());
+        let (_read, write) = connected.unwrap().into_split();
+        (FrameWriter::start(write), accepted.unwrap().0)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn unsent_bytes_wait_for_a_reader_and_an_abort_drops_them() {
+        let (writer, mut peer) = pair().await;
+        // Far more than the socket buffers hold while the peer reads nothing.
+        let chunk = vec![7u8; 1024 * 1024];
+        for _ in 0..64 {
+            writer.send(&chunk).unwrap();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let unsent = writer.unsent_bytes();
+        assert!(unsent > 16 * 1024 * 1024, "only {unsent} bytes unsent");
+
+        // Reading some makes progress visible.
+        let wrote = writer.wrote();
+        let mut buffer = vec![0u8; 4 * 1024 * 1024];
+        let mut read = 0;
+        while read < buffer.len() {
+            read += peer.read(&mut buffer[read..]).await.unwrap();
+        }
+        tokio::time::timeout(std::time::Duration::from_secs(5), wrote)
+            .await
+            .expect("a write after the peer read");
+        assert!(writer.unsent_bytes() < unsent);
+
+        // An abort drops the rest and ends the stream although nobody reads.
+        writer.abort();
+        assert_eq!(writer.unsent_bytes(), 0);
+        assert!(writer.send(b"late").is_err());
+        let ended = async {
+            loop {
+                match peer.read(&mut buffer).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(5), ended)
+            .await
+            .expect("the stream ends after an abort");
     }
 }

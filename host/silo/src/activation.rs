@@ -28,6 +28,8 @@ use crate::bindings::{Export, Handler};
 use crate::deployments::DeployedType;
 use crate::host::{ActivationData, DeadlineExceeded, MemoryLimitExceeded, ObjectState};
 use crate::idempotency::RecentReplies;
+use crate::limits::LimitExceeded;
+use crate::log_summary::LogSummary;
 use crate::mailbox::{CallChain, Envelope};
 use crate::outbox::{Outbox, WAKE};
 use crate::router::Router;
@@ -254,8 +256,9 @@ impl Activation {
         let data = ActivationData::new(
             self.key.clone(),
             self.router.clone(),
-            ObjectState::loaded(state),
+            ObjectState::loaded(state, &self.router.config.limits),
             self.router.config.memory_limit_bytes,
+            &self.router.config.limits,
             self.router.empty_chain(),
         );
         let mut store = Store::new(&self.router.deployments.engine, data);
@@ -276,7 +279,8 @@ impl Activation {
         let handler = match instantiated {
             Some(Ok(handler)) => handler,
             Some(Err(error)) => {
-                return Err(classify_instantiation_error(&self.key, error));
+                let panic = store.data().stderr.panic_message();
+                return Err(classify_instantiation_error(&self.key, error, panic));
             }
             None => return Err(self.timed_out()),
         };
@@ -340,6 +344,7 @@ impl Activation {
             } => idempotency_key.clone(),
             Hook::Activate | Hook::Deactivate => None,
         };
+        data.stderr.clear_recent();
 
         let object_id = &*self.key.object_id;
         let (export, message_type) = match &hook {
@@ -395,10 +400,16 @@ impl Activation {
                     instance_lost: false,
                 })
             }
-            Err(error) => Err(TurnFailure {
-                error: classify_trap(&self.key, error),
-                instance_lost: true,
-            }),
+            Err(error) => {
+                let panic = self
+                    .live
+                    .as_ref()
+                    .and_then(|live| live.store.data().stderr.panic_message());
+                Err(TurnFailure {
+                    error: classify_trap(&self.key, error, panic),
+                    instance_lost: true,
+                })
+            }
         }
     }
 
@@ -594,36 +605,94 @@ async fn within<F: Future>(deadline: Instant, future: F) -> Option<F::Output> {
     }
 }
 
+/// `overloaded` refusals at instantiation, logged as a periodic summary:
+/// at capacity every new activation is refused, and one line each would
+/// flood the log.
+static OVERLOADED_LOG: LogSummary = LogSummary::new();
+
+/// The longest cause a caller gets: one line, without a backtrace.
+const MAX_CAUSE_CHARS: usize = 600;
+
 /// An instantiation fails either in the guest (its start code trapped) or in
 /// the host (no memory or address space for one more instance); the latter
 /// is the silo being full, not the guest crashing.
-fn classify_instantiation_error(key: &ObjectKey, error: wasmtime::Error) -> ReplyError {
+fn classify_instantiation_error(
+    key: &ObjectKey,
+    error: wasmtime::Error,
+    panic: Option<String>,
+) -> ReplyError {
     let guest_fault = error.downcast_ref::<wasmtime::Trap>().is_some()
         || error.downcast_ref::<DeadlineExceeded>().is_some()
-        || error.downcast_ref::<MemoryLimitExceeded>().is_some();
+        || error.downcast_ref::<MemoryLimitExceeded>().is_some()
+        || error.downcast_ref::<wasmtime_wasi::I32Exit>().is_some();
     if guest_fault {
-        return classify_trap(key, error);
+        return classify_trap(key, error, panic);
     }
-    tracing::error!(object = %key, error = format!("{error:#}"), "cannot instantiate; the silo is out of resources");
+    let cause = one_line(&format!("{error:#}"));
+    if let Some(refused) = OVERLOADED_LOG.note() {
+        tracing::error!(object = %key, %cause, refused, "cannot instantiate; the silo is out of resources (refusals counted since the last such line)");
+    }
     ReplyError::Overloaded(format!(
-        "the silo cannot instantiate {key}: {error:#} (out of memory, or of memory mappings: see vm.max_map_count)"
+        "the silo cannot instantiate {key}: {cause} (out of memory, or of memory mappings: see vm.max_map_count)"
     ))
 }
 
-/// Turns a wasmtime error out of a guest call into what the caller sees.
-fn classify_trap(key: &ObjectKey, error: wasmtime::Error) -> ReplyError {
+/// Turns a wasmtime error out of a guest call into what the caller sees:
+/// one line with the cause, never the wasm backtrace (that goes to the
+/// debug log). `panic` is the panic message the guest printed in the turn.
+fn classify_trap(key: &ObjectKey, error: wasmtime::Error, panic: Option<String>) -> ReplyError {
     if error.downcast_ref::<DeadlineExceeded>().is_some() {
         tracing::warn!(object = %key, "turn stopped at its deadline");
         return ReplyError::Timeout(format!(
             "{key} ran past its deadline and was stopped; its writes were discarded"
         ));
     }
-    if let Some(exceeded) = error.downcast_ref::<MemoryLimitExceeded>() {
-        return ReplyError::Trap(format!(
-            "{key} exceeded its memory limit of {} bytes",
-            exceeded.limit_bytes
-        ));
+    let cause = one_line(&trap_cause(&error, panic));
+    tracing::warn!(object = %key, %cause, "guest trapped");
+    tracing::debug!(object = %key, error = format!("{error:?}"), "trap details");
+    ReplyError::Trap(format!("{key} {cause}"))
+}
+
+fn trap_cause(error: &wasmtime::Error, panic: Option<String>) -> String {
+    if let Some(exceeded) = error.downcast_ref::<LimitExceeded>() {
+        return format!("was stopped: {exceeded}; the turn's writes were discarded");
     }
-    tracing::warn!(object = %key, error = format!("{error:?}"), "guest trapped");
-    ReplyError::Trap(format!("{key} trapped: {error}"))
+    if let Some(exceeded) = error.downcast_ref::<MemoryLimitExceeded>() {
+        return format!(
+            "exceeded its memory limit of {} bytes",
+            exceeded.limit_bytes
+        );
+    }
+    if let Some(exit) = error.downcast_ref::<wasmtime_wasi::I32Exit>() {
+        return format!("exited with status {}", exit.0);
+    }
+    // Wasmtime words a trap "wasm trap: call stack exhausted".
+    let trap_words = |trap: &wasmtime::Trap| {
+        let text = trap.to_string();
+        text.strip_prefix("wasm trap: ")
+            .unwrap_or(&text)
+            .to_string()
+    };
+    match (error.downcast_ref::<wasmtime::Trap>(), panic) {
+        // "call stack exhausted" says more than the panic it may have caused.
+        (Some(trap @ wasmtime::Trap::StackOverflow), _) => format!("trapped: {}", trap_words(trap)),
+        (_, Some(panic)) => format!("trapped: {panic}"),
+        (Some(trap), None) => format!("trapped: {}", trap_words(trap)),
+        // A host function failed the call (not a wasm trap): its own words.
+        (None, None) => format!("failed: {}", error.root_cause()),
+    }
+}
+
+/// `text` on one line (control characters as spaces), at most
+/// `MAX_CAUSE_CHARS` long.
+fn one_line(text: &str) -> String {
+    let mut line: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(MAX_CAUSE_CHARS)
+        .collect();
+    if text.chars().count() > MAX_CAUSE_CHARS {
+        line.push('…');
+    }
+    line
 }

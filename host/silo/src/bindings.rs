@@ -13,6 +13,9 @@ mod v0_2 {
         world: "rio:service/service-object@0.2.0",
         imports: {
             "rio:service/messaging.call": async,
+            // Over a state limit the guest is stopped in the call.
+            "rio:service/state.set": trappable,
+            "rio:service/state.delete": trappable,
         },
         exports: { default: async },
     });
@@ -24,6 +27,9 @@ mod v0_1 {
         world: "rio:service/service-object@0.1.0",
         imports: {
             "rio:service/messaging.call": async,
+            // Over a state limit the guest is stopped in the call.
+            "rio:service/state.set": trappable,
+            "rio:service/state.delete": trappable,
         },
         exports: { default: async },
     });

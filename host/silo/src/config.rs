@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::Limits;
+
 /// How a silo runs. Build one with [`SiloConfig::new`] and adjust fields.
 #[derive(Debug, Clone)]
 pub struct SiloConfig {
@@ -16,6 +18,21 @@ pub struct SiloConfig {
     pub idle_timeout: Duration,
     /// Frames above this size are refused and the connection closed.
     pub max_frame_bytes: usize,
+    /// A connection that has not sent a valid hello this long after it
+    /// opened is closed.
+    pub handshake_timeout: Duration,
+    /// A connection with no request and nothing in flight for this long is
+    /// closed with a goodbye; so is one whose replies stay unread this long.
+    pub connection_idle_timeout: Duration,
+    /// Open connections at most; beyond them a new connection gets a
+    /// goodbye ("too many connections") and is closed.
+    pub max_connections: usize,
+    /// Reply bytes one connection may leave unread before the silo stops
+    /// reading its requests (until it reads).
+    pub max_unread_reply_bytes: usize,
+    /// Requests one connection may have in flight before the silo stops
+    /// reading its requests (until replies go out).
+    pub max_requests_in_flight: usize,
     /// Messages that may wait for one object before callers get `overloaded`.
     pub mailbox_capacity: usize,
     /// Use wasmtime's pooling allocator (pre-reserved instance slots)
@@ -32,6 +49,8 @@ pub struct SiloConfig {
     pub idempotency_sweep_interval: Duration,
     /// The most expired replies one sweep deletes.
     pub idempotency_sweep_batch: usize,
+    /// What one caller or guest may use: sizes, depths, rates.
+    pub limits: Limits,
     /// Join a cluster through this store; `None` runs the silo on its own
     /// with the embedded SQLite store in `data_dir`.
     pub cluster: Option<ClusterConfig>,
@@ -116,6 +135,11 @@ impl SiloConfig {
             memory_limit_bytes: 64 * 1024 * 1024,
             idle_timeout: Duration::from_secs(600),
             max_frame_bytes: rio_protocol::DEFAULT_MAX_FRAME_BYTES,
+            handshake_timeout: Duration::from_secs(10),
+            connection_idle_timeout: Duration::from_secs(600),
+            max_connections: 1024,
+            max_unread_reply_bytes: 16 * 1024 * 1024,
+            max_requests_in_flight: 1024,
             mailbox_capacity: 4096,
             pooling_allocator: false,
             pooling_max_instances: 1000,
@@ -123,6 +147,7 @@ impl SiloConfig {
             idempotency_retention: Duration::from_secs(24 * 60 * 60),
             idempotency_sweep_interval: Duration::from_secs(60),
             idempotency_sweep_batch: 1000,
+            limits: Limits::default(),
             cluster: None,
         }
     }

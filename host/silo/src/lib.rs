@@ -14,7 +14,9 @@
 //! - `outbox`: delivery of one-way sends committed with their turns, dead letters.
 //! - `directory`: which objects have an activation on this silo.
 //! - `router`: delivers a message to an object, activating it if needed.
-//! - `server`: the TCP listener and one task pair per connection.
+//! - `server`: the TCP listener, the handshake and one reader per connection.
+//! - `connection`: one connection's writer, requests in flight and limits.
+//! - `log_summary`: one log line per period for events that may flood.
 //! - `cluster`: membership, failure detection, placement and forwarding
 //!   between silos (absent when a silo runs on its own).
 //! - [`storage`]: the storage traits and the SQLite backend.
@@ -25,6 +27,7 @@ mod bindings;
 mod cluster;
 mod component_cache;
 pub mod config;
+mod connection;
 mod deadlock;
 mod deployments;
 mod directory;
@@ -32,6 +35,8 @@ mod engine;
 mod error;
 mod host;
 mod idempotency;
+mod limits;
+mod log_summary;
 mod mailbox;
 mod object_key;
 mod outbox;
@@ -43,5 +48,6 @@ pub mod storage;
 
 pub use config::{ClusterConfig, PlacementStrategy, SiloConfig};
 pub use error::SiloError;
+pub use limits::{Limits, UnknownLimit};
 pub use object_key::ObjectKey;
 pub use silo::Silo;

@@ -2,12 +2,13 @@
 
 use std::sync::{Arc, Mutex, Weak};
 
-use rio_protocol::{FrameWriter, ReplyError, Response, ServerFrame, encode_frame};
+use rio_protocol::{ReplyError, Response};
 use serde_bytes::ByteBuf;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::ObjectKey;
+pub(crate) use crate::connection::ConnectionSink;
 use crate::deadlock::WaitEdge;
 
 /// The objects whose turns are waiting, directly or not, on this message:
@@ -177,35 +178,6 @@ impl ReplyTo {
                     reply.send_from(result, owner);
                 }
             }
-        }
-    }
-}
-
-/// The write side of one client connection. A turn's reply is written by the
-/// activation task itself when the socket is idle (see `FrameWriter`).
-#[derive(Clone)]
-pub(crate) struct ConnectionSink(Arc<FrameWriter>);
-
-impl ConnectionSink {
-    pub(crate) fn new(writer: Arc<FrameWriter>) -> ConnectionSink {
-        ConnectionSink(writer)
-    }
-
-    /// Takes no more frames; what is queued still goes out.
-    pub(crate) fn close(&self) {
-        self.0.close();
-    }
-
-    pub(crate) fn reply(&self, id: u64, result: Result<Response, ReplyError>) {
-        self.send_frame(&ServerFrame::Reply { id, result });
-    }
-
-    pub(crate) fn send_frame(&self, frame: &ServerFrame) {
-        let mut encoded = Vec::new();
-        match encode_frame(frame, &mut encoded) {
-            // A closed connection drops replies to requests it no longer awaits.
-            Ok(()) => drop(self.0.send(&encoded)),
-            Err(error) => tracing::error!(%error, "cannot encode a reply frame"),
         }
     }
 }

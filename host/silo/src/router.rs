@@ -179,6 +179,9 @@ impl Router {
                 "the silo is shutting down".into(),
             )));
         }
+        if let Err(error) = self.within_name_limits(&key) {
+            return envelope.reply.send(Err(error));
+        }
         if envelope.call_chain.contains(&key) {
             let chain: Vec<String> = envelope
                 .call_chain
@@ -247,6 +250,36 @@ impl Router {
                 None => tracing::error!(object = %key, "a mailbox opened for no deployment"),
             },
         }
+    }
+}
+
+impl Router {
+    /// Refuses an object whose type or id is longer than the limits allow,
+    /// before it takes a slot in the directory (or a row in a store).
+    fn within_name_limits(&self, key: &ObjectKey) -> Result<(), ReplyError> {
+        let limits = &self.config.limits;
+        let checks = [
+            (
+                "service type",
+                "service-type-bytes",
+                key.service_type.len(),
+                limits.service_type_bytes,
+            ),
+            (
+                "object id",
+                "object-id-bytes",
+                key.object_id.len(),
+                limits.object_id_bytes,
+            ),
+        ];
+        for (what, name, size, limit) in checks {
+            if size > limit {
+                return Err(ReplyError::BadRequest(format!(
+                    "the {what} is {size} bytes, over the silo's limit `{name}` of {limit} bytes"
+                )));
+            }
+        }
+        Ok(())
     }
 }
 

@@ -2,13 +2,26 @@
 //! reader task; replies are written by whoever produces them (see
 //! `FrameWriter`).
 //!
-//! Invariant: nothing a peer sends can panic the silo. A frame that does not
-//! decode gets an error reply when its request id can be recovered, and
-//! otherwise a `Goodbye` with the reason before the connection is closed.
+//! Invariants:
+//! - Nothing a peer sends can panic the silo. A frame that does not decode
+//!   gets an error reply when its request id can be recovered, and
+//!   otherwise a `Goodbye` with the reason before the connection is closed.
+//! - Every limit ends in a `Goodbye` and a close, logged once per connection
+//!   (never once per frame): no valid hello within the handshake timeout,
+//!   nothing asked and nothing owed for the idle timeout, more connections
+//!   than the cap (refusals are logged as a periodic summary).
+//! - One connection cannot make the silo hold more than its bounds of
+//!   work: past `max_requests_in_flight` requests without a reply, or
+//!   `max_unread_reply_bytes` of replies it has not read, the silo stops
+//!   reading its requests until it catches up; one that does not read for
+//!   the idle timeout is closed.
+//! - A peer that half-closes still gets the replies of the requests it
+//!   sent before, each waited for at most until its deadline.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use rio_protocol::codec::decode_body;
@@ -16,17 +29,39 @@ use rio_protocol::{
     ClientFrame, FrameError, FrameReader, FrameWriter, MAX_IDEMPOTENCY_KEY_BYTES, PROTOCOL_VERSION,
     ReplyError, Request, Response, ServerFrame,
 };
+use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 
 use crate::ObjectKey;
-use crate::mailbox::{ConnectionSink, Envelope, ReplyTo};
+use crate::connection::{Connection, ConnectionCounters, ConnectionSink, Room};
+use crate::log_summary::LogSummary;
+use crate::mailbox::{Envelope, ReplyTo};
 use crate::router::Router;
+
+/// How long a connection being closed for misbehaving, or refused, may take
+/// to receive its goodbye before it is dropped.
+const GOODBYE_LINGER: Duration = Duration::from_secs(5);
+
+/// How long past a request's deadline a half-closed connection still waits
+/// for its reply: the reply is sent at the deadline at the latest.
+const REPLY_MARGIN: Duration = Duration::from_secs(1);
+
+/// The longest reason a goodbye or a log line quotes from a peer's frame.
+const MAX_REASON_CHARS: usize = 200;
+
+/// Refused connections that may wait for their goodbye to be read at once;
+/// more are closed without one.
+const MAX_LINGERING_REFUSALS: usize = 64;
+
+/// Connections refused at the cap, logged at most once per period.
+static REFUSED_LOG: LogSummary = LogSummary::new();
 
 /// Accepts connections on `listener` until `shutdown` resolves.
 pub(crate) async fn serve(
     listener: TcpListener,
     router: Arc<Router>,
+    counters: Arc<ConnectionCounters>,
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
@@ -35,7 +70,28 @@ pub(crate) async fn serve(
             _ = &mut shutdown => return,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    tokio::spawn(serve_connection(stream, peer, router.clone()));
+                    let open = counters.open.load(Ordering::SeqCst);
+                    if open >= router.config.max_connections as u64 {
+                        counters.refused.fetch_add(1, Ordering::Relaxed);
+                        if let Some(refused) = REFUSED_LOG.note() {
+                            tracing::warn!(%peer, refused, open, "refusing connections: too many open");
+                        }
+                        // A flood of refused connections must not use up the
+                        // descriptors: past a few lingering refusals, drop at once.
+                        if counters.refusing.load(Ordering::SeqCst) < MAX_LINGERING_REFUSALS {
+                            counters.refusing.fetch_add(1, Ordering::SeqCst);
+                            let counters = counters.clone();
+                            let max = router.config.max_connections;
+                            tokio::spawn(async move {
+                                refuse(stream, max).await;
+                                counters.refusing.fetch_sub(1, Ordering::SeqCst);
+                            });
+                        }
+                        continue;
+                    }
+                    counters.open.fetch_add(1, Ordering::SeqCst);
+                    let open = OpenConnection(counters.clone());
+                    tokio::spawn(serve_connection(stream, peer, router.clone(), open));
                 }
                 Err(error) => {
                     // Typically out of file descriptors: back off instead of spinning.
@@ -47,75 +103,226 @@ pub(crate) async fn serve(
     }
 }
 
-async fn serve_connection(stream: TcpStream, peer: SocketAddr, router: Arc<Router>) {
-    let _ = stream.set_nodelay(true);
-    let (read_half, write_half) = stream.into_split();
-    let mut reader = FrameReader::new(read_half, router.config.max_frame_bytes);
-    let sink = ConnectionSink::new(FrameWriter::start(write_half));
+/// One open connection in the counters, for as long as this lives.
+struct OpenConnection(Arc<ConnectionCounters>);
 
-    let reason = match handshake(&mut reader).await {
-        Ok(()) => {
-            sink.send_frame(&ServerFrame::Welcome {
-                protocol_version: PROTOCOL_VERSION,
-            });
-            read_requests(&mut reader, &sink, &router).await
-        }
-        Err(reason) => Some(reason),
-    };
-    if let Some(reason) = reason {
-        tracing::warn!(%peer, %reason, "closing connection");
-        sink.send_frame(&ServerFrame::Goodbye { reason });
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::SeqCst);
     }
-    // Replies still in flight are dropped: the peer has gone or misbehaved.
-    sink.close();
 }
 
+/// Says goodbye to a connection over the cap. Its hello is read and
+/// dropped first, for a while: closing a socket with unread input resets it,
+/// and the peer could lose the goodbye.
+async fn refuse(stream: TcpStream, max_connections: usize) {
+    let (mut read_half, write_half) = stream.into_split();
+    let connection = Connection::new(FrameWriter::start(write_half));
+    connection.send_frame(&ServerFrame::Goodbye {
+        reason: format!("too many connections: this silo serves at most {max_connections}"),
+    });
+    let drain = async {
+        let mut sink = [0u8; 4096];
+        while matches!(read_half.read(&mut sink).await, Ok(n) if n > 0) {}
+    };
+    let _ = tokio::time::timeout(GOODBYE_LINGER, async {
+        connection.close(GOODBYE_LINGER).await;
+        drain.await;
+    })
+    .await;
+}
+
+/// How a connection's reader ended.
+enum End {
+    /// The peer closed its side (after its replies were sent, or at least
+    /// waited for) or the connection broke.
+    Left,
+    /// Nothing asked and nothing owed for the idle timeout.
+    Idle,
+    /// The peer broke a rule; the reason goes in the goodbye and the log.
+    Misbehaved(String),
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    router: Arc<Router>,
+    open: OpenConnection,
+) {
+    let config = &router.config;
+    let _ = stream.set_nodelay(true);
+    let (read_half, write_half) = stream.into_split();
+    let mut reader = FrameReader::new(read_half, config.max_frame_bytes);
+    let connection = Connection::new(FrameWriter::start(write_half));
+    let counters = &open.0;
+
+    let end = match tokio::time::timeout(config.handshake_timeout, handshake(&mut reader)).await {
+        Err(_) => End::Misbehaved(format!(
+            "no hello within {} ms",
+            config.handshake_timeout.as_millis()
+        )),
+        Ok(Err(None)) => End::Left,
+        Ok(Err(Some(reason))) => End::Misbehaved(reason),
+        Ok(Ok(())) => {
+            connection.send_frame(&ServerFrame::Welcome {
+                protocol_version: PROTOCOL_VERSION,
+            });
+            read_requests(&mut reader, &connection, &router, counters).await
+        }
+    };
+    let linger = match end {
+        End::Left => config.connection_idle_timeout,
+        End::Idle => {
+            counters.closed_idle.fetch_add(1, Ordering::Relaxed);
+            let reason = format!(
+                "idle for {} s: nothing asked and nothing in flight",
+                config.connection_idle_timeout.as_secs()
+            );
+            tracing::debug!(%peer, %reason, "closing an idle connection");
+            connection.send_frame(&ServerFrame::Goodbye { reason });
+            GOODBYE_LINGER
+        }
+        End::Misbehaved(reason) => {
+            counters.closed_misbehaving.fetch_add(1, Ordering::Relaxed);
+            let reason = one_line(&reason);
+            tracing::warn!(%peer, %reason, "closing a misbehaving connection");
+            connection.send_frame(&ServerFrame::Goodbye { reason });
+            GOODBYE_LINGER
+        }
+    };
+    // Replies still in flight after this are dropped: the peer has gone,
+    // idled out or misbehaved.
+    connection.close(linger).await;
+    drop(open);
+}
+
+/// Shortened to one line of at most `MAX_REASON_CHARS` characters.
+fn one_line(text: &str) -> String {
+    let mut line: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(MAX_REASON_CHARS)
+        .collect();
+    if text.chars().count() > MAX_REASON_CHARS {
+        line.push('…');
+    }
+    line
+}
+
+/// `Err(None)`: the peer left before saying anything.
 async fn handshake<R: tokio::io::AsyncRead + Unpin>(
     reader: &mut FrameReader<R>,
-) -> Result<(), String> {
+) -> Result<(), Option<String>> {
     match reader.next_frame::<ClientFrame>().await {
         Ok(Some(ClientFrame::Hello { protocol_version }))
             if protocol_version == PROTOCOL_VERSION =>
         {
             Ok(())
         }
-        Ok(Some(ClientFrame::Hello { protocol_version })) => Err(format!(
+        Ok(Some(ClientFrame::Hello { protocol_version })) => Err(Some(format!(
             "protocol version {protocol_version} is not supported; this silo speaks version {PROTOCOL_VERSION}"
-        )),
-        Ok(Some(_)) => Err("the first frame must be a hello".into()),
-        Ok(None) => Err("closed before the hello".into()),
-        Err(error) => Err(format!("bad hello: {error}")),
+        ))),
+        Ok(Some(_)) => Err(Some("the first frame must be a hello".into())),
+        Ok(None) => Err(None),
+        Err(error) => Err(Some(format!("bad hello: {error}"))),
     }
 }
 
-/// Reads requests until the peer leaves (`None`) or misbehaves (`Some(reason)`).
+/// Reads requests until the peer leaves, idles out or misbehaves.
 async fn read_requests<R: tokio::io::AsyncRead + Unpin>(
     reader: &mut FrameReader<R>,
-    sink: &ConnectionSink,
+    connection: &Arc<Connection>,
     router: &Arc<Router>,
-) -> Option<String> {
+    counters: &Arc<ConnectionCounters>,
+) -> End {
+    let config = &router.config;
+    let idle_timeout = config.connection_idle_timeout;
+    // The latest deadline of a request read so far: after a half-close the
+    // replies are waited for until then.
+    let mut latest_deadline = Instant::now();
+    let mut last_activity = Instant::now();
+    // One timer for the connection's life, re-armed only when it fires.
+    let idle_timer = tokio::time::sleep(idle_timeout);
+    tokio::pin!(idle_timer);
     loop {
-        let body = match reader.next_body().await {
+        let room = connection.room(
+            config.max_requests_in_flight,
+            config.max_unread_reply_bytes,
+            idle_timeout,
+        );
+        if let Room::Stalled = room.await {
+            return End::Misbehaved(format!(
+                "{} bytes of replies left unread for {} s",
+                connection.unsent_bytes(),
+                idle_timeout.as_secs()
+            ));
+        }
+        let read = tokio::select! {
+            biased;
+            read = reader.next_body() => read,
+            _ = &mut idle_timer => {
+                let now = Instant::now();
+                if connection.in_flight() > 0 || connection.unsent_bytes() > 0 {
+                    // Work still owed counts as activity: idle time starts
+                    // once it is done (seen within an eighth of the timeout).
+                    last_activity = now;
+                } else if now >= last_activity + idle_timeout {
+                    return End::Idle;
+                }
+                let idle_until = last_activity + idle_timeout;
+                idle_timer.as_mut().reset(idle_until.min(now + idle_timeout / 8).max(now + Duration::from_millis(1)));
+                continue;
+            }
+        };
+        last_activity = Instant::now();
+        let body = match read {
             Ok(Some(body)) => body,
-            Ok(None) => return None,
-            Err(FrameError::Io(_) | FrameError::Truncated) => return None,
-            Err(error) => return Some(error.to_string()),
+            // A half-close (or a close mid-frame): what was asked is still
+            // answered, each reply waited for until its deadline.
+            Ok(None) | Err(FrameError::Truncated) => {
+                connection
+                    .replies_sent(latest_deadline + REPLY_MARGIN)
+                    .await;
+                return End::Left;
+            }
+            Err(FrameError::Io(_)) => return End::Left,
+            Err(error) => return End::Misbehaved(error.to_string()),
         };
         match decode_body::<ClientFrame>(&body) {
-            Ok(ClientFrame::Request { id, request }) => handle_request(id, request, sink, router),
+            Ok(ClientFrame::Request { id, request }) => {
+                let deadline = request_deadline(&request);
+                latest_deadline = latest_deadline.max(deadline);
+                handle_request(
+                    id,
+                    request,
+                    deadline,
+                    connection.request_sink(),
+                    router,
+                    counters,
+                );
+            }
             Ok(ClientFrame::Hello { .. }) => {
-                return Some("a second hello on one connection".into());
+                return End::Misbehaved("a second hello on one connection".into());
             }
             Err(error) => match recover_request_id(&body) {
-                Some(id) => sink.reply(
+                Some(id) => connection.request_sink().reply(
                     id,
                     Err(ReplyError::BadRequest(format!(
                         "cannot decode request: {error}"
                     ))),
                 ),
-                None => return Some(format!("undecodable frame: {error}")),
+                None => return End::Misbehaved(format!("undecodable frame: {error}")),
             },
         }
+    }
+}
+
+/// When the caller of `request` stops waiting for its reply.
+fn request_deadline(request: &Request) -> Instant {
+    match request {
+        Request::Call(call) | Request::RoutedCall(call) => call_deadline(call.timeout_ms),
+        Request::Forward(forward) => call_deadline(forward.call.timeout_ms),
+        _ => call_deadline(None),
     }
 }
 
@@ -134,7 +341,14 @@ fn recover_request_id(body: &[u8]) -> Option<u64> {
     u64::try_from(id.as_integer()?).ok()
 }
 
-fn handle_request(id: u64, request: Request, sink: &ConnectionSink, router: &Arc<Router>) {
+fn handle_request(
+    id: u64,
+    request: Request,
+    deadline: Instant,
+    sink: ConnectionSink,
+    router: &Arc<Router>,
+    counters: &Arc<ConnectionCounters>,
+) {
     let report_owner = matches!(request, Request::RoutedCall(_));
     match request {
         Request::Call(call) | Request::RoutedCall(call) => {
@@ -145,10 +359,9 @@ fn handle_request(id: u64, request: Request, sink: &ConnectionSink, router: &Arc
             };
             let reply = ReplyTo::Connection {
                 request_id: id,
-                sink: sink.clone(),
+                sink,
                 report_owner,
             };
-            let deadline = call_deadline(call.timeout_ms);
             let mut envelope = Envelope::new(
                 call.message_type,
                 call.payload.into_vec(),
@@ -173,10 +386,9 @@ fn handle_request(id: u64, request: Request, sink: &ConnectionSink, router: &Arc
                 .collect();
             let reply = ReplyTo::Connection {
                 request_id: id,
-                sink: sink.clone(),
+                sink,
                 report_owner: false,
             };
-            let deadline = call_deadline(call.timeout_ms);
             let mut envelope = Envelope::new(
                 call.message_type,
                 call.payload.into_vec(),
@@ -200,7 +412,7 @@ fn handle_request(id: u64, request: Request, sink: &ConnectionSink, router: &Arc
             }),
         ),
         Request::Members => {
-            let (sink, router) = (sink.clone(), router.clone());
+            let router = router.clone();
             tokio::spawn(async move {
                 sink.reply(id, router.members().await.map(Response::Members));
             });
@@ -209,7 +421,7 @@ fn handle_request(id: u64, request: Request, sink: &ConnectionSink, router: &Arc
             service_type,
             component,
         } => {
-            let (sink, router) = (sink.clone(), router.clone());
+            let router = router.clone();
             tokio::spawn(async move {
                 let result = router.deployments.deploy(&service_type, component).await;
                 sink.reply(id, result.map(Response::Deployed));
@@ -218,12 +430,15 @@ fn handle_request(id: u64, request: Request, sink: &ConnectionSink, router: &Arc
         Request::ListDeployments => {
             sink.reply(id, Ok(Response::Deployments(router.deployments.list())))
         }
-        Request::Stats => sink.reply(id, Ok(Response::Stats(crate::stats::stats(router)))),
+        Request::Stats => sink.reply(
+            id,
+            Ok(Response::Stats(crate::stats::stats(router, counters))),
+        ),
         Request::DeadLetters {
             receiver_type,
             limit,
         } => {
-            let (sink, router) = (sink.clone(), router.clone());
+            let router = router.clone();
             tokio::spawn(async move {
                 let listed = crate::outbox::dead_letters(&router, receiver_type, limit).await;
                 sink.reply(id, listed.map(Response::DeadLetters));

@@ -12,6 +12,7 @@ use tokio::sync::watch;
 
 use crate::cluster::{Cluster, now_ms, run_agent, run_wait_reports};
 use crate::component_cache::CompiledCache;
+use crate::connection::ConnectionCounters;
 use crate::deployments::Deployments;
 use crate::router::Router;
 use crate::storage::sqlite::SqliteStore;
@@ -22,6 +23,7 @@ use crate::{SiloConfig, SiloError, engine, host, server};
 pub struct Silo {
     router: Arc<Router>,
     stop: watch::Sender<bool>,
+    connections: Arc<ConnectionCounters>,
 }
 
 /// A stopping silo waits for its activations at most two turn deadlines
@@ -83,7 +85,11 @@ impl Silo {
             generation,
             cluster,
         ));
-        Ok(Silo { router, stop })
+        Ok(Silo {
+            router,
+            stop,
+            connections: Arc::default(),
+        })
     }
 
     /// Serves `listener` until `shutdown` resolves, then stops: refuses new
@@ -151,7 +157,13 @@ impl Silo {
                 }
             }
         };
-        server::serve(listener, self.router.clone(), stop_now).await;
+        server::serve(
+            listener,
+            self.router.clone(),
+            self.connections.clone(),
+            stop_now,
+        )
+        .await;
         self.stop().await;
     }
 
@@ -214,7 +226,7 @@ impl Silo {
 
     /// The silo's counters.
     pub fn stats(&self) -> SiloStats {
-        crate::stats::stats(&self.router)
+        crate::stats::stats(&self.router, &self.connections)
     }
 }
 

@@ -4,9 +4,10 @@ use std::sync::atomic::Ordering;
 
 use rio_protocol::SiloStats;
 
+use crate::connection::ConnectionCounters;
 use crate::router::Router;
 
-pub(crate) fn stats(router: &Router) -> SiloStats {
+pub(crate) fn stats(router: &Router, connections: &ConnectionCounters) -> SiloStats {
     SiloStats {
         live_activations: router.directory.live_count() as u64,
         activations_total: router.counters.activations_total.load(Ordering::Relaxed),
@@ -20,6 +21,10 @@ pub(crate) fn stats(router: &Router) -> SiloStats {
         components_compiled: router.deployments.compiled_total.load(Ordering::Relaxed),
         components_loaded: router.deployments.loaded_total.load(Ordering::Relaxed),
         forwarded_total: router.counters.forwarded_total.load(Ordering::Relaxed),
+        connections_open: connections.open.load(Ordering::Relaxed),
+        connections_refused: connections.refused.load(Ordering::Relaxed),
+        connections_closed_misbehaving: connections.closed_misbehaving.load(Ordering::Relaxed),
+        connections_closed_idle: connections.closed_idle.load(Ordering::Relaxed),
     }
 }
 

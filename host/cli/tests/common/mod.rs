@@ -56,13 +56,36 @@ impl SiloProcess {
 
     /// Starts `rio silo` on a free port with extra flags.
     pub fn start_with(data_dir: &Path, flags: &[&str]) -> SiloProcess {
+        SiloProcess::spawn(data_dir, flags, Stdio::inherit())
+    }
+
+    /// As [`SiloProcess::start_with`], keeping the silo's log (its stderr,
+    /// warnings and errors) for the test to read; it is echoed as it comes.
+    pub fn start_logged(data_dir: &Path, flags: &[&str]) -> (SiloProcess, SiloLog) {
+        let mut silo = SiloProcess::spawn(data_dir, flags, Stdio::piped());
+        let stderr = silo.child.stderr.take().unwrap();
+        let log = SiloLog::default();
+        let kept = log.0.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                eprintln!("{line}");
+                let mut kept = kept.lock().unwrap_or_else(|p| p.into_inner());
+                kept.push_str(&line);
+                kept.push('\n');
+            }
+        });
+        (silo, log)
+    }
+
+    fn spawn(data_dir: &Path, flags: &[&str], stderr: Stdio) -> SiloProcess {
         let mut child = Command::new(RIO)
             .args(["silo", "--listen", "127.0.0.1:0", "--data"])
             .arg(data_dir)
             .args(flags)
             .env("RIO_LOG", "warn")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("rio silo starts");
         let mut first_line = String::new();
@@ -148,6 +171,25 @@ impl SiloProcess {
     pub fn kill(mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
+    }
+}
+
+/// What a silo started with [`SiloProcess::start_logged`] has logged so far.
+#[derive(Clone, Default)]
+pub struct SiloLog(std::sync::Arc<std::sync::Mutex<String>>);
+
+impl SiloLog {
+    pub fn text(&self) -> String {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The logged lines that contain `needle`.
+    pub fn lines_with(&self, needle: &str) -> Vec<String> {
+        self.text()
+            .lines()
+            .filter(|line| line.contains(needle))
+            .map(str::to_string)
+            .collect()
     }
 }
 

@@ -11,6 +11,9 @@ use super::Cluster;
 use crate::ObjectKey;
 use crate::deadlock::{LONG_WAIT, REPORT_INTERVAL, Wait, WaitGraph};
 
+/// The most waits one report carries.
+const MAX_REPORTED_WAITS: usize = 10_000;
+
 /// Every `REPORT_INTERVAL`, while this silo has long waits (and once more
 /// when they are over, to clear them), sends them to every active silo and
 /// refuses what the reports show to close a cycle here; until the silo stops.
@@ -28,7 +31,11 @@ pub(crate) async fn run_wait_reports(
             _ = ticker.tick() => {}
         }
         let Ok(me) = cluster.me() else { continue };
-        let long = waits.long_waits(LONG_WAIT);
+        let mut long = waits.long_waits(LONG_WAIT);
+        // The oldest first: under a flood of slow calls the report stays
+        // bounded, and a cycle's older waits are the ones it needs.
+        long.sort_unstable_by_key(|wait| wait.since_us);
+        long.truncate(MAX_REPORTED_WAITS);
         if long.is_empty() && !reported_some {
             continue;
         }

@@ -1,13 +1,92 @@
 //! `rio:service/log`: guest log lines become `tracing` events tagged with
-//! the object's type and id.
+//! the object's type and id, one event per call: control characters
+//! (newlines included) are escaped, so a guest cannot forge a silo line;
+//! long lines are cut; lines past the activation's rate are dropped and
+//! counted, and the count is logged with the next line let through.
+
+use std::fmt::Write;
+use std::time::{Duration, Instant};
 
 use crate::bindings::log::{Host, Level};
 use crate::host::ActivationData;
 
+/// A per-activation allowance of log lines: `per_second` lines each second
+/// (a fixed window, enough to stop a flood and cheap to keep).
+pub(crate) struct LogBudget {
+    per_second: usize,
+    window_start: Option<Instant>,
+    used: usize,
+    dropped: u64,
+}
+
+impl LogBudget {
+    pub(crate) fn new(per_second: usize) -> LogBudget {
+        LogBudget {
+            per_second,
+            window_start: None,
+            used: 0,
+            dropped: 0,
+        }
+    }
+
+    /// Whether one more line may go out now; when it may, also how many
+    /// were dropped since the last one that went out.
+    fn take(&mut self, now: Instant) -> Option<u64> {
+        let fresh = self
+            .window_start
+            .is_none_or(|start| now.duration_since(start) >= Duration::from_secs(1));
+        if fresh {
+            self.window_start = Some(now);
+            self.used = 0;
+        }
+        if self.used >= self.per_second {
+            self.dropped += 1;
+            return None;
+        }
+        self.used += 1;
+        Some(std::mem::take(&mut self.dropped))
+    }
+}
+
+/// `message` on one line, at most `limit` bytes of it kept (cut at a
+/// character boundary), control characters escaped as `\n`, `\u{1b}`.
+fn one_line(message: &str, limit: usize) -> String {
+    let mut cut = message.len().min(limit);
+    while !message.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let mut line = String::with_capacity(cut + 16);
+    for character in message[..cut].chars() {
+        if character.is_control() {
+            line.extend(character.escape_default());
+        } else {
+            line.push(character);
+        }
+    }
+    if cut < message.len() {
+        let _ = write!(line, " … ({} more bytes cut)", message.len() - cut);
+    }
+    line
+}
+
 impl Host for ActivationData {
     fn write(&mut self, level: Level, message: String) {
+        let Some(dropped) = self.log_budget.take(Instant::now()) else {
+            return;
+        };
         let service_type = &*self.key.service_type;
         let object_id = &*self.key.object_id;
+        if dropped > 0 {
+            tracing::warn!(
+                target: "rio::guest",
+                service_type,
+                object_id,
+                dropped,
+                "log lines dropped: over the limit `log-lines-per-second` of {}",
+                self.limits.log_lines_per_second
+            );
+        }
+        let message = one_line(&message, self.limits.log_line_bytes);
         match level {
             Level::Trace => {
                 tracing::trace!(target: "rio::guest", service_type, object_id, "{message}")
@@ -40,5 +119,35 @@ impl crate::bindings::legacy::log::Host for ActivationData {
             Legacy::Error => Level::Error,
         };
         <Self as Host>::write(self, level, message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_stays_one_line_and_is_cut_at_the_limit() {
+        let forged = "ok\n2026-01-01T00:00:00Z ERROR rio_silo: fake \u{1b}[31m";
+        let line = one_line(forged, 1000);
+        assert!(!line.contains('\n') && !line.contains('\u{1b}'), "{line}");
+        assert!(
+            line.contains(r"ok\n2026") && line.contains(r"\u{1b}[31m"),
+            "{line}"
+        );
+        let cut = one_line("ééééé", 3);
+        assert_eq!(cut, "é … (8 more bytes cut)");
+    }
+
+    #[test]
+    fn lines_past_the_rate_are_dropped_and_counted() {
+        let mut budget = LogBudget::new(2);
+        let start = Instant::now();
+        assert_eq!(budget.take(start), Some(0));
+        assert_eq!(budget.take(start), Some(0));
+        assert_eq!(budget.take(start), None);
+        assert_eq!(budget.take(start), None);
+        let next_second = start + Duration::from_secs(1);
+        assert_eq!(budget.take(next_second), Some(2));
     }
 }

@@ -15,10 +15,6 @@ use crate::deadlock::Deadlock;
 use crate::host::{ActivationData, PendingSend, TurnCall};
 use crate::idempotency::derived_key;
 
-/// Sends one turn may make: they are held in the silo's memory until the
-/// turn commits, and all go into its one commit.
-const MAX_SENDS_PER_TURN: usize = 1000;
-
 impl Host for ActivationData {
     async fn call(
         &mut self,
@@ -44,9 +40,28 @@ impl Host for ActivationData {
                 "cannot send `{message_type}` to `{service_type}/{object_id}`: the service type and object id must not be empty"
             )));
         }
-        if self.sends.len() >= MAX_SENDS_PER_TURN {
+        let limits = &self.limits;
+        if service_type.len() > limits.service_type_bytes
+            || object_id.len() > limits.object_id_bytes
+        {
             return Err(CallError::Internal(format!(
-                "a turn may send at most {MAX_SENDS_PER_TURN} messages"
+                "cannot send to an object whose type or id is longer than the silo's limits `service-type-bytes` ({}) and `object-id-bytes` ({})",
+                limits.service_type_bytes, limits.object_id_bytes
+            )));
+        }
+        // Sends wait in the silo's memory until the turn commits, and all
+        // go into its one commit: they count like calls.
+        if self.sends.len() >= limits.calls_per_turn {
+            return Err(CallError::Internal(format!(
+                "{} sent more messages in one turn than the silo's limit `calls-per-turn` of {}",
+                self.key, limits.calls_per_turn
+            )));
+        }
+        let pending_bytes: usize = self.sends.iter().map(|send| send.payload.len()).sum();
+        if pending_bytes + payload.len() > limits.turn_write_bytes {
+            return Err(CallError::Internal(format!(
+                "{} sent more bytes in one turn than the silo's limit `turn-write-bytes` of {}",
+                self.key, limits.turn_write_bytes
             )));
         }
         self.sends.push(PendingSend {
@@ -105,6 +120,7 @@ impl ActivationData {
         // same calls numbers them the same way.
         let index = self.calls_made;
         self.calls_made = self.calls_made.saturating_add(1);
+        self.within_call_limits(index)?;
         let idempotency_key = self
             .turn_key
             .as_deref()
@@ -140,6 +156,29 @@ impl ActivationData {
             self.callee_unknown_message = Some(error.clone());
         }
         result
+    }
+}
+
+impl ActivationData {
+    /// Refuses the turn's call number `index` (from 0) if it is one too
+    /// many, or if it would make the chain of waiting turns too deep.
+    fn within_call_limits(&self, index: u32) -> Result<(), ReplyError> {
+        let limits = &self.limits;
+        if index as usize >= limits.calls_per_turn {
+            return Err(ReplyError::BadRequest(format!(
+                "{} made more calls in one turn than the silo's limit `calls-per-turn` of {}",
+                self.key, limits.calls_per_turn
+            )));
+        }
+        // The turns of the chain: the incoming ones, this one, the callee's.
+        let depth = self.incoming_chain.len() + 2;
+        if depth > limits.call_depth {
+            return Err(ReplyError::BadRequest(format!(
+                "a call from {} would make a chain of {depth} turns, over the silo's limit `call-depth` of {}",
+                self.key, limits.call_depth
+            )));
+        }
+        Ok(())
     }
 }
 

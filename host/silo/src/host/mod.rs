@@ -12,17 +12,19 @@ use wasmtime::component::{Linker, ResourceTable};
 use wasmtime::{Engine, ResourceLimiter};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use crate::Limits;
 use crate::ObjectKey;
 use crate::deadlock::{Deadlock, WaitEdge};
 use crate::mailbox::CallChain;
 
 mod identity;
-mod log;
+pub(crate) mod log;
 mod messaging;
 pub(crate) mod state;
 mod stdio;
 
 pub(crate) use state::ObjectState;
+pub(crate) use stdio::GuestOutput;
 
 /// What the host imports need of the rest of the silo: sending a call from
 /// a turn, and recording the turn's wait. They see nothing else of it (the
@@ -87,6 +89,12 @@ pub(crate) struct ActivationData {
     /// Messages the current turn sent one way: committed with its writes,
     /// discarded with them.
     pub(crate) sends: Vec<PendingSend>,
+    /// The silo's limits on calls and logs (state limits live in `state`).
+    pub(crate) limits: Limits,
+    /// How many more log lines this activation may write this second.
+    pub(crate) log_budget: log::LogBudget,
+    /// The guest's stderr, whose last lines of a turn explain a trap.
+    pub(crate) stderr: GuestOutput,
     wasi: WasiCtx,
     table: ResourceTable,
 }
@@ -99,6 +107,7 @@ impl ActivationData {
         messenger: Arc<dyn Messenger>,
         state: ObjectState,
         memory_limit_bytes: usize,
+        limits: &Limits,
         empty_chain: CallChain,
     ) -> ActivationData {
         let memory = MemoryBudget {
@@ -107,12 +116,13 @@ impl ActivationData {
         // No preopened directories, no environment, no arguments (the
         // builder's defaults), and no network, said explicitly rather than
         // left to a default. Only stdout and stderr are wired, to tracing.
+        let stderr = GuestOutput::new(&key, "stderr");
         let wasi = WasiCtx::builder()
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
-            .stdout(stdio::GuestOutput::new(&key, "stdout"))
-            .stderr(stdio::GuestOutput::new(&key, "stderr"))
+            .stdout(GuestOutput::new(&key, "stdout"))
+            .stderr(stderr.clone())
             .build();
         ActivationData {
             key,
@@ -125,6 +135,9 @@ impl ActivationData {
             turn_key: None,
             calls_made: 0,
             sends: Vec::new(),
+            limits: limits.clone(),
+            log_budget: log::LogBudget::new(limits.log_lines_per_second),
+            stderr,
             wasi,
             table: ResourceTable::new(),
         }

@@ -1,13 +1,21 @@
 //! Guest stdout and stderr: each line becomes a `tracing` event tagged with
 //! the object, so a guest's `println!` and panic messages reach the silo log.
+//!
+//! Writes are taken synchronously (not through wasmtime's writer task), so a
+//! panic message is in the log, and in the stderr lines kept for the turn,
+//! before the trap that follows it is handled: the caller's error can then
+//! quote it.
 
+use std::collections::VecDeque;
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
+use bytes::Bytes;
 use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
 
 use crate::ObjectKey;
 
@@ -15,18 +23,66 @@ use crate::ObjectKey;
 /// newlines cannot grow the buffer without bound.
 const MAX_LINE_BYTES: usize = 16 * 1024;
 
+/// Stderr lines kept for the current turn, and the most of each one kept.
+const RECENT_LINES: usize = 16;
+const RECENT_LINE_CHARS: usize = 400;
+
+/// Most bytes a guest may hand over in one write (it asks first).
+const WRITE_PERMIT: usize = 64 * 1024;
+
+/// One guest output stream (stdout or stderr) of one activation. Every
+/// stream the guest opens on it shares one line buffer.
+#[derive(Clone)]
 pub(crate) struct GuestOutput {
-    key: ObjectKey,
-    stream: &'static str,
+    lines: Arc<Mutex<LineLogger>>,
 }
 
 impl GuestOutput {
     pub(crate) fn new(key: &ObjectKey, stream: &'static str) -> GuestOutput {
         GuestOutput {
-            key: key.clone(),
-            stream,
+            lines: Arc::new(Mutex::new(LineLogger {
+                key: key.clone(),
+                stream,
+                line: Vec::new(),
+                recent: VecDeque::new(),
+            })),
         }
     }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, LineLogger> {
+        self.lines.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Forgets the lines kept so far: a new turn starts.
+    pub(crate) fn clear_recent(&self) {
+        self.lock().recent.clear();
+    }
+
+    /// The message of a Rust panic printed in this turn, on one line:
+    /// `panicked at FILE:LINE:COL: MESSAGE`.
+    pub(crate) fn panic_message(&self) -> Option<String> {
+        let mut logger = self.lock();
+        // A message cut short without its newline still counts.
+        logger.emit();
+        panic_message(logger.recent.iter().map(String::as_str))
+    }
+}
+
+/// Finds the std panic hook's output among `lines`: a header ending in
+/// `panicked at FILE:LINE:COL:`, then the message, then perhaps a `note:`.
+fn panic_message<'a>(lines: impl Iterator<Item = &'a str>) -> Option<String> {
+    let all: Vec<&str> = lines.collect();
+    let header = all.iter().rposition(|line| line.contains("panicked at "))?;
+    let location = all[header]
+        .split_once("panicked at ")
+        .map(|(_, rest)| rest.trim_end_matches(':').trim())?;
+    let message: Vec<&str> = all[header + 1..]
+        .iter()
+        .map(|line| line.trim())
+        .take_while(|line| !line.starts_with("note:"))
+        .filter(|line| !line.is_empty())
+        .collect();
+    Some(format!("panicked at {location}: {}", message.join(" ")))
 }
 
 impl IsTerminal for GuestOutput {
@@ -37,11 +93,11 @@ impl IsTerminal for GuestOutput {
 
 impl StdoutStream for GuestOutput {
     fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
-        Box::new(LineLogger {
-            key: self.key.clone(),
-            stream: self.stream,
-            line: Vec::new(),
-        })
+        Box::new(self.clone())
+    }
+
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.clone())
     }
 }
 
@@ -49,27 +105,12 @@ struct LineLogger {
     key: ObjectKey,
     stream: &'static str,
     line: Vec<u8>,
+    /// The last lines of stderr in this turn (empty for stdout).
+    recent: VecDeque<String>,
 }
 
 impl LineLogger {
-    fn emit(&mut self) {
-        if self.line.is_empty() {
-            return;
-        }
-        let text = String::from_utf8_lossy(&self.line);
-        let service_type: &Arc<str> = &self.key.service_type;
-        let object_id: &Arc<str> = &self.key.object_id;
-        tracing::info!(target: "rio::guest", service_type = &**service_type, object_id = &**object_id, stream = self.stream, "{}", text.trim_end());
-        self.line.clear();
-    }
-}
-
-impl AsyncWrite for LineLogger {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-        bytes: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn take(&mut self, bytes: &[u8]) {
         for &byte in bytes {
             if byte == b'\n' {
                 self.emit();
@@ -80,6 +121,62 @@ impl AsyncWrite for LineLogger {
                 }
             }
         }
+    }
+
+    fn emit(&mut self) {
+        if self.line.is_empty() {
+            return;
+        }
+        let text = String::from_utf8_lossy(&self.line);
+        let text = text.trim_end();
+        let service_type: &str = &self.key.service_type;
+        let object_id: &str = &self.key.object_id;
+        tracing::info!(target: "rio::guest", service_type, object_id, stream = self.stream, "{}", text);
+        if self.stream == "stderr" {
+            if self.recent.len() == RECENT_LINES {
+                self.recent.pop_front();
+            }
+            self.recent
+                .push_back(text.chars().take(RECENT_LINE_CHARS).collect());
+        }
+        self.line.clear();
+    }
+}
+
+impl Drop for LineLogger {
+    fn drop(&mut self) {
+        self.emit();
+    }
+}
+
+#[async_trait::async_trait]
+impl Pollable for GuestOutput {
+    /// Always ready: writes never wait.
+    async fn ready(&mut self) {}
+}
+
+impl OutputStream for GuestOutput {
+    fn write(&mut self, bytes: Bytes) -> Result<(), StreamError> {
+        self.lock().take(&bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), StreamError> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> Result<usize, StreamError> {
+        Ok(WRITE_PERMIT)
+    }
+}
+
+impl AsyncWrite for GuestOutput {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        bytes: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.lock().take(bytes);
         Poll::Ready(Ok(bytes.len()))
     }
 
@@ -87,14 +184,28 @@ impl AsyncWrite for LineLogger {
         Poll::Ready(Ok(()))
     }
 
-    fn poll_shutdown(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.emit();
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.lock().emit();
         Poll::Ready(Ok(()))
     }
 }
 
-impl Drop for LineLogger {
-    fn drop(&mut self) {
-        self.emit();
+#[cfg(test)]
+mod tests {
+    use super::panic_message;
+
+    #[test]
+    fn finds_the_panic_message_after_other_output() {
+        let lines = [
+            "about to go wrong",
+            "thread '<unnamed>' panicked at src/lib.rs:58:5:",
+            "asked to trap",
+            "note: run with `RUST_BACKTRACE=1` environment variable to display a backtrace",
+        ];
+        assert_eq!(
+            panic_message(lines.iter().copied()).as_deref(),
+            Some("panicked at src/lib.rs:58:5: asked to trap")
+        );
+        assert_eq!(panic_message(["just a line"].iter().copied()), None);
     }
 }

@@ -1,0 +1,192 @@
+//! Limits on what one guest or caller may use (issue 11), tried against a
+//! real `rio silo` started with small limits: a turn writing 2 GiB, a value
+//! over the value limit, a call chain too deep, too many calls in a turn, an
+//! object id too long, and a guest flooding its log with forged lines. Each
+//! fails that one call with the limit named, and the silo goes on serving.
+
+mod common;
+
+use std::time::Duration;
+
+use common::SiloProcess;
+use common::guests::{Language, build, tooling_ready};
+use rio_client::{Client, ClientError};
+use serde_json::{Value, json};
+
+const MIB: u64 = 1024 * 1024;
+
+const LIMITS: &[&str] = &[
+    "--limit",
+    "turn-write-bytes=4MiB",
+    "--limit",
+    "value-bytes=1MiB",
+    "--limit",
+    "call-depth=5",
+    "--limit",
+    "calls-per-turn=10",
+    "--limit",
+    "object-id-bytes=64",
+    "--limit",
+    "log-line-bytes=200",
+    "--limit",
+    "log-lines-per-second=20",
+];
+
+/// The call's error kind and text; panics if it succeeded.
+async fn refused(
+    client: &Client,
+    object_id: &str,
+    message_type: &str,
+    message: Value,
+) -> (String, String) {
+    match client
+        .call::<_, Value>("Faulty", object_id, message_type, &message)
+        .await
+    {
+        Ok(reply) => panic!("{message_type} on {object_id} succeeded: {reply}"),
+        Err(ClientError::Reply(error)) => (error.kind().to_string(), error.to_string()),
+        Err(other) => panic!("{message_type} on {object_id}: not a reply: {other}"),
+    }
+}
+
+async fn resident_bytes(client: &Client) -> u64 {
+    client.stats().await.expect("stats").resident_bytes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_limit_fails_only_its_call_and_names_itself() {
+    if !tooling_ready(&[Language::Rust]) {
+        return;
+    }
+    let data = tempfile::tempdir().unwrap();
+    let (silo, log) = SiloProcess::start_logged(data.path(), LIMITS);
+    let client = Client::connect(&silo.address)
+        .await
+        .expect("client connects")
+        .with_timeout(Duration::from_secs(120));
+    client
+        .deploy("Faulty", build(Language::Rust.faulty()))
+        .await
+        .expect("deploy");
+    let _: Value = client
+        .call("Faulty", "writer", "set", &json!({"value": 1}))
+        .await
+        .expect("a normal write");
+
+    // 2 GiB in one turn, from a 1 MiB buffer: stopped at 4 MiB pending.
+    let before = resident_bytes(&client).await;
+    let (kind, text) = refused(
+        &client,
+        "writer",
+        "fill",
+        json!({"keys": 2048, "value_bytes": MIB}),
+    )
+    .await;
+    let grew = resident_bytes(&client).await.saturating_sub(before);
+    eprintln!(
+        "2 GiB turn: `{kind}` {text}; the silo's RSS grew by {} KiB",
+        grew / 1024
+    );
+    assert_eq!(kind, "trap", "{text}");
+    assert!(text.contains("turn-write-bytes"), "{text}");
+    // The limit, the guest's own 1 MiB buffer and a fresh instance: far
+    // below what the turn asked for.
+    assert!(
+        grew < 64 * MIB,
+        "the silo grew by {grew} bytes for a refused turn"
+    );
+    let value: Value = client
+        .call("Faulty", "writer", "get", &json!({}))
+        .await
+        .expect("the object answers after its refused turn");
+    assert_eq!(value, json!({"value": 1}), "the refused turn wrote nothing");
+
+    let (kind, text) = refused(
+        &client,
+        "writer",
+        "fill",
+        json!({"keys": 1, "value_bytes": 2 * MIB}),
+    )
+    .await;
+    assert_eq!(kind, "trap", "{text}");
+    assert!(text.contains("value-bytes"), "{text}");
+
+    // A chain of 5 turns is allowed, a sixth is not.
+    let _: Value = client
+        .call("Faulty", "chain", "chain", &json!({"depth": 4}))
+        .await
+        .expect("a chain within the limit");
+    let (_, text) = refused(&client, "deep", "chain", json!({"depth": 10})).await;
+    assert!(text.contains("call-depth"), "{text}");
+
+    let _: Value = client
+        .call("Faulty", "caller", "many-calls", &json!({"count": 10}))
+        .await
+        .expect("ten calls in a turn");
+    let (_, text) = refused(&client, "caller", "many-calls", json!({"count": 11})).await;
+    assert!(text.contains("calls-per-turn"), "{text}");
+
+    let long_id = "x".repeat(65);
+    let (kind, text) = refused(&client, &long_id, "ok", json!({})).await;
+    assert_eq!(kind, "bad-request", "{text}");
+    assert!(text.contains("object-id-bytes"), "{text}");
+
+    // A flood of forged lines: each comes out as one escaped line, cut,
+    // and past 20 a second dropped; the count shows with a later line.
+    let forged = format!(
+        "flood\n2026-01-01T00:00:00.000000Z ERROR rio_silo::server: forged {}",
+        "y".repeat(400)
+    );
+    let _: Value = client
+        .call(
+            "Faulty",
+            "logger",
+            "log-flood",
+            &json!({"lines": 1000, "text": forged}),
+        )
+        .await
+        .expect("flooding the log is not an error");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let _: Value = client
+        .call(
+            "Faulty",
+            "logger",
+            "log-flood",
+            &json!({"lines": 1, "text": "after"}),
+        )
+        .await
+        .expect("one more line");
+    let _: Value = client
+        .call("Faulty", "writer", "get", &json!({}))
+        .await
+        .expect("the silo still serves");
+    // The log is read from the silo's stderr by a thread: let it catch up.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let text = log.text();
+    let flood_lines = text.lines().filter(|line| line.contains("flood")).count();
+    let forged_lines = text
+        .lines()
+        .filter(|line| line.starts_with("2026-01-01T00:00:00.000000Z"))
+        .count();
+    eprintln!("the silo logged {flood_lines} of 1000 flood lines");
+    assert_eq!(forged_lines, 0, "a guest forged a silo log line:\n{text}");
+    assert!(
+        (1..=40).contains(&flood_lines),
+        "{flood_lines} flood lines were logged; the rate limit is 20 a second"
+    );
+    assert!(
+        text.contains("more bytes cut"),
+        "long lines are cut:\n{text}"
+    );
+    let dropped: u64 = text
+        .lines()
+        .filter(|line| line.contains("log lines dropped"))
+        .filter_map(|line| line.split("dropped=").nth(1))
+        .filter_map(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    assert!(
+        dropped + flood_lines as u64 >= 1000,
+        "{dropped} dropped lines counted, {flood_lines} logged, of 1000:\n{text}"
+    );
+    assert!(!text.contains("panicked"), "{text}");
+}

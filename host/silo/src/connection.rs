@@ -1,0 +1,193 @@
+//! One client connection's shared side: the writer its replies go through,
+//! the requests it has in flight, and the counters of every connection.
+//!
+//! Each request read from a connection gets its own [`ConnectionSink`]; the
+//! request counts as in flight until that sink is dropped, answered or not,
+//! so the connection's reader can bound the work one client has queued and
+//! can wait for the replies still owed before it closes.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use rio_protocol::{FrameWriter, ReplyError, Response, ServerFrame, encode_frame};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+/// Counters of the silo's connections, for `Stats`.
+#[derive(Default)]
+pub(crate) struct ConnectionCounters {
+    /// Connections accepted and not yet closed.
+    pub(crate) open: AtomicU64,
+    /// Connections refused because the silo had its maximum open.
+    pub(crate) refused: AtomicU64,
+    /// Connections closed for misbehaving: no hello in time, a bad frame,
+    /// replies left unread.
+    pub(crate) closed_misbehaving: AtomicU64,
+    /// Connections closed after their idle timeout.
+    pub(crate) closed_idle: AtomicU64,
+    /// Refused connections still being told why.
+    pub(crate) refusing: AtomicUsize,
+}
+
+/// What the reader and the repliers of one connection share.
+pub(crate) struct Connection {
+    writer: Arc<FrameWriter>,
+    in_flight: AtomicUsize,
+    /// Woken (all waiters) when a request stops being in flight, while the
+    /// reader waits for that (`reader_waits`), so a reply costs no extra
+    /// lock otherwise.
+    replied: Notify,
+    reader_waits: AtomicBool,
+}
+
+/// How a wait for room to read more requests ended.
+pub(crate) enum Room {
+    /// Below both bounds: the reader may go on.
+    Available,
+    /// Nothing moved for the whole stall limit: the peer does not read.
+    Stalled,
+}
+
+impl Connection {
+    pub(crate) fn new(writer: Arc<FrameWriter>) -> Arc<Connection> {
+        Arc::new(Connection {
+            writer,
+            in_flight: AtomicUsize::new(0),
+            replied: Notify::new(),
+            reader_waits: AtomicBool::new(false),
+        })
+    }
+
+    /// A sink for one request just read; the request is in flight until it
+    /// is dropped.
+    pub(crate) fn request_sink(self: &Arc<Self>) -> ConnectionSink {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        ConnectionSink {
+            connection: self.clone(),
+        }
+    }
+
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn unsent_bytes(&self) -> usize {
+        self.writer.unsent_bytes()
+    }
+
+    /// Sends a frame that answers no request (a welcome or a goodbye).
+    pub(crate) fn send_frame(&self, frame: &ServerFrame) {
+        let mut encoded = Vec::new();
+        match encode_frame(frame, &mut encoded) {
+            // A closed connection drops replies to requests it no longer awaits.
+            Ok(()) => drop(self.writer.send(&encoded)),
+            Err(error) => tracing::error!(%error, "cannot encode a reply frame"),
+        }
+    }
+
+    /// Waits until fewer than `max_in_flight` requests are in flight and at
+    /// most `max_unsent` reply bytes are unsent. Each reply sent or byte
+    /// written restarts the `stall_limit` clock.
+    pub(crate) async fn room(
+        &self,
+        max_in_flight: usize,
+        max_unsent: usize,
+        stall_limit: Duration,
+    ) -> Room {
+        // A failed writer has nothing unsent: the reader goes on and finds
+        // the broken stream.
+        let has_room = || self.in_flight() < max_in_flight && self.unsent_bytes() <= max_unsent;
+        if has_room() {
+            return Room::Available;
+        }
+        let _waiting = self.reader_waiting();
+        loop {
+            // Taken before the check, so a change in between still wakes us.
+            let wrote = self.writer.wrote();
+            let replied = self.replied.notified();
+            if has_room() {
+                return Room::Available;
+            }
+            tokio::select! {
+                _ = wrote => {}
+                _ = replied => {}
+                _ = tokio::time::sleep(stall_limit) => return Room::Stalled,
+            }
+        }
+    }
+
+    /// Marks the reader as waiting for replies until the guard is dropped.
+    fn reader_waiting(&self) -> ReaderWaiting<'_> {
+        self.reader_waits.store(true, Ordering::SeqCst);
+        ReaderWaiting(self)
+    }
+
+    /// Waits until no request is in flight, or `until`.
+    pub(crate) async fn replies_sent(&self, until: Instant) {
+        let _waiting = self.reader_waiting();
+        loop {
+            let replied = self.replied.notified();
+            if self.in_flight() == 0 {
+                return;
+            }
+            tokio::select! {
+                _ = replied => {}
+                _ = tokio::time::sleep_until(until) => return,
+            }
+        }
+    }
+
+    /// Takes no more frames, waits at most `linger` for the queued ones to
+    /// be written, then drops what is left, which ends the connection even
+    /// when the peer does not read.
+    pub(crate) async fn close(&self, linger: Duration) {
+        self.writer.close();
+        let flushed = async {
+            loop {
+                let wrote = self.writer.wrote();
+                if self.writer.unsent_bytes() == 0 {
+                    return;
+                }
+                wrote.await;
+            }
+        };
+        if tokio::time::timeout(linger, flushed).await.is_err() {
+            self.writer.abort();
+        }
+    }
+}
+
+/// Where the reply to one request goes. The request stops counting as in
+/// flight on its connection when this is dropped.
+pub(crate) struct ConnectionSink {
+    connection: Arc<Connection>,
+}
+
+impl ConnectionSink {
+    pub(crate) fn reply(&self, id: u64, result: Result<Response, ReplyError>) {
+        self.connection
+            .send_frame(&ServerFrame::Reply { id, result });
+    }
+}
+
+impl Drop for ConnectionSink {
+    fn drop(&mut self) {
+        let connection = &self.connection;
+        connection.in_flight.fetch_sub(1, Ordering::SeqCst);
+        // Both sides use SeqCst: either the reader sees the new count, or
+        // this sees that it waits.
+        if connection.reader_waits.load(Ordering::SeqCst) {
+            connection.replied.notify_waiters();
+        }
+    }
+}
+
+/// The reader waits for replies while this lives.
+struct ReaderWaiting<'a>(&'a Connection);
+
+impl Drop for ReaderWaiting<'_> {
+    fn drop(&mut self) {
+        self.0.reader_waits.store(false, Ordering::SeqCst);
+    }
+}
