@@ -242,6 +242,36 @@ async fn refused_messages_become_dead_letters_listed_with_the_reason() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_past_the_limits_is_refused_and_its_turn_sends_nothing() {
+    let data = tempfile::tempdir().unwrap();
+    let flags = [
+        "--limit",
+        "calls-per-turn=3",
+        "--limit",
+        "turn-write-bytes=1KiB",
+    ];
+    let silo = SiloProcess::start_with(data.path(), &flags);
+    deploy_counter(&silo.address).await;
+    let client = Client::connect(&silo.address).await.unwrap();
+    let too_many = send_items(&client, "a", json!({"target": "r", "items": [1, 2, 3, 4]})).await;
+    match too_many {
+        Err(ClientError::Reply(ReplyError::Guest { kind, message })) => {
+            assert_eq!(kind, "internal");
+            assert!(message.contains("calls-per-turn"), "{message}");
+        }
+        other => panic!("a fourth send answered {other:?}"),
+    }
+    let sent = send_items(&client, "a", json!({"target": "r", "items": [5, 6, 7]})).await;
+    assert_eq!(
+        sent.unwrap(),
+        json!({"value": 3}),
+        "three sends are within the limit"
+    );
+    wait_for_seen(&client, "r", &[5, 6, 7], Duration::from_secs(10)).await;
+    silo.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_senders_messages_are_delivered_by_a_survivor() {
     let store = SqliteFile::create();
     delivered_by_a_survivor(&store.url).await;
