@@ -16,13 +16,12 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::Path;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::SiloProcess;
-use common::guests::{Language, build, one_at_a_time, tooling_ready};
+use common::bank::{Account, Picks, account_type, data_dir, deploy_banks, keep_compiled};
+use common::guests::{Language, one_at_a_time, tooling_ready};
 use common::stores::PostgresDatabase;
 use rio_client::{Client, ClientError};
 use serde_json::{Value, json};
@@ -54,32 +53,6 @@ fn start_silo(data: &Path, extra: &[&str]) -> SiloProcess {
     let flags = silo_flags(extra);
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     SiloProcess::start_with(data, &flags)
-}
-
-fn account_type(language: Language) -> String {
-    format!("{}Account", language.tag())
-}
-
-/// A bank account object: its service type and id.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-struct Account {
-    service_type: String,
-    id: String,
-}
-
-impl Account {
-    fn new(language: Language, id: impl Into<String>) -> Account {
-        Account {
-            service_type: account_type(language),
-            id: id.into(),
-        }
-    }
-}
-
-impl fmt::Display for Account {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.service_type, self.id)
-    }
 }
 
 /// How one call ended, as the test sorts it.
@@ -249,21 +222,6 @@ async fn open(client: &Client, account: &Account) {
     );
 }
 
-/// Deploys the bank account of each language as `RustAccount`,
-/// `PyAccount`, `JsAccount`.
-async fn deploy_banks(address: &str) {
-    let client = Client::connect(address)
-        .await
-        .expect("client connects")
-        .with_timeout(Duration::from_secs(300));
-    for language in Language::ALL {
-        client
-            .deploy(&account_type(language), build(language.bank()))
-            .await
-            .unwrap_or_else(|error| panic!("deploying {language:?} bank: {error}"));
-    }
-}
-
 /// The pairs of languages whose accounts cross: each with itself, and
 /// Rust→Python→JS→Rust.
 const PAIRS: [(Language, Language); 6] = [
@@ -417,20 +375,6 @@ async fn assert_books_balance(client: &Client, accounts: &[Account], limit: Dura
         total, expected,
         "{run}: the accounts hold {total}, but {expected} was deposited and transfers only move money"
     );
-}
-
-/// A deterministic pseudo-random sequence (splitmix64): the same picks on
-/// every run, no extra dependency.
-struct Picks(u64);
-
-impl Picks {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        ((z ^ (z >> 31)) % n as u64) as usize
-    }
 }
 
 /// 16 clients, each transferring between random accounts of 30 (ten per
@@ -602,44 +546,6 @@ async fn crossing_transfers_on_three_silos_on_postgres() {
     };
     let _alone = one_at_a_time();
     crossing_on_three_silos(&database.url, "PostgreSQL").await;
-}
-
-/// The silo's compiled-component cache (`DATA/compiled/`, see
-/// ARCHITECTURE.md), kept from the first silo of this test process that
-/// compiled the banks, so that later silos load them instead of compiling
-/// again: a JS component takes 10 to 25 s of a shared two-core machine.
-static COMPILED: Mutex<Option<tempfile::TempDir>> = Mutex::new(None);
-
-/// A fresh data directory, holding the compiled components if an earlier
-/// silo of this process compiled them.
-fn data_dir() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    if let Some(kept) = COMPILED.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
-        copy_dir(kept.path(), &dir.path().join("compiled"));
-    }
-    dir
-}
-
-fn keep_compiled(data: &Path) {
-    let mut kept = COMPILED.lock().unwrap_or_else(|p| p.into_inner());
-    if kept.is_none() && data.join("compiled").is_dir() {
-        let copy = tempfile::tempdir().unwrap();
-        copy_dir(&data.join("compiled"), copy.path());
-        *kept = Some(copy);
-    }
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
 }
 
 async fn forwarded_total(addresses: &[String]) -> u64 {

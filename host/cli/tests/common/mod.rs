@@ -2,6 +2,7 @@
 //! commands and as silo processes on ephemeral loopback ports.
 #![allow(dead_code)]
 
+pub mod bank;
 pub mod guests;
 pub mod stores;
 

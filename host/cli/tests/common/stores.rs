@@ -1,6 +1,7 @@
 //! Cluster stores for tests that run several silo processes: a SQLite file
-//! (always there) and a PostgreSQL database of the test's own (skipped
-//! outside CI when the server is down, a failure under `CI=true`).
+//! (always there), and a PostgreSQL database, a MariaDB database or a Redis
+//! database number of the test's own (skipped outside CI when the server is
+//! down, a failure under `CI=true`).
 
 use std::net::TcpStream;
 use std::process::Command;
@@ -51,6 +52,86 @@ impl Drop for PostgresDatabase {
             ))
             .output();
     }
+}
+
+/// A database of its own on the local MariaDB (root, no password),
+/// dropped afterwards.
+pub struct MariaDatabase {
+    pub name: String,
+    pub url: String,
+}
+
+impl MariaDatabase {
+    /// `None` (after saying why) when no server runs, outside CI.
+    pub fn create(test: &str) -> Option<MariaDatabase> {
+        if !server_is_up("MariaDB", 3306) {
+            return None;
+        }
+        let name = format!("rio_{test}_{}", std::process::id());
+        mariadb(&format!(
+            "DROP DATABASE IF EXISTS {name}; CREATE DATABASE {name}"
+        ))
+        .unwrap_or_else(|error| panic!("{error}"));
+        let url = format!("mysql://root@127.0.0.1:3306/{name}");
+        Some(MariaDatabase { name, url })
+    }
+}
+
+impl Drop for MariaDatabase {
+    fn drop(&mut self) {
+        let _ = mariadb(&format!("DROP DATABASE IF EXISTS {}", self.name));
+    }
+}
+
+fn mariadb(sql: &str) -> Result<(), String> {
+    let output = Command::new("mariadb")
+        .args(["-h", "127.0.0.1", "-u", "root", "-e", sql])
+        .output()
+        .expect("the mariadb client runs");
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "mariadb {sql}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        ))
+    }
+}
+
+/// A Redis database number of the test's own on the local server, emptied
+/// before and after. Numbers in use: 0 (the storage conformance suite),
+/// 9 (`cluster.rs`); a test using this one gives its own.
+pub struct RedisDatabase {
+    number: u8,
+    pub url: String,
+}
+
+impl RedisDatabase {
+    /// `None` (after saying why) when no server runs, outside CI.
+    pub fn create(number: u8) -> Option<RedisDatabase> {
+        if !server_is_up("Redis", 6379) {
+            return None;
+        }
+        flush_redis(number);
+        let url = format!("redis://127.0.0.1:6379/{number}");
+        Some(RedisDatabase { number, url })
+    }
+}
+
+impl Drop for RedisDatabase {
+    fn drop(&mut self) {
+        let _ = Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-n", &self.number.to_string(), "FLUSHDB"])
+            .output();
+    }
+}
+
+fn flush_redis(number: u8) {
+    let flushed = Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-n", &number.to_string(), "FLUSHDB"])
+        .output()
+        .expect("redis-cli runs");
+    assert!(flushed.status.success(), "redis-cli FLUSHDB failed");
 }
 
 fn psql(sql: &str) {
