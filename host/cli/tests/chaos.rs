@@ -102,6 +102,11 @@ struct Seen {
     /// Transfers that needed more than one attempt, and the extra attempts.
     retried: usize,
     retries: usize,
+    /// Retried transfers whose retry was refused: if the first attempt's
+    /// deposit had committed before its silo died, the refusal would leave
+    /// it applied (a `transfer` turn is not deterministic: it reads the
+    /// balance), and the books would show it.
+    retried_then_refused: usize,
     longest: Duration,
     wrong: Vec<String>,
 }
@@ -120,6 +125,7 @@ impl Seen {
         }
         self.retried += other.retried;
         self.retries += other.retries;
+        self.retried_then_refused += other.retried_then_refused;
         self.longest = self.longest.max(other.longest);
         self.wrong.extend(other.wrong);
     }
@@ -351,7 +357,12 @@ async fn bank_under_chaos(url: &str, store: &str, variant: Variant) {
                         *seen.acked_out.entry(from.clone()).or_default() += amount;
                         *seen.acked_in.entry(to.clone()).or_default() += amount;
                     }
-                    Ended::Refused(kind) => *seen.refused.entry(kind).or_default() += 1,
+                    Ended::Refused(kind) => {
+                        if attempts > 1 {
+                            seen.retried_then_refused += 1;
+                        }
+                        *seen.refused.entry(kind).or_default() += 1;
+                    }
                     Ended::Wrong(what) => seen.wrong.push(format!(
                         "client {c} transfer {n} {from} → {to} ({amount}): {what}"
                     )),
@@ -406,7 +417,7 @@ async fn bank_under_chaos(url: &str, store: &str, variant: Variant) {
     let load_took = load_started.elapsed();
     eprintln!(
         "{run}: {TRANSFERS} transfers in {:.1?} ({:.0} transfers/s): {} acknowledged, refused {:?}; \
-         {} had an unknown outcome and were retried with their key ({} extra attempts); \
+         {} had an unknown outcome and were retried with their key ({} extra attempts, {} refused on retry); \
          longest transfer {:.2?}; every account answered again {:.2?} after the kill",
         load_took,
         TRANSFERS as f64 / load_took.as_secs_f64(),
@@ -414,6 +425,7 @@ async fn bank_under_chaos(url: &str, store: &str, variant: Variant) {
         seen.refused,
         seen.retried,
         seen.retries,
+        seen.retried_then_refused,
         seen.longest,
         recovered,
     );
