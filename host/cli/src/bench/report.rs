@@ -210,7 +210,10 @@ pub(crate) fn table(figures: &Figures) -> String {
             "transfers/s, outbox send",
             describe(
                 &transfers.send,
-                format!(" outbox drained {:.2} s after;", transfers.send.drain_seconds),
+                format!(
+                    " outbox drained {:.2} s after;",
+                    transfers.send.drain_seconds
+                ),
             ),
         ));
     }

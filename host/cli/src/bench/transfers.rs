@@ -104,19 +104,24 @@ impl Bank {
         let accounts: Vec<String> = (0..count)
             .map(|i| format!("bench-{run:x}-account-{i}"))
             .collect();
-        load::run_for_each(clients, &accounts, in_flight, move |client, id| async move {
-            client
-                .call::<Amount, Balance>(
-                    service_type,
-                    &id,
-                    "deposit",
-                    &Amount {
-                        amount: OPENING_BALANCE,
-                    },
-                )
-                .await
-                .map(drop)
-        })
+        load::run_for_each(
+            clients,
+            &accounts,
+            in_flight,
+            move |client, id| async move {
+                client
+                    .call::<Amount, Balance>(
+                        service_type,
+                        &id,
+                        "deposit",
+                        &Amount {
+                            amount: OPENING_BALANCE,
+                        },
+                    )
+                    .await
+                    .map(drop)
+            },
+        )
         .await?;
         Ok(Bank {
             service_type,
