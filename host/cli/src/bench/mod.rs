@@ -418,10 +418,12 @@ async fn transfer_run(
     let throughput = Throughput::from(&outcome.load);
     Ok(report::TransferRun {
         of_plain_writes: share(&throughput, writes),
-        throughput,
         refused: outcome.refused,
         deadlocks: outcome.deadlocks,
         drain_seconds: outcome.drain.as_secs_f64(),
+        delivered_per_second: throughput.completed as f64
+            / (throughput.seconds + outcome.drain.as_secs_f64()),
+        throughput,
         verified: outcome.verified,
     })
 }

@@ -62,6 +62,9 @@ pub(crate) struct TransferRun {
     /// From the end of the run until a sum of the balances found every
     /// transfer delivered (for `send`, the outbox's backlog).
     pub(crate) drain_seconds: f64,
+    /// Acknowledged transfers over the run's seconds plus the drain: for
+    /// `send`, the rate the outbox delivered at, not only accepted at.
+    pub(crate) delivered_per_second: f64,
     /// The balances add up to what was funded and none is negative.
     pub(crate) verified: bool,
 }
@@ -211,8 +214,8 @@ pub(crate) fn table(figures: &Figures) -> String {
             describe(
                 &transfers.send,
                 format!(
-                    " outbox drained {:.2} s after;",
-                    transfers.send.drain_seconds
+                    " outbox drained {:.2} s after, {:.0}/s delivered;",
+                    transfers.send.drain_seconds, transfers.send.delivered_per_second
                 ),
             ),
         ));
