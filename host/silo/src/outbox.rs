@@ -39,6 +39,13 @@ use crate::storage::{DeadLetter, Outgoing, StorageError};
 /// type is taken for a wake-up.
 pub(crate) const WAKE: &str = "rio:wake-outbox";
 
+/// The state key marking an object that has sent one way: its activations
+/// load its outbox. Reserved, like `resume::INTENT_KEY`: guests neither see
+/// nor write it. Objects that never sent read no outbox when they activate;
+/// those whose marker predates their undelivered messages (sent before the
+/// marker existed) are reached by the wake-ups, which a restart runs.
+pub(crate) const HAS_SENT_KEY: &str = "rio:has-sent";
+
 /// Deliveries answered with the receiver's own error or a trap are given
 /// up after this many attempts: such errors may pass (a trap from memory
 /// pressure), but not forever.
