@@ -21,10 +21,6 @@ use crate::ClientError;
 
 type ReplySender = oneshot::Sender<Result<Response, ReplyError>>;
 
-/// Replies are larger than requests only when a silo lists deployments; a
-/// client never needs to accept a frame the size of a component.
-const MAX_REPLY_FRAME_BYTES: usize = 16 * 1024 * 1024;
-
 /// The default time a call waits for its reply.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -61,8 +57,23 @@ struct Pending {
 }
 
 impl Client {
-    /// Connects to the silo at `address` (`host:port`) and does the handshake.
+    /// Connects to the silo at `address` (`host:port`) and does the
+    /// handshake. It accepts replies of up to
+    /// [`rio_protocol::DEFAULT_MAX_PAYLOAD_BYTES`], the silo's default limit
+    /// `payload-bytes` (a silo answers a bigger reply with an error for that
+    /// call alone); see [`Client::connect_accepting`] for another limit.
     pub async fn connect(address: &str) -> Result<Client, ClientError> {
+        Client::connect_accepting(address, rio_protocol::DEFAULT_MAX_PAYLOAD_BYTES).await
+    }
+
+    /// As [`Client::connect`], accepting reply payloads of up to
+    /// `max_reply_payload_bytes`: the limit `payload-bytes` of silos that
+    /// raised it. A frame over it (a silo with a higher limit) closes the
+    /// connection, failing the calls in flight on it.
+    pub async fn connect_accepting(
+        address: &str,
+        max_reply_payload_bytes: usize,
+    ) -> Result<Client, ClientError> {
         let stream = TcpStream::connect(address)
             .await
             .map_err(|source| ClientError::Connect {
@@ -73,7 +84,9 @@ impl Client {
             .set_nodelay(true)
             .map_err(|e| ClientError::Closed(e.to_string()))?;
         let (read_half, mut write_half) = stream.into_split();
-        let mut reader = FrameReader::new(read_half, MAX_REPLY_FRAME_BYTES);
+        let max_reply_frame_bytes =
+            max_reply_payload_bytes.saturating_add(rio_protocol::REPLY_FRAME_OVERHEAD_BYTES);
+        let mut reader = FrameReader::new(read_half, max_reply_frame_bytes);
 
         let mut hello = Vec::new();
         encode_frame(

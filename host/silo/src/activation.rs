@@ -549,6 +549,22 @@ impl Activation {
             }
         };
         match called {
+            Ok(Ok(Some(reply))) if reply.len() > self.router.config.limits.payload_bytes => {
+                let live = self.live.as_mut().expect("still live");
+                let data = live.store.data_mut();
+                data.state.discard_pending();
+                data.sends.clear();
+                let limit = self.router.config.limits.payload_bytes;
+                let cause = format!(
+                    "was stopped: its reply of {} bytes is over the silo's limit `payload-bytes` of {limit} bytes; the turn's writes were discarded",
+                    reply.len()
+                );
+                tracing::warn!(object = %self.key, %cause, "reply refused");
+                Err(TurnFailure {
+                    error: ReplyError::Trap(format!("{} {cause}", self.key)),
+                    instance_lost: false,
+                })
+            }
             Ok(Ok(reply)) => {
                 let keyed_reply = match (&hook, &reply) {
                     (
@@ -605,6 +621,7 @@ impl Activation {
         message_type: Option<&str>,
         callee_unknown_message: Option<ReplyError>,
     ) -> ReplyError {
+        let (kind, message) = (cut(kind), cut(message));
         if kind != "unknown-message" {
             return ReplyError::Guest { kind, message };
         }
@@ -874,6 +891,23 @@ fn trap_cause(error: &wasmtime::Error, panic: Option<String>) -> String {
         // A host function failed the call (not a wasm trap): its own words.
         (None, None) => format!("failed: {}", error.root_cause()),
     }
+}
+
+/// The most of a guest's error kind or message a caller gets: with the
+/// rest of the reply it stays within `REPLY_FRAME_OVERHEAD_BYTES`.
+const MAX_GUEST_ERROR_BYTES: usize = 16 * 1024;
+
+/// `text` cut to [`MAX_GUEST_ERROR_BYTES`] at a character boundary.
+fn cut(mut text: String) -> String {
+    if text.len() > MAX_GUEST_ERROR_BYTES {
+        let mut end = MAX_GUEST_ERROR_BYTES;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
+    text
 }
 
 /// `text` on one line (control characters as spaces), at most

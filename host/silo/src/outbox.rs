@@ -379,7 +379,9 @@ pub(crate) async fn run_wake_ups(
 /// Dead letters listed at most at once, whatever a request asks.
 const MAX_LISTED: u32 = 10_000;
 
-/// The dead letters a `DeadLetters` request asks for.
+/// The dead letters a `DeadLetters` request asks for, oldest first, as
+/// many as fit in one reply (`payload-bytes`); the caller asks again for
+/// more after handling those.
 pub(crate) async fn dead_letters(
     router: &Router,
     receiver_type: Option<String>,
@@ -390,8 +392,21 @@ pub(crate) async fn dead_letters(
         .dead_letters(receiver_type.as_deref(), limit.min(MAX_LISTED) as usize)
         .await
         .map_err(|error| ReplyError::Internal(format!("cannot list the dead letters: {error}")))?;
+    // A letter's payload is at most `payload-bytes` (sends are checked),
+    // and its names and reason fit in half a frame's overhead.
+    const LETTER_FIELDS_BYTES: usize = 256;
+    let budget = router.config.limits.payload_bytes + rio_protocol::REPLY_FRAME_OVERHEAD_BYTES / 2;
+    let mut listed_bytes = 0;
     Ok(letters
         .into_iter()
+        .take_while(|letter| {
+            let message = &letter.message;
+            listed_bytes += message.payload.len()
+                + letter.reason.len()
+                + message.message_type.len()
+                + LETTER_FIELDS_BYTES;
+            listed_bytes <= budget
+        })
         .map(|letter| DeadLetterInfo {
             sender: (
                 letter.sender.service_type.to_string(),

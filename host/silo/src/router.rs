@@ -195,6 +195,13 @@ impl Router {
         if let Err(error) = self.within_name_limits(&key) {
             return envelope.reply.send(Err(error));
         }
+        let payload_limit = self.config.limits.payload_bytes;
+        if envelope.payload.len() > payload_limit {
+            return envelope.reply.send(Err(ReplyError::BadRequest(format!(
+                "the message to {key} is {} bytes, over the silo's limit `payload-bytes` of {payload_limit} bytes",
+                envelope.payload.len()
+            ))));
+        }
         if envelope.call_chain.contains(&key) {
             let chain: Vec<String> = envelope
                 .call_chain

@@ -57,6 +57,13 @@ impl Host for ActivationData {
                 self.key, limits.calls_per_turn
             )));
         }
+        if payload.len() > limits.payload_bytes {
+            return Err(CallError::Internal(format!(
+                "cannot send a message of {} bytes: over the silo's limit `payload-bytes` of {}",
+                payload.len(),
+                limits.payload_bytes
+            )));
+        }
         let pending_bytes: usize = self.sends.iter().map(|send| send.payload.len()).sum();
         if pending_bytes + payload.len() > limits.turn_write_bytes {
             return Err(CallError::Internal(format!(
