@@ -250,6 +250,21 @@ impl Activation {
             return Ok(());
         };
         let attempt = attempts + 1;
+        // Committed after all (its commit's answer was lost): nothing to run.
+        match self.stored_reply(&intent.key).await {
+            Ok(None) => {}
+            Ok(Some(_)) => {
+                let live = self.live.as_ref();
+                if live.is_some_and(|live| live.store.data().intent_stored.is_some()) {
+                    self.forget_intent().await;
+                }
+                return Ok(());
+            }
+            Err(error) => {
+                self.interrupted = Some(Interrupted { intent, attempts });
+                return Err(error);
+            }
+        }
         tracing::info!(object = %self.key, key = %intent.key, attempt, "running an interrupted keyed turn again before any other turn");
         let hook = Hook::Handle {
             message_type: intent.message_type.clone(),
@@ -394,6 +409,11 @@ impl Activation {
         let stored_intent = state
             .remove(INTENT_KEY)
             .map(|bytes| self.loaded_intent(&bytes));
+        if stored_intent.is_none() {
+            // The store is the truth: a commit whose answer was lost may
+            // have finished the turn this activation took as interrupted.
+            self.interrupted = None;
+        }
         let mut data = ActivationData::new(
             self.key.clone(),
             self.router.clone(),
