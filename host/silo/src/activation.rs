@@ -25,13 +25,14 @@ use wasmtime::{Store, UpdateDeadline};
 
 use crate::ObjectKey;
 use crate::bindings::{Export, Handler};
+use crate::client_send;
 use crate::deployments::DeployedType;
 use crate::host::{ActivationData, DeadlineExceeded, MemoryLimitExceeded, ObjectState};
 use crate::idempotency::RecentReplies;
 use crate::limits::LimitExceeded;
 use crate::log_summary::LogSummary;
 use crate::mailbox::{CallChain, Envelope};
-use crate::outbox::{Outbox, WAKE};
+use crate::outbox::{ENQUEUE, Outbox, WAKE};
 use crate::router::Router;
 use crate::storage::{Commit, ReplyRecord, SiloId, StorageError};
 
@@ -187,6 +188,12 @@ impl Activation {
                 Err(error) => return envelope.reply.send(Err(error)),
             }
         }
+        if envelope.message_type == ENQUEUE {
+            let key = envelope.idempotency_key.as_deref();
+            let stored = self.store_client_send(&envelope.payload, key).await;
+            let owner = self.router.address.get().map(String::as_str);
+            return envelope.reply.send_from(stored, owner);
+        }
         if self.live.is_none()
             && let Err(error) = self.activate().await
         {
@@ -244,6 +251,29 @@ impl Activation {
             })?;
         self.outbox = Some(outbox);
         Ok(())
+    }
+
+    /// Stores a client's one-way send in the object's own outbox without
+    /// running the guest (see `client_send`); an empty reply once stored.
+    async fn store_client_send(
+        &mut self,
+        payload: &[u8],
+        idempotency_key: Option<&str>,
+    ) -> Result<Vec<u8>, ReplyError> {
+        let message = client_send::decode(&self.key, payload, &self.router.config.limits)?;
+        self.open_outbox().await?;
+        let outbox = self.outbox.as_ref().expect("opened just above");
+        let now_ms = crate::cluster::now_ms();
+        let commit = client_send::commit(outbox, message, idempotency_key, now_ms);
+        if let Err(error) = self.commit_as_owner(commit).await {
+            if self.moved_away {
+                // The instance's state is another silo's now, as after a
+                // turn whose commit was refused.
+                self.live = None;
+            }
+            return Err(error);
+        }
+        Ok(Vec::new())
     }
 
     /// Instantiates the component, loads the object's state and runs `on-activate`.
@@ -471,14 +501,34 @@ impl Activation {
         };
         let commit = Commit {
             writes: data.state.pending_writes(),
-            reply: keyed_reply.as_ref().map(|(key, reply)| ReplyRecord {
+            reply: keyed_reply.map(|(key, reply)| ReplyRecord {
                 key: key.to_string(),
-                reply: reply.clone(),
+                reply,
                 stored_at_ms: now_ms,
             }),
             outbox,
         };
+        self.commit_as_owner(commit)
+            .await
+            .map_err(|error| TurnFailure {
+                error,
+                instance_lost: true,
+            })?;
+        let live = self.live.as_mut().expect("still live");
+        live.store.data_mut().state.apply_pending();
+        Ok(())
+    }
+
+    /// Stores `commit` if this silo owns the object (the store refuses a
+    /// commit from any other: fencing), then remembers its reply and hands
+    /// its messages to the outbox. A refusal means the object moved: this
+    /// activation retires and stops delivering.
+    async fn commit_as_owner(&mut self, commit: Commit) -> Result<(), ReplyError> {
         let sent = commit.outbox.clone();
+        let keyed_reply = commit
+            .reply
+            .as_ref()
+            .map(|record| (Arc::<str>::from(record.key.as_str()), record.reply.clone()));
         // In a cluster the placement store names the owner; a lone silo is
         // known by its process generation, which holds its data dir's lease.
         let owner = match &self.router.cluster {
@@ -488,23 +538,13 @@ impl Activation {
                 generation: self.router.generation,
             }),
         };
-        let result = match owner {
-            Ok(owner) => {
-                self.router
-                    .state_store
-                    .commit_turn(&self.key, commit, &owner)
-                    .await
-            }
-            Err(error) => {
-                return Err(TurnFailure {
-                    error,
-                    instance_lost: true,
-                });
-            }
-        };
+        let result = self
+            .router
+            .state_store
+            .commit_turn(&self.key, commit, &owner?)
+            .await;
         match result {
             Ok(()) => {
-                live.store.data_mut().state.apply_pending();
                 if let Some((key, reply)) = keyed_reply {
                     self.recent_replies.insert(key, reply);
                 }
@@ -519,13 +559,10 @@ impl Activation {
                     outbox.stop();
                 }
                 tracing::warn!(object = %self.key, "commit refused: the object moved to another silo; turn discarded");
-                Err(TurnFailure {
-                    error: ReplyError::Unavailable(format!(
-                        "{} moved to another silo; the turn's writes were discarded",
-                        self.key
-                    )),
-                    instance_lost: true,
-                })
+                Err(ReplyError::Unavailable(format!(
+                    "{} moved to another silo; the turn's writes were discarded",
+                    self.key
+                )))
             }
             Err(error) => {
                 tracing::error!(object = %self.key, %error, "commit failed; turn discarded");
@@ -534,10 +571,7 @@ impl Activation {
                 // instance, so no seq is handed out twice.
                 self.outbox = None;
                 let message = format!("cannot commit the state of {}: {error}", self.key);
-                Err(TurnFailure {
-                    error: ReplyError::Internal(message),
-                    instance_lost: true,
-                })
+                Err(ReplyError::Internal(message))
             }
         }
     }

@@ -17,6 +17,10 @@
 //! are woken by [`wake_senders`] (at a lone silo's start; in a cluster when
 //! this silo declares another dead): a [`WAKE`] message activates the
 //! sender, whose activation loads its outbox and delivers.
+//!
+//! A client's send (an [`ENQUEUE`] call, see `client_send`) is stored in
+//! the receiver's own outbox, as a message from the receiver to itself, and
+//! takes the same path from there.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -38,6 +42,11 @@ use crate::storage::{DeadLetter, Outgoing, StorageError};
 /// its outbox; the guest never sees it. Reserved: a guest message of this
 /// type is taken for a wake-up.
 pub(crate) const WAKE: &str = "rio:wake-outbox";
+
+/// The message type of a client's one-way send (see `client_send`): the
+/// receiver stores the message in its own outbox, which delivers it to
+/// the receiver itself. Reserved like [`WAKE`]: the guest never sees it.
+pub(crate) const ENQUEUE: &str = rio_protocol::ENQUEUE_MESSAGE_TYPE;
 
 /// Deliveries answered with the receiver's own error or a trap are given
 /// up after this many attempts: such errors may pass (a trap from memory
