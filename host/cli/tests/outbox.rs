@@ -656,3 +656,58 @@ async fn a_client_send_acknowledged_before_a_kill_is_delivered_after_the_restart
     wait_for_value(&client, "d", 100, Duration::from_secs(30)).await;
     silo.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_sends_through_any_silo_of_a_cluster_take_effect_once_in_order() {
+    let store = SqliteFile::create();
+    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let silos: Vec<SiloProcess> = dirs
+        .iter()
+        .map(|dir| {
+            SiloProcess::start_with(
+                dir.path(),
+                &["--cluster", &store.url, "--placement", "prefer-local"],
+            )
+        })
+        .collect();
+    deploy_counter(&silos[0].address).await;
+    let first = Client::connect(&silos[0].address).await.unwrap();
+    let second = Client::connect(&silos[1].address).await.unwrap();
+    let addresses: Vec<String> = silos.iter().map(|silo| silo.address.clone()).collect();
+    let cluster = rio_client::ClusterClient::connect(&addresses)
+        .await
+        .unwrap();
+
+    // Placed on the first silo; the second forwards what it is sent, and
+    // the cluster client learns the owner. Alternating between them keeps
+    // the order, since each send is acknowledged before the next.
+    assert_eq!(seen(&first, "r").await, Vec::<i64>::new());
+    for item in 0..30 {
+        let message = json!({"item": item});
+        let sent = match item % 3 {
+            0 => first.send("Counter", "r", "append", &message).await,
+            1 => second.send("Counter", "r", "append", &message).await,
+            _ => cluster.send("Counter", "r", "append", &message).await,
+        };
+        sent.unwrap_or_else(|error| panic!("send {item}: {error}"));
+    }
+    let expected: Vec<i64> = (0..30).collect();
+    wait_for_seen(&second, "r", &expected, Duration::from_secs(10)).await;
+
+    // A keyed retry through the other silo is still stored once.
+    for client in [&first, &second] {
+        client
+            .send_with_key("Counter", "r", "append", &json!({"item": 30}), "last")
+            .await
+            .unwrap();
+    }
+    cluster
+        .send_with_key("Counter", "r", "append", &json!({"item": 30}), "last")
+        .await
+        .unwrap();
+    let expected: Vec<i64> = (0..=30).collect();
+    wait_for_seen(&first, "r", &expected, Duration::from_secs(10)).await;
+    for silo in silos {
+        silo.stop();
+    }
+}
