@@ -17,9 +17,9 @@ pub mod writer;
 pub use codec::{FrameError, FrameReader, encode_frame};
 pub use error::ReplyError;
 pub use frame::{
-    CallRequest, ClientFrame, DeadLetterInfo, DeploymentInfo, ForwardRequest,
-    MAX_IDEMPOTENCY_KEY_BYTES, MemberInfo, Request, Response, ServerFrame, SiloStats, WaitInfo,
-    WaitReport,
+    CallRequest, ClientFrame, DeadLetterInfo, DeploymentInfo, ENQUEUE_MESSAGE_TYPE, EnqueueRequest,
+    ForwardRequest, MAX_IDEMPOTENCY_KEY_BYTES, MemberInfo, Request, Response, ServerFrame,
+    SiloStats, WaitInfo, WaitReport,
 };
 pub use writer::{FrameWriter, WriterClosed};
 

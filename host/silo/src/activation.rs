@@ -25,13 +25,14 @@ use wasmtime::{Store, UpdateDeadline};
 
 use crate::ObjectKey;
 use crate::bindings::{Export, Handler};
+use crate::client_send;
 use crate::deployments::DeployedType;
 use crate::host::{ActivationData, DeadlineExceeded, MemoryLimitExceeded, ObjectState};
 use crate::idempotency::RecentReplies;
 use crate::limits::LimitExceeded;
 use crate::log_summary::LogSummary;
 use crate::mailbox::{CallChain, Envelope};
-use crate::outbox::{HAS_SENT_KEY, Outbox, WAKE};
+use crate::outbox::{ENQUEUE, HAS_SENT_KEY, Outbox, WAKE};
 use crate::resume::{self, INTENT_KEY, Intent, Interrupted, RESUME_ATTEMPTS};
 use crate::router::Router;
 use crate::storage::{Commit, ReplyRecord, StorageError};
@@ -196,6 +197,11 @@ impl Activation {
                 Ok(None) => {}
                 Err(error) => return envelope.reply.send(Err(error)),
             }
+        }
+        if envelope.message_type == ENQUEUE {
+            let key = envelope.idempotency_key.as_deref();
+            let stored = self.store_client_send(&envelope.payload, key).await;
+            return envelope.reply.send_from(stored, owner);
         }
         if let Err(error) = self.ready_for_turn().await {
             return envelope.reply.send(Err(error));
@@ -394,6 +400,36 @@ impl Activation {
             })?;
         self.outbox = Some(outbox);
         Ok(())
+    }
+
+    /// Stores a client's one-way send in the object's own outbox without
+    /// running the guest (see `client_send`); an empty reply once stored.
+    async fn store_client_send(
+        &mut self,
+        payload: &[u8],
+        idempotency_key: Option<&str>,
+    ) -> Result<Vec<u8>, ReplyError> {
+        let message = client_send::decode(&self.key, payload, &self.router.config.limits)?;
+        self.open_outbox().await?;
+        let outbox = self.outbox.as_ref().expect("opened just above");
+        let now_ms = crate::cluster::now_ms();
+        let mut commit = client_send::commit(outbox, message, idempotency_key, now_ms);
+        // Not known without loading the state: written until it is.
+        if !self.has_sent {
+            commit
+                .writes
+                .push((HAS_SENT_KEY.to_string(), Some(Vec::new())));
+        }
+        if let Err(error) = self.commit_as_owner(commit).await {
+            if self.moved_away {
+                // The instance's state is another silo's now, as after a
+                // turn whose commit was refused.
+                self.live = None;
+            }
+            return Err(error);
+        }
+        self.has_sent = true;
+        Ok(Vec::new())
     }
 
     /// Instantiates the component, loads the object's state and runs `on-activate`.
@@ -705,36 +741,47 @@ impl Activation {
         }
         let commit = Commit {
             writes,
-            reply: keyed_reply.as_ref().map(|(key, reply)| ReplyRecord {
+            reply: keyed_reply.map(|(key, reply)| ReplyRecord {
                 key: key.to_string(),
-                reply: reply.clone(),
+                reply,
                 stored_at_ms: now_ms,
             }),
             outbox,
         };
+        self.commit_as_owner(commit)
+            .await
+            .map_err(|error| TurnFailure {
+                error,
+                instance_lost: true,
+            })?;
+        let live = self.live.as_mut().expect("still live");
+        let data = live.store.data_mut();
+        data.state.apply_pending();
+        if clears_intent {
+            data.intent_stored = None;
+        }
+        self.has_sent |= marks_sender;
+        Ok(())
+    }
+
+    /// Stores `commit` if this silo owns the object (the store refuses a
+    /// commit from any other: fencing), then remembers its reply and hands
+    /// its messages to the outbox. A refusal means the object moved: this
+    /// activation retires and stops delivering.
+    async fn commit_as_owner(&mut self, commit: Commit) -> Result<(), ReplyError> {
         let sent = commit.outbox.clone();
-        let result = match self.router.commit_owner() {
-            Ok(owner) => {
-                self.router
-                    .state_store
-                    .commit_turn(&self.key, commit, &owner)
-                    .await
-            }
-            Err(error) => {
-                return Err(TurnFailure {
-                    error,
-                    instance_lost: true,
-                });
-            }
-        };
+        let keyed_reply = commit
+            .reply
+            .as_ref()
+            .map(|record| (Arc::<str>::from(record.key.as_str()), record.reply.clone()));
+        let owner = self.router.commit_owner()?;
+        let result = self
+            .router
+            .state_store
+            .commit_turn(&self.key, commit, &owner)
+            .await;
         match result {
             Ok(()) => {
-                let data = live.store.data_mut();
-                data.state.apply_pending();
-                if clears_intent {
-                    data.intent_stored = None;
-                }
-                self.has_sent |= marks_sender;
                 if let Some((key, reply)) = keyed_reply {
                     self.recent_replies.insert(key, reply);
                 }
@@ -749,13 +796,10 @@ impl Activation {
                     outbox.stop();
                 }
                 tracing::warn!(object = %self.key, "commit refused: the object moved to another silo; turn discarded");
-                Err(TurnFailure {
-                    error: ReplyError::Unavailable(format!(
-                        "{} moved to another silo; the turn's writes were discarded",
-                        self.key
-                    )),
-                    instance_lost: true,
-                })
+                Err(ReplyError::Unavailable(format!(
+                    "{} moved to another silo; the turn's writes were discarded",
+                    self.key
+                )))
             }
             Err(error) => {
                 tracing::error!(object = %self.key, %error, "commit failed; turn discarded");
@@ -764,10 +808,7 @@ impl Activation {
                 // instance, so no seq is handed out twice.
                 self.outbox = None;
                 let message = format!("cannot commit the state of {}: {error}", self.key);
-                Err(TurnFailure {
-                    error: ReplyError::Internal(message),
-                    instance_lost: true,
-                })
+                Err(ReplyError::Internal(message))
             }
         }
     }

@@ -13,6 +13,7 @@
 //! - `idempotency`: replies kept under idempotency keys, derived keys, the sweep.
 //! - `outbox`: delivery of one-way sends committed with their turns, dead letters.
 //! - `resume`: keyed turns interrupted after their calls, run again first.
+//! - `client_send`: a client's one-way send, stored in its receiver's outbox.
 //! - `directory`: which objects have an activation on this silo.
 //! - `router`: delivers a message to an object, activating it if needed.
 //! - `server`: the TCP listener, the handshake and one reader per connection.
@@ -25,6 +26,7 @@
 
 mod activation;
 mod bindings;
+mod client_send;
 mod cluster;
 mod component_cache;
 pub mod config;

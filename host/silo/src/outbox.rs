@@ -17,6 +17,10 @@
 //! are woken by [`wake_senders`] (at a lone silo's start; in a cluster when
 //! this silo declares another dead): a [`WAKE`] message activates the
 //! sender, whose activation loads its outbox and delivers.
+//!
+//! A client's send (an [`ENQUEUE`] call, see `client_send`) is stored in
+//! the receiver's own outbox, as a message from the receiver to itself, and
+//! takes the same path from there.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -45,6 +49,11 @@ pub(crate) const WAKE: &str = "rio:wake-outbox";
 /// those whose marker predates their undelivered messages (sent before the
 /// marker existed) are reached by the wake-ups, which a restart runs.
 pub(crate) const HAS_SENT_KEY: &str = "rio:has-sent";
+
+/// The message type of a client's one-way send (see `client_send`): the
+/// receiver stores the message in its own outbox, which delivers it to
+/// the receiver itself. Reserved like [`WAKE`]: the guest never sees it.
+pub(crate) const ENQUEUE: &str = rio_protocol::ENQUEUE_MESSAGE_TYPE;
 
 /// Deliveries answered with the receiver's own error or a trap are given
 /// up after this many attempts: such errors may pass (a trap from memory
