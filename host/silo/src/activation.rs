@@ -55,6 +55,7 @@ pub(crate) fn spawn(
         outbox: None,
         has_sent: false,
         interrupted: None,
+        rerunning: false,
     };
     tasks.spawn(activation.run());
 }
@@ -80,6 +81,8 @@ struct Activation {
     /// A keyed turn that called out and did not commit: it runs again
     /// before any other turn (see `resume`).
     interrupted: Option<Interrupted>,
+    /// The turn running is such a turn, run again.
+    rerunning: bool,
 }
 
 struct LiveInstance {
@@ -278,7 +281,9 @@ impl Activation {
             idempotency_key: Some(intent.key.clone()),
         };
         let deadline = Instant::now() + self.router.config.turn_deadline;
+        self.rerunning = true;
         let result = self.turn(hook, &self.router.empty_chain(), deadline).await;
+        self.rerunning = false;
         let error = match result {
             Ok(_) => {
                 tracing::info!(object = %self.key, key = %intent.key, "interrupted keyed turn finished");
@@ -323,7 +328,11 @@ impl Activation {
             // It never called out, or the object's new owner finishes it.
             return;
         }
-        if resume::ends_the_turn(error) {
+        let ends = match self.rerunning {
+            true => resume::ends_a_rerun(error),
+            false => resume::ends_the_turn(error),
+        };
+        if ends {
             self.forget_intent().await;
         } else {
             self.interrupted = Some(Interrupted {

@@ -95,6 +95,15 @@ pub(crate) fn ends_the_turn(error: &ReplyError) -> bool {
     !matches!(error.kind(), "unavailable" | "timeout" | "internal")
 }
 
+/// As [`ends_the_turn`], for a turn run again: its caller was already told
+/// "it may have run", so only what the guest decides ends it. A `deadlock`
+/// or `overloaded` met by the rerun's calls leaves it unfinished: ended
+/// there, a later retry would run it after other turns, the very case
+/// the rerun exists to prevent.
+pub(crate) fn ends_a_rerun(error: &ReplyError) -> bool {
+    ends_the_turn(error) && !matches!(error.kind(), "deadlock" | "overloaded")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,5 +138,10 @@ mod tests {
         assert!(!ends_the_turn(&ReplyError::Timeout("t".into())));
         assert!(!ends_the_turn(&ReplyError::Unavailable("u".into())));
         assert!(!ends_the_turn(&ReplyError::Internal("i".into())));
+        // A rerun's caller already heard "may have run".
+        assert!(!ends_a_rerun(&guest("deadlock")));
+        assert!(!ends_a_rerun(&ReplyError::Overloaded("o".into())));
+        assert!(ends_a_rerun(&guest("insufficient-funds")));
+        assert!(ends_a_rerun(&ReplyError::Trap("t".into())));
     }
 }
