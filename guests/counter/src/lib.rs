@@ -2,7 +2,9 @@
 //! `get` only reads it; `add-to` and `relay` call other objects;
 //! `add-slowly` holds a turn open between its read and its write;
 //! `send-items` sends one-way `append`s, which `append` records in order;
-//! `send-to` sends any message one way, in the shape of `relay`.
+//! `send-to` sends any message one way, in the shape of `relay`;
+//! `move-slowly` moves value to another counter the way a bank transfer
+//! does (refused if short, deducted, then the other one's `add-slowly`).
 
 use rio_sdk::prelude::*;
 
@@ -28,7 +30,7 @@ fn get(_: Empty) -> Result<Value, Error> {
     })
 }
 
-#[derive(Deserialize)]
+#[derive(Serialize, Deserialize)]
 struct AddSlowly {
     by: i64,
     millis: u64,
@@ -43,6 +45,41 @@ fn add_slowly(message: AddSlowly) -> Result<Value, Error> {
     let value = read + message.by;
     state::save("value", &value)?;
     Ok(Value { value })
+}
+
+#[derive(Deserialize)]
+struct MoveSlowly {
+    target: String,
+    by: i64,
+    millis: u64,
+}
+
+/// Refuses with `insufficient` if the value is below `by`; otherwise
+/// deducts `by` and calls `add-slowly` on the counter `target` (of this
+/// type), which commits after `millis`. Its outcome depends on the state
+/// it reads, so a retry after other turns moved the value would decide
+/// otherwise: what the tests of interrupted keyed turns need.
+fn move_slowly(message: MoveSlowly) -> Result<Value, Error> {
+    let value = state::load::<i64>("value")?.unwrap_or(0);
+    if value < message.by {
+        return Err(Error::new(
+            "insufficient",
+            format!("{value} is less than {}", message.by),
+        ));
+    }
+    state::save("value", &(value - message.by))?;
+    let _: Value = call(
+        &identity::service_type(),
+        &message.target,
+        "add-slowly",
+        &AddSlowly {
+            by: message.by,
+            millis: message.millis,
+        },
+    )?;
+    Ok(Value {
+        value: value - message.by,
+    })
 }
 
 #[derive(Deserialize)]
@@ -175,6 +212,7 @@ rio_sdk::service! {
     "increment" => increment,
     "get" => get,
     "add-slowly" => add_slowly,
+    "move-slowly" => move_slowly,
     "add-to" => add_to,
     "relay" => relay,
 }

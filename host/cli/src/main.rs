@@ -3,7 +3,7 @@
 //!
 //! - `silo`: run a silo until Ctrl-C or SIGTERM.
 //! - `build`: compile a guest crate into a component.
-//! - `deploy`, `call`, `deployments`, `members`, `dead-letters`: talk to a running silo.
+//! - `deploy`, `call`, `send`, `deployments`, `members`, `dead-letters`: talk to a running silo.
 //! - `bench`: measure a silo (see `bench/`).
 
 mod bench;
@@ -14,6 +14,7 @@ mod dead_letters;
 mod deploy;
 mod json_cbor;
 mod members;
+mod send;
 mod silo;
 
 use clap::{Parser, Subcommand};
@@ -44,6 +45,9 @@ enum Command {
     Deployments(deploy::ListArgs),
     /// Send a message to an object and print its reply as JSON.
     Call(call::CallArgs),
+    /// Send a message one way: returns once the silo stored it; the object
+    /// handles it afterwards, once.
+    Send(send::SendArgs),
     /// List the silos of the cluster and their status.
     Members(members::MembersArgs),
     /// List the one-way messages receivers refused, and why.
@@ -71,6 +75,7 @@ fn main() -> std::process::ExitCode {
             Command::Deploy(args) => deploy::run(args).await,
             Command::Deployments(args) => deploy::list(args).await,
             Command::Call(args) => call::run(args).await,
+            Command::Send(args) => send::run(args).await,
             Command::Members(args) => members::run(args).await,
             Command::DeadLetters(args) => dead_letters::run(args).await,
             Command::Bench(args) => bench::run(args).await,

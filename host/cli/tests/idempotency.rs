@@ -3,7 +3,8 @@
 //! on one silo (also after it was killed and restarted) and in a cluster
 //! after the owner was killed; a failed turn stores nothing; a turn's calls
 //! carry keys derived from its own, so a retried turn does not apply its
-//! callees twice; keys expire after the retention.
+//! callees twice, and a keyed turn interrupted after a call runs again
+//! before any other turn of its object; keys expire after the retention.
 
 mod common;
 
@@ -335,6 +336,88 @@ async fn a_retried_turn_does_not_apply_its_callee_twice() {
         .unwrap();
     assert_eq!(fresh, json!({"value": 2}));
     callee_silo.stop();
+}
+
+/// The case derived keys alone cannot save: `a` deducts and calls `b`,
+/// `b` commits, `a`'s silo dies before `a` commits; then, before the client
+/// retries, another transfer drains `a`. A retry run after it would be
+/// refused `insufficient` and leave `b`'s credit standing (value created).
+/// The interrupted turn runs again first instead, so every transfer either
+/// happened once on both sides or not at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_keyed_turn_runs_again_before_any_other_turn() {
+    let store = SqliteFile::create();
+    let (mut silos, _dirs) = two_silos(&store.url);
+    let survivor = silos.pop().unwrap();
+    let doomed = silos.pop().unwrap();
+    deploy(&doomed.address, "Counter", "guests/counter").await;
+    let to_survivor = Client::connect(&survivor.address).await.unwrap();
+    let to_doomed = Client::connect(&doomed.address).await.unwrap();
+    // b and c live on the survivor, a on the doomed silo.
+    assert_eq!(counter_value(&to_survivor, "b").await, 0);
+    assert_eq!(counter_value(&to_survivor, "c").await, 0);
+    let funded: Value = to_doomed
+        .call("Counter", "a", "increment", &json!({"by": 10}))
+        .await
+        .unwrap();
+    assert_eq!(funded, json!({"value": 10}));
+
+    let to_b = json!({"target": "b", "by": 10, "millis": 1500});
+    let first = {
+        let (client, message) = (to_doomed.clone(), to_b.clone());
+        tokio::spawn(
+            async move { keyed(&client, ("Counter", "a"), "move-slowly", message, "t").await },
+        )
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    doomed.kill();
+    let lost = first.await.unwrap();
+    assert!(lost.is_err(), "a's silo was killed mid-turn: {lost:?}");
+
+    // Another transfer out of a reaches a first. Refusals while a finishes
+    // its interrupted turn are `unavailable` (nothing ran): retried.
+    let to_c = json!({"target": "c", "by": 10, "millis": 0});
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let other = loop {
+        match keyed(
+            &to_survivor,
+            ("Counter", "a"),
+            "move-slowly",
+            to_c.clone(),
+            "u",
+        )
+        .await
+        {
+            Err(ClientError::Reply(ReplyError::Unavailable(_) | ReplyError::Timeout(_)))
+                if Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            outcome => break outcome,
+        }
+    };
+    match other {
+        Err(ClientError::Reply(ReplyError::Guest { kind, .. })) => {
+            assert_eq!(kind, "insufficient", "t took a's 10 first")
+        }
+        outcome => panic!("the second transfer should be refused for lack of value: {outcome:?}"),
+    }
+    // The client's retry of t gets the reply of t's finished rerun.
+    let retried = keyed(&to_survivor, ("Counter", "a"), "move-slowly", to_b, "t")
+        .await
+        .unwrap();
+    assert_eq!(retried, json!({"value": 0}));
+    let values = [
+        counter_value(&to_survivor, "a").await,
+        counter_value(&to_survivor, "b").await,
+        counter_value(&to_survivor, "c").await,
+    ];
+    assert_eq!(
+        values,
+        [0, 10, 0],
+        "a's 10 moved to b once, and nowhere else"
+    );
+    survivor.stop();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,8 +1,10 @@
 //! Limits on what one guest or caller may use (issue 11), tried against a
 //! real `rio silo` started with small limits: a turn writing 2 GiB, a value
 //! over the value limit, a call chain too deep, too many calls in a turn, an
-//! object id too long, and a guest flooding its log with forged lines. Each
-//! fails that one call with the limit named, and the silo goes on serving.
+//! object id too long, and a guest flooding its log with forged lines; and,
+//! at the default limits on two silos, replies and payloads over
+//! `payload-bytes`. Each fails that one call with the limit named, and the
+//! silo (and the connection) goes on serving.
 
 mod common;
 
@@ -189,4 +191,86 @@ async fn each_limit_fails_only_its_call_and_names_itself() {
         "{dropped} dropped lines counted, {flood_lines} logged, of 1000:\n{text}"
     );
     assert!(!text.contains("panicked"), "{text}");
+}
+
+/// One limit, `payload-bytes` (16 MiB by default), bounds every call's
+/// payload and reply, and clients and peers accept replies that big: a
+/// bigger reply or payload fails its own call, never the connection (a
+/// 17 MiB reply used to close the client's connection, failing every call
+/// in flight on it, and between silos the forwarding connection).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_reply_or_payload_fails_only_its_call_also_between_silos() {
+    if !tooling_ready(&[Language::Rust]) {
+        return;
+    }
+    let store = common::stores::SqliteFile::create();
+    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let silos: Vec<SiloProcess> = dirs
+        .iter()
+        .map(|dir| {
+            SiloProcess::start_with(
+                dir.path(),
+                &["--cluster", &store.url, "--placement", "prefer-local"],
+            )
+        })
+        .collect();
+    let connect = |address: String| async move {
+        Client::connect(&address)
+            .await
+            .expect("client connects")
+            .with_timeout(Duration::from_secs(120))
+    };
+    let near = connect(silos[0].address.clone()).await;
+    let far = connect(silos[1].address.clone()).await;
+    near.deploy("Faulty", build(Language::Rust.faulty()))
+        .await
+        .expect("deploy");
+    // `remote` lives on the second silo: the first forwards to it.
+    let _: Value = far
+        .call("Faulty", "remote", "ok", &json!({}))
+        .await
+        .expect("activated on the second silo");
+
+    for object_id in ["local", "remote"] {
+        let (big_message, small_message) = (json!({"bytes": 17 * MIB}), json!({}));
+        let big = near.call::<_, Value>("Faulty", object_id, "blob", &big_message);
+        let small = near.call::<_, Value>("Faulty", object_id, "ok", &small_message);
+        let (big, small) = tokio::join!(big, small);
+        match big {
+            Err(ClientError::Reply(error)) => {
+                let text = error.to_string();
+                assert_eq!(error.kind(), "trap", "{object_id}: {text}");
+                assert!(text.contains("payload-bytes"), "{object_id}: {text}");
+            }
+            other => panic!("{object_id}: a 17 MiB reply should fail its call: {other:?}"),
+        }
+        small.unwrap_or_else(|error| panic!("{object_id}: the call beside it failed: {error}"));
+        // Just under the limit passes whole, on the same connection.
+        let whole: Value = near
+            .call("Faulty", object_id, "blob", &json!({"bytes": 15 * MIB}))
+            .await
+            .unwrap_or_else(|error| panic!("{object_id}: a 15 MiB reply: {error}"));
+        assert_eq!(
+            whole["blob"].as_str().map(str::len),
+            Some(15 * MIB as usize)
+        );
+
+        let error = near
+            .call_raw("Faulty", object_id, "ok", vec![0; 17 * MIB as usize])
+            .await
+            .expect_err("a 17 MiB payload is refused");
+        let ClientError::Reply(error) = error else {
+            panic!("{object_id}: not a reply: {error}");
+        };
+        assert_eq!(error.kind(), "bad-request", "{error}");
+        assert!(error.to_string().contains("payload-bytes"), "{error}");
+        let _: Value = near
+            .call("Faulty", object_id, "ok", &json!({}))
+            .await
+            .unwrap_or_else(|error| panic!("{object_id}: the connection broke: {error}"));
+    }
+    assert!(!near.is_closed() && !far.is_closed());
+    for silo in silos {
+        silo.stop();
+    }
 }

@@ -5,7 +5,10 @@
 //! over by a survivor in a cluster on a SQLite file and on PostgreSQL);
 //! messages the receiver refuses become dead letters that `rio
 //! dead-letters` lists with the reason; the bank's `transfer-send` in
-//! Rust, Python and JavaScript moves money once, and never half.
+//! Rust, Python and JavaScript moves money once, and never half. Clients
+//! send one way too: acknowledged once stored, applied once and in order,
+//! once per idempotency key, dead-lettered when refused, and delivered
+//! after a kill that followed the acknowledgement.
 
 mod common;
 
@@ -422,4 +425,289 @@ async fn transfer_send_moves_money_once_in_every_language() {
         assert_eq!(balance(&client, (service_type, "a")).await, kept);
     }
     silo.stop();
+}
+
+/// Waits until `id`'s value is `expected` (failing after `limit` with what
+/// it was), then checks that it stays so for a moment: a message applied
+/// twice would show up as a larger value.
+async fn wait_for_value(client: &Client, id: &str, expected: i64, limit: Duration) {
+    let started = Instant::now();
+    loop {
+        let value = counter_value(client, id).await;
+        if value == expected {
+            break;
+        }
+        assert!(value < expected, "{id} is {value}, more than {expected}");
+        assert!(
+            started.elapsed() < limit,
+            "{id} is {value} after {limit:?}, expected {expected}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        counter_value(client, id).await,
+        expected,
+        "nothing applied twice"
+    );
+}
+
+/// Sends `count` increments of 1 to `id` all at once over `client`'s one
+/// connection, and waits for every acknowledgement.
+async fn send_increments_at_once(client: &Client, id: &'static str, count: usize) {
+    let mut sends = tokio::task::JoinSet::new();
+    for _ in 0..count {
+        let client = client.clone();
+        sends.spawn(async move {
+            client
+                .send("Counter", id, "increment", &json!({"by": 1}))
+                .await
+        });
+    }
+    while let Some(sent) = sends.join_next().await {
+        sent.unwrap()
+            .unwrap_or_else(|error| panic!("a send to {id}: {error}"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_sends_are_acknowledged_once_stored_and_take_effect_once_in_order() {
+    let data = tempfile::tempdir().unwrap();
+    let silo = SiloProcess::start(data.path());
+    deploy_counter(&silo.address).await;
+    let client = Client::connect(&silo.address).await.unwrap();
+
+    // Every send is acknowledged, then each takes effect exactly once.
+    let started = Instant::now();
+    send_increments_at_once(&client, "n", 200).await;
+    let acknowledged = started.elapsed();
+    wait_for_value(&client, "n", 200, Duration::from_secs(30)).await;
+    println!(
+        "200 concurrent client sends acknowledged in {:.2} s",
+        acknowledged.as_secs_f64()
+    );
+
+    // One after the other, they take effect in the order sent, also while
+    // the receiver is busy and the deliveries wait behind its turn.
+    for item in 0..20 {
+        client
+            .send("Counter", "r", "append", &json!({"item": item}))
+            .await
+            .unwrap();
+    }
+    let busy = hold_busy(&client, "r", 1000);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for item in 20..40 {
+        client
+            .send("Counter", "r", "append", &json!({"item": item}))
+            .await
+            .unwrap();
+    }
+    let expected: Vec<i64> = (0..40).collect();
+    wait_for_seen(&client, "r", &expected, Duration::from_secs(10)).await;
+    let _ = busy.await;
+
+    // The CLI sends one way too, and prints nothing but errors.
+    let sent = stdout_of(&rio(&[
+        "send",
+        "--silo",
+        &silo.address,
+        "Counter/r",
+        "append",
+        r#"{"item": 40}"#,
+    ]));
+    assert_eq!(sent, "");
+    let expected: Vec<i64> = (0..=40).collect();
+    wait_for_seen(&client, "r", &expected, Duration::from_secs(10)).await;
+    silo.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyed_client_send_retried_is_stored_and_applied_once() {
+    let data = tempfile::tempdir().unwrap();
+    let silo = SiloProcess::start(data.path());
+    deploy_counter(&silo.address).await;
+    let client = Client::connect(&silo.address).await.unwrap();
+
+    // The first attempt and three retries with the same key.
+    for _ in 0..4 {
+        client
+            .send_with_key("Counter", "k", "increment", &json!({"by": 5}), "deposit-1")
+            .await
+            .unwrap();
+    }
+    wait_for_value(&client, "k", 5, Duration::from_secs(10)).await;
+    // The CLI's key is the same kind of key: a retry there changes nothing,
+    // and another key is another message.
+    let retry = [
+        "send",
+        "--silo",
+        &silo.address,
+        "--idempotency-key",
+        "deposit-1",
+        "Counter/k",
+        "increment",
+        r#"{"by": 5}"#,
+    ];
+    stdout_of(&rio(&retry));
+    let mut payload = Vec::new();
+    ciborium::into_writer(&json!({"by": 7}), &mut payload).unwrap();
+    client
+        .send_raw_keyed("Counter", "k", "increment", payload, Some("deposit-2"))
+        .await
+        .unwrap();
+    wait_for_value(&client, "k", 12, Duration::from_secs(10)).await;
+
+    // Still once after a restart, which loads the keys from the store.
+    silo.stop();
+    let silo = SiloProcess::start(data.path());
+    let client = Client::connect(&silo.address).await.unwrap();
+    client
+        .send_with_key("Counter", "k", "increment", &json!({"by": 5}), "deposit-1")
+        .await
+        .unwrap();
+    wait_for_value(&client, "k", 12, Duration::from_secs(10)).await;
+    silo.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_send_the_receiver_refuses_is_acknowledged_then_dead_lettered() {
+    let data = tempfile::tempdir().unwrap();
+    let silo = SiloProcess::start(data.path());
+    deploy_counter(&silo.address).await;
+    let client = Client::connect(&silo.address).await.unwrap();
+
+    // Stored and acknowledged: the guest's answer comes later.
+    client
+        .send("Counter", "u", "no-such", &json!({"x": 1}))
+        .await
+        .unwrap();
+    // What the silo can tell at once is refused at once, and not stored.
+    match client.send("Nowhere", "x", "append", &json!({})).await {
+        Err(ClientError::Reply(ReplyError::UnknownType { service_type })) => {
+            assert_eq!(service_type, "Nowhere")
+        }
+        other => panic!("a send to an unknown type answered {other:?}"),
+    }
+    match client
+        .send("Counter", "u", "rio:wake-outbox", &json!({}))
+        .await
+    {
+        Err(ClientError::Reply(ReplyError::BadRequest(message))) => {
+            assert!(message.contains("reserved"), "{message}")
+        }
+        other => panic!("a send of a reserved type answered {other:?}"),
+    }
+
+    let started = Instant::now();
+    let letters = loop {
+        let letters = client.dead_letters(None, 100).await.unwrap();
+        if !letters.is_empty() || started.elapsed() > Duration::from_secs(10) {
+            break letters;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    let letter = &letters[0];
+    // A client's message waits in its receiver's own outbox.
+    assert_eq!(letter.sender, ("Counter".to_string(), "u".to_string()));
+    assert_eq!(letter.receiver, ("Counter".to_string(), "u".to_string()));
+    assert_eq!(letter.message_type, "no-such");
+    assert!(
+        letter.reason.starts_with("unknown-message:"),
+        "{}",
+        letter.reason
+    );
+    let listed = stdout_of(&rio(&["dead-letters", "--silo", &silo.address]));
+    assert!(
+        listed.contains("Counter/u\t0\tCounter/u\tno-such\t{\"x\":1}\tunknown-message"),
+        "{listed}"
+    );
+    // The receiver still takes other messages, after the refused one.
+    client
+        .send("Counter", "u", "increment", &json!({"by": 3}))
+        .await
+        .unwrap();
+    wait_for_value(&client, "u", 3, Duration::from_secs(10)).await;
+    silo.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_send_acknowledged_before_a_kill_is_delivered_after_the_restart() {
+    let data = tempfile::tempdir().unwrap();
+    let silo = SiloProcess::start(data.path());
+    deploy_counter(&silo.address).await;
+    let client = Client::connect(&silo.address).await.unwrap();
+
+    // Sent at once, the sends are stored ahead of their deliveries (which
+    // queue behind them in the receiver's mailbox), so most are still
+    // undelivered when the silo is killed right after the last ack.
+    send_increments_at_once(&client, "d", 100).await;
+    let value_at_kill = counter_value(&client, "d").await;
+    silo.kill();
+    println!("{value_at_kill} of 100 acknowledged sends had taken effect at the kill");
+    assert!(
+        value_at_kill < 100,
+        "the test needs sends still undelivered at the kill"
+    );
+
+    let silo = SiloProcess::start(data.path());
+    let client = Client::connect(&silo.address).await.unwrap();
+    wait_for_value(&client, "d", 100, Duration::from_secs(30)).await;
+    silo.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_sends_through_any_silo_of_a_cluster_take_effect_once_in_order() {
+    let store = SqliteFile::create();
+    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let silos: Vec<SiloProcess> = dirs
+        .iter()
+        .map(|dir| {
+            SiloProcess::start_with(
+                dir.path(),
+                &["--cluster", &store.url, "--placement", "prefer-local"],
+            )
+        })
+        .collect();
+    deploy_counter(&silos[0].address).await;
+    let first = Client::connect(&silos[0].address).await.unwrap();
+    let second = Client::connect(&silos[1].address).await.unwrap();
+    let addresses: Vec<String> = silos.iter().map(|silo| silo.address.clone()).collect();
+    let cluster = rio_client::ClusterClient::connect(&addresses)
+        .await
+        .unwrap();
+
+    // Placed on the first silo; the second forwards what it is sent, and
+    // the cluster client learns the owner. Alternating between them keeps
+    // the order, since each send is acknowledged before the next.
+    assert_eq!(seen(&first, "r").await, Vec::<i64>::new());
+    for item in 0..30 {
+        let message = json!({"item": item});
+        let sent = match item % 3 {
+            0 => first.send("Counter", "r", "append", &message).await,
+            1 => second.send("Counter", "r", "append", &message).await,
+            _ => cluster.send("Counter", "r", "append", &message).await,
+        };
+        sent.unwrap_or_else(|error| panic!("send {item}: {error}"));
+    }
+    let expected: Vec<i64> = (0..30).collect();
+    wait_for_seen(&second, "r", &expected, Duration::from_secs(10)).await;
+
+    // A keyed retry through the other silo is still stored once.
+    for client in [&first, &second] {
+        client
+            .send_with_key("Counter", "r", "append", &json!({"item": 30}), "last")
+            .await
+            .unwrap();
+    }
+    cluster
+        .send_with_key("Counter", "r", "append", &json!({"item": 30}), "last")
+        .await
+        .unwrap();
+    let expected: Vec<i64> = (0..=30).collect();
+    wait_for_seen(&first, "r", &expected, Duration::from_secs(10)).await;
+    for silo in silos {
+        silo.stop();
+    }
 }

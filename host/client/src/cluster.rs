@@ -6,12 +6,12 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use rio_protocol::{CallRequest, Request, Response};
+use rio_protocol::{CallRequest, ENQUEUE_MESSAGE_TYPE, Request, Response};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_bytes::ByteBuf;
 
-use crate::connection::{from_cbor, to_cbor};
+use crate::connection::{enqueue_payload, from_cbor, stored_ack, to_cbor};
 use crate::{Client, ClientError};
 
 /// Objects remembered at most; past that the memory starts afresh.
@@ -105,6 +105,73 @@ impl ClusterClient {
             )
             .await?;
         from_cbor(&reply)
+    }
+
+    /// As [`Client::send`], sent to the object's owner when it is known.
+    pub async fn send<M: Serialize>(
+        &self,
+        service_type: &str,
+        object_id: &str,
+        message_type: &str,
+        message: &M,
+    ) -> Result<(), ClientError> {
+        self.send_raw(service_type, object_id, message_type, to_cbor(message)?)
+            .await
+    }
+
+    /// As [`Client::send_raw`], sent to the object's owner when it is known.
+    pub async fn send_raw(
+        &self,
+        service_type: &str,
+        object_id: &str,
+        message_type: &str,
+        payload: Vec<u8>,
+    ) -> Result<(), ClientError> {
+        self.send_raw_keyed(service_type, object_id, message_type, payload, None)
+            .await
+    }
+
+    /// As [`Client::send_with_key`], sent to the object's owner when it is
+    /// known. A retry may go to another silo: the key's record is in the
+    /// cluster store, so any owner finds it.
+    pub async fn send_with_key<M: Serialize>(
+        &self,
+        service_type: &str,
+        object_id: &str,
+        message_type: &str,
+        message: &M,
+        idempotency_key: &str,
+    ) -> Result<(), ClientError> {
+        let payload = to_cbor(message)?;
+        self.send_raw_keyed(
+            service_type,
+            object_id,
+            message_type,
+            payload,
+            Some(idempotency_key),
+        )
+        .await
+    }
+
+    /// As [`Client::send_raw_keyed`], sent to the object's owner when it is known.
+    pub async fn send_raw_keyed(
+        &self,
+        service_type: &str,
+        object_id: &str,
+        message_type: &str,
+        payload: Vec<u8>,
+        idempotency_key: Option<&str>,
+    ) -> Result<(), ClientError> {
+        let reply = self
+            .call_raw_keyed(
+                service_type,
+                object_id,
+                ENQUEUE_MESSAGE_TYPE,
+                enqueue_payload(message_type, payload)?,
+                idempotency_key,
+            )
+            .await?;
+        stored_ack(&reply)
     }
 
     /// As [`Client::call_raw_keyed`], sent to the object's owner when it is known.

@@ -6,8 +6,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rio_protocol::{
-    CallRequest, ClientFrame, DeadLetterInfo, DeploymentInfo, FrameReader, FrameWriter, MemberInfo,
-    PROTOCOL_VERSION, ReplyError, Request, Response, ServerFrame, SiloStats, encode_frame,
+    CallRequest, ClientFrame, DeadLetterInfo, DeploymentInfo, ENQUEUE_MESSAGE_TYPE, EnqueueRequest,
+    FrameReader, FrameWriter, MemberInfo, PROTOCOL_VERSION, ReplyError, Request, Response,
+    ServerFrame, SiloStats, encode_frame,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -20,10 +21,6 @@ use tokio::sync::oneshot;
 use crate::ClientError;
 
 type ReplySender = oneshot::Sender<Result<Response, ReplyError>>;
-
-/// Replies are larger than requests only when a silo lists deployments; a
-/// client never needs to accept a frame the size of a component.
-const MAX_REPLY_FRAME_BYTES: usize = 16 * 1024 * 1024;
 
 /// The default time a call waits for its reply.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -61,8 +58,23 @@ struct Pending {
 }
 
 impl Client {
-    /// Connects to the silo at `address` (`host:port`) and does the handshake.
+    /// Connects to the silo at `address` (`host:port`) and does the
+    /// handshake. It accepts replies of up to
+    /// [`rio_protocol::DEFAULT_MAX_PAYLOAD_BYTES`], the silo's default limit
+    /// `payload-bytes` (a silo answers a bigger reply with an error for that
+    /// call alone); see [`Client::connect_accepting`] for another limit.
     pub async fn connect(address: &str) -> Result<Client, ClientError> {
+        Client::connect_accepting(address, rio_protocol::DEFAULT_MAX_PAYLOAD_BYTES).await
+    }
+
+    /// As [`Client::connect`], accepting reply payloads of up to
+    /// `max_reply_payload_bytes`: the limit `payload-bytes` of silos that
+    /// raised it. A frame over it (a silo with a higher limit) closes the
+    /// connection, failing the calls in flight on it.
+    pub async fn connect_accepting(
+        address: &str,
+        max_reply_payload_bytes: usize,
+    ) -> Result<Client, ClientError> {
         let stream = TcpStream::connect(address)
             .await
             .map_err(|source| ClientError::Connect {
@@ -73,7 +85,9 @@ impl Client {
             .set_nodelay(true)
             .map_err(|e| ClientError::Closed(e.to_string()))?;
         let (read_half, mut write_half) = stream.into_split();
-        let mut reader = FrameReader::new(read_half, MAX_REPLY_FRAME_BYTES);
+        let max_reply_frame_bytes =
+            max_reply_payload_bytes.saturating_add(rio_protocol::REPLY_FRAME_OVERHEAD_BYTES);
+        let mut reader = FrameReader::new(read_half, max_reply_frame_bytes);
 
         let mut hello = Vec::new();
         encode_frame(
@@ -200,6 +214,81 @@ impl Client {
             Response::Payload(bytes) => Ok(bytes.into_vec()),
             other => Err(ClientError::Unexpected(format!("{other:?}"))),
         }
+    }
+
+    /// Sends `message` (encoded as CBOR) one way to object
+    /// `service_type/object_id`: returns once the object's silo has stored
+    /// it, and the object handles it afterwards, exactly once; its reply is
+    /// dropped. One client's sends to one object take effect in the order
+    /// they were acknowledged. A message the object refuses (an unknown
+    /// message type, its handler's error three times) ends in the dead
+    /// letters. An unknown service type is refused at once.
+    pub async fn send<M: Serialize>(
+        &self,
+        service_type: &str,
+        object_id: &str,
+        message_type: &str,
+        message: &M,
+    ) -> Result<(), ClientError> {
+        self.send_raw(service_type, object_id, message_type, to_cbor(message)?)
+            .await
+    }
+
+    /// As [`Client::send`], with an opaque payload.
+    pub async fn send_raw(
+        &self,
+        service_type: &str,
+        object_id: &str,
+        message_type: &str,
+        payload: Vec<u8>,
+    ) -> Result<(), ClientError> {
+        self.send_raw_keyed(service_type, object_id, message_type, payload, None)
+            .await
+    }
+
+    /// As [`Client::send`], stored at most once per object under
+    /// `idempotency_key`: retry a send whose acknowledgement was lost (a
+    /// timeout, `unavailable`, a broken connection) with the same key, and
+    /// the message is still handled once.
+    pub async fn send_with_key<M: Serialize>(
+        &self,
+        service_type: &str,
+        object_id: &str,
+        message_type: &str,
+        message: &M,
+        idempotency_key: &str,
+    ) -> Result<(), ClientError> {
+        let payload = to_cbor(message)?;
+        self.send_raw_keyed(
+            service_type,
+            object_id,
+            message_type,
+            payload,
+            Some(idempotency_key),
+        )
+        .await
+    }
+
+    /// As [`Client::send_raw`], with an idempotency key when one is given
+    /// (see [`Client::send_with_key`]).
+    pub async fn send_raw_keyed(
+        &self,
+        service_type: &str,
+        object_id: &str,
+        message_type: &str,
+        payload: Vec<u8>,
+        idempotency_key: Option<&str>,
+    ) -> Result<(), ClientError> {
+        let reply = self
+            .call_raw_keyed(
+                service_type,
+                object_id,
+                ENQUEUE_MESSAGE_TYPE,
+                enqueue_payload(message_type, payload)?,
+                idempotency_key,
+            )
+            .await?;
+        stored_ack(&reply)
     }
 
     /// Deploys a component under `service_type`.
@@ -329,6 +418,30 @@ pub(crate) fn to_cbor<M: Serialize>(message: &M) -> Result<Vec<u8>, ClientError>
     let mut payload = Vec::new();
     ciborium::into_writer(message, &mut payload).map_err(|e| ClientError::Codec(e.to_string()))?;
     Ok(payload)
+}
+
+/// The payload of a one-way send: the message for the receiver to store.
+pub(crate) fn enqueue_payload(
+    message_type: &str,
+    payload: Vec<u8>,
+) -> Result<Vec<u8>, ClientError> {
+    to_cbor(&EnqueueRequest {
+        message_type: message_type.to_string(),
+        payload: ByteBuf::from(payload),
+    })
+}
+
+/// A silo that stored a one-way send answers nothing; anything else came
+/// from a silo that does not know client sends (and ran a guest).
+pub(crate) fn stored_ack(reply: &[u8]) -> Result<(), ClientError> {
+    if reply.is_empty() {
+        Ok(())
+    } else {
+        Err(ClientError::Unexpected(format!(
+            "a one-way send was answered with {} bytes: the silo does not store client sends",
+            reply.len()
+        )))
+    }
 }
 
 /// A CBOR reply payload decoded as `R`.

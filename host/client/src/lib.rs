@@ -4,7 +4,9 @@
 //! flight: each request gets an id, the caller writes its frame itself when
 //! the socket is idle (frames sent meanwhile are batched into the next
 //! write), and a reader task hands each reply to whoever waits for that id.
-//! `Client` is cheap to clone; clones share the connection.
+//! `Client` is cheap to clone; clones share the connection. Besides calls,
+//! a client sends one way (`send`): acknowledged once the receiver's silo
+//! stored the message, which then takes effect exactly once.
 //!
 //! - `connection`: the connection and its reader task.
 //! - `cluster`: [`ClusterClient`], connections to every silo of a cluster,
@@ -17,6 +19,8 @@
 //! #[derive(serde::Deserialize)] struct Value { value: i64 }
 //! let client = rio_client::Client::connect("127.0.0.1:7700").await?;
 //! let reply: Value = client.call("Counter", "alice", "increment", &Increment { by: 2 }).await?;
+//! // One way: returns once the silo stored the message; it takes effect once, later.
+//! client.send("Counter", "alice", "increment", &Increment { by: 1 }).await?;
 //! # Ok(()) }
 //! ```
 #![warn(missing_docs)]

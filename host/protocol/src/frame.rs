@@ -149,6 +149,23 @@ pub struct CallRequest {
     pub idempotency_key: Option<String>,
 }
 
+/// The reserved message type of a client's one-way send: a call to the
+/// receiver whose payload is an [`EnqueueRequest`]. The receiver's silo
+/// stores the message in the receiver's own outbox and answers an empty
+/// payload once it is stored; the message takes effect afterwards, once.
+/// Guests never see this type.
+pub const ENQUEUE_MESSAGE_TYPE: &str = "rio:enqueue";
+
+/// The payload (CBOR) of a call of type [`ENQUEUE_MESSAGE_TYPE`]: the
+/// message to deliver to the called object later.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EnqueueRequest {
+    /// Which handler, e.g. `increment`.
+    pub message_type: String,
+    /// The handler's payload; CBOR by convention.
+    pub payload: ByteBuf,
+}
+
 /// The longest idempotency key a silo accepts, in bytes.
 pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 255;
 

@@ -17,14 +17,24 @@ pub mod writer;
 pub use codec::{FrameError, FrameReader, encode_frame};
 pub use error::ReplyError;
 pub use frame::{
-    CallRequest, ClientFrame, DeadLetterInfo, DeploymentInfo, ForwardRequest,
-    MAX_IDEMPOTENCY_KEY_BYTES, MemberInfo, Request, Response, ServerFrame, SiloStats, WaitInfo,
-    WaitReport,
+    CallRequest, ClientFrame, DeadLetterInfo, DeploymentInfo, ENQUEUE_MESSAGE_TYPE, EnqueueRequest,
+    ForwardRequest, MAX_IDEMPOTENCY_KEY_BYTES, MemberInfo, Request, Response, ServerFrame,
+    SiloStats, WaitInfo, WaitReport,
 };
 pub use writer::{FrameWriter, WriterClosed};
 
 /// Version of the wire protocol; a silo refuses a client that says another.
 pub const PROTOCOL_VERSION: u32 = 2;
+
+/// Default bound on a call's payload and on its reply's, in bytes: the
+/// silo's limit `payload-bytes`, which its clients and peers accept as a
+/// reply. A silo answers a bigger payload or reply with an error for that
+/// call alone, so a reply never breaks the connection it travels on.
+pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 16 * 1024 * 1024;
+
+/// What a reply frame holds besides its payload (request id, error kind
+/// and message), at most: silos cut error messages to fit.
+pub const REPLY_FRAME_OVERHEAD_BYTES: usize = 64 * 1024;
 
 /// Default upper bound on one frame's body, in bytes. Deploying a component
 /// travels in one frame, so this is sized for large (Python, JS) components.

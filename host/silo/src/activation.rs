@@ -25,15 +25,17 @@ use wasmtime::{Store, UpdateDeadline};
 
 use crate::ObjectKey;
 use crate::bindings::{Export, Handler};
+use crate::client_send;
 use crate::deployments::DeployedType;
 use crate::host::{ActivationData, DeadlineExceeded, MemoryLimitExceeded, ObjectState};
 use crate::idempotency::RecentReplies;
 use crate::limits::LimitExceeded;
 use crate::log_summary::LogSummary;
 use crate::mailbox::{CallChain, Envelope};
-use crate::outbox::{Outbox, WAKE};
+use crate::outbox::{ENQUEUE, HAS_SENT_KEY, Outbox, WAKE};
+use crate::resume::{self, INTENT_KEY, Intent, Interrupted, RESUME_ATTEMPTS};
 use crate::router::Router;
-use crate::storage::{Commit, ReplyRecord, SiloId, StorageError};
+use crate::storage::{Commit, ReplyRecord, StorageError};
 
 pub(crate) fn spawn(
     router: Arc<Router>,
@@ -51,6 +53,9 @@ pub(crate) fn spawn(
         moved_away: false,
         recent_replies: RecentReplies::default(),
         outbox: None,
+        has_sent: false,
+        interrupted: None,
+        rerunning: false,
     };
     tasks.spawn(activation.run());
 }
@@ -66,8 +71,18 @@ struct Activation {
     moved_away: bool,
     /// Replies this activation committed under idempotency keys lately.
     recent_replies: RecentReplies,
-    /// The object's outbox, loaded with its first instance (or wake-up).
+    /// The object's outbox, loaded when the object activates if it ever
+    /// sent, when a turn first sends, or at a wake-up.
     outbox: Option<Outbox>,
+    /// The object's state holds [`HAS_SENT_KEY`]: it has sent one way, so
+    /// its activations load its outbox (an object that never sent costs
+    /// no outbox read).
+    has_sent: bool,
+    /// A keyed turn that called out and did not commit: it runs again
+    /// before any other turn (see `resume`).
+    interrupted: Option<Interrupted>,
+    /// The turn running is such a turn, run again.
+    rerunning: bool,
 }
 
 struct LiveInstance {
@@ -177,20 +192,29 @@ impl Activation {
         // A retry of a keyed call that committed: its reply, nothing run.
         // The mailbox serializes an object's messages, so a retry sent while
         // the first attempt runs is checked after that attempt committed.
+        let router = self.router.clone();
+        let owner = router.address.get().map(String::as_str);
         if let Some(key) = &envelope.idempotency_key {
             match self.stored_reply(key).await {
-                Ok(Some(reply)) => {
-                    let owner = self.router.address.get().map(String::as_str);
-                    return envelope.reply.send_from(Ok(reply), owner);
-                }
+                Ok(Some(reply)) => return envelope.reply.send_from(Ok(reply), owner),
                 Ok(None) => {}
                 Err(error) => return envelope.reply.send(Err(error)),
             }
         }
-        if self.live.is_none()
-            && let Err(error) = self.activate().await
-        {
+        if envelope.message_type == ENQUEUE {
+            let key = envelope.idempotency_key.as_deref();
+            let stored = self.store_client_send(&envelope.payload, key).await;
+            return envelope.reply.send_from(stored, owner);
+        }
+        if let Err(error) = self.ready_for_turn().await {
             return envelope.reply.send(Err(error));
+        }
+        // The interrupted turn just finished may be the one this retries.
+        let retention = self.router.config.idempotency_retention;
+        if let Some(key) = &envelope.idempotency_key
+            && let Some(reply) = self.recent_replies.get(key, retention)
+        {
+            return envelope.reply.send_from(Ok(reply), owner);
         }
         let chain = envelope.call_chain;
         let hook = Hook::Handle {
@@ -203,6 +227,147 @@ impl Activation {
             result.map(|reply| reply.unwrap_or_default()),
             self.router.address.get().map(String::as_str),
         );
+    }
+
+    /// A live instance with no unfinished keyed turn: activates the object
+    /// if needed, then runs an interrupted keyed turn again if there is
+    /// one. While that turn stays unfinished, other messages are refused
+    /// `unavailable` (nothing of theirs ran), so that it alone sees the
+    /// state its first attempt saw.
+    async fn ready_for_turn(&mut self) -> Result<(), ReplyError> {
+        if self.live.is_none() {
+            self.activate().await?;
+        }
+        if self.interrupted.is_none() {
+            return Ok(());
+        }
+        self.finish_interrupted().await?;
+        if self.live.is_none() {
+            self.activate().await?;
+        }
+        match &self.interrupted {
+            None => Ok(()),
+            Some(interrupted) => Err(self.unfinished(interrupted, "its intent was loaded again")),
+        }
+    }
+
+    /// Runs the interrupted keyed turn once more; `Err` while it is still
+    /// unfinished. After [`RESUME_ATTEMPTS`] it is given up (an error in
+    /// the log): its calls' effects stand without it.
+    async fn finish_interrupted(&mut self) -> Result<(), ReplyError> {
+        let Some(Interrupted { intent, attempts }) = self.interrupted.take() else {
+            return Ok(());
+        };
+        let attempt = attempts + 1;
+        // Committed after all (its commit's answer was lost): nothing to run.
+        match self.stored_reply(&intent.key).await {
+            Ok(None) => {}
+            Ok(Some(_)) => {
+                let live = self.live.as_ref();
+                if live.is_some_and(|live| live.store.data().intent_stored.is_some()) {
+                    self.forget_intent().await;
+                }
+                return Ok(());
+            }
+            Err(error) => {
+                self.interrupted = Some(Interrupted { intent, attempts });
+                return Err(error);
+            }
+        }
+        tracing::info!(object = %self.key, key = %intent.key, attempt, "running an interrupted keyed turn again before any other turn");
+        let hook = Hook::Handle {
+            message_type: intent.message_type.clone(),
+            payload: intent.payload.clone(),
+            idempotency_key: Some(intent.key.clone()),
+        };
+        let deadline = Instant::now() + self.router.config.turn_deadline;
+        self.rerunning = true;
+        let result = self.turn(hook, &self.router.empty_chain(), deadline).await;
+        self.rerunning = false;
+        let error = match result {
+            Ok(_) => {
+                tracing::info!(object = %self.key, key = %intent.key, "interrupted keyed turn finished");
+                return Ok(());
+            }
+            Err(error) => error,
+        };
+        let Some(again) = self.interrupted.as_mut() else {
+            // It ended for good (its intent is deleted), or the object moved.
+            tracing::info!(object = %self.key, key = %intent.key, %error, "interrupted keyed turn ended with an error");
+            return Ok(());
+        };
+        again.attempts = attempt;
+        if attempt < RESUME_ATTEMPTS {
+            let interrupted = self.interrupted.as_ref().expect("just set");
+            return Err(self.unfinished(interrupted, &error.to_string()));
+        }
+        tracing::error!(object = %self.key, key = %intent.key, attempt, %error, "gave up an interrupted keyed turn: the effects of its calls may stand without its own");
+        self.interrupted = None;
+        self.forget_intent().await;
+        Ok(())
+    }
+
+    fn unfinished(&self, interrupted: &Interrupted, why: &str) -> ReplyError {
+        ReplyError::Unavailable(format!(
+            "{} is finishing an interrupted keyed turn first (attempt {} of {RESUME_ATTEMPTS}: {why}); nothing of this message ran, retry it",
+            self.key, interrupted.attempts
+        ))
+    }
+
+    /// A keyed turn failed after its intent was stored: it either ended for
+    /// good (its intent is deleted) or runs again before the next turn.
+    async fn after_failed_keyed_turn(&mut self, error: &ReplyError) {
+        let Some(live) = self.live.as_mut() else {
+            return;
+        };
+        let data = live.store.data_mut();
+        let Some(intent) = data.turn_intent.take() else {
+            return;
+        };
+        if data.intent_stored.as_ref() != Some(&intent.key) || self.moved_away {
+            // It never called out, or the object's new owner finishes it.
+            return;
+        }
+        let ends = match self.rerunning {
+            true => resume::ends_a_rerun(error),
+            false => resume::ends_the_turn(error),
+        };
+        if ends {
+            self.forget_intent().await;
+        } else {
+            self.interrupted = Some(Interrupted {
+                intent,
+                attempts: 0,
+            });
+        }
+    }
+
+    /// Deletes the object's stored intent. If that fails the intent stays,
+    /// and the next activation runs its turn again (which ends the same way).
+    async fn forget_intent(&mut self) {
+        let commit = Commit {
+            writes: vec![(INTENT_KEY.to_string(), None)],
+            ..Commit::default()
+        };
+        let result = match self.router.commit_owner() {
+            Ok(owner) => self
+                .router
+                .state_store
+                .commit_turn(&self.key, commit, &owner)
+                .await
+                .map_err(|error| error.to_string()),
+            Err(error) => Err(error.to_string()),
+        };
+        match result {
+            Ok(()) => {
+                if let Some(live) = self.live.as_mut() {
+                    live.store.data_mut().intent_stored = None;
+                }
+            }
+            Err(error) => {
+                tracing::warn!(object = %self.key, %error, "cannot delete an ended keyed turn's intent; the object's next activation runs it again");
+            }
+        }
     }
 
     /// The reply committed under idempotency key `key`: remembered here, or
@@ -246,14 +411,55 @@ impl Activation {
         Ok(())
     }
 
+    /// Stores a client's one-way send in the object's own outbox without
+    /// running the guest (see `client_send`); an empty reply once stored.
+    async fn store_client_send(
+        &mut self,
+        payload: &[u8],
+        idempotency_key: Option<&str>,
+    ) -> Result<Vec<u8>, ReplyError> {
+        let message = client_send::decode(&self.key, payload, &self.router.config.limits)?;
+        self.open_outbox().await?;
+        let outbox = self.outbox.as_ref().expect("opened just above");
+        let now_ms = crate::cluster::now_ms();
+        let mut commit = client_send::commit(outbox, message, idempotency_key, now_ms);
+        // Not known without loading the state: written until it is.
+        if !self.has_sent {
+            commit
+                .writes
+                .push((HAS_SENT_KEY.to_string(), Some(Vec::new())));
+        }
+        if let Err(error) = self.commit_as_owner(commit).await {
+            if self.moved_away {
+                // The instance's state is another silo's now, as after a
+                // turn whose commit was refused.
+                self.live = None;
+            }
+            return Err(error);
+        }
+        self.has_sent = true;
+        Ok(Vec::new())
+    }
+
     /// Instantiates the component, loads the object's state and runs `on-activate`.
     async fn activate(&mut self) -> Result<(), ReplyError> {
         let started = Instant::now();
-        self.open_outbox().await?;
-        let state = self.router.state_store.load(&self.key).await.map_err(|e| {
+        let mut state = self.router.state_store.load(&self.key).await.map_err(|e| {
             ReplyError::Internal(format!("cannot load the state of {}: {e}", self.key))
         })?;
-        let data = ActivationData::new(
+        self.has_sent = state.remove(HAS_SENT_KEY).is_some();
+        if self.has_sent {
+            self.open_outbox().await?;
+        }
+        let stored_intent = state
+            .remove(INTENT_KEY)
+            .map(|bytes| self.loaded_intent(&bytes));
+        if stored_intent.is_none() {
+            // The store is the truth: a commit whose answer was lost may
+            // have finished the turn this activation took as interrupted.
+            self.interrupted = None;
+        }
+        let mut data = ActivationData::new(
             self.key.clone(),
             self.router.clone(),
             ObjectState::loaded(state, &self.router.config.limits),
@@ -261,6 +467,11 @@ impl Activation {
             &self.router.config.limits,
             self.router.empty_chain(),
         );
+        // An intent that is not one is deleted by the next commit.
+        data.intent_stored = stored_intent.map(|intent| match intent {
+            Some(intent) => intent.key,
+            None => Arc::from(""),
+        });
         let mut store = Store::new(&self.router.deployments.engine, data);
         store.limiter(|data| &mut data.memory);
         // Checked at every epoch tick while guest code runs; waits outside
@@ -301,6 +512,24 @@ impl Activation {
         Ok(())
     }
 
+    /// An intent loaded with the object's state: its turn runs again before
+    /// any other (keeping the count of attempts this activation made).
+    fn loaded_intent(&mut self, bytes: &[u8]) -> Option<Intent> {
+        let Some(intent) = Intent::decode(bytes) else {
+            tracing::warn!(object = %self.key, "dropping a stored keyed-turn intent that cannot be read");
+            return None;
+        };
+        let attempts = match self.interrupted.take() {
+            Some(interrupted) if interrupted.intent.key == intent.key => interrupted.attempts,
+            _ => 0,
+        };
+        self.interrupted = Some(Interrupted {
+            intent: intent.clone(),
+            attempts,
+        });
+        Some(intent)
+    }
+
     /// Runs one call into the guest and commits its writes if it succeeded.
     /// `Ok(None)` is a hook's success (hooks reply nothing).
     async fn turn(
@@ -317,6 +546,7 @@ impl Activation {
                 error,
                 instance_lost,
             }) => {
+                self.after_failed_keyed_turn(&error).await;
                 if instance_lost {
                     self.live = None;
                 }
@@ -338,11 +568,20 @@ impl Activation {
         data.callee_unknown_message = None;
         data.calls_made = 0;
         data.sends.clear();
-        data.turn_key = match &hook {
+        (data.turn_key, data.turn_intent) = match &hook {
             Hook::Handle {
-                idempotency_key, ..
-            } => idempotency_key.clone(),
-            Hook::Activate | Hook::Deactivate => None,
+                message_type,
+                payload,
+                idempotency_key: Some(key),
+            } => {
+                let intent = Intent {
+                    key: key.clone(),
+                    message_type: message_type.clone(),
+                    payload: payload.clone(),
+                };
+                (Some(key.clone()), Some(intent))
+            }
+            Hook::Handle { .. } | Hook::Activate | Hook::Deactivate => (None, None),
         };
         data.stderr.clear_recent();
 
@@ -375,6 +614,22 @@ impl Activation {
             }
         };
         match called {
+            Ok(Ok(Some(reply))) if reply.len() > self.router.config.limits.payload_bytes => {
+                let live = self.live.as_mut().expect("still live");
+                let data = live.store.data_mut();
+                data.state.discard_pending();
+                data.sends.clear();
+                let limit = self.router.config.limits.payload_bytes;
+                let cause = format!(
+                    "was stopped: its reply of {} bytes is over the silo's limit `payload-bytes` of {limit} bytes; the turn's writes were discarded",
+                    reply.len()
+                );
+                tracing::warn!(object = %self.key, %cause, "reply refused");
+                Err(TurnFailure {
+                    error: ReplyError::Trap(format!("{} {cause}", self.key)),
+                    instance_lost: false,
+                })
+            }
             Ok(Ok(reply)) => {
                 let keyed_reply = match (&hook, &reply) {
                     (
@@ -386,7 +641,8 @@ impl Activation {
                     ) => Some((key.clone(), reply.clone())),
                     _ => None,
                 };
-                self.commit(keyed_reply).await?;
+                let is_handler = matches!(hook, Hook::Handle { .. });
+                self.commit(keyed_reply, is_handler).await?;
                 Ok(reply)
             }
             Ok(Err((kind, message))) => {
@@ -430,6 +686,7 @@ impl Activation {
         message_type: Option<&str>,
         callee_unknown_message: Option<ReplyError>,
     ) -> ReplyError {
+        let (kind, message) = (cut(kind), cut(message));
         if kind != "unknown-message" {
             return ReplyError::Guest { kind, message };
         }
@@ -447,64 +704,93 @@ impl Activation {
     /// its guest-side memory may assume writes that never happened. The
     /// store accepts the writes only from the object's owner (fencing).
     /// A turn run under an idempotency key commits its reply with its
-    /// writes, even when it wrote nothing.
+    /// writes, even when it wrote nothing. A handler's commit deletes a
+    /// stored intent: no handler runs while another's is unfinished, so it
+    /// is this turn's own (or one that cannot be read).
     async fn commit(
         &mut self,
         keyed_reply: Option<(Arc<str>, Vec<u8>)>,
+        is_handler: bool,
     ) -> Result<(), TurnFailure> {
         let live = self.live.as_mut().expect("still live");
         let data = live.store.data_mut();
-        if !data.state.has_pending() && keyed_reply.is_none() && data.sends.is_empty() {
+        let clears_intent = is_handler && data.intent_stored.is_some();
+        if !data.state.has_pending()
+            && keyed_reply.is_none()
+            && data.sends.is_empty()
+            && !clears_intent
+        {
             return Ok(());
         }
         let now_ms = crate::cluster::now_ms();
         let sends = std::mem::take(&mut data.sends);
-        let outbox = match (&self.outbox, sends.is_empty()) {
-            (_, true) => Vec::new(),
-            (Some(outbox), false) => outbox.number(sends, now_ms),
-            (None, false) => {
-                return Err(TurnFailure {
-                    error: ReplyError::Internal(format!("{} sent with no outbox loaded", self.key)),
-                    instance_lost: true,
-                });
-            }
+        // The seqs go on from the stored outbox's; opening it also starts
+        // delivering what it still holds.
+        if !sends.is_empty()
+            && let Err(error) = self.open_outbox().await
+        {
+            return Err(TurnFailure {
+                error,
+                instance_lost: true,
+            });
+        }
+        let outbox = match &self.outbox {
+            Some(outbox) if !sends.is_empty() => outbox.number(sends, now_ms),
+            _ => Vec::new(),
         };
+        let live = self.live.as_mut().expect("still live");
+        let data = live.store.data_mut();
+        let mut writes = data.state.pending_writes();
+        if clears_intent {
+            writes.push((INTENT_KEY.to_string(), None));
+        }
+        let marks_sender = !outbox.is_empty() && !self.has_sent;
+        if marks_sender {
+            writes.push((HAS_SENT_KEY.to_string(), Some(Vec::new())));
+        }
         let commit = Commit {
-            writes: data.state.pending_writes(),
-            reply: keyed_reply.as_ref().map(|(key, reply)| ReplyRecord {
+            writes,
+            reply: keyed_reply.map(|(key, reply)| ReplyRecord {
                 key: key.to_string(),
-                reply: reply.clone(),
+                reply,
                 stored_at_ms: now_ms,
             }),
             outbox,
         };
+        self.commit_as_owner(commit)
+            .await
+            .map_err(|error| TurnFailure {
+                error,
+                instance_lost: true,
+            })?;
+        let live = self.live.as_mut().expect("still live");
+        let data = live.store.data_mut();
+        data.state.apply_pending();
+        if clears_intent {
+            data.intent_stored = None;
+        }
+        self.has_sent |= marks_sender;
+        Ok(())
+    }
+
+    /// Stores `commit` if this silo owns the object (the store refuses a
+    /// commit from any other: fencing), then remembers its reply and hands
+    /// its messages to the outbox. A refusal means the object moved: this
+    /// activation retires and stops delivering.
+    async fn commit_as_owner(&mut self, commit: Commit) -> Result<(), ReplyError> {
         let sent = commit.outbox.clone();
-        // In a cluster the placement store names the owner; a lone silo is
-        // known by its process generation, which holds its data dir's lease.
-        let owner = match &self.router.cluster {
-            Some(cluster) => cluster.me().cloned(),
-            None => Ok(SiloId {
-                address: String::new(),
-                generation: self.router.generation,
-            }),
-        };
-        let result = match owner {
-            Ok(owner) => {
-                self.router
-                    .state_store
-                    .commit_turn(&self.key, commit, &owner)
-                    .await
-            }
-            Err(error) => {
-                return Err(TurnFailure {
-                    error,
-                    instance_lost: true,
-                });
-            }
-        };
+        let keyed_reply = commit
+            .reply
+            .as_ref()
+            .map(|record| (Arc::<str>::from(record.key.as_str()), record.reply.clone()));
+        let owner = self.router.commit_owner()?;
+        let result = self
+            .router
+            .state_store
+            .commit_turn(&self.key, commit, &owner)
+            .await;
         match result {
             Ok(()) => {
-                live.store.data_mut().state.apply_pending();
                 if let Some((key, reply)) = keyed_reply {
                     self.recent_replies.insert(key, reply);
                 }
@@ -519,13 +805,10 @@ impl Activation {
                     outbox.stop();
                 }
                 tracing::warn!(object = %self.key, "commit refused: the object moved to another silo; turn discarded");
-                Err(TurnFailure {
-                    error: ReplyError::Unavailable(format!(
-                        "{} moved to another silo; the turn's writes were discarded",
-                        self.key
-                    )),
-                    instance_lost: true,
-                })
+                Err(ReplyError::Unavailable(format!(
+                    "{} moved to another silo; the turn's writes were discarded",
+                    self.key
+                )))
             }
             Err(error) => {
                 tracing::error!(object = %self.key, %error, "commit failed; turn discarded");
@@ -534,10 +817,7 @@ impl Activation {
                 // instance, so no seq is handed out twice.
                 self.outbox = None;
                 let message = format!("cannot commit the state of {}: {error}", self.key);
-                Err(TurnFailure {
-                    error: ReplyError::Internal(message),
-                    instance_lost: true,
-                })
+                Err(ReplyError::Internal(message))
             }
         }
     }
@@ -681,6 +961,23 @@ fn trap_cause(error: &wasmtime::Error, panic: Option<String>) -> String {
         // A host function failed the call (not a wasm trap): its own words.
         (None, None) => format!("failed: {}", error.root_cause()),
     }
+}
+
+/// The most of a guest's error kind or message a caller gets: with the
+/// rest of the reply it stays within `REPLY_FRAME_OVERHEAD_BYTES`.
+const MAX_GUEST_ERROR_BYTES: usize = 16 * 1024;
+
+/// `text` cut to [`MAX_GUEST_ERROR_BYTES`] at a character boundary.
+fn cut(mut text: String) -> String {
+    if text.len() > MAX_GUEST_ERROR_BYTES {
+        let mut end = MAX_GUEST_ERROR_BYTES;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
+    text
 }
 
 /// `text` on one line (control characters as spaces), at most

@@ -52,7 +52,8 @@ pub(crate) enum Delivery {
     /// In the object's mailbox, or waiting in its slot.
     Queued,
     /// Refused; the envelope's caller must hear why.
-    Refused(Envelope, ReplyError),
+    /// Boxed: a refusal is rare, and the common `Queued` stays small.
+    Refused(Box<Envelope>, ReplyError),
     /// A new mailbox holds the message: the caller starts the activation.
     Activate(mpsc::Receiver<Envelope>),
     /// A new `Placing` slot holds the message: the caller starts placement.
@@ -105,7 +106,7 @@ impl Directory {
                 Ok(()) => return Delivery::Queued,
                 Err(mpsc::error::TrySendError::Full(refused)) => {
                     let message = format!("the mailbox of {key} is full");
-                    return Delivery::Refused(refused, ReplyError::Overloaded(message));
+                    return Delivery::Refused(Box::new(refused), ReplyError::Overloaded(message));
                 }
                 Err(mpsc::error::TrySendError::Closed(refused)) => {
                     // The activation ended without clearing its slot (it
@@ -120,13 +121,13 @@ impl Directory {
             Some(Slot::Deactivating(waiting) | Slot::Placing(waiting)) => {
                 if waiting.len() >= self.capacity {
                     let message = format!("too many messages wait for {key} to be ready");
-                    return Delivery::Refused(envelope, ReplyError::Overloaded(message));
+                    return Delivery::Refused(Box::new(envelope), ReplyError::Overloaded(message));
                 }
                 waiting.push(envelope);
                 Delivery::Queued
             }
             None => match vacancy() {
-                Vacancy::Refuse(error) => Delivery::Refused(envelope, error),
+                Vacancy::Refuse(error) => Delivery::Refused(Box::new(envelope), error),
                 Vacancy::Place => {
                     slots.insert(key.clone(), Slot::Placing(vec![envelope]));
                     Delivery::Place
@@ -137,7 +138,7 @@ impl Directory {
                     if let Err(refused) = mailbox.try_send(envelope) {
                         let error =
                             ReplyError::Overloaded("a new mailbox refused a message".into());
-                        return Delivery::Refused(refused.into_inner(), error);
+                        return Delivery::Refused(Box::new(refused.into_inner()), error);
                     }
                     slots.insert(key.clone(), Slot::Active(mailbox));
                     Delivery::Activate(inbox)

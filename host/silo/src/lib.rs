@@ -12,6 +12,8 @@
 //! - `activation`: one object's live instance, its mailbox and its turns.
 //! - `idempotency`: replies kept under idempotency keys, derived keys, the sweep.
 //! - `outbox`: delivery of one-way sends committed with their turns, dead letters.
+//! - `resume`: keyed turns interrupted after their calls, run again first.
+//! - `client_send`: a client's one-way send, stored in its receiver's outbox.
 //! - `directory`: which objects have an activation on this silo.
 //! - `router`: delivers a message to an object, activating it if needed.
 //! - `server`: the TCP listener, the handshake and one reader per connection.
@@ -24,6 +26,7 @@
 
 mod activation;
 mod bindings;
+mod client_send;
 mod cluster;
 mod component_cache;
 pub mod config;
@@ -40,6 +43,7 @@ mod log_summary;
 mod mailbox;
 mod object_key;
 mod outbox;
+mod resume;
 mod router;
 mod server;
 pub mod silo;

@@ -30,6 +30,10 @@ pub struct Limits {
     /// Log lines one activation may write per second; the excess is dropped
     /// and counted (`log-lines-per-second`).
     pub log_lines_per_second: usize,
+    /// Bytes of one call's payload, and of one reply's (`payload-bytes`):
+    /// clients and the silo's peers accept replies this big, so raise it on
+    /// every silo of a cluster and in clients together.
+    pub payload_bytes: usize,
 }
 
 impl Default for Limits {
@@ -48,13 +52,14 @@ impl Default for Limits {
             calls_per_turn: 1000,
             log_line_bytes: 4096,
             log_lines_per_second: 100,
+            payload_bytes: rio_protocol::DEFAULT_MAX_PAYLOAD_BYTES,
         }
     }
 }
 
 impl Limits {
     /// The names of every limit, as `set` takes them.
-    pub const NAMES: [&'static str; 10] = [
+    pub const NAMES: [&'static str; 11] = [
         "object-id-bytes",
         "service-type-bytes",
         "key-bytes",
@@ -65,6 +70,7 @@ impl Limits {
         "calls-per-turn",
         "log-line-bytes",
         "log-lines-per-second",
+        "payload-bytes",
     ];
 
     /// Sets the limit called `name` (see [`Limits::NAMES`]).
@@ -80,6 +86,7 @@ impl Limits {
             "calls-per-turn" => &mut self.calls_per_turn,
             "log-line-bytes" => &mut self.log_line_bytes,
             "log-lines-per-second" => &mut self.log_lines_per_second,
+            "payload-bytes" => &mut self.payload_bytes,
             _ => return Err(UnknownLimit(name.to_string())),
         };
         *field = value;

@@ -17,6 +17,10 @@
 //! are woken by [`wake_senders`] (at a lone silo's start; in a cluster when
 //! this silo declares another dead): a [`WAKE`] message activates the
 //! sender, whose activation loads its outbox and delivers.
+//!
+//! A client's send (an [`ENQUEUE`] call, see `client_send`) is stored in
+//! the receiver's own outbox, as a message from the receiver to itself, and
+//! takes the same path from there.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -38,6 +42,18 @@ use crate::storage::{DeadLetter, Outgoing, StorageError};
 /// its outbox; the guest never sees it. Reserved: a guest message of this
 /// type is taken for a wake-up.
 pub(crate) const WAKE: &str = "rio:wake-outbox";
+
+/// The state key marking an object that has sent one way: its activations
+/// load its outbox. Reserved, like `resume::INTENT_KEY`: guests neither see
+/// nor write it. Objects that never sent read no outbox when they activate;
+/// those whose marker predates their undelivered messages (sent before the
+/// marker existed) are reached by the wake-ups, which a restart runs.
+pub(crate) const HAS_SENT_KEY: &str = "rio:has-sent";
+
+/// The message type of a client's one-way send (see `client_send`): the
+/// receiver stores the message in its own outbox, which delivers it to
+/// the receiver itself. Reserved like [`WAKE`]: the guest never sees it.
+pub(crate) const ENQUEUE: &str = rio_protocol::ENQUEUE_MESSAGE_TYPE;
 
 /// Deliveries answered with the receiver's own error or a trap are given
 /// up after this many attempts: such errors may pass (a trap from memory
@@ -372,7 +388,9 @@ pub(crate) async fn run_wake_ups(
 /// Dead letters listed at most at once, whatever a request asks.
 const MAX_LISTED: u32 = 10_000;
 
-/// The dead letters a `DeadLetters` request asks for.
+/// The dead letters a `DeadLetters` request asks for, oldest first, as
+/// many as fit in one reply (`payload-bytes`); the caller asks again for
+/// more after handling those.
 pub(crate) async fn dead_letters(
     router: &Router,
     receiver_type: Option<String>,
@@ -383,8 +401,21 @@ pub(crate) async fn dead_letters(
         .dead_letters(receiver_type.as_deref(), limit.min(MAX_LISTED) as usize)
         .await
         .map_err(|error| ReplyError::Internal(format!("cannot list the dead letters: {error}")))?;
+    // A letter's payload is at most `payload-bytes` (sends are checked),
+    // and its names and reason fit in half a frame's overhead.
+    const LETTER_FIELDS_BYTES: usize = 256;
+    let budget = router.config.limits.payload_bytes + rio_protocol::REPLY_FRAME_OVERHEAD_BYTES / 2;
+    let mut listed_bytes = 0;
     Ok(letters
         .into_iter()
+        .take_while(|letter| {
+            let message = &letter.message;
+            listed_bytes += message.payload.len()
+                + letter.reason.len()
+                + message.message_type.len()
+                + LETTER_FIELDS_BYTES;
+            listed_bytes <= budget
+        })
         .map(|letter| DeadLetterInfo {
             sender: (
                 letter.sender.service_type.to_string(),

@@ -19,8 +19,8 @@ use crate::deployments::{DeployedType, Deployments};
 use crate::directory::{Delivery, Directory, Settled, Vacancy};
 use crate::host::{Messenger, TurnCall};
 use crate::mailbox::{CallChain, Envelope, ReplyTo};
-use crate::storage::SiloId;
-use crate::storage::StateStore;
+use crate::resume::INTENT_KEY;
+use crate::storage::{Commit, SiloId, StateStore, StorageError};
 use crate::{ObjectKey, SiloConfig};
 
 /// Counters for `Stats` requests and benchmarks.
@@ -122,6 +122,19 @@ impl Router {
             .collect())
     }
 
+    /// Who commits for this silo's activations: in a cluster the placement
+    /// store names the owner; a lone silo is known by its process
+    /// generation, which holds its data dir's lease.
+    pub(crate) fn commit_owner(&self) -> Result<SiloId, ReplyError> {
+        match &self.cluster {
+            Some(cluster) => cluster.me().cloned(),
+            None => Ok(SiloId {
+                address: String::new(),
+                generation: self.generation,
+            }),
+        }
+    }
+
     /// The chain of a message from outside the silo: nobody is waiting in a turn.
     pub(crate) fn empty_chain(&self) -> CallChain {
         self.empty_chain.clone()
@@ -181,6 +194,13 @@ impl Router {
         }
         if let Err(error) = self.within_name_limits(&key) {
             return envelope.reply.send(Err(error));
+        }
+        let payload_limit = self.config.limits.payload_bytes;
+        if envelope.payload.len() > payload_limit {
+            return envelope.reply.send(Err(ReplyError::BadRequest(format!(
+                "the message to {key} is {} bytes, over the silo's limit `payload-bytes` of {payload_limit} bytes",
+                envelope.payload.len()
+            ))));
         }
         if envelope.call_chain.contains(&key) {
             let chain: Vec<String> = envelope
@@ -295,6 +315,31 @@ impl Messenger for Router {
         wait: Option<&'a WaitEdge>,
     ) -> Pin<Box<dyn Future<Output = Result<Vec<u8>, ReplyError>> + Send + 'a>> {
         Box::pin(async move { self.call_from_turn(call, wait).await })
+    }
+
+    fn record_intent(
+        self: Arc<Self>,
+        object: ObjectKey,
+        intent: Vec<u8>,
+    ) -> Pin<Box<dyn Future<Output = Result<(), ReplyError>> + Send>> {
+        Box::pin(async move {
+            let owner = self.commit_owner()?;
+            let commit = Commit {
+                writes: vec![(INTENT_KEY.to_string(), Some(intent))],
+                ..Commit::default()
+            };
+            self.state_store
+                .commit_turn(&object, commit, &owner)
+                .await
+                .map_err(|error| match error {
+                    StorageError::Fenced { .. } => ReplyError::Unavailable(format!(
+                        "{object} moved to another silo; its turn was stopped before its first call"
+                    )),
+                    error => ReplyError::Internal(format!(
+                        "cannot store the keyed turn of {object} before its first call: {error}"
+                    )),
+                })
+        })
     }
 }
 

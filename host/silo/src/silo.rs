@@ -64,7 +64,9 @@ impl Silo {
                 let store =
                     ClusterStore::open(&cluster_config.url, config.group_commit_max).await?;
                 let (state, components) = (store.state.clone(), store.components.clone());
-                let cluster = Cluster::new(store, cluster_config.clone(), generation);
+                let payload_bytes = config.limits.payload_bytes;
+                let cluster =
+                    Cluster::new(store, cluster_config.clone(), generation, payload_bytes);
                 (state, components, Some(Arc::new(cluster)))
             }
         };

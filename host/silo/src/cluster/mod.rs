@@ -65,14 +65,21 @@ fn storage(error: StorageError) -> ReplyError {
 }
 
 impl Cluster {
-    pub(crate) fn new(store: ClusterStore, config: ClusterConfig, generation: i64) -> Cluster {
+    /// `max_reply_payload_bytes` is the silo's `payload-bytes`, which its
+    /// peers' replies to forwarded calls keep within.
+    pub(crate) fn new(
+        store: ClusterStore,
+        config: ClusterConfig,
+        generation: i64,
+        max_reply_payload_bytes: usize,
+    ) -> Cluster {
         Cluster {
             store,
             config,
             generation,
             me: OnceLock::new(),
             view: RwLock::default(),
-            peers: Peers::default(),
+            peers: Peers::new(max_reply_payload_bytes),
             routes: Mutex::default(),
             evicted: watch::channel(false).0,
             retired: watch::channel(false).0,

@@ -18,10 +18,12 @@ pub(crate) enum ForwardFailure {
     Reply(ReplyError),
 }
 
-#[derive(Default)]
 pub(crate) struct Peers {
     calls: Mutex<HashMap<String, Client>>,
     probes: Mutex<HashMap<String, Client>>,
+    /// This silo's `payload-bytes`: its peers (configured alike) answer
+    /// forwarded calls with replies up to that size.
+    max_reply_payload_bytes: usize,
 }
 
 /// How long a forwarded call's sender waits past the call's own deadline:
@@ -34,12 +36,25 @@ const FORWARD_REPLY_MARGIN: Duration = Duration::from_secs(1);
 const REPORT_TIMEOUT: Duration = Duration::from_millis(500);
 
 impl Peers {
+    pub(crate) fn new(max_reply_payload_bytes: usize) -> Peers {
+        Peers {
+            calls: Mutex::default(),
+            probes: Mutex::default(),
+            max_reply_payload_bytes,
+        }
+    }
+
     /// The connection for forwarded calls to the silo at `address`; an
     /// error means nothing was sent.
     pub(crate) async fn call_connection(&self, address: &str) -> Result<Client, String> {
-        connection(&self.calls, address, FORWARD_REPLY_MARGIN)
-            .await
-            .map_err(|error| error.to_string())
+        connection(
+            &self.calls,
+            address,
+            FORWARD_REPLY_MARGIN,
+            self.max_reply_payload_bytes,
+        )
+        .await
+        .map_err(|error| error.to_string())
     }
 
     /// Sends a forwarded call over `client`, the connection to `address`.
@@ -72,7 +87,8 @@ impl Peers {
     pub(crate) async fn ping(&self, address: &str, timeout: Duration) -> Result<i64, String> {
         let attempt = async {
             // Its own timeout, whoever opened the shared probe connection.
-            let client = connection(&self.probes, address, timeout).await?;
+            let client =
+                connection(&self.probes, address, timeout, self.max_reply_payload_bytes).await?;
             client.with_timeout(timeout).ping().await
         };
         match tokio::time::timeout(timeout, attempt).await {
@@ -93,7 +109,13 @@ impl Peers {
     /// (the next one follows shortly).
     pub(crate) async fn report_waits(&self, address: &str, report: WaitReport) {
         let attempt = async {
-            let client = connection(&self.probes, address, REPORT_TIMEOUT).await?;
+            let client = connection(
+                &self.probes,
+                address,
+                REPORT_TIMEOUT,
+                self.max_reply_payload_bytes,
+            )
+            .await?;
             client
                 .with_timeout(REPORT_TIMEOUT)
                 .request(Request::Waits(report))
@@ -117,13 +139,16 @@ async fn connection(
     pool: &Mutex<HashMap<String, Client>>,
     address: &str,
     timeout: Duration,
+    max_reply_payload_bytes: usize,
 ) -> Result<Client, ClientError> {
     if let Some(client) = pool.lock().unwrap_or_else(|p| p.into_inner()).get(address)
         && !client.is_closed()
     {
         return Ok(client.clone());
     }
-    let client = Client::connect(address).await?.with_timeout(timeout);
+    let client = Client::connect_accepting(address, max_reply_payload_bytes)
+        .await?
+        .with_timeout(timeout);
     // Two tasks may connect at once; the second connection simply wins.
     pool.lock()
         .unwrap_or_else(|p| p.into_inner())

@@ -57,6 +57,13 @@ impl Host for ActivationData {
                 self.key, limits.calls_per_turn
             )));
         }
+        if payload.len() > limits.payload_bytes {
+            return Err(CallError::Internal(format!(
+                "cannot send a message of {} bytes: over the silo's limit `payload-bytes` of {}",
+                payload.len(),
+                limits.payload_bytes
+            )));
+        }
         let pending_bytes: usize = self.sends.iter().map(|send| send.payload.len()).sum();
         if pending_bytes + payload.len() > limits.turn_write_bytes {
             return Err(CallError::Internal(format!(
@@ -125,6 +132,7 @@ impl ActivationData {
             .turn_key
             .as_deref()
             .map(|turn_key| derived_key(turn_key, &self.key, index, &target, &message_type));
+        self.store_intent_before_calling().await?;
         // A call back into this call chain is a `cycle`, which the router
         // answers; it is not a wait between chains.
         let same_chain = target == self.key || self.incoming_chain.contains(&target);
@@ -160,6 +168,25 @@ impl ActivationData {
 }
 
 impl ActivationData {
+    /// A keyed turn's first call may take effect even if the turn never
+    /// commits: its request is stored first, so the object runs it again
+    /// before any other turn (see `resume`).
+    async fn store_intent_before_calling(&mut self) -> Result<(), ReplyError> {
+        let Some(intent) = &self.turn_intent else {
+            return Ok(());
+        };
+        if self.intent_stored.as_ref() == Some(&intent.key) {
+            return Ok(());
+        }
+        let (encoded, key) = (intent.encode(), intent.key.clone());
+        self.messenger
+            .clone()
+            .record_intent(self.key.clone(), encoded)
+            .await?;
+        self.intent_stored = Some(key);
+        Ok(())
+    }
+
     /// Refuses the turn's call number `index` (from 0) if it is one too
     /// many, or if it would make the chain of waiting turns too deep.
     fn within_call_limits(&self, index: u32) -> Result<(), ReplyError> {

@@ -16,6 +16,7 @@ use crate::Limits;
 use crate::ObjectKey;
 use crate::deadlock::{Deadlock, WaitEdge};
 use crate::mailbox::CallChain;
+use crate::resume::Intent;
 
 mod identity;
 pub(crate) mod log;
@@ -42,6 +43,14 @@ pub(crate) trait Messenger: Send + Sync + 'static {
         call: TurnCall,
         wait: Option<&'a WaitEdge>,
     ) -> Pin<Box<dyn Future<Output = Result<Vec<u8>, ReplyError>> + Send + 'a>>;
+
+    /// Stores `object`'s keyed turn (an encoded `resume::Intent`) before
+    /// its first call, fenced like a commit.
+    fn record_intent(
+        self: Arc<Self>,
+        object: ObjectKey,
+        intent: Vec<u8>,
+    ) -> Pin<Box<dyn Future<Output = Result<(), ReplyError>> + Send>>;
 }
 
 /// A message a turn sends to another object.
@@ -86,6 +95,13 @@ pub(crate) struct ActivationData {
     pub(crate) turn_key: Option<Arc<str>>,
     /// Calls the current turn has made so far (the next call's position).
     pub(crate) calls_made: u32,
+    /// The current turn's request, if it runs under an idempotency key:
+    /// stored before its first call (see `resume`).
+    pub(crate) turn_intent: Option<Intent>,
+    /// The key of the intent the store holds for this object (loaded with
+    /// its state, or stored by a turn's first call), until a commit
+    /// deletes it.
+    pub(crate) intent_stored: Option<Arc<str>>,
     /// Messages the current turn sent one way: committed with its writes,
     /// discarded with them.
     pub(crate) sends: Vec<PendingSend>,
@@ -134,6 +150,8 @@ impl ActivationData {
             callee_unknown_message: None,
             turn_key: None,
             calls_made: 0,
+            turn_intent: None,
+            intent_stored: None,
             sends: Vec::new(),
             limits: limits.clone(),
             log_budget: log::LogBudget::new(limits.log_lines_per_second),

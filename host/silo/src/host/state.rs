@@ -7,6 +7,8 @@ use crate::Limits;
 use crate::bindings::state::Host;
 use crate::host::ActivationData;
 use crate::limits::LimitExceeded;
+use crate::outbox::HAS_SENT_KEY;
+use crate::resume::INTENT_KEY;
 use crate::storage::StateWrite;
 
 /// An object's state as loaded, plus the current turn's uncommitted writes,
@@ -173,6 +175,17 @@ impl ObjectState {
     }
 }
 
+/// The silo's own entries in an object's state (see `resume` and
+/// `outbox`): loading hides them, and a guest writing one is stopped.
+fn refuse_reserved(key: &str) -> wasmtime::Result<()> {
+    if key == INTENT_KEY || key == HAS_SENT_KEY {
+        return Err(wasmtime::Error::msg(format!(
+            "the state key `{key}` is reserved by the silo"
+        )));
+    }
+    Ok(())
+}
+
 impl Host for ActivationData {
     fn get(&mut self, key: String) -> Option<Vec<u8>> {
         self.state.get(&key).cloned()
@@ -182,12 +195,14 @@ impl Host for ActivationData {
     /// with the limit named, its writes discarded, and the silo holds no
     /// more than the limit allowed.
     fn set(&mut self, key: String, value: Vec<u8>) -> wasmtime::Result<()> {
+        refuse_reserved(&key)?;
         self.state
             .write(key, Some(value))
             .map_err(wasmtime::Error::new)
     }
 
     fn delete(&mut self, key: String) -> wasmtime::Result<()> {
+        refuse_reserved(&key)?;
         self.state.write(key, None).map_err(wasmtime::Error::new)
     }
 
