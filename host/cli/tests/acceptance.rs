@@ -1,5 +1,6 @@
 //! The README's acceptance example, run with the real `rio` binary: a silo
-//! process, `rio build`, `rio deploy`, `rio call`, and a restart.
+//! process, `rio build`, `rio deploy`, `rio call`, and a restart; and a
+//! short `rio bench` whose checks must all pass.
 
 mod common;
 
@@ -67,4 +68,46 @@ fn build_deploy_call_and_restart_with_the_cli() {
         "state and deployment survive the restart"
     );
     silo.stop();
+}
+
+/// `rio bench --keyed-writes --transfers`, briefly and tiny: every check the
+/// benchmark makes (acknowledged writes committed, money conserved by both
+/// transfer variants once the outbox has delivered) holds.
+#[test]
+fn a_short_bench_with_transfers_verifies_its_figures() {
+    let output = rio(&[
+        "bench",
+        "--json",
+        "--keyed-writes",
+        "--transfers",
+        "--seconds",
+        "0.5",
+        "--connections",
+        "2",
+        "--in-flight",
+        "8",
+        "--objects",
+        "20",
+        "--accounts",
+        "8",
+        "--latency-samples",
+        "20",
+        "--activations",
+        "20",
+        "--idle-objects",
+        "20",
+    ]);
+    let figures: serde_json::Value = serde_json::from_str(&stdout_of(&output)).unwrap();
+    assert_eq!(figures["writes_verified"], true, "{figures:#}");
+    assert_eq!(figures["keyed_writes"]["verified"], true, "{figures:#}");
+    assert_eq!(figures["transfers"]["accounts"], 8);
+    for variant in ["call", "send"] {
+        let run = &figures["transfers"][variant];
+        assert_eq!(run["verified"], true, "{variant}: {figures:#}");
+        assert_eq!(run["refused"], 0, "{variant}: {figures:#}");
+        assert!(
+            run["throughput"]["completed"].as_u64().unwrap() > 0,
+            "{variant}: {figures:#}"
+        );
+    }
 }

@@ -108,19 +108,21 @@ pub(crate) struct LoadResult {
 }
 
 /// Keeps `in_flight` requests outstanding on each client for `duration`,
-/// each worker walking the objects from its own offset.
-pub(crate) async fn closed_loop<F, Fut>(
+/// each worker walking the objects (ids, or whatever the request needs to
+/// pick its target) from its own offset.
+pub(crate) async fn closed_loop<T, F, Fut>(
     clients: &[BenchClient],
-    objects: &[String],
+    objects: &[T],
     in_flight: usize,
     duration: Duration,
     request: F,
 ) -> anyhow::Result<LoadResult>
 where
-    F: Fn(BenchClient, String) -> Fut + Clone + Send + 'static,
+    T: Clone + Send + Sync + 'static,
+    F: Fn(BenchClient, T) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = Result<(), ClientError>> + Send,
 {
-    let objects: Arc<[String]> = objects.into();
+    let objects: Arc<[T]> = objects.into();
     let workers = clients.len() * in_flight.max(1);
     let started = Instant::now();
     let deadline = started + duration;

@@ -9,11 +9,13 @@
 //!
 //! - `silo_process`: the child silo.
 //! - `load`: closed-loop request/reply load and latency sampling.
+//! - `transfers`: bank accounts moving money, checked to add up (`--transfers`).
 //! - `report`: the table and the `--json` form.
 
 mod load;
 mod report;
 mod silo_process;
+mod transfers;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -81,6 +83,18 @@ pub(crate) struct BenchArgs {
     /// key (their replies are stored with their writes), against plain ones.
     #[arg(long)]
     keyed_writes: bool,
+    /// Also measure random transfers between bank accounts
+    /// (`examples/bank`), each with a fresh idempotency key: one run where
+    /// the withdrawing turn calls the receiver, one through the outbox
+    /// (`transfer-send`); after each, checks that the balances add up.
+    #[arg(long)]
+    transfers: bool,
+    /// Bank accounts the transfers move money between.
+    #[arg(long, default_value_t = 64)]
+    accounts: usize,
+    /// Service type name to deploy the bank account under.
+    #[arg(long, default_value = "BenchAccount")]
+    account_type: String,
 }
 
 #[derive(Serialize)]
@@ -120,14 +134,20 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let component_path = match (&args.component, &args.guest) {
         (Some(path), _) => path.clone(),
         (None, Some(folder)) => crate::build::build_guest(folder, true)?,
-        (None, None) => crate::build::build_rust_guest(&workspace_guest("counter")?, true)?,
+        (None, None) => crate::build::build_rust_guest(&workspace_crate("guests/counter")?, true)?,
     };
-    let component = std::fs::read(&component_path)
-        .with_context(|| format!("cannot read {}", component_path.display()))?;
     let admin = Client::connect(&address)
         .await?
         .with_timeout(Duration::from_secs(300));
-    admin.deploy(&args.service_type, component).await?;
+    admin
+        .deploy(&args.service_type, read_component(&component_path)?)
+        .await?;
+    if args.transfers {
+        let bank = crate::build::build_rust_guest(&workspace_crate("examples/bank")?, true)?;
+        admin
+            .deploy(&args.account_type, read_component(&bank)?)
+            .await?;
+    }
     let mut admins = Vec::new();
     for address in &addresses {
         admins.push(Client::connect(address).await?);
@@ -142,20 +162,30 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `guests/NAME` of the rio checkout this binary runs in (or the current folder's).
-fn workspace_guest(name: &str) -> anyhow::Result<PathBuf> {
-    let from_cwd = PathBuf::from("guests").join(name);
+/// The guest crate at `path` (such as `guests/counter`) of the current
+/// folder, or else of the rio checkout this binary was built in.
+fn workspace_crate(path: &str) -> anyhow::Result<PathBuf> {
+    let from_cwd = PathBuf::from(path);
     if from_cwd.join("Cargo.toml").is_file() {
         return Ok(from_cwd);
     }
     let built_in = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../guests")
-        .join(name);
+        .join("../..")
+        .join(path);
     ensure!(
         built_in.join("Cargo.toml").is_file(),
-        "cannot find guests/{name}; pass --component FILE"
+        "cannot find {path}; run from a rio checkout or pass --component FILE"
     );
     Ok(built_in)
+}
+
+fn read_component(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+/// `part` per second as a share of `whole` per second.
+fn share(part: &Throughput, whole: &Throughput) -> f64 {
+    part.per_second / whole.per_second.max(f64::MIN_POSITIVE)
 }
 
 /// The counters of every silo measured, added up.
@@ -179,6 +209,13 @@ async fn measure(
 ) -> anyhow::Result<Figures> {
     // Load closures run on spawned tasks; the name lives as long as the process.
     let service_type: &'static str = Box::leak(args.service_type.clone().into_boxed_str());
+    // Unique across runs against the same silo: a reused idempotency key
+    // would be answered from the store instead of writing, and reused
+    // accounts would not start from their opening balance.
+    let run = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos() as u64;
     let clients = load::connect_all(addresses, args.connections).await?;
     let objects: Vec<String> = (0..args.objects).map(|i| format!("load-{i}")).collect();
     // Activate every object first so the throughput runs see warm objects.
@@ -226,14 +263,9 @@ async fn measure(
     .await?;
     let after = sum_of_values(&clients[0], service_type, &objects).await?;
     let writes_verified = after - before == writes.completed as i64;
+    let writes = Throughput::from(&writes);
 
     let keyed_writes = if args.keyed_writes {
-        // Unique across runs against the same silo: a reused key would be
-        // answered from the store instead of writing.
-        let run = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos();
         let next_key = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let keyed = load::closed_loop(
             &clients,
@@ -259,9 +291,27 @@ async fn measure(
         )
         .await?;
         let keyed_after = sum_of_values(&clients[0], service_type, &objects).await?;
+        let throughput = Throughput::from(&keyed);
         Some(report::KeyedWrites {
             verified: keyed_after - after == keyed.completed as i64,
-            throughput: Throughput::from(&keyed),
+            of_plain_writes: share(&throughput, &writes),
+            throughput,
+        })
+    } else {
+        None
+    };
+
+    let transfers = if args.transfers {
+        let account_type: &'static str = Box::leak(args.account_type.clone().into_boxed_str());
+        let bank =
+            transfers::Bank::open(&clients, account_type, args.accounts, args.in_flight, run)
+                .await?;
+        let call = transfer_run(&bank, &clients, args, transfers::Variant::Call, &writes).await?;
+        let send = transfer_run(&bank, &clients, args, transfers::Variant::Send, &writes).await?;
+        Some(report::Transfers {
+            accounts: bank.accounts(),
+            call,
+            send,
         })
     } else {
         None
@@ -337,9 +387,10 @@ async fn measure(
         in_flight: args.in_flight,
         objects: args.objects,
         read_only: Throughput::from(&read_only),
-        writes: Throughput::from(&writes),
+        writes,
         writes_verified,
         keyed_writes,
+        transfers,
         latency_p50_us: latency.percentile_us(50.0),
         latency_p99_us: latency.percentile_us(99.0),
         protocol_round_trip_p50_us: protocol_only.percentile_us(50.0),
@@ -351,6 +402,29 @@ async fn measure(
         resident_bytes_per_idle_activation: resident_growth / added,
         proportional_bytes_per_idle_activation: proportional_growth / added,
         silo_resident_bytes: idle_after.resident_bytes,
+    })
+}
+
+/// One run of transfers in `variant`, reported against the plain writes.
+async fn transfer_run(
+    bank: &transfers::Bank,
+    clients: &[load::BenchClient],
+    args: &BenchArgs,
+    variant: transfers::Variant,
+    writes: &Throughput,
+) -> anyhow::Result<report::TransferRun> {
+    let duration = Duration::from_secs_f64(args.seconds);
+    let outcome = bank.run(clients, args.in_flight, duration, variant).await?;
+    let throughput = Throughput::from(&outcome.load);
+    Ok(report::TransferRun {
+        of_plain_writes: share(&throughput, writes),
+        refused: outcome.refused,
+        deadlocks: outcome.deadlocks,
+        drain_seconds: outcome.drain.as_secs_f64(),
+        delivered_per_second: throughput.completed as f64
+            / (throughput.seconds + outcome.drain.as_secs_f64()),
+        throughput,
+        verified: outcome.verified,
     })
 }
 

@@ -30,7 +30,42 @@ impl From<&LoadResult> for Throughput {
 #[derive(Serialize)]
 pub(crate) struct KeyedWrites {
     pub(crate) throughput: Throughput,
+    /// Their calls/s divided by the plain writes' calls/s.
+    pub(crate) of_plain_writes: f64,
     /// The sum of all counters grew by exactly the acknowledged increments.
+    pub(crate) verified: bool,
+}
+
+/// With `--transfers`: random transfers between bank accounts, each with a
+/// fresh idempotency key, through a call and through the outbox.
+#[derive(Serialize)]
+pub(crate) struct Transfers {
+    pub(crate) accounts: usize,
+    /// `transfer`: the withdrawing turn calls the receiver's `deposit`.
+    pub(crate) call: TransferRun,
+    /// `transfer-send`: the deposit leaves through the outbox.
+    pub(crate) send: TransferRun,
+}
+
+#[derive(Serialize)]
+pub(crate) struct TransferRun {
+    /// Acknowledged transfers; refusals count as errors.
+    pub(crate) throughput: Throughput,
+    /// Transfers/s divided by the plain writes' calls/s.
+    pub(crate) of_plain_writes: f64,
+    /// Refused with `insufficient-funds` (none expected: the accounts are
+    /// funded far beyond what a run moves).
+    pub(crate) refused: u64,
+    /// Refused with `deadlock` (two transfers crossing between the same
+    /// accounts; only `call` waits on the other account).
+    pub(crate) deadlocks: u64,
+    /// From the end of the run until a sum of the balances found every
+    /// transfer delivered (for `send`, the outbox's backlog).
+    pub(crate) drain_seconds: f64,
+    /// Acknowledged transfers over the run's seconds plus the drain: for
+    /// `send`, the rate the outbox delivered at, not only accepted at.
+    pub(crate) delivered_per_second: f64,
+    /// The balances add up to what was funded and none is negative.
     pub(crate) verified: bool,
 }
 
@@ -48,6 +83,9 @@ pub(crate) struct Figures {
     /// With `--keyed-writes`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) keyed_writes: Option<KeyedWrites>,
+    /// With `--transfers`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) transfers: Option<Transfers>,
     pub(crate) latency_p50_us: f64,
     pub(crate) latency_p99_us: f64,
     /// One request at a time that involves no guest (listing deployments).
@@ -139,22 +177,52 @@ pub(crate) fn table(figures: &Figures) -> String {
             ),
         ),
     ];
+    // Rows that exist only with their flag go right after the plain writes
+    // they are compared with.
+    let mut extra_rows = Vec::new();
     if let Some(keyed) = &figures.keyed_writes {
-        let ratio = keyed.throughput.per_second / figures.writes.per_second.max(f64::MIN_POSITIVE);
-        rows.insert(
-            2,
-            (
-                "keyed writes/s",
+        extra_rows.push((
+            "keyed writes/s",
+            format!(
+                "{:.0}  ({:.0}% of plain writes; {} errors, every ack committed: {})",
+                keyed.throughput.per_second,
+                keyed.of_plain_writes * 100.0,
+                keyed.throughput.errors,
+                verified(keyed.verified)
+            ),
+        ));
+    }
+    if let Some(transfers) = &figures.transfers {
+        let describe = |run: &TransferRun, drained: String| {
+            format!(
+                "{:.0}  ({:.0}% of plain writes; {} accounts, keyed; {} errors: {} deadlock, {} refused;{drained} money conserved: {})",
+                run.throughput.per_second,
+                run.of_plain_writes * 100.0,
+                transfers.accounts,
+                run.throughput.errors,
+                run.deadlocks,
+                run.refused,
+                verified(run.verified)
+            )
+        };
+        extra_rows.push((
+            "transfers/s, call",
+            describe(&transfers.call, String::new()),
+        ));
+        extra_rows.push((
+            "transfers/s, outbox send",
+            describe(
+                &transfers.send,
                 format!(
-                    "{:.0}  ({:.0}% of plain writes; {} errors, every ack committed: {})",
-                    keyed.throughput.per_second,
-                    ratio * 100.0,
-                    keyed.throughput.errors,
-                    verified(keyed.verified)
+                    " outbox drained {:.2} s after, {:.0}/s delivered;",
+                    transfers.send.drain_seconds, transfers.send.delivered_per_second
                 ),
             ),
-        );
+        ));
     }
+    let later_rows = rows.split_off(2);
+    rows.extend(extra_rows);
+    rows.extend(later_rows);
     for (name, value) in rows {
         let _ = writeln!(out, "{name:<28} {value}");
     }
