@@ -215,7 +215,12 @@ impl Deliverer {
             };
             let give_up = match attempt {
                 Attempt::Delivered => {
-                    self.remove(message.seq).await;
+                    // The next message need not wait for this row's delete.
+                    let (router, sender) = (self.router.clone(), self.sender.clone());
+                    let seq = message.seq;
+                    self.router
+                        .tasks
+                        .spawn(async move { remove(&router, &sender, seq).await });
                     return true;
                 }
                 Attempt::GiveUp(error) => Some(error),
@@ -272,22 +277,6 @@ impl Deliverer {
         })
     }
 
-    /// Removes a delivered message's row. If that fails the row stays and
-    /// the message is delivered again later: the receiver answers its
-    /// stored reply then, so nothing is applied twice.
-    async fn remove(&self, seq: i64) {
-        let store = &self.router.state_store;
-        for pause in [Duration::ZERO, FIRST_BACKOFF, MAX_BACKOFF] {
-            tokio::time::sleep(pause).await;
-            match store.remove_outgoing(&self.sender, seq).await {
-                Ok(()) => return,
-                Err(error) => {
-                    tracing::warn!(sender = %self.sender, seq, %error, "cannot remove a delivered message");
-                }
-            }
-        }
-    }
-
     /// Moves a refused message to the dead letters; false if the silo
     /// stopped before it could.
     async fn bury(&self, message: &Outgoing, error: ReplyError) -> bool {
@@ -319,6 +308,22 @@ impl Deliverer {
             }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+}
+
+/// Removes a delivered message's row. If that fails the row stays and the
+/// message is delivered again later: the receiver answers its stored reply
+/// then, so nothing is applied twice.
+async fn remove(router: &Router, sender: &ObjectKey, seq: i64) {
+    let store = &router.state_store;
+    for pause in [Duration::ZERO, FIRST_BACKOFF, MAX_BACKOFF] {
+        tokio::time::sleep(pause).await;
+        match store.remove_outgoing(sender, seq).await {
+            Ok(()) => return,
+            Err(error) => {
+                tracing::warn!(%sender, seq, %error, "cannot remove a delivered message");
+            }
         }
     }
 }

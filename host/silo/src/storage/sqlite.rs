@@ -105,12 +105,26 @@ struct PendingCommit {
     done: oneshot::Sender<Result<(), StorageError>>,
 }
 
+/// What the one writer connection writes, in batches.
+enum Queued {
+    Turn(PendingCommit),
+    /// A delivered message's outbox row to delete. Through the writer too:
+    /// a second connection writing would wait on the writer's lock with
+    /// SQLite's busy sleeps (milliseconds each), which made the deletes,
+    /// not the deliveries, bound how fast an outbox drains.
+    Delivered {
+        sender: ObjectKey,
+        seq: i64,
+        done: oneshot::Sender<Result<(), StorageError>>,
+    },
+}
+
 /// State, components and deployments in one SQLite file.
 pub struct SqliteStore {
     readers: SqlitePool,
-    commits: mpsc::UnboundedSender<PendingCommit>,
-    /// One connection for the writes that are not turns' commits (outbox
-    /// rows delivered or given up), outside the group-commit queue.
+    commits: mpsc::UnboundedSender<Queued>,
+    /// One connection for the rare writes that are not turns' commits
+    /// (outbox rows given up), outside the group-commit queue.
     maintenance: SqlitePool,
 }
 
@@ -175,12 +189,12 @@ impl SqliteStore {
     ) -> Result<(), StorageError> {
         let (done, result) = oneshot::channel();
         self.commits
-            .send(PendingCommit {
+            .send(Queued::Turn(PendingCommit {
                 object,
                 commit,
                 owner,
                 done,
-            })
+            }))
             .map_err(|_| StorageError::Closed)?;
         result.await.map_err(|_| StorageError::Closed)?
     }
@@ -213,19 +227,23 @@ async fn migrate(connection: &mut SqliteConnection) -> Result<(), StorageError> 
 
 async fn run_writer(
     mut connection: SqliteConnection,
-    mut queue: mpsc::UnboundedReceiver<PendingCommit>,
+    mut queue: mpsc::UnboundedReceiver<Queued>,
     group_commit_max: usize,
 ) {
     let mut batch = Vec::new();
+    let mut delivered = Vec::new();
     while let Some(first) = queue.recv().await {
-        batch.push(first);
-        while batch.len() < group_commit_max {
-            match queue.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
+        let mut next = Some(first);
+        while let Some(queued) = next.take() {
+            match queued {
+                Queued::Turn(commit) => batch.push(commit),
+                Queued::Delivered { sender, seq, done } => delivered.push((sender, seq, done)),
+            }
+            if batch.len() + delivered.len() < group_commit_max {
+                next = queue.try_recv().ok();
             }
         }
-        match write_batch(&mut connection, &batch).await {
+        match write_batch(&mut connection, &batch, &delivered).await {
             Ok(lease) => {
                 for commit in batch.drain(..) {
                     let answer = if commit.owner.generation == lease {
@@ -235,11 +253,17 @@ async fn run_writer(
                     };
                     let _ = commit.done.send(answer);
                 }
+                for (_, _, done) in delivered.drain(..) {
+                    let _ = done.send(Ok(()));
+                }
             }
             Err(error) => {
                 tracing::error!(%error, commits = batch.len(), "group commit failed");
                 for commit in batch.drain(..) {
                     let _ = commit.done.send(Err(error.clone()));
+                }
+                for (_, _, done) in delivered.drain(..) {
+                    let _ = done.send(Err(error.clone()));
                 }
             }
         }
@@ -252,6 +276,7 @@ async fn run_writer(
 async fn write_batch(
     connection: &mut SqliteConnection,
     batch: &[PendingCommit],
+    delivered: &[(ObjectKey, i64, oneshot::Sender<Result<(), StorageError>>)],
 ) -> Result<i64, StorageError> {
     // IMMEDIATE takes the write lock before the lease is read, so no other
     // process can take the lease between the check and the writes.
@@ -331,6 +356,17 @@ async fn write_batch(
         .filter(|commit| commit.owner.generation == lease)
     {
         write_outbox(&mut transaction, &commit.object, &commit.commit.outbox).await?;
+    }
+    // Delivered rows go whoever holds the lease: a message delivered is
+    // delivered, and deleting a row twice is no error.
+    for (sender, seq, _) in delivered {
+        sqlx::query("DELETE FROM rio_outbox WHERE sender_type = ? AND sender_id = ? AND seq = ?")
+            .bind(&*sender.service_type)
+            .bind(&*sender.object_id)
+            .bind(seq)
+            .execute(&mut *transaction)
+            .await
+            .map_err(backend)?;
     }
     transaction.commit().await.map_err(backend)?;
     Ok(lease)
@@ -483,14 +519,12 @@ impl StateStore for SqliteStore {
     }
 
     async fn remove_outgoing(&self, sender: &ObjectKey, seq: i64) -> Result<(), StorageError> {
-        sqlx::query("DELETE FROM rio_outbox WHERE sender_type = ? AND sender_id = ? AND seq = ?")
-            .bind(&*sender.service_type)
-            .bind(&*sender.object_id)
-            .bind(seq)
-            .execute(&self.maintenance)
-            .await
-            .map_err(backend)?;
-        Ok(())
+        let (done, result) = oneshot::channel();
+        let sender = sender.clone();
+        self.commits
+            .send(Queued::Delivered { sender, seq, done })
+            .map_err(|_| StorageError::Closed)?;
+        result.await.map_err(|_| StorageError::Closed)?
     }
 
     async fn bury(&self, letter: &DeadLetter) -> Result<(), StorageError> {
