@@ -179,12 +179,19 @@ impl ActivationData {
             return Ok(());
         }
         let (encoded, key) = (intent.encode(), intent.key.clone());
-        self.messenger
+        let recorded = self
+            .messenger
             .clone()
             .record_intent(self.key.clone(), encoded)
-            .await?;
-        self.intent_stored = Some(key);
-        Ok(())
+            .await;
+        // A store error may hide a write that happened: taken as stored, the
+        // intent is deleted by the turn's commit or run again if it fails
+        // (its caller hears `internal`, "it may have run"). Only a refusal
+        // (the object moved) surely wrote nothing.
+        if !matches!(recorded, Err(ReplyError::Unavailable(_))) {
+            self.intent_stored = Some(key);
+        }
+        recorded
     }
 
     /// Refuses the turn's call number `index` (from 0) if it is one too
