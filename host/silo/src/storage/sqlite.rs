@@ -97,6 +97,8 @@ const MIGRATIONS: &[&str] = &[
 const ROWS_PER_INSERT: usize = 4000;
 /// The same limit for reply records, five binds each.
 const RECORDS_PER_INSERT: usize = 3000;
+/// Reply lookups answered by one query at most (three variables each).
+const LOOKUPS_PER_QUERY: usize = 256;
 
 struct PendingCommit {
     object: ObjectKey,
@@ -119,10 +121,21 @@ enum Queued {
     },
 }
 
+/// A keyed call's check for a stored reply, waiting to join a batch.
+struct PendingLookup {
+    object: ObjectKey,
+    key: String,
+    done: oneshot::Sender<Result<Option<Vec<u8>>, StorageError>>,
+}
+
 /// State, components and deployments in one SQLite file.
 pub struct SqliteStore {
     readers: SqlitePool,
     commits: mpsc::UnboundedSender<Queued>,
+    /// Reply lookups, answered in batches: every keyed call makes one, and
+    /// nearly all miss, so one query per call (a round trip to a reader
+    /// thread each) cost a keyed write a third of its throughput.
+    lookups: mpsc::UnboundedSender<PendingLookup>,
     /// One connection for the rare writes that are not turns' commits
     /// (outbox rows given up), outside the group-commit queue.
     maintenance: SqlitePool,
@@ -174,9 +187,12 @@ impl SqliteStore {
             .map_err(backend)?;
         let (commits, queue) = mpsc::unbounded_channel();
         tokio::spawn(run_writer(writer, queue, group_commit_max.max(1)));
+        let (lookups, waiting) = mpsc::unbounded_channel();
+        tokio::spawn(run_lookups(readers.clone(), waiting));
         Ok(SqliteStore {
             readers,
             commits,
+            lookups,
             maintenance,
         })
     }
@@ -268,6 +284,64 @@ async fn run_writer(
             }
         }
     }
+}
+
+/// Answers reply lookups a batch at a time, each batch in one query: while
+/// one runs, the next gathers.
+async fn run_lookups(readers: SqlitePool, mut queue: mpsc::UnboundedReceiver<PendingLookup>) {
+    let mut batch = Vec::new();
+    while let Some(first) = queue.recv().await {
+        batch.push(first);
+        while batch.len() < LOOKUPS_PER_QUERY {
+            match queue.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        match look_up(&readers, &batch).await {
+            Ok(mut found) => {
+                for lookup in batch.drain(..) {
+                    let id = (lookup.object, lookup.key);
+                    let _ = lookup.done.send(Ok(found.remove(&id)));
+                }
+            }
+            Err(error) => {
+                for lookup in batch.drain(..) {
+                    let _ = lookup.done.send(Err(error.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// The stored replies among `batch`'s (object, key) pairs.
+async fn look_up(
+    readers: &SqlitePool,
+    batch: &[PendingLookup],
+) -> Result<HashMap<(ObjectKey, String), Vec<u8>>, StorageError> {
+    let mut query: QueryBuilder<Sqlite> = QueryBuilder::new(
+        "SELECT service_type, object_id, reply_key, reply FROM rio_replies
+         WHERE (service_type, object_id, reply_key) IN (VALUES ",
+    );
+    let mut rows = query.separated(", ");
+    for lookup in batch {
+        rows.push("(")
+            .push_bind_unseparated(&*lookup.object.service_type)
+            .push_unseparated(", ")
+            .push_bind_unseparated(&*lookup.object.object_id)
+            .push_unseparated(", ")
+            .push_bind_unseparated(lookup.key.as_str())
+            .push_unseparated(")");
+    }
+    query.push(")");
+    let found = query.build().fetch_all(readers).await.map_err(backend)?;
+    Ok(found
+        .into_iter()
+        .map(|row| {
+            let object = ObjectKey::new(row.get::<&str, _>(0), row.get::<&str, _>(1));
+            ((object, row.get::<String, _>(2)), row.get::<Vec<u8>, _>(3))
+        })
+        .collect())
 }
 
 /// Writes the commits of `batch` made by the lease holder in one
@@ -457,15 +531,16 @@ impl StateStore for SqliteStore {
         object: &ObjectKey,
         key: &str,
     ) -> Result<Option<Vec<u8>>, StorageError> {
-        sqlx::query_scalar(
-            "SELECT reply FROM rio_replies WHERE service_type = ? AND object_id = ? AND reply_key = ?",
-        )
-        .bind(&*object.service_type)
-        .bind(&*object.object_id)
-        .bind(key)
-        .fetch_optional(&self.readers)
-        .await
-        .map_err(backend)
+        let (done, answer) = oneshot::channel();
+        let lookup = PendingLookup {
+            object: object.clone(),
+            key: key.to_string(),
+            done,
+        };
+        self.lookups
+            .send(lookup)
+            .map_err(|_| StorageError::Closed)?;
+        answer.await.map_err(|_| StorageError::Closed)?
     }
 
     async fn sweep_replies(
