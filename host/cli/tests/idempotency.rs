@@ -4,14 +4,15 @@
 //! after the owner was killed; a failed turn stores nothing; a turn's calls
 //! carry keys derived from its own, so a retried turn does not apply its
 //! callees twice, and a keyed turn interrupted after a call runs again
-//! before any other turn of its object; keys expire after the retention.
+//! before any other turn of its object (woken by a survivor when nobody
+//! retries); keys expire after the retention.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
 use common::guests::build;
-use common::stores::{PostgresDatabase, SqliteFile};
+use common::stores::{PostgresDatabase, RedisDatabase, SqliteFile};
 use common::{SiloProcess, rio, stdout_of};
 use rio_client::{Client, ClientError, ClusterClient, ReplyError};
 use serde_json::{Value, json};
@@ -417,6 +418,88 @@ async fn an_interrupted_keyed_turn_runs_again_before_any_other_turn() {
         [0, 10, 0],
         "a's 10 moved to b once, and nowhere else"
     );
+    survivor.stop();
+}
+
+/// As above, but nobody calls `a` again: the survivor, on declaring the
+/// doomed silo dead, wakes the objects holding an interrupted keyed turn,
+/// and `a` finishes its transfer on its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_silos_interrupted_keyed_turn_is_finished_without_a_retry() {
+    let store = SqliteFile::create();
+    interrupted_turn_finished_without_a_retry(&store.url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_silos_interrupted_keyed_turn_is_finished_without_a_retry_on_redis() {
+    // Database 11: 0 is the storage suite's, 9 `cluster.rs`'s, 10 `chaos.rs`'s.
+    let Some(database) = RedisDatabase::create(11) else {
+        return;
+    };
+    interrupted_turn_finished_without_a_retry(&database.url).await;
+}
+
+async fn interrupted_turn_finished_without_a_retry(url: &str) {
+    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let flags = ["--cluster", url, "--placement", "prefer-local"];
+    let doomed = SiloProcess::start_with(dirs[0].path(), &flags);
+    let survivor = SiloProcess::start_with(dirs[1].path(), &flags);
+    deploy(&doomed.address, "Counter", "guests/counter").await;
+    let to_survivor = Client::connect(&survivor.address).await.unwrap();
+    let to_doomed = Client::connect(&doomed.address).await.unwrap();
+    assert_eq!(counter_value(&to_survivor, "b").await, 0);
+    let funded: Value = to_doomed
+        .call("Counter", "a", "increment", &json!({"by": 10}))
+        .await
+        .unwrap();
+    assert_eq!(funded, json!({"value": 10}));
+
+    let to_b = json!({"target": "b", "by": 10, "millis": 1500});
+    let first = {
+        let client = to_doomed.clone();
+        tokio::spawn(
+            async move { keyed(&client, ("Counter", "a"), "move-slowly", to_b, "t").await },
+        )
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    doomed.kill();
+    assert!(
+        first.await.unwrap().is_err(),
+        "a's silo was killed mid-turn"
+    );
+
+    // No call to a: the survivor activates a (b is its only object so far)
+    // once it declares the doomed silo dead, and a finishes its turn.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let stats = to_survivor.stats().await.unwrap();
+        if stats.live_activations >= 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nothing woke a 30 s after the kill ({} live activations)",
+            stats.live_activations
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        counter_value(&to_survivor, "b").await,
+        10,
+        "b credited once"
+    );
+    assert_eq!(counter_value(&to_survivor, "a").await, 0, "and a debited");
+    // The client's late retry gets the finished turn's reply.
+    let retried = keyed(
+        &to_survivor,
+        ("Counter", "a"),
+        "move-slowly",
+        json!({"target": "b", "by": 10, "millis": 0}),
+        "t",
+    )
+    .await
+    .unwrap();
+    assert_eq!(retried, json!({"value": 0}));
     survivor.stop();
 }
 

@@ -185,6 +185,10 @@ impl Activation {
             let woken = self.open_outbox().await.map(|()| Vec::new());
             return envelope.reply.send(woken);
         }
+        if envelope.message_type == resume::WAKE {
+            let finished = self.ready_for_turn().await.map(|()| Vec::new());
+            return envelope.reply.send(finished);
+        }
         if envelope.expired() || envelope.reply.abandoned() {
             let message = format!("the call to {} passed its deadline before it ran", self.key);
             return envelope.reply.send(Err(ReplyError::Timeout(message)));

@@ -365,15 +365,19 @@ pub(crate) async fn wake_senders(router: &Arc<Router>) {
     }
 }
 
-/// Wakes the senders with undelivered messages once at the start (a lone
-/// silo's own from before it stopped; a cluster's, whose owners may all be
-/// gone), then each time this silo declares another dead, until it stops.
+/// Wakes the senders with undelivered messages, and the objects with an
+/// interrupted keyed turn (`resume::wake_interrupted`), once at the start
+/// (a lone silo's own from before it stopped; a cluster's, whose owners
+/// may all be gone), then each time this silo declares another dead, until
+/// it stops: what a dead silo left half done is finished without waiting
+/// for callers.
 pub(crate) async fn run_wake_ups(
     router: Arc<Router>,
     deaths: Option<watch::Receiver<u64>>,
     mut stopping: watch::Receiver<bool>,
 ) {
     wake_senders(&router).await;
+    crate::resume::wake_interrupted(&router).await;
     let Some(mut deaths) = deaths else {
         return;
     };
@@ -387,6 +391,7 @@ pub(crate) async fn run_wake_ups(
             }
         }
         wake_senders(&router).await;
+        crate::resume::wake_interrupted(&router).await;
     }
 }
 

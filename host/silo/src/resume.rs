@@ -25,10 +25,23 @@ use std::sync::Arc;
 
 use rio_protocol::ReplyError;
 use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use crate::mailbox::{Envelope, ReplyTo};
+use crate::router::Router;
 
 /// The state key holding an object's interrupted keyed turn. Reserved: the
 /// state interface refuses it to guests, and loading hides it from them.
 pub(crate) const INTENT_KEY: &str = "rio:interrupted-turn";
+
+/// The message type that activates its object so that it finishes an
+/// interrupted keyed turn; the guest never sees it. Reserved like the
+/// outbox's wake-up.
+pub(crate) const WAKE: &str = "rio:wake-interrupted";
+
+/// Objects one wake-up pass activates at most; more wait for the next.
+const WAKE_BATCH: usize = 10_000;
 
 /// How many times an activation runs an interrupted turn again before it
 /// gives up on it (logged as an error) and takes other turns. Each attempt
@@ -102,6 +115,44 @@ pub(crate) fn ends_the_turn(error: &ReplyError) -> bool {
 /// the rerun exists to prevent.
 pub(crate) fn ends_a_rerun(error: &ReplyError) -> bool {
     ends_the_turn(error) && !matches!(error.kind(), "deadlock" | "overloaded")
+}
+
+/// Activates (here or on their owners) the objects whose state holds an
+/// interrupted keyed turn, at most [`WAKE_BATCH`] of them, so that each
+/// finishes it without waiting for a caller's retry: run when a silo
+/// starts and when it declares another dead, with the outbox's wake-ups.
+pub(crate) async fn wake_interrupted(router: &Arc<Router>) {
+    let objects = match router.state_store.interrupted_objects(WAKE_BATCH).await {
+        Ok(objects) => objects,
+        Err(error) => {
+            tracing::warn!(%error, "cannot list the objects with interrupted keyed turns");
+            return;
+        }
+    };
+    if objects.is_empty() {
+        return;
+    }
+    tracing::info!(
+        objects = objects.len(),
+        "waking objects with interrupted keyed turns"
+    );
+    for object in objects {
+        let (reply, replied) = oneshot::channel();
+        let deadline = Instant::now() + router.config.turn_deadline * 2;
+        let envelope = Envelope::new(
+            WAKE.to_string(),
+            Vec::new(),
+            router.empty_chain(),
+            ReplyTo::Caller(reply),
+            deadline,
+        );
+        router.dispatch(object.clone(), envelope);
+        router.tasks.spawn(async move {
+            if let Ok(Err(error)) = replied.await {
+                tracing::info!(%object, %error, "an interrupted keyed turn is not finished yet; its next message tries again");
+            }
+        });
+    }
 }
 
 #[cfg(test)]

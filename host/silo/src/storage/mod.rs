@@ -219,6 +219,12 @@ pub trait StateStore: Send + Sync + 'static {
     ) -> Result<Vec<DeadLetter>, StorageError>;
     /// At most `limit` senders that have undelivered messages.
     async fn senders_with_pending(&self, limit: usize) -> Result<Vec<ObjectKey>, StorageError>;
+    /// At most `limit` objects whose state holds an interrupted keyed turn
+    /// (the reserved key `rio:interrupted-turn`, see `resume`). The SQL
+    /// stores scan their state table for it (run only when a silo starts or
+    /// declares another dead); Redis keeps a set, updated by commits that
+    /// write that key.
+    async fn interrupted_objects(&self, limit: usize) -> Result<Vec<ObjectKey>, StorageError>;
 }
 
 /// Component bytes (content-addressed) and which type names point at them.

@@ -670,6 +670,21 @@ impl StateStore for SqliteStore {
             .collect())
     }
 
+    async fn interrupted_objects(&self, limit: usize) -> Result<Vec<ObjectKey>, StorageError> {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT service_type, object_id FROM object_state WHERE key = ? LIMIT ?",
+        )
+        .bind(crate::resume::INTENT_KEY)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.readers)
+        .await
+        .map_err(backend)?;
+        Ok(rows
+            .iter()
+            .map(|(service_type, object_id)| ObjectKey::new(service_type, object_id))
+            .collect())
+    }
+
     async fn senders_with_pending(&self, limit: usize) -> Result<Vec<ObjectKey>, StorageError> {
         let rows: Vec<(String, String)> =
             sqlx::query_as("SELECT DISTINCT sender_type, sender_id FROM rio_outbox LIMIT ?")

@@ -68,6 +68,8 @@ mod tests;
 const MEMBERS: &str = "rio:members";
 const REPLY_AGES: &str = "rio:reply-ages";
 const DEPLOYMENTS: &str = "rio:deployments";
+/// The state hashes that hold an interrupted keyed turn (see `resume`).
+const INTERRUPTED: &str = "rio:interrupted";
 
 /// How long to wait for a TCP connection to the server.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -89,7 +91,9 @@ const RELEASE_BATCH: usize = 500;
 /// in `KEYS[4]`, in the same script as the writes. Next comes the number of
 /// messages the turn sent, then seq and message pairs for the outbox hash
 /// `KEYS[5]` and the sender's next seq (kept in `KEYS[7]`; the outbox joins
-/// the senders set `KEYS[6]`), and only then the fields to set.
+/// the senders set `KEYS[6]`), and only then the fields to set. A commit
+/// that writes the interrupted-turn intent passes the set `KEYS[8]`, which
+/// then lists the state hash exactly while it holds an intent.
 static COMMIT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -118,6 +122,13 @@ for i = first_set, first_delete - 1, 1000 do
 end
 for i = first_delete, #ARGV, 1000 do
   redis.call('HDEL', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
+end
+if KEYS[8] then
+  if redis.call('HEXISTS', KEYS[1], 'rio:interrupted-turn') == 1 then
+    redis.call('SADD', KEYS[8], KEYS[1])
+  else
+    redis.call('SREM', KEYS[8], KEYS[1])
+  end
 end
 return 1
 ",
@@ -293,6 +304,21 @@ fn state_key(object: &ObjectKey) -> String {
     object_key("state", object)
 }
 
+/// The object whose state hash is `key` (the inverse of [`state_key`]).
+fn object_of_state_key(key: &str) -> Result<ObjectKey, StorageError> {
+    let malformed =
+        || StorageError::Backend(format!("malformed state key `{key}` in {INTERRUPTED}"));
+    let rest = key.strip_prefix("rio:state:").ok_or_else(malformed)?;
+    let (length, rest) = rest.split_once(':').ok_or_else(malformed)?;
+    let length: usize = length.parse().map_err(|_| malformed())?;
+    let service_type = rest.get(..length).ok_or_else(malformed)?;
+    let object_id = rest
+        .get(length..)
+        .and_then(|tail| tail.strip_prefix(':'))
+        .ok_or_else(malformed)?;
+    Ok(ObjectKey::new(service_type, object_id))
+}
+
 fn replies_key(object: &ObjectKey) -> String {
     object_key("replies", object)
 }
@@ -401,6 +427,9 @@ impl StateStore for RedisStore {
                 None => deletes.push(field),
             }
         }
+        let writes_intent = writes
+            .iter()
+            .any(|(field, _)| field == crate::resume::INTENT_KEY);
         let mut invocation = COMMIT.key(state_key(object));
         invocation
             .key(placement_key(object))
@@ -408,9 +437,11 @@ impl StateStore for RedisStore {
             .key(REPLY_AGES)
             .key(outbox::outbox_key(object))
             .key(outbox::SENDERS)
-            .key(outbox::NEXT_SEQ)
-            .arg(owner.to_string())
-            .arg(sets.len());
+            .key(outbox::NEXT_SEQ);
+        if writes_intent {
+            invocation.key(INTERRUPTED);
+        }
+        invocation.arg(owner.to_string()).arg(sets.len());
         match &commit.reply {
             Some(record) => invocation
                 .arg(1)
@@ -494,6 +525,16 @@ impl StateStore for RedisStore {
 
     async fn senders_with_pending(&self, limit: usize) -> Result<Vec<ObjectKey>, StorageError> {
         outbox::senders(self.connection(), limit).await
+    }
+
+    async fn interrupted_objects(&self, limit: usize) -> Result<Vec<ObjectKey>, StorageError> {
+        let keys: Vec<String> = redis::cmd("SRANDMEMBER")
+            .arg(INTERRUPTED)
+            .arg(limit)
+            .query_async(&mut self.connection())
+            .await
+            .map_err(backend)?;
+        keys.iter().map(|key| object_of_state_key(key)).collect()
     }
 }
 

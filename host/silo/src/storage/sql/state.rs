@@ -321,4 +321,23 @@ impl StateStore for SqlStore {
     async fn senders_with_pending(&self, limit: usize) -> Result<Vec<ObjectKey>, StorageError> {
         super::outbox::senders(&self.pool, self.dialect, limit).await
     }
+
+    async fn interrupted_objects(&self, limit: usize) -> Result<Vec<ObjectKey>, StorageError> {
+        let rows =
+            sqlx::query(self.sql(
+                "SELECT service_type, object_id FROM object_state WHERE state_key = ? LIMIT ?",
+            ))
+            .bind(crate::resume::INTENT_KEY)
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?;
+        rows.iter()
+            .map(|row| {
+                let service_type: String = row.try_get(0).map_err(backend)?;
+                let object_id: String = row.try_get(1).map_err(backend)?;
+                Ok(ObjectKey::new(&service_type, &object_id))
+            })
+            .collect()
+    }
 }
