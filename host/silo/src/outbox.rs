@@ -346,22 +346,11 @@ pub(crate) async fn wake_senders(router: &Arc<Router>) {
         "waking senders with undelivered messages"
     );
     for sender in senders {
-        let (reply, replied) = oneshot::channel();
-        let deadline = Instant::now() + router.config.turn_deadline;
-        let envelope = Envelope::new(
-            WAKE.to_string(),
-            Vec::new(),
-            router.empty_chain(),
-            ReplyTo::Caller(reply),
-            deadline,
+        router.wake(
+            sender,
+            WAKE,
+            "cannot wake a sender with undelivered messages",
         );
-        router.dispatch(sender.clone(), envelope);
-        let sender = sender.clone();
-        router.tasks.spawn(async move {
-            if let Ok(Err(error)) = replied.await {
-                tracing::warn!(%sender, %error, "cannot wake a sender with undelivered messages");
-            }
-        });
     }
 }
 

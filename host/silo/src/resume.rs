@@ -23,13 +23,9 @@
 
 use std::sync::Arc;
 
+use crate::router::Router;
 use rio_protocol::ReplyError;
 use serde::{Deserialize, Serialize};
-use tokio::sync::oneshot;
-use tokio::time::Instant;
-
-use crate::mailbox::{Envelope, ReplyTo};
-use crate::router::Router;
 
 /// The state key holding an object's interrupted keyed turn. Reserved: the
 /// state interface refuses it to guests, and loading hides it from them.
@@ -137,21 +133,11 @@ pub(crate) async fn wake_interrupted(router: &Arc<Router>) {
         "waking objects with interrupted keyed turns"
     );
     for object in objects {
-        let (reply, replied) = oneshot::channel();
-        let deadline = Instant::now() + router.config.turn_deadline * 2;
-        let envelope = Envelope::new(
-            WAKE.to_string(),
-            Vec::new(),
-            router.empty_chain(),
-            ReplyTo::Caller(reply),
-            deadline,
+        router.wake(
+            object,
+            WAKE,
+            "an interrupted keyed turn is not finished yet; its next message tries again",
         );
-        router.dispatch(object.clone(), envelope);
-        router.tasks.spawn(async move {
-            if let Ok(Err(error)) = replied.await {
-                tracing::info!(%object, %error, "an interrupted keyed turn is not finished yet; its next message tries again");
-            }
-        });
     }
 }
 

@@ -135,6 +135,32 @@ impl Router {
         }
     }
 
+    /// Sends `object` a message the silo makes itself, of a reserved type
+    /// and without payload (the outbox's and interrupted turns' wake-ups),
+    /// and logs its answer if it is an error, as `what` went wrong.
+    pub(crate) fn wake(
+        self: &Arc<Self>,
+        object: ObjectKey,
+        message_type: &str,
+        what: &'static str,
+    ) {
+        let (reply, replied) = oneshot::channel();
+        let deadline = Instant::now() + self.config.turn_deadline * 2;
+        let envelope = Envelope::new(
+            message_type.to_string(),
+            Vec::new(),
+            self.empty_chain(),
+            ReplyTo::Caller(reply),
+            deadline,
+        );
+        self.dispatch(object.clone(), envelope);
+        self.tasks.spawn(async move {
+            if let Ok(Err(error)) = replied.await {
+                tracing::info!(%object, %error, "{what}");
+            }
+        });
+    }
+
     /// The chain of a message from outside the silo: nobody is waiting in a turn.
     pub(crate) fn empty_chain(&self) -> CallChain {
         self.empty_chain.clone()
