@@ -2,15 +2,13 @@
 
 use anyhow::{Context, bail};
 use clap::Args;
-use rio_client::Client;
 
 use crate::json_cbor::{cbor_to_json, json_text_to_cbor};
 
 #[derive(Args)]
 pub(crate) struct CallArgs {
-    /// The silo to call.
-    #[arg(long, default_value = crate::DEFAULT_SILO, env = "RIO_SILO")]
-    silo: String,
+    #[command(flatten)]
+    silo: crate::connect::SiloAddress,
     /// Seconds to wait for the reply.
     #[arg(long, default_value_t = 30)]
     timeout: u64,
@@ -34,7 +32,9 @@ pub(crate) async fn run(args: CallArgs) -> anyhow::Result<()> {
         bail!("`{}` is not TYPE/ID (e.g. Counter/alice)", args.object);
     }
     let payload = json_text_to_cbor(args.json.as_deref())?;
-    let client = Client::connect(&args.silo)
+    let client = args
+        .silo
+        .connect()
         .await?
         .with_timeout(std::time::Duration::from_secs(args.timeout));
     let reply = client

@@ -19,6 +19,13 @@
 //! cluster = "postgres://postgres@127.0.0.1/rio"   # absent: no cluster
 //! advertise = "10.0.0.5:7700"
 //! placement = "random"                           # or prefer-local, hash
+//! call_token_file = "/etc/rio/call-token"         # tokens only from files here
+//! admin_token_file = "/etc/rio/admin-token"
+//! cluster_secret_file = "/etc/rio/cluster-secret"
+//! tls_cert = "/etc/rio/silo.pem"                  # absent: plain TCP
+//! tls_key = "/etc/rio/silo-key.pem"
+//! tls_ca = "/etc/rio/ca.pem"                      # peers' CA; default: tls_cert
+//! allow_unauthenticated = false                   # non-loopback without tokens
 //!
 //! [limits]                                        # see README, "Security and limits"
 //! turn-write-bytes = 8388608
@@ -51,6 +58,13 @@ pub(crate) struct ConfigFile {
     pub(crate) cluster: Option<String>,
     pub(crate) advertise: Option<String>,
     pub(crate) placement: Option<String>,
+    pub(crate) call_token_file: Option<PathBuf>,
+    pub(crate) admin_token_file: Option<PathBuf>,
+    pub(crate) cluster_secret_file: Option<PathBuf>,
+    pub(crate) tls_cert: Option<PathBuf>,
+    pub(crate) tls_key: Option<PathBuf>,
+    pub(crate) tls_ca: Option<PathBuf>,
+    pub(crate) allow_unauthenticated: Option<bool>,
     /// Limit name → value, as `--limit NAME=VALUE` takes them.
     #[serde(default)]
     pub(crate) limits: std::collections::BTreeMap<String, u64>,

@@ -1,7 +1,6 @@
 //! `rio dead-letters`: the one-way messages receivers refused, with why.
 
 use clap::Args;
-use rio_client::Client;
 
 use crate::json_cbor::cbor_to_json;
 
@@ -9,16 +8,15 @@ use crate::json_cbor::cbor_to_json;
 pub(crate) struct DeadLettersArgs {
     /// Only messages for objects of this service type.
     receiver_type: Option<String>,
-    /// Any silo of the cluster.
-    #[arg(long, env = "RIO_SILO", default_value = crate::DEFAULT_SILO)]
-    silo: String,
+    #[command(flatten)]
+    silo: crate::connect::SiloAddress,
     /// List at most this many, oldest first.
     #[arg(long, default_value_t = 100)]
     limit: u32,
 }
 
 pub(crate) async fn run(args: DeadLettersArgs) -> anyhow::Result<()> {
-    let client = Client::connect(&args.silo).await?;
+    let client = args.silo.connect().await?;
     let letters = client
         .dead_letters(args.receiver_type.as_deref(), args.limit)
         .await?;

@@ -1,16 +1,14 @@
-//! `rio deploy` and `rio deployments`.
+//! `rio deploy`, `rio undeploy` and `rio deployments`.
 
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use rio_client::Client;
 
 #[derive(Args)]
 pub(crate) struct DeployArgs {
-    /// The silo to deploy to.
-    #[arg(long, default_value = crate::DEFAULT_SILO, env = "RIO_SILO")]
-    silo: String,
+    #[command(flatten)]
+    silo: crate::connect::SiloAddress,
     /// The service type name callers will use (e.g. Counter).
     #[arg(long = "type")]
     service_type: String,
@@ -19,10 +17,17 @@ pub(crate) struct DeployArgs {
 }
 
 #[derive(Args)]
+pub(crate) struct UndeployArgs {
+    #[command(flatten)]
+    silo: crate::connect::SiloAddress,
+    /// The service type to remove (its objects' state stays stored).
+    service_type: String,
+}
+
+#[derive(Args)]
 pub(crate) struct ListArgs {
-    /// The silo to ask.
-    #[arg(long, default_value = crate::DEFAULT_SILO, env = "RIO_SILO")]
-    silo: String,
+    #[command(flatten)]
+    silo: crate::connect::SiloAddress,
 }
 
 pub(crate) async fn run(args: DeployArgs) -> anyhow::Result<()> {
@@ -30,7 +35,9 @@ pub(crate) async fn run(args: DeployArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot read {}", args.file.display()))?;
     check_is_component(&component)
         .with_context(|| format!("{} cannot be deployed", args.file.display()))?;
-    let client = Client::connect(&args.silo)
+    let client = args
+        .silo
+        .connect()
         .await?
         .with_timeout(std::time::Duration::from_secs(300));
     let info = client.deploy(&args.service_type, component).await?;
@@ -41,8 +48,18 @@ pub(crate) async fn run(args: DeployArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+pub(crate) async fn undeploy(args: UndeployArgs) -> anyhow::Result<()> {
+    let client = args.silo.connect().await?;
+    let info = client.undeploy(&args.service_type).await?;
+    println!(
+        "undeployed {} (sha256 {})",
+        info.service_type, info.content_hash
+    );
+    Ok(())
+}
+
 pub(crate) async fn list(args: ListArgs) -> anyhow::Result<()> {
-    let client = Client::connect(&args.silo).await?;
+    let client = args.silo.connect().await?;
     for info in client.deployments().await? {
         println!(
             "{}\t{}\t{} bytes",

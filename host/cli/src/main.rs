@@ -3,13 +3,14 @@
 //!
 //! - `silo`: run a silo until Ctrl-C or SIGTERM.
 //! - `build`: compile a guest crate into a component.
-//! - `deploy`, `call`, `send`, `deployments`, `members`, `dead-letters`: talk to a running silo.
+//! - `deploy`, `undeploy`, `call`, `send`, `deployments`, `members`, `dead-letters`: talk to a running silo.
 //! - `bench`: measure a silo (see `bench/`).
 
 mod bench;
 mod build;
 mod call;
 mod config_file;
+mod connect;
 mod dead_letters;
 mod deploy;
 mod json_cbor;
@@ -41,6 +42,9 @@ enum Command {
     Build(build::BuildArgs),
     /// Deploy a component to a running silo under a service type name.
     Deploy(deploy::DeployArgs),
+    /// Remove a service type from a silo and its cluster; new calls to it
+    /// fail with unknown-type, its objects' state stays stored.
+    Undeploy(deploy::UndeployArgs),
     /// List the service types deployed on a silo.
     Deployments(deploy::ListArgs),
     /// Send a message to an object and print its reply as JSON.
@@ -73,6 +77,7 @@ fn main() -> std::process::ExitCode {
             Command::Silo(args) => silo::run(args).await,
             Command::Build(args) => build::run(args),
             Command::Deploy(args) => deploy::run(args).await,
+            Command::Undeploy(args) => deploy::undeploy(args).await,
             Command::Deployments(args) => deploy::list(args).await,
             Command::Call(args) => call::run(args).await,
             Command::Send(args) => send::run(args).await,

@@ -1,17 +1,15 @@
 //! `rio members`: the silos of the cluster a silo belongs to.
 
 use clap::Args;
-use rio_client::Client;
 
 #[derive(Args)]
 pub(crate) struct MembersArgs {
-    /// Any silo of the cluster.
-    #[arg(long, env = "RIO_SILO", default_value = crate::DEFAULT_SILO)]
-    silo: String,
+    #[command(flatten)]
+    silo: crate::connect::SiloAddress,
 }
 
 pub(crate) async fn run(args: MembersArgs) -> anyhow::Result<()> {
-    let client = Client::connect(&args.silo).await?;
+    let client = args.silo.connect().await?;
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_millis() as i64);

@@ -3,15 +3,13 @@
 
 use anyhow::bail;
 use clap::Args;
-use rio_client::Client;
 
 use crate::json_cbor::json_text_to_cbor;
 
 #[derive(Args)]
 pub(crate) struct SendArgs {
-    /// The silo to send through.
-    #[arg(long, default_value = crate::DEFAULT_SILO, env = "RIO_SILO")]
-    silo: String,
+    #[command(flatten)]
+    silo: crate::connect::SiloAddress,
     /// Seconds to wait for the acknowledgement.
     #[arg(long, default_value_t = 30)]
     timeout: u64,
@@ -35,7 +33,9 @@ pub(crate) async fn run(args: SendArgs) -> anyhow::Result<()> {
         bail!("`{}` is not TYPE/ID (e.g. Counter/alice)", args.object);
     }
     let payload = json_text_to_cbor(args.json.as_deref())?;
-    let client = Client::connect(&args.silo)
+    let client = args
+        .silo
+        .connect()
         .await?
         .with_timeout(std::time::Duration::from_secs(args.timeout));
     client

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use rio_silo::{ClusterConfig, PlacementStrategy, Silo, SiloConfig};
+use rio_silo::{AuthConfig, ClusterConfig, PlacementStrategy, Secret, Silo, SiloConfig, SiloTls};
 use tracing_subscriber::EnvFilter;
 
 use crate::config_file::ConfigFile;
@@ -75,6 +75,55 @@ pub(crate) struct SiloArgs {
     /// Where new activations go: random, prefer-local or hash [default: random].
     #[arg(long, env = "RIO_PLACEMENT")]
     placement: Option<PlacementStrategy>,
+    /// The token clients present for calls, sends and listing deployments.
+    #[arg(long, env = "RIO_CALL_TOKEN", hide_env_values = true)]
+    call_token: Option<String>,
+    /// A file holding the call token (its first line).
+    #[arg(
+        long,
+        env = "RIO_CALL_TOKEN_FILE",
+        value_name = "FILE",
+        conflicts_with = "call_token"
+    )]
+    call_token_file: Option<PathBuf>,
+    /// The token for everything a call token allows, and deploy, undeploy,
+    /// stats, members and dead letters.
+    #[arg(long, env = "RIO_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// A file holding the admin token (its first line).
+    #[arg(
+        long,
+        env = "RIO_ADMIN_TOKEN_FILE",
+        value_name = "FILE",
+        conflicts_with = "admin_token"
+    )]
+    admin_token_file: Option<PathBuf>,
+    /// The secret the silos of a cluster present to each other; needed in a
+    /// cluster whose silos require tokens.
+    #[arg(long, env = "RIO_CLUSTER_SECRET", hide_env_values = true)]
+    cluster_secret: Option<String>,
+    /// A file holding the cluster secret (its first line).
+    #[arg(
+        long,
+        env = "RIO_CLUSTER_SECRET_FILE",
+        value_name = "FILE",
+        conflicts_with = "cluster_secret"
+    )]
+    cluster_secret_file: Option<PathBuf>,
+    /// Serve TLS with this certificate chain (PEM, the silo's certificate first).
+    #[arg(long, env = "RIO_TLS_CERT", value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, env = "RIO_TLS_KEY", value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// The CA certificates (PEM) peers' certificates are checked against
+    /// [default: the certificates of --tls-cert].
+    #[arg(long = "tls-ca", env = "RIO_PEER_TLS_CA", value_name = "FILE")]
+    peer_tls_ca: Option<PathBuf>,
+    /// Listen on a non-loopback address without client tokens (anyone who
+    /// reaches the port may deploy code and call every object).
+    #[arg(long)]
+    allow_unauthenticated: bool,
 }
 
 pub(crate) async fn run(args: SiloArgs) -> anyhow::Result<()> {
@@ -159,6 +208,46 @@ pub(crate) async fn run(args: SiloArgs) -> anyhow::Result<()> {
         config.cluster = Some(cluster);
     }
 
+    config.auth = AuthConfig {
+        call_token: secret(
+            args.call_token,
+            args.call_token_file.or(file.call_token_file),
+        )?,
+        admin_token: secret(
+            args.admin_token,
+            args.admin_token_file.or(file.admin_token_file),
+        )?,
+        cluster_secret: secret(
+            args.cluster_secret,
+            args.cluster_secret_file.or(file.cluster_secret_file),
+        )?,
+    };
+    let tls_cert = args.tls_cert.or(file.tls_cert);
+    let tls_key = args.tls_key.or(file.tls_key);
+    let peer_tls_ca = args.peer_tls_ca.or(file.tls_ca);
+    config.tls = match (tls_cert, tls_key) {
+        (None, None) => {
+            anyhow::ensure!(
+                peer_tls_ca.is_none(),
+                "--tls-ca needs --tls-cert and --tls-key"
+            );
+            None
+        }
+        (Some(cert), Some(key)) => Some(SiloTls::from_pem_files(
+            &cert,
+            &key,
+            peer_tls_ca.as_deref(),
+        )?),
+        _ => anyhow::bail!("TLS needs both --tls-cert and --tls-key"),
+    };
+    let allow_unauthenticated =
+        args.allow_unauthenticated || file.allow_unauthenticated.unwrap_or(false);
+
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let address = listener.local_addr()?;
+    config.check_protection(address, allow_unauthenticated)?;
     let data_dir = config.data_dir.clone();
     let silo = Silo::open(config).await.with_context(|| {
         format!(
@@ -166,10 +255,6 @@ pub(crate) async fn run(args: SiloArgs) -> anyhow::Result<()> {
             data_dir.display()
         )
     })?;
-    let listener = tokio::net::TcpListener::bind(&listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
-    let address = listener.local_addr()?;
     // Scripts (and `rio bench`) read this line to find the silo.
     println!("rio silo listening on {address}");
     std::io::stdout().flush()?;
@@ -180,6 +265,18 @@ pub(crate) async fn run(args: SiloArgs) -> anyhow::Result<()> {
     }
     tracing::info!("silo stopped");
     Ok(())
+}
+
+/// A token from its flag (or variable) or its file; `None` if neither.
+fn secret(text: Option<String>, file: Option<PathBuf>) -> anyhow::Result<Option<Secret>> {
+    let text = match (text, file) {
+        (Some(text), _) => text,
+        (None, Some(path)) => crate::connect::read_secret_file(&path)?,
+        (None, None) => return Ok(None),
+    };
+    Secret::new(text)
+        .map(Some)
+        .context("a token must not be empty")
 }
 
 /// Sets one limit from text: a number, optionally with a `KiB`, `MiB` or

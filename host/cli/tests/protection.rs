@@ -68,6 +68,7 @@ async fn raw_connection(address: &str) -> (FrameReader<OwnedReadHalf>, OwnedWrit
     encode_frame(
         &ClientFrame::Hello {
             protocol_version: PROTOCOL_VERSION,
+            token: None,
         },
         &mut hello,
     )

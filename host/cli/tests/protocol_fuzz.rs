@@ -72,6 +72,7 @@ fn encoded(frame: &ClientFrame) -> Vec<u8> {
 fn hello_body() -> Vec<u8> {
     encoded(&ClientFrame::Hello {
         protocol_version: PROTOCOL_VERSION,
+        token: None,
     })
 }
 

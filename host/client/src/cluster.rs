@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use serde_bytes::ByteBuf;
 
 use crate::connection::{enqueue_payload, from_cbor, stored_ack, to_cbor};
-use crate::{Client, ClientError};
+use crate::{Client, ClientError, ConnectOptions};
 
 /// Objects remembered at most; past that the memory starts afresh.
 const ROUTES_MAX: usize = 1_000_000;
@@ -37,12 +37,24 @@ struct Silos {
 impl ClusterClient {
     /// Connects to every silo at `addresses` (`host:port` each).
     pub async fn connect(addresses: &[String]) -> Result<ClusterClient, ClientError> {
+        ClusterClient::connect_with(addresses, &ConnectOptions::default()).await
+    }
+
+    /// As [`ClusterClient::connect`], with a token, TLS or another reply
+    /// limit for every connection.
+    pub async fn connect_with(
+        addresses: &[String],
+        options: &ConnectOptions,
+    ) -> Result<ClusterClient, ClientError> {
         if addresses.is_empty() {
             return Err(ClientError::Closed("no silo address given".into()));
         }
         let mut connections = Vec::with_capacity(addresses.len());
         for address in addresses {
-            connections.push((address.clone(), Client::connect(address).await?));
+            connections.push((
+                address.clone(),
+                Client::connect_with(address, options).await?,
+            ));
         }
         Ok(ClusterClient {
             silos: std::sync::Arc::new(Silos {

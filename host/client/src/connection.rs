@@ -13,17 +13,49 @@ use rio_protocol::{
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_bytes::ByteBuf;
-use tokio::io::AsyncWriteExt;
+use tokio::io::AsyncRead;
 use tokio::net::TcpStream;
-use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::oneshot;
 
-use crate::ClientError;
+use crate::{ClientError, TlsConfig};
 
 type ReplySender = oneshot::Sender<Result<Response, ReplyError>>;
 
 /// The default time a call waits for its reply.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How [`Client::connect_with`] connects.
+#[derive(Clone)]
+pub struct ConnectOptions {
+    /// The token the silo requires (a call token or the admin token), if any.
+    pub token: Option<String>,
+    /// Connect over TLS, trusting these certificates; `None`: plain TCP.
+    pub tls: Option<TlsConfig>,
+    /// The largest reply payload accepted (the silos' limit
+    /// `payload-bytes`): a bigger frame closes the connection.
+    pub max_reply_payload_bytes: usize,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> ConnectOptions {
+        ConnectOptions {
+            token: None,
+            tls: None,
+            max_reply_payload_bytes: rio_protocol::DEFAULT_MAX_PAYLOAD_BYTES,
+        }
+    }
+}
+
+impl std::fmt::Debug for ConnectOptions {
+    // The token never reaches a log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectOptions")
+            .field("token", &self.token.as_ref().map(|_| "<hidden>"))
+            .field("tls", &self.tls)
+            .field("max_reply_payload_bytes", &self.max_reply_payload_bytes)
+            .finish()
+    }
+}
 
 /// A connection to one silo. Clone it freely: clones share the connection
 /// and may all have requests in flight at once.
@@ -59,12 +91,12 @@ struct Pending {
 
 impl Client {
     /// Connects to the silo at `address` (`host:port`) and does the
-    /// handshake. It accepts replies of up to
+    /// handshake, without a token or TLS. It accepts replies of up to
     /// [`rio_protocol::DEFAULT_MAX_PAYLOAD_BYTES`], the silo's default limit
     /// `payload-bytes` (a silo answers a bigger reply with an error for that
-    /// call alone); see [`Client::connect_accepting`] for another limit.
+    /// call alone); see [`Client::connect_with`] for the other options.
     pub async fn connect(address: &str) -> Result<Client, ClientError> {
-        Client::connect_accepting(address, rio_protocol::DEFAULT_MAX_PAYLOAD_BYTES).await
+        Client::connect_with(address, &ConnectOptions::default()).await
     }
 
     /// As [`Client::connect`], accepting reply payloads of up to
@@ -75,6 +107,20 @@ impl Client {
         address: &str,
         max_reply_payload_bytes: usize,
     ) -> Result<Client, ClientError> {
+        let options = ConnectOptions {
+            max_reply_payload_bytes,
+            ..ConnectOptions::default()
+        };
+        Client::connect_with(address, &options).await
+    }
+
+    /// Connects with a token, TLS, or another reply limit (see
+    /// [`ConnectOptions`]) and does the handshake. A silo that refuses the
+    /// token answers with [`ClientError::Handshake`] saying why.
+    pub async fn connect_with(
+        address: &str,
+        options: &ConnectOptions,
+    ) -> Result<Client, ClientError> {
         let stream = TcpStream::connect(address)
             .await
             .map_err(|source| ClientError::Connect {
@@ -84,30 +130,50 @@ impl Client {
         stream
             .set_nodelay(true)
             .map_err(|e| ClientError::Closed(e.to_string()))?;
-        let (read_half, mut write_half) = stream.into_split();
-        let max_reply_frame_bytes =
-            max_reply_payload_bytes.saturating_add(rio_protocol::REPLY_FRAME_OVERHEAD_BYTES);
+        let (read_half, writer): (Box<dyn AsyncRead + Send + Unpin>, _) = match &options.tls {
+            None => {
+                let (read_half, write_half) = stream.into_split();
+                (Box::new(read_half), FrameWriter::start(write_half))
+            }
+            Some(tls) => {
+                let session = tls.connect(address, stream).await?;
+                let (read_half, write_half) = tokio::io::split(session);
+                (
+                    Box::new(read_half),
+                    FrameWriter::start_stream(Box::new(write_half)),
+                )
+            }
+        };
+        let max_reply_frame_bytes = options
+            .max_reply_payload_bytes
+            .saturating_add(rio_protocol::REPLY_FRAME_OVERHEAD_BYTES);
         let mut reader = FrameReader::new(read_half, max_reply_frame_bytes);
 
         let mut hello = Vec::new();
         encode_frame(
             &ClientFrame::Hello {
                 protocol_version: PROTOCOL_VERSION,
+                token: options.token.clone(),
             },
             &mut hello,
         )?;
-        write_half
-            .write_all(&hello)
-            .await
-            .map_err(|e| ClientError::Closed(e.to_string()))?;
-        match reader.next_frame::<ServerFrame>().await? {
-            Some(ServerFrame::Welcome { .. }) => {}
-            Some(ServerFrame::Goodbye { reason }) => return Err(ClientError::Handshake(reason)),
-            Some(other) => return Err(ClientError::Handshake(format!("unexpected {other:?}"))),
-            None => return Err(ClientError::Handshake("silo closed the connection".into())),
+        if writer.send(&hello).is_err() {
+            return Err(ClientError::Closed(
+                "connection lost during the hello".into(),
+            ));
+        }
+        let welcome = match reader.next_frame::<ServerFrame>().await {
+            Ok(Some(ServerFrame::Welcome { .. })) => Ok(()),
+            Ok(Some(ServerFrame::Goodbye { reason })) => Err(ClientError::Handshake(reason)),
+            Ok(Some(other)) => Err(ClientError::Handshake(format!("unexpected {other:?}"))),
+            Ok(None) => Err(ClientError::Handshake("silo closed the connection".into())),
+            Err(error) => Err(error.into()),
+        };
+        if let Err(error) = welcome {
+            writer.close();
+            return Err(error);
         }
 
-        let writer = FrameWriter::start(write_half);
         let shared = Arc::new(Shared {
             next_id: AtomicU64::new(1),
             pending: Mutex::new(Pending {
@@ -307,6 +373,18 @@ impl Client {
         }
     }
 
+    /// Removes the service type `service_type` from the silo (and its
+    /// cluster); its objects' state stays stored.
+    pub async fn undeploy(&self, service_type: &str) -> Result<DeploymentInfo, ClientError> {
+        let request = Request::Undeploy {
+            service_type: service_type.to_string(),
+        };
+        match self.request(request).await? {
+            Response::Undeployed(info) => Ok(info),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
     /// Lists the service types deployed on the silo.
     pub async fn deployments(&self) -> Result<Vec<DeploymentInfo>, ClientError> {
         match self.request(Request::ListDeployments).await? {
@@ -450,7 +528,10 @@ pub(crate) fn from_cbor<R: DeserializeOwned>(reply: &[u8]) -> Result<R, ClientEr
         .map_err(|e| ClientError::Codec(format!("cannot decode reply: {e}")))
 }
 
-async fn read_replies(mut reader: FrameReader<OwnedReadHalf>, shared: Arc<Shared>) {
+async fn read_replies(
+    mut reader: FrameReader<Box<dyn AsyncRead + Send + Unpin>>,
+    shared: Arc<Shared>,
+) {
     let reason = loop {
         match reader.next_frame::<ServerFrame>().await {
             Ok(Some(ServerFrame::Reply { id, result })) => {

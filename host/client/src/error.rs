@@ -13,7 +13,12 @@ pub enum ClientError {
         /// What the OS said.
         source: std::io::Error,
     },
-    /// The silo speaks another protocol version, or is not a rio silo.
+    /// TLS could not be set up: a bad CA file, or the silo's certificate was
+    /// not trusted.
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// The silo refused the hello: another protocol version, a wrong or
+    /// missing token, or not a rio silo.
     #[error("handshake with silo failed: {0}")]
     Handshake(String),
     /// The connection is gone; requests in flight on it are lost.

@@ -12,6 +12,10 @@
 //! - `cluster`: [`ClusterClient`], connections to every silo of a cluster,
 //!   calling each object's owner directly.
 //! - `error`: [`ClientError`].
+//! - `tls`: [`TlsConfig`], the certificates a client trusts.
+//!
+//! A silo that requires a token, or TLS, is reached with
+//! [`Client::connect_with`] and [`ConnectOptions`].
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), rio_client::ClientError> {
@@ -28,8 +32,10 @@
 mod cluster;
 mod connection;
 mod error;
+mod tls;
 
 pub use cluster::ClusterClient;
-pub use connection::{Client, DEFAULT_TIMEOUT};
+pub use connection::{Client, ConnectOptions, DEFAULT_TIMEOUT};
 pub use error::ClientError;
 pub use rio_protocol::{DeadLetterInfo, DeploymentInfo, MemberInfo, ReplyError, SiloStats};
+pub use tls::TlsConfig;

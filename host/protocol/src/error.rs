@@ -58,6 +58,10 @@ pub enum ReplyError {
     /// A failure inside the silo, such as an unreachable state store.
     #[error("internal error: {0}")]
     Internal(String),
+    /// The connection's token does not allow this request (or it has none
+    /// and the silo requires one); nothing was done.
+    #[error("unauthorized: {0}")]
+    Unauthorized(String),
     /// The call may or may not have taken effect: the silo that owns the
     /// object could not be reached, the connection broke after the message
     /// was sent, or the turn's silo no longer owned the object when it
@@ -83,6 +87,7 @@ impl ReplyError {
             ReplyError::InvalidComponent(_) => "invalid-component",
             ReplyError::Internal(_) => "internal",
             ReplyError::Unavailable(_) => "unavailable",
+            ReplyError::Unauthorized(_) => "unauthorized",
         }
     }
 }

@@ -13,6 +13,12 @@ pub enum ClientFrame {
     Hello {
         /// The client's [`crate::PROTOCOL_VERSION`].
         protocol_version: u32,
+        /// The client's token, for a silo that requires one: a call token,
+        /// the admin token, or (between silos) the cluster secret. What the
+        /// connection may ask follows from which one it is. A wrong token
+        /// gets a [`ServerFrame::Goodbye`] saying so.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token: Option<String>,
     },
     /// One request; the silo answers with a [`ServerFrame::Reply`] of the same id.
     Request {
@@ -61,6 +67,13 @@ pub enum Request {
         /// The component's bytes.
         #[serde(with = "serde_bytes")]
         component: Vec<u8>,
+    },
+    /// Remove a service type: new calls to it fail with `unknown-type`,
+    /// its live activations are deactivated, its objects' state is kept (a
+    /// later deploy under the same name finds it).
+    Undeploy {
+        /// The type to remove.
+        service_type: String,
     },
     /// List the deployed service types.
     ListDeployments,
@@ -184,6 +197,8 @@ pub enum Response {
     },
     /// The component was accepted.
     Deployed(DeploymentInfo),
+    /// The type was removed; what it pointed at.
+    Undeployed(DeploymentInfo),
     /// Every deployed type.
     Deployments(Vec<DeploymentInfo>),
     /// Silo counters.
@@ -288,4 +303,7 @@ pub struct SiloStats {
     /// Connections closed after their idle timeout.
     #[serde(default)]
     pub connections_closed_idle: u64,
+    /// Connections refused at their hello for a wrong or missing token.
+    #[serde(default)]
+    pub connections_unauthorized: u64,
 }

@@ -5,7 +5,8 @@
 //! path. Frames sent while a write is under way queue up and go out together
 //! in the next write, which keeps syscalls few under load. Only when the
 //! socket would block does a background task take over, so no sender ever
-//! waits on a slow peer.
+//! waits on a slow peer. Over any other stream (a TLS session, which has no
+//! non-blocking write) the background task does every write.
 //!
 //! The writer counts the bytes it accepted and has not yet written
 //! ([`FrameWriter::unsent_bytes`]), so the owner of a connection can stop
@@ -19,6 +20,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::Notify;
 use tokio::sync::futures::Notified;
@@ -27,7 +29,7 @@ use tokio::sync::futures::Notified;
 /// background task flushes what is queued and ends; the write side closes
 /// when the last handle is dropped.
 pub struct FrameWriter {
-    stream: OwnedWriteHalf,
+    stream: Sink,
     state: Mutex<WriterState>,
     wake_background: Notify,
     /// Woken (all waiters) whenever bytes left for the socket, and when the
@@ -36,6 +38,18 @@ pub struct FrameWriter {
     progress: Notify,
     progress_waiters: AtomicUsize,
 }
+
+/// Where a writer's bytes go.
+enum Sink {
+    /// A TCP socket: senders write to it directly while it has room.
+    Tcp(OwnedWriteHalf),
+    /// Any other byte stream: only the background task writes, so the lock
+    /// is never contended.
+    Stream(tokio::sync::Mutex<Box<dyn AsyncWrite + Send + Unpin>>),
+}
+
+/// How long the end of a stream (a TLS close-notify) may take to go out.
+const SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 #[derive(Default)]
 struct WriterState {
@@ -66,6 +80,15 @@ pub struct WriterClosed;
 impl FrameWriter {
     /// Wraps `stream` and starts its background task on the current runtime.
     pub fn start(stream: OwnedWriteHalf) -> Arc<FrameWriter> {
+        FrameWriter::start_sink(Sink::Tcp(stream))
+    }
+
+    /// As [`FrameWriter::start`] for any byte stream, such as a TLS session.
+    pub fn start_stream(stream: Box<dyn AsyncWrite + Send + Unpin>) -> Arc<FrameWriter> {
+        FrameWriter::start_sink(Sink::Stream(tokio::sync::Mutex::new(stream)))
+    }
+
+    fn start_sink(stream: Sink) -> Arc<FrameWriter> {
         let writer = Arc::new(FrameWriter {
             stream,
             state: Mutex::new(WriterState::default()),
@@ -205,10 +228,15 @@ impl FrameWriter {
     }
 
     /// Writes what the socket takes now; returns how much that was.
+    /// A stream other than TCP takes nothing this way: the background task
+    /// writes it.
     fn write_without_waiting(&self, bytes: &[u8]) -> io::Result<usize> {
+        let Sink::Tcp(stream) = &self.stream else {
+            return Ok(0);
+        };
         let mut written = 0;
         while written < bytes.len() {
-            match self.stream.try_write(&bytes[written..]) {
+            match stream.try_write(&bytes[written..]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => written += n,
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
@@ -240,18 +268,17 @@ impl FrameWriter {
                         state.background_owns = false;
                         state.writing = false;
                     }
-                    if !state.background_owns {
-                        if state.closed && !state.writing {
-                            drop(state);
-                            // The peer sees the end of the stream even while
-                            // handles to this writer still exist.
-                            let _ = socket2::SockRef::from(self.stream.as_ref())
-                                .shutdown(std::net::Shutdown::Write);
-                            return;
-                        }
+                    if state.background_owns {
+                        Some(std::mem::take(&mut state.queued))
+                    } else if state.closed && !state.writing {
+                        None
+                    } else {
                         break;
                     }
-                    std::mem::take(&mut state.queued)
+                };
+                let Some(batch) = batch else {
+                    self.shut_down().await;
+                    return;
                 };
                 if let Err(error) = self.write_waiting(&batch).await {
                     tracing::debug!(%error, "connection write failed");
@@ -261,11 +288,29 @@ impl FrameWriter {
         }
     }
 
+    /// Ends the stream, so the peer sees its end even while handles to this
+    /// writer still exist.
+    async fn shut_down(&self) {
+        match &self.stream {
+            Sink::Tcp(stream) => {
+                let _ = socket2::SockRef::from(stream.as_ref()).shutdown(std::net::Shutdown::Write);
+            }
+            Sink::Stream(stream) => {
+                let mut stream = stream.lock().await;
+                let _ = tokio::time::timeout(SHUTDOWN_WAIT, stream.shutdown()).await;
+            }
+        }
+    }
+
     async fn write_waiting(&self, bytes: &[u8]) -> io::Result<()> {
+        let stream = match &self.stream {
+            Sink::Tcp(stream) => stream,
+            Sink::Stream(stream) => return self.write_to_stream(stream, bytes).await,
+        };
         let mut written = 0;
         while written < bytes.len() {
             tokio::select! {
-                ready = self.stream.writable() => ready?,
+                ready = stream.writable() => ready?,
                 // `close` and `abort` wake this task; only an abort ends
                 // a wait on a peer that does not read.
                 _ = self.wake_background.notified() => {
@@ -280,6 +325,38 @@ impl FrameWriter {
             written += now;
         }
         Ok(())
+    }
+}
+
+impl FrameWriter {
+    async fn write_to_stream(
+        &self,
+        stream: &tokio::sync::Mutex<Box<dyn AsyncWrite + Send + Unpin>>,
+        bytes: &[u8],
+    ) -> io::Result<()> {
+        let mut stream = stream.lock().await;
+        let write = async {
+            stream.write_all(bytes).await?;
+            stream.flush().await
+        };
+        // Only an abort ends a write to a peer that does not read; other
+        // wake-ups (more frames queued) are seen after this batch.
+        let aborted = async {
+            loop {
+                self.wake_background.notified().await;
+                if self.lock().aborted {
+                    return;
+                }
+            }
+        };
+        tokio::select! {
+            written = write => {
+                written?;
+                self.count_written(bytes.len());
+                Ok(())
+            }
+            _ = aborted => Err(io::Error::other("aborted")),
+        }
     }
 }
 

@@ -4,6 +4,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::Limits;
+use crate::auth::AuthConfig;
+use crate::tls::SiloTls;
 
 /// How a silo runs. Build one with [`SiloConfig::new`] and adjust fields.
 #[derive(Debug, Clone)]
@@ -51,6 +53,10 @@ pub struct SiloConfig {
     pub idempotency_sweep_batch: usize,
     /// What one caller or guest may use: sizes, depths, rates.
     pub limits: Limits,
+    /// The tokens clients and peers must present; none by default.
+    pub auth: AuthConfig,
+    /// Serve TLS (and speak it to peers); `None`: plain TCP.
+    pub tls: Option<SiloTls>,
     /// Join a cluster through this store; `None` runs the silo on its own
     /// with the embedded SQLite store in `data_dir`.
     pub cluster: Option<ClusterConfig>,
@@ -127,6 +133,39 @@ impl std::str::FromStr for PlacementStrategy {
 }
 
 impl SiloConfig {
+    /// Refuses a configuration that would serve anyone who reaches
+    /// `listen`: a non-loopback address without client tokens, unless
+    /// `allow_unauthenticated`; and a cluster whose silos require tokens
+    /// from clients but share no secret among themselves (their forwarded
+    /// calls would be refused).
+    pub fn check_protection(
+        &self,
+        listen: std::net::SocketAddr,
+        allow_unauthenticated: bool,
+    ) -> Result<(), crate::SiloError> {
+        if self.cluster.is_some()
+            && self.auth.requires_client_tokens()
+            && self.auth.cluster_secret.is_none()
+        {
+            return Err(crate::SiloError::Unprotected(
+                "a cluster silo that requires tokens needs the cluster secret too (--cluster-secret), \
+                 which its peers present to each other"
+                    .into(),
+            ));
+        }
+        if !listen.ip().is_loopback()
+            && !self.auth.requires_client_tokens()
+            && !allow_unauthenticated
+        {
+            return Err(crate::SiloError::Unprotected(format!(
+                "refusing to listen on {listen} without tokens: anyone who reaches it could deploy \
+                 code and call every object. Set --call-token and --admin-token (or their \
+                 RIO_*_TOKEN variables or files), or pass --allow-unauthenticated"
+            )));
+        }
+        Ok(())
+    }
+
     /// Defaults, storing everything under `data_dir`.
     pub fn new(data_dir: impl Into<PathBuf>) -> SiloConfig {
         SiloConfig {
@@ -148,6 +187,8 @@ impl SiloConfig {
             idempotency_sweep_interval: Duration::from_secs(60),
             idempotency_sweep_batch: 1000,
             limits: Limits::default(),
+            auth: AuthConfig::default(),
+            tls: None,
             cluster: None,
         }
     }

@@ -26,6 +26,8 @@ pub(crate) struct ConnectionCounters {
     pub(crate) closed_misbehaving: AtomicU64,
     /// Connections closed after their idle timeout.
     pub(crate) closed_idle: AtomicU64,
+    /// Connections refused at their hello for a wrong or missing token.
+    pub(crate) unauthorized: AtomicU64,
     /// Refused connections still being told why.
     pub(crate) refusing: AtomicUsize,
 }

@@ -4,7 +4,13 @@
 //! world and only then stores and publishes the type; a file that is not a
 //! component of the rio world changes nothing. Replacing a type marks the
 //! old deployment superseded, and its activations move to the new code at
-//! their next message.
+//! their next message. Undeploying removes the type from the store and
+//! marks it superseded with no successor: its activations answer
+//! `unknown-type` from their next message on, and drop their instances.
+//!
+//! Deploys, undeploys and refreshes run one at a time (`changing`), so a
+//! refresh that read the store's list just before a deploy on this silo
+//! cannot remove the new type again.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -38,7 +44,7 @@ pub(crate) struct Deployments {
     cache: Arc<CompiledCache>,
     store: Arc<dyn ComponentStore>,
     current: RwLock<HashMap<String, Arc<DeployedType>>>,
-    refreshing: tokio::sync::Mutex<()>,
+    changing: tokio::sync::Mutex<()>,
     /// Where prepared components came from, for the silo's stats.
     pub(crate) compiled_total: AtomicU64,
     pub(crate) loaded_total: AtomicU64,
@@ -59,7 +65,7 @@ impl Deployments {
             cache: Arc::new(cache),
             store,
             current: RwLock::default(),
-            refreshing: tokio::sync::Mutex::new(()),
+            changing: tokio::sync::Mutex::new(()),
             compiled_total: AtomicU64::new(0),
             loaded_total: AtomicU64::new(0),
         }
@@ -90,6 +96,7 @@ impl Deployments {
         let hash = content_hash(&component);
         let deployed = self.prepare(service_type, &hash, component.clone()).await?;
         let storage_error = |e: crate::storage::StorageError| ReplyError::Internal(e.to_string());
+        let _one_at_a_time = self.changing.lock().await;
         self.store
             .put_component(&hash, &component)
             .await
@@ -104,13 +111,52 @@ impl Deployments {
         Ok(info)
     }
 
-    /// Loads every deployment the store knows that this silo does not serve
-    /// yet (all of them as a silo starts; in a cluster, those made through
-    /// other silos). A type that no longer loads is logged and skipped.
+    /// Removes `service_type` from the store and stops serving it.
+    pub(crate) async fn undeploy(&self, service_type: &str) -> Result<DeploymentInfo, ReplyError> {
+        let _one_at_a_time = self.changing.lock().await;
+        let unknown = || ReplyError::UnknownType {
+            service_type: service_type.to_string(),
+        };
+        let info = self.get(service_type).ok_or_else(unknown)?.info.clone();
+        let removed = self
+            .store
+            .remove_deployment(service_type)
+            .await
+            .map_err(|e| ReplyError::Internal(e.to_string()))?;
+        self.unpublish(service_type);
+        if !removed {
+            // Undeployed through another silo a moment ago.
+            return Err(unknown());
+        }
+        tracing::info!(service_type, content_hash = %info.content_hash, "undeployed");
+        Ok(info)
+    }
+
+    /// Serves what the store lists: loads every deployment this silo does
+    /// not serve yet (all of them as a silo starts; in a cluster, those
+    /// made through other silos) and drops the types undeployed elsewhere.
+    /// A type that no longer loads is logged and skipped.
     pub(crate) async fn refresh(&self) -> Result<(), crate::storage::StorageError> {
-        // One refresh at a time, so a component is compiled once.
-        let _one_at_a_time = self.refreshing.lock().await;
-        for (service_type, hash) in self.store.deployments().await? {
+        // One change at a time, so a component is compiled once.
+        let _one_at_a_time = self.changing.lock().await;
+        let stored = self.store.deployments().await?;
+        let served: Vec<String> = self
+            .current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        for service_type in served {
+            if !stored
+                .iter()
+                .any(|(stored_type, _)| *stored_type == service_type)
+            {
+                self.unpublish(&service_type);
+                tracing::info!(service_type, "undeployed through another silo");
+            }
+        }
+        for (service_type, hash) in stored {
             if self
                 .get(&service_type)
                 .is_some_and(|current| current.info.content_hash == hash)
@@ -180,6 +226,13 @@ impl Deployments {
             pre,
             superseded: AtomicBool::new(false),
         }))
+    }
+
+    fn unpublish(&self, service_type: &str) {
+        let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(old) = current.remove(service_type) {
+            old.superseded.store(true, Ordering::Relaxed);
+        }
     }
 
     fn publish(&self, deployed: Arc<DeployedType>) {

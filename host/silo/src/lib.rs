@@ -17,6 +17,8 @@
 //! - `directory`: which objects have an activation on this silo.
 //! - `router`: delivers a message to an object, activating it if needed.
 //! - `server`: the TCP listener, the handshake and one reader per connection.
+//! - [`auth`]: the tokens a silo accepts and what each allows.
+//! - [`tls`]: the silo's certificate and the ones it trusts on its peers.
 //! - `connection`: one connection's writer, requests in flight and limits.
 //! - `log_summary`: one log line per period for events that may flood.
 //! - `cluster`: membership, failure detection, placement and forwarding
@@ -25,6 +27,7 @@
 #![warn(missing_docs)]
 
 mod activation;
+pub mod auth;
 mod bindings;
 mod client_send;
 mod cluster;
@@ -49,9 +52,12 @@ mod server;
 pub mod silo;
 mod stats;
 pub mod storage;
+pub mod tls;
 
+pub use auth::{AuthConfig, Secret};
 pub use config::{ClusterConfig, PlacementStrategy, SiloConfig};
 pub use error::SiloError;
 pub use limits::{Limits, UnknownLimit};
 pub use object_key::ObjectKey;
 pub use silo::Silo;
+pub use tls::SiloTls;

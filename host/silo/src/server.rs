@@ -34,6 +34,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 
 use crate::ObjectKey;
+use crate::auth::Credential;
 use crate::connection::{Connection, ConnectionCounters, ConnectionSink, Room};
 use crate::log_summary::LogSummary;
 use crate::mailbox::{Envelope, ReplyTo};
@@ -57,6 +58,9 @@ const MAX_LINGERING_REFUSALS: usize = 64;
 /// Connections refused at the cap, logged at most once per period.
 static REFUSED_LOG: LogSummary = LogSummary::new();
 
+/// Connections refused for their token, logged at most once per period.
+static UNAUTHORIZED_LOG: LogSummary = LogSummary::new();
+
 /// Accepts connections on `listener` until `shutdown` resolves.
 pub(crate) async fn serve(
     listener: TcpListener,
@@ -78,7 +82,11 @@ pub(crate) async fn serve(
                         }
                         // A flood of refused connections must not use up the
                         // descriptors: past a few lingering refusals, drop at once.
-                        if counters.refusing.load(Ordering::SeqCst) < MAX_LINGERING_REFUSALS {
+                        // (A TLS silo cannot say goodbye before the TLS
+                        // handshake, which would cost as much as serving.)
+                        if router.config.tls.is_none()
+                            && counters.refusing.load(Ordering::SeqCst) < MAX_LINGERING_REFUSALS
+                        {
                             counters.refusing.fetch_add(1, Ordering::SeqCst);
                             let counters = counters.clone();
                             let max = router.config.max_connections;
@@ -141,6 +149,10 @@ enum End {
     Idle,
     /// The peer broke a rule; the reason goes in the goodbye and the log.
     Misbehaved(String),
+    /// The hello's token was wrong or missing; the reason goes in the
+    /// goodbye, and refusals are logged as a periodic summary (a scanner
+    /// guessing tokens must not flood the log).
+    Unauthorized(String),
 }
 
 async fn serve_connection(
@@ -149,11 +161,37 @@ async fn serve_connection(
     router: Arc<Router>,
     open: OpenConnection,
 ) {
-    let config = &router.config;
     let _ = stream.set_nodelay(true);
-    let (read_half, write_half) = stream.into_split();
+    let Some(tls) = &router.config.tls else {
+        let (read_half, write_half) = stream.into_split();
+        let writer = FrameWriter::start(write_half);
+        return serve_stream(read_half, writer, peer, router, open).await;
+    };
+    let timeout = router.config.handshake_timeout;
+    let failure = match tokio::time::timeout(timeout, tls.acceptor.accept(stream)).await {
+        Ok(Ok(session)) => {
+            let (read_half, write_half) = tokio::io::split(session);
+            let writer = FrameWriter::start_stream(Box::new(write_half));
+            return serve_stream(read_half, writer, peer, router, open).await;
+        }
+        Ok(Err(error)) => format!("TLS handshake failed: {error}"),
+        Err(_) => format!("no TLS handshake within {} ms", timeout.as_millis()),
+    };
+    open.0.closed_misbehaving.fetch_add(1, Ordering::Relaxed);
+    tracing::warn!(%peer, reason = %one_line(&failure), "closing a misbehaving connection");
+}
+
+/// Serves one connection, plain or TLS, once its bytes flow.
+async fn serve_stream<R: tokio::io::AsyncRead + Unpin>(
+    read_half: R,
+    writer: Arc<FrameWriter>,
+    peer: SocketAddr,
+    router: Arc<Router>,
+    open: OpenConnection,
+) {
+    let config = &router.config;
     let mut reader = FrameReader::new(read_half, config.max_frame_bytes);
-    let connection = Connection::new(FrameWriter::start(write_half));
+    let connection = Connection::new(writer);
     let counters = &open.0;
 
     let end = match tokio::time::timeout(config.handshake_timeout, handshake(&mut reader)).await {
@@ -163,12 +201,15 @@ async fn serve_connection(
         )),
         Ok(Err(None)) => End::Left,
         Ok(Err(Some(reason))) => End::Misbehaved(reason),
-        Ok(Ok(())) => {
-            connection.send_frame(&ServerFrame::Welcome {
-                protocol_version: PROTOCOL_VERSION,
-            });
-            read_requests(&mut reader, &connection, &router, counters).await
-        }
+        Ok(Ok(token)) => match config.auth.credential(token.as_deref()) {
+            Ok(credential) => {
+                connection.send_frame(&ServerFrame::Welcome {
+                    protocol_version: PROTOCOL_VERSION,
+                });
+                read_requests(&mut reader, &connection, &router, counters, credential).await
+            }
+            Err(reason) => End::Unauthorized(reason),
+        },
     };
     let linger = match end {
         End::Left => config.connection_idle_timeout,
@@ -179,6 +220,14 @@ async fn serve_connection(
                 config.connection_idle_timeout.as_secs()
             );
             tracing::debug!(%peer, %reason, "closing an idle connection");
+            connection.send_frame(&ServerFrame::Goodbye { reason });
+            GOODBYE_LINGER
+        }
+        End::Unauthorized(reason) => {
+            counters.unauthorized.fetch_add(1, Ordering::Relaxed);
+            if let Some(refused) = UNAUTHORIZED_LOG.note() {
+                tracing::warn!(%peer, %reason, refused, "refusing connections: bad or missing token");
+            }
             connection.send_frame(&ServerFrame::Goodbye { reason });
             GOODBYE_LINGER
         }
@@ -209,17 +258,18 @@ fn one_line(text: &str) -> String {
     line
 }
 
-/// `Err(None)`: the peer left before saying anything.
+/// The hello's token; `Err(None)`: the peer left before saying anything.
 async fn handshake<R: tokio::io::AsyncRead + Unpin>(
     reader: &mut FrameReader<R>,
-) -> Result<(), Option<String>> {
+) -> Result<Option<String>, Option<String>> {
     match reader.next_frame::<ClientFrame>().await {
-        Ok(Some(ClientFrame::Hello { protocol_version }))
-            if protocol_version == PROTOCOL_VERSION =>
-        {
-            Ok(())
-        }
-        Ok(Some(ClientFrame::Hello { protocol_version })) => Err(Some(format!(
+        Ok(Some(ClientFrame::Hello {
+            protocol_version,
+            token,
+        })) if protocol_version == PROTOCOL_VERSION => Ok(token),
+        Ok(Some(ClientFrame::Hello {
+            protocol_version, ..
+        })) => Err(Some(format!(
             "protocol version {protocol_version} is not supported; this silo speaks version {PROTOCOL_VERSION}"
         ))),
         Ok(Some(_)) => Err(Some("the first frame must be a hello".into())),
@@ -234,6 +284,7 @@ async fn read_requests<R: tokio::io::AsyncRead + Unpin>(
     connection: &Arc<Connection>,
     router: &Arc<Router>,
     counters: &Arc<ConnectionCounters>,
+    credential: Credential,
 ) -> End {
     let config = &router.config;
     let idle_timeout = config.connection_idle_timeout;
@@ -292,6 +343,10 @@ async fn read_requests<R: tokio::io::AsyncRead + Unpin>(
             Ok(ClientFrame::Request { id, request }) => {
                 let deadline = request_deadline(&request);
                 latest_deadline = latest_deadline.max(deadline);
+                if let Err(refused) = config.auth.check(credential, &request) {
+                    connection.request_sink().reply(id, Err(refused));
+                    continue;
+                }
                 handle_request(
                     id,
                     request,
@@ -425,6 +480,13 @@ fn handle_request(
             tokio::spawn(async move {
                 let result = router.deployments.deploy(&service_type, component).await;
                 sink.reply(id, result.map(Response::Deployed));
+            });
+        }
+        Request::Undeploy { service_type } => {
+            let router = router.clone();
+            tokio::spawn(async move {
+                let result = router.deployments.undeploy(&service_type).await;
+                sink.reply(id, result.map(Response::Undeployed));
             });
         }
         Request::ListDeployments => {

@@ -64,9 +64,16 @@ impl Silo {
                 let store =
                     ClusterStore::open(&cluster_config.url, config.group_commit_max).await?;
                 let (state, components) = (store.state.clone(), store.components.clone());
-                let payload_bytes = config.limits.payload_bytes;
-                let cluster =
-                    Cluster::new(store, cluster_config.clone(), generation, payload_bytes);
+                let peer_options = rio_client::ConnectOptions {
+                    token: config
+                        .auth
+                        .cluster_secret
+                        .as_ref()
+                        .map(|secret| secret.expose().to_string()),
+                    tls: config.tls.as_ref().map(|tls| tls.peers.clone()),
+                    max_reply_payload_bytes: config.limits.payload_bytes,
+                };
+                let cluster = Cluster::new(store, cluster_config.clone(), generation, peer_options);
                 (state, components, Some(Arc::new(cluster)))
             }
         };

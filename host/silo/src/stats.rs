@@ -25,6 +25,7 @@ pub(crate) fn stats(router: &Router, connections: &ConnectionCounters) -> SiloSt
         connections_refused: connections.refused.load(Ordering::Relaxed),
         connections_closed_misbehaving: connections.closed_misbehaving.load(Ordering::Relaxed),
         connections_closed_idle: connections.closed_idle.load(Ordering::Relaxed),
+        connections_unauthorized: connections.unauthorized.load(Ordering::Relaxed),
     }
 }
 

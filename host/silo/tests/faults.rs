@@ -172,6 +172,7 @@ async fn raw_connection(
     encode_frame(
         &ClientFrame::Hello {
             protocol_version: PROTOCOL_VERSION,
+            token: None,
         },
         &mut hello,
     )
@@ -268,6 +269,7 @@ async fn malformed_oversized_and_unknown_frames_get_clear_answers() {
     encode_frame(
         &ClientFrame::Hello {
             protocol_version: PROTOCOL_VERSION + 1,
+            token: None,
         },
         &mut hello,
     )

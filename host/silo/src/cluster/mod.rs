@@ -65,13 +65,13 @@ fn storage(error: StorageError) -> ReplyError {
 }
 
 impl Cluster {
-    /// `max_reply_payload_bytes` is the silo's `payload-bytes`, which its
-    /// peers' replies to forwarded calls keep within.
+    /// `peer_options` are how this silo connects to its peers (see
+    /// [`Peers::new`]).
     pub(crate) fn new(
         store: ClusterStore,
         config: ClusterConfig,
         generation: i64,
-        max_reply_payload_bytes: usize,
+        peer_options: rio_client::ConnectOptions,
     ) -> Cluster {
         Cluster {
             store,
@@ -79,7 +79,7 @@ impl Cluster {
             generation,
             me: OnceLock::new(),
             view: RwLock::default(),
-            peers: Peers::new(max_reply_payload_bytes),
+            peers: Peers::new(peer_options),
             routes: Mutex::default(),
             evicted: watch::channel(false).0,
             retired: watch::channel(false).0,

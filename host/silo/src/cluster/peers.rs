@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use rio_client::{Client, ClientError};
+use rio_client::{Client, ClientError, ConnectOptions};
 use rio_protocol::{ForwardRequest, ReplyError, Request, Response, WaitReport};
 
 /// Why a forwarded call has no reply. (A call that could not be sent at
@@ -21,9 +21,10 @@ pub(crate) enum ForwardFailure {
 pub(crate) struct Peers {
     calls: Mutex<HashMap<String, Client>>,
     probes: Mutex<HashMap<String, Client>>,
-    /// This silo's `payload-bytes`: its peers (configured alike) answer
-    /// forwarded calls with replies up to that size.
-    max_reply_payload_bytes: usize,
+    /// How this silo connects to its peers: its `payload-bytes` (peers,
+    /// configured alike, answer forwarded calls with replies up to that
+    /// size), the cluster secret as its token, TLS if the silo serves it.
+    options: ConnectOptions,
 }
 
 /// How long a forwarded call's sender waits past the call's own deadline:
@@ -36,25 +37,20 @@ const FORWARD_REPLY_MARGIN: Duration = Duration::from_secs(1);
 const REPORT_TIMEOUT: Duration = Duration::from_millis(500);
 
 impl Peers {
-    pub(crate) fn new(max_reply_payload_bytes: usize) -> Peers {
+    pub(crate) fn new(options: ConnectOptions) -> Peers {
         Peers {
             calls: Mutex::default(),
             probes: Mutex::default(),
-            max_reply_payload_bytes,
+            options,
         }
     }
 
     /// The connection for forwarded calls to the silo at `address`; an
     /// error means nothing was sent.
     pub(crate) async fn call_connection(&self, address: &str) -> Result<Client, String> {
-        connection(
-            &self.calls,
-            address,
-            FORWARD_REPLY_MARGIN,
-            self.max_reply_payload_bytes,
-        )
-        .await
-        .map_err(|error| error.to_string())
+        connection(&self.calls, address, FORWARD_REPLY_MARGIN, &self.options)
+            .await
+            .map_err(|error| error.to_string())
     }
 
     /// Sends a forwarded call over `client`, the connection to `address`.
@@ -87,8 +83,7 @@ impl Peers {
     pub(crate) async fn ping(&self, address: &str, timeout: Duration) -> Result<i64, String> {
         let attempt = async {
             // Its own timeout, whoever opened the shared probe connection.
-            let client =
-                connection(&self.probes, address, timeout, self.max_reply_payload_bytes).await?;
+            let client = connection(&self.probes, address, timeout, &self.options).await?;
             client.with_timeout(timeout).ping().await
         };
         match tokio::time::timeout(timeout, attempt).await {
@@ -109,13 +104,7 @@ impl Peers {
     /// (the next one follows shortly).
     pub(crate) async fn report_waits(&self, address: &str, report: WaitReport) {
         let attempt = async {
-            let client = connection(
-                &self.probes,
-                address,
-                REPORT_TIMEOUT,
-                self.max_reply_payload_bytes,
-            )
-            .await?;
+            let client = connection(&self.probes, address, REPORT_TIMEOUT, &self.options).await?;
             client
                 .with_timeout(REPORT_TIMEOUT)
                 .request(Request::Waits(report))
@@ -139,14 +128,14 @@ async fn connection(
     pool: &Mutex<HashMap<String, Client>>,
     address: &str,
     timeout: Duration,
-    max_reply_payload_bytes: usize,
+    options: &ConnectOptions,
 ) -> Result<Client, ClientError> {
     if let Some(client) = pool.lock().unwrap_or_else(|p| p.into_inner()).get(address)
         && !client.is_closed()
     {
         return Ok(client.clone());
     }
-    let client = Client::connect_accepting(address, max_reply_payload_bytes)
+    let client = Client::connect_with(address, options)
         .await?
         .with_timeout(timeout);
     // Two tasks may connect at once; the second connection simply wins.

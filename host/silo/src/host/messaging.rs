@@ -232,8 +232,11 @@ fn to_call_error(error: ReplyError) -> CallError {
         ReplyError::Unavailable(message) => CallError::Unavailable(message),
         ReplyError::Cycle(message) => CallError::Cycle(message),
         ReplyError::Deadlock(message) => CallError::Deadlock(message),
-        ReplyError::BadRequest(_) | ReplyError::InvalidComponent(_) | ReplyError::Internal(_) => {
-            CallError::Internal(error.to_string())
-        }
+        // A peer refusing this silo's cluster secret is a misconfiguration
+        // the guest cannot act on.
+        ReplyError::BadRequest(_)
+        | ReplyError::InvalidComponent(_)
+        | ReplyError::Internal(_)
+        | ReplyError::Unauthorized(_) => CallError::Internal(error.to_string()),
     }
 }

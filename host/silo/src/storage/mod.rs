@@ -242,6 +242,9 @@ pub trait ComponentStore: Send + Sync + 'static {
     ) -> Result<(), StorageError>;
     /// Every (service type, content hash) deployed.
     async fn deployments(&self) -> Result<Vec<(String, String)>, StorageError>;
+    /// Removes `service_type`'s deployment (its component bytes stay, as
+    /// other types may share them); false if there was none.
+    async fn remove_deployment(&self, service_type: &str) -> Result<bool, StorageError>;
 }
 
 /// Every concern of a cluster, each behind its trait; one backend usually

@@ -748,6 +748,16 @@ impl ComponentStore for SqliteStore {
             .await
             .map_err(backend)
     }
+
+    async fn remove_deployment(&self, service_type: &str) -> Result<bool, StorageError> {
+        let mut connection = self.writer_connection().await?;
+        let removed = sqlx::query("DELETE FROM deployments WHERE service_type = ?")
+            .bind(service_type)
+            .execute(&mut connection)
+            .await
+            .map_err(backend)?;
+        Ok(removed.rows_affected() > 0)
+    }
 }
 
 impl SqliteStore {

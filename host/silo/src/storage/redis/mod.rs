@@ -589,6 +589,16 @@ impl ComponentStore for RedisStore {
         deployments.sort();
         Ok(deployments)
     }
+
+    async fn remove_deployment(&self, service_type: &str) -> Result<bool, StorageError> {
+        let removed: i64 = redis::cmd("HDEL")
+            .arg(DEPLOYMENTS)
+            .arg(service_type)
+            .query_async(&mut self.connection())
+            .await
+            .map_err(backend)?;
+        Ok(removed > 0)
+    }
 }
 
 #[async_trait]

@@ -101,6 +101,15 @@ impl ComponentStore for SqlStore {
             })
             .collect()
     }
+
+    async fn remove_deployment(&self, service_type: &str) -> Result<bool, StorageError> {
+        let removed = sqlx::query(self.sql("DELETE FROM deployments WHERE service_type = ?"))
+            .bind(service_type)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(removed.rows_affected() > 0)
+    }
 }
 
 impl SqlStore {

@@ -1,0 +1,263 @@
+//! Who may ask a silo what: the tokens it accepts and the scope each
+//! grants.
+//!
+//! Invariants:
+//! - A silo configured with no token at all serves everyone everything (the
+//!   loopback default); `rio silo` refuses to listen elsewhere that way
+//!   unless told `--allow-unauthenticated`.
+//! - Scopes nest: the cluster secret allows everything (peers forward calls
+//!   and ask for members), the admin token everything but silo-to-silo
+//!   requests, a call token calls and the list of deployments.
+//! - Tokens are compared in constant time (as SHA-256 digests) and never
+//!   printed: [`Secret`]'s `Debug` hides it.
+
+use rio_protocol::{ReplyError, Request};
+use sha2::{Digest, Sha256};
+
+/// A token or secret; its `Debug` never shows it.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps `text`; `None` if it is empty (an empty token would match a
+    /// client that sends an empty one).
+    pub fn new(text: impl Into<String>) -> Option<Secret> {
+        let text = text.into();
+        let text = text.trim_end_matches(['\n', '\r']).to_string();
+        (!text.is_empty()).then_some(Secret(text))
+    }
+
+    /// The token itself, for a silo to present to its peers.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    fn matches(&self, given: &str) -> bool {
+        // Digests have one length whatever the inputs, so comparing them
+        // byte by byte without stopping early leaks nothing of the token.
+        let expected = Sha256::digest(self.0.as_bytes());
+        let given = Sha256::digest(given.as_bytes());
+        expected
+            .iter()
+            .zip(given.iter())
+            .fold(0u8, |difference, (a, b)| difference | (a ^ b))
+            == 0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<hidden>)")
+    }
+}
+
+/// The tokens a silo accepts. All `None` (the default): no authentication.
+#[derive(Debug, Clone, Default)]
+pub struct AuthConfig {
+    /// Allows calls, sends and listing the deployments.
+    pub call_token: Option<Secret>,
+    /// Allows what a call token does, and deploy, undeploy, stats, members
+    /// and dead letters.
+    pub admin_token: Option<Secret>,
+    /// Shared by the silos of a cluster: allows everything, including the
+    /// silo-to-silo requests (forward, ping, wait reports).
+    pub cluster_secret: Option<Secret>,
+}
+
+/// What a connection proved at its hello.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Credential {
+    Anonymous,
+    Call,
+    Admin,
+    Cluster,
+}
+
+/// What a request needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    Call,
+    Admin,
+    Cluster,
+}
+
+impl AuthConfig {
+    /// True when clients need a token (a call or admin token is set).
+    pub fn requires_client_tokens(&self) -> bool {
+        self.call_token.is_some() || self.admin_token.is_some()
+    }
+
+    /// Which credential a hello's `token` proves; `Err` is the reason the
+    /// connection is refused.
+    pub(crate) fn credential(&self, token: Option<&str>) -> Result<Credential, String> {
+        let Some(token) = token else {
+            return if self.requires_client_tokens() {
+                Err("this silo requires a token (rio: --token, --token-file or RIO_TOKEN)".into())
+            } else {
+                Ok(Credential::Anonymous)
+            };
+        };
+        let matching = [
+            (&self.cluster_secret, Credential::Cluster),
+            (&self.admin_token, Credential::Admin),
+            (&self.call_token, Credential::Call),
+        ];
+        for (secret, credential) in matching {
+            if secret.as_ref().is_some_and(|secret| secret.matches(token)) {
+                return Ok(credential);
+            }
+        }
+        if self.requires_client_tokens() || self.cluster_secret.is_some() {
+            Err("the token is not one this silo accepts".into())
+        } else {
+            // A silo without tokens ignores one sent by a client configured
+            // for another silo.
+            Ok(Credential::Anonymous)
+        }
+    }
+
+    /// Whether a connection holding `credential` may make `request`.
+    pub(crate) fn check(
+        &self,
+        credential: Credential,
+        request: &Request,
+    ) -> Result<(), ReplyError> {
+        let scope = scope_of(request);
+        let allowed = match scope {
+            Scope::Cluster => {
+                credential == Credential::Cluster
+                    || (self.cluster_secret.is_none() && !self.requires_client_tokens())
+            }
+            Scope::Admin => {
+                matches!(credential, Credential::Admin | Credential::Cluster)
+                    || !self.requires_client_tokens()
+            }
+            Scope::Call => credential != Credential::Anonymous || !self.requires_client_tokens(),
+        };
+        if allowed {
+            return Ok(());
+        }
+        let what = request_name(request);
+        Err(ReplyError::Unauthorized(match scope {
+            Scope::Cluster => {
+                format!("`{what}` is for the silos of the cluster: it needs the cluster secret")
+            }
+            Scope::Admin if self.admin_token.is_none() => format!(
+                "`{what}` needs the admin token, and this silo has none configured (start it with --admin-token)"
+            ),
+            Scope::Admin => format!("`{what}` needs the admin token"),
+            Scope::Call => format!("`{what}` needs a call token"),
+        }))
+    }
+}
+
+fn scope_of(request: &Request) -> Scope {
+    match request {
+        Request::Call(_) | Request::RoutedCall(_) | Request::ListDeployments => Scope::Call,
+        Request::Deploy { .. }
+        | Request::Undeploy { .. }
+        | Request::Stats
+        | Request::Members
+        | Request::DeadLetters { .. } => Scope::Admin,
+        Request::Forward(_) | Request::Ping | Request::Waits(_) => Scope::Cluster,
+    }
+}
+
+fn request_name(request: &Request) -> &'static str {
+    match request {
+        Request::Call(_) => "call",
+        Request::RoutedCall(_) => "routed call",
+        Request::ListDeployments => "deployments",
+        Request::Deploy { .. } => "deploy",
+        Request::Undeploy { .. } => "undeploy",
+        Request::Stats => "stats",
+        Request::Members => "members",
+        Request::DeadLetters { .. } => "dead-letters",
+        Request::Forward(_) => "forward",
+        Request::Ping => "ping",
+        Request::Waits(_) => "waits",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret(text: &str) -> Option<Secret> {
+        Secret::new(text)
+    }
+
+    fn deploy() -> Request {
+        Request::Deploy {
+            service_type: "Counter".into(),
+            component: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn without_tokens_everyone_may_ask_everything() {
+        let auth = AuthConfig::default();
+        let anyone = auth.credential(None).unwrap();
+        for request in [
+            Request::ListDeployments,
+            deploy(),
+            Request::Ping,
+            Request::Stats,
+        ] {
+            assert!(auth.check(anyone, &request).is_ok());
+        }
+    }
+
+    #[test]
+    fn scopes_nest_call_admin_cluster() {
+        let auth = AuthConfig {
+            call_token: secret("c"),
+            admin_token: secret("a"),
+            cluster_secret: secret("s"),
+        };
+        assert!(auth.credential(None).is_err());
+        assert!(auth.credential(Some("wrong")).is_err());
+        let call = auth.credential(Some("c")).unwrap();
+        let admin = auth.credential(Some("a")).unwrap();
+        let cluster = auth.credential(Some("s")).unwrap();
+        assert!(auth.check(call, &Request::ListDeployments).is_ok());
+        let refused = auth.check(call, &deploy()).unwrap_err();
+        assert_eq!(refused.kind(), "unauthorized");
+        assert!(auth.check(admin, &deploy()).is_ok());
+        assert!(auth.check(admin, &Request::Ping).is_err());
+        assert!(auth.check(cluster, &Request::Ping).is_ok());
+        assert!(auth.check(cluster, &deploy()).is_ok());
+    }
+
+    #[test]
+    fn a_cluster_secret_alone_guards_only_silo_to_silo_requests() {
+        let auth = AuthConfig {
+            cluster_secret: secret("s"),
+            ..AuthConfig::default()
+        };
+        let anyone = auth.credential(None).unwrap();
+        assert!(auth.check(anyone, &deploy()).is_ok());
+        assert!(auth.check(anyone, &Request::Ping).is_err());
+        assert!(auth.credential(Some("wrong")).is_err());
+    }
+
+    #[test]
+    fn a_call_token_alone_leaves_admin_requests_to_the_cluster_secret() {
+        let auth = AuthConfig {
+            call_token: secret("c"),
+            ..AuthConfig::default()
+        };
+        let call = auth.credential(Some("c")).unwrap();
+        let refused = auth.check(call, &deploy()).unwrap_err();
+        assert!(refused.to_string().contains("--admin-token"), "{refused}");
+    }
+
+    #[test]
+    fn secrets_never_print_and_empty_ones_are_none() {
+        let shown = format!("{:?}", Secret::new("hunter2").unwrap());
+        assert!(!shown.contains("hunter2"));
+        assert!(Secret::new("").is_none());
+        assert!(Secret::new("\n").is_none());
+        assert_eq!(Secret::new("abc\n").unwrap().expose(), "abc");
+    }
+}
