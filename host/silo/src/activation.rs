@@ -27,7 +27,9 @@ use crate::ObjectKey;
 use crate::bindings::{Export, Handler};
 use crate::client_send;
 use crate::deployments::DeployedType;
-use crate::host::{ActivationData, DeadlineExceeded, MemoryLimitExceeded, ObjectState};
+use crate::host::{
+    ActivationData, DeadlineExceeded, INLINE_VALUE_BYTES, MemoryLimitExceeded, ObjectState,
+};
 use crate::idempotency::RecentReplies;
 use crate::limits::LimitExceeded;
 use crate::log_summary::LogSummary;
@@ -448,15 +450,31 @@ impl Activation {
     /// Instantiates the component, loads the object's state and runs `on-activate`.
     async fn activate(&mut self) -> Result<(), ReplyError> {
         let started = Instant::now();
-        let mut state = self.router.state_store.load(&self.key).await.map_err(|e| {
-            ReplyError::Internal(format!("cannot load the state of {}: {e}", self.key))
-        })?;
-        self.has_sent = state.remove(HAS_SENT_KEY).is_some();
+        let store = self.router.state_store.clone();
+        let entries = store
+            .load_keys(&self.key, INLINE_VALUE_BYTES)
+            .await
+            .map_err(|e| {
+                ReplyError::Internal(format!("cannot load the state of {}: {e}", self.key))
+            })?;
+        let limits = &self.router.config.limits;
+        let mut state = ObjectState::from_store(entries, limits, store, self.key.clone());
+        let object = self.key.clone();
+        let reserved_error = move |e: String| {
+            ReplyError::Internal(format!("cannot load the state of {object}: {e}"))
+        };
+        self.has_sent = state
+            .take_reserved(HAS_SENT_KEY)
+            .await
+            .map_err(reserved_error.clone())?
+            .is_some();
         if self.has_sent {
             self.open_outbox().await?;
         }
         let stored_intent = state
-            .remove(INTENT_KEY)
+            .take_reserved(INTENT_KEY)
+            .await
+            .map_err(reserved_error)?
             .map(|bytes| self.loaded_intent(&bytes));
         if stored_intent.is_none() {
             // The store is the truth: a commit whose answer was lost may
@@ -466,7 +484,7 @@ impl Activation {
         let mut data = ActivationData::new(
             self.key.clone(),
             self.router.clone(),
-            ObjectState::loaded(state, &self.router.config.limits),
+            state,
             self.router.config.memory_limit_bytes,
             &self.router.config.limits,
             self.router.empty_chain(),

@@ -16,6 +16,9 @@ mod v0_2 {
             // Over a state limit the guest is stopped in the call.
             "rio:service/state.set": trappable,
             "rio:service/state.delete": trappable,
+            // A big value is read from the store when asked for; a store
+            // that fails then stops the turn.
+            "rio:service/state.get": async | trappable,
         },
         exports: { default: async },
     });
@@ -30,6 +33,9 @@ mod v0_1 {
             // Over a state limit the guest is stopped in the call.
             "rio:service/state.set": trappable,
             "rio:service/state.delete": trappable,
+            // A big value is read from the store when asked for; a store
+            // that fails then stops the turn.
+            "rio:service/state.get": async | trappable,
         },
         exports: { default: async },
     });

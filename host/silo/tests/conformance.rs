@@ -16,7 +16,7 @@ use backends::{Env, now_ms};
 use rio_silo::ObjectKey;
 use rio_silo::storage::{
     ClusterStore, Commit, DeadLetter, Member, Outgoing, ReplyRecord, SiloId, SiloStatus,
-    StateWrite, StorageError,
+    StateWrite, StorageError, StoredEntry,
 };
 use tokio::sync::Barrier;
 
@@ -58,6 +58,7 @@ macro_rules! conformance {
 
 conformance!([sqlite, postgres, mariadb, redis] => [
     state,
+    lazy_state,
     state_concurrency,
     components,
     membership,
@@ -239,6 +240,65 @@ async fn state(store: ClusterStore, env: &Env) {
         load(&store, &env.object("Unicode", "ид")).await,
         HashMap::new(),
         "a prefix of the id is another object"
+    );
+}
+
+/// `load_keys` gives every key with its value's size and only the small
+/// values; `read_value` gives the others, and nothing for a missing key.
+async fn lazy_state(store: ClusterStore, env: &Env) {
+    let object = env.object("Lazy", "big");
+    let big = vec![7u8; 100_000];
+    commit(
+        &store,
+        &object,
+        vec![put("small", b"tiny"), put("big", &big), put("empty", b"")],
+    )
+    .await;
+    let entries = store
+        .state
+        .load_keys(&object, 1_000)
+        .await
+        .unwrap_or_else(|error| panic!("load_keys {object}: {error}"));
+    let expected = HashMap::from([
+        (
+            "small".to_string(),
+            StoredEntry {
+                value_bytes: 4,
+                value: Some(b"tiny".to_vec()),
+            },
+        ),
+        (
+            "big".to_string(),
+            StoredEntry {
+                value_bytes: 100_000,
+                value: None,
+            },
+        ),
+        (
+            "empty".to_string(),
+            StoredEntry {
+                value_bytes: 0,
+                value: Some(Vec::new()),
+            },
+        ),
+    ]);
+    assert_eq!(entries, expected, "{}", env.backend);
+    let read = |key: &'static str| {
+        let store = store.clone();
+        let object = object.clone();
+        async move { store.state.read_value(&object, key).await.unwrap() }
+    };
+    assert_eq!(read("big").await, Some(big));
+    assert_eq!(read("small").await, Some(b"tiny".to_vec()));
+    assert_eq!(read("missing").await, None);
+    let none = env.object("Lazy", "nobody");
+    assert!(
+        store
+            .state
+            .load_keys(&none, 1_000)
+            .await
+            .unwrap()
+            .is_empty()
     );
 }
 

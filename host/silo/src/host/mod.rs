@@ -24,7 +24,7 @@ mod messaging;
 pub(crate) mod state;
 mod stdio;
 
-pub(crate) use state::ObjectState;
+pub(crate) use state::{INLINE_VALUE_BYTES, ObjectState};
 pub(crate) use stdio::GuestOutput;
 
 /// What the host imports need of the rest of the silo: sending a call from

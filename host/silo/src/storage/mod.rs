@@ -157,11 +157,58 @@ impl Commit {
     }
 }
 
+/// One stored key of an object as an activation first sees it: the size
+/// of its value, and the value itself if it is small (see
+/// [`StateStore::load_keys`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEntry {
+    /// The value's length in bytes.
+    pub value_bytes: usize,
+    /// The value, if it was loaded with the keys.
+    pub value: Option<Vec<u8>>,
+}
+
+impl StoredEntry {
+    /// The entry for `value`, kept if it is at most `inline_max` bytes.
+    pub fn of(value: Vec<u8>, inline_max: usize) -> StoredEntry {
+        StoredEntry {
+            value_bytes: value.len(),
+            value: (value.len() <= inline_max).then_some(value),
+        }
+    }
+}
+
 /// Objects' keys and values, and the replies of their keyed turns.
 #[async_trait]
 pub trait StateStore: Send + Sync + 'static {
     /// Every key and value of `object`.
     async fn load(&self, object: &ObjectKey) -> Result<HashMap<String, Vec<u8>>, StorageError>;
+    /// Every key of `object` with the size of its value, and the values of
+    /// at most `inline_max` bytes; bigger ones are left for
+    /// [`StateStore::read_value`], so activating an object with big values
+    /// costs neither their transfer nor their memory. (This default loads
+    /// everything and drops the big values; the backends read only what
+    /// they return.)
+    async fn load_keys(
+        &self,
+        object: &ObjectKey,
+        inline_max: usize,
+    ) -> Result<HashMap<String, StoredEntry>, StorageError> {
+        Ok(self
+            .load(object)
+            .await?
+            .into_iter()
+            .map(|(key, value)| (key, StoredEntry::of(value, inline_max)))
+            .collect())
+    }
+    /// The committed value of `key` of `object`.
+    async fn read_value(
+        &self,
+        object: &ObjectKey,
+        key: &str,
+    ) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self.load(object).await?.remove(key))
+    }
     /// Applies `commit` to `object` atomically and durably (its writes and
     /// its reply record together, or nothing), if `owner` owns `object`
     /// when the commit is applied; otherwise changes nothing and answers

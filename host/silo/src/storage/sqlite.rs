@@ -23,6 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{
     Commit, ComponentStore, DeadLetter, Outgoing, PendingOutbox, SiloId, StateStore, StorageError,
+    StoredEntry,
 };
 use crate::ObjectKey;
 
@@ -515,6 +516,48 @@ impl StateStore for SqliteStore {
             .into_iter()
             .map(|row| (row.get::<String, _>(0), row.get::<Vec<u8>, _>(1)))
             .collect())
+    }
+
+    async fn load_keys(
+        &self,
+        object: &ObjectKey,
+        inline_max: usize,
+    ) -> Result<HashMap<String, StoredEntry>, StorageError> {
+        let rows = sqlx::query(
+            "SELECT key, length(value), CASE WHEN length(value) <= ? THEN value END
+             FROM object_state WHERE service_type = ? AND object_id = ?",
+        )
+        .bind(i64::try_from(inline_max).unwrap_or(i64::MAX))
+        .bind(&*object.service_type)
+        .bind(&*object.object_id)
+        .fetch_all(&self.readers)
+        .await
+        .map_err(backend)?;
+        rows.into_iter()
+            .map(|row| {
+                let entry = StoredEntry {
+                    value_bytes: row.try_get::<i64, _>(1).map_err(backend)? as usize,
+                    value: row.try_get::<Option<Vec<u8>>, _>(2).map_err(backend)?,
+                };
+                Ok((row.try_get::<String, _>(0).map_err(backend)?, entry))
+            })
+            .collect()
+    }
+
+    async fn read_value(
+        &self,
+        object: &ObjectKey,
+        key: &str,
+    ) -> Result<Option<Vec<u8>>, StorageError> {
+        sqlx::query_scalar(
+            "SELECT value FROM object_state WHERE service_type = ? AND object_id = ? AND key = ?",
+        )
+        .bind(&*object.service_type)
+        .bind(&*object.object_id)
+        .bind(key)
+        .fetch_optional(&self.readers)
+        .await
+        .map_err(backend)
     }
 
     async fn commit_turn(

@@ -57,7 +57,7 @@ use redis::{RedisError, Script};
 use super::StateWrite;
 use super::{
     ClusterStore, Commit, ComponentStore, DeadLetter, Member, MembershipStore, PendingOutbox,
-    PlacementStore, SiloId, SiloStatus, StateStore, StorageError, redact,
+    PlacementStore, SiloId, SiloStatus, StateStore, StorageError, StoredEntry, redact,
 };
 use crate::ObjectKey;
 
@@ -267,6 +267,29 @@ return 1
     )
 });
 
+/// The fields of the state hash `KEYS[1]`, each with its value's length
+/// and the value itself when it is at most `ARGV[1]` bytes (nil otherwise),
+/// as one flat list of triples.
+static LOAD_KEYS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local inline_max = tonumber(ARGV[1])
+local out = {}
+for _, field in ipairs(redis.call('HKEYS', KEYS[1])) do
+  local length = redis.call('HSTRLEN', KEYS[1], field)
+  out[#out + 1] = field
+  out[#out + 1] = length
+  if length <= inline_max then
+    out[#out + 1] = redis.call('HGET', KEYS[1], field)
+  else
+    out[#out + 1] = false
+  end
+end
+return out
+",
+    )
+});
+
 /// State, components, membership and placement on one Redis server.
 #[derive(Clone)]
 pub struct RedisStore {
@@ -283,6 +306,10 @@ pub async fn open_cluster(url: &str) -> Result<ClusterStore, StorageError> {
 
 fn backend(error: RedisError) -> StorageError {
     StorageError::Backend(format!("redis: {error}"))
+}
+
+fn parsing(error: redis::ParsingError) -> StorageError {
+    StorageError::Backend(format!("redis: unexpected reply: {error}"))
 }
 
 fn corrupt(what: &str, text: &str) -> StorageError {
@@ -401,6 +428,51 @@ impl StateStore for RedisStore {
     async fn load(&self, object: &ObjectKey) -> Result<HashMap<String, Vec<u8>>, StorageError> {
         redis::cmd("HGETALL")
             .arg(state_key(object))
+            .query_async(&mut self.connection())
+            .await
+            .map_err(backend)
+    }
+
+    async fn load_keys(
+        &self,
+        object: &ObjectKey,
+        inline_max: usize,
+    ) -> Result<HashMap<String, StoredEntry>, StorageError> {
+        let flat: Vec<redis::Value> = LOAD_KEYS
+            .key(state_key(object))
+            .arg(inline_max)
+            .invoke_async(&mut self.connection())
+            .await
+            .map_err(backend)?;
+        let mut entries = HashMap::with_capacity(flat.len() / 3);
+        for triple in flat.chunks(3) {
+            let [key, length, value] = triple else {
+                return Err(StorageError::Backend(
+                    "a state listing of the wrong shape".into(),
+                ));
+            };
+            let key: String = redis::from_redis_value_ref(key).map_err(parsing)?;
+            let length: usize = redis::from_redis_value_ref(length).map_err(parsing)?;
+            let value: Option<Vec<u8>> = redis::from_redis_value_ref(value).map_err(parsing)?;
+            entries.insert(
+                key,
+                StoredEntry {
+                    value_bytes: length,
+                    value,
+                },
+            );
+        }
+        Ok(entries)
+    }
+
+    async fn read_value(
+        &self,
+        object: &ObjectKey,
+        key: &str,
+    ) -> Result<Option<Vec<u8>>, StorageError> {
+        redis::cmd("HGET")
+            .arg(state_key(object))
+            .arg(key)
             .query_async(&mut self.connection())
             .await
             .map_err(backend)

@@ -46,6 +46,16 @@ impl Dialect {
         out
     }
 
+    /// The length in bytes of the binary `column`, as a 64-bit integer
+    /// (PostgreSQL's `length` is 32-bit, which the `Any` driver will not
+    /// read as `i64`).
+    pub(crate) fn byte_length(self, column: &str) -> String {
+        match self {
+            Dialect::Postgres => format!("CAST(length({column}) AS BIGINT)"),
+            Dialect::Sqlite | Dialect::MySql => format!("length({column})"),
+        }
+    }
+
     /// `INSERT INTO table (columns) VALUES (…)` that does nothing when the
     /// primary key is taken.
     pub(crate) fn insert_or_ignore(self, table: &str, columns: &[&str]) -> SqlStr {

@@ -17,7 +17,7 @@ use super::dialect::Dialect;
 use super::{SqlStore, backend};
 use crate::ObjectKey;
 use crate::storage::{
-    Commit, DeadLetter, PendingOutbox, ReplyRecord, SiloId, StateStore, StorageError,
+    Commit, DeadLetter, PendingOutbox, ReplyRecord, SiloId, StateStore, StorageError, StoredEntry,
 };
 
 pub(crate) struct PendingCommit {
@@ -248,6 +248,51 @@ impl StateStore for SqlStore {
                 ))
             })
             .collect()
+    }
+
+    async fn load_keys(
+        &self,
+        object: &ObjectKey,
+        inline_max: usize,
+    ) -> Result<HashMap<String, StoredEntry>, StorageError> {
+        let length = self.dialect.byte_length("value");
+        let rows = sqlx::query(self.sql(&format!(
+            "SELECT state_key, {length}, CASE WHEN {length} <= ? THEN value END
+             FROM object_state WHERE service_type = ? AND object_id = ?"
+        )))
+        .bind(i64::try_from(inline_max).unwrap_or(i64::MAX))
+        .bind(&*object.service_type)
+        .bind(&*object.object_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        rows.into_iter()
+            .map(|row| {
+                let entry = StoredEntry {
+                    value_bytes: row.try_get::<i64, _>(1).map_err(backend)? as usize,
+                    value: row.try_get::<Option<Vec<u8>>, _>(2).map_err(backend)?,
+                };
+                Ok((row.try_get::<String, _>(0).map_err(backend)?, entry))
+            })
+            .collect()
+    }
+
+    async fn read_value(
+        &self,
+        object: &ObjectKey,
+        key: &str,
+    ) -> Result<Option<Vec<u8>>, StorageError> {
+        let row = sqlx::query(self.sql(
+            "SELECT value FROM object_state WHERE service_type = ? AND object_id = ? AND state_key = ?",
+        ))
+        .bind(&*object.service_type)
+        .bind(&*object.object_id)
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(backend)?;
+        row.map(|row| row.try_get::<Vec<u8>, _>(0).map_err(backend))
+            .transpose()
     }
 
     async fn commit_turn(
