@@ -178,6 +178,29 @@ impl StoredEntry {
     }
 }
 
+/// The rows of a `load_keys` query, `(key, value length, value or NULL)`,
+/// as every SQL backend reads them.
+pub(crate) fn stored_entries<R>(rows: Vec<R>) -> Result<HashMap<String, StoredEntry>, StorageError>
+where
+    R: sqlx::Row,
+    usize: sqlx::ColumnIndex<R>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Vec<u8>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let backend = |error: sqlx::Error| StorageError::Backend(error.to_string());
+    rows.into_iter()
+        .map(|row| {
+            let value_bytes: i64 = row.try_get(1).map_err(backend)?;
+            let entry = StoredEntry {
+                value_bytes: usize::try_from(value_bytes).unwrap_or(0),
+                value: row.try_get::<Option<Vec<u8>>, _>(2).map_err(backend)?,
+            };
+            Ok((row.try_get::<String, _>(0).map_err(backend)?, entry))
+        })
+        .collect()
+}
+
 /// Objects' keys and values, and the replies of their keyed turns.
 #[async_trait]
 pub trait StateStore: Send + Sync + 'static {

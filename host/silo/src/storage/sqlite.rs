@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{
     Commit, ComponentStore, DeadLetter, Outgoing, PendingOutbox, SiloId, StateStore, StorageError,
-    StoredEntry,
+    StoredEntry, stored_entries,
 };
 use crate::ObjectKey;
 
@@ -533,15 +533,7 @@ impl StateStore for SqliteStore {
         .fetch_all(&self.readers)
         .await
         .map_err(backend)?;
-        rows.into_iter()
-            .map(|row| {
-                let entry = StoredEntry {
-                    value_bytes: row.try_get::<i64, _>(1).map_err(backend)? as usize,
-                    value: row.try_get::<Option<Vec<u8>>, _>(2).map_err(backend)?,
-                };
-                Ok((row.try_get::<String, _>(0).map_err(backend)?, entry))
-            })
-            .collect()
+        stored_entries(rows)
     }
 
     async fn read_value(

@@ -18,6 +18,7 @@ use super::{SqlStore, backend};
 use crate::ObjectKey;
 use crate::storage::{
     Commit, DeadLetter, PendingOutbox, ReplyRecord, SiloId, StateStore, StorageError, StoredEntry,
+    stored_entries,
 };
 
 pub(crate) struct PendingCommit {
@@ -266,15 +267,7 @@ impl StateStore for SqlStore {
         .fetch_all(&self.pool)
         .await
         .map_err(backend)?;
-        rows.into_iter()
-            .map(|row| {
-                let entry = StoredEntry {
-                    value_bytes: row.try_get::<i64, _>(1).map_err(backend)? as usize,
-                    value: row.try_get::<Option<Vec<u8>>, _>(2).map_err(backend)?,
-                };
-                Ok((row.try_get::<String, _>(0).map_err(backend)?, entry))
-            })
-            .collect()
+        stored_entries(rows)
     }
 
     async fn read_value(
