@@ -155,6 +155,56 @@ impl Commit {
     pub fn is_empty(&self) -> bool {
         self.writes.is_empty() && self.reply.is_none() && self.outbox.is_empty()
     }
+
+    /// About how many bytes it writes: keys, values, reply and messages.
+    pub fn bytes(&self) -> usize {
+        let writes: usize = self
+            .writes
+            .iter()
+            .map(|(key, value)| key.len() + value.as_ref().map_or(0, Vec::len))
+            .sum();
+        let reply = self
+            .reply
+            .as_ref()
+            .map_or(0, |reply| reply.key.len() + reply.reply.len());
+        let outbox: usize = self
+            .outbox
+            .iter()
+            .map(|message| message.payload.len() + message.message_type.len())
+            .sum();
+        writes + reply + outbox
+    }
+}
+
+/// The bytes one group commit gathers before it takes no more commits: a
+/// big commit is written on its own, so the small ones queued before it do
+/// not wait for its write in their transaction.
+pub(crate) const GROUP_COMMIT_BYTES: usize = 1024 * 1024;
+
+/// Gathers one group commit's batch: `first`, then what waits in `queue`,
+/// up to `max` items and [`GROUP_COMMIT_BYTES`]. The item that would pass
+/// the bytes (in a batch not empty) is left in `carry`, to start the next
+/// batch.
+pub(crate) fn gather_batch<T>(
+    first: T,
+    queue: &mut tokio::sync::mpsc::UnboundedReceiver<T>,
+    carry: &mut Option<T>,
+    max: usize,
+    bytes_of: impl Fn(&T) -> usize,
+) -> Vec<T> {
+    let mut bytes = bytes_of(&first);
+    let mut batch = vec![first];
+    while batch.len() < max && bytes < GROUP_COMMIT_BYTES {
+        let Ok(next) = queue.try_recv() else { break };
+        let next_bytes = bytes_of(&next);
+        if bytes + next_bytes > GROUP_COMMIT_BYTES {
+            *carry = Some(next);
+            break;
+        }
+        bytes += next_bytes;
+        batch.push(next);
+    }
+    batch
 }
 
 /// One stored key of an object as an activation first sees it: the size
@@ -374,5 +424,43 @@ pub fn redact(url: &str) -> String {
     match credentials.split_once(':') {
         Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
         None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_big_commit_is_written_on_its_own() {
+        let (sender, mut queue) = tokio::sync::mpsc::unbounded_channel();
+        for bytes in [10, GROUP_COMMIT_BYTES * 2, 10, 20] {
+            sender.send(bytes).unwrap();
+        }
+        let mut carry = None;
+        let mut batches = Vec::new();
+        loop {
+            let first = match carry.take() {
+                Some(first) => first,
+                None => match queue.try_recv() {
+                    Ok(first) => first,
+                    Err(_) => break,
+                },
+            };
+            batches.push(gather_batch(first, &mut queue, &mut carry, 100, |b| *b));
+        }
+        assert_eq!(
+            batches,
+            [vec![10], vec![GROUP_COMMIT_BYTES * 2], vec![10, 20]]
+        );
+        // The count bound holds too.
+        for _ in 0..5 {
+            sender.send(1).unwrap();
+        }
+        let first = queue.try_recv().unwrap();
+        assert_eq!(
+            gather_batch(first, &mut queue, &mut carry, 3, |b| *b).len(),
+            3
+        );
     }
 }

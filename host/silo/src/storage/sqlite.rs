@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{
     Commit, ComponentStore, DeadLetter, Outgoing, PendingOutbox, SiloId, StateStore, StorageError,
-    StoredEntry, stored_entries,
+    StoredEntry, gather_batch, stored_entries,
 };
 use crate::ObjectKey;
 
@@ -249,15 +249,30 @@ async fn run_writer(
 ) {
     let mut batch = Vec::new();
     let mut delivered = Vec::new();
-    while let Some(first) = queue.recv().await {
-        let mut next = Some(first);
-        while let Some(queued) = next.take() {
+    let mut carry = None;
+    loop {
+        let first = match carry.take() {
+            Some(first) => first,
+            None => match queue.recv().await {
+                Some(first) => first,
+                None => return,
+            },
+        };
+        let gathered =
+            gather_batch(
+                first,
+                &mut queue,
+                &mut carry,
+                group_commit_max,
+                |queued| match queued {
+                    Queued::Turn(pending) => pending.commit.bytes(),
+                    Queued::Delivered { .. } => 0,
+                },
+            );
+        for queued in gathered {
             match queued {
                 Queued::Turn(commit) => batch.push(commit),
                 Queued::Delivered { sender, seq, done } => delivered.push((sender, seq, done)),
-            }
-            if batch.len() + delivered.len() < group_commit_max {
-                next = queue.try_recv().ok();
             }
         }
         match write_batch(&mut connection, &batch, &delivered).await {

@@ -18,7 +18,7 @@ use super::{SqlStore, backend};
 use crate::ObjectKey;
 use crate::storage::{
     Commit, DeadLetter, PendingOutbox, ReplyRecord, SiloId, StateStore, StorageError, StoredEntry,
-    stored_entries,
+    gather_batch, stored_entries,
 };
 
 pub(crate) struct PendingCommit {
@@ -34,15 +34,18 @@ pub(crate) async fn run_writer(
     mut queue: mpsc::UnboundedReceiver<PendingCommit>,
     group_commit_max: usize,
 ) {
-    let mut batch = Vec::new();
-    while let Some(first) = queue.recv().await {
-        batch.push(first);
-        while batch.len() < group_commit_max {
-            match queue.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
-            }
-        }
+    let mut carry = None;
+    loop {
+        let first = match carry.take() {
+            Some(first) => first,
+            None => match queue.recv().await {
+                Some(first) => first,
+                None => return,
+            },
+        };
+        let mut batch = gather_batch(first, &mut queue, &mut carry, group_commit_max, |pending| {
+            pending.commit.bytes()
+        });
         match write_batch(&pool, dialect, &batch).await {
             Ok(owned) => {
                 for (index, commit) in batch.drain(..).enumerate() {
