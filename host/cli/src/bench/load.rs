@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use rio_client::{Client, ClientError, ClusterClient, DeploymentInfo};
+use rio_client::{Client, ClientError, ClusterClient, ConnectOptions, DeploymentInfo};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -89,12 +89,13 @@ impl BenchClient {
 pub(crate) async fn connect_all(
     addresses: &[String],
     connections: usize,
+    options: &ConnectOptions,
 ) -> anyhow::Result<Vec<BenchClient>> {
     let mut clients = Vec::with_capacity(connections);
     for _ in 0..connections.max(1) {
         clients.push(match addresses {
-            [address] => BenchClient::One(Client::connect(address).await?),
-            _ => BenchClient::Cluster(ClusterClient::connect(addresses).await?),
+            [address] => BenchClient::One(Client::connect_with(address, options).await?),
+            _ => BenchClient::Cluster(ClusterClient::connect_with(addresses, options).await?),
         });
     }
     Ok(clients)

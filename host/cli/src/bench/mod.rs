@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
 use clap::Args;
-use rio_client::Client;
+use rio_client::{Client, ConnectOptions, TlsConfig};
 use serde::{Deserialize, Serialize};
 
 use report::{Figures, Throughput};
@@ -33,6 +33,14 @@ pub(crate) struct BenchArgs {
     /// commas; by default a fresh one is started.
     #[arg(long, conflicts_with = "cluster")]
     silo: Option<String>,
+    /// The token of the silo given to `--silo` (the admin token: the
+    /// benchmark deploys and reads stats); a silo the benchmark starts
+    /// requires none.
+    #[arg(long, env = "RIO_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Reach the silo given to `--silo` over TLS, trusting this CA file.
+    #[arg(long, value_name = "FILE", requires = "silo")]
+    tls_ca: Option<PathBuf>,
     /// Start `--silos` silos joined through this cluster store (for example
     /// `postgres://postgres@127.0.0.1/rio_bench`) and load all of them.
     #[arg(long)]
@@ -136,7 +144,15 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
         (None, Some(folder)) => crate::build::build_guest(folder, true)?,
         (None, None) => crate::build::build_rust_guest(&workspace_crate("guests/counter")?, true)?,
     };
-    let admin = Client::connect(&address)
+    let options = ConnectOptions {
+        token: args.token.clone(),
+        tls: match &args.tls_ca {
+            Some(ca) => Some(TlsConfig::from_ca_file(ca)?),
+            None => None,
+        },
+        ..ConnectOptions::default()
+    };
+    let admin = Client::connect_with(&address, &options)
         .await?
         .with_timeout(Duration::from_secs(300));
     admin
@@ -150,9 +166,9 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     let mut admins = Vec::new();
     for address in &addresses {
-        admins.push(Client::connect(address).await?);
+        admins.push(Client::connect_with(address, &options).await?);
     }
-    let figures = measure(&args, &addresses, &admins).await?;
+    let figures = measure(&args, &addresses, &admins, &options).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&figures)?);
     } else {
@@ -206,6 +222,7 @@ async fn measure(
     args: &BenchArgs,
     addresses: &[String],
     admins: &[Client],
+    options: &ConnectOptions,
 ) -> anyhow::Result<Figures> {
     // Load closures run on spawned tasks; the name lives as long as the process.
     let service_type: &'static str = Box::leak(args.service_type.clone().into_boxed_str());
@@ -216,7 +233,7 @@ async fn measure(
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
         .as_nanos() as u64;
-    let clients = load::connect_all(addresses, args.connections).await?;
+    let clients = load::connect_all(addresses, args.connections, options).await?;
     let objects: Vec<String> = (0..args.objects).map(|i| format!("load-{i}")).collect();
     // Activate every object first so the throughput runs see warm objects.
     load::run_for_each(
