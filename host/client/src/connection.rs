@@ -167,6 +167,11 @@ impl Client {
             Ok(Some(ServerFrame::Goodbye { reason })) => Err(ClientError::Handshake(reason)),
             Ok(Some(other)) => Err(ClientError::Handshake(format!("unexpected {other:?}"))),
             Ok(None) => Err(ClientError::Handshake("silo closed the connection".into())),
+            // What a TLS server answers a plain hello with is no frame.
+            Err(error) if options.tls.is_none() => Err(ClientError::Handshake(format!(
+                "the answer is not a rio welcome ({error}); if the silo serves TLS, \
+                 connect with its CA (rio: --tls-ca)"
+            ))),
             Err(error) => Err(error.into()),
         };
         if let Err(error) = welcome {
