@@ -448,7 +448,10 @@ async fn a_cluster_forwards_over_tls_with_its_secret_and_undeploys_everywhere() 
     admin.undeploy("Counter").await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     while !second_admin.deployments().await.unwrap().is_empty() {
-        assert!(Instant::now() < deadline, "the second silo still serves Counter");
+        assert!(
+            Instant::now() < deadline,
+            "the second silo still serves Counter"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     for i in 0..40 {

@@ -332,10 +332,14 @@ fn state_key(object: &ObjectKey) -> String {
 }
 
 /// The object whose state hash is `key` (the inverse of [`state_key`]).
-fn object_of_state_key(key: &str) -> Result<ObjectKey, StorageError> {
-    let malformed =
-        || StorageError::Backend(format!("malformed state key `{key}` in {INTERRUPTED}"));
-    let rest = key.strip_prefix("rio:state:").ok_or_else(malformed)?;
+/// The object a key made by [`object_key`] with `kind` names (its inverse).
+fn object_of_key(kind: &str, key: &str) -> Result<ObjectKey, StorageError> {
+    let malformed = || corrupt(&format!("{kind} key"), key);
+    let rest = key
+        .strip_prefix("rio:")
+        .and_then(|rest| rest.strip_prefix(kind))
+        .and_then(|rest| rest.strip_prefix(':'))
+        .ok_or_else(malformed)?;
     let (length, rest) = rest.split_once(':').ok_or_else(malformed)?;
     let length: usize = length.parse().map_err(|_| malformed())?;
     let service_type = rest.get(..length).ok_or_else(malformed)?;
@@ -606,7 +610,7 @@ impl StateStore for RedisStore {
             .query_async(&mut self.connection())
             .await
             .map_err(backend)?;
-        keys.iter().map(|key| object_of_state_key(key)).collect()
+        keys.iter().map(|key| object_of_key("state", key)).collect()
     }
 }
 

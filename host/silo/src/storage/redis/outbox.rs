@@ -9,7 +9,7 @@ use redis::Script;
 use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 
-use super::{backend, corrupt, object_key};
+use super::{backend, object_key, object_of_key};
 use crate::ObjectKey;
 use crate::storage::{DeadLetter, Outgoing, PendingOutbox, StorageError};
 
@@ -19,7 +19,6 @@ pub(super) const SENDERS: &str = "rio:outbox-senders";
 pub(super) const NEXT_SEQ: &str = "rio:outbox-next";
 /// The receiver types that have dead letters.
 const DEAD_LETTER_TYPES: &str = "rio:dead-letter-types";
-const OUTBOX_PREFIX: &str = "rio:outbox:";
 
 pub(super) fn outbox_key(sender: &ObjectKey) -> String {
     object_key("outbox", sender)
@@ -31,16 +30,7 @@ fn dead_letters_key(receiver_type: &str) -> String {
 
 /// The sender an outbox key names (`rio:outbox:{len(type)}:{type}:{id}`).
 fn sender_of(key: &str) -> Result<ObjectKey, StorageError> {
-    let malformed = || corrupt("outbox key", key);
-    let rest = key.strip_prefix(OUTBOX_PREFIX).ok_or_else(malformed)?;
-    let (length, rest) = rest.split_once(':').ok_or_else(malformed)?;
-    let length: usize = length.parse().map_err(|_| malformed())?;
-    let service_type = rest.get(..length).ok_or_else(malformed)?;
-    let object_id = rest
-        .get(length..)
-        .and_then(|tail| tail.strip_prefix(':'))
-        .ok_or_else(malformed)?;
-    Ok(ObjectKey::new(service_type, object_id))
+    object_of_key("outbox", key)
 }
 
 #[derive(Serialize, Deserialize)]
