@@ -15,6 +15,7 @@ mod dead_letters;
 mod deploy;
 mod json_cbor;
 mod members;
+mod message;
 mod send;
 mod silo;
 
