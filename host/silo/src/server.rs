@@ -1,8 +1,12 @@
-//! The TCP side of a silo: accepts connections and runs, per connection, a
-//! reader task; replies are written by whoever produces them (see
-//! `FrameWriter`).
+//! The network side of a silo: accepts connections (TCP, or TLS when the
+//! silo has a certificate) and runs, per connection, a reader task; replies
+//! are written by whoever produces them (see `FrameWriter`).
 //!
 //! Invariants:
+//! - What a connection may ask is fixed at its hello (its token's
+//!   `Credential`) and checked before each request is dispatched; a
+//!   request it may not make is answered `unauthorized`, and a wrong token
+//!   ends the connection with a goodbye that says so.
 //! - Nothing a peer sends can panic the silo. A frame that does not decode
 //!   gets an error reply when its request id can be recovered, and
 //!   otherwise a `Goodbye` with the reason before the connection is closed.
