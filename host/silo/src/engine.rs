@@ -3,11 +3,12 @@
 //! Deadlines use epoch interruption rather than fuel: it costs a load and a
 //! compare at loop headers instead of a counter update on every block.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-use crate::{SiloConfig, SiloError};
+use crate::{SiloConfig, SiloError, mappings};
 
 /// How often the epoch advances; the granularity of turn deadlines.
 pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -16,16 +17,16 @@ pub(crate) fn build_engine(config: &SiloConfig) -> Result<Engine, SiloError> {
     let mut wasm_config = Config::new();
     wasm_config.wasm_component_model(true);
     wasm_config.epoch_interruption(true);
-    wasm_config.memory_init_cow(true);
     // The default 4 GiB virtual reservation per memory would exhaust the
     // address space at a few ten thousand activations; reserving the memory
     // limit instead keeps 100,000 activations possible, at the cost of
     // explicit bounds checks.
     let reservation = config.memory_limit_bytes as u64;
     wasm_config.memory_reservation(reservation);
-    wasm_config.memory_guard_size(64 * 1024);
     wasm_config.memory_reservation_for_growth(0);
     if config.pooling_allocator {
+        wasm_config.memory_init_cow(true);
+        wasm_config.memory_guard_size(64 * 1024);
         let mut pooling = PoolingAllocationConfig::default();
         pooling.total_component_instances(config.pooling_max_instances);
         // A componentize-py component instantiates about 14 core modules; the
@@ -36,6 +37,18 @@ pub(crate) fn build_engine(config: &SiloConfig) -> Result<Engine, SiloError> {
         pooling.max_memory_size(config.memory_limit_bytes);
         pooling.total_stacks(config.pooling_max_instances.min(2000));
         wasm_config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
+    } else if mappings::supported() {
+        // Memories and stacks that merge into a few kernel mappings (see
+        // `mappings`): no guard regions (every access is bounds-checked), no
+        // copy-on-write images (data segments are copied in).
+        wasm_config.memory_init_cow(false);
+        wasm_config.memory_guard_size(0);
+        wasm_config.guard_before_linear_memory(false);
+        wasm_config.with_host_memory(Arc::new(mappings::Memories));
+        wasm_config.with_host_stack(Arc::new(mappings::Stacks));
+    } else {
+        wasm_config.memory_init_cow(true);
+        wasm_config.memory_guard_size(64 * 1024);
     }
     Engine::new(&wasm_config).map_err(|e| SiloError::Engine(format!("{e:#}")))
 }
