@@ -35,6 +35,9 @@ use wasmtime::{LinearMemory, MemoryCreator, MemoryType, StackCreator, StackMemor
 /// 6.13, `include/uapi/asm-generic/mman-common.h`); not in every `libc`.
 const MADV_GUARD_INSTALL: libc::c_int = 102;
 
+/// The huge-page size of x86-64 and of aarch64 with 4 KiB pages.
+const HUGE_PAGE: usize = 2 * 1024 * 1024;
+
 /// One anonymous, private, read-write, unreserved mapping that is unmapped
 /// when dropped.
 struct Mapping {
@@ -50,7 +53,15 @@ unsafe impl Send for Mapping {}
 unsafe impl Sync for Mapping {}
 
 impl Mapping {
+    /// Maps at least `len` bytes.
     fn new(len: usize) -> std::io::Result<Mapping> {
+        // The kernel aligns an anonymous mapping whose length is a multiple
+        // of the huge-page size to a huge-page boundary, leaving a gap that
+        // keeps it from merging with its neighbour: one page more avoids it.
+        let mut len = len.next_multiple_of(page_size());
+        if len % HUGE_PAGE == 0 {
+            len += page_size();
+        }
         // SAFETY: an anonymous mapping at an address of the kernel's choice
         // touches no existing memory; the result is checked below.
         let base = unsafe {
@@ -67,7 +78,15 @@ impl Mapping {
             return Err(std::io::Error::last_os_error());
         }
         let base = NonNull::new(base.cast::<u8>()).ok_or_else(std::io::Error::last_os_error)?;
-        Ok(Mapping { base, len })
+        let mapping = Mapping { base, len };
+        // A huge page would make the first touch of a memory or a stack
+        // resident in 2 MiB (with transparent huge pages `always`); every
+        // mapping here gets the same advice, so their flags still match.
+        // SAFETY: the range is this new mapping.
+        unsafe {
+            libc::madvise(base.as_ptr().cast(), len, libc::MADV_NOHUGEPAGE);
+        }
+        Ok(mapping)
     }
 
     /// Makes the first `len` bytes fault on any access, without a mapping
@@ -137,6 +156,7 @@ unsafe impl MemoryCreator for Memories {
             .map_err(|error| format!("cannot map {capacity} bytes for a linear memory: {error}"))?;
         Ok(Box::new(Memory {
             mapping,
+            capacity,
             size: minimum,
         }))
     }
@@ -144,6 +164,8 @@ unsafe impl MemoryCreator for Memories {
 
 struct Memory {
     mapping: Mapping,
+    /// The reservation: at most the mapping's length.
+    capacity: usize,
     /// The guest's accessible bytes: a prefix of the mapping.
     size: usize,
 }
@@ -156,14 +178,14 @@ unsafe impl LinearMemory for Memory {
     }
 
     fn byte_capacity(&self) -> usize {
-        self.mapping.len
+        self.capacity
     }
 
     fn grow_to(&mut self, new_size: usize) -> wasmtime::Result<()> {
-        if new_size > self.mapping.len {
+        if new_size > self.capacity {
             wasmtime::bail!(
                 "a linear memory cannot grow to {new_size} bytes, past its reservation of {}",
-                self.mapping.len
+                self.capacity
             );
         }
         // The pages are mapped already and were never reachable: still zero.
@@ -184,9 +206,10 @@ pub(crate) struct Stacks;
 // guard page below it that faults on access.
 unsafe impl StackCreator for Stacks {
     fn new_stack(&self, size: usize, _zeroed: bool) -> wasmtime::Result<Box<dyn StackMemory>> {
-        let guard = page_size();
         let size = size.next_multiple_of(page_size());
-        let mapping = Mapping::new(guard + size)?;
+        let mapping = Mapping::new(page_size() + size)?;
+        // Whatever the mapping has beyond the stack goes to the guard.
+        let guard = mapping.len - size;
         mapping.install_guard(guard)?;
         Ok(Box::new(Stack { mapping, guard }))
     }
