@@ -42,7 +42,7 @@ impl Silo {
         })?;
         let engine = engine::build_engine(&config)?;
         engine::spawn_epoch_ticker(&engine);
-        engine::warn_if_mappings_are_scarce();
+        engine::warn_if_mappings_are_scarce(&config);
         let generation = now_ms();
         let (state_store, component_store, cluster): (
             Arc<dyn StateStore>,
