@@ -407,3 +407,46 @@ impl Directory {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An `Active` slot last used at `used`, and its activation's handle.
+    fn active(inner: &mut Inner, id: &str, used: u64) -> Arc<ActivationHandle> {
+        let (mailbox, inbox) = mpsc::channel(4);
+        // The receiver must live for the mailbox to count as open.
+        std::mem::forget(inbox);
+        let handle = Arc::new(ActivationHandle::default());
+        let slot = Slot::Active(Active {
+            mailbox,
+            used,
+            handle: handle.clone(),
+        });
+        inner.set(&ObjectKey::new("T", id), slot);
+        handle
+    }
+
+    #[test]
+    fn the_least_recently_used_idle_activation_is_asked_first_and_once() {
+        let mut inner = Inner::default();
+        let oldest_busy = active(&mut inner, "oldest-busy", 1);
+        let old = active(&mut inner, "old", 2);
+        let newer = active(&mut inner, "newer", 3);
+        oldest_busy.set_busy(true);
+        assert_eq!(inner.occupancy(), 3);
+
+        assert!(inner.evict_one());
+        assert!(old.evicted.load(Ordering::Relaxed), "the oldest idle one");
+        assert!(!oldest_busy.evicted.load(Ordering::Relaxed), "busy: skipped");
+        assert_eq!(inner.occupancy(), 2, "the room it frees counts at once");
+
+        assert!(inner.evict_one());
+        assert!(newer.evicted.load(Ordering::Relaxed));
+        assert!(!inner.evict_one(), "nothing idle is left");
+
+        // `old` retires: it leaves the counts once.
+        inner.set(&ObjectKey::new("T", "old"), Slot::Deactivating(Vec::new()));
+        assert_eq!((inner.active, inner.evicting), (2, 1));
+    }
+}
