@@ -9,6 +9,7 @@
 //! mailbox_capacity = 4096
 //! max_frame_mib = 64
 //! pooling_allocator = false
+//! memory_images = false                          # true: wasmtime's copy-on-write images
 //! max_activations = 100000                        # absent: no limit
 //! memory_budget_mib = 8192                        # absent: no budget
 //! idempotency_retention_secs = 86400              # replies kept under keys
@@ -43,6 +44,7 @@ pub(crate) struct ConfigFile {
     pub(crate) mailbox_capacity: Option<usize>,
     pub(crate) max_frame_mib: Option<usize>,
     pub(crate) pooling_allocator: Option<bool>,
+    pub(crate) memory_images: Option<bool>,
     pub(crate) max_activations: Option<usize>,
     pub(crate) memory_budget_mib: Option<u64>,
     pub(crate) idempotency_retention_secs: Option<u64>,

@@ -519,7 +519,7 @@ impl Activation {
             Some(intent) => intent.key,
             None => Arc::from(""),
         });
-        let mut store = Store::new(&self.router.deployments.engine, data);
+        let mut store = Store::new(&self.deployed.engine, data);
         store.limiter(|data| &mut data.memory);
         // Checked at every epoch tick while guest code runs; waits outside
         // guest code are bounded by `within` around each call in.

@@ -13,7 +13,22 @@ use crate::{SiloConfig, SiloError, mappings};
 /// How often the epoch advances; the granularity of turn deadlines.
 pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
 
-pub(crate) fn build_engine(config: &SiloConfig) -> Result<Engine, SiloError> {
+/// Whether the silo makes a second engine whose linear memories and stacks
+/// are its own (see `mappings`), for components with small memory images.
+pub(crate) fn uses_own_mappings(config: &SiloConfig) -> bool {
+    !config.pooling_allocator && !config.memory_images && mappings::supported()
+}
+
+/// Components whose data segments are larger than this use the engine
+/// with copy-on-write memory images: copying megabytes (a Python or
+/// JavaScript guest's image) into every activation would cost it
+/// milliseconds and megabytes of private memory.
+pub(crate) const OWN_MAPPINGS_MAX_DATA_BYTES: u64 = 1024 * 1024;
+
+/// The silo's engine: with `own_mappings`, the one whose memories and
+/// stacks come from `mappings`; else wasmtime's own allocations (pooled if
+/// configured) with copy-on-write memory images.
+pub(crate) fn build_engine(config: &SiloConfig, own_mappings: bool) -> Result<Engine, SiloError> {
     let mut wasm_config = Config::new();
     wasm_config.wasm_component_model(true);
     wasm_config.epoch_interruption(true);
@@ -37,7 +52,7 @@ pub(crate) fn build_engine(config: &SiloConfig) -> Result<Engine, SiloError> {
         pooling.max_memory_size(config.memory_limit_bytes);
         pooling.total_stacks(config.pooling_max_instances.min(2000));
         wasm_config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
-    } else if mappings::supported() {
+    } else if own_mappings {
         // Memories and stacks that merge into a few kernel mappings (see
         // `mappings`): no guard regions (every access is bounds-checked), no
         // copy-on-write images (data segments are copied in).
@@ -81,10 +96,11 @@ const MAPPINGS_PER_POOLED_ACTIVATION: u64 = 4;
 
 /// Warns when the kernel's limit on memory mappings caps the number of live
 /// activations well below what the memory of the machine would allow: only
-/// when the silo uses wasmtime's allocations (the pooling allocator, or a
-/// kernel without guard pages in page tables, before Linux 6.13).
+/// when the silo uses wasmtime's allocations (the pooling allocator,
+/// `memory_images`, or a kernel without guard pages in page tables, before
+/// Linux 6.13).
 pub(crate) fn warn_if_mappings_are_scarce(config: &SiloConfig) {
-    if !config.pooling_allocator && mappings::supported() {
+    if uses_own_mappings(config) {
         return;
     }
     let Ok(text) = std::fs::read_to_string("/proc/sys/vm/max_map_count") else {
