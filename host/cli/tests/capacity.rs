@@ -146,8 +146,14 @@ async fn at_capacity_the_least_recently_used_idle_object_makes_room() {
     for id in ["a", "c", "d"] {
         get(&client, id).await.expect("still live");
     }
-    assert_eq!(activations_total(&client).await, before, "a, c and d stayed live");
-    get(&client, "b").await.expect("b comes back, another making room");
+    assert_eq!(
+        activations_total(&client).await,
+        before,
+        "a, c and d stayed live"
+    );
+    get(&client, "b")
+        .await
+        .expect("b comes back, another making room");
     assert_eq!(activations_total(&client).await, before + 1);
     silo.stop();
 }
@@ -183,7 +189,10 @@ async fn with_no_idle_object_to_deactivate_a_full_silo_refuses_with_overloaded()
     }
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while client.stats().await.expect("stats").live_activations < 2 {
-        assert!(std::time::Instant::now() < deadline, "the sleepers never activated");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sleepers never activated"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     match client

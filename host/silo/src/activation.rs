@@ -102,14 +102,20 @@ struct Counted(Arc<Router>);
 
 impl Counted {
     fn new(router: &Arc<Router>) -> Counted {
-        router.counters.live_instances.fetch_add(1, Ordering::Relaxed);
+        router
+            .counters
+            .live_instances
+            .fetch_add(1, Ordering::Relaxed);
         Counted(router.clone())
     }
 }
 
 impl Drop for Counted {
     fn drop(&mut self) {
-        self.0.counters.live_instances.fetch_sub(1, Ordering::Relaxed);
+        self.0
+            .counters
+            .live_instances
+            .fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -21,8 +21,8 @@
 //! `overloaded` only when no activation is idle.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::Notify;
@@ -77,8 +77,6 @@ impl ActivationHandle {
     pub(crate) async fn evicted(&self) {
         self.evict.notified().await;
     }
-
-
 }
 
 /// How many least recently used idle activations one scan of the
@@ -389,7 +387,7 @@ impl Directory {
                 slots.insert(key.clone(), other);
                 Vec::new()
             }
-                None => Vec::new(),
+            None => Vec::new(),
         }
     }
 
@@ -438,7 +436,10 @@ mod tests {
 
         assert!(inner.evict_one());
         assert!(old.evicted.load(Ordering::Relaxed), "the oldest idle one");
-        assert!(!oldest_busy.evicted.load(Ordering::Relaxed), "busy: skipped");
+        assert!(
+            !oldest_busy.evicted.load(Ordering::Relaxed),
+            "busy: skipped"
+        );
         assert_eq!(inner.occupancy(), 2, "the room it frees counts at once");
 
         assert!(inner.evict_one());

@@ -115,7 +115,9 @@ impl Drop for Mapping {
 fn page_size() -> usize {
     static PAGE: OnceLock<usize> = OnceLock::new();
     // SAFETY: `sysconf` reads a constant of the system.
-    *PAGE.get_or_init(|| usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096))
+    *PAGE.get_or_init(|| {
+        usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096)
+    })
 }
 
 /// Whether this kernel can install guard pages without mappings; probed once.
@@ -258,7 +260,11 @@ mod tests {
         let last = unsafe { *base.add(3 * 65536 - 1) };
         assert_eq!(last, 0);
         assert!(memory.grow_to(5 * 65536).is_err());
-        assert!(Memories.new_memory(memory_type, 65536, None, None, 65536).is_err());
+        assert!(
+            Memories
+                .new_memory(memory_type, 65536, None, None, 65536)
+                .is_err()
+        );
     }
 
     #[test]

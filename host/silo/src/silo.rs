@@ -85,8 +85,7 @@ impl Silo {
                     path: data_dir.clone(),
                     source,
                 })?;
-            let linker =
-                host::linker(&engine).map_err(|e| SiloError::Engine(format!("{e:#}")))?;
+            let linker = host::linker(&engine).map_err(|e| SiloError::Engine(format!("{e:#}")))?;
             Ok(Toolchain {
                 engine,
                 linker,
