@@ -182,16 +182,30 @@ async fn with_no_idle_object_to_deactivate_a_full_silo_refuses_with_overloaded()
     for id in ["x", "y"] {
         let client = client.clone();
         sleepers.push(tokio::spawn(async move {
-            client
-                .call::<_, Value>("Faulty", id, "sleep", &json!({"millis": 3000}))
-                .await
+            loop {
+                let slept = client
+                    .call::<_, Value>("Faulty", id, "sleep", &json!({"millis": 3000}))
+                    .await;
+                // The trapper's task may not have marked itself idle yet
+                // (its reply goes out first): then it cannot make room.
+                match &slept {
+                    Err(ClientError::Reply(error)) if error.kind() == "overloaded" => {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    _ => return slept,
+                }
+            }
         }));
     }
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while client.stats().await.expect("stats").live_activations < 2 {
+        if let Some(done) = sleepers.iter_mut().find(|sleeper| sleeper.is_finished()) {
+            panic!("a sleeper ended first: {:?}", done.await);
+        }
         assert!(
             std::time::Instant::now() < deadline,
-            "the sleepers never activated"
+            "the sleepers never activated: {:?}",
+            client.stats().await
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -208,11 +222,23 @@ async fn with_no_idle_object_to_deactivate_a_full_silo_refuses_with_overloaded()
     for sleeper in sleepers {
         sleeper.await.unwrap().expect("the sleepers finish");
     }
-    // Idle now: one of them makes room.
-    client
-        .call::<_, Value>("Faulty", "z", "ok", &json!({}))
-        .await
-        .expect("room made for z");
+    // Idle now (once their tasks have marked themselves so, just after
+    // their replies left): one of them makes room.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match client
+            .call::<_, Value>("Faulty", "z", "ok", &json!({}))
+            .await
+        {
+            Ok(_) => break,
+            Err(ClientError::Reply(error))
+                if error.kind() == "overloaded" && std::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(error) => panic!("no room made for z: {error}"),
+        }
+    }
     silo.stop();
 }
 
