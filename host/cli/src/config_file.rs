@@ -9,6 +9,9 @@
 //! mailbox_capacity = 4096
 //! max_frame_mib = 64
 //! pooling_allocator = false
+//! memory_images = false                          # true: wasmtime's copy-on-write images
+//! max_activations = 100000                        # absent: no limit
+//! memory_budget_mib = 8192                        # absent: no budget
 //! idempotency_retention_secs = 86400              # replies kept under keys
 //! idempotency_sweep_secs = 60                     # how often expired ones go
 //! handshake_timeout_ms = 10000
@@ -48,6 +51,9 @@ pub(crate) struct ConfigFile {
     pub(crate) mailbox_capacity: Option<usize>,
     pub(crate) max_frame_mib: Option<usize>,
     pub(crate) pooling_allocator: Option<bool>,
+    pub(crate) memory_images: Option<bool>,
+    pub(crate) max_activations: Option<usize>,
+    pub(crate) memory_budget_mib: Option<u64>,
     pub(crate) idempotency_retention_secs: Option<u64>,
     pub(crate) idempotency_sweep_secs: Option<u64>,
     pub(crate) handshake_timeout_ms: Option<u64>,

@@ -34,6 +34,18 @@ pub(crate) struct SiloArgs {
     /// Use wasmtime's pooling instance allocator.
     #[arg(long)]
     pooling_allocator: bool,
+    /// Let wasmtime map memories with copy-on-write images: faster, smaller
+    /// Python and JavaScript activations, ~7 memory mappings each.
+    #[arg(long)]
+    memory_images: bool,
+    /// Activations held at most; at the limit a new one first deactivates
+    /// the least recently used idle one [default: no limit].
+    #[arg(long)]
+    max_activations: Option<usize>,
+    /// Resident MiB of the silo past which a new activation first
+    /// deactivates the least recently used idle one [default: no budget].
+    #[arg(long)]
+    memory_budget_mib: Option<u64>,
     /// Seconds the reply of a call made with an idempotency key is kept
     /// (a retry after that runs again) [default: 86400].
     #[arg(long)]
@@ -197,6 +209,12 @@ pub(crate) async fn run(args: SiloArgs) -> anyhow::Result<()> {
         config.max_requests_in_flight = max.max(1);
     }
     config.pooling_allocator = args.pooling_allocator || file.pooling_allocator.unwrap_or(false);
+    config.memory_images = args.memory_images || file.memory_images.unwrap_or(false);
+    config.max_activations = args.max_activations.or(file.max_activations);
+    config.memory_budget_bytes = args
+        .memory_budget_mib
+        .or(file.memory_budget_mib)
+        .map(|mib| mib * 1024 * 1024);
     if let Some(url) = args.cluster.or(file.cluster) {
         let mut cluster = ClusterConfig::new(url);
         cluster.advertise = args.advertise.or(file.advertise);

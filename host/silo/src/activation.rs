@@ -27,6 +27,7 @@ use crate::ObjectKey;
 use crate::bindings::{Export, Handler};
 use crate::client_send;
 use crate::deployments::DeployedType;
+use crate::directory::ActivationHandle;
 use crate::host::{
     ActivationData, DeadlineExceeded, INLINE_VALUE_BYTES, MemoryLimitExceeded, ObjectState,
 };
@@ -44,6 +45,7 @@ pub(crate) fn spawn(
     key: ObjectKey,
     deployed: Arc<DeployedType>,
     mailbox: mpsc::Receiver<Envelope>,
+    handle: Arc<ActivationHandle>,
 ) {
     let tasks = router.tasks.clone();
     let activation = Activation {
@@ -52,6 +54,7 @@ pub(crate) fn spawn(
         deployed,
         live: None,
         mailbox,
+        handle,
         moved_away: false,
         recent_replies: RecentReplies::default(),
         outbox: None,
@@ -68,6 +71,8 @@ struct Activation {
     deployed: Arc<DeployedType>,
     live: Option<LiveInstance>,
     mailbox: mpsc::Receiver<Envelope>,
+    /// Shared with the directory: busy or idle, and asked to deactivate.
+    handle: Arc<ActivationHandle>,
     /// A commit was refused because another silo owns the object now: this
     /// activation retires, and messages go to the owner.
     moved_away: bool,
@@ -90,6 +95,30 @@ struct Activation {
 struct LiveInstance {
     store: Store<ActivationData>,
     handler: Handler,
+    _counted: Counted,
+}
+
+/// Counts one live instance in `Counters::live_instances` while it exists,
+/// whichever way the instance goes.
+struct Counted(Arc<Router>);
+
+impl Counted {
+    fn new(router: &Arc<Router>) -> Counted {
+        router
+            .counters
+            .live_instances
+            .fetch_add(1, Ordering::Relaxed);
+        Counted(router.clone())
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0
+            .counters
+            .live_instances
+            .fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// A failed turn, and whether the instance survived it.
@@ -102,6 +131,8 @@ enum Event {
     Stop,
     Received(Option<Envelope>),
     TimerFired,
+    /// The silo is full and this is its least recently used idle activation.
+    Evicted,
 }
 
 enum Hook {
@@ -128,16 +159,34 @@ impl Activation {
                 biased;
                 _ = stopping.wait_for(|stop| *stop) => Event::Stop,
                 received = self.mailbox.recv() => Event::Received(received),
+                _ = self.handle.evicted() => Event::Evicted,
                 _ = &mut idle_timer => Event::TimerFired,
             };
             match event {
                 Event::Stop => break,
                 Event::Received(Some(envelope)) => {
                     last_message = Instant::now();
+                    self.handle.set_busy(true);
                     self.handle(envelope).await;
+                    self.handle.set_busy(false);
                     if self.moved_away {
                         break;
                     }
+                }
+                Event::Evicted => {
+                    let delivering = self
+                        .outbox
+                        .as_ref()
+                        .is_some_and(|outbox| !outbox.is_drained());
+                    if !delivering
+                        && self
+                            .router
+                            .directory
+                            .retire_if_idle(&self.key, &mut self.mailbox)
+                    {
+                        return self.retire().await;
+                    }
+                    self.router.directory.keep(&self.handle);
                 }
                 // Only this task removes the slot holding the sender.
                 Event::Received(None) => break,
@@ -494,7 +543,7 @@ impl Activation {
             Some(intent) => intent.key,
             None => Arc::from(""),
         });
-        let mut store = Store::new(&self.router.deployments.engine, data);
+        let mut store = Store::new(&self.deployed.engine, data);
         store.limiter(|data| &mut data.memory);
         // Checked at every epoch tick while guest code runs; waits outside
         // guest code are bounded by `within` around each call in.
@@ -517,7 +566,11 @@ impl Activation {
             }
             None => return Err(self.timed_out()),
         };
-        self.live = Some(LiveInstance { store, handler });
+        self.live = Some(LiveInstance {
+            store,
+            handler,
+            _counted: Counted::new(&self.router),
+        });
         let deadline = Instant::now() + self.router.config.turn_deadline;
         if let Err(failure) = self
             .turn(Hook::Activate, &self.router.empty_chain(), deadline)

@@ -42,6 +42,20 @@ pub struct SiloConfig {
     pub pooling_allocator: bool,
     /// Upper bound on live activations when the pooling allocator is used.
     pub pooling_max_instances: u32,
+    /// Let wasmtime allocate linear memories and stacks, with copy-on-write
+    /// memory images, instead of the silo's own (see `mappings`): guests
+    /// with images of megabytes (Python, JavaScript) activate faster and
+    /// share their image's pages, but every activation takes about seven
+    /// kernel memory mappings (`vm.max_map_count`).
+    pub memory_images: bool,
+    /// Activations this silo holds at most; `None`: no limit but memory.
+    /// At the limit a new activation first deactivates the least recently
+    /// used idle one; with none idle it is refused with `overloaded`.
+    pub max_activations: Option<usize>,
+    /// Resident memory of the silo past which a new activation first
+    /// deactivates the least recently used idle one, and with none idle
+    /// is refused with `overloaded`; `None`: no budget.
+    pub memory_budget_bytes: Option<u64>,
     /// The most commits written in one SQLite transaction.
     pub group_commit_max: usize,
     /// How long the reply of a call made with an idempotency key is kept
@@ -182,6 +196,9 @@ impl SiloConfig {
             mailbox_capacity: 4096,
             pooling_allocator: false,
             pooling_max_instances: 1000,
+            memory_images: false,
+            max_activations: None,
+            memory_budget_bytes: None,
             group_commit_max: 1024,
             idempotency_retention: Duration::from_secs(24 * 60 * 60),
             idempotency_sweep_interval: Duration::from_secs(60),

@@ -22,12 +22,15 @@ use wasmtime::component::Linker;
 
 use crate::bindings::HandlerPre;
 use crate::component_cache::{CompiledCache, Provenance, content_hash};
+use crate::engine::OWN_MAPPINGS_MAX_DATA_BYTES;
 use crate::host::ActivationData;
 use crate::storage::ComponentStore;
 
 /// One service type's current code.
 pub(crate) struct DeployedType {
     pub(crate) info: DeploymentInfo,
+    /// The engine it was compiled for, which its stores must use.
+    pub(crate) engine: Engine,
     pub(crate) pre: HandlerPre<ActivationData>,
     superseded: AtomicBool,
 }
@@ -38,10 +41,20 @@ impl DeployedType {
     }
 }
 
-pub(crate) struct Deployments {
+/// One engine, with what compiles and links components for it.
+pub(crate) struct Toolchain {
     pub(crate) engine: Engine,
-    linker: Linker<ActivationData>,
-    cache: Arc<CompiledCache>,
+    pub(crate) linker: Linker<ActivationData>,
+    pub(crate) cache: Arc<CompiledCache>,
+}
+
+pub(crate) struct Deployments {
+    /// For components with big memory images (and all of them when
+    /// `own_mappings` is `None`): wasmtime's allocations.
+    images: Toolchain,
+    /// For components with small memory images: the silo's own memories
+    /// and stacks (see `mappings`); `None` when unavailable or not wanted.
+    own_mappings: Option<Toolchain>,
     store: Arc<dyn ComponentStore>,
     current: RwLock<HashMap<String, Arc<DeployedType>>>,
     changing: tokio::sync::Mutex<()>,
@@ -54,15 +67,13 @@ const MAX_SERVICE_TYPE_LEN: usize = 128;
 
 impl Deployments {
     pub(crate) fn new(
-        engine: Engine,
-        linker: Linker<ActivationData>,
-        cache: CompiledCache,
+        images: Toolchain,
+        own_mappings: Option<Toolchain>,
         store: Arc<dyn ComponentStore>,
     ) -> Deployments {
         Deployments {
-            engine,
-            linker,
-            cache: Arc::new(cache),
+            images,
+            own_mappings,
             store,
             current: RwLock::default(),
             changing: tokio::sync::Mutex::new(()),
@@ -182,7 +193,11 @@ impl Deployments {
         bytes: Vec<u8>,
     ) -> Result<Arc<DeployedType>, ReplyError> {
         let component_bytes = bytes.len() as u64;
-        let cache = self.cache.clone();
+        let toolchain = match &self.own_mappings {
+            Some(own) if data_segment_bytes(&bytes) <= OWN_MAPPINGS_MAX_DATA_BYTES => own,
+            _ => &self.images,
+        };
+        let cache = toolchain.cache.clone();
         let hash_owned = hash.to_string();
         let started = std::time::Instant::now();
         let (component, provenance) =
@@ -205,7 +220,7 @@ impl Deployments {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "component ready"
         );
-        let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| {
+        let instance_pre = toolchain.linker.instantiate_pre(&component).map_err(|e| {
             ReplyError::InvalidComponent(format!(
                 "the component imports something a rio silo does not provide (it must target the world rio:service/service-object@0.2.0 or @0.1.0): {e:#}"
             ))
@@ -223,6 +238,7 @@ impl Deployments {
         };
         Ok(Arc::new(DeployedType {
             info,
+            engine: toolchain.engine.clone(),
             pre,
             superseded: AtomicBool::new(false),
         }))
@@ -255,5 +271,71 @@ fn validate_service_type(service_type: &str) -> Result<(), ReplyError> {
         Err(ReplyError::BadRequest(format!(
             "service type `{service_type}` must be 1 to {MAX_SERVICE_TYPE_LEN} letters, digits, `-`, `_` or `.`"
         )))
+    }
+}
+
+/// The bytes of data segments in the core modules of `component` (a
+/// WebAssembly component binary), nested components included: what a new
+/// instance's memories are initialized with. What cannot be read counts as
+/// nothing (such a file fails to compile anyway).
+fn data_segment_bytes(component: &[u8]) -> u64 {
+    /// Section ids: a core module and a nested component inside a
+    /// component; the data section inside a core module.
+    const CORE_MODULE: u8 = 1;
+    const COMPONENT: u8 = 4;
+    const DATA: u8 = 11;
+    fn sections(binary: &[u8]) -> impl Iterator<Item = (u8, &[u8])> {
+        // After the magic number and the version.
+        let mut rest = binary.get(8..).unwrap_or_default();
+        std::iter::from_fn(move || {
+            let (&id, after_id) = rest.split_first()?;
+            let (size, after_size) = leb128(after_id)?;
+            let body = after_size.get(..size)?;
+            rest = &after_size[size..];
+            Some((id, body))
+        })
+    }
+    fn leb128(bytes: &[u8]) -> Option<(usize, &[u8])> {
+        let mut value = 0usize;
+        for (i, &byte) in bytes.iter().enumerate().take(5) {
+            value |= usize::from(byte & 0x7f) << (7 * i);
+            if byte & 0x80 == 0 {
+                return Some((value, &bytes[i + 1..]));
+            }
+        }
+        None
+    }
+    sections(component)
+        .map(|(id, body)| match id {
+            CORE_MODULE => sections(body)
+                .filter(|(id, _)| *id == DATA)
+                .map(|(_, data)| data.len() as u64)
+                .sum(),
+            COMPONENT => data_segment_bytes(body),
+            _ => 0,
+        })
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_segments_are_counted_in_core_modules_nested_or_not() {
+        // A core module with a data section of 3 bytes (contents unread).
+        let module = [b"\0asm\x01\0\0\0".as_slice(), &[11, 3, 1, 2, 3]].concat();
+        let in_section = |id: u8, body: &[u8]| [&[id, body.len() as u8][..], body].concat();
+        let component_header = b"\0asm\x0d\0\x01\0".as_slice();
+        let nested = [component_header, &in_section(1, &module)].concat();
+        let component = [
+            component_header,
+            &in_section(1, &module),
+            &in_section(4, &nested),
+            &in_section(7, &[0; 4]),
+        ]
+        .concat();
+        assert_eq!(data_segment_bytes(&component), 6);
+        assert_eq!(data_segment_bytes(b"not wasm"), 0);
     }
 }

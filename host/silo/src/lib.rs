@@ -5,6 +5,7 @@
 //! - [`config`]: [`SiloConfig`], every tunable with its default.
 //! - [`silo`]: [`Silo`], which wires the parts together; the entry point.
 //! - `engine`: the shared wasmtime `Engine` and its epoch ticker.
+//! - `mappings`: linear memories and fiber stacks that take few kernel mappings.
 //! - `component_cache`: compiled components kept on disk, keyed by content and engine.
 //! - `deployments`: service type → validated, pre-instantiated component.
 //! - `bindings`: the one `bindgen!` of the WIT world, kept private.
@@ -44,6 +45,7 @@ mod idempotency;
 mod limits;
 mod log_summary;
 mod mailbox;
+mod mappings;
 mod object_key;
 mod outbox;
 mod resume;

@@ -20,6 +20,7 @@ use crate::directory::{Delivery, Directory, Settled, Vacancy};
 use crate::host::{Messenger, TurnCall};
 use crate::mailbox::{CallChain, Envelope, ReplyTo};
 use crate::resume::INTENT_KEY;
+use crate::stats::ResidentGauge;
 use crate::storage::{Commit, SiloId, StateStore, StorageError};
 use crate::{ObjectKey, SiloConfig};
 
@@ -30,6 +31,9 @@ pub(crate) struct Counters {
     pub(crate) activation_nanos_total: AtomicU64,
     pub(crate) deactivations_total: AtomicU64,
     pub(crate) forwarded_total: AtomicU64,
+    /// Instances alive now (an activation whose instance was dropped after
+    /// a trap holds none until its next message).
+    pub(crate) live_instances: AtomicU64,
 }
 
 pub(crate) struct Router {
@@ -55,6 +59,8 @@ pub(crate) struct Router {
     pub(crate) evicted: AtomicBool,
     /// Which turns wait on which objects, to refuse calls that would deadlock.
     pub(crate) waits: WaitGraph,
+    /// The silo's resident memory, sampled while a memory budget is set.
+    resident: ResidentGauge,
 }
 
 /// A message is passed between silos at most this often: placement races
@@ -75,6 +81,7 @@ impl Router {
         cluster: Option<Arc<Cluster>>,
     ) -> Router {
         let directory = Directory::new(config.mailbox_capacity);
+        let resident = ResidentGauge::new(config.memory_budget_bytes.is_some());
         Router {
             config,
             deployments,
@@ -90,6 +97,7 @@ impl Router {
             tasks: TaskTracker::new(),
             evicted: AtomicBool::new(false),
             waits: WaitGraph::default(),
+            resident,
         }
     }
 
@@ -267,14 +275,16 @@ impl Router {
         // Looked up only for an object without a slot: a live activation
         // implies its type.
         let mut deployed = None;
-        let delivery = self.directory.deliver(&key, envelope, || {
+        let delivery = self.directory.deliver(&key, envelope, |occupancy| {
             if self.cluster.is_some() {
                 return Vacancy::Place;
             }
             match self.deployments.get(&key.service_type) {
                 Some(found) => {
                     deployed = Some(found);
-                    Vacancy::Activate
+                    Vacancy::Activate {
+                        full: self.full(occupancy),
+                    }
                 }
                 None => {
                     let service_type = key.service_type.to_string();
@@ -290,8 +300,8 @@ impl Router {
                 self.tasks
                     .spawn(async move { router.place(key, sent_to_me).await });
             }
-            Delivery::Activate(inbox) => match deployed {
-                Some(deployed) => activation::spawn(self.clone(), key, deployed, inbox),
+            Delivery::Activate(inbox, handle) => match deployed {
+                Some(deployed) => activation::spawn(self.clone(), key, deployed, inbox, handle),
                 // `Activate` comes only from the branch that found the type.
                 None => tracing::error!(object = %key, "a mailbox opened for no deployment"),
             },
@@ -300,6 +310,28 @@ impl Router {
 }
 
 impl Router {
+    /// The refusal a new activation gets when the silo is at capacity
+    /// (`occupancy` activations, or resident memory over the budget) and
+    /// no activation is idle; `None` while there is room.
+    fn full(&self, occupancy: usize) -> Option<ReplyError> {
+        if let Some(max) = self.config.max_activations
+            && occupancy >= max
+        {
+            return Some(ReplyError::Overloaded(format!(
+                "the silo holds {occupancy} activations, its limit `max-activations`, and none is idle to make room"
+            )));
+        }
+        let budget = self.config.memory_budget_bytes?;
+        let resident = self.resident.bytes();
+        (resident > budget).then(|| {
+            ReplyError::Overloaded(format!(
+                "the silo's resident memory of {} MiB is over its budget of {} MiB, and no activation is idle to make room",
+                resident >> 20,
+                budget >> 20
+            ))
+        })
+    }
+
     /// Refuses an object whose type or id is longer than the limits allow,
     /// before it takes a slot in the directory (or a row in a store).
     fn within_name_limits(&self, key: &ObjectKey) -> Result<(), ReplyError> {
@@ -385,9 +417,10 @@ impl Router {
             Err(error) => Err(error),
         };
         let here = matches!(route, Ok((Route::Local, _)));
-        match (self.directory.settle_placement(&key, here), route) {
-            (Settled::Here(inbox), Ok((_, deployed))) => {
-                activation::spawn(self.clone(), key, deployed, inbox);
+        let full = here && self.full(self.directory.occupancy()).is_some();
+        match (self.directory.settle_placement(&key, here, full), route) {
+            (Settled::Here(inbox, handle), Ok((_, deployed))) => {
+                activation::spawn(self.clone(), key, deployed, inbox, handle);
             }
             (Settled::Elsewhere(waiting), Ok((Route::Remote(owner), _))) => {
                 for envelope in waiting {
@@ -402,7 +435,7 @@ impl Router {
                     envelope.reply.send(Err(error.clone()));
                 }
             }
-            (Settled::Elsewhere(_), Ok((Route::Local, _))) | (Settled::Here(_), Err(_)) => {
+            (Settled::Elsewhere(_), Ok((Route::Local, _))) | (Settled::Here(..), Err(_)) => {
                 unreachable!("settled as asked")
             }
         }

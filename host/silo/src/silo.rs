@@ -9,11 +9,12 @@ use std::time::Duration;
 use rio_protocol::{DeploymentInfo, ReplyError, SiloStats};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use wasmtime::Engine;
 
 use crate::cluster::{Cluster, now_ms, run_agent, run_wait_reports};
 use crate::component_cache::CompiledCache;
 use crate::connection::ConnectionCounters;
-use crate::deployments::Deployments;
+use crate::deployments::{Deployments, Toolchain};
 use crate::router::Router;
 use crate::storage::sqlite::SqliteStore;
 use crate::storage::{ClusterStore, ComponentStore, StateStore};
@@ -40,9 +41,17 @@ impl Silo {
             path: data_dir.clone(),
             source,
         })?;
-        let engine = engine::build_engine(&config)?;
+        let engine = engine::build_engine(&config, false)?;
         engine::spawn_epoch_ticker(&engine);
-        engine::warn_if_mappings_are_scarce();
+        let own_engine = match engine::uses_own_mappings(&config) {
+            true => {
+                let own = engine::build_engine(&config, true)?;
+                engine::spawn_epoch_ticker(&own);
+                Some(own)
+            }
+            false => None,
+        };
+        engine::warn_if_mappings_are_scarce(&config);
         let generation = now_ms();
         let (state_store, component_store, cluster): (
             Arc<dyn StateStore>,
@@ -77,13 +86,21 @@ impl Silo {
                 (state, components, Some(Arc::new(cluster)))
             }
         };
-        let cache =
-            CompiledCache::new(&engine, &data_dir).map_err(|source| SiloError::DataDir {
-                path: data_dir.clone(),
-                source,
-            })?;
-        let linker = host::linker(&engine).map_err(|e| SiloError::Engine(format!("{e:#}")))?;
-        let deployments = Deployments::new(engine, linker, cache, component_store);
+        let toolchain = |engine: Engine| -> Result<Toolchain, SiloError> {
+            let cache =
+                CompiledCache::new(&engine, &data_dir).map_err(|source| SiloError::DataDir {
+                    path: data_dir.clone(),
+                    source,
+                })?;
+            let linker = host::linker(&engine).map_err(|e| SiloError::Engine(format!("{e:#}")))?;
+            Ok(Toolchain {
+                engine,
+                linker,
+                cache: Arc::new(cache),
+            })
+        };
+        let own_mappings = own_engine.map(toolchain).transpose()?;
+        let deployments = Deployments::new(toolchain(engine)?, own_mappings, component_store);
         deployments.refresh().await?;
         let (stop, stopping) = watch::channel(false);
         let router = Arc::new(Router::new(

@@ -1,6 +1,8 @@
 //! The silo's counters and memory use, as a `Stats` request answers them.
 
-use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use rio_protocol::SiloStats;
 
@@ -9,7 +11,7 @@ use crate::router::Router;
 
 pub(crate) fn stats(router: &Router, connections: &ConnectionCounters) -> SiloStats {
     SiloStats {
-        live_activations: router.directory.live_count() as u64,
+        live_activations: router.counters.live_instances.load(Ordering::Relaxed),
         activations_total: router.counters.activations_total.load(Ordering::Relaxed),
         activation_nanos_total: router
             .counters
@@ -26,6 +28,44 @@ pub(crate) fn stats(router: &Router, connections: &ConnectionCounters) -> SiloSt
         connections_closed_misbehaving: connections.closed_misbehaving.load(Ordering::Relaxed),
         connections_closed_idle: connections.closed_idle.load(Ordering::Relaxed),
         connections_unauthorized: connections.unauthorized.load(Ordering::Relaxed),
+    }
+}
+
+/// How often the resident memory is sampled for the memory budget.
+const RESIDENT_SAMPLE: Duration = Duration::from_millis(10);
+
+/// The silo's resident memory, sampled by a thread of its own (reading it
+/// where a new activation is decided would cost every activation a read
+/// of `/proc`); it lags by at most [`RESIDENT_SAMPLE`].
+pub(crate) struct ResidentGauge(Option<Arc<AtomicU64>>);
+
+impl ResidentGauge {
+    /// A gauge that samples only when `sampled`, and reads 0 otherwise.
+    pub(crate) fn new(sampled: bool) -> ResidentGauge {
+        if !sampled {
+            return ResidentGauge(None);
+        }
+        let bytes = Arc::new(AtomicU64::new(resident_bytes()));
+        let weak = Arc::downgrade(&bytes);
+        let spawned = std::thread::Builder::new()
+            .name("rio-resident".into())
+            .spawn(move || {
+                while let Some(bytes) = weak.upgrade() {
+                    bytes.store(resident_bytes(), Ordering::Relaxed);
+                    drop(bytes);
+                    std::thread::sleep(RESIDENT_SAMPLE);
+                }
+            });
+        if let Err(error) = spawned {
+            tracing::error!(%error, "cannot start sampling resident memory; the memory budget reads the start's figure");
+        }
+        ResidentGauge(Some(bytes))
+    }
+
+    pub(crate) fn bytes(&self) -> u64 {
+        self.0
+            .as_ref()
+            .map_or(0, |bytes| bytes.load(Ordering::Relaxed))
     }
 }
 

@@ -101,6 +101,11 @@ impl SiloProcess {
         SiloProcess { child, address }
     }
 
+    /// The silo's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGTERM, as an operator would stop it, and wait for a clean exit.
     pub fn stop(mut self) {
         let status = Command::new("kill")
