@@ -16,9 +16,8 @@ use crate::component_cache::CompiledCache;
 use crate::connection::ConnectionCounters;
 use crate::deployments::{Deployments, Toolchain};
 use crate::router::Router;
-use crate::storage::sqlite::SqliteStore;
 use crate::storage::{ClusterStore, ComponentStore, StateStore};
-use crate::{SiloConfig, SiloError, engine, host, server};
+use crate::{SiloConfig, SiloError, engine, host, server, storage};
 
 /// A silo on one machine: its engine, its store and its activations.
 pub struct Silo {
@@ -59,14 +58,12 @@ impl Silo {
             _,
         ) = match &config.cluster {
             None => {
-                let store = Arc::new(
-                    SqliteStore::open(
-                        &data_dir.join("rio.db"),
-                        config.group_commit_max,
-                        generation,
-                    )
-                    .await?,
-                );
+                let store = storage::embedded::open(
+                    &data_dir.join("rio.db"),
+                    config.group_commit_max,
+                    generation,
+                )
+                .await?;
                 (store.clone(), store, None)
             }
             Some(cluster_config) => {

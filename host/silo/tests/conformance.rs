@@ -1,6 +1,12 @@
-//! Conformance suite of the cluster store backends: every case runs against
-//! SQLite, PostgreSQL, MariaDB and Redis and checks what the storage traits'
-//! doc comments promise, so the backends stay interchangeable.
+//! Conformance suite of the storage backends: every case runs against each
+//! backend it applies to and checks what the storage traits' doc comments
+//! promise, so the backends stay interchangeable.
+//!
+//! - Every store, the lone silo's embedded one included: state, components,
+//!   reply records, the outbox.
+//! - The cluster stores (SQLite, PostgreSQL, MariaDB, Redis) besides:
+//!   membership, placement, and commits fenced by placement.
+//! - The embedded store besides: commits fenced by its lease.
 //!
 //! Servers are expected on their default loopback ports; one that does not
 //! answer is skipped with a printed reason, unless `CI=true`.
@@ -23,11 +29,12 @@ use tokio::sync::Barrier;
 /// A backend that deadlocks should fail its test, not hang the suite.
 const CASE_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// One `#[tokio::test]` per (backend, case), named `backend::case`, so the
-/// failure list says at once which backend broke which promise.
+/// One `#[tokio::test]` per (group, backend, case), named
+/// `group::backend::case`, so the failure list says at once which backend
+/// broke which promise.
 macro_rules! conformance {
-    ([$($backend:ident),+ $(,)?] => $cases:tt) => {
-        $( conformance!(@backend $backend $cases); )+
+    ($($group:ident: [$($backend:ident),+ $(,)?] => $cases:tt),+ $(,)?) => {
+        $( mod $group { $( conformance!(@backend $backend $cases); )+ } )+
     };
     (@backend $backend:ident [$($case:ident),+ $(,)?]) => {
         mod $backend {
@@ -39,7 +46,7 @@ macro_rules! conformance {
                     else {
                         return;
                     };
-                    if tokio::time::timeout(crate::CASE_TIMEOUT, super::$case(store, &env))
+                    if tokio::time::timeout(crate::CASE_TIMEOUT, crate::$case(store, &env))
                         .await
                         .is_err()
                     {
@@ -56,24 +63,29 @@ macro_rules! conformance {
     };
 }
 
-conformance!([sqlite, postgres, mariadb, redis] => [
-    state,
-    lazy_state,
-    state_concurrency,
-    components,
-    membership,
-    placement,
-    racing_claims_shared_instance,
-    racing_claims_separate_instances,
-    racing_take_over,
-    fencing,
-    fencing_in_one_batch,
-    reply_records,
-    reply_records_in_one_batch,
-    fenced_commit_stores_no_reply,
-    reply_sweep,
-    outbox,
-]);
+conformance! {
+    every_store: [embedded, sqlite, postgres, mariadb, redis] => [
+        state,
+        lazy_state,
+        state_concurrency,
+        components,
+        reply_records,
+        reply_sweep,
+        outbox,
+    ],
+    cluster_stores: [sqlite, postgres, mariadb, redis] => [
+        membership,
+        placement,
+        racing_claims_shared_instance,
+        racing_claims_separate_instances,
+        racing_take_over,
+        fencing,
+        fencing_in_one_batch,
+        reply_records_in_one_batch,
+        fenced_commit_stores_no_reply,
+    ],
+    embedded_store: [embedded] => [lease_fencing],
+}
 
 fn put(key: &str, value: &[u8]) -> StateWrite {
     (key.to_string(), Some(value.to_vec()))
@@ -168,6 +180,21 @@ async fn state(store: ClusterStore, env: &Env) {
         load(&store, &object).await,
         map(&[("a", b"10"), ("c", b"3"), ("d", b"4")]),
         "the second commit applies in full on top of the first"
+    );
+
+    // Within one commit the last write of a key wins; an empty commit
+    // changes nothing.
+    commit(
+        &store,
+        &object,
+        vec![delete("a"), put("a", b"11"), put("c", b"30"), delete("c")],
+    )
+    .await;
+    commit(&store, &object, Vec::new()).await;
+    assert_eq!(
+        load(&store, &object).await,
+        map(&[("a", b"11"), ("d", b"4")]),
+        "the last write of a key in a commit wins"
     );
 
     let one = env.object("TypeOne", "same");
@@ -592,6 +619,14 @@ async fn membership(store: ClusterStore, env: &Env) {
             .any(|m| m.silo == ghost && m.status == SiloStatus::Active),
         "a heartbeat does not join"
     );
+    membership
+        .set_status(&ghost, SiloStatus::Dead)
+        .await
+        .expect("set_status");
+    assert!(
+        !env.members(&store).await.iter().any(|m| m.silo == ghost),
+        "declaring a silo that never joined dead does not make it a member"
+    );
 
     // A restarted process on the same address is a new silo.
     let a_again = SiloId {
@@ -625,6 +660,8 @@ async fn membership(store: ClusterStore, env: &Env) {
         .expect("suspect");
     membership.suspect(&c, &b, t0 + 200).await.expect("suspect");
     membership.suspect(&c, &b, t0 + 300).await.expect("suspect");
+    // An older suspicion delivered late does not hide the newer one.
+    membership.suspect(&c, &b, t0 + 50).await.expect("suspect");
     let suspicions = |since| membership.suspicions(&c, since);
     assert_eq!(
         suspicions(t0).await.expect("suspicions"),
@@ -1309,7 +1346,7 @@ fn outgoing(seq: i64, receiver: &ObjectKey, payload: &[u8]) -> Outgoing {
 /// them.
 async fn outbox(store: ClusterStore, env: &Env) {
     let a = env.silo("a");
-    let b = env.silo("b");
+    let b = env.stranger();
     let sender = env.object("Sender", "s:1");
     let receiver = env.object("Receiver", "r");
     let state = &store.state;
@@ -1389,4 +1426,78 @@ async fn outbox(store: ClusterStore, env: &Env) {
     let pending = state.pending_outbox(&sender).await.unwrap();
     assert_eq!(pending.next_seq, 3);
     assert_eq!(pending.messages.len(), 1);
+}
+
+/// The embedded store commits only for the process that opened its file
+/// last, whatever placement says (a lone silo has none): an earlier
+/// process is refused its writes, reply and messages, also in a batch
+/// shared with the holder's commits.
+async fn lease_fencing(store: ClusterStore, env: &Env) {
+    let first = env.silo("first");
+    let object = env.object("Leased", "a");
+    let put_n = |value: &[u8]| vec![put("n", value)];
+    store
+        .state
+        .commit(&object, put_n(b"1"), &first)
+        .await
+        .expect("the lease holder commits");
+    assert_fenced(&store, &object, &env.stranger(), put_n(b"x"), "an earlier process").await;
+
+    // A second process opens the file: from now on only it commits, even
+    // through the first process's store instance.
+    let second = SiloId {
+        generation: first.generation + 1,
+        ..first.clone()
+    };
+    let other = env.open_embedded(second.generation).await;
+    assert_fenced(&store, &object, &first, put_n(b"stale"), "the lease was taken").await;
+    let stale = Commit {
+        writes: put_n(b"stale"),
+        reply: Some(ReplyRecord {
+            key: "k".into(),
+            reply: b"r".to_vec(),
+            stored_at_ms: now_ms(),
+        }),
+        outbox: vec![outgoing(0, &env.object("Leased", "b"), b"m")],
+    };
+    assert!(matches!(
+        store.state.commit_turn(&object, stale, &first).await,
+        Err(StorageError::Fenced { .. })
+    ));
+    assert_eq!(store.state.stored_reply(&object, "k").await.unwrap(), None);
+    assert!(store.state.pending_outbox(&object).await.unwrap().messages.is_empty());
+    other
+        .state
+        .commit(&object, put_n(b"2"), &second)
+        .await
+        .expect("the new holder commits");
+    assert_eq!(load(&store, &object).await, map(&[("n", b"2")]));
+
+    // In one group-commit batch a refused commit fails only itself.
+    let objects: Vec<ObjectKey> = (0..20)
+        .map(|i| env.object("Leased", &format!("o{i}")))
+        .collect();
+    let tasks: Vec<_> = objects
+        .iter()
+        .enumerate()
+        .map(|(i, object)| {
+            let silo = if i % 4 == 0 { first.clone() } else { second.clone() };
+            let (other, object) = (other.clone(), object.clone());
+            tokio::spawn(async move {
+                let result = other.state.commit(&object, vec![put("v", b"1")], &silo).await;
+                (silo, result)
+            })
+        })
+        .collect();
+    for (task, object) in tasks.into_iter().zip(&objects) {
+        let (silo, result) = task.await.expect("commit task panicked");
+        let state = load(&other, object).await;
+        if silo == second {
+            result.unwrap_or_else(|error| panic!("{object}: {error}"));
+            assert_eq!(state, map(&[("v", b"1")]), "{object}");
+        } else {
+            assert!(matches!(result, Err(StorageError::Fenced { .. })), "{result:?}");
+            assert!(state.is_empty(), "{object}");
+        }
+    }
 }

@@ -444,14 +444,10 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn big_values_are_read_when_asked_for_and_kept_within_the_bound() {
         use crate::storage::SiloId;
-        use crate::storage::sqlite::SqliteStore;
-
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(
-            SqliteStore::open(&dir.path().join("rio.db"), 64, 1)
-                .await
-                .unwrap(),
-        );
+        let store = crate::storage::embedded::open(&dir.path().join("rio.db"), 64, 1)
+            .await
+            .unwrap();
         let object = ObjectKey::new("Big", "o");
         let big = |byte: u8| vec![byte; BIG_VALUE_CACHE_BYTES * 2 / 3];
         let owner = SiloId {

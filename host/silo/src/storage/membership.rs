@@ -80,7 +80,9 @@ pub trait MembershipStore: Send + Sync + 'static {
     async fn set_status(&self, silo: &SiloId, status: SiloStatus) -> Result<(), StorageError>;
     /// Every silo that ever joined (and was not cleaned up), any status.
     async fn members(&self) -> Result<Vec<Member>, StorageError>;
-    /// Records that `by` could not reach `target` at `now_ms`.
+    /// Records that `by` could not reach `target` at `now_ms`; of one
+    /// suspector's suspicions of one target the latest counts, whatever
+    /// order they arrive in.
     async fn suspect(&self, target: &SiloId, by: &SiloId, now_ms: i64) -> Result<(), StorageError>;
     /// How many distinct silos suspected `target` at or after `since_ms`.
     async fn suspicions(&self, target: &SiloId, since_ms: i64) -> Result<usize, StorageError>;

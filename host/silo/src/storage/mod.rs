@@ -1,11 +1,11 @@
 //! Where the silo keeps what must outlive it: object state, components and
 //! deployments. One trait per concern; one module per backend.
 //!
-//! - [`sqlite`]: the embedded default of a silo on its own, a file in its
-//!   data directory (state and components only: a lone silo needs no
-//!   membership or placement).
 //! - [`sql`]: every concern on PostgreSQL, MySQL/MariaDB or a SQLite file
 //!   shared by the silos of one machine.
+//! - [`embedded`]: the default of a silo on its own: the SQL store's SQLite
+//!   dialect on a file in its data directory, fenced by a lease (a lone
+//!   silo uses its state and components only).
 //! - [`redis`]: every concern on Redis.
 //!
 //! Invariants: a commit either writes all of a turn's changes or none; and
@@ -25,11 +25,11 @@ use async_trait::async_trait;
 
 use crate::ObjectKey;
 
+pub mod embedded;
 pub mod membership;
 pub mod placement;
 pub mod redis;
 pub mod sql;
-pub mod sqlite;
 
 pub use membership::{Member, MembershipStore, SiloId, SiloStatus};
 pub use placement::PlacementStore;

@@ -1,11 +1,12 @@
 //! Opens each cluster store backend for one conformance test, or says why it
 //! cannot, and hands out names no other test (or earlier run) uses.
 
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rio_silo::ObjectKey;
-use rio_silo::storage::{ClusterStore, Member, SiloId};
+use rio_silo::storage::{ClusterStore, Member, SiloId, embedded};
 use tempfile::TempDir;
 use tokio::net::TcpStream;
 
@@ -35,9 +36,14 @@ pub fn now_ms() -> i64 {
         .as_millis() as i64
 }
 
+/// The generation the embedded store's lease is taken for: the state
+/// cases' writer commits as generation 1 on every backend.
+const EMBEDDED_GENERATION: i64 = 1;
+
 /// One backend, reachable, for one test.
 pub struct Env {
-    /// `sqlite`, `postgres`, `mariadb` or `redis`: the test module's name.
+    /// `embedded`, `sqlite`, `postgres`, `mariadb` or `redis`: the test
+    /// module's name.
     pub backend: &'static str,
     url: String,
     run: String,
@@ -52,6 +58,19 @@ impl Env {
     pub async fn start(backend: &'static str) -> Option<(Env, ClusterStore)> {
         let mut dir = None;
         let (port, candidates): (Option<u16>, Vec<String>) = match backend {
+            "embedded" => {
+                let tmp = tempfile::tempdir().expect("cannot create a temporary directory");
+                let path = tmp.path().join("rio.db").display().to_string();
+                let env = Env {
+                    backend,
+                    url: path,
+                    run: run_id(),
+                    generation: EMBEDDED_GENERATION,
+                    _dir: Some(tmp),
+                };
+                let store = env.open_embedded(EMBEDDED_GENERATION).await;
+                return Some((env, store));
+            }
             "sqlite" => {
                 let tmp = tempfile::tempdir().expect("cannot create a temporary directory");
                 let url = format!("sqlite:{}", tmp.path().join("cluster.db").display());
@@ -100,9 +119,34 @@ impl Env {
     /// Another instance on the same database, as a second silo process would
     /// open it.
     pub async fn open(&self) -> ClusterStore {
+        if self.backend == "embedded" {
+            return self.open_embedded(self.generation).await;
+        }
         ClusterStore::open(&self.url, GROUP_COMMIT_MAX)
             .await
             .unwrap_or_else(|error| panic!("{}: reopening {}: {error}", self.backend, self.url))
+    }
+
+    /// The embedded store's file opened by a process of `generation`,
+    /// which takes the lease: from then on only its commits are accepted.
+    pub async fn open_embedded(&self, generation: i64) -> ClusterStore {
+        let store = embedded::open(Path::new(&self.url), GROUP_COMMIT_MAX, generation)
+            .await
+            .unwrap_or_else(|error| panic!("embedded: opening {}: {error}", self.url));
+        ClusterStore::from_backend(store)
+    }
+
+    /// A silo the store refuses commits from, to objects this test's silos
+    /// own: one that owns nothing in a cluster store, an earlier process
+    /// in the embedded one.
+    pub fn stranger(&self) -> SiloId {
+        match self.backend {
+            "embedded" => SiloId {
+                address: String::new(),
+                generation: self.generation - 1,
+            },
+            _ => self.silo("stranger"),
+        }
     }
 
     /// `prefix` made unique to this test.

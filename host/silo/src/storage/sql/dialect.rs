@@ -111,6 +111,30 @@ impl Dialect {
         })
     }
 
+    /// `INSERT` of `key` and `column` that, when `key` is taken, keeps the
+    /// greater of the stored and the new `column`: a late, older write does
+    /// not hide a newer one.
+    pub(crate) fn upsert_max(self, table: &str, key: &[&str], column: &str) -> SqlStr {
+        let columns: Vec<&str> = key.iter().copied().chain([column]).collect();
+        let values = vec!["?"; columns.len()].join(", ");
+        let head = format!(
+            "INSERT INTO {table} ({}) VALUES ({values})",
+            columns.join(", ")
+        );
+        let conflict = format!("ON CONFLICT ({}) DO UPDATE SET", key.join(", "));
+        self.sql(&match self {
+            Dialect::MySql => format!(
+                "{head} ON DUPLICATE KEY UPDATE {column} = GREATEST({column}, VALUES({column}))"
+            ),
+            Dialect::Postgres => format!(
+                "{head} {conflict} {column} = GREATEST({table}.{column}, excluded.{column})"
+            ),
+            Dialect::Sqlite => {
+                format!("{head} {conflict} {column} = MAX({column}, excluded.{column})")
+            }
+        })
+    }
+
     /// Deletes at most `?2` reply records stored before `?1` (ms). MySQL
     /// cannot delete from a table it reads in a subquery, but has `DELETE
     /// … LIMIT`; the others have no `LIMIT` on `DELETE`.
@@ -287,7 +311,16 @@ impl Dialect {
                     .to_string(),
             );
         }
-        vec![first, replies, outbox]
+        // One row: the generation of the process that may commit, where
+        // commits are fenced by lease (the lone silo's file) rather than
+        // by placement.
+        let lease = vec![format!(
+            "CREATE TABLE IF NOT EXISTS rio_lease (
+                id BIGINT NOT NULL PRIMARY KEY,
+                generation BIGINT NOT NULL
+            ){table_options}"
+        )];
+        vec![first, replies, outbox, lease]
     }
 }
 

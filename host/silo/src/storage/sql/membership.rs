@@ -82,7 +82,7 @@ impl MembershipStore for SqlStore {
     async fn suspect(&self, target: &SiloId, by: &SiloId, now_ms: i64) -> Result<(), StorageError> {
         sqlx::query(
             self.dialect
-                .upsert("suspicions", &["target", "suspector"], &["at_ms"]),
+                .upsert_max("suspicions", &["target", "suspector"], "at_ms"),
         )
         .bind(target.to_string())
         .bind(by.to_string())

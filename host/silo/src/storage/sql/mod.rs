@@ -2,21 +2,25 @@
 //! MySQL/MariaDB, or a SQLite file that the silos of one machine share.
 //!
 //! One implementation for all three through sqlx's `Any` driver; what
-//! differs is in [`dialect`]. Object state goes through a group-commit
-//! writer as in the embedded store: many turns' commits share one
+//! differs is in [`dialect`]. The lone silo's embedded store is this store
+//! too, on a SQLite file in its data directory, fenced by a lease instead
+//! of by placement (see [`Fencing`] and `storage::embedded`). Object state
+//! goes through a group-commit writer: many turns' commits share one
 //! transaction, each caller answered once it is durable.
 //!
 //! - `state`: object state and the group-commit writer.
+//! - `replies`: keyed calls' stored-reply lookups, a batch per query.
 //! - `components`: components (chunked) and deployments.
 //! - `membership`: silos, heartbeats, suspicions.
 //! - `placement`: object → owner, by insert-if-absent and compare-and-set.
 //! - `outbox`: one-way messages waiting for delivery, and dead letters.
 
 mod components;
-mod dialect;
+pub(crate) mod dialect;
 mod membership;
 mod outbox;
 mod placement;
+mod replies;
 mod state;
 
 use std::time::Duration;
@@ -32,7 +36,24 @@ use super::{ClusterStore, StorageError, redact};
 pub struct SqlStore {
     pool: AnyPool,
     dialect: Dialect,
-    commits: mpsc::UnboundedSender<state::PendingCommit>,
+    commits: mpsc::UnboundedSender<state::Queued>,
+    /// Reply lookups, answered in batches: every keyed call makes one and
+    /// nearly all miss, so one query per call (a round trip each) cost a
+    /// keyed write a third of its throughput on the embedded store.
+    lookups: mpsc::UnboundedSender<replies::PendingLookup>,
+}
+
+/// How a commit shows that its silo may write the object; checked in the
+/// commit's own transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fencing {
+    /// The placement table names the committing silo, address and
+    /// generation (a cluster).
+    Placement,
+    /// The committing silo's generation is the one in `rio_lease`: that of
+    /// the process that opened the store last (the lone silo's file, which
+    /// a second process may open by mistake, or a frozen one wake up to).
+    Lease,
 }
 
 /// Opens the store at `url` for all four concerns.
@@ -50,57 +71,94 @@ fn backend(error: sqlx::Error) -> StorageError {
 
 impl SqlStore {
     /// Connects to `url` (`sqlite:PATH`, `postgres://…`, `mysql://…`,
-    /// `mariadb://…`), migrates the schema and starts the commit writer.
+    /// `mariadb://…`), migrates the schema and starts the commit writer;
+    /// commits are fenced by placement.
     pub async fn open(url: &str, group_commit_max: usize) -> Result<SqlStore, StorageError> {
-        let bad_url = |reason: String| StorageError::BadUrl {
-            url: redact(url),
-            reason,
-        };
-        let dialect = Dialect::of_url(url)
-            .ok_or_else(|| bad_url("not a sqlite:, postgres:// or mysql:// URL".into()))?;
-        let url = connect_url(dialect, url);
-        install_default_drivers();
-        let pool = AnyPoolOptions::new()
-            .max_connections(match dialect {
-                // One writer at a time anyway; readers share the file.
-                Dialect::Sqlite => 4,
-                _ => 8,
-            })
-            .acquire_timeout(Duration::from_secs(10))
-            .after_connect(move |connection, _| {
-                Box::pin(async move {
-                    if dialect == Dialect::Sqlite {
-                        // Several silo processes share the file: wait for
-                        // the lock rather than fail, and let readers run
-                        // beside the writer.
-                        connection.execute("PRAGMA busy_timeout = 10000").await?;
-                        connection.execute("PRAGMA journal_mode = WAL").await?;
-                        connection.execute("PRAGMA synchronous = NORMAL").await?;
-                    }
-                    Ok(())
-                })
-            })
-            .connect(&url)
-            .await
-            .map_err(|error| bad_url(format!("cannot connect: {error}")))?;
+        let (pool, dialect) = connect(url).await?;
+        SqlStore::start(pool, dialect, Fencing::Placement, group_commit_max).await
+    }
+
+    /// Migrates the database behind `pool` and starts the writer and the
+    /// reply lookups.
+    pub(crate) async fn start(
+        pool: AnyPool,
+        dialect: Dialect,
+        fencing: Fencing,
+        group_commit_max: usize,
+    ) -> Result<SqlStore, StorageError> {
         migrate(&pool, dialect).await?;
         let (commits, queue) = mpsc::unbounded_channel();
         tokio::spawn(state::run_writer(
             pool.clone(),
             dialect,
+            fencing,
             queue,
             group_commit_max.max(1),
         ));
+        let (lookups, waiting) = mpsc::unbounded_channel();
+        tokio::spawn(replies::run_lookups(pool.clone(), dialect, waiting));
         Ok(SqlStore {
             pool,
             dialect,
             commits,
+            lookups,
         })
+    }
+
+    /// Makes `generation` the lease holder: from now on only commits by
+    /// that generation are accepted (with [`Fencing::Lease`]).
+    pub(crate) async fn take_lease(&self, generation: i64) -> Result<(), StorageError> {
+        sqlx::query(self.dialect.upsert("rio_lease", &["id"], &["generation"]))
+            .bind(0i64)
+            .bind(generation)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(())
     }
 
     fn sql(&self, text: &str) -> sqlx::SqlStr {
         self.dialect.sql(text)
     }
+}
+
+/// A pool on the database at `url`, and its dialect.
+pub(crate) async fn connect(url: &str) -> Result<(AnyPool, Dialect), StorageError> {
+    let bad_url = |reason: String| StorageError::BadUrl {
+        url: redact(url),
+        reason,
+    };
+    let dialect = Dialect::of_url(url)
+        .ok_or_else(|| bad_url("not a sqlite:, postgres:// or mysql:// URL".into()))?;
+    let url = connect_url(dialect, url);
+    install_default_drivers();
+    let pool = AnyPoolOptions::new()
+        .max_connections(match dialect {
+            // The writer, and readers beside it (WAL lets them share the
+            // file).
+            Dialect::Sqlite => 6,
+            _ => 8,
+        })
+        .acquire_timeout(Duration::from_secs(10))
+        .after_connect(move |connection, _| {
+            Box::pin(async move {
+                if dialect == Dialect::Sqlite {
+                    // Several silo processes may share the file: wait for
+                    // the lock rather than fail, and let readers run beside
+                    // the writer. WAL with NORMAL survives a killed process;
+                    // only an OS crash or power loss can lose the last
+                    // commits.
+                    connection.execute("PRAGMA busy_timeout = 10000").await?;
+                    connection.execute("PRAGMA journal_mode = WAL").await?;
+                    connection.execute("PRAGMA synchronous = NORMAL").await?;
+                }
+                Ok(())
+            })
+        })
+        .connect(&url)
+        .await
+        .map_err(|error| bad_url(format!("cannot connect: {error}")))?;
+    Ok((pool, dialect))
 }
 
 /// The URL sqlx wants: `mariadb://` is spelled `mysql://`, and a SQLite
@@ -150,7 +208,7 @@ async fn migrate(pool: &AnyPool, dialect: Dialect) -> Result<(), StorageError> {
     result
 }
 
-async fn apply_steps(
+pub(crate) async fn apply_steps(
     connection: &mut sqlx::AnyConnection,
     dialect: Dialect,
 ) -> Result<(), StorageError> {

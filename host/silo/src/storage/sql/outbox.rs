@@ -100,8 +100,10 @@ pub(super) async fn pending(
     })
 }
 
-pub(super) async fn remove(
-    pool: &AnyPool,
+/// Deletes `sender`'s message `seq` inside `transaction` (its receiver
+/// committed it); deleting one already gone is no error.
+pub(super) async fn delete(
+    transaction: &mut Transaction<'static, Any>,
     dialect: Dialect,
     sender: &ObjectKey,
     seq: i64,
@@ -112,7 +114,7 @@ pub(super) async fn remove(
     .bind(sender.service_type.to_string())
     .bind(sender.object_id.to_string())
     .bind(seq)
-    .execute(pool)
+    .execute(&mut **transaction)
     .await
     .map_err(backend)?;
     Ok(())

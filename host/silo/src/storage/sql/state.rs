@@ -1,11 +1,14 @@
 //! Object state on SQL, with a group-commit writer: the commits waiting
 //! when the writer is free go into one transaction.
 //!
-//! Fencing: the transaction first reads the placement entries of the
-//! batch's objects, locking them against change until it ends (a shared row
-//! lock on PostgreSQL and MySQL, the database write lock on SQLite), and
-//! writes only the commits whose silo is the owner read. A take-over or
-//! release waits for the transaction, so the new owner loads what it wrote.
+//! Fencing ([`Fencing`]): the transaction first reads who may commit, and
+//! writes only the commits of that silo. With placement it reads the
+//! placement entries of the batch's objects, locking them against change
+//! until it ends (a shared row lock on PostgreSQL and MySQL, the database
+//! write lock on SQLite), so a take-over or release waits for the
+//! transaction and the new owner loads what it wrote. With a lease it
+//! reads the lease row under SQLite's write lock, so no process takes the
+//! lease between the check and the writes.
 
 use std::collections::{HashMap, HashSet};
 
@@ -14,7 +17,8 @@ use sqlx::{AnyPool, Row};
 use tokio::sync::{mpsc, oneshot};
 
 use super::dialect::Dialect;
-use super::{SqlStore, backend};
+use super::replies::PendingLookup;
+use super::{Fencing, SqlStore, backend};
 use crate::ObjectKey;
 use crate::storage::{
     Commit, DeadLetter, PendingOutbox, ReplyRecord, SiloId, StateStore, StorageError, StoredEntry,
@@ -28,13 +32,30 @@ pub(crate) struct PendingCommit {
     done: oneshot::Sender<Result<(), StorageError>>,
 }
 
+/// What the writer writes, in batches.
+pub(crate) enum Queued {
+    Turn(PendingCommit),
+    /// A delivered message's outbox row to delete. Through the writer too:
+    /// on SQLite a second connection writing would wait on the writer's
+    /// lock with SQLite's busy sleeps (milliseconds each), which made the
+    /// deletes, not the deliveries, bound how fast an outbox drains.
+    Delivered {
+        sender: ObjectKey,
+        seq: i64,
+        done: oneshot::Sender<Result<(), StorageError>>,
+    },
+}
+
 pub(crate) async fn run_writer(
     pool: AnyPool,
     dialect: Dialect,
-    mut queue: mpsc::UnboundedReceiver<PendingCommit>,
+    fencing: Fencing,
+    mut queue: mpsc::UnboundedReceiver<Queued>,
     group_commit_max: usize,
 ) {
     let mut carry = None;
+    let mut batch = Vec::new();
+    let mut delivered = Vec::new();
     loop {
         let first = match carry.take() {
             Some(first) => first,
@@ -43,10 +64,27 @@ pub(crate) async fn run_writer(
                 None => return,
             },
         };
-        let mut batch = gather_batch(first, &mut queue, &mut carry, group_commit_max, |pending| {
-            pending.commit.bytes()
-        });
-        match write_batch(&pool, dialect, &batch).await {
+        let gathered = gather_batch(
+            first,
+            &mut queue,
+            &mut carry,
+            group_commit_max,
+            |queued| match queued {
+                Queued::Turn(pending) => pending.commit.bytes(),
+                Queued::Delivered { .. } => 0,
+            },
+        );
+        for queued in gathered {
+            match queued {
+                Queued::Turn(commit) => batch.push(commit),
+                Queued::Delivered { sender, seq, done } => delivered.push((sender, seq, done)),
+            }
+        }
+        let removed: Vec<(&ObjectKey, i64)> = delivered
+            .iter()
+            .map(|(sender, seq, _)| (sender, *seq))
+            .collect();
+        match write_batch(&pool, dialect, fencing, &batch, &removed).await {
             Ok(owned) => {
                 for (index, commit) in batch.drain(..).enumerate() {
                     let answer = if owned.contains(&index) {
@@ -56,11 +94,17 @@ pub(crate) async fn run_writer(
                     };
                     let _ = commit.done.send(answer);
                 }
+                for (_, _, done) in delivered.drain(..) {
+                    let _ = done.send(Ok(()));
+                }
             }
             Err(error) => {
                 tracing::error!(%error, commits = batch.len(), "group commit failed");
                 for commit in batch.drain(..) {
                     let _ = commit.done.send(Err(error.clone()));
+                }
+                for (_, _, done) in delivered.drain(..) {
+                    let _ = done.send(Err(error.clone()));
                 }
             }
         }
@@ -82,10 +126,16 @@ const OBJECTS_PER_OWNER_READ: usize = 500;
 /// database at a few thousand commits a second. Answers which commits (by
 /// index) were written; the others came from a silo that does not own
 /// their object.
+///
+/// `delivered` are outbox rows whose messages their receivers committed:
+/// deleted whoever commits, since a message delivered is delivered and
+/// deleting a row twice is no error.
 async fn write_batch(
     pool: &AnyPool,
     dialect: Dialect,
+    fencing: Fencing,
     batch: &[PendingCommit],
+    delivered: &[(&ObjectKey, i64)],
 ) -> Result<HashSet<usize>, StorageError> {
     let mut transaction = match dialect {
         // Taking the write lock first makes the owner read below current
@@ -94,13 +144,30 @@ async fn write_batch(
         _ => pool.begin().await,
     }
     .map_err(backend)?;
-    let owners = read_owners(&mut transaction, dialect, batch).await?;
-    let owned: HashSet<usize> = batch
-        .iter()
-        .enumerate()
-        .filter(|(_, commit)| owners.get(&commit.object) == Some(&commit.owner))
-        .map(|(index, _)| index)
-        .collect();
+    let owned: HashSet<usize> = match fencing {
+        Fencing::Placement => {
+            let owners = read_owners(&mut transaction, dialect, batch).await?;
+            batch
+                .iter()
+                .enumerate()
+                .filter(|(_, commit)| owners.get(&commit.object) == Some(&commit.owner))
+                .map(|(index, _)| index)
+                .collect()
+        }
+        Fencing::Lease => {
+            let lease: Option<i64> =
+                sqlx::query_scalar("SELECT generation FROM rio_lease WHERE id = 0")
+                    .fetch_optional(&mut *transaction)
+                    .await
+                    .map_err(backend)?;
+            batch
+                .iter()
+                .enumerate()
+                .filter(|(_, commit)| Some(commit.owner.generation) == lease)
+                .map(|(index, _)| index)
+                .collect()
+        }
+    };
     // The last write of a key wins, and a statement may touch a row only
     // once (PostgreSQL refuses otherwise).
     let mut latest: HashMap<(&ObjectKey, &str), Option<&Vec<u8>>> = HashMap::new();
@@ -184,6 +251,9 @@ async fn write_batch(
             &commit.commit.outbox,
         )
         .await?;
+    }
+    for (sender, seq) in delivered {
+        super::outbox::delete(&mut transaction, dialect, sender, *seq).await?;
     }
     transaction.commit().await.map_err(backend)?;
     Ok(owned)
@@ -299,12 +369,12 @@ impl StateStore for SqlStore {
     ) -> Result<(), StorageError> {
         let (done, result) = oneshot::channel();
         self.commits
-            .send(PendingCommit {
+            .send(Queued::Turn(PendingCommit {
                 object: object.clone(),
                 commit,
                 owner: owner.clone(),
                 done,
-            })
+            }))
             .map_err(|_| StorageError::Closed)?;
         result.await.map_err(|_| StorageError::Closed)?
     }
@@ -314,15 +384,16 @@ impl StateStore for SqlStore {
         object: &ObjectKey,
         key: &str,
     ) -> Result<Option<Vec<u8>>, StorageError> {
-        sqlx::query_scalar(self.sql(
-            "SELECT reply FROM rio_replies WHERE service_type = ? AND object_id = ? AND reply_key = ?",
-        ))
-        .bind(&*object.service_type)
-        .bind(&*object.object_id)
-        .bind(key)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(backend)
+        let (done, answer) = oneshot::channel();
+        let lookup = PendingLookup {
+            object: object.clone(),
+            key: key.to_string(),
+            done,
+        };
+        self.lookups
+            .send(lookup)
+            .map_err(|_| StorageError::Closed)?;
+        answer.await.map_err(|_| StorageError::Closed)?
     }
 
     async fn sweep_replies(
@@ -344,7 +415,12 @@ impl StateStore for SqlStore {
     }
 
     async fn remove_outgoing(&self, sender: &ObjectKey, seq: i64) -> Result<(), StorageError> {
-        super::outbox::remove(&self.pool, self.dialect, sender, seq).await
+        let (done, result) = oneshot::channel();
+        let sender = sender.clone();
+        self.commits
+            .send(Queued::Delivered { sender, seq, done })
+            .map_err(|_| StorageError::Closed)?;
+        result.await.map_err(|_| StorageError::Closed)?
     }
 
     async fn bury(&self, letter: &DeadLetter) -> Result<(), StorageError> {
