@@ -140,6 +140,10 @@ pub(crate) async fn connect(url: &str) -> Result<(AnyPool, Dialect), StorageErro
             _ => 8,
         })
         .acquire_timeout(Duration::from_secs(10))
+        // A local file's connection does not go stale, and the ping sqlx
+        // sends before lending one out cost every query a round trip to
+        // SQLite's worker thread; a server's may be closed on its side.
+        .test_before_acquire(dialect != Dialect::Sqlite)
         .after_connect(move |connection, _| {
             Box::pin(async move {
                 if dialect == Dialect::Sqlite {
