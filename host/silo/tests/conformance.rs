@@ -1441,7 +1441,14 @@ async fn lease_fencing(store: ClusterStore, env: &Env) {
         .commit(&object, put_n(b"1"), &first)
         .await
         .expect("the lease holder commits");
-    assert_fenced(&store, &object, &env.stranger(), put_n(b"x"), "an earlier process").await;
+    assert_fenced(
+        &store,
+        &object,
+        &env.stranger(),
+        put_n(b"x"),
+        "an earlier process",
+    )
+    .await;
 
     // A second process opens the file: from now on only it commits, even
     // through the first process's store instance.
@@ -1450,7 +1457,14 @@ async fn lease_fencing(store: ClusterStore, env: &Env) {
         ..first.clone()
     };
     let other = env.open_embedded(second.generation).await;
-    assert_fenced(&store, &object, &first, put_n(b"stale"), "the lease was taken").await;
+    assert_fenced(
+        &store,
+        &object,
+        &first,
+        put_n(b"stale"),
+        "the lease was taken",
+    )
+    .await;
     let stale = Commit {
         writes: put_n(b"stale"),
         reply: Some(ReplyRecord {
@@ -1465,7 +1479,15 @@ async fn lease_fencing(store: ClusterStore, env: &Env) {
         Err(StorageError::Fenced { .. })
     ));
     assert_eq!(store.state.stored_reply(&object, "k").await.unwrap(), None);
-    assert!(store.state.pending_outbox(&object).await.unwrap().messages.is_empty());
+    assert!(
+        store
+            .state
+            .pending_outbox(&object)
+            .await
+            .unwrap()
+            .messages
+            .is_empty()
+    );
     other
         .state
         .commit(&object, put_n(b"2"), &second)
@@ -1481,10 +1503,17 @@ async fn lease_fencing(store: ClusterStore, env: &Env) {
         .iter()
         .enumerate()
         .map(|(i, object)| {
-            let silo = if i % 4 == 0 { first.clone() } else { second.clone() };
+            let silo = if i % 4 == 0 {
+                first.clone()
+            } else {
+                second.clone()
+            };
             let (other, object) = (other.clone(), object.clone());
             tokio::spawn(async move {
-                let result = other.state.commit(&object, vec![put("v", b"1")], &silo).await;
+                let result = other
+                    .state
+                    .commit(&object, vec![put("v", b"1")], &silo)
+                    .await;
                 (silo, result)
             })
         })
@@ -1496,7 +1525,10 @@ async fn lease_fencing(store: ClusterStore, env: &Env) {
             result.unwrap_or_else(|error| panic!("{object}: {error}"));
             assert_eq!(state, map(&[("v", b"1")]), "{object}");
         } else {
-            assert!(matches!(result, Err(StorageError::Fenced { .. })), "{result:?}");
+            assert!(
+                matches!(result, Err(StorageError::Fenced { .. })),
+                "{result:?}"
+            );
             assert!(state.is_empty(), "{object}");
         }
     }

@@ -169,7 +169,7 @@ mod tests {
     /// The schema steps of the embedded store before it became the SQL
     /// store, as its files have them.
     const EARLIER_MIGRATIONS: &[&str] = &[
-    "CREATE TABLE object_state (
+        "CREATE TABLE object_state (
         service_type TEXT NOT NULL,
         object_id TEXT NOT NULL,
         key TEXT NOT NULL,
@@ -181,14 +181,14 @@ mod tests {
         service_type TEXT PRIMARY KEY,
         content_hash TEXT NOT NULL REFERENCES components (content_hash)
     );",
-    // One row: the generation of the process that may commit.
-    "CREATE TABLE lease (
+        // One row: the generation of the process that may commit.
+        "CREATE TABLE lease (
         id INTEGER PRIMARY KEY CHECK (id = 0),
         generation INTEGER NOT NULL
     );",
-    // The replies of turns run under an idempotency key, committed with
-    // their writes; swept by age.
-    "CREATE TABLE rio_replies (
+        // The replies of turns run under an idempotency key, committed with
+        // their writes; swept by age.
+        "CREATE TABLE rio_replies (
         service_type TEXT NOT NULL,
         object_id TEXT NOT NULL,
         reply_key TEXT NOT NULL,
@@ -197,11 +197,11 @@ mod tests {
         PRIMARY KEY (service_type, object_id, reply_key)
     ) WITHOUT ROWID;
     CREATE INDEX rio_replies_by_age ON rio_replies (stored_at_ms);",
-    // One-way messages committed with their sender's turn, until their
-    // receiver committed them; each sender's next seq, kept after its
-    // outbox empties so a seq is never reused; and the messages receivers
-    // refused.
-    "CREATE TABLE rio_outbox (
+        // One-way messages committed with their sender's turn, until their
+        // receiver committed them; each sender's next seq, kept after its
+        // outbox empties so a seq is never reused; and the messages receivers
+        // refused.
+        "CREATE TABLE rio_outbox (
         sender_type TEXT NOT NULL,
         sender_id TEXT NOT NULL,
         seq INTEGER NOT NULL,
@@ -232,12 +232,12 @@ mod tests {
         PRIMARY KEY (sender_type, sender_id, seq)
     ) WITHOUT ROWID;
     CREATE INDEX rio_dead_letters_by_receiver ON rio_dead_letters (receiver_type, failed_at_ms);",
-    // State in a table with rowids: a WITHOUT ROWID table is one B-tree of
-    // whole rows, and once a few objects held 15 MiB values every later
-    // write to any object was about 90 times slower (SQLite alone: 42,500
-    // small commits/s before, 475 after twelve such values); with rowids
-    // the values stay in the table's leaves and the key index stays small.
-    "CREATE TABLE object_state_rows (
+        // State in a table with rowids: a WITHOUT ROWID table is one B-tree of
+        // whole rows, and once a few objects held 15 MiB values every later
+        // write to any object was about 90 times slower (SQLite alone: 42,500
+        // small commits/s before, 475 after twelve such values); with rowids
+        // the values stay in the table's leaves and the key index stays small.
+        "CREATE TABLE object_state_rows (
         service_type TEXT NOT NULL,
         object_id TEXT NOT NULL,
         key TEXT NOT NULL,
@@ -248,7 +248,7 @@ mod tests {
         SELECT service_type, object_id, key, value FROM object_state;
     DROP TABLE object_state;
     ALTER TABLE object_state_rows RENAME TO object_state;",
-];
+    ];
 
     /// Writes a file as the earlier embedded store left it, with a row in
     /// every table.
@@ -325,7 +325,10 @@ mod tests {
             store.deployments().await.unwrap(),
             vec![("Counter".to_string(), "h1".to_string())]
         );
-        assert_eq!(store.stored_reply(&object, "k1").await.unwrap(), Some(vec![1]));
+        assert_eq!(
+            store.stored_reply(&object, "k1").await.unwrap(),
+            Some(vec![1])
+        );
         let pending = store.pending_outbox(&object).await.unwrap();
         let message = Outgoing {
             seq: 3,
@@ -371,7 +374,10 @@ mod tests {
         let again = open(&path, 64, 2).await.unwrap();
         let state: HashMap<String, Vec<u8>> = again.load(&object).await.unwrap();
         assert_eq!(state.len(), 2);
-        assert_eq!(again.stored_reply(&object, "k2").await.unwrap(), Some(vec![4]));
+        assert_eq!(
+            again.stored_reply(&object, "k2").await.unwrap(),
+            Some(vec![4])
+        );
         let mut connection = again_connection(&path).await;
         let indexes: Vec<String> = sqlx::query_scalar(
             "SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE 'rio_%' ORDER BY name",

@@ -1,6 +1,7 @@
 //! Opens each cluster store backend for one conformance test, or says why it
 //! cannot, and hands out names no other test (or earlier run) uses.
 
+use std::io::Write as _;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -201,6 +202,8 @@ fn skip_or_fail<T>(backend: &str, reason: &str) -> Option<T> {
     if std::env::var("CI").as_deref() == Ok("true") {
         panic!("{backend} must be reachable under CI=true: {reason}");
     }
-    println!("skipping {backend}: {reason}");
+    // Straight to stderr: the harness hides what `eprintln!` prints in a
+    // test that passes, and a skip must be seen.
+    let _ = writeln!(std::io::stderr(), "skipping {backend}: {reason}");
     None
 }

@@ -80,7 +80,10 @@ async fn look_up(
             let object_id: String = row.try_get(1).map_err(backend)?;
             let object = ObjectKey::new(&service_type, &object_id);
             let key: String = row.try_get(2).map_err(backend)?;
-            Ok(((object, key), row.try_get::<Vec<u8>, _>(3).map_err(backend)?))
+            Ok((
+                (object, key),
+                row.try_get::<Vec<u8>, _>(3).map_err(backend)?,
+            ))
         })
         .collect()
 }

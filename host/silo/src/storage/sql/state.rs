@@ -64,16 +64,17 @@ pub(crate) async fn run_writer(
                 None => return,
             },
         };
-        let gathered = gather_batch(
-            first,
-            &mut queue,
-            &mut carry,
-            group_commit_max,
-            |queued| match queued {
-                Queued::Turn(pending) => pending.commit.bytes(),
-                Queued::Delivered { .. } => 0,
-            },
-        );
+        let gathered =
+            gather_batch(
+                first,
+                &mut queue,
+                &mut carry,
+                group_commit_max,
+                |queued| match queued {
+                    Queued::Turn(pending) => pending.commit.bytes(),
+                    Queued::Delivered { .. } => 0,
+                },
+            );
         for queued in gathered {
             match queued {
                 Queued::Turn(commit) => batch.push(commit),
