@@ -20,7 +20,6 @@ use std::task::Poll;
 use tokio::time::Instant;
 
 use rio_protocol::ReplyError;
-use tokio::sync::mpsc;
 use wasmtime::{Store, UpdateDeadline};
 
 use crate::ObjectKey;
@@ -34,7 +33,7 @@ use crate::host::{
 use crate::idempotency::RecentReplies;
 use crate::limits::LimitExceeded;
 use crate::log_summary::LogSummary;
-use crate::mailbox::{CallChain, Envelope};
+use crate::mailbox::{CallChain, Envelope, MailboxReceiver};
 use crate::outbox::{ENQUEUE, HAS_SENT_KEY, Outbox, WAKE};
 use crate::resume::{self, INTENT_KEY, Intent, Interrupted, RESUME_ATTEMPTS};
 use crate::router::Router;
@@ -44,7 +43,7 @@ pub(crate) fn spawn(
     router: Arc<Router>,
     key: ObjectKey,
     deployed: Arc<DeployedType>,
-    mailbox: mpsc::Receiver<Envelope>,
+    mailbox: MailboxReceiver,
     handle: Arc<ActivationHandle>,
 ) {
     let tasks = router.tasks.clone();
@@ -70,7 +69,7 @@ struct Activation {
     key: ObjectKey,
     deployed: Arc<DeployedType>,
     live: Option<LiveInstance>,
-    mailbox: mpsc::Receiver<Envelope>,
+    mailbox: MailboxReceiver,
     /// Shared with the directory: busy or idle, and asked to deactivate.
     handle: Arc<ActivationHandle>,
     /// A commit was refused because another silo owns the object now: this
@@ -129,7 +128,7 @@ struct TurnFailure {
 
 enum Event {
     Stop,
-    Received(Option<Envelope>),
+    Received(Option<Box<Envelope>>),
     TimerFired,
     /// The silo is full and this is its least recently used idle activation.
     Evicted,
@@ -167,7 +166,7 @@ impl Activation {
                 Event::Received(Some(envelope)) => {
                     last_message = Instant::now();
                     self.handle.set_busy(true);
-                    self.handle(envelope).await;
+                    self.handle(*envelope).await;
                     self.handle.set_busy(false);
                     if self.moved_away {
                         break;
@@ -930,9 +929,9 @@ impl Activation {
             if self.moved_away {
                 // Its slot is `Deactivating`: the message waits there and
                 // is sent on, in order, to wherever the object is now.
-                self.router.dispatch(self.key.clone(), envelope);
+                self.router.dispatch(self.key.clone(), *envelope);
             } else {
-                self.handle(envelope).await;
+                self.handle(*envelope).await;
             }
         }
         self.deactivate_instance().await;

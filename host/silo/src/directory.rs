@@ -31,7 +31,7 @@ use rio_protocol::ReplyError;
 use tokio::sync::mpsc;
 
 use crate::ObjectKey;
-use crate::mailbox::Envelope;
+use crate::mailbox::{Envelope, MailboxReceiver, MailboxSender};
 
 /// One object's place in the directory.
 enum Slot {
@@ -48,7 +48,7 @@ enum Slot {
 
 /// An activation as the directory sees it.
 struct Active {
-    mailbox: mpsc::Sender<Envelope>,
+    mailbox: MailboxSender,
     /// The directory's tick at the last message delivered: orders
     /// activations from least to most recently used.
     used: u64,
@@ -103,7 +103,7 @@ pub(crate) enum Delivery {
     /// Boxed: a refusal is rare, and the common `Queued` stays small.
     Refused(Box<Envelope>, ReplyError),
     /// A new mailbox holds the message: the caller starts the activation.
-    Activate(mpsc::Receiver<Envelope>, Arc<ActivationHandle>),
+    Activate(MailboxReceiver, Arc<ActivationHandle>),
     /// A new `Placing` slot holds the message: the caller starts placement.
     Place,
 }
@@ -111,7 +111,7 @@ pub(crate) enum Delivery {
 /// How a placement ended, for the messages that waited on it.
 pub(crate) enum Settled {
     /// The object's new mailbox, holding them: start the activation.
-    Here(mpsc::Receiver<Envelope>, Arc<ActivationHandle>),
+    Here(MailboxReceiver, Arc<ActivationHandle>),
     /// They go elsewhere (or fail).
     Elsewhere(Vec<Envelope>),
 }
@@ -141,6 +141,37 @@ struct Inner {
 
 impl Inner {
     /// Puts `slot` in place of what `key` had, keeping the counts.
+    /// Makes `key` active, used at `tick`, with a new mailbox of
+    /// `capacity` (or more, to hold them all) holding `waiting` in order;
+    /// answers the mailbox's receiver and the activation's handle, for
+    /// the caller to start the activation with.
+    fn activate(
+        &mut self,
+        key: &ObjectKey,
+        tick: u64,
+        capacity: usize,
+        waiting: Vec<Envelope>,
+    ) -> (MailboxReceiver, Arc<ActivationHandle>) {
+        let (mailbox, inbox) = mpsc::channel(capacity.max(waiting.len()).max(1));
+        for envelope in waiting {
+            // A new mailbox with room for them all and a live receiver
+            // takes every one; should it not, the caller hears why.
+            if let Err(refused) = mailbox.try_send(Box::new(envelope)) {
+                refused.into_inner().reply.send(Err(ReplyError::Overloaded(
+                    "a new mailbox refused a message".into(),
+                )));
+            }
+        }
+        let handle = Arc::new(ActivationHandle::default());
+        let active = Active {
+            mailbox,
+            used: tick,
+            handle: handle.clone(),
+        };
+        self.set(key, Slot::Active(active));
+        (inbox, handle)
+    }
+
     fn set(&mut self, key: &ObjectKey, slot: Slot) {
         if matches!(slot, Slot::Active(_)) {
             self.active += 1;
@@ -238,14 +269,14 @@ impl Directory {
         let tick = inner.tick;
         let slots = &mut inner.slots;
         if let Some(Slot::Active(active)) = slots.get_mut(key) {
-            match active.mailbox.try_send(envelope) {
+            match active.mailbox.try_send(Box::new(envelope)) {
                 Ok(()) => {
                     active.used = tick;
                     return Delivery::Queued;
                 }
                 Err(mpsc::error::TrySendError::Full(refused)) => {
                     let message = format!("the mailbox of {key} is full");
-                    return Delivery::Refused(Box::new(refused), ReplyError::Overloaded(message));
+                    return Delivery::Refused(refused, ReplyError::Overloaded(message));
                 }
                 Err(mpsc::error::TrySendError::Closed(refused)) => {
                     // The activation ended without clearing its slot (it
@@ -253,7 +284,7 @@ impl Directory {
                     if let Some(stale) = slots.remove(key) {
                         inner.left(&stale);
                     }
-                    envelope = refused;
+                    envelope = *refused;
                 }
             }
         }
@@ -281,20 +312,7 @@ impl Directory {
                     {
                         return Delivery::Refused(Box::new(envelope), error);
                     }
-                    let (mailbox, inbox) = mpsc::channel(self.capacity);
-                    // A fresh mailbox with a live receiver always has room.
-                    if let Err(refused) = mailbox.try_send(envelope) {
-                        let error =
-                            ReplyError::Overloaded("a new mailbox refused a message".into());
-                        return Delivery::Refused(Box::new(refused.into_inner()), error);
-                    }
-                    let handle = Arc::new(ActivationHandle::default());
-                    let active = Active {
-                        mailbox,
-                        used: tick,
-                        handle: handle.clone(),
-                    };
-                    inner.set(key, Slot::Active(active));
+                    let (inbox, handle) = inner.activate(key, tick, self.capacity, vec![envelope]);
                     Delivery::Activate(inbox, handle)
                 }
             },
@@ -329,32 +347,13 @@ impl Directory {
         if !here {
             return Settled::Elsewhere(waiting);
         }
-        let (mailbox, inbox) = mpsc::channel(self.capacity.max(waiting.len()));
-        for envelope in waiting {
-            // Room for every waiting message was made above.
-            if let Err(refused) = mailbox.try_send(envelope) {
-                refused.into_inner().reply.send(Err(ReplyError::Overloaded(
-                    "a new mailbox refused a message".into(),
-                )));
-            }
-        }
-        let handle = Arc::new(ActivationHandle::default());
-        let active = Active {
-            mailbox,
-            used: tick,
-            handle: handle.clone(),
-        };
-        inner.set(key, Slot::Active(active));
+        let (inbox, handle) = inner.activate(key, tick, self.capacity, waiting);
         Settled::Here(inbox, handle)
     }
 
     /// Marks the object deactivating if no message waits in `mailbox`, and
     /// closes the mailbox; false if a message came in first.
-    pub(crate) fn retire_if_idle(
-        &self,
-        key: &ObjectKey,
-        mailbox: &mut mpsc::Receiver<Envelope>,
-    ) -> bool {
+    pub(crate) fn retire_if_idle(&self, key: &ObjectKey, mailbox: &mut MailboxReceiver) -> bool {
         let mut inner = self.lock();
         if !mailbox.is_empty() {
             return false;
@@ -367,11 +366,7 @@ impl Directory {
 
     /// Marks the object deactivating whatever waits (the silo is stopping),
     /// and closes the mailbox; what is already in it is still served.
-    pub(crate) fn start_deactivating(
-        &self,
-        key: &ObjectKey,
-        mailbox: &mut mpsc::Receiver<Envelope>,
-    ) {
+    pub(crate) fn start_deactivating(&self, key: &ObjectKey, mailbox: &mut MailboxReceiver) {
         self.lock().set(key, Slot::Deactivating(Vec::new()));
         mailbox.close();
     }
