@@ -140,7 +140,6 @@ struct Inner {
 }
 
 impl Inner {
-    /// Puts `slot` in place of what `key` had, keeping the counts.
     /// Makes `key` active, used at `tick`, with a new mailbox of
     /// `capacity` (or more, to hold them all) holding `waiting` in order;
     /// answers the mailbox's receiver and the activation's handle, for
@@ -172,6 +171,7 @@ impl Inner {
         (inbox, handle)
     }
 
+    /// Puts `slot` in place of what `key` had, keeping the counts.
     fn set(&mut self, key: &ObjectKey, slot: Slot) {
         if matches!(slot, Slot::Active(_)) {
             self.active += 1;

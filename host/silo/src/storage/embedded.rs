@@ -33,7 +33,13 @@ pub async fn open(
     generation: i64,
 ) -> Result<Arc<SqlStore>, StorageError> {
     let url = sqlite_url(path);
-    let (pool, dialect) = connect(&url).await?;
+    // Not a cluster store URL the user gave: say which file failed.
+    let (pool, dialect) = connect(&url).await.map_err(|error| match error {
+        StorageError::BadUrl { reason, .. } => {
+            StorageError::Backend(format!("{}: {reason}", path.display()))
+        }
+        other => other,
+    })?;
     convert_earlier_schema(&pool).await?;
     let store = SqlStore::start(pool, dialect, Fencing::Lease, group_commit_max).await?;
     store.take_lease(generation).await?;
@@ -291,6 +297,18 @@ mod tests {
             address: String::new(),
             generation,
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_file_that_cannot_be_opened_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("missing-directory").join("rio.db");
+        let Err(error) = open(&path, 64, 1).await else {
+            panic!("opened a file in a directory that does not exist");
+        };
+        let message = error.to_string();
+        assert!(message.contains("missing-directory"), "{message}");
+        assert!(!message.contains("cluster"), "{message}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
