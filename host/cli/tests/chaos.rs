@@ -26,10 +26,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::SiloProcess;
 use common::bank::{Account, Picks, data_dir, deploy_banks, keep_compiled};
 use common::guests::{Language, one_at_a_time, tooling_ready};
 use common::stores::{MariaDatabase, PostgresDatabase, RedisDatabase};
+use common::{SiloProcess, outcome_unknown};
 use rio_client::{Client, ClientError};
 use serde_json::{Value, json};
 
@@ -94,18 +94,6 @@ enum Ended {
     Refused(String),
     /// An answer the bank never gives, or no answer within the limit.
     Wrong(String),
-}
-
-/// Whether an error leaves the transfer's outcome unknown, so that it must
-/// be retried with its key.
-fn outcome_unknown(error: &ClientError) -> bool {
-    match error {
-        ClientError::Reply(reply) => {
-            matches!(reply.kind(), "unavailable" | "timeout" | "overloaded")
-        }
-        ClientError::Closed(_) | ClientError::Connect { .. } | ClientError::Timeout(_) => true,
-        _ => false,
-    }
 }
 
 /// What one client saw.

@@ -205,3 +205,16 @@ impl Drop for SiloProcess {
         let _ = self.child.wait();
     }
 }
+
+/// Whether an error leaves a call's outcome unknown (it may have run), so
+/// that it must be retried with its idempotency key.
+pub fn outcome_unknown(error: &rio_client::ClientError) -> bool {
+    use rio_client::ClientError;
+    match error {
+        ClientError::Reply(reply) => {
+            matches!(reply.kind(), "unavailable" | "timeout" | "overloaded")
+        }
+        ClientError::Closed(_) | ClientError::Connect { .. } | ClientError::Timeout(_) => true,
+        _ => false,
+    }
+}
