@@ -17,11 +17,7 @@ use sqlx::AnyPool;
 
 use super::StorageError;
 use super::sql::dialect::Dialect;
-use super::sql::{Fencing, SqlStore, apply_steps, connect};
-
-fn backend(error: sqlx::Error) -> StorageError {
-    StorageError::Backend(error.to_string())
-}
+use super::sql::{Fencing, SqlStore, apply_steps, backend, connect};
 
 /// Opens (creating if needed) the store file at `path`, converts or
 /// migrates it, takes the lease for the process `generation` (from then on

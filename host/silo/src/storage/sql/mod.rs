@@ -65,7 +65,7 @@ pub async fn open_cluster(
     Ok(ClusterStore::from_backend(std::sync::Arc::new(store)))
 }
 
-fn backend(error: sqlx::Error) -> StorageError {
+pub(crate) fn backend(error: sqlx::Error) -> StorageError {
     StorageError::Backend(error.to_string())
 }
 
