@@ -17,12 +17,9 @@ pub enum SiloError {
     /// The state store failed.
     #[error(transparent)]
     Storage(#[from] crate::storage::StorageError),
-    /// The TLS certificate, key or CA could not be used.
-    #[error("TLS: {0}")]
-    Tls(String),
-    /// The silo would listen on the network without requiring tokens.
-    #[error("{0}")]
-    Unprotected(String),
+    /// The configuration was refused (TLS files, missing tokens).
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     /// The listener failed.
     #[error("network error: {0}")]
     Io(#[from] std::io::Error),

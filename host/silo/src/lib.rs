@@ -2,64 +2,48 @@
 //! on demand, runs their turns one message at a time, persists their state
 //! and serves the wire protocol.
 //!
-//! - [`config`]: [`SiloConfig`], every tunable with its default.
-//! - [`silo`]: [`Silo`], which wires the parts together; the entry point.
-//! - `engine`: the shared wasmtime `Engine` and its epoch ticker.
-//! - `mappings`: linear memories and fiber stacks that take few kernel mappings.
-//! - `component_cache`: compiled components kept on disk, keyed by content and engine.
-//! - `deployments`: service type → validated, pre-instantiated component.
-//! - `bindings`: the one `bindgen!` of the WIT world, kept private.
-//! - `host`: one file per WIT interface the silo provides to guests.
-//! - `activation`: one object's live instance, its mailbox and its turns.
-//! - `idempotency`: replies kept under idempotency keys, derived keys, the sweep.
-//! - `outbox`: delivery of one-way sends committed with their turns, dead letters.
-//! - `resume`: keyed turns interrupted after their calls, run again first.
-//! - `client_send`: a client's one-way send, stored in its receiver's outbox.
-//! - `directory`: which objects have an activation on this silo.
-//! - `router`: delivers a message to an object, activating it if needed.
-//! - `server`: the TCP listener, the handshake and one reader per connection.
-//! - [`auth`]: the tokens a silo accepts and what each allows.
-//! - [`tls`]: the silo's certificate and the ones it trusts on its peers.
-//! - `connection`: one connection's writer, requests in flight and limits.
-//! - `log_summary`: one log line per period for events that may flood.
-//! - `cluster`: membership, failure detection, placement and forwarding
-//!   between silos (absent when a silo runs on its own).
-//! - [`storage`]: the storage traits and the SQLite backend.
+//! The silo is built in ranked folders; a module imports only from its own
+//! folder and from lower ranks (`tests/layers.rs` checks it). Lowest first:
+//!
+//! - `base` (0): object keys, the clock, reserved names, limits, text helpers.
+//! - [`config`] (1): [`SiloConfig`], every tunable with its default; tokens
+//!   ([`auth`]) and certificates ([`tls`]).
+//! - [`storage`] (2): the storage traits and the SQL and Redis backends.
+//! - `deadlock` (2): the wait-for graph that refuses calls closing a cycle.
+//! - `observe` (2): every counter of the silo and its memory readings.
+//! - `message` (3): envelopes, where replies go, the `Dispatch` trait.
+//! - `cluster` (3): membership, failure detection, placement, forwarding
+//!   (absent when a silo runs on its own).
+//! - `effects` (4): what a turn leaves behind: the committer, idempotency
+//!   replies, the outbox, client sends, interrupted keyed turns, wake-ups.
+//! - `host` (5): the WIT bindings and one file per interface given to guests.
+//! - `runtime` (6): the wasmtime engine, memory mappings, the compiled
+//!   component cache, deployments.
+//! - `activation` (7): one object's lifecycle and turns; the directory.
+//! - `routing` (8): the router, which delivers a message here or to its owner.
+//! - `ingress` (9): the wire server: handshake, auth, one reader per connection.
+//! - [`silo`] (10): [`Silo`], which wires the parts together; the entry point.
 #![warn(missing_docs)]
 
 mod activation;
-pub mod auth;
-mod bindings;
-mod client_send;
+mod base;
 mod cluster;
-mod component_cache;
 pub mod config;
-mod connection;
 mod deadlock;
-mod deployments;
-mod directory;
-mod engine;
+mod effects;
 mod error;
 mod host;
-mod idempotency;
-mod limits;
-mod log_summary;
-mod mailbox;
-mod mappings;
-mod object_key;
-mod outbox;
-mod resume;
-mod router;
-mod server;
+mod ingress;
+mod message;
+mod observe;
+mod routing;
+mod runtime;
 pub mod silo;
-mod stats;
 pub mod storage;
-pub mod tls;
 
-pub use auth::{AuthConfig, Secret};
-pub use config::{ClusterConfig, PlacementStrategy, SiloConfig};
+pub use base::{Limits, ObjectKey, UnknownLimit};
+pub use config::auth::{AuthConfig, Secret};
+pub use config::{ClusterConfig, ConfigError, PlacementStrategy, SiloConfig, auth, tls};
 pub use error::SiloError;
-pub use limits::{Limits, UnknownLimit};
-pub use object_key::ObjectKey;
 pub use silo::Silo;
 pub use tls::SiloTls;

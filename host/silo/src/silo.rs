@@ -2,29 +2,50 @@
 //! serves connections until told to stop.
 
 use std::future::Future;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use rio_protocol::{DeploymentInfo, ReplyError, SiloStats};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::task::TaskTracker;
 use wasmtime::Engine;
 
-use crate::cluster::{Cluster, now_ms, run_agent, run_wait_reports};
-use crate::component_cache::CompiledCache;
-use crate::connection::ConnectionCounters;
-use crate::deployments::{Deployments, Toolchain};
-use crate::router::Router;
+use crate::activation::Context;
+use crate::activation::directory::Directory;
+use crate::base::clock::{self, now_ms};
+use crate::cluster::{Cluster, run_agent, run_wait_reports};
+use crate::config::SiloConfig;
+use crate::effects::Effects;
+use crate::effects::committer::Committer;
+use crate::error::SiloError;
+use crate::observe::Counters;
+use crate::routing::Router;
+use crate::runtime::component_cache::CompiledCache;
+use crate::runtime::deployments::{Deployments, Toolchain};
+use crate::runtime::engine;
 use crate::storage::{ClusterStore, ComponentStore, StateStore};
-use crate::{SiloConfig, SiloError, engine, host, server, storage};
+use crate::{host, ingress, storage};
 
 /// A silo on one machine: its engine, its store and its activations.
 pub struct Silo {
     router: Arc<Router>,
     stop: watch::Sender<bool>,
-    connections: Arc<ConnectionCounters>,
+    /// The background services, in the order they were started.
+    services: Mutex<Vec<Service>>,
 }
+
+/// One background service of the silo (membership, wait reports, the
+/// deployments poll, wake-ups, the reply sweep): each watches the stop
+/// signal, and a stopping silo waits for them in reverse order.
+struct Service {
+    name: &'static str,
+    task: JoinHandle<()>,
+}
+
+/// How long a stopping silo waits for one background service to end.
+const SERVICE_STOP_WAIT: Duration = Duration::from_secs(5);
 
 /// A stopping silo waits for its activations at most two turn deadlines
 /// (the turn in progress, then the deactivation hook) plus this margin for
@@ -40,11 +61,12 @@ impl Silo {
             path: data_dir.clone(),
             source,
         })?;
-        let engine = engine::build_engine(&config, false)?;
+        let engine_error = |e: wasmtime::Error| SiloError::Engine(format!("{e:#}"));
+        let engine = engine::build_engine(&config, false).map_err(engine_error)?;
         engine::spawn_epoch_ticker(&engine);
         let own_engine = match engine::uses_own_mappings(&config) {
             true => {
-                let own = engine::build_engine(&config, true)?;
+                let own = engine::build_engine(&config, true).map_err(engine_error)?;
                 engine::spawn_epoch_ticker(&own);
                 Some(own)
             }
@@ -97,21 +119,35 @@ impl Silo {
             })
         };
         let own_mappings = own_engine.map(toolchain).transpose()?;
-        let deployments = Deployments::new(toolchain(engine)?, own_mappings, component_store);
+        let counters = Arc::new(Counters::default());
+        let deployments = Deployments::new(
+            toolchain(engine)?,
+            own_mappings,
+            component_store,
+            counters.clone(),
+        );
         deployments.refresh().await?;
         let (stop, stopping) = watch::channel(false);
-        let router = Arc::new(Router::new(
+        let effects = Arc::new(Effects {
+            committer: Committer::new(state_store, cluster.clone(), generation),
+            tasks: TaskTracker::new(),
+            stopping,
+            turn_deadline: config.turn_deadline,
+        });
+        let context = Context {
+            directory: Directory::new(config.mailbox_capacity),
             config,
             deployments,
-            state_store,
-            stopping,
-            generation,
+            effects,
+            counters,
+            address: OnceLock::new(),
             cluster,
-        ));
+            clock: clock::system(),
+        };
         Ok(Silo {
-            router,
+            router: Router::new(Arc::new(context)),
             stop,
-            connections: Arc::default(),
+            services: Mutex::new(Vec::new()),
         })
     }
 
@@ -128,43 +164,66 @@ impl Silo {
             .map(|address| address.to_string())
             .unwrap_or_default();
         let router = &self.router;
+        let ctx = &router.ctx;
         let mut evicted = None;
-        if let Some(cluster) = &router.cluster {
+        let mut services = Vec::new();
+        let mut start =
+            |name: &'static str, task: JoinHandle<()>| services.push(Service { name, task });
+        if let Some(cluster) = &ctx.cluster {
             let address = cluster.config.advertise.clone().unwrap_or(listening);
-            let _ = router.address.set(address.clone());
+            let _ = ctx.address.set(address.clone());
             cluster.join(address).await;
-            tokio::spawn(run_agent(cluster.clone(), self.stop.subscribe()));
-            tokio::spawn(run_wait_reports(
-                cluster.clone(),
-                router.waits.clone(),
-                self.stop.subscribe(),
-            ));
-            tokio::spawn(poll_deployments(
-                router.clone(),
-                cluster.config.deployment_poll,
-                self.stop.subscribe(),
-            ));
+            start(
+                "membership",
+                tokio::spawn(run_agent(cluster.clone(), self.stop.subscribe())),
+            );
+            start(
+                "wait reports",
+                tokio::spawn(run_wait_reports(
+                    cluster.clone(),
+                    router.waits.clone(),
+                    self.stop.subscribe(),
+                )),
+            );
+            start(
+                "deployments poll",
+                tokio::spawn(poll_deployments(
+                    router.clone(),
+                    cluster.config.deployment_poll,
+                    self.stop.subscribe(),
+                )),
+            );
             evicted = Some(cluster.evicted.subscribe());
         } else {
-            let _ = router.address.set(listening);
+            let _ = ctx.address.set(listening);
         }
-        let deaths = router
+        let deaths = ctx
             .cluster
             .as_ref()
             .map(|cluster| cluster.deaths.subscribe());
-        tokio::spawn(crate::outbox::run_wake_ups(
-            router.clone(),
-            deaths,
-            self.stop.subscribe(),
-        ));
-        let config = &router.config;
-        tokio::spawn(crate::idempotency::run_sweep(
-            router.state_store.clone(),
-            config.idempotency_retention,
-            config.idempotency_sweep_interval,
-            config.idempotency_sweep_batch,
-            self.stop.subscribe(),
-        ));
+        start(
+            "wake-ups",
+            tokio::spawn(crate::effects::wake::run_wake_ups(
+                ctx.effects.clone(),
+                router.clone(),
+                deaths,
+            )),
+        );
+        let config = &ctx.config;
+        start(
+            "reply sweep",
+            tokio::spawn(crate::effects::idempotency::run_sweep(
+                ctx.effects.store().clone(),
+                config.idempotency_retention,
+                config.idempotency_sweep_interval,
+                config.idempotency_sweep_batch,
+                self.stop.subscribe(),
+            )),
+        );
+        self.services
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .extend(services);
         let was_evicted = async move {
             match evicted {
                 Some(mut evicted) => drop(evicted.wait_for(|dead| *dead).await),
@@ -175,18 +234,11 @@ impl Silo {
         let stop_now = async {
             tokio::select! {
                 _ = shutdown => {}
-                _ = &mut was_evicted => {
-                    self.router.evicted.store(true, Ordering::SeqCst);
-                }
+                _ = &mut was_evicted => self.router.ctx.effects.committer.evict(),
             }
         };
-        server::serve(
-            listener,
-            self.router.clone(),
-            self.connections.clone(),
-            stop_now,
-        )
-        .await;
+        let connections = self.router.ctx.counters.connections.clone();
+        ingress::serve(listener, self.router.clone(), connections, stop_now).await;
         self.stop().await;
     }
 
@@ -195,8 +247,9 @@ impl Silo {
     /// place nothing new here, and afterwards keeps passing on messages for
     /// a moment, until the others have read that it left.
     pub async fn stop(&self) {
-        let cluster = self.router.cluster.clone();
-        let evicted = self.router.evicted.load(Ordering::SeqCst);
+        let ctx = &self.router.ctx;
+        let cluster = ctx.cluster.clone();
+        let evicted = ctx.effects.committer.is_evicted();
         if let Some(cluster) = &cluster
             && !evicted
         {
@@ -204,9 +257,8 @@ impl Silo {
         }
         self.router.close();
         let _ = self.stop.send(true);
-        let deadline =
-            tokio::time::Instant::now() + self.router.config.turn_deadline * 2 + STOP_MARGIN;
-        let tasks = &self.router.tasks;
+        let deadline = tokio::time::Instant::now() + ctx.config.turn_deadline * 2 + STOP_MARGIN;
+        let tasks = &ctx.effects.tasks;
         // Closing only means `wait` ends once the tracker is empty; forwards
         // may still start while the cluster learns that this silo left.
         tasks.close();
@@ -228,11 +280,29 @@ impl Silo {
             // Everything is handed over: the heartbeat may stop.
             let _ = cluster.retired.send(true);
         }
+        self.stop_services().await;
+    }
+
+    /// Waits for the background services to end, the last started first.
+    async fn stop_services(&self) {
+        let services = std::mem::take(
+            &mut *self
+                .services
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        );
+        for Service { name, task } in services.into_iter().rev() {
+            let abort = task.abort_handle();
+            if tokio::time::timeout(SERVICE_STOP_WAIT, task).await.is_err() {
+                tracing::warn!(service = name, "a background service did not stop; aborted");
+                abort.abort();
+            }
+        }
     }
 
     /// True once the cluster declared this silo dead (it then stops).
     pub fn was_evicted(&self) -> bool {
-        self.router.evicted.load(Ordering::SeqCst)
+        self.router.ctx.effects.committer.is_evicted()
     }
 
     /// Deploys a component, as a `Deploy` request would.
@@ -242,6 +312,7 @@ impl Silo {
         component: Vec<u8>,
     ) -> Result<DeploymentInfo, ReplyError> {
         self.router
+            .ctx
             .deployments
             .deploy(service_type, component)
             .await
@@ -249,7 +320,7 @@ impl Silo {
 
     /// The silo's counters.
     pub fn stats(&self) -> SiloStats {
-        crate::stats::stats(&self.router, &self.connections)
+        self.router.ctx.counters.stats()
     }
 }
 
@@ -264,7 +335,7 @@ async fn poll_deployments(
             _ = stopping.wait_for(|stop| *stop) => return,
             _ = tokio::time::sleep(interval) => {}
         }
-        if let Err(error) = router.deployments.refresh().await {
+        if let Err(error) = router.ctx.deployments.refresh().await {
             tracing::warn!(%error, "cannot read the deployments of the cluster");
         }
     }

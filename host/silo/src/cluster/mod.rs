@@ -27,7 +27,7 @@ pub(crate) use self::membership::run_agent;
 pub(crate) use self::peers::{ForwardFailure, Peers};
 pub(crate) use self::placement::Route;
 pub(crate) use self::wait_reports::{note_wait_report, run_wait_reports};
-use crate::ObjectKey;
+use crate::base::ObjectKey;
 use crate::config::ClusterConfig;
 use crate::storage::{ClusterStore, Member, SiloId, SiloStatus, StorageError};
 

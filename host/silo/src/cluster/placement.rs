@@ -15,7 +15,7 @@ use std::time::Duration;
 use rio_protocol::ReplyError;
 
 use super::{Cluster, storage};
-use crate::ObjectKey;
+use crate::base::ObjectKey;
 use crate::config::PlacementStrategy;
 use crate::storage::{SiloId, SiloStatus};
 

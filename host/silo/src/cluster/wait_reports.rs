@@ -8,7 +8,7 @@ use rio_protocol::{WaitInfo, WaitReport};
 use tokio::sync::watch;
 
 use super::Cluster;
-use crate::ObjectKey;
+use crate::base::ObjectKey;
 use crate::deadlock::{LONG_WAIT, REPORT_INTERVAL, Wait, WaitGraph};
 
 /// The most waits one report carries.

@@ -49,12 +49,22 @@ mod tests;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use self::remote::Report;
 pub(crate) use self::remote::{LONG_WAIT, REPORT_INTERVAL, Wait};
-use crate::ObjectKey;
-use crate::mailbox::Refusal;
+use crate::base::ObjectKey;
+pub(crate) use crate::base::clock::now_us;
+
+/// The graph's hold on a waiting message: refusing it answers the message
+/// with a `deadlock` error so that it never runs. The message side
+/// (`message::Refusal`) implements it, so the graph needs nothing of
+/// mailboxes.
+pub(crate) trait Refuse: Send + Sync + 'static {
+    /// Answers the message with `error` if nobody took its reply yet; false
+    /// if it already runs, left, or was answered.
+    fn refuse(&self, error: rio_protocol::ReplyError) -> bool;
+}
 
 /// One waiting call.
 #[derive(Clone)]
@@ -68,7 +78,7 @@ struct Edge {
     recorded: std::time::Instant,
     /// The hold on the message's reply while it waits in one of this silo's
     /// mailboxes: the message the reports may refuse.
-    refusal: Option<Arc<Refusal>>,
+    refusal: Option<Arc<dyn Refuse>>,
 }
 
 #[derive(Default)]
@@ -111,7 +121,7 @@ impl WaitEdge {
 
     /// Marks the wait's message as waiting in a mailbox of this silo, which
     /// may refuse it if the wait turns out to close a cycle.
-    pub(crate) fn arm(&self, refusal: Refusal) {
+    pub(crate) fn arm(&self, refusal: impl Refuse) {
         let mut graph = lock(&self.graph);
         let edge = graph
             .edges
@@ -145,15 +155,6 @@ fn lock(graph: &Mutex<Graph>) -> std::sync::MutexGuard<'_, Graph> {
     graph
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// Microseconds since the Unix epoch, the clock every silo stamps edges with.
-pub(crate) fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| {
-            u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX)
-        })
 }
 
 impl WaitGraph {

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::Graph;
-use crate::ObjectKey;
-use crate::mailbox::Refusal;
+use super::Refuse;
+use crate::base::ObjectKey;
 
 /// How often a silo with long waits reports them to the others.
 pub(crate) const REPORT_INTERVAL: Duration = Duration::from_millis(100);
@@ -45,7 +45,7 @@ impl Report {
 
 /// A message to refuse: its caller, its edge's id, the hold on its reply,
 /// and the cycle it closes, in words.
-pub(super) type Doomed = (ObjectKey, u64, Arc<Refusal>, String);
+pub(super) type Doomed = (ObjectKey, u64, Arc<dyn Refuse>, String);
 
 impl Graph {
     /// The messages waiting here, for `at_least`, whose wait is the youngest

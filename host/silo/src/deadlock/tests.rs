@@ -68,25 +68,52 @@ fn ties_in_time_are_broken_by_name_the_same_way_everywhere() {
     assert!(there.wait(&key("a"), &key("b"), Some(5)).is_ok());
 }
 
+/// What a caller will hear of its message.
+type Hears = tokio::sync::oneshot::Receiver<Result<Vec<u8>, rio_protocol::ReplyError>>;
+
+/// A waiting message's reply: whoever takes it first answers (the turn
+/// when it starts, or the graph when it refuses), as with a mailbox's.
+#[derive(Clone)]
+struct Reply(
+    Arc<Mutex<Option<tokio::sync::oneshot::Sender<Result<Vec<u8>, rio_protocol::ReplyError>>>>>,
+);
+
+impl Reply {
+    /// Taken by the turn: `None` if the graph refused the message first.
+    fn claim(
+        &self,
+    ) -> Option<tokio::sync::oneshot::Sender<Result<Vec<u8>, rio_protocol::ReplyError>>> {
+        self.0.lock().unwrap().take()
+    }
+}
+
+impl Refuse for Reply {
+    fn refuse(&self, error: rio_protocol::ReplyError) -> bool {
+        match self.claim() {
+            Some(sender) => {
+                let _ = sender.send(Err(error));
+                true
+            }
+            None => false,
+        }
+    }
+}
+
 /// A message from `caller` waiting in a mailbox of the silo whose graph is
-/// `graph`, as `Router::dispatch` records one: its wait, armed, and what its
+/// `graph`, as the router records one: its wait, armed, and what its
 /// caller will hear.
 fn waiting_message(
     graph: &WaitGraph,
     caller: &str,
     callee: &str,
     since_us: u64,
-) -> (
-    WaitEdge,
-    crate::mailbox::ReplyTo,
-    tokio::sync::oneshot::Receiver<Result<Vec<u8>, rio_protocol::ReplyError>>,
-) {
+) -> (WaitEdge, Reply, Hears) {
     let (sender, receiver) = tokio::sync::oneshot::channel();
     let edge = graph
         .wait(&key(caller), &key(callee), Some(since_us))
         .unwrap();
-    let (reply, refusal) = crate::mailbox::ReplyTo::Caller(sender).make_refusable();
-    edge.arm(refusal.unwrap());
+    let reply = Reply(Arc::new(Mutex::new(Some(sender))));
+    edge.arm(reply.clone());
     (edge, reply, receiver)
 }
 

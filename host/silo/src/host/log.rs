@@ -7,8 +7,8 @@
 use std::fmt::Write;
 use std::time::{Duration, Instant};
 
-use crate::bindings::log::{Host, Level};
-use crate::host::ActivationData;
+use super::ActivationData;
+use super::bindings::log::{Host, Level};
 
 /// A per-activation allowance of log lines: `per_second` lines each second
 /// (a fixed window, enough to stop a flood and cheap to keep).
@@ -108,9 +108,9 @@ impl Host for ActivationData {
 }
 
 /// Components built against 0.1.0 log the same way.
-impl crate::bindings::legacy::log::Host for ActivationData {
-    fn write(&mut self, level: crate::bindings::legacy::log::Level, message: String) {
-        use crate::bindings::legacy::log::Level as Legacy;
+impl super::bindings::legacy::log::Host for ActivationData {
+    fn write(&mut self, level: super::bindings::legacy::log::Level, message: String) {
+        use super::bindings::legacy::log::Level as Legacy;
         let level = match level {
             Legacy::Trace => Level::Trace,
             Legacy::Debug => Level::Debug,

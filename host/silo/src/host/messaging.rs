@@ -7,13 +7,14 @@
 
 use rio_protocol::ReplyError;
 
-use crate::ObjectKey;
-use crate::bindings::legacy;
-use crate::bindings::messaging::Host;
-use crate::bindings::types::{CallError, HandlerError};
+use super::bindings::legacy;
+use super::bindings::messaging::Host;
+use super::bindings::types::{CallError, HandlerError};
+use super::{ActivationData, TurnCall};
+use crate::base::{ObjectKey, reserved};
 use crate::deadlock::Deadlock;
-use crate::host::{ActivationData, PendingSend, TurnCall};
-use crate::idempotency::derived_key;
+use crate::effects::idempotency::derived_key;
+use crate::message::PendingSend;
 
 impl Host for ActivationData {
     async fn call(
@@ -64,6 +65,9 @@ impl Host for ActivationData {
                 limits.payload_bytes
             )));
         }
+        let receiver = ObjectKey::new(&service_type, &object_id);
+        reserved::check_message_type(&message_type, &receiver.to_string())
+            .map_err(to_call_error)?;
         let pending_bytes: usize = self.sends.iter().map(|send| send.payload.len()).sum();
         if pending_bytes + payload.len() > limits.turn_write_bytes {
             return Err(CallError::Internal(format!(
@@ -72,7 +76,7 @@ impl Host for ActivationData {
             )));
         }
         self.sends.push(PendingSend {
-            receiver: ObjectKey::new(&service_type, &object_id),
+            receiver,
             message_type,
             payload,
         });
@@ -128,6 +132,7 @@ impl ActivationData {
         let index = self.calls_made;
         self.calls_made = self.calls_made.saturating_add(1);
         self.within_call_limits(index)?;
+        reserved::check_message_type(&message_type, &target.to_string())?;
         let idempotency_key = self
             .turn_key
             .as_deref()

@@ -12,12 +12,12 @@ use wasmtime::component::{Linker, ResourceTable};
 use wasmtime::{Engine, ResourceLimiter};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use crate::Limits;
-use crate::ObjectKey;
+use crate::base::{Limits, ObjectKey};
 use crate::deadlock::{Deadlock, WaitEdge};
-use crate::mailbox::CallChain;
-use crate::resume::Intent;
+use crate::effects::resume::Intent;
+use crate::message::{CallChain, PendingSend};
 
+pub(crate) mod bindings;
 mod identity;
 pub(crate) mod log;
 mod messaging;
@@ -64,14 +64,6 @@ pub(crate) struct TurnCall {
     pub(crate) deadline: Instant,
     /// Derived from the calling turn's key, if it has one.
     pub(crate) idempotency_key: Option<Arc<str>>,
-}
-
-/// A message a turn sends one way, until the turn commits.
-#[derive(Debug)]
-pub(crate) struct PendingSend {
-    pub(crate) receiver: ObjectKey,
-    pub(crate) message_type: String,
-    pub(crate) payload: Vec<u8>,
 }
 
 /// Everything one activation's `Store` carries.
@@ -175,7 +167,7 @@ impl WasiView for ActivationData {
 pub(crate) fn linker(engine: &Engine) -> wasmtime::Result<Linker<ActivationData>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-    crate::bindings::add_to_linker(&mut linker)?;
+    self::bindings::add_to_linker(&mut linker)?;
     Ok(linker)
 }
 

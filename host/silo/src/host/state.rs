@@ -12,13 +12,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::Limits;
-use crate::ObjectKey;
-use crate::bindings::state::Host;
-use crate::host::ActivationData;
-use crate::limits::LimitExceeded;
-use crate::outbox::HAS_SENT_KEY;
-use crate::resume::INTENT_KEY;
+use super::ActivationData;
+use super::bindings::state::Host;
+use crate::base::limits::LimitExceeded;
+use crate::base::{Limits, ObjectKey, reserved};
 use crate::storage::{StateStore, StateWrite, StoredEntry};
 
 /// Values up to this size are loaded with the object's keys.
@@ -356,10 +353,10 @@ impl ObjectState {
     }
 }
 
-/// The silo's own entries in an object's state (see `resume` and
-/// `outbox`): loading hides them, and a guest writing one is stopped.
+/// The silo's own entries in an object's state (see `base::reserved`):
+/// loading hides them, and a guest writing one is stopped.
 fn refuse_reserved(key: &str) -> wasmtime::Result<()> {
-    if key == INTENT_KEY || key == HAS_SENT_KEY {
+    if reserved::is_reserved_state_key(key) {
         return Err(wasmtime::Error::msg(format!(
             "the state key `{key}` is reserved by the silo"
         )));
@@ -395,7 +392,7 @@ impl Host for ActivationData {
 }
 
 /// Components built against 0.1.0 see the same state.
-impl crate::bindings::legacy::state::Host for ActivationData {
+impl super::bindings::legacy::state::Host for ActivationData {
     async fn get(&mut self, key: String) -> wasmtime::Result<Option<Vec<u8>>> {
         <Self as Host>::get(self, key).await
     }

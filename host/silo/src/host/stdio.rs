@@ -17,7 +17,7 @@ use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
 
-use crate::ObjectKey;
+use crate::base::ObjectKey;
 
 /// Longest line kept before it is logged anyway, so a guest printing without
 /// newlines cannot grow the buffer without bound.

@@ -163,7 +163,7 @@ mod tests {
     use sqlx::{Connection, SqliteConnection};
 
     use super::*;
-    use crate::ObjectKey;
+    use crate::base::ObjectKey;
     use crate::storage::{
         Commit, ComponentStore, DeadLetter, Outgoing, ReplyRecord, SiloId, StateStore,
     };

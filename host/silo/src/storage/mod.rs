@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::ObjectKey;
+use crate::base::ObjectKey;
 
 pub mod embedded;
 pub mod membership;

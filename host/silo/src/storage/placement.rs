@@ -9,7 +9,7 @@ use async_trait::async_trait;
 
 use super::StorageError;
 use super::membership::SiloId;
-use crate::ObjectKey;
+use crate::base::ObjectKey;
 
 /// Object → owning silo.
 #[async_trait]

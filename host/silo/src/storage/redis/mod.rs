@@ -59,7 +59,7 @@ use super::{
     ClusterStore, Commit, ComponentStore, DeadLetter, Member, MembershipStore, PendingOutbox,
     PlacementStore, SiloId, SiloStatus, StateStore, StorageError, StoredEntry, redact,
 };
-use crate::ObjectKey;
+use crate::base::ObjectKey;
 
 mod outbox;
 #[cfg(test)]
@@ -505,7 +505,7 @@ impl StateStore for RedisStore {
         }
         let writes_intent = writes
             .iter()
-            .any(|(field, _)| field == crate::resume::INTENT_KEY);
+            .any(|(field, _)| field == crate::base::reserved::INTENT_KEY);
         let mut invocation = COMMIT.key(state_key(object));
         invocation
             .key(placement_key(object))

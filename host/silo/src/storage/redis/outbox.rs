@@ -10,7 +10,7 @@ use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 
 use super::{backend, object_key, object_of_key};
-use crate::ObjectKey;
+use crate::base::ObjectKey;
 use crate::storage::{DeadLetter, Outgoing, PendingOutbox, StorageError};
 
 /// The outboxes (keys) that hold undelivered messages.

@@ -7,7 +7,7 @@ use sqlx::{Any, AnyPool, Row, Transaction};
 
 use super::backend;
 use super::dialect::Dialect;
-use crate::ObjectKey;
+use crate::base::ObjectKey;
 use crate::storage::{DeadLetter, Outgoing, PendingOutbox, StorageError};
 
 const MESSAGE_COLUMNS: &str =

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use sqlx::Row;
 
 use super::{SqlStore, backend};
-use crate::ObjectKey;
+use crate::base::ObjectKey;
 use crate::storage::{PlacementStore, SiloId, StorageError};
 
 #[async_trait]

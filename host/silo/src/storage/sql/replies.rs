@@ -8,7 +8,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::backend;
 use super::dialect::Dialect;
-use crate::ObjectKey;
+use crate::base::ObjectKey;
 use crate::storage::StorageError;
 
 /// Lookups answered by one query at most (three binds each).

@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::dialect::Dialect;
 use super::replies::PendingLookup;
 use super::{Fencing, SqlStore, backend};
-use crate::ObjectKey;
+use crate::base::ObjectKey;
 use crate::storage::{
     Commit, DeadLetter, PendingOutbox, ReplyRecord, SiloId, StateStore, StorageError, StoredEntry,
     gather_batch, stored_entries,
@@ -445,7 +445,7 @@ impl StateStore for SqlStore {
             sqlx::query(self.sql(
                 "SELECT service_type, object_id FROM object_state WHERE state_key = ? LIMIT ?",
             ))
-            .bind(crate::resume::INTENT_KEY)
+            .bind(crate::base::reserved::INTENT_KEY)
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
             .fetch_all(&self.pool)
             .await

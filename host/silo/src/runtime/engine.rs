@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-use crate::{SiloConfig, SiloError, mappings};
+use super::mappings;
+use crate::config::SiloConfig;
 
 /// How often the epoch advances; the granularity of turn deadlines.
 pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -28,7 +29,7 @@ pub(crate) const OWN_MAPPINGS_MAX_DATA_BYTES: u64 = 1024 * 1024;
 /// The silo's engine: with `own_mappings`, the one whose memories and
 /// stacks come from `mappings`; else wasmtime's own allocations (pooled if
 /// configured) with copy-on-write memory images.
-pub(crate) fn build_engine(config: &SiloConfig, own_mappings: bool) -> Result<Engine, SiloError> {
+pub(crate) fn build_engine(config: &SiloConfig, own_mappings: bool) -> wasmtime::Result<Engine> {
     let mut wasm_config = Config::new();
     wasm_config.wasm_component_model(true);
     wasm_config.epoch_interruption(true);
@@ -65,7 +66,7 @@ pub(crate) fn build_engine(config: &SiloConfig, own_mappings: bool) -> Result<En
         wasm_config.memory_init_cow(true);
         wasm_config.memory_guard_size(64 * 1024);
     }
-    Engine::new(&wasm_config).map_err(|e| SiloError::Engine(format!("{e:#}")))
+    Engine::new(&wasm_config)
 }
 
 /// Advances the engine's epoch every [`EPOCH_TICK`] until the engine is dropped.

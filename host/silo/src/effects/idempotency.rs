@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::ObjectKey;
+use crate::base::ObjectKey;
 use crate::storage::StateStore;
 
 /// Replies one activation remembers at most. Retries come soon after the
@@ -31,25 +31,21 @@ pub(crate) struct RecentReplies {
 
 impl RecentReplies {
     /// The reply committed under `key`, if it is remembered and younger
-    /// than `retention` (an older one may have been swept from the store,
-    /// and the store decides).
-    pub(crate) fn get(&self, key: &str, retention: Duration) -> Option<Vec<u8>> {
+    /// than `retention` at `now` (an older one may have been swept from
+    /// the store, and the store decides).
+    pub(crate) fn get(&self, key: &str, retention: Duration, now: Instant) -> Option<Vec<u8>> {
         let (reply, committed) = self.replies.get(key)?;
-        (committed.elapsed() < retention).then(|| reply.clone())
+        (now.saturating_duration_since(*committed) < retention).then(|| reply.clone())
     }
 
-    /// Remembers a reply just committed under `key`.
-    pub(crate) fn insert(&mut self, key: Arc<str>, reply: Vec<u8>) {
+    /// Remembers a reply committed under `key` at `now`.
+    pub(crate) fn insert(&mut self, key: Arc<str>, reply: Vec<u8>, now: Instant) {
         if self.replies.len() >= RECENT_REPLIES_MAX
             && let Some(oldest) = self.order.pop_front()
         {
             self.replies.remove(&oldest);
         }
-        if self
-            .replies
-            .insert(key.clone(), (reply, Instant::now()))
-            .is_none()
-        {
+        if self.replies.insert(key.clone(), (reply, now)).is_none() {
             self.order.push_back(key);
         }
     }
@@ -109,7 +105,7 @@ pub(crate) async fn run_sweep(
             _ = tokio::time::sleep(interval) => {}
         }
         let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
-        let cutoff = crate::cluster::now_ms().saturating_sub(retention_ms);
+        let cutoff = crate::base::clock::now_ms().saturating_sub(retention_ms);
         match store.sweep_replies(cutoff, batch).await {
             Ok(0) => {}
             Ok(deleted) => tracing::debug!(deleted, "expired idempotency replies swept"),
@@ -144,13 +140,18 @@ mod tests {
     fn recent_replies_keep_the_latest_and_forget_the_oldest() {
         let mut recent = RecentReplies::default();
         let day = Duration::from_secs(86_400);
+        let start = Instant::now();
         for i in 0..RECENT_REPLIES_MAX + 1 {
-            recent.insert(format!("k{i}").into(), vec![i as u8]);
+            recent.insert(format!("k{i}").into(), vec![i as u8], start);
         }
-        assert_eq!(recent.get("k0", day), None, "the oldest went first");
-        assert_eq!(recent.get("k1", day), Some(vec![1]));
+        assert_eq!(recent.get("k0", day, start), None, "the oldest went first");
+        assert_eq!(recent.get("k1", day, start), Some(vec![1]));
         let last = format!("k{RECENT_REPLIES_MAX}");
-        assert_eq!(recent.get(&last, day), Some(vec![RECENT_REPLIES_MAX as u8]));
-        assert_eq!(recent.get(&last, Duration::ZERO), None, "past retention");
+        let hour_later = start + Duration::from_secs(3600);
+        assert_eq!(
+            recent.get(&last, day, hour_later),
+            Some(vec![RECENT_REPLIES_MAX as u8])
+        );
+        assert_eq!(recent.get(&last, day, start + day), None, "past retention");
     }
 }

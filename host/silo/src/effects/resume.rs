@@ -13,31 +13,20 @@
 //! replies it gets), gets their stored replies and commits what the first
 //! attempt would have.
 //!
-//! The intent is a state entry under [`INTENT_KEY`], which guests cannot
+//! The intent is a state entry under `rio:interrupted-turn`
+//! (`base::reserved::INTENT_KEY`), which guests cannot
 //! read or write: it is written (fenced, like any commit) just before the
 //! turn's first call, and deleted in the commit that stores the turn's
 //! writes and reply, so it exists exactly while the turn's calls may have
 //! taken effect without the turn. It is loaded with the object's state, so
 //! it costs an activation nothing; keyed turns that make no call never
-//! write one.
+//! write one. The wake-up pass (`wake`) activates the objects that hold
+//! one after their silo died, so that each finishes its turn.
 
 use std::sync::Arc;
 
-use crate::router::Router;
 use rio_protocol::ReplyError;
 use serde::{Deserialize, Serialize};
-
-/// The state key holding an object's interrupted keyed turn. Reserved: the
-/// state interface refuses it to guests, and loading hides it from them.
-pub(crate) const INTENT_KEY: &str = "rio:interrupted-turn";
-
-/// The message type that activates its object so that it finishes an
-/// interrupted keyed turn; the guest never sees it. Reserved like the
-/// outbox's wake-up.
-pub(crate) const WAKE: &str = "rio:wake-interrupted";
-
-/// Objects one wake-up pass activates at most; more wait for the next.
-const WAKE_BATCH: usize = 10_000;
 
 /// How many times an activation runs an interrupted turn again before it
 /// gives up on it (logged as an error) and takes other turns. Each attempt
@@ -111,34 +100,6 @@ pub(crate) fn ends_the_turn(error: &ReplyError) -> bool {
 /// the rerun exists to prevent.
 pub(crate) fn ends_a_rerun(error: &ReplyError) -> bool {
     ends_the_turn(error) && !matches!(error.kind(), "deadlock" | "overloaded")
-}
-
-/// Activates (here or on their owners) the objects whose state holds an
-/// interrupted keyed turn, at most [`WAKE_BATCH`] of them, so that each
-/// finishes it without waiting for a caller's retry: run when a silo
-/// starts and when it declares another dead, with the outbox's wake-ups.
-pub(crate) async fn wake_interrupted(router: &Arc<Router>) {
-    let objects = match router.state_store.interrupted_objects(WAKE_BATCH).await {
-        Ok(objects) => objects,
-        Err(error) => {
-            tracing::warn!(%error, "cannot list the objects with interrupted keyed turns");
-            return;
-        }
-    };
-    if objects.is_empty() {
-        return;
-    }
-    tracing::info!(
-        objects = objects.len(),
-        "waking objects with interrupted keyed turns"
-    );
-    for object in objects {
-        router.wake(
-            object,
-            WAKE,
-            "an interrupted keyed turn is not finished yet; its next message tries again",
-        );
-    }
 }
 
 #[cfg(test)]

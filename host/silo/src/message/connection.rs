@@ -1,5 +1,5 @@
-//! One client connection's shared side: the writer its replies go through,
-//! the requests it has in flight, and the counters of every connection.
+//! One client connection's shared side: the writer its replies go through
+//! and the requests it has in flight.
 //!
 //! Each request read from a connection gets its own [`ConnectionSink`]; the
 //! request counts as in flight until that sink is dropped, answered or not,
@@ -7,30 +7,12 @@
 //! can wait for the replies still owed before it closes.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use rio_protocol::{FrameWriter, ReplyError, Response, ServerFrame, encode_frame};
 use tokio::sync::Notify;
 use tokio::time::Instant;
-
-/// Counters of the silo's connections, for `Stats`.
-#[derive(Default)]
-pub(crate) struct ConnectionCounters {
-    /// Connections accepted and not yet closed.
-    pub(crate) open: AtomicU64,
-    /// Connections refused because the silo had its maximum open.
-    pub(crate) refused: AtomicU64,
-    /// Connections closed for misbehaving: no hello in time, a bad frame,
-    /// replies left unread.
-    pub(crate) closed_misbehaving: AtomicU64,
-    /// Connections closed after their idle timeout.
-    pub(crate) closed_idle: AtomicU64,
-    /// Connections refused at their hello for a wrong or missing token.
-    pub(crate) unauthorized: AtomicU64,
-    /// Refused connections still being told why.
-    pub(crate) refusing: AtomicUsize,
-}
 
 /// What the reader and the repliers of one connection share.
 pub(crate) struct Connection {

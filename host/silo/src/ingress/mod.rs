@@ -37,12 +37,13 @@ use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 
-use crate::ObjectKey;
-use crate::auth::Credential;
-use crate::connection::{Connection, ConnectionCounters, ConnectionSink, Room};
-use crate::log_summary::LogSummary;
-use crate::mailbox::{Envelope, ReplyTo};
-use crate::router::Router;
+use crate::base::log_summary::LogSummary;
+use crate::base::{ObjectKey, reserved};
+use crate::config::auth::Credential;
+use crate::message::connection::{Connection, ConnectionSink, Room};
+use crate::message::{Envelope, ReplyTo, empty_chain};
+use crate::observe::ConnectionCounters;
+use crate::routing::Router;
 
 /// How long a connection being closed for misbehaving, or refused, may take
 /// to receive its goodbye before it is dropped.
@@ -79,7 +80,7 @@ pub(crate) async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let open = counters.open.load(Ordering::SeqCst);
-                    if open >= router.config.max_connections as u64 {
+                    if open >= router.ctx.config.max_connections as u64 {
                         counters.refused.fetch_add(1, Ordering::Relaxed);
                         if let Some(refused) = REFUSED_LOG.note() {
                             tracing::warn!(%peer, refused, open, "refusing connections: too many open");
@@ -88,12 +89,12 @@ pub(crate) async fn serve(
                         // descriptors: past a few lingering refusals, drop at once.
                         // (A TLS silo cannot say goodbye before the TLS
                         // handshake, which would cost as much as serving.)
-                        if router.config.tls.is_none()
+                        if router.ctx.config.tls.is_none()
                             && counters.refusing.load(Ordering::SeqCst) < MAX_LINGERING_REFUSALS
                         {
                             counters.refusing.fetch_add(1, Ordering::SeqCst);
                             let counters = counters.clone();
-                            let max = router.config.max_connections;
+                            let max = router.ctx.config.max_connections;
                             tokio::spawn(async move {
                                 refuse(stream, max).await;
                                 counters.refusing.fetch_sub(1, Ordering::SeqCst);
@@ -166,12 +167,12 @@ async fn serve_connection(
     open: OpenConnection,
 ) {
     let _ = stream.set_nodelay(true);
-    let Some(tls) = &router.config.tls else {
+    let Some(tls) = &router.ctx.config.tls else {
         let (read_half, write_half) = stream.into_split();
         let writer = FrameWriter::start(write_half);
         return serve_stream(read_half, writer, peer, router, open).await;
     };
-    let timeout = router.config.handshake_timeout;
+    let timeout = router.ctx.config.handshake_timeout;
     let failure = match tokio::time::timeout(timeout, tls.acceptor.accept(stream)).await {
         Ok(Ok(session)) => {
             let (read_half, write_half) = tokio::io::split(session);
@@ -193,7 +194,7 @@ async fn serve_stream<R: tokio::io::AsyncRead + Unpin>(
     router: Arc<Router>,
     open: OpenConnection,
 ) {
-    let config = &router.config;
+    let config = &router.ctx.config;
     let mut reader = FrameReader::new(read_half, config.max_frame_bytes);
     let connection = Connection::new(writer);
     let counters = &open.0;
@@ -210,7 +211,7 @@ async fn serve_stream<R: tokio::io::AsyncRead + Unpin>(
                 connection.send_frame(&ServerFrame::Welcome {
                     protocol_version: PROTOCOL_VERSION,
                 });
-                read_requests(&mut reader, &connection, &router, counters, credential).await
+                read_requests(&mut reader, &connection, &router, credential).await
             }
             Err(reason) => End::Unauthorized(reason),
         },
@@ -251,15 +252,7 @@ async fn serve_stream<R: tokio::io::AsyncRead + Unpin>(
 
 /// Shortened to one line of at most `MAX_REASON_CHARS` characters.
 fn one_line(text: &str) -> String {
-    let mut line: String = text
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .take(MAX_REASON_CHARS)
-        .collect();
-    if text.chars().count() > MAX_REASON_CHARS {
-        line.push('…');
-    }
-    line
+    crate::base::text::one_line(text, MAX_REASON_CHARS)
 }
 
 /// The hello's token; `Err(None)`: the peer left before saying anything.
@@ -287,10 +280,9 @@ async fn read_requests<R: tokio::io::AsyncRead + Unpin>(
     reader: &mut FrameReader<R>,
     connection: &Arc<Connection>,
     router: &Arc<Router>,
-    counters: &Arc<ConnectionCounters>,
     credential: Credential,
 ) -> End {
-    let config = &router.config;
+    let config = &router.ctx.config;
     let idle_timeout = config.connection_idle_timeout;
     // The latest deadline of a request read so far: after a half-close the
     // replies are waited for until then.
@@ -351,14 +343,7 @@ async fn read_requests<R: tokio::io::AsyncRead + Unpin>(
                     connection.request_sink().reply(id, Err(refused));
                     continue;
                 }
-                handle_request(
-                    id,
-                    request,
-                    deadline,
-                    connection.request_sink(),
-                    router,
-                    counters,
-                );
+                handle_request(id, request, deadline, connection.request_sink(), router);
             }
             Ok(ClientFrame::Hello { .. }) => {
                 return End::Misbehaved("a second hello on one connection".into());
@@ -406,12 +391,14 @@ fn handle_request(
     deadline: Instant,
     sink: ConnectionSink,
     router: &Arc<Router>,
-    counters: &Arc<ConnectionCounters>,
 ) {
     let report_owner = matches!(request, Request::RoutedCall(_));
     match request {
         Request::Call(call) | Request::RoutedCall(call) => {
             let key = ObjectKey::new(&call.service_type, &call.object_id);
+            if let Err(error) = reserved::check_client_call(&call.message_type, &key.to_string()) {
+                return sink.reply(id, Err(error));
+            }
             let idempotency_key = match checked_idempotency_key(call.idempotency_key) {
                 Ok(idempotency_key) => idempotency_key,
                 Err(error) => return sink.reply(id, Err(error)),
@@ -424,12 +411,12 @@ fn handle_request(
             let mut envelope = Envelope::new(
                 call.message_type,
                 call.payload.into_vec(),
-                router.empty_chain(),
+                empty_chain(),
                 reply,
                 deadline,
             );
             envelope.idempotency_key = idempotency_key;
-            router.dispatch(key, envelope);
+            router.route(key, envelope);
         }
         Request::Forward(forward) => {
             let call = forward.call;
@@ -458,7 +445,7 @@ fn handle_request(
             envelope.hops = forward.hops;
             envelope.waiting_since_us = forward.waiting_since_us;
             envelope.idempotency_key = idempotency_key;
-            router.dispatch(key, envelope);
+            router.route(key, envelope);
         }
         Request::Waits(report) => {
             crate::cluster::note_wait_report(&router.waits, report);
@@ -467,7 +454,7 @@ fn handle_request(
         Request::Ping => sink.reply(
             id,
             Ok(Response::Pong {
-                generation: router.generation,
+                generation: router.ctx.effects.committer.generation(),
             }),
         ),
         Request::Members => {
@@ -482,31 +469,40 @@ fn handle_request(
         } => {
             let router = router.clone();
             tokio::spawn(async move {
-                let result = router.deployments.deploy(&service_type, component).await;
+                let result = router
+                    .ctx
+                    .deployments
+                    .deploy(&service_type, component)
+                    .await;
                 sink.reply(id, result.map(Response::Deployed));
             });
         }
         Request::Undeploy { service_type } => {
             let router = router.clone();
             tokio::spawn(async move {
-                let result = router.deployments.undeploy(&service_type).await;
+                let result = router.ctx.deployments.undeploy(&service_type).await;
                 sink.reply(id, result.map(Response::Undeployed));
             });
         }
         Request::ListDeployments => {
-            sink.reply(id, Ok(Response::Deployments(router.deployments.list())))
+            sink.reply(id, Ok(Response::Deployments(router.ctx.deployments.list())))
         }
-        Request::Stats => sink.reply(
-            id,
-            Ok(Response::Stats(crate::stats::stats(router, counters))),
-        ),
+        Request::Stats => sink.reply(id, Ok(Response::Stats(router.ctx.counters.stats()))),
         Request::DeadLetters {
             receiver_type,
             limit,
         } => {
             let router = router.clone();
             tokio::spawn(async move {
-                let listed = crate::outbox::dead_letters(&router, receiver_type, limit).await;
+                let store = router.ctx.effects.store();
+                let payload_limit = router.ctx.config.limits.payload_bytes;
+                let listed = crate::effects::outbox::dead_letters(
+                    &**store,
+                    payload_limit,
+                    receiver_type,
+                    limit,
+                )
+                .await;
                 sink.reply(id, listed.map(Response::DeadLetters));
             });
         }

@@ -3,9 +3,23 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::Limits;
-use crate::auth::AuthConfig;
-use crate::tls::SiloTls;
+pub mod auth;
+pub mod tls;
+
+use self::auth::AuthConfig;
+use self::tls::SiloTls;
+use crate::base::Limits;
+
+/// A configuration the silo refuses to start with.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The TLS certificate, key or CA could not be used.
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// The silo would listen on the network without requiring tokens.
+    #[error("{0}")]
+    Unprotected(String),
+}
 
 /// How a silo runs. Build one with [`SiloConfig::new`] and adjust fields.
 #[derive(Debug, Clone)]
@@ -156,12 +170,12 @@ impl SiloConfig {
         &self,
         listen: std::net::SocketAddr,
         allow_unauthenticated: bool,
-    ) -> Result<(), crate::SiloError> {
+    ) -> Result<(), ConfigError> {
         if self.cluster.is_some()
             && self.auth.requires_client_tokens()
             && self.auth.cluster_secret.is_none()
         {
-            return Err(crate::SiloError::Unprotected(
+            return Err(ConfigError::Unprotected(
                 "a cluster silo that requires tokens needs the cluster secret too (--cluster-secret), \
                  which its peers present to each other"
                     .into(),
@@ -171,7 +185,7 @@ impl SiloConfig {
             && !self.auth.requires_client_tokens()
             && !allow_unauthenticated
         {
-            return Err(crate::SiloError::Unprotected(format!(
+            return Err(ConfigError::Unprotected(format!(
                 "refusing to listen on {listen} without tokens: anyone who reaches it could deploy \
                  code and call every object. Set --call-token and --admin-token (or their \
                  RIO_*_TOKEN variables or files), or pass --allow-unauthenticated"

@@ -13,17 +13,18 @@
 //! cannot remove the new type again.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use rio_protocol::{DeploymentInfo, ReplyError};
 use wasmtime::Engine;
 use wasmtime::component::Linker;
 
-use crate::bindings::HandlerPre;
-use crate::component_cache::{CompiledCache, Provenance, content_hash};
-use crate::engine::OWN_MAPPINGS_MAX_DATA_BYTES;
+use super::component_cache::{CompiledCache, Provenance, content_hash};
+use super::engine::OWN_MAPPINGS_MAX_DATA_BYTES;
 use crate::host::ActivationData;
+use crate::host::bindings::HandlerPre;
+use crate::observe::Counters;
 use crate::storage::ComponentStore;
 
 /// One service type's current code.
@@ -58,9 +59,8 @@ pub(crate) struct Deployments {
     store: Arc<dyn ComponentStore>,
     current: RwLock<HashMap<String, Arc<DeployedType>>>,
     changing: tokio::sync::Mutex<()>,
-    /// Where prepared components came from, for the silo's stats.
-    pub(crate) compiled_total: AtomicU64,
-    pub(crate) loaded_total: AtomicU64,
+    /// Where prepared components came from is counted here.
+    counters: Arc<Counters>,
 }
 
 const MAX_SERVICE_TYPE_LEN: usize = 128;
@@ -70,6 +70,7 @@ impl Deployments {
         images: Toolchain,
         own_mappings: Option<Toolchain>,
         store: Arc<dyn ComponentStore>,
+        counters: Arc<Counters>,
     ) -> Deployments {
         Deployments {
             images,
@@ -77,8 +78,7 @@ impl Deployments {
             store,
             current: RwLock::default(),
             changing: tokio::sync::Mutex::new(()),
-            compiled_total: AtomicU64::new(0),
-            loaded_total: AtomicU64::new(0),
+            counters,
         }
     }
 
@@ -210,8 +210,8 @@ impl Deployments {
                     ))
                 })?;
         match provenance {
-            Provenance::Cached => &self.loaded_total,
-            Provenance::Compiled => &self.compiled_total,
+            Provenance::Cached => &self.counters.components_loaded,
+            Provenance::Compiled => &self.counters.components_compiled,
         }
         .fetch_add(1, Ordering::Relaxed);
         tracing::info!(

@@ -1,5 +1,5 @@
 //! A client's one-way send, stored by its receiver. The client calls the
-//! receiver with the reserved type [`ENQUEUE`] and an [`EnqueueRequest`];
+//! receiver with the reserved type `rio:enqueue` and an [`EnqueueRequest`];
 //! the receiver's activation, without running its guest, commits the
 //! message to its own outbox as a message from itself to itself (with the
 //! call's reply record when the call is keyed, so a retried send is stored
@@ -11,10 +11,10 @@
 
 use rio_protocol::{EnqueueRequest, ReplyError};
 
-use crate::ObjectKey;
-use crate::host::PendingSend;
-use crate::limits::Limits;
-use crate::outbox::{ENQUEUE, Outbox, WAKE};
+use super::outbox::Outbox;
+use crate::base::limits::Limits;
+use crate::base::{ObjectKey, reserved};
+use crate::message::PendingSend;
 use crate::storage::{Commit, ReplyRecord};
 
 /// The message an enqueue call to `receiver` carries, checked as a guest's
@@ -29,12 +29,7 @@ pub(crate) fn decode(
             "the message sent to {receiver} is not a CBOR enqueue request: {error}"
         ))
     })?;
-    if request.message_type == ENQUEUE || request.message_type == WAKE {
-        return Err(ReplyError::BadRequest(format!(
-            "cannot send `{}` to {receiver}: the message type is reserved to the silo",
-            request.message_type
-        )));
-    }
+    reserved::check_message_type(&request.message_type, &receiver.to_string())?;
     if request.payload.len() > limits.turn_write_bytes {
         return Err(ReplyError::BadRequest(format!(
             "the message sent to {receiver} is {} bytes, over the silo's limit `turn-write-bytes` of {}",
@@ -73,6 +68,7 @@ mod tests {
     use serde_bytes::ByteBuf;
 
     use super::*;
+    use crate::base::reserved::{ENQUEUE, WAKE_INTERRUPTED, WAKE_OUTBOX};
 
     fn encoded(message_type: &str, payload: &[u8]) -> Vec<u8> {
         let request = EnqueueRequest {
@@ -112,7 +108,8 @@ mod tests {
         check(b"\xff not cbor", &limits, Err("not a CBOR enqueue request"));
         check(&[], &limits, Err("not a CBOR enqueue request"));
         check(&encoded(ENQUEUE, b""), &limits, Err("reserved"));
-        check(&encoded(WAKE, b""), &limits, Err("reserved"));
+        check(&encoded(WAKE_OUTBOX, b""), &limits, Err("reserved"));
+        check(&encoded(WAKE_INTERRUPTED, b""), &limits, Err("reserved"));
         let small = Limits {
             turn_write_bytes: 4,
             ..Limits::default()

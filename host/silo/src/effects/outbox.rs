@@ -14,11 +14,12 @@
 //! store error) is retried with backoff until the silo stops.
 //!
 //! Senders whose silo died, or that were live when a lone silo stopped,
-//! are woken by [`wake_senders`] (at a lone silo's start; in a cluster when
-//! this silo declares another dead): a [`WAKE`] message activates the
-//! sender, whose activation loads its outbox and delivers.
+//! are woken by the wake-up pass (`wake`): a `rio:wake-outbox` message
+//! activates the sender, whose activation loads its outbox and delivers.
+//! The sender's state holds `rio:has-sent` once it has sent, so that its
+//! later activations load its outbox (see `base::reserved`).
 //!
-//! A client's send (an [`ENQUEUE`] call, see `client_send`) is stored in
+//! A client's send (a `rio:enqueue` call, see `client_send`) is stored in
 //! the receiver's own outbox, as a message from the receiver to itself, and
 //! takes the same path from there.
 
@@ -28,40 +29,19 @@ use std::time::Duration;
 
 use rio_protocol::{DeadLetterInfo, ReplyError};
 use serde_bytes::ByteBuf;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::ObjectKey;
-use crate::host::PendingSend;
-use crate::mailbox::{Envelope, ReplyTo};
-use crate::router::Router;
-use crate::storage::{DeadLetter, Outgoing, StorageError};
-
-/// The message type that only activates its object so that it delivers
-/// its outbox; the guest never sees it. Reserved: a guest message of this
-/// type is taken for a wake-up.
-pub(crate) const WAKE: &str = "rio:wake-outbox";
-
-/// The state key marking an object that has sent one way: its activations
-/// load its outbox. Reserved, like `resume::INTENT_KEY`: guests neither see
-/// nor write it. Objects that never sent read no outbox when they activate;
-/// those whose marker predates their undelivered messages (sent before the
-/// marker existed) are reached by the wake-ups, which a restart runs.
-pub(crate) const HAS_SENT_KEY: &str = "rio:has-sent";
-
-/// The message type of a client's one-way send (see `client_send`): the
-/// receiver stores the message in its own outbox, which delivers it to
-/// the receiver itself. Reserved like [`WAKE`]: the guest never sees it.
-pub(crate) const ENQUEUE: &str = rio_protocol::ENQUEUE_MESSAGE_TYPE;
+use super::Effects;
+use crate::base::ObjectKey;
+use crate::message::{Dispatch, Envelope, PendingSend, ReplyTo, empty_chain};
+use crate::storage::{DeadLetter, Outgoing, StateStore, StorageError};
 
 /// Deliveries answered with the receiver's own error or a trap are given
 /// up after this many attempts: such errors may pass (a trap from memory
 /// pressure), but not forever.
 pub(crate) const GIVE_UP_AFTER: u32 = 3;
-
-/// Senders one wake-up pass activates at most; more wait for the next pass.
-pub(crate) const WAKE_BATCH: usize = 10_000;
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
@@ -75,7 +55,8 @@ pub(crate) fn delivery_key(sender: &ObjectKey, seq: i64) -> Arc<str> {
 /// gets, and the task delivering what was committed (started with the
 /// first message, so an object that never sends costs no task).
 pub(crate) struct Outbox {
-    router: Arc<Router>,
+    effects: Arc<Effects>,
+    dispatch: Arc<dyn Dispatch>,
     sender: ObjectKey,
     next_seq: i64,
     queue: Option<mpsc::UnboundedSender<Outgoing>>,
@@ -86,12 +67,14 @@ pub(crate) struct Outbox {
 impl Outbox {
     /// Loads `sender`'s outbox and starts delivering what it holds.
     pub(crate) async fn open(
-        router: &Arc<Router>,
+        effects: &Arc<Effects>,
+        dispatch: &Arc<dyn Dispatch>,
         sender: &ObjectKey,
     ) -> Result<Outbox, StorageError> {
-        let pending = router.state_store.pending_outbox(sender).await?;
+        let pending = effects.store().pending_outbox(sender).await?;
         let mut outbox = Outbox {
-            router: router.clone(),
+            effects: effects.clone(),
+            dispatch: dispatch.clone(),
             sender: sender.clone(),
             next_seq: pending.next_seq,
             queue: None,
@@ -135,12 +118,13 @@ impl Outbox {
         let queue = self.queue.get_or_insert_with(|| {
             let (queue, received) = mpsc::unbounded_channel();
             let deliverer = Deliverer {
-                router: self.router.clone(),
+                effects: self.effects.clone(),
+                dispatch: self.dispatch.clone(),
                 sender: self.sender.clone(),
                 undelivered: self.undelivered.clone(),
                 stop: self.stop.clone(),
             };
-            self.router.tasks.spawn(deliverer.run(received));
+            self.effects.tasks.spawn(deliverer.run(received));
             queue
         });
         for message in messages {
@@ -166,7 +150,8 @@ impl Outbox {
 /// activation until its queue is empty (messages sent by `on-deactivate`
 /// still go out), and stops with the silo or when the sender moved away.
 struct Deliverer {
-    router: Arc<Router>,
+    effects: Arc<Effects>,
+    dispatch: Arc<dyn Dispatch>,
     sender: ObjectKey,
     undelivered: Arc<AtomicUsize>,
     stop: CancellationToken,
@@ -182,7 +167,7 @@ enum Attempt {
 
 impl Deliverer {
     async fn run(self, mut messages: mpsc::UnboundedReceiver<Outgoing>) {
-        let mut stopping = self.router.stopping.clone();
+        let mut stopping = self.effects.stopping.clone();
         loop {
             let message = tokio::select! {
                 _ = self.stop.cancelled() => return,
@@ -206,7 +191,7 @@ impl Deliverer {
         let mut refusals = 0;
         let mut backoff = FIRST_BACKOFF;
         loop {
-            if self.stop.is_cancelled() || *self.router.stopping.borrow() {
+            if self.stop.is_cancelled() || self.effects.is_stopping() {
                 return false;
             }
             let attempt = match self.attempt(message, &key).await {
@@ -216,11 +201,11 @@ impl Deliverer {
             let give_up = match attempt {
                 Attempt::Delivered => {
                     // The next message need not wait for this row's delete.
-                    let (router, sender) = (self.router.clone(), self.sender.clone());
+                    let (store, sender) = (self.effects.store().clone(), self.sender.clone());
                     let seq = message.seq;
-                    self.router
+                    self.effects
                         .tasks
-                        .spawn(async move { remove(&router, &sender, seq).await });
+                        .spawn(async move { remove(&*store, &sender, seq).await });
                     return true;
                 }
                 Attempt::GiveUp(error) => Some(error),
@@ -244,17 +229,17 @@ impl Deliverer {
     /// One delivery as a keyed call; `None` if the silo stopped meanwhile.
     async fn attempt(&self, message: &Outgoing, key: &Arc<str>) -> Option<Attempt> {
         let (reply, replied) = oneshot::channel();
-        let deadline = Instant::now() + self.router.config.turn_deadline;
+        let deadline = Instant::now() + self.effects.turn_deadline;
         let mut envelope = Envelope::new(
             message.message_type.clone(),
             message.payload.clone(),
-            self.router.empty_chain(),
+            empty_chain(),
             ReplyTo::Caller(reply),
             deadline,
         );
         envelope.idempotency_key = Some(key.clone());
-        self.router.dispatch(message.receiver.clone(), envelope);
-        let mut stopping = self.router.stopping.clone();
+        self.dispatch.dispatch(message.receiver.clone(), envelope);
+        let mut stopping = self.effects.stopping.clone();
         let result = tokio::select! {
             result = replied => result.unwrap_or_else(|_| {
                 Err(ReplyError::Unavailable("the delivery was dropped".into()))
@@ -293,17 +278,17 @@ impl Deliverer {
             sender: self.sender.clone(),
             message: message.clone(),
             reason,
-            failed_at_ms: crate::cluster::now_ms(),
+            failed_at_ms: crate::base::clock::now_ms(),
         };
         let mut backoff = FIRST_BACKOFF;
         loop {
-            match self.router.state_store.bury(&letter).await {
+            match self.effects.store().bury(&letter).await {
                 Ok(()) => return true,
                 Err(error) => {
                     tracing::warn!(sender = %self.sender, seq = message.seq, %error, "cannot store a dead letter; retrying");
                 }
             }
-            if self.stop.is_cancelled() || *self.router.stopping.borrow() {
+            if self.stop.is_cancelled() || self.effects.is_stopping() {
                 return false;
             }
             tokio::time::sleep(backoff).await;
@@ -315,8 +300,7 @@ impl Deliverer {
 /// Removes a delivered message's row. If that fails the row stays and the
 /// message is delivered again later: the receiver answers its stored reply
 /// then, so nothing is applied twice.
-async fn remove(router: &Router, sender: &ObjectKey, seq: i64) {
-    let store = &router.state_store;
+async fn remove(store: &dyn StateStore, sender: &ObjectKey, seq: i64) {
     for pause in [Duration::ZERO, FIRST_BACKOFF, MAX_BACKOFF] {
         tokio::time::sleep(pause).await;
         match store.remove_outgoing(sender, seq).await {
@@ -328,62 +312,6 @@ async fn remove(router: &Router, sender: &ObjectKey, seq: i64) {
     }
 }
 
-/// Activates (here or on their owners) the senders that have undelivered
-/// messages, at most [`WAKE_BATCH`] of them: each delivers its own.
-pub(crate) async fn wake_senders(router: &Arc<Router>) {
-    let senders = match router.state_store.senders_with_pending(WAKE_BATCH).await {
-        Ok(senders) => senders,
-        Err(error) => {
-            tracing::warn!(%error, "cannot list the senders with undelivered messages");
-            return;
-        }
-    };
-    if senders.is_empty() {
-        return;
-    }
-    tracing::info!(
-        senders = senders.len(),
-        "waking senders with undelivered messages"
-    );
-    for sender in senders {
-        router.wake(
-            sender,
-            WAKE,
-            "cannot wake a sender with undelivered messages",
-        );
-    }
-}
-
-/// Wakes the senders with undelivered messages, and the objects with an
-/// interrupted keyed turn (`resume::wake_interrupted`), once at the start
-/// (a lone silo's own from before it stopped; a cluster's, whose owners
-/// may all be gone), then each time this silo declares another dead, until
-/// it stops: what a dead silo left half done is finished without waiting
-/// for callers.
-pub(crate) async fn run_wake_ups(
-    router: Arc<Router>,
-    deaths: Option<watch::Receiver<u64>>,
-    mut stopping: watch::Receiver<bool>,
-) {
-    wake_senders(&router).await;
-    crate::resume::wake_interrupted(&router).await;
-    let Some(mut deaths) = deaths else {
-        return;
-    };
-    loop {
-        tokio::select! {
-            _ = stopping.wait_for(|stop| *stop) => return,
-            changed = deaths.changed() => {
-                if changed.is_err() {
-                    return;
-                }
-            }
-        }
-        wake_senders(&router).await;
-        crate::resume::wake_interrupted(&router).await;
-    }
-}
-
 /// Dead letters listed at most at once, whatever a request asks.
 const MAX_LISTED: u32 = 10_000;
 
@@ -391,19 +319,19 @@ const MAX_LISTED: u32 = 10_000;
 /// many as fit in one reply (`payload-bytes`); the caller asks again for
 /// more after handling those.
 pub(crate) async fn dead_letters(
-    router: &Router,
+    store: &dyn StateStore,
+    payload_limit: usize,
     receiver_type: Option<String>,
     limit: u32,
 ) -> Result<Vec<DeadLetterInfo>, ReplyError> {
-    let letters = router
-        .state_store
+    let letters = store
         .dead_letters(receiver_type.as_deref(), limit.min(MAX_LISTED) as usize)
         .await
         .map_err(|error| ReplyError::Internal(format!("cannot list the dead letters: {error}")))?;
     // A letter's payload is at most `payload-bytes` (sends are checked),
     // and its names and reason fit in half a frame's overhead.
     const LETTER_FIELDS_BYTES: usize = 256;
-    let budget = router.config.limits.payload_bytes + rio_protocol::REPLY_FRAME_OVERHEAD_BYTES / 2;
+    let budget = payload_limit + rio_protocol::REPLY_FRAME_OVERHEAD_BYTES / 2;
     let mut listed_bytes = 0;
     Ok(letters
         .into_iter()

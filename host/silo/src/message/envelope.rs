@@ -7,9 +7,9 @@ use serde_bytes::ByteBuf;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use crate::ObjectKey;
-pub(crate) use crate::connection::ConnectionSink;
-use crate::deadlock::WaitEdge;
+use super::connection::ConnectionSink;
+use crate::base::ObjectKey;
+use crate::deadlock::{Refuse, WaitEdge};
 
 /// The objects whose turns are waiting, directly or not, on this message:
 /// the outermost caller first. A message to an object already in its own
@@ -102,10 +102,10 @@ pub(crate) enum ReplyTo {
 /// keep the message alive.
 pub(crate) struct Refusal(Weak<Mutex<Option<ReplyTo>>>);
 
-impl Refusal {
+impl Refuse for Refusal {
     /// Answers the message with `error` if nobody took its reply yet, so it
     /// will never run; false if it already runs, left, or was answered.
-    pub(crate) fn refuse(&self, error: ReplyError) -> bool {
+    fn refuse(&self, error: ReplyError) -> bool {
         let taken = self.0.upgrade().and_then(|slot| take(&slot));
         match taken {
             Some(reply) => {

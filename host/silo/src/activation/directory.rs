@@ -30,8 +30,8 @@ use tokio::sync::Notify;
 use rio_protocol::ReplyError;
 use tokio::sync::mpsc;
 
-use crate::ObjectKey;
-use crate::mailbox::{Envelope, MailboxReceiver, MailboxSender};
+use crate::base::ObjectKey;
+use crate::message::{Envelope, MailboxReceiver, MailboxSender};
 
 /// One object's place in the directory.
 enum Slot {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::SiloError;
+use super::ConfigError;
 
 /// A silo's TLS settings. Every silo of a cluster serves TLS or none does:
 /// peers connect to each other the way clients do.
@@ -34,9 +34,9 @@ impl SiloTls {
         certificate: &Path,
         key: &Path,
         ca: Option<&Path>,
-    ) -> Result<SiloTls, SiloError> {
+    ) -> Result<SiloTls, ConfigError> {
         let tls_error =
-            |path: &Path, what: String| SiloError::Tls(format!("{}: {what}", path.display()));
+            |path: &Path, what: String| ConfigError::Tls(format!("{}: {what}", path.display()));
         let chain_pem =
             std::fs::read(certificate).map_err(|e| tls_error(certificate, e.to_string()))?;
         let chain = CertificateDer::pem_slice_iter(&chain_pem)
@@ -51,7 +51,7 @@ impl SiloTls {
             rustls::crypto::ring::default_provider(),
         ))
         .with_safe_default_protocol_versions()
-        .map_err(|e| SiloError::Tls(e.to_string()))?
+        .map_err(|e| ConfigError::Tls(e.to_string()))?
         .with_no_client_auth()
         .with_single_cert(chain, key_der)
         .map_err(|e| {
@@ -64,7 +64,7 @@ impl SiloTls {
             Some(ca) => rio_client::TlsConfig::from_ca_file(ca),
             None => rio_client::TlsConfig::from_ca_pem(&chain_pem),
         }
-        .map_err(|e| SiloError::Tls(e.to_string()))?;
+        .map_err(|e| ConfigError::Tls(e.to_string()))?;
         Ok(SiloTls {
             acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(server)),
             peers,

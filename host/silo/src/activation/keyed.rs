@@ -1,0 +1,189 @@
+//! Keyed turns in an activation: the reply kept under an idempotency key,
+//! and an interrupted keyed turn (see `effects::resume`), which runs again
+//! before any other turn, is retried within its budget and is forgotten
+//! once it has ended.
+
+use rio_protocol::ReplyError;
+use tokio::time::Instant;
+
+use super::{Activation, Hook};
+use crate::base::reserved::INTENT_KEY;
+use crate::effects::resume::{self, Intent, Interrupted, RESUME_ATTEMPTS};
+use crate::message::empty_chain;
+use crate::storage::Commit;
+
+impl Activation {
+    /// A live instance with no unfinished keyed turn: activates the object
+    /// if needed, then runs an interrupted keyed turn again if there is
+    /// one. While that turn stays unfinished, other messages are refused
+    /// `unavailable` (nothing of theirs ran), so that it alone sees the
+    /// state its first attempt saw.
+    pub(super) async fn ready_for_turn(&mut self) -> Result<(), ReplyError> {
+        if self.live.is_none() {
+            self.activate().await?;
+        }
+        if self.interrupted.is_none() {
+            return Ok(());
+        }
+        self.finish_interrupted().await?;
+        if self.live.is_none() {
+            self.activate().await?;
+        }
+        match &self.interrupted {
+            None => Ok(()),
+            Some(interrupted) => Err(self.unfinished(interrupted, "its intent was loaded again")),
+        }
+    }
+
+    /// Runs the interrupted keyed turn once more; `Err` while it is still
+    /// unfinished. After [`RESUME_ATTEMPTS`] it is given up (an error in
+    /// the log): its calls' effects stand without it.
+    pub(super) async fn finish_interrupted(&mut self) -> Result<(), ReplyError> {
+        let Some(Interrupted { intent, attempts }) = self.interrupted.take() else {
+            return Ok(());
+        };
+        let attempt = attempts + 1;
+        // Committed after all (its commit's answer was lost): nothing to run.
+        match self.stored_reply(&intent.key).await {
+            Ok(None) => {}
+            Ok(Some(_)) => {
+                let live = self.live.as_ref();
+                if live.is_some_and(|live| live.store.data().intent_stored.is_some()) {
+                    self.forget_intent().await;
+                }
+                return Ok(());
+            }
+            Err(error) => {
+                self.interrupted = Some(Interrupted { intent, attempts });
+                return Err(error);
+            }
+        }
+        tracing::info!(object = %self.key, key = %intent.key, attempt, "running an interrupted keyed turn again before any other turn");
+        let hook = Hook::Handle {
+            message_type: intent.message_type.clone(),
+            payload: intent.payload.clone(),
+            idempotency_key: Some(intent.key.clone()),
+        };
+        let deadline = Instant::now() + self.ctx.config.turn_deadline;
+        self.rerunning = true;
+        let result = self.turn(hook, &empty_chain(), deadline).await;
+        self.rerunning = false;
+        let error = match result {
+            Ok(_) => {
+                tracing::info!(object = %self.key, key = %intent.key, "interrupted keyed turn finished");
+                return Ok(());
+            }
+            Err(error) => error,
+        };
+        let Some(again) = self.interrupted.as_mut() else {
+            // It ended for good (its intent is deleted), or the object moved.
+            tracing::info!(object = %self.key, key = %intent.key, %error, "interrupted keyed turn ended with an error");
+            return Ok(());
+        };
+        again.attempts = attempt;
+        if attempt < RESUME_ATTEMPTS {
+            let interrupted = self.interrupted.as_ref().expect("just set");
+            return Err(self.unfinished(interrupted, &error.to_string()));
+        }
+        tracing::error!(object = %self.key, key = %intent.key, attempt, %error, "gave up an interrupted keyed turn: the effects of its calls may stand without its own");
+        self.interrupted = None;
+        self.forget_intent().await;
+        Ok(())
+    }
+
+    pub(super) fn unfinished(&self, interrupted: &Interrupted, why: &str) -> ReplyError {
+        ReplyError::Unavailable(format!(
+            "{} is finishing an interrupted keyed turn first (attempt {} of {RESUME_ATTEMPTS}: {why}); nothing of this message ran, retry it",
+            self.key, interrupted.attempts
+        ))
+    }
+
+    /// A keyed turn failed after its intent was stored: it either ended for
+    /// good (its intent is deleted) or runs again before the next turn.
+    pub(super) async fn after_failed_keyed_turn(&mut self, error: &ReplyError) {
+        let Some(live) = self.live.as_mut() else {
+            return;
+        };
+        let data = live.store.data_mut();
+        let Some(intent) = data.turn_intent.take() else {
+            return;
+        };
+        if data.intent_stored.as_ref() != Some(&intent.key) || self.moved_away {
+            // It never called out, or the object's new owner finishes it.
+            return;
+        }
+        let ends = match self.rerunning {
+            true => resume::ends_a_rerun(error),
+            false => resume::ends_the_turn(error),
+        };
+        if ends {
+            self.forget_intent().await;
+        } else {
+            self.interrupted = Some(Interrupted {
+                intent,
+                attempts: 0,
+            });
+        }
+    }
+
+    /// Deletes the object's stored intent. If that fails the intent stays,
+    /// and the next activation runs its turn again (which ends the same way).
+    pub(super) async fn forget_intent(&mut self) {
+        let commit = Commit {
+            writes: vec![(INTENT_KEY.to_string(), None)],
+            ..Commit::default()
+        };
+        match self.ctx.effects.committer.commit(&self.key, commit).await {
+            Ok(()) => {
+                if let Some(live) = self.live.as_mut() {
+                    live.store.data_mut().intent_stored = None;
+                }
+            }
+            Err(error) => {
+                tracing::warn!(object = %self.key, %error, "cannot delete an ended keyed turn's intent; the object's next activation runs it again");
+            }
+        }
+    }
+
+    /// The reply committed under idempotency key `key`: remembered here, or
+    /// read from the store (an earlier activation or another silo may have
+    /// committed it).
+    pub(super) async fn stored_reply(&mut self, key: &str) -> Result<Option<Vec<u8>>, ReplyError> {
+        let retention = self.ctx.config.idempotency_retention;
+        if let Some(reply) = self
+            .recent_replies
+            .get(key, retention, self.ctx.clock.now())
+        {
+            return Ok(Some(reply));
+        }
+        self.ctx
+            .effects
+            .store()
+            .stored_reply(&self.key, key)
+            .await
+            .map_err(|error| {
+                ReplyError::Internal(format!(
+                    "cannot read the stored replies of {}: {error}",
+                    self.key
+                ))
+            })
+    }
+
+    /// An intent loaded with the object's state: its turn runs again before
+    /// any other (keeping the count of attempts this activation made).
+    pub(super) fn loaded_intent(&mut self, bytes: &[u8]) -> Option<Intent> {
+        let Some(intent) = Intent::decode(bytes) else {
+            tracing::warn!(object = %self.key, "dropping a stored keyed-turn intent that cannot be read");
+            return None;
+        };
+        let attempts = match self.interrupted.take() {
+            Some(interrupted) if interrupted.intent.key == intent.key => interrupted.attempts,
+            _ => 0,
+        };
+        self.interrupted = Some(Interrupted {
+            intent: intent.clone(),
+            attempts,
+        });
+        Some(intent)
+    }
+}

@@ -1,0 +1,72 @@
+//! Rank 2: what the silo counts about itself, in one place: every counter
+//! a `Stats` request answers (and, later, metrics) lives in [`Counters`],
+//! which each part is handed and only adds to; memory is read in `memory`.
+
+pub(crate) mod memory;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use rio_protocol::SiloStats;
+
+pub(crate) use self::memory::ResidentGauge;
+
+/// Every counter of the silo. Parts hold an `Arc` of it; none reads
+/// another's counters, only [`Counters::stats`] reads them all.
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) activations_total: AtomicU64,
+    pub(crate) activation_nanos_total: AtomicU64,
+    pub(crate) deactivations_total: AtomicU64,
+    pub(crate) forwarded_total: AtomicU64,
+    /// Instances alive now (an activation whose instance was dropped after
+    /// a trap holds none until its next message).
+    pub(crate) live_instances: AtomicU64,
+    /// Components compiled by this silo, and loaded from its cache.
+    pub(crate) components_compiled: AtomicU64,
+    pub(crate) components_loaded: AtomicU64,
+    /// Shared with the wire server's connections, each of which holds it.
+    pub(crate) connections: Arc<ConnectionCounters>,
+}
+
+/// Counters of the silo's connections.
+#[derive(Default)]
+pub(crate) struct ConnectionCounters {
+    /// Connections accepted and not yet closed.
+    pub(crate) open: AtomicU64,
+    /// Connections refused because the silo had its maximum open.
+    pub(crate) refused: AtomicU64,
+    /// Connections closed for misbehaving: no hello in time, a bad frame,
+    /// replies left unread.
+    pub(crate) closed_misbehaving: AtomicU64,
+    /// Connections closed after their idle timeout.
+    pub(crate) closed_idle: AtomicU64,
+    /// Connections refused at their hello for a wrong or missing token.
+    pub(crate) unauthorized: AtomicU64,
+    /// Refused connections still being told why.
+    pub(crate) refusing: AtomicUsize,
+}
+
+impl Counters {
+    /// What a `Stats` request answers.
+    pub(crate) fn stats(&self) -> SiloStats {
+        let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        let connections = &self.connections;
+        SiloStats {
+            live_activations: read(&self.live_instances),
+            activations_total: read(&self.activations_total),
+            activation_nanos_total: read(&self.activation_nanos_total),
+            deactivations_total: read(&self.deactivations_total),
+            resident_bytes: memory::resident_bytes(),
+            proportional_bytes: memory::proportional_bytes(),
+            components_compiled: read(&self.components_compiled),
+            components_loaded: read(&self.components_loaded),
+            forwarded_total: read(&self.forwarded_total),
+            connections_open: read(&connections.open),
+            connections_refused: read(&connections.refused),
+            connections_closed_misbehaving: read(&connections.closed_misbehaving),
+            connections_closed_idle: read(&connections.closed_idle),
+            connections_unauthorized: read(&connections.unauthorized),
+        }
+    }
+}

@@ -1,0 +1,333 @@
+//! Delivers a message to an object: into its mailbox on this silo,
+//! activating it if needed, or, in a cluster, to the silo that owns it.
+
+mod forward;
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+
+use rio_protocol::{MemberInfo, ReplyError};
+use tokio::sync::oneshot;
+
+use crate::activation::directory::{Delivery, Vacancy};
+use crate::activation::{self, Context, Links};
+use crate::base::ObjectKey;
+use crate::base::clock::now_us;
+use crate::base::reserved::INTENT_KEY;
+use crate::deadlock::{Deadlock, WaitEdge, WaitGraph};
+use crate::host::{Messenger, TurnCall};
+use crate::message::{Dispatch, Envelope, ReplyTo};
+use crate::observe::ResidentGauge;
+use crate::storage::Commit;
+
+/// Delivers messages to objects: here, activating them if needed, or to
+/// the silo that owns them. The one implementation of `Dispatch` and
+/// `Messenger`, which is all that the parts below it see of it.
+pub(crate) struct Router {
+    pub(crate) ctx: Arc<Context>,
+    /// The `Arc` this router lives in, for the tasks and activations it
+    /// starts (each holds the router).
+    this: Weak<Router>,
+    closing: AtomicBool,
+    /// Which turns wait on which objects, to refuse calls that would deadlock.
+    pub(crate) waits: WaitGraph,
+    /// The silo's resident memory, sampled while a memory budget is set.
+    resident: ResidentGauge,
+}
+
+impl Router {
+    pub(crate) fn new(ctx: Arc<Context>) -> Arc<Router> {
+        let resident = ResidentGauge::new(ctx.config.memory_budget_bytes.is_some());
+        Arc::new_cyclic(|this| Router {
+            ctx,
+            this: this.clone(),
+            closing: AtomicBool::new(false),
+            waits: WaitGraph::default(),
+            resident,
+        })
+    }
+
+    /// This router as its `Arc`: `None` only while it is being dropped.
+    fn this(&self) -> Option<Arc<Router>> {
+        self.this.upgrade()
+    }
+
+    /// How the parts below reach this router.
+    fn links(self: Arc<Self>) -> Links {
+        Links {
+            dispatch: self.clone(),
+            messenger: self,
+        }
+    }
+
+    pub(crate) fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Relaxed)
+    }
+
+    /// The cluster's silos, or this one alone.
+    pub(crate) async fn members(&self) -> Result<Vec<MemberInfo>, ReplyError> {
+        let Some(cluster) = &self.ctx.cluster else {
+            return Ok(vec![MemberInfo {
+                address: self.ctx.address.get().cloned().unwrap_or_default(),
+                generation: self.ctx.effects.committer.generation(),
+                status: "active".into(),
+                heartbeat_ms: crate::base::clock::now_ms(),
+            }]);
+        };
+        let members = cluster
+            .refresh_view()
+            .await
+            .map_err(|error| ReplyError::Internal(format!("cluster store: {error}")))?;
+        Ok(members
+            .into_iter()
+            .map(|member| MemberInfo {
+                address: member.silo.address,
+                generation: member.silo.generation,
+                status: member.status.as_str().into(),
+                heartbeat_ms: member.heartbeat_ms,
+            })
+            .collect())
+    }
+
+    /// Refuse new messages from now on; used when the silo stops.
+    pub(crate) fn close(&self) {
+        self.closing.store(true, Ordering::SeqCst);
+    }
+
+    /// Sends a message from a guest's turn and waits for the reply, at most
+    /// until `deadline` (the turn's own). `wait` is the turn's wait in the
+    /// wait-for graph (none for a call back into its own chain): while the
+    /// message waits in a mailbox here, the graph may refuse it.
+    async fn call_from_turn(
+        self: &Arc<Self>,
+        call: TurnCall,
+        wait: Option<&WaitEdge>,
+    ) -> Result<Vec<u8>, ReplyError> {
+        let (reply, reply_received) = oneshot::channel();
+        let mut reply = ReplyTo::Caller(reply);
+        if let Some(wait) = wait {
+            let (refusable, refusal) = reply.make_refusable();
+            reply = refusable;
+            if let Some(refusal) = refusal {
+                wait.arm(refusal);
+            }
+        }
+        let key = call.callee;
+        let mut envelope = Envelope::new(
+            call.message_type,
+            call.payload,
+            call.call_chain,
+            reply,
+            call.deadline,
+        );
+        envelope.waiting_since_us = Some(wait.map_or_else(now_us, WaitEdge::since_us));
+        envelope.idempotency_key = call.idempotency_key;
+        self.route(key, envelope);
+        reply_received.await.unwrap_or_else(|_| {
+            Err(ReplyError::Internal(
+                "the callee dropped the message".into(),
+            ))
+        })
+    }
+
+    /// Puts `envelope` in the mailbox of `key`, activating the object if it
+    /// has no activation. Never waits on a turn: failures go to the envelope's
+    /// reply, and a message for an object being deactivated waits in its
+    /// slot and is sent again, in order, once the deactivation is done.
+    pub(crate) fn route(&self, key: ObjectKey, mut envelope: Envelope) {
+        // A stopping silo in a cluster still passes messages on.
+        if self.ctx.cluster.is_none() && self.closing.load(Ordering::Relaxed) {
+            return envelope.reply.send(Err(ReplyError::Overloaded(
+                "the silo is shutting down".into(),
+            )));
+        }
+        if let Err(error) = self.within_name_limits(&key) {
+            return envelope.reply.send(Err(error));
+        }
+        let payload_limit = self.ctx.config.limits.payload_bytes;
+        if envelope.payload.len() > payload_limit {
+            return envelope.reply.send(Err(ReplyError::BadRequest(format!(
+                "the message to {key} is {} bytes, over the silo's limit `payload-bytes` of {payload_limit} bytes",
+                envelope.payload.len()
+            ))));
+        }
+        if envelope.call_chain.contains(&key) {
+            let chain: Vec<String> = envelope
+                .call_chain
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            let message = format!("{} -> {key}", chain.join(" -> "));
+            return envelope.reply.send(Err(ReplyError::Cycle(message)));
+        }
+        if envelope.expired() {
+            let message = format!("the call to {key} passed its deadline before it ran");
+            return envelope.reply.send(Err(ReplyError::Timeout(message)));
+        }
+        // A call from a turn on another silo: record its wait here, where it
+        // may close a cycle with this silo's own waits. (A local caller's
+        // wait was recorded when its guest called.)
+        if envelope.hops > 0
+            && envelope.wait_edge.is_none()
+            && let (Some(caller), Some(since)) = (envelope.caller(), envelope.waiting_since_us)
+        {
+            match self.waits.wait(caller, &key, Some(since)) {
+                Ok(edge) => {
+                    let (reply, refusal) = envelope.reply.make_refusable();
+                    envelope.reply = reply;
+                    if let Some(refusal) = refusal {
+                        edge.arm(refusal);
+                    }
+                    envelope.wait_edge = Some(edge);
+                }
+                Err(Deadlock(message)) => {
+                    return envelope.reply.send(Err(ReplyError::Deadlock(message)));
+                }
+            }
+        }
+        // Another silo chose this one for the object, if it opens a placement.
+        let sent_to_me = envelope.hops > 0;
+        // Looked up only for an object without a slot: a live activation
+        // implies its type.
+        let mut deployed = None;
+        let delivery = self.ctx.directory.deliver(&key, envelope, |occupancy| {
+            if self.ctx.cluster.is_some() {
+                return Vacancy::Place;
+            }
+            match self.ctx.deployments.get(&key.service_type) {
+                Some(found) => {
+                    deployed = Some(found);
+                    Vacancy::Activate {
+                        full: self.full(occupancy),
+                    }
+                }
+                None => {
+                    let service_type = key.service_type.to_string();
+                    Vacancy::Refuse(ReplyError::UnknownType { service_type })
+                }
+            }
+        });
+        // A router being dropped starts nothing more: the messages in the
+        // slot are dropped with it, which their callers hear as `internal`.
+        let Some(router) = self.this() else {
+            return;
+        };
+        match delivery {
+            Delivery::Queued => {}
+            Delivery::Refused(envelope, error) => envelope.reply.send(Err(error)),
+            Delivery::Place => {
+                self.ctx
+                    .effects
+                    .tasks
+                    .spawn(async move { router.place(key, sent_to_me).await });
+            }
+            Delivery::Activate(inbox, handle) => match deployed {
+                Some(deployed) => {
+                    activation::spawn(&self.ctx, router.links(), key, deployed, inbox, handle)
+                }
+                // `Activate` comes only from the branch that found the type.
+                None => tracing::error!(object = %key, "a mailbox opened for no deployment"),
+            },
+        }
+    }
+}
+
+impl Router {
+    /// The refusal a new activation gets when the silo is at capacity
+    /// (`occupancy` activations, or resident memory over the budget) and
+    /// no activation is idle; `None` while there is room.
+    fn full(&self, occupancy: usize) -> Option<ReplyError> {
+        if let Some(max) = self.ctx.config.max_activations
+            && occupancy >= max
+        {
+            return Some(ReplyError::Overloaded(format!(
+                "the silo holds {occupancy} activations, its limit `max-activations`, and none is idle to make room"
+            )));
+        }
+        let budget = self.ctx.config.memory_budget_bytes?;
+        let resident = self.resident.bytes();
+        (resident > budget).then(|| {
+            ReplyError::Overloaded(format!(
+                "the silo's resident memory of {} MiB is over its budget of {} MiB, and no activation is idle to make room",
+                resident >> 20,
+                budget >> 20
+            ))
+        })
+    }
+
+    /// Refuses an object whose type or id is longer than the limits allow,
+    /// before it takes a slot in the directory (or a row in a store).
+    fn within_name_limits(&self, key: &ObjectKey) -> Result<(), ReplyError> {
+        let limits = &self.ctx.config.limits;
+        let checks = [
+            (
+                "service type",
+                "service-type-bytes",
+                key.service_type.len(),
+                limits.service_type_bytes,
+            ),
+            (
+                "object id",
+                "object-id-bytes",
+                key.object_id.len(),
+                limits.object_id_bytes,
+            ),
+        ];
+        for (what, name, size, limit) in checks {
+            if size > limit {
+                return Err(ReplyError::BadRequest(format!(
+                    "the {what} is {size} bytes, over the silo's limit `{name}` of {limit} bytes"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The host imports' view of the router.
+impl Messenger for Router {
+    fn wait(&self, caller: &ObjectKey, callee: &ObjectKey) -> Result<WaitEdge, Deadlock> {
+        self.waits.wait(caller, callee, None)
+    }
+
+    fn call<'a>(
+        self: Arc<Self>,
+        call: TurnCall,
+        wait: Option<&'a WaitEdge>,
+    ) -> Pin<Box<dyn Future<Output = Result<Vec<u8>, ReplyError>> + Send + 'a>> {
+        Box::pin(async move { self.call_from_turn(call, wait).await })
+    }
+
+    fn record_intent(
+        self: Arc<Self>,
+        object: ObjectKey,
+        intent: Vec<u8>,
+    ) -> Pin<Box<dyn Future<Output = Result<(), ReplyError>> + Send>> {
+        Box::pin(async move {
+            let commit = Commit {
+                writes: vec![(INTENT_KEY.to_string(), Some(intent))],
+                ..Commit::default()
+            };
+            self.ctx
+                .effects
+                .committer
+                .commit(&object, commit)
+                .await
+                .map_err(|failure| {
+                    failure.reply(
+                        &object,
+                        "its turn was stopped before its first call",
+                        &format!("store the keyed turn of {object} before its first call"),
+                    )
+                })
+        })
+    }
+}
+
+/// What activations, outboxes and wake-ups see of the router.
+impl Dispatch for Router {
+    fn dispatch(&self, key: ObjectKey, envelope: Envelope) {
+        self.route(key, envelope);
+    }
+}
