@@ -56,18 +56,18 @@ use redis::{RedisError, Script};
 #[cfg(test)]
 use super::StateWrite;
 use super::{
-    ClusterStore, Commit, ComponentStore, DeadLetter, Member, MembershipStore, PendingOutbox,
-    PlacementStore, SiloId, SiloStatus, StateStore, StorageError, StoredEntry, redact,
+    ClusterStore, Commit, DeadLetter, Member, MembershipStore, PendingOutbox, PlacementStore,
+    SiloId, SiloStatus, StateStore, StorageError, StoredEntry, redact,
 };
 use crate::ObjectKey;
 
+mod components;
 mod outbox;
 #[cfg(test)]
 mod tests;
 
 const MEMBERS: &str = "rio:members";
 const REPLY_AGES: &str = "rio:reply-ages";
-const DEPLOYMENTS: &str = "rio:deployments";
 /// The state hashes that hold an interrupted keyed turn (see `resume`).
 const INTERRUPTED: &str = "rio:interrupted";
 
@@ -255,18 +255,6 @@ return 1
     )
 });
 
-/// Points type `ARGV[1]` at `ARGV[2]` if the component `KEYS[1]` is stored,
-/// so a deployment can never name bytes no silo can load.
-static SET_DEPLOYMENT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-return 1
-",
-    )
-});
-
 /// The fields of the state hash `KEYS[1]`, each with its value's length
 /// and the value itself when it is at most `ARGV[1]` bytes (nil otherwise),
 /// as one flat list of triples.
@@ -356,10 +344,6 @@ fn replies_key(object: &ObjectKey) -> String {
 
 fn placement_key(object: &ObjectKey) -> String {
     object_key("placement", object)
-}
-
-fn component_key(content_hash: &str) -> String {
-    format!("rio:component:{content_hash}")
 }
 
 fn owned_key(silo: &SiloId) -> String {
@@ -611,69 +595,6 @@ impl StateStore for RedisStore {
             .await
             .map_err(backend)?;
         keys.iter().map(|key| object_of_key("state", key)).collect()
-    }
-}
-
-#[async_trait]
-impl ComponentStore for RedisStore {
-    async fn put_component(&self, content_hash: &str, bytes: &[u8]) -> Result<(), StorageError> {
-        redis::cmd("SET")
-            .arg(component_key(content_hash))
-            .arg(bytes)
-            .arg("NX")
-            .query_async::<()>(&mut self.connection())
-            .await
-            .map_err(backend)
-    }
-
-    async fn component(&self, content_hash: &str) -> Result<Option<Vec<u8>>, StorageError> {
-        redis::cmd("GET")
-            .arg(component_key(content_hash))
-            .query_async(&mut self.connection())
-            .await
-            .map_err(backend)
-    }
-
-    async fn set_deployment(
-        &self,
-        service_type: &str,
-        content_hash: &str,
-    ) -> Result<(), StorageError> {
-        let deployed: bool = SET_DEPLOYMENT
-            .key(component_key(content_hash))
-            .key(DEPLOYMENTS)
-            .arg(service_type)
-            .arg(content_hash)
-            .invoke_async(&mut self.connection())
-            .await
-            .map_err(backend)?;
-        if deployed {
-            Ok(())
-        } else {
-            Err(StorageError::Backend(format!(
-                "cannot deploy {service_type}: no component stored under {content_hash}"
-            )))
-        }
-    }
-
-    async fn deployments(&self) -> Result<Vec<(String, String)>, StorageError> {
-        let mut deployments: Vec<(String, String)> = redis::cmd("HGETALL")
-            .arg(DEPLOYMENTS)
-            .query_async(&mut self.connection())
-            .await
-            .map_err(backend)?;
-        deployments.sort();
-        Ok(deployments)
-    }
-
-    async fn remove_deployment(&self, service_type: &str) -> Result<bool, StorageError> {
-        let removed: i64 = redis::cmd("HDEL")
-            .arg(DEPLOYMENTS)
-            .arg(service_type)
-            .query_async(&mut self.connection())
-            .await
-            .map_err(backend)?;
-        Ok(removed > 0)
     }
 }
 
