@@ -53,17 +53,19 @@ use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisError, Script};
 
+use self::placement::placement_key;
 #[cfg(test)]
 use super::StateWrite;
 use super::{
-    ClusterStore, Commit, DeadLetter, PendingOutbox, PlacementStore, SiloId, StateStore,
-    StorageError, StoredEntry, redact,
+    ClusterStore, Commit, DeadLetter, PendingOutbox, SiloId, StateStore, StorageError, StoredEntry,
+    redact,
 };
 use crate::ObjectKey;
 
 mod components;
 mod membership;
 mod outbox;
+mod placement;
 #[cfg(test)]
 mod tests;
 
@@ -77,9 +79,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// megabytes, short enough that a hung server fails a turn rather than
 /// stalling it forever.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Placement keys `release_all` drops per script run: one run blocks the
-/// whole server, so a dead silo's thousands of objects go in slices.
-const RELEASE_BATCH: usize = 500;
 
 /// Applies a turn to the state hash `KEYS[1]` if the placement entry
 /// `KEYS[2]` names `ARGV[1]`: `ARGV[2]` fields to set follow as field, value
@@ -150,66 +149,6 @@ for _, entry in ipairs(entries) do
   redis.call('ZREM', KEYS[1], entry)
 end
 return #entries
-",
-    )
-});
-
-/// Gives `ARGV[1]` the key `KEYS[1]` unless someone has it; answers the owner.
-static CLAIM: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-local owner = redis.call('GET', KEYS[1])
-if owner then return owner end
-redis.call('SET', KEYS[1], ARGV[1])
-redis.call('SADD', KEYS[2], KEYS[1])
-return ARGV[1]
-",
-    )
-});
-
-/// Moves `KEYS[1]` from `ARGV[1]` to `ARGV[2]` if `ARGV[1]` still has it;
-/// answers the owner afterwards, nil if there is none.
-static TAKE_OVER: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-local owner = redis.call('GET', KEYS[1])
-if not owner then return false end
-if owner ~= ARGV[1] then return owner end
-redis.call('SET', KEYS[1], ARGV[2])
-redis.call('SREM', KEYS[2], KEYS[1])
-redis.call('SADD', KEYS[3], KEYS[1])
-return ARGV[2]
-",
-    )
-});
-
-/// Drops `KEYS[1]` if `ARGV[1]` owns it.
-static RELEASE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('DEL', KEYS[1])
-end
-redis.call('SREM', KEYS[2], KEYS[1])
-return 0
-",
-    )
-});
-
-/// Pops up to `ARGV[2]` keys from the owned set `KEYS[1]` and drops those
-/// `ARGV[1]` still owns; answers {dropped, popped}.
-static RELEASE_SOME: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-local keys = redis.call('SPOP', KEYS[1], tonumber(ARGV[2]))
-local released = 0
-for _, key in ipairs(keys) do
-  if redis.call('GET', key) == ARGV[1] then
-    redis.call('DEL', key)
-    released = released + 1
-  end
-end
-return {released, #keys}
 ",
     )
 });
@@ -299,14 +238,6 @@ fn object_of_key(kind: &str, key: &str) -> Result<ObjectKey, StorageError> {
 
 fn replies_key(object: &ObjectKey) -> String {
     object_key("replies", object)
-}
-
-fn placement_key(object: &ObjectKey) -> String {
-    object_key("placement", object)
-}
-
-fn owned_key(silo: &SiloId) -> String {
-    format!("rio:owned:{silo}")
 }
 
 /// The silo written as `address#generation`.
@@ -536,76 +467,5 @@ impl StateStore for RedisStore {
             .await
             .map_err(backend)?;
         keys.iter().map(|key| object_of_key("state", key)).collect()
-    }
-}
-
-#[async_trait]
-impl PlacementStore for RedisStore {
-    async fn owner(&self, object: &ObjectKey) -> Result<Option<SiloId>, StorageError> {
-        let owner: Option<String> = redis::cmd("GET")
-            .arg(placement_key(object))
-            .query_async(&mut self.connection())
-            .await
-            .map_err(backend)?;
-        owner.as_deref().map(parse_silo).transpose()
-    }
-
-    async fn claim(&self, object: &ObjectKey, silo: &SiloId) -> Result<SiloId, StorageError> {
-        let owner: String = CLAIM
-            .key(placement_key(object))
-            .key(owned_key(silo))
-            .arg(silo.to_string())
-            .invoke_async(&mut self.connection())
-            .await
-            .map_err(backend)?;
-        parse_silo(&owner)
-    }
-
-    async fn take_over(
-        &self,
-        object: &ObjectKey,
-        from: &SiloId,
-        to: &SiloId,
-    ) -> Result<Option<SiloId>, StorageError> {
-        let owner: Option<String> = TAKE_OVER
-            .key(placement_key(object))
-            .key(owned_key(from))
-            .key(owned_key(to))
-            .arg(from.to_string())
-            .arg(to.to_string())
-            .invoke_async(&mut self.connection())
-            .await
-            .map_err(backend)?;
-        owner.as_deref().map(parse_silo).transpose()
-    }
-
-    async fn release(&self, object: &ObjectKey, silo: &SiloId) -> Result<(), StorageError> {
-        RELEASE
-            .key(placement_key(object))
-            .key(owned_key(silo))
-            .arg(silo.to_string())
-            .invoke_async::<()>(&mut self.connection())
-            .await
-            .map_err(backend)
-    }
-
-    async fn release_all(&self, silo: &SiloId) -> Result<u64, StorageError> {
-        let owned = owned_key(silo);
-        let silo = silo.to_string();
-        let mut connection = self.connection();
-        let mut released = 0;
-        loop {
-            let (dropped, popped): (u64, u64) = RELEASE_SOME
-                .key(&owned)
-                .arg(&silo)
-                .arg(RELEASE_BATCH)
-                .invoke_async(&mut connection)
-                .await
-                .map_err(backend)?;
-            released += dropped;
-            if popped == 0 {
-                return Ok(released);
-            }
-        }
     }
 }
