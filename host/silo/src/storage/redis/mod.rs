@@ -54,6 +54,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisError, Script};
 
 use self::placement::placement_key;
+use self::replies::{REPLY_AGES, replies_key};
 #[cfg(test)]
 use super::StateWrite;
 use super::{
@@ -66,10 +67,10 @@ mod components;
 mod membership;
 mod outbox;
 mod placement;
+mod replies;
 #[cfg(test)]
 mod tests;
 
-const REPLY_AGES: &str = "rio:reply-ages";
 /// The state hashes that hold an interrupted keyed turn (see `resume`).
 const INTERRUPTED: &str = "rio:interrupted";
 
@@ -130,25 +131,6 @@ if KEYS[8] then
   end
 end
 return 1
-",
-    )
-});
-
-/// Deletes at most `ARGV[2]` reply records scored below `ARGV[1]` in the
-/// age index `KEYS[1]`, from their objects' hashes and from the index;
-/// answers how many.
-static SWEEP_REPLIES: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-local entries = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
-for _, entry in ipairs(entries) do
-  local colon = string.find(entry, ':', 1, true)
-  local length = tonumber(string.sub(entry, 1, colon - 1))
-  local hash = string.sub(entry, colon + 1, colon + length)
-  redis.call('HDEL', hash, string.sub(entry, colon + length + 1))
-  redis.call('ZREM', KEYS[1], entry)
-end
-return #entries
 ",
     )
 });
@@ -234,10 +216,6 @@ fn object_of_key(kind: &str, key: &str) -> Result<ObjectKey, StorageError> {
         .and_then(|tail| tail.strip_prefix(':'))
         .ok_or_else(malformed)?;
     Ok(ObjectKey::new(service_type, object_id))
-}
-
-fn replies_key(object: &ObjectKey) -> String {
-    object_key("replies", object)
 }
 
 /// The silo written as `address#generation`.
@@ -413,12 +391,7 @@ impl StateStore for RedisStore {
         object: &ObjectKey,
         key: &str,
     ) -> Result<Option<Vec<u8>>, StorageError> {
-        redis::cmd("HGET")
-            .arg(replies_key(object))
-            .arg(key)
-            .query_async(&mut self.connection())
-            .await
-            .map_err(backend)
+        replies::stored(self.connection(), object, key).await
     }
 
     async fn sweep_replies(
@@ -426,13 +399,7 @@ impl StateStore for RedisStore {
         stored_before_ms: i64,
         limit: usize,
     ) -> Result<u64, StorageError> {
-        SWEEP_REPLIES
-            .key(REPLY_AGES)
-            .arg(stored_before_ms)
-            .arg(limit)
-            .invoke_async(&mut self.connection())
-            .await
-            .map_err(backend)
+        replies::sweep(self.connection(), stored_before_ms, limit).await
     }
 
     async fn pending_outbox(&self, sender: &ObjectKey) -> Result<PendingOutbox, StorageError> {
