@@ -11,7 +11,10 @@ use std::io::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use super::membership::{MEMBERS, parse_member};
+use super::placement::RELEASE_BATCH;
 use super::*;
+use crate::storage::{PlacementStore, SiloStatus, StateStore, StateWrite};
 
 fn server_url() -> String {
     std::env::var("RIO_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into())
