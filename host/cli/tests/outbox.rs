@@ -957,3 +957,46 @@ async fn lone_bank_under(fault: LoneFault) {
     assert!(retries > 0, "no transfer was in flight when the silo died");
     silo.stop();
 }
+
+/// Every `rio:` message type is the silo's own: a client calling one, or a
+/// guest calling or sending one, is refused and nothing runs. (Before the
+/// names were checked in one place, a call typed `rio:wake-outbox` was
+/// answered `ok` without the guest running.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reserved_message_types_are_refused_from_clients_and_guests() {
+    let data = tempfile::tempdir().unwrap();
+    let silo = SiloProcess::start(data.path());
+    deploy_counter(&silo.address).await;
+    let client = Client::connect(&silo.address).await.unwrap();
+    let refused_as_reserved = |result: Result<Value, ClientError>, what: &str| match result {
+        Err(ClientError::Reply(ReplyError::BadRequest(message))) => {
+            assert!(message.contains("reserved"), "{what}: {message}")
+        }
+        other => panic!("{what} answered {other:?}"),
+    };
+    for reserved in ["rio:wake-outbox", "rio:wake-interrupted", "rio:anything"] {
+        let called = client.call("Counter", "r", reserved, &json!({})).await;
+        refused_as_reserved(called, &format!("a client's call of {reserved}"));
+        let relay = json!({"service_type": "Counter", "object_id": "t", "message_type": reserved});
+        let relayed: Result<Value, _> = client.call("Counter", "r", "relay", &relay).await;
+        match relayed {
+            Err(error) => assert!(
+                error.to_string().contains("reserved"),
+                "a guest's call of {reserved}: {error}"
+            ),
+            Ok(reply) => panic!("a guest's call of {reserved} answered {reply}"),
+        }
+        let sends = json!({"target": "t", "items": [1], "message_type": reserved});
+        let sent: Result<Value, _> = client.call("Counter", "r", "send-items", &sends).await;
+        assert!(
+            sent.is_err(),
+            "a guest's send of {reserved} answered {sent:?}"
+        );
+    }
+    // Nothing ran: the counter that every message named is untouched, and
+    // the sender's refused turns committed no send.
+    assert_eq!(counter_value(&client, "t").await, 0);
+    assert_eq!(counter_value(&client, "r").await, 0);
+    assert!(seen(&client, "t").await.is_empty());
+    silo.stop();
+}

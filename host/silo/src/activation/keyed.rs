@@ -6,7 +6,7 @@
 use rio_protocol::ReplyError;
 use tokio::time::Instant;
 
-use super::{Activation, Hook};
+use super::{Activation, Hook, LiveInstance};
 use crate::base::reserved::INTENT_KEY;
 use crate::effects::resume::{self, Intent, Interrupted, RESUME_ATTEMPTS};
 use crate::message::empty_chain;
@@ -31,7 +31,9 @@ impl Activation {
         }
         match &self.interrupted {
             None => Ok(()),
-            Some(interrupted) => Err(self.unfinished(interrupted, "its intent was loaded again")),
+            Some(interrupted) => {
+                Err(self.unfinished(interrupted.attempts, "its intent was loaded again"))
+            }
         }
     }
 
@@ -49,7 +51,7 @@ impl Activation {
             Ok(Some(_)) => {
                 let live = self.live.as_ref();
                 if live.is_some_and(|live| live.store.data().intent_stored.is_some()) {
-                    self.forget_intent().await;
+                    self.forget_intent_of_live().await;
                 }
                 return Ok(());
             }
@@ -82,30 +84,32 @@ impl Activation {
         };
         again.attempts = attempt;
         if attempt < RESUME_ATTEMPTS {
-            let interrupted = self.interrupted.as_ref().expect("just set");
-            return Err(self.unfinished(interrupted, &error.to_string()));
+            return Err(self.unfinished(attempt, &error.to_string()));
         }
         tracing::error!(object = %self.key, key = %intent.key, attempt, %error, "gave up an interrupted keyed turn: the effects of its calls may stand without its own");
         self.interrupted = None;
-        self.forget_intent().await;
+        self.forget_intent_of_live().await;
         Ok(())
     }
 
-    pub(super) fn unfinished(&self, interrupted: &Interrupted, why: &str) -> ReplyError {
+    /// What a message hears while the interrupted turn, run `attempts`
+    /// times, is unfinished.
+    pub(super) fn unfinished(&self, attempts: u32, why: &str) -> ReplyError {
         ReplyError::Unavailable(format!(
-            "{} is finishing an interrupted keyed turn first (attempt {} of {RESUME_ATTEMPTS}: {why}); nothing of this message ran, retry it",
-            self.key, interrupted.attempts
+            "{} is finishing an interrupted keyed turn first (attempt {attempts} of {RESUME_ATTEMPTS}: {why}); nothing of this message ran, retry it",
+            self.key
         ))
     }
 
     /// A keyed turn failed after its intent was stored: it either ended for
     /// good (its intent is deleted) or runs again before the next turn.
-    pub(super) async fn after_failed_keyed_turn(&mut self, error: &ReplyError) {
-        let Some(live) = self.live.as_mut() else {
-            return;
-        };
+    pub(super) async fn after_failed_keyed_turn(
+        &mut self,
+        live: &mut LiveInstance,
+        error: &ReplyError,
+    ) {
         let data = live.store.data_mut();
-        let Some(intent) = data.turn_intent.take() else {
+        let Some(intent) = data.turn.intent.take() else {
             return;
         };
         if data.intent_stored.as_ref() != Some(&intent.key) || self.moved_away {
@@ -117,7 +121,9 @@ impl Activation {
             false => resume::ends_the_turn(error),
         };
         if ends {
-            self.forget_intent().await;
+            if self.forget_intent().await {
+                live.store.data_mut().intent_stored = None;
+            }
         } else {
             self.interrupted = Some(Interrupted {
                 intent,
@@ -126,22 +132,29 @@ impl Activation {
         }
     }
 
-    /// Deletes the object's stored intent. If that fails the intent stays,
-    /// and the next activation runs its turn again (which ends the same way).
-    pub(super) async fn forget_intent(&mut self) {
+    /// Deletes the object's stored intent; false if that failed: the
+    /// intent stays, and the next activation runs its turn again (which
+    /// ends the same way).
+    pub(super) async fn forget_intent(&mut self) -> bool {
         let commit = Commit {
             writes: vec![(INTENT_KEY.to_string(), None)],
             ..Commit::default()
         };
         match self.ctx.effects.committer.commit(&self.key, commit).await {
-            Ok(()) => {
-                if let Some(live) = self.live.as_mut() {
-                    live.store.data_mut().intent_stored = None;
-                }
-            }
+            Ok(()) => true,
             Err(error) => {
                 tracing::warn!(object = %self.key, %error, "cannot delete an ended keyed turn's intent; the object's next activation runs it again");
+                false
             }
+        }
+    }
+
+    /// Deletes the stored intent, and notes it on the live instance.
+    async fn forget_intent_of_live(&mut self) {
+        if self.forget_intent().await
+            && let Some(live) = self.live.as_mut()
+        {
+            live.store.data_mut().intent_stored = None;
         }
     }
 

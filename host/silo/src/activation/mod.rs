@@ -25,6 +25,8 @@ mod context;
 pub(crate) mod directory;
 mod keyed;
 mod system;
+#[cfg(test)]
+mod tests;
 mod traps;
 mod turn;
 
@@ -156,11 +158,11 @@ impl Activation {
     async fn run(mut self) {
         let idle_timeout = self.ctx.config.idle_timeout;
         let mut stopping = self.ctx.effects.stopping.clone();
-        // One timer for the activation's life, re-armed only when it fires:
-        // re-arming it on every message would cost a timer-wheel update per turn.
-        let idle_timer = tokio::time::sleep(idle_timeout);
-        tokio::pin!(idle_timer);
-        let mut last_message = self.ctx.clock.now();
+        // One timer at a time, made anew only when it fires: re-arming it
+        // on every message would cost a timer-wheel update per turn.
+        let clock = self.ctx.clock.clone();
+        let mut last_message = clock.now();
+        let mut idle_timer = clock.sleep_until(last_message + idle_timeout);
         loop {
             let event = tokio::select! {
                 biased;
@@ -172,7 +174,7 @@ impl Activation {
             match event {
                 Event::Stop => break,
                 Event::Received(Some(envelope)) => {
-                    last_message = self.ctx.clock.now();
+                    last_message = clock.now();
                     self.handle.set_busy(true);
                     self.handle(*envelope).await;
                     self.handle.set_busy(false);
@@ -198,7 +200,7 @@ impl Activation {
                 // Only this task removes the slot holding the sender.
                 Event::Received(None) => break,
                 Event::TimerFired => {
-                    let now = self.ctx.clock.now();
+                    let now = clock.now();
                     let idle_until = last_message + idle_timeout;
                     let delivering = self
                         .outbox
@@ -213,9 +215,7 @@ impl Activation {
                     {
                         return self.retire().await;
                     }
-                    idle_timer
-                        .as_mut()
-                        .reset(idle_until.max(now + idle_timeout / 8));
+                    idle_timer = clock.sleep_until(idle_until.max(now + idle_timeout / 8));
                 }
             }
         }
@@ -277,7 +277,7 @@ impl Activation {
         // Checked at every epoch tick while guest code runs; waits outside
         // guest code are bounded by `within` around each call in.
         store.epoch_deadline_callback(|context| {
-            if Instant::now() >= context.data().turn_deadline {
+            if Instant::now() >= context.data().turn.deadline {
                 return Err(wasmtime::Error::new(DeadlineExceeded));
             }
             // Yielding lets a long turn share its worker thread with others.
@@ -285,7 +285,7 @@ impl Activation {
         });
         store.set_epoch_deadline(1);
         let deadline = Instant::now() + self.ctx.config.turn_deadline;
-        store.data_mut().turn_deadline = deadline;
+        store.data_mut().turn.deadline = deadline;
         let instantiated = within(deadline, self.deployed.pre.instantiate(&mut store)).await;
         let handler = match instantiated {
             Some(Ok(handler)) => handler,

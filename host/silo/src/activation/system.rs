@@ -34,7 +34,7 @@ impl Activation {
         let system = SystemMessage::parse(&envelope.message_type);
         match system {
             Some(SystemMessage::WakeOutbox) => {
-                let woken = self.open_outbox().await.map(|()| Vec::new());
+                let woken = self.open_outbox().await.map(|_| Vec::new());
                 return envelope.reply.send(woken);
             }
             Some(SystemMessage::WakeInterrupted) => {
@@ -97,17 +97,16 @@ impl Activation {
 
     /// Loads the object's outbox, once per activation, which starts
     /// delivering what earlier activations committed and did not deliver.
-    pub(super) async fn open_outbox(&mut self) -> Result<(), ReplyError> {
-        if self.outbox.is_some() {
-            return Ok(());
-        }
-        let outbox = Outbox::open(&self.ctx.effects, &self.links.dispatch, &self.key)
-            .await
-            .map_err(|error| {
-                ReplyError::Internal(format!("cannot load the outbox of {}: {error}", self.key))
-            })?;
-        self.outbox = Some(outbox);
-        Ok(())
+    pub(super) async fn open_outbox(&mut self) -> Result<&Outbox, ReplyError> {
+        let outbox = match self.outbox.take() {
+            Some(outbox) => outbox,
+            None => Outbox::open(&self.ctx.effects, &self.links.dispatch, &self.key)
+                .await
+                .map_err(|error| {
+                    ReplyError::Internal(format!("cannot load the outbox of {}: {error}", self.key))
+                })?,
+        };
+        Ok(self.outbox.insert(outbox))
     }
 
     /// Stores a client's one-way send in the object's own outbox without
@@ -118,8 +117,7 @@ impl Activation {
         idempotency_key: Option<&str>,
     ) -> Result<Vec<u8>, ReplyError> {
         let message = client_send::decode(&self.key, payload, &self.ctx.config.limits)?;
-        self.open_outbox().await?;
-        let outbox = self.outbox.as_ref().expect("opened just above");
+        let outbox = self.open_outbox().await?;
         let now_ms = now_ms();
         let mut commit = client_send::commit(outbox, message, idempotency_key, now_ms);
         // Not known without loading the state: written until it is.

@@ -9,14 +9,22 @@ use rio_protocol::ReplyError;
 use tokio::time::Instant;
 
 use super::traps::{classify_trap, cut};
-use super::{Activation, Hook, TurnFailure};
+use super::{Activation, Hook, LiveInstance, TurnFailure};
 use crate::base::clock::now_ms;
 use crate::base::reserved::{HAS_SENT_KEY, INTENT_KEY};
 use crate::effects::committer::CommitFailure;
 use crate::effects::resume::Intent;
+use crate::host::TurnScope;
 use crate::host::bindings::Export;
 use crate::message::CallChain;
 use crate::storage::{Commit, ReplyRecord};
+
+/// Drops what a failed turn wrote and sent: none of it happened.
+fn discard(live: &mut LiveInstance) {
+    let data = live.store.data_mut();
+    data.state.discard_pending();
+    data.turn.sends.clear();
+}
 
 impl Activation {
     /// Runs one call into the guest and commits its writes if it succeeded.
@@ -27,51 +35,55 @@ impl Activation {
         incoming_chain: &CallChain,
         caller_deadline: Instant,
     ) -> Result<Option<Vec<u8>>, ReplyError> {
+        // The instance is out of `self` while the turn runs, and back only
+        // if it survived: a lost one cannot be reached by mistake.
+        let Some(mut live) = self.live.take() else {
+            let message = format!("{} has no live instance to run a turn on", self.key);
+            return Err(ReplyError::Internal(message));
+        };
         let deadline = caller_deadline.min(Instant::now() + self.ctx.config.turn_deadline);
-        let outcome = self.call_guest(hook, incoming_chain, deadline).await;
+        let outcome = self
+            .call_guest(&mut live, hook, incoming_chain, deadline)
+            .await;
         match outcome {
-            Ok(reply) => Ok(reply),
+            Ok(reply) => {
+                self.live = Some(live);
+                Ok(reply)
+            }
             Err(TurnFailure {
                 error,
                 instance_lost,
             }) => {
-                self.after_failed_keyed_turn(&error).await;
-                if instance_lost {
-                    self.live = None;
+                self.after_failed_keyed_turn(&mut live, &error).await;
+                if !instance_lost {
+                    self.live = Some(live);
                 }
                 Err(error)
             }
         }
     }
 
-    pub(super) async fn call_guest(
+    async fn call_guest(
         &mut self,
+        live: &mut LiveInstance,
         hook: Hook,
         incoming_chain: &CallChain,
         deadline: Instant,
     ) -> Result<Option<Vec<u8>>, TurnFailure> {
-        let live = self.live.as_mut().expect("a turn runs on a live instance");
         let data = live.store.data_mut();
-        data.incoming_chain = incoming_chain.clone();
-        data.turn_deadline = deadline;
-        data.callee_unknown_message = None;
-        data.calls_made = 0;
-        data.sends.clear();
-        (data.turn_key, data.turn_intent) = match &hook {
+        let intent = match &hook {
             Hook::Handle {
                 message_type,
                 payload,
                 idempotency_key: Some(key),
-            } => {
-                let intent = Intent {
-                    key: key.clone(),
-                    message_type: message_type.clone(),
-                    payload: payload.clone(),
-                };
-                (Some(key.clone()), Some(intent))
-            }
-            Hook::Handle { .. } | Hook::Activate | Hook::Deactivate => (None, None),
+            } => Some(Intent {
+                key: key.clone(),
+                message_type: message_type.clone(),
+                payload: payload.clone(),
+            }),
+            Hook::Handle { .. } | Hook::Activate | Hook::Deactivate => None,
         };
+        data.turn = TurnScope::new(incoming_chain.clone(), deadline, intent);
         data.stderr.clear_recent();
 
         let object_id = &*self.key.object_id;
@@ -104,10 +116,7 @@ impl Activation {
         };
         match called {
             Ok(Ok(Some(reply))) if reply.len() > self.ctx.config.limits.payload_bytes => {
-                let live = self.live.as_mut().expect("still live");
-                let data = live.store.data_mut();
-                data.state.discard_pending();
-                data.sends.clear();
+                discard(live);
                 let limit = self.ctx.config.limits.payload_bytes;
                 let cause = format!(
                     "was stopped: its reply of {} bytes is over the silo's limit `payload-bytes` of {limit} bytes; the turn's writes were discarded",
@@ -131,25 +140,20 @@ impl Activation {
                     _ => None,
                 };
                 let is_handler = matches!(hook, Hook::Handle { .. });
-                self.commit(keyed_reply, is_handler).await?;
+                self.commit(live, keyed_reply, is_handler).await?;
                 Ok(reply)
             }
             Ok(Err((kind, message))) => {
-                let live = self.live.as_mut().expect("still live");
-                let data = live.store.data_mut();
-                data.state.discard_pending();
-                data.sends.clear();
-                let callee_unknown_message = data.callee_unknown_message.take();
+                discard(live);
+                let callee_unknown_message =
+                    live.store.data_mut().turn.callee_unknown_message.take();
                 Err(TurnFailure {
                     error: self.guest_error(kind, message, message_type, callee_unknown_message),
                     instance_lost: false,
                 })
             }
             Err(error) => {
-                let panic = self
-                    .live
-                    .as_ref()
-                    .and_then(|live| live.store.data().stderr.panic_message());
+                let panic = live.store.data().stderr.panic_message();
                 Err(TurnFailure {
                     error: classify_trap(&self.key, error, panic),
                     instance_lost: true,
@@ -196,23 +200,23 @@ impl Activation {
     /// writes, even when it wrote nothing. A handler's commit deletes a
     /// stored intent: no handler runs while another's is unfinished, so it
     /// is this turn's own (or one that cannot be read).
-    pub(super) async fn commit(
+    async fn commit(
         &mut self,
+        live: &mut LiveInstance,
         keyed_reply: Option<(Arc<str>, Vec<u8>)>,
         is_handler: bool,
     ) -> Result<(), TurnFailure> {
-        let live = self.live.as_mut().expect("still live");
         let data = live.store.data_mut();
         let clears_intent = is_handler && data.intent_stored.is_some();
         if !data.state.has_pending()
             && keyed_reply.is_none()
-            && data.sends.is_empty()
+            && data.turn.sends.is_empty()
             && !clears_intent
         {
             return Ok(());
         }
         let now_ms = now_ms();
-        let sends = std::mem::take(&mut data.sends);
+        let sends = std::mem::take(&mut data.turn.sends);
         // The seqs go on from the stored outbox's; opening it also starts
         // delivering what it still holds.
         if !sends.is_empty()
@@ -227,7 +231,6 @@ impl Activation {
             Some(outbox) if !sends.is_empty() => outbox.number(sends, now_ms),
             _ => Vec::new(),
         };
-        let live = self.live.as_mut().expect("still live");
         let data = live.store.data_mut();
         let mut writes = data.state.pending_writes();
         if clears_intent {
@@ -252,7 +255,6 @@ impl Activation {
                 error,
                 instance_lost: true,
             })?;
-        let live = self.live.as_mut().expect("still live");
         let data = live.store.data_mut();
         data.state.apply_pending();
         if clears_intent {

@@ -2,10 +2,14 @@
 //! graph stamp with, and [`Clock`], the monotonic time that deadlines,
 //! idle collection and retention are measured on, which tests replace.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::time::Instant;
+
+/// What [`Clock::sleep_until`] returns.
+pub(crate) type Sleep = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Milliseconds since the Unix epoch: what stored rows (replies, outbox
 /// messages, heartbeats) are stamped with, comparable between silos.
@@ -27,20 +31,63 @@ pub(crate) fn now_us() -> u64 {
         })
 }
 
-/// Monotonic time as the silo's time-driven code reads it. The silo runs
-/// on [`SystemClock`]; a test hands an activation a clock it moves by
-/// hand, so idle collection or retention is tested without sleeping.
+/// Monotonic time as the silo's time-driven code reads and waits on it.
+/// The silo runs on [`SystemClock`]; a test hands an activation a
+/// [`ManualClock`] it moves by hand, so idle collection or retention is
+/// tested without sleeping. (Turn deadlines stay on tokio's clock: the
+/// epoch callback inside wasmtime reads it.)
 pub(crate) trait Clock: Send + Sync + 'static {
-    /// Now, on tokio's clock (which a paused test runtime also controls).
+    /// Now.
     fn now(&self) -> Instant;
+
+    /// Resolves once this clock reaches `deadline`.
+    fn sleep_until(&self, deadline: Instant) -> Sleep;
 }
 
-/// tokio's clock: real time, or a paused test runtime's.
+/// tokio's clock: real time.
 pub(crate) struct SystemClock;
 
 impl Clock for SystemClock {
     fn now(&self) -> Instant {
         Instant::now()
+    }
+
+    fn sleep_until(&self, deadline: Instant) -> Sleep {
+        Box::pin(tokio::time::sleep_until(deadline))
+    }
+}
+
+/// A clock that moves only when [`ManualClock::advance`] says so.
+#[cfg(test)]
+pub(crate) struct ManualClock(tokio::sync::watch::Sender<Instant>);
+
+#[cfg(test)]
+impl ManualClock {
+    /// Starts at the real now.
+    pub(crate) fn new() -> Arc<ManualClock> {
+        Arc::new(ManualClock(tokio::sync::watch::channel(Instant::now()).0))
+    }
+
+    /// Moves the clock on by `by`, waking whatever sleeps until then.
+    pub(crate) fn advance(&self, by: std::time::Duration) {
+        self.0.send_modify(|now| *now += by);
+    }
+}
+
+#[cfg(test)]
+impl Clock for ManualClock {
+    fn now(&self) -> Instant {
+        *self.0.borrow()
+    }
+
+    fn sleep_until(&self, deadline: Instant) -> Sleep {
+        let mut now = self.0.subscribe();
+        Box::pin(async move {
+            // The sender lives as long as the clock; if it is gone, never.
+            if now.wait_for(|now| *now >= deadline).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        })
     }
 }
 

@@ -40,3 +40,6 @@ impl Effects {
         *self.stopping.borrow()
     }
 }
+
+#[cfg(test)]
+mod tests;

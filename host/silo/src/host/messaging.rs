@@ -52,7 +52,7 @@ impl Host for ActivationData {
         }
         // Sends wait in the silo's memory until the turn commits, and all
         // go into its one commit: they count like calls.
-        if self.sends.len() >= limits.calls_per_turn {
+        if self.turn.sends.len() >= limits.calls_per_turn {
             return Err(CallError::Internal(format!(
                 "{} sent more messages in one turn than the silo's limit `calls-per-turn` of {}",
                 self.key, limits.calls_per_turn
@@ -68,14 +68,14 @@ impl Host for ActivationData {
         let receiver = ObjectKey::new(&service_type, &object_id);
         reserved::check_message_type(&message_type, &receiver.to_string())
             .map_err(to_call_error)?;
-        let pending_bytes: usize = self.sends.iter().map(|send| send.payload.len()).sum();
+        let pending_bytes: usize = self.turn.sends.iter().map(|send| send.payload.len()).sum();
         if pending_bytes + payload.len() > limits.turn_write_bytes {
             return Err(CallError::Internal(format!(
                 "{} sent more bytes in one turn than the silo's limit `turn-write-bytes` of {}",
                 self.key, limits.turn_write_bytes
             )));
         }
-        self.sends.push(PendingSend {
+        self.turn.sends.push(PendingSend {
             receiver,
             message_type,
             payload,
@@ -129,18 +129,19 @@ impl ActivationData {
         let target = ObjectKey::new(service_type, object_id);
         // Every call counts, refused ones too, so a retried turn making the
         // same calls numbers them the same way.
-        let index = self.calls_made;
-        self.calls_made = self.calls_made.saturating_add(1);
+        let index = self.turn.calls_made;
+        self.turn.calls_made = self.turn.calls_made.saturating_add(1);
         self.within_call_limits(index)?;
         reserved::check_message_type(&message_type, &target.to_string())?;
         let idempotency_key = self
-            .turn_key
+            .turn
+            .key
             .as_deref()
             .map(|turn_key| derived_key(turn_key, &self.key, index, &target, &message_type));
         self.store_intent_before_calling().await?;
         // A call back into this call chain is a `cycle`, which the router
         // answers; it is not a wait between chains.
-        let same_chain = target == self.key || self.incoming_chain.contains(&target);
+        let same_chain = target == self.key || self.turn.incoming_chain.contains(&target);
         let waiting = if same_chain {
             None
         } else {
@@ -151,6 +152,7 @@ impl ActivationData {
             Some(edge)
         };
         let chain = self
+            .turn
             .incoming_chain
             .iter()
             .cloned()
@@ -161,12 +163,12 @@ impl ActivationData {
             message_type,
             payload,
             call_chain: chain,
-            deadline: self.turn_deadline,
+            deadline: self.turn.deadline,
             idempotency_key,
         };
         let result = self.messenger.clone().call(call, waiting.as_ref()).await;
         if let Err(error @ ReplyError::UnknownMessage { .. }) = &result {
-            self.callee_unknown_message = Some(error.clone());
+            self.turn.callee_unknown_message = Some(error.clone());
         }
         result
     }
@@ -177,7 +179,7 @@ impl ActivationData {
     /// commits: its request is stored first, so the object runs it again
     /// before any other turn (see `resume`).
     async fn store_intent_before_calling(&mut self) -> Result<(), ReplyError> {
-        let Some(intent) = &self.turn_intent else {
+        let Some(intent) = &self.turn.intent else {
             return Ok(());
         };
         if self.intent_stored.as_ref() == Some(&intent.key) {
@@ -210,7 +212,7 @@ impl ActivationData {
             )));
         }
         // The turns of the chain: the incoming ones, this one, the callee's.
-        let depth = self.incoming_chain.len() + 2;
+        let depth = self.turn.incoming_chain.len() + 2;
         if depth > limits.call_depth {
             return Err(ReplyError::BadRequest(format!(
                 "a call from {} would make a chain of {depth} turns, over the silo's limit `call-depth` of {}",
@@ -225,7 +227,7 @@ impl ActivationData {
 fn to_call_error(error: ReplyError) -> CallError {
     match error {
         ReplyError::Guest { kind, message } => CallError::Guest(HandlerError { kind, message }),
-        // The callee's, named in the text; see `ActivationData::callee_unknown_message`.
+        // The callee's, named in the text; see `TurnScope::callee_unknown_message`.
         ReplyError::UnknownMessage { .. } => CallError::Guest(HandlerError {
             kind: "unknown-message".into(),
             message: error.to_string(),

@@ -66,37 +66,64 @@ pub(crate) struct TurnCall {
     pub(crate) idempotency_key: Option<Arc<str>>,
 }
 
+/// What one turn (or hook) carries while it runs: made anew when it
+/// starts, so nothing of one turn leaks into the next.
+pub(crate) struct TurnScope {
+    /// The call chain of the message this turn handles; outgoing calls carry
+    /// it with this object appended (built only when a guest does call).
+    pub(crate) incoming_chain: CallChain,
+    /// When the turn must have ended, in wall time: its guest code, WASI
+    /// waits and calls all count.
+    pub(crate) deadline: Instant,
+    /// A callee's `unknown-message` handed to the guest in this turn. If the
+    /// guest returns it unchanged, the caller learns it was the callee's
+    /// message that was unknown, not this object's.
+    pub(crate) callee_unknown_message: Option<ReplyError>,
+    /// The idempotency key the turn runs under, if any: each call it makes
+    /// carries a key derived from it and the call's position.
+    pub(crate) key: Option<Arc<str>>,
+    /// Calls the turn has made so far (the next call's position).
+    pub(crate) calls_made: u32,
+    /// The turn's request, if it runs under an idempotency key: stored
+    /// before its first call (see `effects::resume`).
+    pub(crate) intent: Option<Intent>,
+    /// Messages the turn sent one way: committed with its writes,
+    /// discarded with them.
+    pub(crate) sends: Vec<PendingSend>,
+}
+
+impl TurnScope {
+    /// A turn handling a message of `incoming_chain`, until `deadline`; a
+    /// keyed turn has its `intent`, whose key it runs under.
+    pub(crate) fn new(
+        incoming_chain: CallChain,
+        deadline: Instant,
+        intent: Option<Intent>,
+    ) -> TurnScope {
+        TurnScope {
+            incoming_chain,
+            deadline,
+            callee_unknown_message: None,
+            key: intent.as_ref().map(|intent| intent.key.clone()),
+            calls_made: 0,
+            intent,
+            sends: Vec::new(),
+        }
+    }
+}
+
 /// Everything one activation's `Store` carries.
 pub(crate) struct ActivationData {
     pub(crate) key: ObjectKey,
     pub(crate) messenger: Arc<dyn Messenger>,
     pub(crate) state: ObjectState,
     pub(crate) memory: MemoryBudget,
-    /// The call chain of the message this turn handles; outgoing calls carry
-    /// it with this object appended (built only when a guest does call).
-    pub(crate) incoming_chain: CallChain,
-    /// When the current turn (or hook) must have ended, in wall time: its
-    /// guest code, WASI waits and calls all count.
-    pub(crate) turn_deadline: Instant,
-    /// A callee's `unknown-message` handed to the guest in this turn. If the
-    /// guest returns it unchanged, the caller learns it was the callee's
-    /// message that was unknown, not this object's.
-    pub(crate) callee_unknown_message: Option<ReplyError>,
-    /// The idempotency key the current turn runs under, if any: each call
-    /// it makes carries a key derived from it and the call's position.
-    pub(crate) turn_key: Option<Arc<str>>,
-    /// Calls the current turn has made so far (the next call's position).
-    pub(crate) calls_made: u32,
-    /// The current turn's request, if it runs under an idempotency key:
-    /// stored before its first call (see `resume`).
-    pub(crate) turn_intent: Option<Intent>,
+    /// What the turn running now carries, made fresh for each turn.
+    pub(crate) turn: TurnScope,
     /// The key of the intent the store holds for this object (loaded with
     /// its state, or stored by a turn's first call), until a commit
     /// deletes it.
     pub(crate) intent_stored: Option<Arc<str>>,
-    /// Messages the current turn sent one way: committed with its writes,
-    /// discarded with them.
-    pub(crate) sends: Vec<PendingSend>,
     /// The silo's limits on calls and logs (state limits live in `state`).
     pub(crate) limits: Limits,
     /// How many more log lines this activation may write this second.
@@ -137,14 +164,8 @@ impl ActivationData {
             messenger,
             state,
             memory,
-            incoming_chain: empty_chain,
-            turn_deadline: Instant::now(),
-            callee_unknown_message: None,
-            turn_key: None,
-            calls_made: 0,
-            turn_intent: None,
+            turn: TurnScope::new(empty_chain, Instant::now(), None),
             intent_stored: None,
-            sends: Vec::new(),
             limits: limits.clone(),
             log_budget: log::LogBudget::new(limits.log_lines_per_second),
             stderr,
