@@ -68,15 +68,16 @@ fn ties_in_time_are_broken_by_name_the_same_way_everywhere() {
     assert!(there.wait(&key("a"), &key("b"), Some(5)).is_ok());
 }
 
-/// What a caller will hear of its message.
-type Hears = tokio::sync::oneshot::Receiver<Result<Vec<u8>, rio_protocol::ReplyError>>;
+/// What a caller hears of its message.
+type Answer = Result<Vec<u8>, rio_protocol::ReplyError>;
+
+/// Where a caller hears it.
+type Hears = tokio::sync::oneshot::Receiver<Answer>;
 
 /// A waiting message's reply: whoever takes it first answers (the turn
 /// when it starts, or the graph when it refuses), as with a mailbox's.
 #[derive(Clone)]
-struct Reply(
-    Arc<Mutex<Option<tokio::sync::oneshot::Sender<Result<Vec<u8>, rio_protocol::ReplyError>>>>>,
-);
+struct Reply(Arc<Mutex<Option<tokio::sync::oneshot::Sender<Answer>>>>);
 
 impl Reply {
     /// Taken by the turn: `None` if the graph refused the message first.

@@ -487,12 +487,13 @@ mod tests {
     }
 
     fn small_limits() -> Limits {
-        let mut limits = Limits::default();
-        limits.key_bytes = 4;
-        limits.value_bytes = 10;
-        limits.turn_write_bytes = 20;
-        limits.object_state_bytes = 30;
-        limits
+        Limits {
+            key_bytes: 4,
+            value_bytes: 10,
+            turn_write_bytes: 20,
+            object_state_bytes: 30,
+            ..Limits::default()
+        }
     }
 
     #[test]

@@ -59,7 +59,7 @@ impl Mapping {
         // of the huge-page size to a huge-page boundary, leaving a gap that
         // keeps it from merging with its neighbour: one page more avoids it.
         let mut len = len.next_multiple_of(page_size());
-        if len % HUGE_PAGE == 0 {
+        if len.is_multiple_of(HUGE_PAGE) {
             len += page_size();
         }
         // SAFETY: an anonymous mapping at an address of the kernel's choice
