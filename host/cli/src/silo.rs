@@ -345,6 +345,7 @@ fn set_limit(config: &mut SiloConfig, name: &str, value: &str) -> anyhow::Result
     Ok(())
 }
 
+/// Resolves on Ctrl-C or (on Unix) SIGTERM.
 async fn stop_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
@@ -352,7 +353,18 @@ async fn stop_signal() {
         let mut terminate =
             match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
                 Ok(signal) => signal,
-                Err(_) => return std::future::pending().await,
+                Err(error) => {
+                    // Without a SIGTERM handler the silo can still be
+                    // stopped gracefully from a terminal, so keep Ctrl-C.
+                    tracing::warn!(%error, "cannot handle SIGTERM; stop the silo with Ctrl-C");
+                    if let Err(error) = ctrl_c.await {
+                        // Neither signal can be handled: run until killed
+                        // rather than stop the moment it starts.
+                        tracing::warn!(%error, "cannot handle Ctrl-C either");
+                        std::future::pending::<()>().await;
+                    }
+                    return;
+                }
             };
         tokio::select! {
             _ = ctrl_c => {}
