@@ -47,7 +47,7 @@ impl ClusterClient {
         options: &ConnectOptions,
     ) -> Result<ClusterClient, ClientError> {
         if addresses.is_empty() {
-            return Err(ClientError::Closed("no silo address given".into()));
+            return Err(ClientError::NoAddress);
         }
         let mut connections = Vec::with_capacity(addresses.len());
         for address in addresses {
@@ -253,5 +253,17 @@ impl ClusterClient {
                 Err(error)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn no_address_is_its_own_error() {
+        let error = ClusterClient::connect(&[]).await.err().expect("refused");
+        assert!(matches!(error, ClientError::NoAddress), "{error:?}");
+        assert!(error.to_string().contains("no silo address"), "{error}");
     }
 }

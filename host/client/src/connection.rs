@@ -75,6 +75,18 @@ struct Shared {
     writer: Arc<FrameWriter>,
 }
 
+impl Shared {
+    /// The pending map, locked. A poisoned lock is taken over rather than
+    /// turned into a panic in every later request: each critical section
+    /// is one insert, one remove or setting `closed`, none of which can
+    /// leave the map half-changed, so the data a panicking holder left is
+    /// still consistent (at worst a waiter is missing, and its caller gets
+    /// `Closed` or `Timeout` as for a lost connection).
+    fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 struct CloseOnDrop(Arc<FrameWriter>);
 
 impl Drop for CloseOnDrop {
@@ -129,7 +141,10 @@ impl Client {
             })?;
         stream
             .set_nodelay(true)
-            .map_err(|e| ClientError::Closed(e.to_string()))?;
+            .map_err(|source| ClientError::Socket {
+                address: address.to_string(),
+                source,
+            })?;
         let (read_half, writer): (Box<dyn AsyncRead + Send + Unpin>, _) = match &options.tls {
             None => {
                 let (read_half, write_half) = stream.into_split();
@@ -435,12 +450,7 @@ impl Client {
     /// Whether the connection has ended (the silo closed it, or it broke);
     /// a closed client fails every request without sending it.
     pub fn is_closed(&self) -> bool {
-        self.shared
-            .pending
-            .lock()
-            .expect("pending map poisoned")
-            .closed
-            .is_some()
+        self.shared.pending().closed.is_some()
     }
 
     /// The silo's process generation, if it answers.
@@ -458,7 +468,7 @@ impl Client {
         encode_frame(&ClientFrame::Request { id, request }, &mut frame)?;
         let (reply_sender, reply) = oneshot::channel();
         {
-            let mut pending = self.shared.pending.lock().expect("pending map poisoned");
+            let mut pending = self.shared.pending();
             if let Some(reason) = &pending.closed {
                 return Err(ClientError::Closed(reason.clone()));
             }
@@ -479,16 +489,11 @@ impl Client {
     }
 
     fn forget(&self, id: u64) {
-        self.shared
-            .pending
-            .lock()
-            .expect("pending map poisoned")
-            .waiting
-            .remove(&id);
+        self.shared.pending().waiting.remove(&id);
     }
 
     fn closed_reason(&self) -> String {
-        let pending = self.shared.pending.lock().expect("pending map poisoned");
+        let pending = self.shared.pending();
         pending
             .closed
             .clone()
@@ -540,12 +545,7 @@ async fn read_replies(
     let reason = loop {
         match reader.next_frame::<ServerFrame>().await {
             Ok(Some(ServerFrame::Reply { id, result })) => {
-                let waiter = shared
-                    .pending
-                    .lock()
-                    .expect("pending map poisoned")
-                    .waiting
-                    .remove(&id);
+                let waiter = shared.pending().waiting.remove(&id);
                 if let Some(waiter) = waiter {
                     let _ = waiter.send(result);
                 }
@@ -561,7 +561,7 @@ async fn read_replies(
         }
     };
     tracing::debug!(%reason, "client connection closed");
-    let mut pending = shared.pending.lock().expect("pending map poisoned");
+    let mut pending = shared.pending();
     pending.closed = Some(reason);
     // Dropping the senders wakes every waiter with `Closed`.
     pending.waiting.clear();
