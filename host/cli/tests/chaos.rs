@@ -30,7 +30,7 @@ use common::bank::{Account, Picks, data_dir, deploy_banks, keep_compiled};
 use common::guests::{Language, one_at_a_time, tooling_ready};
 use common::stores::{MariaDatabase, PostgresDatabase, RedisDatabase};
 use common::{SiloProcess, outcome_unknown};
-use rio_client::{Client, ClientError};
+use rio_client::{Calls, Client, ClientError};
 use serde_json::{Value, json};
 
 const ACCOUNTS: usize = 30;

@@ -23,7 +23,7 @@ use common::SiloProcess;
 use common::bank::{Account, Picks, account_type, data_dir, deploy_banks, keep_compiled};
 use common::guests::{Language, one_at_a_time, tooling_ready};
 use common::stores::PostgresDatabase;
-use rio_client::{Client, ClientError};
+use rio_client::{Calls, Client, ClientError};
 use serde_json::{Value, json};
 
 /// The silos' turn deadline. Crossing turns should never need it: a

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use common::SiloProcess;
 use common::guests::{Language, build, one_at_a_time, tooling_ready};
-use rio_client::{Client, ClientError};
+use rio_client::{Calls, Client, ClientError};
 use serde_json::{Value, json};
 
 const TURN_DEADLINE: Duration = Duration::from_secs(1);

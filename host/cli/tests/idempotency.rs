@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use common::guests::build;
 use common::stores::{PostgresDatabase, RedisDatabase, SqliteFile};
 use common::{SiloProcess, rio, stdout_of};
-use rio_client::{Client, ClientError, ClusterClient, ReplyError};
+use rio_client::{Calls, Client, ClientError, ClusterClient, ReplyError};
 use serde_json::{Value, json};
 
 async fn deploy(address: &str, service_type: &str, folder: &str) {

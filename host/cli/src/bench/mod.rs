@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
 use clap::Args;
-use rio_client::{Client, ConnectOptions, TlsConfig};
+use rio_client::{Calls, Client, ConnectOptions, TlsConfig};
 use serde::{Deserialize, Serialize};
 
 use report::{Figures, Throughput};

@@ -7,7 +7,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use rio_client::Client;
+use rio_client::{Calls, Client};
 use rio_silo::{Silo, SiloConfig};
 use tokio::sync::oneshot;
 
