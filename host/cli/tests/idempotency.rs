@@ -252,7 +252,7 @@ async fn retry_through_a_survivor(url: &str) {
         killed_at.elapsed().as_secs_f64()
     );
     // A cluster client's routed call finds the same reply.
-    let cluster = ClusterClient::connect(&[survivor.address.clone()])
+    let cluster = ClusterClient::connect(std::slice::from_ref(&survivor.address))
         .await
         .unwrap();
     let routed: Value = cluster
