@@ -23,10 +23,11 @@ export function encode(value) {
 }
 
 /**
- * `kind` names the failure: `bad-request` for a message, `bad-data` for a
- * stored value or a reply, as the Rust SDK does.
+ * `kind` names the failure: `bad-request` for an incoming message,
+ * `bad-data` (the default) for a stored value or a reply, as the Rust and
+ * Python SDKs do.
  */
-export function decode(bytes, what, kind = "bad-request") {
+export function decode(bytes, what, kind = "bad-data") {
   try {
     if (!bytes || bytes.length === 0) return cborDecode(EMPTY_MAP);
     // The host's byte lists may arrive as another kind of array.

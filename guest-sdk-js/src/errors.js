@@ -1,13 +1,29 @@
 // Errors with a kind and a message, as the WIT `handler-error` record, and
 // the deliberate trap.
 
-/** Thrown by a handler, reaches the caller as `{kind, message}`. */
+/**
+ * Thrown by a handler, reaches the caller as `{kind, message}`: `kind` is a
+ * short machine-readable word, `message` the text for humans, as the Rust
+ * and Python SDKs name them.
+ */
 export class RioError extends Error {
   constructor(kind, message = "") {
+    // The stack trace (made here) still shows the kind with the message.
     super(`${kind}: ${message}`);
     this.name = "RioError";
     this.kind = String(kind);
-    this.detail = String(message);
+    // `message` alone, like the other SDKs, rather than Error's
+    // "kind: message".
+    this.message = String(message);
+  }
+
+  /** @deprecated `message` (the SDK's first name for it; kept so guests written then still work). */
+  get detail() {
+    return this.message;
+  }
+
+  toString() {
+    return `${this.name}: ${this.kind}: ${this.message}`;
   }
 }
 
@@ -25,7 +41,7 @@ export class Abort {
 export function asHandlerError(error) {
   const record =
     error instanceof RioError
-      ? { kind: error.kind, message: error.detail }
+      ? { kind: error.kind, message: error.message }
       : // An uncaught exception answers `trap`, as a Rust panic does, so
         // callers see one kind whatever the callee's language. The instance
         // is kept: the turn's writes are discarded anyway. (`abort()` is

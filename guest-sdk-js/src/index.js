@@ -18,7 +18,7 @@ export const state = {
   /** The value under `key`, or `fallback` (default undefined) if none. */
   load(key, fallback = undefined) {
     const stored = hostState.get(key);
-    return stored === undefined ? fallback : decode(stored, `state key \`${key}\``, "bad-data");
+    return stored === undefined ? fallback : decode(stored, `state key \`${key}\``);
   },
   save(key, value) {
     hostState.set(key, encode(value));
@@ -69,7 +69,7 @@ export function call(serviceType, objectId, messageType, message = {}) {
   } catch (thrown) {
     throw callFailure(thrown);
   }
-  return decode(reply, `the reply of ${serviceType}/${objectId}`, "bad-data");
+  return decode(reply, `the reply of ${serviceType}/${objectId}`);
 }
 
 /**
@@ -161,7 +161,7 @@ export function service(definition) {
 /** The decoded message; a handler declared without a parameter takes any. */
 function messageFor(handler, messageType, payload) {
   try {
-    return decode(payload, `the \`${messageType}\` message`);
+    return decode(payload, `the \`${messageType}\` message`, "bad-request");
   } catch (error) {
     if (!handler.schema && handler.handle.length === 0) return {};
     throw error;

@@ -23,7 +23,8 @@ def encode(value) -> bytes:
 
 def decode(payload: bytes, what: str, kind: str = "bad-data"):
     """`payload` decoded; `kind` names the failure: `bad-request` for an
-    incoming message, `bad-data` (the default) for a stored value or a reply."""
+    incoming message, `bad-data` (the default) for a stored value or a reply,
+    as the Rust and JavaScript SDKs do."""
     data = payload or _EMPTY_MAP
     stream = io.BytesIO(data)
     try:

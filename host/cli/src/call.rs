@@ -2,6 +2,7 @@
 
 use anyhow::Context;
 use clap::Args;
+use rio_client::Calls;
 
 use crate::json_cbor::cbor_to_json;
 use crate::message::MessageArgs;

@@ -5,6 +5,9 @@
 //! - `build`: compile a guest crate into a component.
 //! - `deploy`, `undeploy`, `call`, `send`, `deployments`, `members`, `dead-letters`: talk to a running silo.
 //! - `bench`: measure a silo (see `bench/`).
+//!
+//! `silo_process` is the `rio silo` child process `bench` starts, shared
+//! with the integration tests.
 
 mod bench;
 mod build;
@@ -18,6 +21,7 @@ mod members;
 mod message;
 mod send;
 mod silo;
+mod silo_process;
 
 use clap::{Parser, Subcommand};
 
@@ -36,6 +40,9 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+// One value per process, parsed and consumed at once: the size of the
+// largest variant costs nothing, and boxing it would only add a deref.
+#[allow(clippy::large_enum_variant)]
 enum Command {
     /// Run a silo: host service objects and serve calls.
     Silo(silo::SiloArgs),

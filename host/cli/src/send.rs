@@ -2,6 +2,7 @@
 //! the object's silo stored it.
 
 use clap::Args;
+use rio_client::Calls;
 
 use crate::message::MessageArgs;
 

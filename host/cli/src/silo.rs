@@ -166,13 +166,13 @@ pub(crate) async fn run(args: SiloArgs) -> anyhow::Result<()> {
         config.turn_deadline = Duration::from_millis(ms);
     }
     if let Some(mib) = args.memory_limit_mib.or(file.memory_limit_mib) {
-        config.memory_limit_bytes = mib * 1024 * 1024;
+        config.memory_limit_bytes = mib_to_bytes("--memory-limit-mib", mib)?;
     }
     if let Some(capacity) = file.mailbox_capacity {
         config.mailbox_capacity = capacity;
     }
     if let Some(mib) = args.max_frame_mib.or(file.max_frame_mib) {
-        config.max_frame_bytes = mib * 1024 * 1024;
+        config.max_frame_bytes = mib_to_bytes("--max-frame-mib", mib)?;
     }
     if let Some(secs) = args
         .idempotency_retention_secs
@@ -202,7 +202,7 @@ pub(crate) async fn run(args: SiloArgs) -> anyhow::Result<()> {
         config.max_connections = max;
     }
     if let Some(mib) = args.max_unread_reply_mib.or(file.max_unread_reply_mib) {
-        config.max_unread_reply_bytes = mib * 1024 * 1024;
+        config.max_unread_reply_bytes = mib_to_bytes("--max-unread-reply-mib", mib)?;
     }
     if let Some(max) = args.max_requests_in_flight.or(file.max_requests_in_flight) {
         // Zero would stop reading requests for good.
@@ -214,7 +214,8 @@ pub(crate) async fn run(args: SiloArgs) -> anyhow::Result<()> {
     config.memory_budget_bytes = args
         .memory_budget_mib
         .or(file.memory_budget_mib)
-        .map(|mib| mib * 1024 * 1024);
+        .map(|mib| mib_to_bytes("--memory-budget-mib", mib))
+        .transpose()?;
     if let Some(url) = args.cluster.or(file.cluster) {
         let mut cluster = ClusterConfig::new(url);
         cluster.advertise = args.advertise.or(file.advertise);
@@ -297,6 +298,28 @@ fn secret(text: Option<String>, file: Option<PathBuf>) -> anyhow::Result<Option<
         .context("a token must not be empty")
 }
 
+/// `mib` MiB in bytes; an error naming the setting (`--flag`, or its
+/// `flag` key in the config file) if that does not fit, rather than a
+/// wrapped (in release builds, silently tiny) value.
+fn mib_to_bytes<T>(name: &str, mib: T) -> anyhow::Result<T>
+where
+    T: TryInto<u64> + TryFrom<u64> + Copy + std::fmt::Display,
+{
+    const MIB: u64 = 1024 * 1024;
+    mib.try_into()
+        .ok()
+        .and_then(|mib: u64| mib.checked_mul(MIB))
+        .and_then(|bytes| T::try_from(bytes).ok())
+        .with_context(|| {
+            format!(
+                "`{name}` ({} in the config file) = {mib} is too large: \
+                 {mib} MiB in bytes does not fit in {} bits",
+                name.trim_start_matches("--").replace('-', "_"),
+                8 * std::mem::size_of::<T>()
+            )
+        })
+}
+
 /// Sets one limit from text: a number, optionally with a `KiB`, `MiB` or
 /// `GiB` suffix.
 fn set_limit(config: &mut SiloConfig, name: &str, value: &str) -> anyhow::Result<()> {
@@ -322,6 +345,7 @@ fn set_limit(config: &mut SiloConfig, name: &str, value: &str) -> anyhow::Result
     Ok(())
 }
 
+/// Resolves on Ctrl-C or (on Unix) SIGTERM.
 async fn stop_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
@@ -329,7 +353,18 @@ async fn stop_signal() {
         let mut terminate =
             match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
                 Ok(signal) => signal,
-                Err(_) => return std::future::pending().await,
+                Err(error) => {
+                    // Without a SIGTERM handler the silo can still be
+                    // stopped gracefully from a terminal, so keep Ctrl-C.
+                    tracing::warn!(%error, "cannot handle SIGTERM; stop the silo with Ctrl-C");
+                    if let Err(error) = ctrl_c.await {
+                        // Neither signal can be handled: run until killed
+                        // rather than stop the moment it starts.
+                        tracing::warn!(%error, "cannot handle Ctrl-C either");
+                        std::future::pending::<()>().await;
+                    }
+                    return;
+                }
             };
         tokio::select! {
             _ = ctrl_c => {}
@@ -338,4 +373,25 @@ async fn stop_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mib_settings_in_range_are_scaled() {
+        assert_eq!(mib_to_bytes("--max-frame-mib", 64usize).unwrap(), 64 << 20);
+        assert_eq!(mib_to_bytes("--memory-budget-mib", 1u64).unwrap(), 1 << 20);
+    }
+
+    #[test]
+    fn mib_settings_that_overflow_are_named_errors() {
+        let error = mib_to_bytes("--memory-limit-mib", usize::MAX).unwrap_err();
+        let message = error.to_string();
+        assert!(message.contains("--memory-limit-mib"), "{message}");
+        assert!(message.contains("memory_limit_mib"), "{message}");
+        assert!(message.contains("too large"), "{message}");
+        assert!(mib_to_bytes("--memory-budget-mib", u64::MAX >> 19).is_err());
+    }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::SiloProcess;
 use common::guests::{Language, build, tooling_ready};
-use rio_client::{Client, ClientError};
+use rio_client::{Calls, Client, ClientError};
 use serde_json::{Value, json};
 
 /// The activations the mapping count is extrapolated to.

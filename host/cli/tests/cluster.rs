@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use common::stores::{PostgresDatabase, server_is_up};
 use common::{SiloProcess, rio, stdout_of};
-use rio_client::{Client, ClientError, ClusterClient};
+use rio_client::{Calls, Client, ClientError, ClusterClient};
 use serde_json::{Value, json};
 
 struct Cluster {

@@ -23,7 +23,7 @@ use common::SiloProcess;
 use common::bank::{Account, Picks, account_type, data_dir, deploy_banks, keep_compiled};
 use common::guests::{Language, one_at_a_time, tooling_ready};
 use common::stores::PostgresDatabase;
-use rio_client::{Client, ClientError};
+use rio_client::{Calls, Client, ClientError};
 use serde_json::{Value, json};
 
 /// The silos' turn deadline. Crossing turns should never need it: a
@@ -438,7 +438,7 @@ async fn crossing_transfers_on_one_silo() {
     if !tooling_ready(&Language::ALL) {
         return;
     }
-    let _alone = one_at_a_time();
+    let _alone = one_at_a_time().await;
     let data = data_dir();
     let started = Instant::now();
     let silo = start_silo(data.path(), &[]);
@@ -530,7 +530,7 @@ async fn crossing_transfers_on_three_silos() {
     if !tooling_ready(&Language::ALL) {
         return;
     }
-    let _alone = one_at_a_time();
+    let _alone = one_at_a_time().await;
     let store = tempfile::tempdir().unwrap();
     let url = format!("sqlite:{}", store.path().join("cluster.db").display());
     crossing_on_three_silos(&url, "a shared SQLite file").await;
@@ -544,7 +544,7 @@ async fn crossing_transfers_on_three_silos_on_postgres() {
     let Some(database) = PostgresDatabase::create("crossing") else {
         return;
     };
-    let _alone = one_at_a_time();
+    let _alone = one_at_a_time().await;
     crossing_on_three_silos(&database.url, "PostgreSQL").await;
 }
 
@@ -568,7 +568,7 @@ async fn banks_answer_alike_in_every_language() {
     if !tooling_ready(&Language::ALL) {
         return;
     }
-    let _alone = one_at_a_time();
+    let _alone = one_at_a_time().await;
     let data = data_dir();
     let silo = start_silo(data.path(), &[]);
     deploy_banks(&silo.address).await;

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use common::SiloProcess;
 use common::guests::{Language, build, one_at_a_time, tooling_ready};
-use rio_client::{Client, ClientError};
+use rio_client::{Calls, Client, ClientError};
 use serde_json::{Value, json};
 
 const TURN_DEADLINE: Duration = Duration::from_secs(1);
@@ -303,7 +303,7 @@ async fn deadline_suite(language: Language) {
     if !tooling_ready(&[language]) {
         return;
     }
-    let _alone = one_at_a_time();
+    let _alone = one_at_a_time().await;
     let data = tempfile::tempdir().unwrap();
     let silo = SiloProcess::start_with(data.path(), SILO_FLAGS);
     let client = connect(&silo).await;
@@ -356,7 +356,7 @@ async fn python_deadlines_hold_in_wall_time() {
 /// caller, so the remaining deadline must travel with the forwarded call.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_deadline_travels_with_a_forwarded_call() {
-    let _alone = one_at_a_time();
+    let _alone = one_at_a_time().await;
     let store = tempfile::tempdir().unwrap();
     let url = format!("sqlite:{}", store.path().join("cluster.db").display());
     let mut flags = SILO_FLAGS.to_vec();
@@ -412,7 +412,7 @@ async fn the_deadline_travels_with_a_forwarded_call() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_spinning_guests_are_each_stopped_in_time() {
     const SPINNERS: usize = 20;
-    let _alone = one_at_a_time();
+    let _alone = one_at_a_time().await;
     let data = tempfile::tempdir().unwrap();
     let silo = SiloProcess::start_with(data.path(), SILO_FLAGS);
     let client = connect(&silo).await;

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use common::guests::build;
 use common::stores::{PostgresDatabase, RedisDatabase, SqliteFile};
 use common::{SiloProcess, rio, stdout_of};
-use rio_client::{Client, ClientError, ClusterClient, ReplyError};
+use rio_client::{Calls, Client, ClientError, ClusterClient, ReplyError};
 use serde_json::{Value, json};
 
 async fn deploy(address: &str, service_type: &str, folder: &str) {
@@ -252,7 +252,7 @@ async fn retry_through_a_survivor(url: &str) {
         killed_at.elapsed().as_secs_f64()
     );
     // A cluster client's routed call finds the same reply.
-    let cluster = ClusterClient::connect(&[survivor.address.clone()])
+    let cluster = ClusterClient::connect(std::slice::from_ref(&survivor.address))
         .await
         .unwrap();
     let routed: Value = cluster

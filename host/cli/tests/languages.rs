@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::{SiloProcess, rio, workspace_root};
-use rio_client::{Client, ClientError, ReplyError};
+use rio_client::{Calls, Client, ClientError, ReplyError};
 use serde_json::{Value, json};
 
 #[derive(Clone, Copy, Debug)]

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::stores::{PostgresDatabase, SqliteFile};
 use common::{SiloProcess, rio, stdout_of};
-use rio_client::{Client, ClientError};
+use rio_client::{Calls, Client, ClientError};
 use serde_json::{Value, json};
 
 /// Objects on the silo that is killed while leaving.

@@ -23,7 +23,7 @@ use common::bank::Picks;
 use common::guests::{Language, build, tooling_ready};
 use common::stores::{PostgresDatabase, SqliteFile};
 use common::{SiloProcess, outcome_unknown, rio, stdout_of};
-use rio_client::{Client, ClientError, ReplyError};
+use rio_client::{Calls, Client, ClientError, ReplyError};
 use serde_json::{Value, json};
 
 async fn deploy_counter(address: &str) {

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use common::guests::build;
 use common::{SiloLog, SiloProcess};
-use rio_client::{Client, ClientError};
+use rio_client::{Calls, Client, ClientError};
 use rio_protocol::{
     CallRequest, ClientFrame, FrameReader, PROTOCOL_VERSION, Request, Response, ServerFrame,
     encode_frame,

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use common::SiloProcess;
 use common::guests::build;
-use rio_client::Client;
+use rio_client::{Calls, Client};
 use rio_protocol::{
     CallRequest, ClientFrame, ForwardRequest, PROTOCOL_VERSION, Request, encode_frame,
 };

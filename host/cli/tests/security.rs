@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use common::guests::build;
 use common::{RIO, SiloProcess, rio, stdout_of};
-use rio_client::{Client, ClientError, ConnectOptions, TlsConfig};
+use rio_client::{Calls, Client, ClientError, ConnectOptions, TlsConfig};
 use rio_protocol::{ReplyError, Request};
 use serde_json::{Value, json};
 

@@ -6,13 +6,10 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use rio_protocol::{CallRequest, ENQUEUE_MESSAGE_TYPE, Request, Response};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
+use rio_protocol::{CallRequest, Request, Response};
 use serde_bytes::ByteBuf;
 
-use crate::connection::{enqueue_payload, from_cbor, stored_ack, to_cbor};
-use crate::{Client, ClientError, ConnectOptions};
+use crate::{Calls, Client, ClientError, ConnectOptions};
 
 /// Objects remembered at most; past that the memory starts afresh.
 const ROUTES_MAX: usize = 1_000_000;
@@ -47,7 +44,7 @@ impl ClusterClient {
         options: &ConnectOptions,
     ) -> Result<ClusterClient, ClientError> {
         if addresses.is_empty() {
-            return Err(ClientError::Closed("no silo address given".into()));
+            return Err(ClientError::NoAddress);
         }
         let mut connections = Vec::with_capacity(addresses.len());
         for address in addresses {
@@ -69,125 +66,13 @@ impl ClusterClient {
     pub fn any_silo(&self) -> &Client {
         &self.silos.connections[0].1
     }
+}
 
-    /// As [`Client::call`], sent to the object's owner when it is known.
-    pub async fn call<M: Serialize, R: DeserializeOwned>(
-        &self,
-        service_type: &str,
-        object_id: &str,
-        message_type: &str,
-        message: &M,
-    ) -> Result<R, ClientError> {
-        let reply = self
-            .call_raw(service_type, object_id, message_type, to_cbor(message)?)
-            .await?;
-        from_cbor(&reply)
-    }
-
-    /// As [`Client::call_raw`], sent to the object's owner when it is known.
-    pub async fn call_raw(
-        &self,
-        service_type: &str,
-        object_id: &str,
-        message_type: &str,
-        payload: Vec<u8>,
-    ) -> Result<Vec<u8>, ClientError> {
-        self.call_raw_keyed(service_type, object_id, message_type, payload, None)
-            .await
-    }
-
-    /// As [`Client::call_with_key`], sent to the object's owner when it is
-    /// known. A retry may go to another silo: the key's reply is in the
-    /// cluster store, so any owner finds it.
-    pub async fn call_with_key<M: Serialize, R: DeserializeOwned>(
-        &self,
-        service_type: &str,
-        object_id: &str,
-        message_type: &str,
-        message: &M,
-        idempotency_key: &str,
-    ) -> Result<R, ClientError> {
-        let reply = self
-            .call_raw_keyed(
-                service_type,
-                object_id,
-                message_type,
-                to_cbor(message)?,
-                Some(idempotency_key),
-            )
-            .await?;
-        from_cbor(&reply)
-    }
-
-    /// As [`Client::send`], sent to the object's owner when it is known.
-    pub async fn send<M: Serialize>(
-        &self,
-        service_type: &str,
-        object_id: &str,
-        message_type: &str,
-        message: &M,
-    ) -> Result<(), ClientError> {
-        self.send_raw(service_type, object_id, message_type, to_cbor(message)?)
-            .await
-    }
-
-    /// As [`Client::send_raw`], sent to the object's owner when it is known.
-    pub async fn send_raw(
-        &self,
-        service_type: &str,
-        object_id: &str,
-        message_type: &str,
-        payload: Vec<u8>,
-    ) -> Result<(), ClientError> {
-        self.send_raw_keyed(service_type, object_id, message_type, payload, None)
-            .await
-    }
-
-    /// As [`Client::send_with_key`], sent to the object's owner when it is
-    /// known. A retry may go to another silo: the key's record is in the
-    /// cluster store, so any owner finds it.
-    pub async fn send_with_key<M: Serialize>(
-        &self,
-        service_type: &str,
-        object_id: &str,
-        message_type: &str,
-        message: &M,
-        idempotency_key: &str,
-    ) -> Result<(), ClientError> {
-        let payload = to_cbor(message)?;
-        self.send_raw_keyed(
-            service_type,
-            object_id,
-            message_type,
-            payload,
-            Some(idempotency_key),
-        )
-        .await
-    }
-
-    /// As [`Client::send_raw_keyed`], sent to the object's owner when it is known.
-    pub async fn send_raw_keyed(
-        &self,
-        service_type: &str,
-        object_id: &str,
-        message_type: &str,
-        payload: Vec<u8>,
-        idempotency_key: Option<&str>,
-    ) -> Result<(), ClientError> {
-        let reply = self
-            .call_raw_keyed(
-                service_type,
-                object_id,
-                ENQUEUE_MESSAGE_TYPE,
-                enqueue_payload(message_type, payload)?,
-                idempotency_key,
-            )
-            .await?;
-        stored_ack(&reply)
-    }
-
-    /// As [`Client::call_raw_keyed`], sent to the object's owner when it is known.
-    pub async fn call_raw_keyed(
+/// Sent to the object's owner when it is known (see [`ClusterClient`]). A
+/// keyed retry may go to another silo: the key's record is in the cluster
+/// store, so any owner finds it.
+impl Calls for ClusterClient {
+    async fn call_raw_keyed(
         &self,
         service_type: &str,
         object_id: &str,
@@ -253,5 +138,17 @@ impl ClusterClient {
                 Err(error)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn no_address_is_its_own_error() {
+        let error = ClusterClient::connect(&[]).await.err().expect("refused");
+        assert!(matches!(error, ClientError::NoAddress), "{error:?}");
+        assert!(error.to_string().contains("no silo address"), "{error}");
     }
 }

@@ -6,18 +6,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rio_protocol::{
-    CallRequest, ClientFrame, DeadLetterInfo, DeploymentInfo, ENQUEUE_MESSAGE_TYPE, EnqueueRequest,
-    FrameReader, FrameWriter, MemberInfo, PROTOCOL_VERSION, ReplyError, Request, Response,
-    ServerFrame, SiloStats, encode_frame,
+    CallRequest, ClientFrame, DeadLetterInfo, DeploymentInfo, FrameReader, FrameWriter, MemberInfo,
+    PROTOCOL_VERSION, ReplyError, Request, Response, ServerFrame, SiloStats, encode_frame,
 };
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 use serde_bytes::ByteBuf;
 use tokio::io::AsyncRead;
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
-use crate::{ClientError, TlsConfig};
+use crate::{Calls, ClientError, TlsConfig};
 
 type ReplySender = oneshot::Sender<Result<Response, ReplyError>>;
 
@@ -75,6 +72,18 @@ struct Shared {
     writer: Arc<FrameWriter>,
 }
 
+impl Shared {
+    /// The pending map, locked. A poisoned lock is taken over rather than
+    /// turned into a panic in every later request: each critical section
+    /// is one insert, one remove or setting `closed`, none of which can
+    /// leave the map half-changed, so the data a panicking holder left is
+    /// still consistent (at worst a waiter is missing, and its caller gets
+    /// `Closed` or `Timeout` as for a lost connection).
+    fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 struct CloseOnDrop(Arc<FrameWriter>);
 
 impl Drop for CloseOnDrop {
@@ -129,7 +138,10 @@ impl Client {
             })?;
         stream
             .set_nodelay(true)
-            .map_err(|e| ClientError::Closed(e.to_string()))?;
+            .map_err(|source| ClientError::Socket {
+                address: address.to_string(),
+                source,
+            })?;
         let (read_half, writer): (Box<dyn AsyncRead + Send + Unpin>, _) = match &options.tls {
             None => {
                 let (read_half, write_half) = stream.into_split();
@@ -210,158 +222,6 @@ impl Client {
         }
     }
 
-    /// Sends `message` (encoded as CBOR) to object `service_type/object_id`
-    /// and decodes its CBOR reply.
-    pub async fn call<M: Serialize, R: DeserializeOwned>(
-        &self,
-        service_type: &str,
-        object_id: &str,
-        message_type: &str,
-        message: &M,
-    ) -> Result<R, ClientError> {
-        let reply = self
-            .call_raw(service_type, object_id, message_type, to_cbor(message)?)
-            .await?;
-        from_cbor(&reply)
-    }
-
-    /// Sends an opaque payload and returns the opaque reply.
-    pub async fn call_raw(
-        &self,
-        service_type: &str,
-        object_id: &str,
-        message_type: &str,
-        payload: Vec<u8>,
-    ) -> Result<Vec<u8>, ClientError> {
-        self.call_raw_keyed(service_type, object_id, message_type, payload, None)
-            .await
-    }
-
-    /// As [`Client::call`], made idempotent by `idempotency_key`: if a turn
-    /// of this object already committed under that key (an earlier attempt
-    /// whose reply was lost), the silo answers its stored reply and runs
-    /// nothing. Retry a call whose outcome is unknown (`unavailable`, a
-    /// timeout, a broken connection) with the same key. A key names one
-    /// call of one object; use a fresh one (e.g. a UUID) per logical call.
-    pub async fn call_with_key<M: Serialize, R: DeserializeOwned>(
-        &self,
-        service_type: &str,
-        object_id: &str,
-        message_type: &str,
-        message: &M,
-        idempotency_key: &str,
-    ) -> Result<R, ClientError> {
-        let reply = self
-            .call_raw_keyed(
-                service_type,
-                object_id,
-                message_type,
-                to_cbor(message)?,
-                Some(idempotency_key),
-            )
-            .await?;
-        from_cbor(&reply)
-    }
-
-    /// As [`Client::call_raw`], with an idempotency key when one is given
-    /// (see [`Client::call_with_key`]).
-    pub async fn call_raw_keyed(
-        &self,
-        service_type: &str,
-        object_id: &str,
-        message_type: &str,
-        payload: Vec<u8>,
-        idempotency_key: Option<&str>,
-    ) -> Result<Vec<u8>, ClientError> {
-        let request = Request::Call(CallRequest {
-            service_type: service_type.to_string(),
-            object_id: object_id.to_string(),
-            message_type: message_type.to_string(),
-            payload: ByteBuf::from(payload),
-            timeout_ms: Some(self.timeout_ms()),
-            idempotency_key: idempotency_key.map(str::to_string),
-        });
-        match self.request(request).await? {
-            Response::Payload(bytes) => Ok(bytes.into_vec()),
-            other => Err(ClientError::Unexpected(format!("{other:?}"))),
-        }
-    }
-
-    /// Sends `message` (encoded as CBOR) one way to object
-    /// `service_type/object_id`: returns once the object's silo has stored
-    /// it, and the object handles it afterwards, exactly once; its reply is
-    /// dropped. One client's sends to one object take effect in the order
-    /// they were acknowledged. A message the object refuses (an unknown
-    /// message type, its handler's error three times) ends in the dead
-    /// letters. An unknown service type is refused at once.
-    pub async fn send<M: Serialize>(
-        &self,
-        service_type: &str,
-        object_id: &str,
-        message_type: &str,
-        message: &M,
-    ) -> Result<(), ClientError> {
-        self.send_raw(service_type, object_id, message_type, to_cbor(message)?)
-            .await
-    }
-
-    /// As [`Client::send`], with an opaque payload.
-    pub async fn send_raw(
-        &self,
-        service_type: &str,
-        object_id: &str,
-        message_type: &str,
-        payload: Vec<u8>,
-    ) -> Result<(), ClientError> {
-        self.send_raw_keyed(service_type, object_id, message_type, payload, None)
-            .await
-    }
-
-    /// As [`Client::send`], stored at most once per object under
-    /// `idempotency_key`: retry a send whose acknowledgement was lost (a
-    /// timeout, `unavailable`, a broken connection) with the same key, and
-    /// the message is still handled once.
-    pub async fn send_with_key<M: Serialize>(
-        &self,
-        service_type: &str,
-        object_id: &str,
-        message_type: &str,
-        message: &M,
-        idempotency_key: &str,
-    ) -> Result<(), ClientError> {
-        let payload = to_cbor(message)?;
-        self.send_raw_keyed(
-            service_type,
-            object_id,
-            message_type,
-            payload,
-            Some(idempotency_key),
-        )
-        .await
-    }
-
-    /// As [`Client::send_raw`], with an idempotency key when one is given
-    /// (see [`Client::send_with_key`]).
-    pub async fn send_raw_keyed(
-        &self,
-        service_type: &str,
-        object_id: &str,
-        message_type: &str,
-        payload: Vec<u8>,
-        idempotency_key: Option<&str>,
-    ) -> Result<(), ClientError> {
-        let reply = self
-            .call_raw_keyed(
-                service_type,
-                object_id,
-                ENQUEUE_MESSAGE_TYPE,
-                enqueue_payload(message_type, payload)?,
-                idempotency_key,
-            )
-            .await?;
-        stored_ack(&reply)
-    }
-
     /// Deploys a component under `service_type`.
     pub async fn deploy(
         &self,
@@ -435,12 +295,7 @@ impl Client {
     /// Whether the connection has ended (the silo closed it, or it broke);
     /// a closed client fails every request without sending it.
     pub fn is_closed(&self) -> bool {
-        self.shared
-            .pending
-            .lock()
-            .expect("pending map poisoned")
-            .closed
-            .is_some()
+        self.shared.pending().closed.is_some()
     }
 
     /// The silo's process generation, if it answers.
@@ -458,7 +313,7 @@ impl Client {
         encode_frame(&ClientFrame::Request { id, request }, &mut frame)?;
         let (reply_sender, reply) = oneshot::channel();
         {
-            let mut pending = self.shared.pending.lock().expect("pending map poisoned");
+            let mut pending = self.shared.pending();
             if let Some(reason) = &pending.closed {
                 return Err(ClientError::Closed(reason.clone()));
             }
@@ -479,16 +334,11 @@ impl Client {
     }
 
     fn forget(&self, id: u64) {
-        self.shared
-            .pending
-            .lock()
-            .expect("pending map poisoned")
-            .waiting
-            .remove(&id);
+        self.shared.pending().waiting.remove(&id);
     }
 
     fn closed_reason(&self) -> String {
-        let pending = self.shared.pending.lock().expect("pending map poisoned");
+        let pending = self.shared.pending();
         pending
             .closed
             .clone()
@@ -496,41 +346,30 @@ impl Client {
     }
 }
 
-/// A message as the CBOR payload every rio SDK expects.
-pub(crate) fn to_cbor<M: Serialize>(message: &M) -> Result<Vec<u8>, ClientError> {
-    let mut payload = Vec::new();
-    ciborium::into_writer(message, &mut payload).map_err(|e| ClientError::Codec(e.to_string()))?;
-    Ok(payload)
-}
-
-/// The payload of a one-way send: the message for the receiver to store.
-pub(crate) fn enqueue_payload(
-    message_type: &str,
-    payload: Vec<u8>,
-) -> Result<Vec<u8>, ClientError> {
-    to_cbor(&EnqueueRequest {
-        message_type: message_type.to_string(),
-        payload: ByteBuf::from(payload),
-    })
-}
-
-/// A silo that stored a one-way send answers nothing; anything else came
-/// from a silo that does not know client sends (and ran a guest).
-pub(crate) fn stored_ack(reply: &[u8]) -> Result<(), ClientError> {
-    if reply.is_empty() {
-        Ok(())
-    } else {
-        Err(ClientError::Unexpected(format!(
-            "a one-way send was answered with {} bytes: the silo does not store client sends",
-            reply.len()
-        )))
+/// A plain call, answered by (or forwarded from) the silo this client is
+/// connected to.
+impl Calls for Client {
+    async fn call_raw_keyed(
+        &self,
+        service_type: &str,
+        object_id: &str,
+        message_type: &str,
+        payload: Vec<u8>,
+        idempotency_key: Option<&str>,
+    ) -> Result<Vec<u8>, ClientError> {
+        let request = Request::Call(CallRequest {
+            service_type: service_type.to_string(),
+            object_id: object_id.to_string(),
+            message_type: message_type.to_string(),
+            payload: ByteBuf::from(payload),
+            timeout_ms: Some(self.timeout_ms()),
+            idempotency_key: idempotency_key.map(str::to_string),
+        });
+        match self.request(request).await? {
+            Response::Payload(bytes) => Ok(bytes.into_vec()),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
     }
-}
-
-/// A CBOR reply payload decoded as `R`.
-pub(crate) fn from_cbor<R: DeserializeOwned>(reply: &[u8]) -> Result<R, ClientError> {
-    ciborium::from_reader(reply)
-        .map_err(|e| ClientError::Codec(format!("cannot decode reply: {e}")))
 }
 
 async fn read_replies(
@@ -540,12 +379,7 @@ async fn read_replies(
     let reason = loop {
         match reader.next_frame::<ServerFrame>().await {
             Ok(Some(ServerFrame::Reply { id, result })) => {
-                let waiter = shared
-                    .pending
-                    .lock()
-                    .expect("pending map poisoned")
-                    .waiting
-                    .remove(&id);
+                let waiter = shared.pending().waiting.remove(&id);
                 if let Some(waiter) = waiter {
                     let _ = waiter.send(result);
                 }
@@ -561,7 +395,7 @@ async fn read_replies(
         }
     };
     tracing::debug!(%reason, "client connection closed");
-    let mut pending = shared.pending.lock().expect("pending map poisoned");
+    let mut pending = shared.pending();
     pending.closed = Some(reason);
     // Dropping the senders wakes every waiter with `Closed`.
     pending.waiting.clear();

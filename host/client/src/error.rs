@@ -13,6 +13,19 @@ pub enum ClientError {
         /// What the OS said.
         source: std::io::Error,
     },
+    /// The TCP connection was made but could not be set up for rio (the OS
+    /// refused `TCP_NODELAY`, without which small requests wait for
+    /// Nagle's delay).
+    #[error("cannot set up the connection to silo at {address}: {source}")]
+    Socket {
+        /// The silo connected to.
+        address: String,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// A cluster client was asked to connect to no silo at all.
+    #[error("no silo address given: a cluster client needs at least one")]
+    NoAddress,
     /// TLS could not be set up: a bad CA file, or the silo's certificate was
     /// not trusted.
     #[error("TLS: {0}")]

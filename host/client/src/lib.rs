@@ -8,6 +8,8 @@
 //! a client sends one way (`send`): acknowledged once the receiver's silo
 //! stored the message, which then takes effect exactly once.
 //!
+//! - `calls`: [`Calls`], calls and one-way sends, the same on every client
+//!   (`use rio_client::Calls;` to make them).
 //! - `connection`: the connection and its reader task.
 //! - `cluster`: [`ClusterClient`], connections to every silo of a cluster,
 //!   calling each object's owner directly.
@@ -18,6 +20,7 @@
 //! [`Client::connect_with`] and [`ConnectOptions`].
 //!
 //! ```no_run
+//! use rio_client::Calls;
 //! # async fn demo() -> Result<(), rio_client::ClientError> {
 //! #[derive(serde::Serialize)] struct Increment { by: i64 }
 //! #[derive(serde::Deserialize)] struct Value { value: i64 }
@@ -29,11 +32,13 @@
 //! ```
 #![warn(missing_docs)]
 
+mod calls;
 mod cluster;
 mod connection;
 mod error;
 mod tls;
 
+pub use calls::Calls;
 pub use cluster::ClusterClient;
 pub use connection::{Client, ConnectOptions, DEFAULT_TIMEOUT};
 pub use error::ClientError;

@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{DataDir, TestSilo, config};
-use rio_client::{Client, ClientError, ReplyError};
+use rio_client::{Calls, Client, ClientError, ReplyError};
 use serde::{Deserialize, Serialize};
 
 #[derive(Serialize)]

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::{DataDir, Empty, TestSilo, config};
-use rio_client::{ClientError, ReplyError};
+use rio_client::{Calls, ClientError, ReplyError};
 use rio_protocol::{ClientFrame, FrameReader, PROTOCOL_VERSION, ServerFrame, encode_frame};
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use common::{
     DataDir, Empty, Increment, TestSilo, Value, config, counter_value, eventually, guest,
 };
-use rio_client::{ClientError, ReplyError};
+use rio_client::{Calls, ClientError, ReplyError};
 use serde::Deserialize;
 
 #[derive(Deserialize, Debug)]

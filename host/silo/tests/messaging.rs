@@ -5,7 +5,7 @@ mod common;
 use std::collections::HashSet;
 
 use common::{DataDir, Empty, Increment, TestSilo, Value, config, counter_value};
-use rio_client::{ClientError, ReplyError};
+use rio_client::{Calls, ClientError, ReplyError};
 use serde::{Deserialize, Serialize};
 
 #[tokio::test]

@@ -5,7 +5,7 @@
 mod common;
 
 use common::{DataDir, Empty, Increment, TestSilo, Value, config, counter_value};
-use rio_client::{Client, ClientError};
+use rio_client::{Calls, Client, ClientError};
 use serde::Serialize;
 use serde_json::{Value as Json, json};
 

@@ -7,9 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use rio_client::{Client, ClientError, ClusterClient, ConnectOptions, DeploymentInfo};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
+use rio_client::{Calls, Client, ClientError, ClusterClient, ConnectOptions, DeploymentInfo};
 
 /// What the load runs through: one connection to one silo, or, against a
 /// cluster, one connection to each silo, calling each object's owner.
@@ -19,63 +17,44 @@ pub(crate) enum BenchClient {
     Cluster(ClusterClient),
 }
 
+/// `call`, `call_with_key` and the rest come with [`Calls`], on top of this.
+impl Calls for BenchClient {
+    async fn call_raw_keyed(
+        &self,
+        service_type: &str,
+        object_id: &str,
+        message_type: &str,
+        payload: Vec<u8>,
+        idempotency_key: Option<&str>,
+    ) -> Result<Vec<u8>, ClientError> {
+        match self {
+            BenchClient::One(client) => {
+                client
+                    .call_raw_keyed(
+                        service_type,
+                        object_id,
+                        message_type,
+                        payload,
+                        idempotency_key,
+                    )
+                    .await
+            }
+            BenchClient::Cluster(client) => {
+                client
+                    .call_raw_keyed(
+                        service_type,
+                        object_id,
+                        message_type,
+                        payload,
+                        idempotency_key,
+                    )
+                    .await
+            }
+        }
+    }
+}
+
 impl BenchClient {
-    pub(crate) async fn call<M: Serialize, R: DeserializeOwned>(
-        &self,
-        service_type: &str,
-        object_id: &str,
-        message_type: &str,
-        message: &M,
-    ) -> Result<R, ClientError> {
-        match self {
-            BenchClient::One(client) => {
-                client
-                    .call(service_type, object_id, message_type, message)
-                    .await
-            }
-            BenchClient::Cluster(client) => {
-                client
-                    .call(service_type, object_id, message_type, message)
-                    .await
-            }
-        }
-    }
-
-    /// [`BenchClient::call`] with an idempotency key.
-    pub(crate) async fn call_with_key<M: Serialize, R: DeserializeOwned>(
-        &self,
-        service_type: &str,
-        object_id: &str,
-        message_type: &str,
-        message: &M,
-        idempotency_key: &str,
-    ) -> Result<R, ClientError> {
-        match self {
-            BenchClient::One(client) => {
-                client
-                    .call_with_key(
-                        service_type,
-                        object_id,
-                        message_type,
-                        message,
-                        idempotency_key,
-                    )
-                    .await
-            }
-            BenchClient::Cluster(client) => {
-                client
-                    .call_with_key(
-                        service_type,
-                        object_id,
-                        message_type,
-                        message,
-                        idempotency_key,
-                    )
-                    .await
-            }
-        }
-    }
-
     pub(crate) async fn deployments(&self) -> Result<Vec<DeploymentInfo>, ClientError> {
         match self {
             BenchClient::One(client) => client.deployments().await,

@@ -7,7 +7,7 @@
 //! spreads its connections over all of them; so does a list of running
 //! silos given to `--silo`.
 //!
-//! - `silo_process`: the child silo.
+//! - `silo_process`: the child silos and their data directories.
 //! - `load`: closed-loop request/reply load and latency sampling.
 //! - `transfers`: bank accounts moving money, checked to add up (`--transfers`).
 //! - `report`: the table and the `--json` form.
@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
 use clap::Args;
-use rio_client::{Client, ConnectOptions, TlsConfig};
+use rio_client::{Calls, Client, ConnectOptions, TlsConfig};
 use serde::{Deserialize, Serialize};
 
 use report::{Figures, Throughput};
@@ -125,18 +125,21 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
         (None, Some(url)) => {
             for index in 0..args.silos.max(1) {
                 children.push(
-                    silo_process::SiloProcess::start(index, args.pooling_allocator, Some(url))
+                    silo_process::BenchSilo::start(index, args.pooling_allocator, Some(url))
                         .await?,
                 );
             }
         }
         (None, None) => {
-            children.push(silo_process::SiloProcess::start(0, args.pooling_allocator, None).await?)
+            children.push(silo_process::BenchSilo::start(0, args.pooling_allocator, None).await?)
         }
     }
     let addresses: Vec<String> = match &args.silo {
         Some(list) => list.split(',').map(|a| a.trim().to_string()).collect(),
-        None => children.iter().map(|child| child.address.clone()).collect(),
+        None => children
+            .iter()
+            .map(|child| child.address().to_string())
+            .collect(),
     };
     let address = addresses[0].clone();
     let component_path = match (&args.component, &args.guest) {

@@ -1,53 +1,52 @@
-//! A silo started by `rio bench` as a child process, killed when dropped.
+//! The silos `rio bench` starts: a [`SiloProcess`] each (this same binary),
+//! with a fresh data directory removed when the benchmark ends.
 
 use std::process::Stdio;
 
-use anyhow::{Context, bail};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use anyhow::Context;
 
-pub(crate) struct SiloProcess {
-    pub(crate) address: String,
-    _child: Child,
+use crate::silo_process::SiloProcess;
+
+pub(crate) struct BenchSilo {
+    // Declared first so the silo is killed before its directory is removed.
+    process: SiloProcess,
     _data_dir: TempDir,
 }
 
-impl SiloProcess {
+impl BenchSilo {
     /// Silo number `index` of this benchmark, in a cluster if `cluster` names a store.
     pub(crate) async fn start(
         index: usize,
         pooling_allocator: bool,
         cluster: Option<&str>,
-    ) -> anyhow::Result<SiloProcess> {
+    ) -> anyhow::Result<BenchSilo> {
         let data_dir = TempDir::new(index)?;
-        let mut command = Command::new(std::env::current_exe()?);
-        command
-            .args(["silo", "--listen", "127.0.0.1:0", "--data"])
-            .arg(&data_dir.0)
-            .env("RIO_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true);
+        let mut flags = Vec::new();
         if pooling_allocator {
-            command.arg("--pooling-allocator");
+            flags.push("--pooling-allocator".to_string());
         }
         if let Some(url) = cluster {
-            command.args(["--cluster", url]);
+            flags.extend(["--cluster".to_string(), url.to_string()]);
         }
-        let mut child = command.spawn().context("cannot start a silo process")?;
-        let stdout = child.stdout.take().context("no stdout from the silo")?;
-        let mut lines = BufReader::new(stdout).lines();
-        while let Some(line) = lines.next_line().await? {
-            if let Some(address) = line.strip_prefix("rio silo listening on ") {
-                let address = address.trim().to_string();
-                return Ok(SiloProcess {
-                    address,
-                    _child: child,
-                    _data_dir: data_dir,
-                });
-            }
-        }
-        bail!("the silo exited before it listened")
+        let rio = std::env::current_exe()?;
+        let dir = data_dir.0.clone();
+        // Waiting for the silo's first line blocks; keep it off the runtime's
+        // worker threads.
+        let process = tokio::task::spawn_blocking(move || {
+            let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+            SiloProcess::spawn(&rio, &dir, &flags, Stdio::inherit())
+        })
+        .await
+        .context("the task starting a silo failed")??;
+        Ok(BenchSilo {
+            process,
+            _data_dir: data_dir,
+        })
+    }
+
+    /// Where the silo listens.
+    pub(crate) fn address(&self) -> &str {
+        &self.process.address
     }
 }
 

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::ensure;
-use rio_client::ClientError;
+use rio_client::{Calls, ClientError};
 use serde::{Deserialize, Serialize};
 
 use super::load::{self, BenchClient, LoadResult};

@@ -118,10 +118,10 @@ pub fn build(folder: &str) -> Vec<u8> {
 
 /// Held by a test for its whole run, so the timed tests of one binary do not
 /// share the two cores with each other (a deadline holds under contention,
-/// but each test's printed figures should be its own).
-pub fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
-    static SERIAL: Mutex<()> = Mutex::new(());
-    SERIAL
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+/// but each test's printed figures should be its own). An async lock, as it
+/// is held across the test's awaits; it has no poisoning, so a test that
+/// failed does not stop the next.
+pub async fn one_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
+    static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    SERIAL.lock().await
 }

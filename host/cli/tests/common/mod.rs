@@ -8,7 +8,7 @@ pub mod stores;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 
 pub const RIO: &str = env!("CARGO_BIN_EXE_rio");
 
@@ -44,11 +44,11 @@ pub fn stdout_of(output: &Output) -> String {
         .to_string()
 }
 
-/// A `rio silo` child process, killed if the test drops it.
-pub struct SiloProcess {
-    child: Child,
-    pub address: String,
-}
+// The one `SiloProcess`, shared with `rio bench`; the test-only controls
+// are added below.
+#[path = "../../src/silo_process.rs"]
+mod silo_process;
+pub use silo_process::SiloProcess;
 
 impl SiloProcess {
     pub fn start(data_dir: &Path) -> SiloProcess {
@@ -57,13 +57,15 @@ impl SiloProcess {
 
     /// Starts `rio silo` on a free port with extra flags.
     pub fn start_with(data_dir: &Path, flags: &[&str]) -> SiloProcess {
-        SiloProcess::spawn(data_dir, flags, Stdio::inherit())
+        SiloProcess::spawn(Path::new(RIO), data_dir, flags, Stdio::inherit())
+            .expect("rio silo starts")
     }
 
     /// As [`SiloProcess::start_with`], keeping the silo's log (its stderr,
     /// warnings and errors) for the test to read; it is echoed as it comes.
     pub fn start_logged(data_dir: &Path, flags: &[&str]) -> (SiloProcess, SiloLog) {
-        let mut silo = SiloProcess::spawn(data_dir, flags, Stdio::piped());
+        let mut silo = SiloProcess::spawn(Path::new(RIO), data_dir, flags, Stdio::piped())
+            .expect("rio silo starts");
         let stderr = silo.child.stderr.take().unwrap();
         let log = SiloLog::default();
         let kept = log.0.clone();
@@ -77,28 +79,6 @@ impl SiloProcess {
             }
         });
         (silo, log)
-    }
-
-    fn spawn(data_dir: &Path, flags: &[&str], stderr: Stdio) -> SiloProcess {
-        let mut child = Command::new(RIO)
-            .args(["silo", "--listen", "127.0.0.1:0", "--data"])
-            .arg(data_dir)
-            .args(flags)
-            .env("RIO_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .expect("rio silo starts");
-        let mut first_line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut first_line)
-            .unwrap();
-        let address = first_line
-            .trim()
-            .strip_prefix("rio silo listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line: {first_line:?}"))
-            .to_string();
-        SiloProcess { child, address }
     }
 
     /// The silo's process id.
@@ -196,13 +176,6 @@ impl SiloLog {
             .filter(|line| line.contains(needle))
             .map(str::to_string)
             .collect()
-    }
-}
-
-impl Drop for SiloProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

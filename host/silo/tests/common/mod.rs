@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rio_client::Client;
+use rio_client::{Calls, Client};
 use rio_silo::{Silo, SiloConfig};
 use tokio::sync::oneshot;
 
