@@ -15,6 +15,7 @@ use wasmtime::Engine;
 use crate::activation::Context;
 use crate::activation::directory::Directory;
 use crate::base::clock::{self, now_ms};
+use crate::base::pace;
 use crate::cluster::{Cluster, run_agent, run_wait_reports};
 use crate::config::SiloConfig;
 use crate::effects::Effects;
@@ -330,11 +331,7 @@ async fn poll_deployments(
     interval: Duration,
     mut stopping: watch::Receiver<bool>,
 ) {
-    loop {
-        tokio::select! {
-            _ = stopping.wait_for(|stop| *stop) => return,
-            _ = tokio::time::sleep(interval) => {}
-        }
+    while pace::pause(interval, &mut stopping).await {
         if let Err(error) = router.ctx.deployments.refresh().await {
             tracing::warn!(%error, "cannot read the deployments of the cluster");
         }

@@ -6,6 +6,7 @@ pub(crate) mod clock;
 pub(crate) mod limits;
 pub(crate) mod log_summary;
 pub(crate) mod object_key;
+pub(crate) mod pace;
 pub(crate) mod reserved;
 pub(crate) mod text;
 

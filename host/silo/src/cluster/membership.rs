@@ -11,6 +11,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use super::{Cluster, now_ms};
+use crate::base::pace;
 use crate::storage::{SiloId, SiloStatus};
 
 const PROBED_PEERS: usize = 3;
@@ -68,11 +69,7 @@ async fn probe_until_stopping(
     let mut missed: HashMap<SiloId, u32> = HashMap::new();
     let mut ticker = tokio::time::interval(config.probe_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = stopping.wait_for(|stop| *stop) => return true,
-            _ = ticker.tick() => {}
-        }
+    while pace::tick(&mut ticker, &mut stopping).await {
         match cluster.store.membership.heartbeat(&me, now_ms()).await {
             Ok(SiloStatus::Active) => {}
             Ok(SiloStatus::Left) => return true,
@@ -119,6 +116,7 @@ async fn probe_until_stopping(
             }
         }
     }
+    true
 }
 
 /// The next `PROBED_PEERS` active silos after `me`, wrapping around.

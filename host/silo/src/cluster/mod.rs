@@ -18,7 +18,7 @@ mod wait_reports;
 
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock, RwLock};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use rio_protocol::ReplyError;
 use tokio::sync::watch;
@@ -28,6 +28,7 @@ pub(crate) use self::peers::{ForwardFailure, Peers};
 pub(crate) use self::placement::Route;
 pub(crate) use self::wait_reports::{note_wait_report, run_wait_reports};
 use crate::base::ObjectKey;
+use crate::base::pace::Backoff;
 use crate::config::ClusterConfig;
 use crate::storage::{ClusterStore, Member, SiloId, SiloStatus, StorageError};
 
@@ -54,11 +55,7 @@ pub(crate) struct Cluster {
     pub(crate) deaths: watch::Sender<u64>,
 }
 
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_millis() as i64)
-}
+pub(crate) use crate::base::clock::now_ms;
 
 fn storage(error: StorageError) -> ReplyError {
     ReplyError::Internal(format!("cluster store: {error}"))
@@ -97,16 +94,10 @@ impl Cluster {
                 generation: self.generation,
             })
             .clone();
-        let mut delay = std::time::Duration::from_millis(100);
-        loop {
-            match self.store.membership.join(&me, now_ms()).await {
-                Ok(()) => break,
-                Err(error) => {
-                    tracing::warn!(%error, "cannot join the cluster yet; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(std::time::Duration::from_secs(5));
-                }
-            }
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+        while let Err(error) = self.store.membership.join(&me, now_ms()).await {
+            tracing::warn!(%error, "cannot join the cluster yet; retrying");
+            tokio::time::sleep(backoff.next_delay()).await;
         }
         if let Err(error) = self.refresh_view().await {
             tracing::warn!(%error, "cannot read the membership table");

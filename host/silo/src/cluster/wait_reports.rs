@@ -8,7 +8,7 @@ use rio_protocol::{WaitInfo, WaitReport};
 use tokio::sync::watch;
 
 use super::Cluster;
-use crate::base::ObjectKey;
+use crate::base::{ObjectKey, pace};
 use crate::deadlock::{LONG_WAIT, REPORT_INTERVAL, Wait, WaitGraph};
 
 /// The most waits one report carries.
@@ -25,11 +25,7 @@ pub(crate) async fn run_wait_reports(
     let mut ticker = tokio::time::interval(REPORT_INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut reported_some = false;
-    loop {
-        tokio::select! {
-            _ = stopping.wait_for(|stop| *stop) => return,
-            _ = ticker.tick() => {}
-        }
+    while pace::tick(&mut ticker, &mut stopping).await {
         let Ok(me) = cluster.me() else { continue };
         let mut long = waits.long_waits(LONG_WAIT);
         // The oldest first: under a flood of slow calls the report stays

@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::base::ObjectKey;
+use crate::base::{ObjectKey, pace};
 use crate::storage::StateStore;
 
 /// Replies one activation remembers at most. Retries come soon after the
@@ -99,11 +99,7 @@ pub(crate) async fn run_sweep(
     batch: usize,
     mut stopping: watch::Receiver<bool>,
 ) {
-    loop {
-        tokio::select! {
-            _ = stopping.wait_for(|stop| *stop) => return,
-            _ = tokio::time::sleep(interval) => {}
-        }
+    while pace::pause(interval, &mut stopping).await {
         let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
         let cutoff = crate::base::clock::now_ms().saturating_sub(retention_ms);
         match store.sweep_replies(cutoff, batch).await {

@@ -35,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Effects;
 use crate::base::ObjectKey;
+use crate::base::pace::Backoff;
 use crate::message::{Dispatch, Envelope, PendingSend, ReplyTo, empty_chain};
 use crate::storage::{DeadLetter, Outgoing, StateStore, StorageError};
 
@@ -189,7 +190,7 @@ impl Deliverer {
     async fn deliver(&self, message: &Outgoing) -> bool {
         let key = delivery_key(&self.sender, message.seq);
         let mut refusals = 0;
-        let mut backoff = FIRST_BACKOFF;
+        let mut backoff = Backoff::new(FIRST_BACKOFF, MAX_BACKOFF);
         loop {
             if self.stop.is_cancelled() || self.effects.is_stopping() {
                 return false;
@@ -221,8 +222,7 @@ impl Deliverer {
             if let Some(error) = give_up {
                 return self.bury(message, error).await;
             }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(MAX_BACKOFF);
+            tokio::time::sleep(backoff.next_delay()).await;
         }
     }
 
@@ -280,7 +280,7 @@ impl Deliverer {
             reason,
             failed_at_ms: crate::base::clock::now_ms(),
         };
-        let mut backoff = FIRST_BACKOFF;
+        let mut backoff = Backoff::new(FIRST_BACKOFF, MAX_BACKOFF);
         loop {
             match self.effects.store().bury(&letter).await {
                 Ok(()) => return true,
@@ -291,8 +291,7 @@ impl Deliverer {
             if self.stop.is_cancelled() || self.effects.is_stopping() {
                 return false;
             }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(MAX_BACKOFF);
+            tokio::time::sleep(backoff.next_delay()).await;
         }
     }
 }

@@ -41,7 +41,7 @@ use crate::base::log_summary::LogSummary;
 use crate::base::{ObjectKey, reserved};
 use crate::config::auth::Credential;
 use crate::message::connection::{Connection, ConnectionSink, Room};
-use crate::message::{Envelope, ReplyTo, empty_chain};
+use crate::message::{Envelope, ReplyTo};
 use crate::observe::ConnectionCounters;
 use crate::routing::Router;
 
@@ -394,12 +394,12 @@ fn handle_request(
 ) {
     let report_owner = matches!(request, Request::RoutedCall(_));
     match request {
-        Request::Call(call) | Request::RoutedCall(call) => {
+        Request::Call(mut call) | Request::RoutedCall(mut call) => {
             let key = ObjectKey::new(&call.service_type, &call.object_id);
             if let Err(error) = reserved::check_client_call(&call.message_type, &key.to_string()) {
                 return sink.reply(id, Err(error));
             }
-            let idempotency_key = match checked_idempotency_key(call.idempotency_key) {
+            let idempotency_key = match checked_idempotency_key(call.idempotency_key.take()) {
                 Ok(idempotency_key) => idempotency_key,
                 Err(error) => return sink.reply(id, Err(error)),
             };
@@ -408,43 +408,24 @@ fn handle_request(
                 sink,
                 report_owner,
             };
-            let mut envelope = Envelope::new(
-                call.message_type,
-                call.payload.into_vec(),
-                empty_chain(),
-                reply,
-                deadline,
+            router.route(
+                key,
+                Envelope::from_call(call, idempotency_key, reply, deadline),
             );
-            envelope.idempotency_key = idempotency_key;
-            router.route(key, envelope);
         }
-        Request::Forward(forward) => {
-            let call = forward.call;
+        Request::Forward(mut forward) => {
+            let call = &mut forward.call;
             let key = ObjectKey::new(&call.service_type, &call.object_id);
-            let idempotency_key = match checked_idempotency_key(call.idempotency_key) {
+            let idempotency_key = match checked_idempotency_key(call.idempotency_key.take()) {
                 Ok(idempotency_key) => idempotency_key,
                 Err(error) => return sink.reply(id, Err(error)),
             };
-            let chain: Vec<ObjectKey> = forward
-                .call_chain
-                .iter()
-                .map(|(service_type, object_id)| ObjectKey::new(service_type, object_id))
-                .collect();
             let reply = ReplyTo::Connection {
                 request_id: id,
                 sink,
                 report_owner: false,
             };
-            let mut envelope = Envelope::new(
-                call.message_type,
-                call.payload.into_vec(),
-                chain.into(),
-                reply,
-                deadline,
-            );
-            envelope.hops = forward.hops;
-            envelope.waiting_since_us = forward.waiting_since_us;
-            envelope.idempotency_key = idempotency_key;
+            let envelope = Envelope::from_forward(forward, idempotency_key, reply, deadline);
             router.route(key, envelope);
         }
         Request::Waits(report) => {

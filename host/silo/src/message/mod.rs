@@ -5,6 +5,7 @@
 
 pub(crate) mod connection;
 pub(crate) mod envelope;
+mod wire;
 
 use std::sync::{Arc, LazyLock};
 

@@ -5,8 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use rio_protocol::{CallRequest, ForwardRequest, ReplyError};
-use serde_bytes::ByteBuf;
+use rio_protocol::ReplyError;
 use tokio::time::Instant;
 
 use super::Router;
@@ -128,23 +127,7 @@ impl Router {
             None => return,
         };
         let remaining = envelope.deadline.saturating_duration_since(Instant::now());
-        let request = ForwardRequest {
-            call: CallRequest {
-                service_type: key.service_type.to_string(),
-                object_id: key.object_id.to_string(),
-                message_type: std::mem::take(&mut envelope.message_type),
-                payload: ByteBuf::from(std::mem::take(&mut envelope.payload)),
-                timeout_ms: Some(u64::try_from(remaining.as_millis()).unwrap_or(u64::MAX)),
-                idempotency_key: envelope.idempotency_key.as_deref().map(str::to_string),
-            },
-            call_chain: envelope
-                .call_chain
-                .iter()
-                .map(|key| (key.service_type.to_string(), key.object_id.to_string()))
-                .collect(),
-            hops: envelope.hops + 1,
-            waiting_since_us: envelope.waiting_since_us,
-        };
+        let request = envelope.take_forward(&key);
         self.ctx
             .counters
             .forwarded_total
