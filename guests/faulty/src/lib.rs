@@ -3,7 +3,8 @@
 //! writes then traps; it answers with replies of any size; for the
 //! deadline tests it also sleeps in WASI (in a turn, in a call it waits on,
 //! or in its deactivation hook); for the limit tests it writes too much,
-//! calls too deep or too often, and floods its log.
+//! calls too deep or too often, and floods its log or its stdout and
+//! stderr.
 
 use rio_sdk::prelude::*;
 
@@ -295,6 +296,25 @@ fn log_flood(message: LogFlood) -> Result<OkReply, Error> {
     ok()
 }
 
+#[derive(Deserialize)]
+struct PrintFlood {
+    /// Stop after this many lines, or at the turn's deadline if `0`.
+    lines: u32,
+    text: String,
+}
+
+/// Prints `text` on stdout, then on stderr, line after line: `lines` of
+/// each, or until the turn is stopped at its deadline.
+fn print_flood(message: PrintFlood) -> Result<OkReply, Error> {
+    let mut printed = 0;
+    while message.lines == 0 || printed < message.lines {
+        println!("{} (stdout {printed})", message.text);
+        eprintln!("{} (stderr {printed})", message.text);
+        printed += 1;
+    }
+    ok()
+}
+
 rio_sdk::service! {
     on_activate = count_activation;
     on_deactivate = sleep_if_asked_on_deactivate;
@@ -320,4 +340,5 @@ rio_sdk::service! {
     "chain" => chain,
     "many-calls" => many_calls,
     "log-flood" => log_flood,
+    "print-flood" => print_flood,
 }

@@ -1,7 +1,7 @@
 //! Limits on what one guest or caller may use (issue 11), tried against a
 //! real `rio silo` started with small limits: a turn writing 2 GiB, a value
 //! over the value limit, a call chain too deep, too many calls in a turn, an
-//! object id too long, and a guest flooding its log with forged lines; and,
+//! object id or a message type too long, and a guest flooding its log with forged lines; and,
 //! at the default limits on two silos, replies and payloads over
 //! `payload-bytes`. Each fails that one call with the limit named, and the
 //! silo (and the connection) goes on serving.
@@ -28,6 +28,8 @@ const LIMITS: &[&str] = &[
     "calls-per-turn=10",
     "--limit",
     "object-id-bytes=64",
+    "--limit",
+    "message-type-bytes=64",
     "--limit",
     "log-line-bytes=200",
     "--limit",
@@ -133,6 +135,20 @@ async fn each_limit_fails_only_its_call_and_names_itself() {
     assert_eq!(kind, "bad-request", "{text}");
     assert!(text.contains("object-id-bytes"), "{text}");
 
+    // A message type past `message-type-bytes` (64 here) is refused without
+    // being echoed back: 1 MiB of it would otherwise come back in the error.
+    let long_type = "t".repeat(MIB as usize);
+    let (kind, text) = refused(&client, "typed", &long_type, json!({})).await;
+    assert_eq!(kind, "bad-request", "{text}");
+    assert!(text.contains("message-type-bytes"), "{text}");
+    assert!(text.len() < 1024, "the error echoes {} bytes", text.len());
+    let at_limit = "t".repeat(64);
+    let (kind, text) = refused(&client, "typed", &at_limit, json!({})).await;
+    assert_eq!(
+        kind, "unknown-message",
+        "one at the limit reaches the guest: {text}"
+    );
+
     // A flood of forged lines: each comes out as one escaped line, cut,
     // and past 20 a second dropped; the count shows with a later line.
     let forged = format!(
@@ -191,6 +207,53 @@ async fn each_limit_fails_only_its_call_and_names_itself() {
         "{dropped} dropped lines counted, {flood_lines} logged, of 1000:\n{text}"
     );
     assert!(!text.contains("panicked"), "{text}");
+
+    // stdout and stderr count against the same rate: a guest printing on
+    // both until its turn's deadline gets at most 20 lines a second into
+    // the log, escaped and cut like the `log` import's, the rest counted.
+    let printed = client
+        .call::<_, Value>(
+            "Faulty",
+            "printer",
+            "print-flood",
+            &json!({"lines": 0, "text": "print\n2026-01-01T00:00:00.000000Z ERROR rio_silo: forged"}),
+        )
+        .await;
+    match printed {
+        Err(ClientError::Reply(error)) => assert_eq!(error.kind(), "timeout", "{error}"),
+        other => panic!("printing until the deadline answered {other:?}"),
+    }
+    let _: Value = client
+        .call("Faulty", "writer", "get", &json!({}))
+        .await
+        .expect("the silo still serves");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The silo logs at `warn` here, so the printed lines themselves (at
+    // `info`) do not show; what shows is the count of those dropped,
+    // logged with each line let through.
+    let text = log.text();
+    let printer_drops: Vec<u64> = text
+        .lines()
+        .filter(|line| line.contains("log lines dropped") && line.contains("printer"))
+        .filter_map(|line| line.split("dropped=").nth(1))
+        .filter_map(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
+        .collect();
+    let dropped: u64 = printer_drops.iter().sum();
+    eprintln!(
+        "the printer's lines dropped: {dropped}, counted in {} log lines",
+        printer_drops.len()
+    );
+    assert!(
+        dropped >= 1000,
+        "{dropped} printed lines were dropped: stdout and stderr skip the rate limit"
+    );
+    // A count is logged with a line let through, so at most 20 a second
+    // over the 5 s deadline (and one window more for where seconds fall).
+    assert!(
+        printer_drops.len() <= 20 * 6,
+        "{} lines counting drops",
+        printer_drops.len()
+    );
 }
 
 /// One limit, `payload-bytes` (16 MiB by default), bounds every call's

@@ -18,7 +18,7 @@ use rio_client::{Calls, Client, ClientError, ConnectOptions, TlsConfig};
 use rio_protocol::{ReplyError, Request};
 use serde_json::{Value, json};
 
-const CALL_TOKEN: &str = "call-token-3b1f";
+const CALL_TOKEN: &str = "call-token-3b1f7a";
 const ADMIN_TOKEN: &str = "admin-token-9c2e";
 const CLUSTER_SECRET: &str = "cluster-secret-51d0";
 
@@ -185,6 +185,53 @@ fn a_silo_will_not_listen_on_the_network_without_tokens() {
         );
         child.kill().unwrap();
         child.wait().unwrap();
+    }
+}
+
+/// A token short enough to guess, or one string for two scopes, stops the
+/// silo at start with a message saying why; nothing listens.
+#[test]
+fn weak_or_shared_tokens_are_refused_at_start() {
+    let cases: [(&[&str], &str); 5] = [
+        (&["--call-token", "short"], "at least 16"),
+        (&["--call-token", " "], "at least 16"),
+        (&["--admin-token", "fifteen-bytes-x"], "at least 16"),
+        (
+            &["--call-token", ADMIN_TOKEN, "--admin-token", ADMIN_TOKEN],
+            "the same",
+        ),
+        (
+            &[
+                "--admin-token",
+                CLUSTER_SECRET,
+                "--cluster-secret",
+                CLUSTER_SECRET,
+            ],
+            "the same",
+        ),
+    ];
+    for (flags, needle) in cases {
+        let data = tempfile::tempdir().unwrap();
+        let refused = Command::new(RIO)
+            .args(["silo", "--listen", "127.0.0.1:0", "--data"])
+            .arg(data.path())
+            .args(flags)
+            .env("RIO_LOG", "warn")
+            .output()
+            .unwrap();
+        assert!(!refused.status.success(), "started with {flags:?}");
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(stderr.contains(needle), "{flags:?}: {stderr}");
+        let stdout = String::from_utf8_lossy(&refused.stdout);
+        assert!(!stdout.contains("listening"), "{flags:?}: {stdout}");
+        for flag in flags.iter().filter(|flag| !flag.starts_with("--")) {
+            if flag.trim().len() >= 8 {
+                assert!(
+                    !stderr.contains(flag),
+                    "the error shows the token: {stderr}"
+                );
+            }
+        }
     }
 }
 

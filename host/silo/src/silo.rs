@@ -57,6 +57,7 @@ impl Silo {
     /// Opens the data directory (creating it), the store (the SQLite file in
     /// it, or the cluster store), and restores the deployed types.
     pub async fn open(config: SiloConfig) -> Result<Silo, SiloError> {
+        config.auth.check_strength()?;
         let data_dir = config.data_dir.clone();
         std::fs::create_dir_all(&data_dir).map_err(|source| SiloError::DataDir {
             path: data_dir.clone(),

@@ -30,7 +30,7 @@ use crate::message::{Dispatch, Envelope, ReplyTo, empty_chain};
 use crate::observe::Counters;
 use crate::runtime::component_cache::CompiledCache;
 use crate::runtime::deployments::{DeployedType, Deployments, Toolchain};
-use crate::storage::{Commit, StateStore};
+use crate::storage::StateStore;
 
 const IDLE: Duration = Duration::from_secs(60);
 
@@ -106,15 +106,11 @@ impl Messenger for FakeRouter {
         intent: Vec<u8>,
     ) -> Pin<Box<dyn Future<Output = Result<(), ReplyError>> + Send>> {
         Box::pin(async move {
-            let commit = Commit {
-                writes: vec![(INTENT_KEY.to_string(), Some(intent))],
-                ..Commit::default()
-            };
-            let committer = &self.ctx.effects.committer;
-            committer
-                .commit(&object, commit)
+            self.ctx
+                .effects
+                .committer
+                .record_intent(&object, intent)
                 .await
-                .map_err(|failure| failure.reply(&object, "stopped", "store the intent"))
         })
     }
 }

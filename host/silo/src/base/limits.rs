@@ -11,6 +11,9 @@ pub struct Limits {
     pub object_id_bytes: usize,
     /// Bytes in a service type name (`service-type-bytes`).
     pub service_type_bytes: usize,
+    /// Bytes in a message type (`message-type-bytes`): errors name the
+    /// type, so this also bounds what an error echoes back.
+    pub message_type_bytes: usize,
     /// Bytes in one state key (`key-bytes`).
     pub key_bytes: usize,
     /// Bytes in one state value (`value-bytes`).
@@ -44,6 +47,7 @@ impl Default for Limits {
             // limit on every backend keeps an id valid everywhere.
             object_id_bytes: 255,
             service_type_bytes: 128,
+            message_type_bytes: 1024,
             key_bytes: 1024,
             value_bytes: 16 * MIB,
             turn_write_bytes: 64 * MIB,
@@ -59,9 +63,10 @@ impl Default for Limits {
 
 impl Limits {
     /// The names of every limit, as `set` takes them.
-    pub const NAMES: [&'static str; 11] = [
+    pub const NAMES: [&'static str; 12] = [
         "object-id-bytes",
         "service-type-bytes",
+        "message-type-bytes",
         "key-bytes",
         "value-bytes",
         "turn-write-bytes",
@@ -78,6 +83,7 @@ impl Limits {
         let field = match name {
             "object-id-bytes" => &mut self.object_id_bytes,
             "service-type-bytes" => &mut self.service_type_bytes,
+            "message-type-bytes" => &mut self.message_type_bytes,
             "key-bytes" => &mut self.key_bytes,
             "value-bytes" => &mut self.value_bytes,
             "turn-write-bytes" => &mut self.turn_write_bytes,
@@ -90,6 +96,18 @@ impl Limits {
             _ => return Err(UnknownLimit(name.to_string())),
         };
         *field = value;
+        Ok(())
+    }
+
+    /// Refuses a message type longer than `message-type-bytes`, without
+    /// echoing it; `to` names the receiver.
+    pub(crate) fn check_message_type(&self, message_type: &str, to: &str) -> Result<(), String> {
+        let (size, limit) = (message_type.len(), self.message_type_bytes);
+        if size > limit {
+            return Err(format!(
+                "the message type sent to {to} is {size} bytes, over the silo's limit `message-type-bytes` of {limit} bytes"
+            ));
+        }
         Ok(())
     }
 }

@@ -51,6 +51,11 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+/// The shortest token or secret a silo accepts, in bytes (white space at
+/// its ends not counted): 16 random bytes, or 32 hex digits, cannot be
+/// guessed at any rate a network allows.
+pub const MIN_TOKEN_BYTES: usize = 16;
+
 /// The tokens a silo accepts. All `None` (the default): no authentication.
 #[derive(Debug, Clone, Default)]
 pub struct AuthConfig {
@@ -82,6 +87,39 @@ enum Scope {
 }
 
 impl AuthConfig {
+    /// Refuses a token shorter than [`MIN_TOKEN_BYTES`], and one string given
+    /// for two scopes (the narrower scope would then grant the wider one).
+    pub fn check_strength(&self) -> Result<(), super::ConfigError> {
+        let scopes = [
+            ("call token", "--call-token", &self.call_token),
+            ("admin token", "--admin-token", &self.admin_token),
+            ("cluster secret", "--cluster-secret", &self.cluster_secret),
+        ];
+        let weak = |message: String| Err(super::ConfigError::WeakToken(message));
+        for (what, flag, secret) in scopes {
+            let Some(secret) = secret else { continue };
+            let length = secret.0.trim().len();
+            if length < MIN_TOKEN_BYTES {
+                return weak(format!(
+                    "the {what} ({flag}) is {length} bytes; tokens must be at least {MIN_TOKEN_BYTES} \
+                     (e.g. 32 hex digits from `openssl rand -hex 16`)"
+                ));
+            }
+        }
+        for (index, (what, _, secret)) in scopes.iter().enumerate() {
+            for (other, _, later) in &scopes[index + 1..] {
+                if let (Some(secret), Some(later)) = (secret, later)
+                    && secret.matches(later.expose())
+                {
+                    return weak(format!(
+                        "the {what} and the {other} are the same; each scope needs a token of its own"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// True when clients need a token (a call or admin token is set).
     pub fn requires_client_tokens(&self) -> bool {
         self.call_token.is_some() || self.admin_token.is_some()
@@ -185,6 +223,45 @@ mod tests {
 
     fn secret(text: &str) -> Option<Secret> {
         Secret::new(text)
+    }
+
+    #[test]
+    fn short_tokens_and_one_token_for_two_scopes_are_refused() {
+        let strong = |seed: char| secret(&seed.to_string().repeat(MIN_TOKEN_BYTES));
+        let auth = |call, admin, cluster| AuthConfig {
+            call_token: call,
+            admin_token: admin,
+            cluster_secret: cluster,
+        };
+        assert!(auth(None, None, None).check_strength().is_ok());
+        assert!(
+            auth(strong('c'), strong('a'), strong('s'))
+                .check_strength()
+                .is_ok()
+        );
+        let refused = |config: AuthConfig, needle: &str| match config.check_strength() {
+            Err(error) => assert!(error.to_string().contains(needle), "{error}"),
+            Ok(()) => panic!("accepted, expected {needle:?}"),
+        };
+        refused(
+            auth(secret("x"), None, None),
+            "call token (--call-token) is 1 bytes",
+        );
+        refused(auth(None, secret(" "), None), "admin token");
+        let padded = format!("  {}  ", "p".repeat(MIN_TOKEN_BYTES - 1));
+        refused(auth(None, None, secret(&padded)), "cluster secret");
+        refused(
+            auth(strong('c'), strong('c'), None),
+            "call token and the admin token are the same",
+        );
+        refused(
+            auth(None, strong('a'), strong('a')),
+            "admin token and the cluster secret",
+        );
+        refused(
+            auth(strong('s'), None, strong('s')),
+            "call token and the cluster secret",
+        );
     }
 
     fn deploy() -> Request {

@@ -19,6 +19,9 @@ pub enum ConfigError {
     /// The silo would listen on the network without requiring tokens.
     #[error("{0}")]
     Unprotected(String),
+    /// A token is too short to resist guessing, or serves two scopes.
+    #[error("{0}")]
+    WeakToken(String),
 }
 
 /// How a silo runs. Build one with [`SiloConfig::new`] and adjust fields.
@@ -161,7 +164,8 @@ impl std::str::FromStr for PlacementStrategy {
 }
 
 impl SiloConfig {
-    /// Refuses a configuration that would serve anyone who reaches
+    /// Refuses weak or shared tokens (`AuthConfig::check_strength`), and a
+    /// configuration that would serve anyone who reaches
     /// `listen`: a non-loopback address without client tokens, unless
     /// `allow_unauthenticated`; and a cluster whose silos require tokens
     /// from clients but share no secret among themselves (their forwarded
@@ -171,6 +175,7 @@ impl SiloConfig {
         listen: std::net::SocketAddr,
         allow_unauthenticated: bool,
     ) -> Result<(), ConfigError> {
+        self.auth.check_strength()?;
         if self.cluster.is_some()
             && self.auth.requires_client_tokens()
             && self.auth.cluster_secret.is_none()

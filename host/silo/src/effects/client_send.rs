@@ -29,7 +29,11 @@ pub(crate) fn decode(
             "the message sent to {receiver} is not a CBOR enqueue request: {error}"
         ))
     })?;
-    reserved::check_message_type(&request.message_type, &receiver.to_string())?;
+    let to = receiver.to_string();
+    limits
+        .check_message_type(&request.message_type, &to)
+        .map_err(ReplyError::BadRequest)?;
+    reserved::check_message_type(&request.message_type, &to)?;
     if request.payload.len() > limits.turn_write_bytes {
         return Err(ReplyError::BadRequest(format!(
             "the message sent to {receiver} is {} bytes, over the silo's limit `turn-write-bytes` of {}",
@@ -105,6 +109,8 @@ mod tests {
             Ok(("increment", b"\xa1bby\x01")),
         );
         check(&encoded("get", b""), &limits, Ok(("get", b"")));
+        let long = "m".repeat(limits.message_type_bytes + 1);
+        check(&encoded(&long, b""), &limits, Err("message-type-bytes"));
         check(b"\xff not cbor", &limits, Err("not a CBOR enqueue request"));
         check(&[], &limits, Err("not a CBOR enqueue request"));
         check(&encoded(ENQUEUE, b""), &limits, Err("reserved"));

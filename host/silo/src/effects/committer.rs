@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use rio_protocol::ReplyError;
 
 use crate::base::ObjectKey;
+use crate::base::reserved::INTENT_KEY;
 use crate::cluster::Cluster;
 use crate::storage::{Commit, SiloId, StateStore, StorageError};
 
@@ -104,6 +105,26 @@ impl Committer {
 
     pub(crate) fn is_evicted(&self) -> bool {
         self.evicted.load(Ordering::SeqCst)
+    }
+
+    /// Stores a keyed turn's `intent` (an encoded `resume::Intent`) before
+    /// its first call, fenced like a commit (see `effects::resume`).
+    pub(crate) async fn record_intent(
+        &self,
+        object: &ObjectKey,
+        intent: Vec<u8>,
+    ) -> Result<(), ReplyError> {
+        let commit = Commit {
+            writes: vec![(INTENT_KEY.to_string(), Some(intent))],
+            ..Commit::default()
+        };
+        self.commit(object, commit).await.map_err(|failure| {
+            failure.reply(
+                object,
+                "its turn was stopped before its first call",
+                &format!("store the keyed turn of {object} before its first call"),
+            )
+        })
     }
 
     /// Stores `commit` for `object` if this silo owns it.

@@ -1,14 +1,84 @@
-//! `rio:service/log`: guest log lines become `tracing` events tagged with
-//! the object's type and id, one event per call: control characters
-//! (newlines included) are escaped, so a guest cannot forge a silo line;
-//! long lines are cut; lines past the activation's rate are dropped and
-//! counted, and the count is logged with the next line let through.
+//! `rio:service/log`, and [`GuestLog`], through which every line a guest
+//! writes reaches the silo log, by the `log` import or on stdout or stderr:
+//! each becomes one `tracing` event tagged with the object's type and id;
+//! control characters (newlines included) are escaped, so a guest cannot
+//! forge a silo line; long lines are cut; lines past the activation's one
+//! rate, shared by every stream, are dropped and counted, and the count is
+//! logged with the next line let through.
 
 use std::fmt::Write;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::ActivationData;
 use super::bindings::log::{Host, Level};
+use crate::base::{Limits, ObjectKey};
+
+/// One activation's way into the silo log, shared by its `log` import and
+/// its stdout and stderr, so that together they stay within its limits.
+pub(crate) struct GuestLog {
+    key: ObjectKey,
+    line_bytes: usize,
+    per_second: usize,
+    budget: Mutex<LogBudget>,
+}
+
+impl GuestLog {
+    pub(crate) fn new(key: &ObjectKey, limits: &Limits) -> GuestLog {
+        GuestLog {
+            key: key.clone(),
+            line_bytes: limits.log_line_bytes,
+            per_second: limits.log_lines_per_second,
+            budget: Mutex::new(LogBudget::new(limits.log_lines_per_second)),
+        }
+    }
+
+    /// Logs one line of the guest's at `level`; `stream` names stdout or
+    /// stderr (none for the `log` import). Dropped if over the rate.
+    pub(crate) fn write(&self, level: Level, stream: Option<&'static str>, message: &str) {
+        let taken = self
+            .budget
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take(Instant::now());
+        let Some(dropped) = taken else {
+            return;
+        };
+        let service_type = &*self.key.service_type;
+        let object_id = &*self.key.object_id;
+        if dropped > 0 {
+            tracing::warn!(
+                target: "rio::guest",
+                service_type,
+                object_id,
+                dropped,
+                "log lines dropped: over the limit `log-lines-per-second` of {}",
+                self.per_second
+            );
+        }
+        let message = one_line(message, self.line_bytes);
+        if let Some(stream) = stream {
+            return tracing::info!(target: "rio::guest", service_type, object_id, stream, "{message}");
+        }
+        match level {
+            Level::Trace => {
+                tracing::trace!(target: "rio::guest", service_type, object_id, "{message}")
+            }
+            Level::Debug => {
+                tracing::debug!(target: "rio::guest", service_type, object_id, "{message}")
+            }
+            Level::Info => {
+                tracing::info!(target: "rio::guest", service_type, object_id, "{message}")
+            }
+            Level::Warn => {
+                tracing::warn!(target: "rio::guest", service_type, object_id, "{message}")
+            }
+            Level::Error => {
+                tracing::error!(target: "rio::guest", service_type, object_id, "{message}")
+            }
+        }
+    }
+}
 
 /// A per-activation allowance of log lines: `per_second` lines each second
 /// (a fixed window, enough to stop a flood and cheap to keep).
@@ -71,39 +141,7 @@ fn one_line(message: &str, limit: usize) -> String {
 
 impl Host for ActivationData {
     fn write(&mut self, level: Level, message: String) {
-        let Some(dropped) = self.log_budget.take(Instant::now()) else {
-            return;
-        };
-        let service_type = &*self.key.service_type;
-        let object_id = &*self.key.object_id;
-        if dropped > 0 {
-            tracing::warn!(
-                target: "rio::guest",
-                service_type,
-                object_id,
-                dropped,
-                "log lines dropped: over the limit `log-lines-per-second` of {}",
-                self.limits.log_lines_per_second
-            );
-        }
-        let message = one_line(&message, self.limits.log_line_bytes);
-        match level {
-            Level::Trace => {
-                tracing::trace!(target: "rio::guest", service_type, object_id, "{message}")
-            }
-            Level::Debug => {
-                tracing::debug!(target: "rio::guest", service_type, object_id, "{message}")
-            }
-            Level::Info => {
-                tracing::info!(target: "rio::guest", service_type, object_id, "{message}")
-            }
-            Level::Warn => {
-                tracing::warn!(target: "rio::guest", service_type, object_id, "{message}")
-            }
-            Level::Error => {
-                tracing::error!(target: "rio::guest", service_type, object_id, "{message}")
-            }
-        }
+        self.log.write(level, None, &message);
     }
 }
 

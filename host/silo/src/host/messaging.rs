@@ -66,8 +66,11 @@ impl Host for ActivationData {
             )));
         }
         let receiver = ObjectKey::new(&service_type, &object_id);
-        reserved::check_message_type(&message_type, &receiver.to_string())
-            .map_err(to_call_error)?;
+        let to = receiver.to_string();
+        limits
+            .check_message_type(&message_type, &to)
+            .map_err(CallError::Internal)?;
+        reserved::check_message_type(&message_type, &to).map_err(to_call_error)?;
         let pending_bytes: usize = self.turn.sends.iter().map(|send| send.payload.len()).sum();
         if pending_bytes + payload.len() > limits.turn_write_bytes {
             return Err(CallError::Internal(format!(

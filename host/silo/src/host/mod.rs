@@ -127,7 +127,7 @@ pub(crate) struct ActivationData {
     /// The silo's limits on calls and logs (state limits live in `state`).
     pub(crate) limits: Limits,
     /// How many more log lines this activation may write this second.
-    pub(crate) log_budget: log::LogBudget,
+    pub(crate) log: Arc<log::GuestLog>,
     /// The guest's stderr, whose last lines of a turn explain a trap.
     pub(crate) stderr: GuestOutput,
     wasi: WasiCtx,
@@ -151,12 +151,13 @@ impl ActivationData {
         // No preopened directories, no environment, no arguments (the
         // builder's defaults), and no network, said explicitly rather than
         // left to a default. Only stdout and stderr are wired, to tracing.
-        let stderr = GuestOutput::new(&key, "stderr");
+        let log = Arc::new(log::GuestLog::new(&key, limits));
+        let stderr = GuestOutput::new(log.clone(), "stderr");
         let wasi = WasiCtx::builder()
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
-            .stdout(GuestOutput::new(&key, "stdout"))
+            .stdout(GuestOutput::new(log.clone(), "stdout"))
             .stderr(stderr.clone())
             .build();
         ActivationData {
@@ -167,7 +168,7 @@ impl ActivationData {
             turn: TurnScope::new(empty_chain, Instant::now(), None),
             intent_stored: None,
             limits: limits.clone(),
-            log_budget: log::LogBudget::new(limits.log_lines_per_second),
+            log,
             stderr,
             wasi,
             table: ResourceTable::new(),

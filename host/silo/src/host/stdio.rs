@@ -1,5 +1,7 @@
-//! Guest stdout and stderr: each line becomes a `tracing` event tagged with
-//! the object, so a guest's `println!` and panic messages reach the silo log.
+//! Guest stdout and stderr: each line goes to the silo log through the
+//! activation's `GuestLog` (escaped, cut, and within the one rate the `log`
+//! import counts against too), so a guest's `println!` and panic messages
+//! reach the log, and a guest printing in a loop cannot flood it.
 //!
 //! Writes are taken synchronously (not through wasmtime's writer task), so a
 //! panic message is in the log, and in the stderr lines kept for the turn,
@@ -17,7 +19,8 @@ use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
 
-use crate::base::ObjectKey;
+use super::bindings::log::Level;
+use super::log::GuestLog;
 
 /// Longest line kept before it is logged anyway, so a guest printing without
 /// newlines cannot grow the buffer without bound.
@@ -38,10 +41,10 @@ pub(crate) struct GuestOutput {
 }
 
 impl GuestOutput {
-    pub(crate) fn new(key: &ObjectKey, stream: &'static str) -> GuestOutput {
+    pub(crate) fn new(log: Arc<GuestLog>, stream: &'static str) -> GuestOutput {
         GuestOutput {
             lines: Arc::new(Mutex::new(LineLogger {
-                key: key.clone(),
+                log,
                 stream,
                 line: Vec::new(),
                 recent: VecDeque::new(),
@@ -102,7 +105,7 @@ impl StdoutStream for GuestOutput {
 }
 
 struct LineLogger {
-    key: ObjectKey,
+    log: Arc<GuestLog>,
     stream: &'static str,
     line: Vec<u8>,
     /// The last lines of stderr in this turn (empty for stdout).
@@ -129,9 +132,8 @@ impl LineLogger {
         }
         let text = String::from_utf8_lossy(&self.line);
         let text = text.trim_end();
-        let service_type: &str = &self.key.service_type;
-        let object_id: &str = &self.key.object_id;
-        tracing::info!(target: "rio::guest", service_type, object_id, stream = self.stream, "{}", text);
+        self.log.write(Level::Info, Some(self.stream), text);
+        // Kept whether or not the line was logged: a trap's cause quotes it.
         if self.stream == "stderr" {
             if self.recent.len() == RECENT_LINES {
                 self.recent.pop_front();

@@ -14,12 +14,10 @@ use crate::activation::directory::{Delivery, Vacancy};
 use crate::activation::{self, Context, Links};
 use crate::base::ObjectKey;
 use crate::base::clock::now_us;
-use crate::base::reserved::INTENT_KEY;
 use crate::deadlock::{Deadlock, WaitEdge, WaitGraph};
 use crate::host::{Messenger, TurnCall};
 use crate::message::{Dispatch, Envelope, ReplyTo};
 use crate::observe::ResidentGauge;
-use crate::storage::Commit;
 
 /// Delivers messages to objects: here, activating them if needed, or to
 /// the silo that owns them. The one implementation of `Dispatch` and
@@ -144,6 +142,10 @@ impl Router {
         }
         if let Err(error) = self.within_name_limits(&key) {
             return envelope.reply.send(Err(error));
+        }
+        let limits = &self.ctx.config.limits;
+        if let Err(message) = limits.check_message_type(&envelope.message_type, &key.to_string()) {
+            return envelope.reply.send(Err(ReplyError::BadRequest(message)));
         }
         let payload_limit = self.ctx.config.limits.payload_bytes;
         if envelope.payload.len() > payload_limit {
@@ -305,22 +307,11 @@ impl Messenger for Router {
         intent: Vec<u8>,
     ) -> Pin<Box<dyn Future<Output = Result<(), ReplyError>> + Send>> {
         Box::pin(async move {
-            let commit = Commit {
-                writes: vec![(INTENT_KEY.to_string(), Some(intent))],
-                ..Commit::default()
-            };
             self.ctx
                 .effects
                 .committer
-                .commit(&object, commit)
+                .record_intent(&object, intent)
                 .await
-                .map_err(|failure| {
-                    failure.reply(
-                        &object,
-                        "its turn was stopped before its first call",
-                        &format!("store the keyed turn of {object} before its first call"),
-                    )
-                })
         })
     }
 }
