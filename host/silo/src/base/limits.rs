@@ -101,7 +101,11 @@ impl Limits {
 
     /// Refuses a message type longer than `message-type-bytes`, without
     /// echoing it; `to` names the receiver.
-    pub(crate) fn check_message_type(&self, message_type: &str, to: &str) -> Result<(), String> {
+    pub(crate) fn check_message_type(
+        &self,
+        message_type: &str,
+        to: &super::ObjectKey,
+    ) -> Result<(), String> {
         let (size, limit) = (message_type.len(), self.message_type_bytes);
         if size > limit {
             return Err(format!(

@@ -11,6 +11,8 @@
 
 use rio_protocol::ReplyError;
 
+use super::ObjectKey;
+
 /// The prefix of every reserved name.
 pub(crate) const PREFIX: &str = "rio:";
 
@@ -69,7 +71,7 @@ impl SystemMessage {
 
 /// Refuses a reserved message type where a guest or a client names the
 /// message: in a guest's call or send, and inside a client's send.
-pub(crate) fn check_message_type(message_type: &str, to: &str) -> Result<(), ReplyError> {
+pub(crate) fn check_message_type(message_type: &str, to: &ObjectKey) -> Result<(), ReplyError> {
     if message_type.starts_with(PREFIX) {
         return Err(ReplyError::BadRequest(format!(
             "cannot send `{}` to {to}: message types starting with `{PREFIX}` are reserved to the silo",
@@ -80,7 +82,7 @@ pub(crate) fn check_message_type(message_type: &str, to: &str) -> Result<(), Rep
 }
 
 /// A client's call: any type of its own, or [`ENQUEUE`] (a one-way send).
-pub(crate) fn check_client_call(message_type: &str, to: &str) -> Result<(), ReplyError> {
+pub(crate) fn check_client_call(message_type: &str, to: &ObjectKey) -> Result<(), ReplyError> {
     if message_type == ENQUEUE {
         return Ok(());
     }
@@ -111,13 +113,14 @@ mod tests {
 
     #[test]
     fn every_rio_name_is_reserved_but_a_client_may_enqueue() {
+        let to = ObjectKey::new("C", "1");
         for name in [WAKE_OUTBOX, WAKE_INTERRUPTED, ENQUEUE, "rio:later"] {
-            assert!(check_message_type(name, "C/1").is_err(), "{name}");
+            assert!(check_message_type(name, &to).is_err(), "{name}");
         }
-        assert!(check_message_type("increment", "C/1").is_ok());
-        assert!(check_client_call(ENQUEUE, "C/1").is_ok());
-        assert!(check_client_call(WAKE_OUTBOX, "C/1").is_err());
-        assert!(check_client_call("get", "C/1").is_ok());
+        assert!(check_message_type("increment", &to).is_ok());
+        assert!(check_client_call(ENQUEUE, &to).is_ok());
+        assert!(check_client_call(WAKE_OUTBOX, &to).is_err());
+        assert!(check_client_call("get", &to).is_ok());
         assert!(is_reserved_state_key(INTENT_KEY));
         assert!(is_reserved_state_key(HAS_SENT_KEY));
         assert!(!is_reserved_state_key("balance"));

@@ -29,11 +29,10 @@ pub(crate) fn decode(
             "the message sent to {receiver} is not a CBOR enqueue request: {error}"
         ))
     })?;
-    let to = receiver.to_string();
     limits
-        .check_message_type(&request.message_type, &to)
+        .check_message_type(&request.message_type, receiver)
         .map_err(ReplyError::BadRequest)?;
-    reserved::check_message_type(&request.message_type, &to)?;
+    reserved::check_message_type(&request.message_type, receiver)?;
     if request.payload.len() > limits.turn_write_bytes {
         return Err(ReplyError::BadRequest(format!(
             "the message sent to {receiver} is {} bytes, over the silo's limit `turn-write-bytes` of {}",

@@ -66,11 +66,10 @@ impl Host for ActivationData {
             )));
         }
         let receiver = ObjectKey::new(&service_type, &object_id);
-        let to = receiver.to_string();
         limits
-            .check_message_type(&message_type, &to)
+            .check_message_type(&message_type, &receiver)
             .map_err(CallError::Internal)?;
-        reserved::check_message_type(&message_type, &to).map_err(to_call_error)?;
+        reserved::check_message_type(&message_type, &receiver).map_err(to_call_error)?;
         let pending_bytes: usize = self.turn.sends.iter().map(|send| send.payload.len()).sum();
         if pending_bytes + payload.len() > limits.turn_write_bytes {
             return Err(CallError::Internal(format!(
@@ -135,7 +134,7 @@ impl ActivationData {
         let index = self.turn.calls_made;
         self.turn.calls_made = self.turn.calls_made.saturating_add(1);
         self.within_call_limits(index)?;
-        reserved::check_message_type(&message_type, &target.to_string())?;
+        reserved::check_message_type(&message_type, &target)?;
         let idempotency_key = self
             .turn
             .key

@@ -396,7 +396,7 @@ fn handle_request(
     match request {
         Request::Call(mut call) | Request::RoutedCall(mut call) => {
             let key = ObjectKey::new(&call.service_type, &call.object_id);
-            if let Err(error) = reserved::check_client_call(&call.message_type, &key.to_string()) {
+            if let Err(error) = reserved::check_client_call(&call.message_type, &key) {
                 return sink.reply(id, Err(error));
             }
             let idempotency_key = match checked_idempotency_key(call.idempotency_key.take()) {

@@ -144,7 +144,7 @@ impl Router {
             return envelope.reply.send(Err(error));
         }
         let limits = &self.ctx.config.limits;
-        if let Err(message) = limits.check_message_type(&envelope.message_type, &key.to_string()) {
+        if let Err(message) = limits.check_message_type(&envelope.message_type, &key) {
             return envelope.reply.send(Err(ReplyError::BadRequest(message)));
         }
         let payload_limit = self.ctx.config.limits.payload_bytes;
@@ -210,26 +210,28 @@ impl Router {
                 }
             }
         });
-        // A router being dropped starts nothing more: the messages in the
-        // slot are dropped with it, which their callers hear as `internal`.
-        let Some(router) = self.this() else {
-            return;
-        };
+        // Only a new placement or activation holds the router (its `Arc`
+        // counted once per message would be a shared cache line between
+        // cores); one being dropped starts nothing more, and the messages
+        // in the slot go with it (their callers hear `internal`).
         match delivery {
             Delivery::Queued => {}
             Delivery::Refused(envelope, error) => envelope.reply.send(Err(error)),
             Delivery::Place => {
-                self.ctx
-                    .effects
-                    .tasks
-                    .spawn(async move { router.place(key, sent_to_me).await });
+                if let Some(router) = self.this() {
+                    self.ctx
+                        .effects
+                        .tasks
+                        .spawn(async move { router.place(key, sent_to_me).await });
+                }
             }
-            Delivery::Activate(inbox, handle) => match deployed {
-                Some(deployed) => {
+            Delivery::Activate(inbox, handle) => match (deployed, self.this()) {
+                (Some(deployed), Some(router)) => {
                     activation::spawn(&self.ctx, router.links(), key, deployed, inbox, handle)
                 }
                 // `Activate` comes only from the branch that found the type.
-                None => tracing::error!(object = %key, "a mailbox opened for no deployment"),
+                (None, _) => tracing::error!(object = %key, "a mailbox opened for no deployment"),
+                (Some(_), None) => {}
             },
         }
     }
