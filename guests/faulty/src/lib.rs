@@ -111,6 +111,23 @@ fn blob(message: BlobSize) -> Result<Blob, Error> {
     })
 }
 
+#[derive(Serialize)]
+struct CountedBlob {
+    count: u64,
+    blob: String,
+}
+
+/// Counts its runs (in state) and replies with about `bytes` bytes: for
+/// tests of big replies to keyed calls, which must not run twice.
+fn count_blob(message: BlobSize) -> Result<CountedBlob, Error> {
+    let count = state::load::<u64>("count")?.unwrap_or(0) + 1;
+    state::save("count", &count)?;
+    Ok(CountedBlob {
+        count,
+        blob: "x".repeat(message.bytes),
+    })
+}
+
 fn fail() -> Result<OkReply, Error> {
     Err(Error::new("refused", "this guest refuses"))
 }
@@ -328,6 +345,7 @@ rio_sdk::service! {
     "overflow" => overflow,
     "exit" => exit,
     "blob" => blob,
+    "count-blob" => count_blob,
     "fail" => fail,
     "activations" => activations,
     "sandbox" => sandbox,

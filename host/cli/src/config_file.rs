@@ -11,12 +11,17 @@
 //! pooling_allocator = false
 //! memory_images = false                          # true: wasmtime's copy-on-write images
 //! max_activations = 100000                        # absent: no limit
-//! memory_budget_mib = 8192                        # absent: no budget
+//! memory_budget_mib = 8192                        # absent: 3/4 of memory; 0: none
+//! sqlite_durability = "full"                      # or "normal": no sync per commit
 //! idempotency_retention_secs = 86400              # replies kept under keys
 //! idempotency_sweep_secs = 60                     # how often expired ones go
 //! handshake_timeout_ms = 10000
 //! connection_idle_secs = 600
-//! max_connections = 1024
+//! max_connections = 1024                         # fitted to the open-files limit
+//! max_connections_before_hello = 256
+//! failed_hello_delay_ms = 500
+//! max_unfinished_frame_mib = 256
+//! frame_timeout_secs = 60
 //! max_unread_reply_mib = 16
 //! max_requests_in_flight = 1024
 //! cluster = "postgres://postgres@127.0.0.1/rio"   # absent: no cluster
@@ -55,10 +60,15 @@ pub(crate) struct ConfigFile {
     pub(crate) max_activations: Option<usize>,
     pub(crate) memory_budget_mib: Option<u64>,
     pub(crate) idempotency_retention_secs: Option<u64>,
+    pub(crate) sqlite_durability: Option<String>,
     pub(crate) idempotency_sweep_secs: Option<u64>,
     pub(crate) handshake_timeout_ms: Option<u64>,
     pub(crate) connection_idle_secs: Option<u64>,
     pub(crate) max_connections: Option<usize>,
+    pub(crate) max_connections_before_hello: Option<usize>,
+    pub(crate) failed_hello_delay_ms: Option<u64>,
+    pub(crate) max_unfinished_frame_mib: Option<usize>,
+    pub(crate) frame_timeout_secs: Option<u64>,
     pub(crate) max_unread_reply_mib: Option<usize>,
     pub(crate) max_requests_in_flight: Option<usize>,
     pub(crate) cluster: Option<String>,

@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use rio_silo::{AuthConfig, ClusterConfig, PlacementStrategy, Secret, Silo, SiloConfig, SiloTls};
+use rio_silo::{
+    AuthConfig, ClusterConfig, PlacementStrategy, Secret, Silo, SiloConfig, SiloTls,
+    SqliteDurability,
+};
 use tracing_subscriber::EnvFilter;
 
 use crate::config_file::ConfigFile;
@@ -43,9 +46,15 @@ pub(crate) struct SiloArgs {
     #[arg(long)]
     max_activations: Option<usize>,
     /// Resident MiB of the silo past which a new activation first
-    /// deactivates the least recently used idle one [default: no budget].
+    /// deactivates the least recently used idle one; 0: no budget
+    /// [default: three quarters of the machine's (or cgroup's) memory].
     #[arg(long)]
     memory_budget_mib: Option<u64>,
+    /// When the lone silo's SQLite file acknowledges a commit: `full` syncs
+    /// each group commit to disk (survives power loss), `normal` only at
+    /// checkpoints (survives a killed process) [default: full].
+    #[arg(long, env = "RIO_SQLITE_DURABILITY")]
+    sqlite_durability: Option<SqliteDurability>,
     /// Seconds the reply of a call made with an idempotency key is kept
     /// (a retry after that runs again) [default: 86400].
     #[arg(long)]
@@ -68,6 +77,21 @@ pub(crate) struct SiloArgs {
     /// Open connections at most; more are refused [default: 1024].
     #[arg(long)]
     max_connections: Option<usize>,
+    /// Connections that have not said hello yet, at most; a newer one takes
+    /// the oldest's place [default: 256, and below the cap].
+    #[arg(long)]
+    max_connections_before_hello: Option<usize>,
+    /// Milliseconds a wrong or missing token waits for its goodbye,
+    /// doubling per recent failure from one address up to 8x [default: 500].
+    #[arg(long)]
+    failed_hello_delay_ms: Option<u64>,
+    /// MiB all connections may hold together in unfinished frames over
+    /// 64 KiB [default: 256, at least one frame of --max-frame-mib].
+    #[arg(long)]
+    max_unfinished_frame_mib: Option<usize>,
+    /// Seconds a begun request frame has to arrive whole [default: 60].
+    #[arg(long)]
+    frame_timeout_secs: Option<u64>,
     /// MiB of replies one connection may leave unread before the silo stops
     /// reading its requests [default: 16].
     #[arg(long)]
@@ -139,6 +163,7 @@ pub(crate) struct SiloArgs {
 }
 
 pub(crate) async fn run(args: SiloArgs) -> anyhow::Result<()> {
+    rio_silo::return_big_buffers_to_the_os();
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_env("RIO_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
@@ -201,6 +226,24 @@ pub(crate) async fn run(args: SiloArgs) -> anyhow::Result<()> {
     if let Some(max) = args.max_connections.or(file.max_connections) {
         config.max_connections = max;
     }
+    if let Some(max) = args
+        .max_connections_before_hello
+        .or(file.max_connections_before_hello)
+    {
+        config.max_connections_before_hello = max.max(1);
+    }
+    if let Some(ms) = args.failed_hello_delay_ms.or(file.failed_hello_delay_ms) {
+        config.failed_hello_delay = Duration::from_millis(ms);
+    }
+    if let Some(mib) = args
+        .max_unfinished_frame_mib
+        .or(file.max_unfinished_frame_mib)
+    {
+        config.max_unfinished_frame_bytes = mib_to_bytes("--max-unfinished-frame-mib", mib)?;
+    }
+    if let Some(secs) = args.frame_timeout_secs.or(file.frame_timeout_secs) {
+        config.frame_timeout = Duration::from_secs(secs.max(1));
+    }
     if let Some(mib) = args.max_unread_reply_mib.or(file.max_unread_reply_mib) {
         config.max_unread_reply_bytes = mib_to_bytes("--max-unread-reply-mib", mib)?;
     }
@@ -208,14 +251,20 @@ pub(crate) async fn run(args: SiloArgs) -> anyhow::Result<()> {
         // Zero would stop reading requests for good.
         config.max_requests_in_flight = max.max(1);
     }
+    if let Some(durability) = args.sqlite_durability {
+        config.sqlite_durability = durability;
+    } else if let Some(durability) = file.sqlite_durability {
+        config.sqlite_durability = durability.parse().map_err(anyhow::Error::msg)?;
+    }
     config.pooling_allocator = args.pooling_allocator || file.pooling_allocator.unwrap_or(false);
     config.memory_images = args.memory_images || file.memory_images.unwrap_or(false);
     config.max_activations = args.max_activations.or(file.max_activations);
-    config.memory_budget_bytes = args
-        .memory_budget_mib
-        .or(file.memory_budget_mib)
-        .map(|mib| mib_to_bytes("--memory-budget-mib", mib))
-        .transpose()?;
+    if let Some(mib) = args.memory_budget_mib.or(file.memory_budget_mib) {
+        config.memory_budget_bytes = match mib {
+            0 => None,
+            mib => Some(mib_to_bytes("--memory-budget-mib", mib)?),
+        };
+    }
     if let Some(url) = args.cluster.or(file.cluster) {
         let mut cluster = ClusterConfig::new(url);
         cluster.advertise = args.advertise.or(file.advertise);

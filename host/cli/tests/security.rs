@@ -8,11 +8,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::guests::build;
+use common::tls::{file_with, generated_certificates, tls_flags};
 use common::{RIO, SiloProcess, rio, stdout_of};
 use rio_client::{Calls, Client, ClientError, ConnectOptions, TlsConfig};
 use rio_protocol::{ReplyError, Request};
@@ -45,12 +45,6 @@ fn refused_at_hello(result: Result<Client, ClientError>) -> String {
 }
 
 /// A file in `dir` holding `text`.
-fn file_with(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_scope_what_a_connection_may_ask() {
     let data = tempfile::tempdir().unwrap();
@@ -276,39 +270,6 @@ async fn an_undeployed_type_is_refused_and_its_state_stays() {
         .unwrap();
     assert_eq!(reply, json!({"value": 5}));
     silo.stop();
-}
-
-/// A CA and a certificate it signed for `localhost` and 127.0.0.1, as PEM
-/// files in `dir`: (ca, certificate, key).
-fn generated_certificates(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, format!("rio test CA {name}"));
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let params =
-        rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
-            .unwrap();
-    let certificate = params.signed_by(&key, &ca, &ca_key).unwrap();
-    (
-        file_with(dir, &format!("{name}-ca.pem"), &ca.pem()),
-        file_with(dir, &format!("{name}-silo.pem"), &certificate.pem()),
-        file_with(dir, &format!("{name}-silo-key.pem"), &key.serialize_pem()),
-    )
-}
-
-fn tls_flags<'a>(certificate: &'a Path, key: &'a Path, ca: &'a Path) -> Vec<&'a str> {
-    vec![
-        "--tls-cert",
-        certificate.to_str().unwrap(),
-        "--tls-key",
-        key.to_str().unwrap(),
-        "--tls-ca",
-        ca.to_str().unwrap(),
-    ]
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

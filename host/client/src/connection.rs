@@ -1,4 +1,7 @@
-//! One connection to a silo, shared by every clone of a [`Client`].
+//! One connection to a silo, shared by every clone of a [`Client`], and made
+//! anew when the next request finds it closed (the silo's idle timeout, a
+//! restart): a request is only ever sent on a connection once, so one in
+//! flight when its connection broke still fails with `Closed`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -6,8 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rio_protocol::{
-    CallRequest, ClientFrame, DeadLetterInfo, DeploymentInfo, FrameReader, FrameWriter, MemberInfo,
-    PROTOCOL_VERSION, ReplyError, Request, Response, ServerFrame, SiloStats, encode_frame,
+    CallRequest, ClientFrame, DeadLetterInfo, DeploymentInfo, FrameError, FrameReader, FrameWriter,
+    MemberInfo, PROTOCOL_VERSION, ReplyError, Request, Response, ServerFrame, SiloStats,
+    encode_frame,
 };
 use serde_bytes::ByteBuf;
 use tokio::io::AsyncRead;
@@ -55,14 +59,29 @@ impl std::fmt::Debug for ConnectOptions {
 }
 
 /// A connection to one silo. Clone it freely: clones share the connection
-/// and may all have requests in flight at once.
+/// and may all have requests in flight at once. When a request finds the
+/// connection closed (the silo closed an idle one, or restarted), the
+/// client connects again, with the same options, before sending it.
 #[derive(Clone)]
 pub struct Client {
-    shared: Arc<Shared>,
-    /// Closes the connection when the last clone is dropped (the reader task
-    /// holds `shared`, so `Shared` itself cannot be the trigger).
-    _open: Arc<CloseOnDrop>,
+    link: Arc<Link>,
     timeout: Duration,
+}
+
+/// Where a client connects, and its connection now.
+struct Link {
+    address: String,
+    options: ConnectOptions,
+    current: Mutex<Arc<Session>>,
+    /// Held while connecting again, so clones racing to do it connect once.
+    redial: tokio::sync::Mutex<()>,
+}
+
+/// One connection; closed when the last holder drops it (the reader task
+/// holds `shared`, so `Shared` itself cannot be the trigger).
+struct Session {
+    shared: Arc<Shared>,
+    _open: CloseOnDrop,
 }
 
 struct Shared {
@@ -130,6 +149,53 @@ impl Client {
         address: &str,
         options: &ConnectOptions,
     ) -> Result<Client, ClientError> {
+        let session = Session::open(address, options).await?;
+        Ok(Client {
+            link: Arc::new(Link {
+                address: address.to_string(),
+                options: options.clone(),
+                current: Mutex::new(Arc::new(session)),
+                redial: tokio::sync::Mutex::new(()),
+            }),
+            timeout: DEFAULT_TIMEOUT,
+        })
+    }
+
+    /// The connection to send on: the current one, or a new one if it is
+    /// closed.
+    async fn session(&self) -> Result<Arc<Session>, ClientError> {
+        let current = self.link.current();
+        if !current.is_closed() {
+            return Ok(current);
+        }
+        let _redialing = self.link.redial.lock().await;
+        let current = self.link.current();
+        if !current.is_closed() {
+            return Ok(current);
+        }
+        let fresh = Arc::new(Session::open(&self.link.address, &self.link.options).await?);
+        *self.link.lock() = fresh.clone();
+        Ok(fresh)
+    }
+}
+
+impl Link {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Arc<Session>> {
+        self.current.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn current(&self) -> Arc<Session> {
+        self.lock().clone()
+    }
+}
+
+impl Session {
+    fn is_closed(&self) -> bool {
+        self.shared.pending().closed.is_some()
+    }
+
+    /// Connects and does the handshake.
+    async fn open(address: &str, options: &ConnectOptions) -> Result<Session, ClientError> {
         let stream = TcpStream::connect(address)
             .await
             .map_err(|source| ClientError::Connect {
@@ -179,10 +245,18 @@ impl Client {
             Ok(Some(ServerFrame::Goodbye { reason })) => Err(ClientError::Handshake(reason)),
             Ok(Some(other)) => Err(ClientError::Handshake(format!("unexpected {other:?}"))),
             Ok(None) => Err(ClientError::Handshake("silo closed the connection".into())),
-            // What a TLS server answers a plain hello with is no frame.
-            Err(error) if options.tls.is_none() => Err(ClientError::Handshake(format!(
-                "the answer is not a rio welcome ({error}); if the silo serves TLS, \
-                 connect with its CA (rio: --tls-ca)"
+            // What a TLS server answers a plain hello with is no frame; a
+            // reset or a close says nothing of TLS.
+            Err(error @ (FrameError::Malformed(_) | FrameError::TooLarge { .. }))
+                if options.tls.is_none() =>
+            {
+                Err(ClientError::Handshake(format!(
+                    "the answer is not a rio welcome ({error}); if the silo serves TLS, \
+                     connect with its CA (rio: --tls-ca)"
+                )))
+            }
+            Err(FrameError::Io(error)) => Err(ClientError::Handshake(format!(
+                "the connection broke during the hello: {error}"
             ))),
             Err(error) => Err(error.into()),
         };
@@ -200,13 +274,14 @@ impl Client {
             writer: writer.clone(),
         });
         tokio::spawn(read_replies(reader, shared.clone()));
-        Ok(Client {
+        Ok(Session {
             shared,
-            _open: Arc::new(CloseOnDrop(writer)),
-            timeout: DEFAULT_TIMEOUT,
+            _open: CloseOnDrop(writer),
         })
     }
+}
 
+impl Client {
     /// How long this client waits for a reply, in milliseconds: sent with
     /// each call so the silo stops the turn when nobody waits any more.
     pub fn timeout_ms(&self) -> u64 {
@@ -216,8 +291,7 @@ impl Client {
     /// A client sharing this connection whose calls wait at most `timeout`.
     pub fn with_timeout(&self, timeout: Duration) -> Client {
         Client {
-            shared: self.shared.clone(),
-            _open: self._open.clone(),
+            link: self.link.clone(),
             timeout,
         }
     }
@@ -293,9 +367,9 @@ impl Client {
     }
 
     /// Whether the connection has ended (the silo closed it, or it broke);
-    /// a closed client fails every request without sending it.
+    /// the next request connects again before it is sent.
     pub fn is_closed(&self) -> bool {
-        self.shared.pending().closed.is_some()
+        self.link.current().is_closed()
     }
 
     /// The silo's process generation, if it answers.
@@ -306,40 +380,63 @@ impl Client {
         }
     }
 
-    /// Sends any request and waits for its reply.
+    /// Sends any request and waits for its reply. If the connection is
+    /// found closed before the request is sent, it is made again first.
     pub async fn request(&self, request: Request) -> Result<Response, ClientError> {
-        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
-        let mut frame = Vec::new();
-        encode_frame(&ClientFrame::Request { id, request }, &mut frame)?;
+        let mut session = self.session().await?;
         let (reply_sender, reply) = oneshot::channel();
-        {
-            let mut pending = self.shared.pending();
-            if let Some(reason) = &pending.closed {
-                return Err(ClientError::Closed(reason.clone()));
+        let mut reply_sender = Some(reply_sender);
+        // A connection that closed between the check and here has not had
+        // this request: one more connection is tried.
+        let mut id = 0;
+        for attempt in 0..2 {
+            let closed = {
+                let mut pending = session.shared.pending();
+                match &pending.closed {
+                    Some(reason) => Some(reason.clone()),
+                    None => {
+                        id = session.shared.next_id.fetch_add(1, Ordering::Relaxed);
+                        if let Some(sender) = reply_sender.take() {
+                            pending.waiting.insert(id, sender);
+                        }
+                        None
+                    }
+                }
+            };
+            match closed {
+                None => break,
+                Some(reason) if attempt == 1 => return Err(ClientError::Closed(reason)),
+                Some(_) => session = self.session().await?,
             }
-            pending.waiting.insert(id, reply_sender);
         }
-        if self.shared.writer.send(&frame).is_err() {
-            self.forget(id);
-            return Err(ClientError::Closed(self.closed_reason()));
+        let mut frame = Vec::new();
+        if let Err(error) = encode_frame(&ClientFrame::Request { id, request }, &mut frame) {
+            session.shared.forget(id);
+            return Err(error.into());
+        }
+        let shared = &session.shared;
+        if shared.writer.send_within(frame, usize::MAX).is_err() {
+            shared.forget(id);
+            return Err(ClientError::Closed(shared.closed_reason()));
         }
         match tokio::time::timeout(self.timeout, reply).await {
             Ok(Ok(result)) => result.map_err(ClientError::Reply),
-            Ok(Err(_)) => Err(ClientError::Closed(self.closed_reason())),
+            Ok(Err(_)) => Err(ClientError::Closed(shared.closed_reason())),
             Err(_) => {
-                self.forget(id);
+                shared.forget(id);
                 Err(ClientError::Timeout(self.timeout))
             }
         }
     }
+}
 
+impl Shared {
     fn forget(&self, id: u64) {
-        self.shared.pending().waiting.remove(&id);
+        self.pending().waiting.remove(&id);
     }
 
     fn closed_reason(&self) -> String {
-        let pending = self.shared.pending();
-        pending
+        self.pending()
             .closed
             .clone()
             .unwrap_or_else(|| "connection lost".into())

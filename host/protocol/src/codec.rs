@@ -3,13 +3,19 @@
 //!
 //! Reading is buffered and bounded: a length above the configured maximum is
 //! an error before any of the body is read, so a hostile peer cannot make us
-//! allocate. Writing is left to the caller, who appends several encoded frames
+//! allocate, and a big frame's buffer grows with the bytes that arrive, not
+//! with the length announced; readers may share a [`BufferBudget`] that
+//! bounds what they hold of big frames together. Writing is left to the caller, who appends several encoded frames
 //! to one buffer and writes them with one syscall.
 
 use bytes::{Buf, BytesMut};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use std::sync::Arc;
+
 use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 
 /// Why a frame could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -57,11 +63,56 @@ pub fn encode_frame<T: Serialize>(value: &T, out: &mut Vec<u8>) -> Result<(), Fr
     Ok(())
 }
 
+/// Bytes a reader may buffer of an unfinished frame without a reservation
+/// from its [`BufferBudget`]: small frames (most requests) never wait.
+pub const UNRESERVED_FRAME_BYTES: usize = 64 * 1024;
+
+/// How much the buffer grows by at a time while a big frame arrives: memory
+/// follows the bytes that came, not the length a peer announced.
+const GROWTH_STEP: usize = 256 * 1024;
+
+/// A ceiling on the bytes that many readers together may hold in unfinished
+/// frames bigger than [`UNRESERVED_FRAME_BYTES`]. A reader reserves a big
+/// frame's whole length before it reads past that, and gives it back when
+/// the frame is complete (or the reader is dropped); while the budget is
+/// spent, readers of big frames wait, and the rest go on. Whole-frame
+/// reservations cannot deadlock: each reader that holds one can finish.
+pub struct BufferBudget {
+    kib: Arc<Semaphore>,
+    max_bytes: usize,
+}
+
+impl BufferBudget {
+    /// A budget of `max_bytes` (rounded down to whole KiB).
+    pub fn new(max_bytes: usize) -> Arc<BufferBudget> {
+        let kib = (max_bytes / 1024).min(Semaphore::MAX_PERMITS);
+        Arc::new(BufferBudget {
+            kib: Arc::new(Semaphore::new(kib)),
+            max_bytes,
+        })
+    }
+
+    /// What the budget holds in all.
+    pub fn max_bytes(&self) -> usize {
+        self.max_bytes
+    }
+
+    /// Bytes reserved by readers right now.
+    pub fn reserved_bytes(&self) -> usize {
+        (self.max_bytes / 1024).saturating_sub(self.kib.available_permits()) * 1024
+    }
+}
+
 /// Reads frames from a byte stream, through its own buffer.
 pub struct FrameReader<R> {
     stream: R,
     buffer: BytesMut,
     max_frame_bytes: usize,
+    budget: Option<Arc<BufferBudget>>,
+    /// The current big frame's reservation.
+    reserved: Option<OwnedSemaphorePermit>,
+    /// Since when the buffer has held an unfinished frame.
+    partial_since: Option<Instant>,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
@@ -69,23 +120,82 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     pub fn new(stream: R, max_frame_bytes: usize) -> Self {
         FrameReader {
             stream,
-            buffer: BytesMut::with_capacity(64 * 1024),
+            buffer: BytesMut::with_capacity(
+                UNRESERVED_FRAME_BYTES.min(max_frame_bytes + LENGTH_PREFIX),
+            ),
             max_frame_bytes,
+            budget: None,
+            reserved: None,
+            partial_since: None,
         }
     }
 
+    /// Changes the frame limit, e.g. from a small one for a hello to the
+    /// general one.
+    pub fn set_max_frame_bytes(&mut self, max_frame_bytes: usize) {
+        self.max_frame_bytes = max_frame_bytes;
+    }
+
+    /// Makes frames bigger than [`UNRESERVED_FRAME_BYTES`] reserve their
+    /// length from `budget` before they are read.
+    pub fn set_budget(&mut self, budget: Arc<BufferBudget>) {
+        self.budget = Some(budget);
+    }
+
+    /// Since when an unfinished frame has been buffered, if one is.
+    pub fn partial_since(&self) -> Option<Instant> {
+        self.partial_since
+    }
+
+    /// Starts the unfinished frame's clock again, e.g. after a pause in
+    /// reading that was the reader's doing, not the peer's.
+    pub fn restart_partial_clock(&mut self) {
+        if self.partial_since.is_some() {
+            self.partial_since = Some(Instant::now());
+        }
+    }
+
+    /// Bytes held in the buffer (of frames not yet returned).
+    pub fn buffered_bytes(&self) -> usize {
+        self.buffer.len()
+    }
+
     /// The next frame's raw body, or `None` at a clean end of stream.
+    ///
+    /// Cancel-safe: what was read stays buffered for the next call.
     pub async fn next_body(&mut self) -> Result<Option<BytesMut>, FrameError> {
         loop {
-            if let Some(body) = self.split_complete_frame()? {
-                return Ok(Some(body));
+            let wanted = match self.next_frame_length()? {
+                Some(length) if self.buffer.len() >= LENGTH_PREFIX + length => {
+                    self.buffer.advance(LENGTH_PREFIX);
+                    let body = self.buffer.split_to(length);
+                    self.reserved = None;
+                    self.partial_since = (!self.buffer.is_empty()).then(Instant::now);
+                    return Ok(Some(body));
+                }
+                Some(length) => LENGTH_PREFIX + length,
+                None => LENGTH_PREFIX,
+            };
+            if wanted > UNRESERVED_FRAME_BYTES && self.reserved.is_none() {
+                if let Some(budget) = &self.budget {
+                    let kib = u32::try_from(wanted.div_ceil(1024)).unwrap_or(u32::MAX);
+                    // The budget is never closed, so this only waits.
+                    if let Ok(permit) = budget.kib.clone().acquire_many_owned(kib).await {
+                        self.reserved = Some(permit);
+                    }
+                }
             }
+            let missing = wanted - self.buffer.len();
+            self.buffer.reserve(missing.clamp(1, GROWTH_STEP));
             if self.stream.read_buf(&mut self.buffer).await? == 0 {
                 return if self.buffer.is_empty() {
                     Ok(None)
                 } else {
                     Err(FrameError::Truncated)
                 };
+            }
+            if self.partial_since.is_none() {
+                self.partial_since = Some(Instant::now());
             }
         }
     }
@@ -98,7 +208,8 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
     }
 
-    fn split_complete_frame(&mut self) -> Result<Option<BytesMut>, FrameError> {
+    /// The body length the buffered frame announces, once its prefix is in.
+    fn next_frame_length(&self) -> Result<Option<usize>, FrameError> {
         if self.buffer.len() < LENGTH_PREFIX {
             return Ok(None);
         }
@@ -111,13 +222,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 limit: self.max_frame_bytes,
             });
         }
-        if self.buffer.len() < LENGTH_PREFIX + length {
-            self.buffer
-                .reserve(LENGTH_PREFIX + length - self.buffer.len());
-            return Ok(None);
-        }
-        self.buffer.advance(LENGTH_PREFIX);
-        Ok(Some(self.buffer.split_to(length)))
+        Ok(Some(length))
     }
 }
 
@@ -174,6 +279,73 @@ mod tests {
             ),
             "{error}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_big_frame_holds_what_came_and_waits_for_the_budget() {
+        // Announced 10 MiB, 100 KiB sent: the buffer follows what came.
+        let (mut client, server) = tokio::io::duplex(1024 * 1024);
+        let budget = BufferBudget::new(12 * 1024 * 1024);
+        let mut first = FrameReader::new(server, 16 * 1024 * 1024);
+        first.set_budget(budget.clone());
+        tokio::io::AsyncWriteExt::write_all(&mut client, &(10u32 << 20).to_be_bytes())
+            .await
+            .unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut client, &[0u8; 100 * 1024])
+            .await
+            .unwrap();
+        let read =
+            tokio::time::timeout(std::time::Duration::from_millis(100), first.next_body()).await;
+        assert!(read.is_err(), "the frame is unfinished");
+        assert!(first.buffered_bytes() >= 100 * 1024);
+        assert!(
+            first.buffer.capacity() < 2 * 1024 * 1024,
+            "{}",
+            first.buffer.capacity()
+        );
+        assert!(first.partial_since().is_some());
+        assert!(
+            budget.reserved_bytes() >= 10 << 20,
+            "the frame's length is reserved"
+        );
+
+        // A second big frame does not fit the rest of the budget: it waits,
+        // and goes on once the first is whole.
+        let (mut other_client, other_server) = tokio::io::duplex(1024 * 1024);
+        let mut second = FrameReader::new(other_server, 16 * 1024 * 1024);
+        second.set_budget(budget.clone());
+        tokio::io::AsyncWriteExt::write_all(&mut other_client, &(4u32 << 20).to_be_bytes())
+            .await
+            .unwrap();
+        let waiting =
+            tokio::time::timeout(std::time::Duration::from_millis(100), second.next_body()).await;
+        assert!(waiting.is_err());
+        assert_eq!(
+            second.buffered_bytes(),
+            4,
+            "nothing past the prefix was read"
+        );
+
+        let rest = vec![0u8; (10 << 20) - 100 * 1024];
+        let writer = tokio::spawn(async move {
+            tokio::io::AsyncWriteExt::write_all(&mut client, &rest)
+                .await
+                .unwrap();
+            client
+        });
+        let body = first.next_body().await.unwrap().unwrap();
+        assert_eq!(body.len(), 10 << 20);
+        drop(body);
+        assert_eq!(budget.reserved_bytes(), 0, "given back once whole");
+        let _client = writer.await.unwrap();
+        let small_frame = tokio::spawn(async move {
+            tokio::io::AsyncWriteExt::write_all(&mut other_client, &vec![0u8; 4 << 20])
+                .await
+                .unwrap();
+            other_client
+        });
+        assert_eq!(second.next_body().await.unwrap().unwrap().len(), 4 << 20);
+        let _other = small_frame.await.unwrap();
     }
 
     #[tokio::test]

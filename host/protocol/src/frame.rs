@@ -306,4 +306,12 @@ pub struct SiloStats {
     /// Connections refused at their hello for a wrong or missing token.
     #[serde(default)]
     pub connections_unauthorized: u64,
+    /// Connections closed before their hello because newer ones needed the
+    /// room kept for connections that have not said hello.
+    #[serde(default)]
+    pub connections_evicted_before_hello: u64,
+    /// Replies not sent because their connection had more replies unread
+    /// than its limit (the caller got `unavailable` instead).
+    #[serde(default)]
+    pub replies_dropped_unread: u64,
 }

@@ -14,7 +14,7 @@ pub mod error;
 pub mod frame;
 pub mod writer;
 
-pub use codec::{FrameError, FrameReader, encode_frame};
+pub use codec::{BufferBudget, FrameError, FrameReader, UNRESERVED_FRAME_BYTES, encode_frame};
 pub use error::ReplyError;
 pub use frame::{
     CallRequest, ClientFrame, DeadLetterInfo, DeploymentInfo, ENQUEUE_MESSAGE_TYPE, EnqueueRequest,

@@ -13,6 +13,7 @@
 //! producing work for a peer that does not read ([`FrameWriter::wrote`]
 //! tells when that count went down).
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -102,15 +103,36 @@ impl FrameWriter {
 
     /// Sends already-encoded frame bytes; never waits on the peer.
     pub fn send(&self, frame: &[u8]) -> Result<(), WriterClosed> {
+        self.send_bytes(Cow::Borrowed(frame), usize::MAX).map(drop)
+    }
+
+    /// Sends `frame` unless more than `max_unsent` bytes are unsent already
+    /// (then `Ok(false)`, and nothing is queued): what waits for a peer
+    /// that does not read stays below `max_unsent` plus one frame, however
+    /// many tasks send at once.
+    /// Takes `frame` itself, so a big one is not copied when nothing else
+    /// is queued.
+    pub fn send_within(&self, frame: Vec<u8>, max_unsent: usize) -> Result<bool, WriterClosed> {
+        self.send_bytes(Cow::Owned(frame), max_unsent)
+    }
+
+    fn send_bytes(&self, frame: Cow<'_, [u8]>, max_unsent: usize) -> Result<bool, WriterClosed> {
         let mut batch = {
             let mut state = self.lock();
             if state.closed {
                 return Err(WriterClosed);
             }
-            state.queued.extend_from_slice(frame);
+            if state.unsent > max_unsent {
+                return Ok(false);
+            }
             state.unsent += frame.len();
+            if state.queued.is_empty() {
+                state.queued = frame.into_owned();
+            } else {
+                state.queued.extend_from_slice(&frame);
+            }
             if state.writing {
-                return Ok(());
+                return Ok(true);
             }
             state.writing = true;
             std::mem::take(&mut state.queued)
@@ -121,7 +143,7 @@ impl FrameWriter {
                 Ok(written) => {
                     self.count_written(written);
                     self.hand_over(batch.split_off(written));
-                    return Ok(());
+                    return Ok(true);
                 }
                 Err(error) => {
                     tracing::debug!(%error, "connection write failed");
@@ -141,12 +163,12 @@ impl FrameWriter {
                     // The background task may be waiting for us to finish.
                     self.wake_background.notify_one();
                 }
-                return Ok(());
+                return Ok(true);
             }
             std::mem::swap(&mut batch, &mut state.queued);
         }
         self.hand_over(batch);
-        Ok(())
+        Ok(true)
     }
 
     /// Takes no more frames; what is queued is still written, then the

@@ -43,7 +43,10 @@ pub mod storage;
 
 pub use base::{Limits, ObjectKey, UnknownLimit};
 pub use config::auth::{AuthConfig, Secret};
-pub use config::{ClusterConfig, ConfigError, PlacementStrategy, SiloConfig, auth, tls};
+pub use config::{
+    ClusterConfig, ConfigError, PlacementStrategy, SiloConfig, SqliteDurability, auth, tls,
+};
 pub use error::SiloError;
+pub use observe::memory::return_big_buffers_to_the_os;
 pub use silo::Silo;
 pub use tls::SiloTls;

@@ -86,6 +86,7 @@ impl Silo {
                     &data_dir.join("rio.db"),
                     config.group_commit_max,
                     generation,
+                    config.sqlite_durability,
                 )
                 .await?;
                 (store.clone(), store, None)
@@ -135,6 +136,9 @@ impl Silo {
             tasks: TaskTracker::new(),
             stopping,
             turn_deadline: config.turn_deadline,
+            reply_memory: crate::effects::idempotency::ReplyMemory::new(
+                crate::effects::idempotency::RECENT_REPLIES_BUDGET_BYTES,
+            ),
         });
         let context = Context {
             directory: Directory::new(config.mailbox_capacity),

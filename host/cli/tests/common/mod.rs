@@ -5,6 +5,7 @@
 pub mod bank;
 pub mod guests;
 pub mod stores;
+pub mod tls;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

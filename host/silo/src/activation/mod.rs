@@ -70,7 +70,7 @@ pub(crate) fn spawn(
         mailbox,
         handle,
         moved_away: false,
-        recent_replies: RecentReplies::default(),
+        recent_replies: RecentReplies::new(ctx.effects.reply_memory.clone()),
         outbox: None,
         has_sent: false,
         interrupted: None,

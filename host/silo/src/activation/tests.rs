@@ -138,9 +138,14 @@ impl Harness {
         let dir = tempfile::tempdir().unwrap();
         let mut config = SiloConfig::new(dir.path());
         config.idle_timeout = IDLE;
-        let store = crate::storage::embedded::open(&dir.path().join("rio.db"), 64, GENERATION)
-            .await
-            .unwrap();
+        let store = crate::storage::embedded::open(
+            &dir.path().join("rio.db"),
+            64,
+            GENERATION,
+            Default::default(),
+        )
+        .await
+        .unwrap();
         let engine = crate::runtime::engine::build_engine(&config, false).unwrap();
         crate::runtime::engine::spawn_epoch_ticker(&engine);
         let toolchain = Toolchain {
@@ -162,6 +167,9 @@ impl Harness {
             tasks: TaskTracker::new(),
             stopping,
             turn_deadline: config.turn_deadline,
+            reply_memory: crate::effects::idempotency::ReplyMemory::new(
+                crate::effects::idempotency::RECENT_REPLIES_BUDGET_BYTES,
+            ),
         });
         let ctx = Arc::new(Context {
             directory: Directory::new(config.mailbox_capacity),

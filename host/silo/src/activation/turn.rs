@@ -115,11 +115,14 @@ impl Activation {
             }
         };
         match called {
-            Ok(Ok(Some(reply))) if reply.len() > self.ctx.config.limits.payload_bytes => {
+            Ok(Ok(Some(reply))) if self.reply_limit(&hook, reply.len()).is_some() => {
                 discard(live);
-                let limit = self.ctx.config.limits.payload_bytes;
+                let limits = &self.ctx.config.limits;
+                let (name, limit) = self
+                    .reply_limit(&hook, reply.len())
+                    .unwrap_or(("payload-bytes", limits.payload_bytes));
                 let cause = format!(
-                    "was stopped: its reply of {} bytes is over the silo's limit `payload-bytes` of {limit} bytes; the turn's writes were discarded",
+                    "was stopped: its reply of {} bytes is over the silo's limit `{name}` of {limit} bytes; the turn's writes were discarded",
                     reply.len()
                 );
                 tracing::warn!(object = %self.key, %cause, "reply refused");
@@ -159,6 +162,26 @@ impl Activation {
                     instance_lost: true,
                 })
             }
+        }
+    }
+
+    /// The limit a reply of `size` bytes to `hook` is over, if any: a keyed
+    /// reply is stored for the retention period, so it has a lower one.
+    fn reply_limit(&self, hook: &Hook, size: usize) -> Option<(&'static str, usize)> {
+        let limits = &self.ctx.config.limits;
+        let keyed = matches!(
+            hook,
+            Hook::Handle {
+                idempotency_key: Some(_),
+                ..
+            }
+        );
+        if size > limits.payload_bytes {
+            Some(("payload-bytes", limits.payload_bytes))
+        } else if keyed && size > limits.keyed_reply_bytes {
+            Some(("keyed-reply-bytes", limits.keyed_reply_bytes))
+        } else {
+            None
         }
     }
 

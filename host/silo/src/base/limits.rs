@@ -37,6 +37,12 @@ pub struct Limits {
     /// clients and the silo's peers accept replies this big, so raise it on
     /// every silo of a cluster and in clients together.
     pub payload_bytes: usize,
+    /// Bytes of the reply of a call made with an idempotency key
+    /// (`keyed-reply-bytes`): the reply is stored with the turn's writes for
+    /// the retention period, so a bigger one stops the turn (its writes are
+    /// discarded) rather than be kept, or answered and not kept, which
+    /// would let a retry apply the call twice.
+    pub keyed_reply_bytes: usize,
 }
 
 impl Default for Limits {
@@ -57,13 +63,14 @@ impl Default for Limits {
             log_line_bytes: 4096,
             log_lines_per_second: 100,
             payload_bytes: rio_protocol::DEFAULT_MAX_PAYLOAD_BYTES,
+            keyed_reply_bytes: MIB,
         }
     }
 }
 
 impl Limits {
     /// The names of every limit, as `set` takes them.
-    pub const NAMES: [&'static str; 12] = [
+    pub const NAMES: [&'static str; 13] = [
         "object-id-bytes",
         "service-type-bytes",
         "message-type-bytes",
@@ -76,6 +83,7 @@ impl Limits {
         "log-line-bytes",
         "log-lines-per-second",
         "payload-bytes",
+        "keyed-reply-bytes",
     ];
 
     /// Sets the limit called `name` (see [`Limits::NAMES`]).
@@ -93,6 +101,7 @@ impl Limits {
             "log-line-bytes" => &mut self.log_line_bytes,
             "log-lines-per-second" => &mut self.log_lines_per_second,
             "payload-bytes" => &mut self.payload_bytes,
+            "keyed-reply-bytes" => &mut self.keyed_reply_bytes,
             _ => return Err(UnknownLimit(name.to_string())),
         };
         *field = value;

@@ -56,6 +56,10 @@ impl std::fmt::Debug for Secret {
 /// guessed at any rate a network allows.
 pub const MIN_TOKEN_BYTES: usize = 16;
 
+/// The longest token accepted: it must fit in a hello, which the silo reads
+/// with a small frame limit of its own (16 KiB).
+pub const MAX_TOKEN_BYTES: usize = 4096;
+
 /// The tokens a silo accepts. All `None` (the default): no authentication.
 #[derive(Debug, Clone, Default)]
 pub struct AuthConfig {
@@ -103,6 +107,12 @@ impl AuthConfig {
                 return weak(format!(
                     "the {what} ({flag}) is {length} bytes; tokens must be at least {MIN_TOKEN_BYTES} \
                      (e.g. 32 hex digits from `openssl rand -hex 16`)"
+                ));
+            }
+            if secret.0.len() > MAX_TOKEN_BYTES {
+                return weak(format!(
+                    "the {what} ({flag}) is {} bytes; tokens may be at most {MAX_TOKEN_BYTES}",
+                    secret.0.len()
                 ));
             }
         }

@@ -44,8 +44,25 @@ pub struct SiloConfig {
     /// closed with a goodbye; so is one whose replies stay unread this long.
     pub connection_idle_timeout: Duration,
     /// Open connections at most; beyond them a new connection gets a
-    /// goodbye ("too many connections") and is closed.
+    /// goodbye ("too many connections") and is closed. Lowered at start to
+    /// fit the process's open-files limit (after raising it to the hard one).
     pub max_connections: usize,
+    /// Connections that have not said hello yet, at most: past it a new
+    /// connection takes the place of the oldest, which is closed. Kept
+    /// below `max_connections`, so connections without a token can never
+    /// crowd out the ones that said hello.
+    pub max_connections_before_hello: usize,
+    /// How long a wrong or missing token waits for its goodbye (doubling
+    /// per recent failure from the same address, up to eight times):
+    /// guessing tokens one hello after another is slowed down.
+    pub failed_hello_delay: Duration,
+    /// Bytes all connections together may hold in unfinished request
+    /// frames bigger than 64 KiB (each reserves its length first; more
+    /// wait); at least one frame of `max_frame_bytes`.
+    pub max_unfinished_frame_bytes: usize,
+    /// A request frame begun must arrive whole within this long, or the
+    /// connection is closed.
+    pub frame_timeout: Duration,
     /// Reply bytes one connection may leave unread before the silo stops
     /// reading its requests (until it reads).
     pub max_unread_reply_bytes: usize,
@@ -71,10 +88,17 @@ pub struct SiloConfig {
     pub max_activations: Option<usize>,
     /// Resident memory of the silo past which a new activation first
     /// deactivates the least recently used idle one, and with none idle
-    /// is refused with `overloaded`; `None`: no budget.
+    /// is refused with `overloaded`; `None`: no budget. By default three
+    /// quarters of the machine's memory (or of the cgroup's limit, if
+    /// lower), so a flood of new objects meets `overloaded`, not the OOM
+    /// killer.
     pub memory_budget_bytes: Option<u64>,
     /// The most commits written in one SQLite transaction.
     pub group_commit_max: usize,
+    /// Whether the lone silo's SQLite file syncs every group commit before
+    /// acknowledging it (the default: survives power loss) or only at
+    /// checkpoints (survives a killed process only).
+    pub sqlite_durability: SqliteDurability,
     /// How long the reply of a call made with an idempotency key is kept
     /// (a retry after that runs the call again).
     pub idempotency_retention: Duration,
@@ -91,6 +115,63 @@ pub struct SiloConfig {
     /// Join a cluster through this store; `None` runs the silo on its own
     /// with the embedded SQLite store in `data_dir`.
     pub cluster: Option<ClusterConfig>,
+}
+
+/// When a SQLite commit counts as written (its `synchronous` setting, in
+/// WAL mode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SqliteDurability {
+    /// Each commit (one group commit: a batch of turns) is synced to disk
+    /// before it is acknowledged: it survives power loss and an OS crash.
+    #[default]
+    Full,
+    /// Commits are synced at WAL checkpoints only: they survive the silo
+    /// process being killed, but an OS crash or power loss may lose the
+    /// last ones. Faster on slow disks.
+    Normal,
+}
+
+impl SqliteDurability {
+    /// The `PRAGMA synchronous` value.
+    pub(crate) fn pragma(self) -> &'static str {
+        match self {
+            SqliteDurability::Full => "PRAGMA synchronous = FULL",
+            SqliteDurability::Normal => "PRAGMA synchronous = NORMAL",
+        }
+    }
+}
+
+impl std::str::FromStr for SqliteDurability {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "full" => Ok(SqliteDurability::Full),
+            "normal" => Ok(SqliteDurability::Normal),
+            other => Err(format!(
+                "unknown SQLite durability `{other}`: expected full or normal"
+            )),
+        }
+    }
+}
+
+/// The memory this process may use: the machine's (`MemTotal`), or its
+/// cgroup's limit if lower; `None` where neither can be read.
+pub(crate) fn machine_memory_bytes() -> Option<u64> {
+    let total = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            let line = text.lines().find(|line| line.starts_with("MemTotal:"))?;
+            let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            kib.checked_mul(1024)
+        });
+    // cgroup v2; "max" (no limit) does not parse.
+    let cgroup = std::fs::read_to_string("/sys/fs/cgroup/memory.max")
+        .ok()
+        .and_then(|text| text.trim().parse::<u64>().ok());
+    match (total, cgroup) {
+        (Some(total), Some(cgroup)) => Some(total.min(cgroup)),
+        (total, cgroup) => total.or(cgroup),
+    }
 }
 
 /// How a silo takes part in a cluster.
@@ -210,6 +291,10 @@ impl SiloConfig {
             handshake_timeout: Duration::from_secs(10),
             connection_idle_timeout: Duration::from_secs(600),
             max_connections: 1024,
+            max_connections_before_hello: 256,
+            failed_hello_delay: Duration::from_millis(500),
+            max_unfinished_frame_bytes: 256 * 1024 * 1024,
+            frame_timeout: Duration::from_secs(60),
             max_unread_reply_bytes: 16 * 1024 * 1024,
             max_requests_in_flight: 1024,
             mailbox_capacity: 4096,
@@ -217,8 +302,9 @@ impl SiloConfig {
             pooling_max_instances: 1000,
             memory_images: false,
             max_activations: None,
-            memory_budget_bytes: None,
+            memory_budget_bytes: machine_memory_bytes().map(|total| total / 4 * 3),
             group_commit_max: 1024,
+            sqlite_durability: SqliteDurability::Full,
             idempotency_retention: Duration::from_secs(24 * 60 * 60),
             idempotency_sweep_interval: Duration::from_secs(60),
             idempotency_sweep_batch: 1000,

@@ -6,9 +6,15 @@
 //! what is here only saves a store read when a caller retries while the
 //! object is still active. A miss always asks the store: the key may have
 //! been committed by an earlier activation or by another silo.
+//!
+//! Memory is bounded in bytes: an activation keeps its last few replies of
+//! at most `RECENT_REPLY_MAX_BYTES` each, and all activations of a silo
+//! together at most `RECENT_REPLIES_BUDGET_BYTES`; a bigger reply, or one
+//! past the budget, is read from the store when a retry asks.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -22,14 +28,72 @@ use crate::storage::StateStore;
 /// first attempt, so the last few keys cover them; each entry holds a reply.
 const RECENT_REPLIES_MAX: usize = 16;
 
+/// The biggest reply an activation keeps in memory for a retry.
+pub(crate) const RECENT_REPLY_MAX_BYTES: usize = 4 * 1024;
+
+/// What all activations of one silo keep in memory for retries, at most.
+pub(crate) const RECENT_REPLIES_BUDGET_BYTES: usize = 64 * 1024 * 1024;
+
+/// The bytes of replies a silo's activations keep in memory, against a
+/// budget.
+pub(crate) struct ReplyMemory {
+    held: AtomicUsize,
+    budget: usize,
+}
+
+impl ReplyMemory {
+    pub(crate) fn new(budget: usize) -> Arc<ReplyMemory> {
+        Arc::new(ReplyMemory {
+            held: AtomicUsize::new(0),
+            budget,
+        })
+    }
+
+    /// Takes `bytes` from the budget, if they fit.
+    fn take(&self, bytes: usize) -> bool {
+        self.held
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
+                held.checked_add(bytes)
+                    .filter(|&total| total <= self.budget)
+            })
+            .is_ok()
+    }
+
+    fn give_back(&self, bytes: usize) {
+        self.held.fetch_sub(bytes, Ordering::Relaxed);
+    }
+
+    /// Bytes held now.
+    #[cfg(test)]
+    pub(crate) fn held(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
+    }
+}
+
 /// The replies of an activation's latest keyed turns, oldest first out.
-#[derive(Default)]
 pub(crate) struct RecentReplies {
     replies: HashMap<Arc<str>, (Vec<u8>, Instant)>,
     order: VecDeque<Arc<str>>,
+    memory: Arc<ReplyMemory>,
+}
+
+impl Drop for RecentReplies {
+    fn drop(&mut self) {
+        let held: usize = self.replies.values().map(|(reply, _)| reply.len()).sum();
+        self.memory.give_back(held);
+    }
 }
 
 impl RecentReplies {
+    /// Nothing remembered yet; replies are kept within `memory`.
+    pub(crate) fn new(memory: Arc<ReplyMemory>) -> RecentReplies {
+        RecentReplies {
+            replies: HashMap::new(),
+            order: VecDeque::new(),
+            memory,
+        }
+    }
+
     /// The reply committed under `key`, if it is remembered and younger
     /// than `retention` at `now` (an older one may have been swept from
     /// the store, and the store decides).
@@ -38,16 +102,24 @@ impl RecentReplies {
         (now.saturating_duration_since(*committed) < retention).then(|| reply.clone())
     }
 
-    /// Remembers a reply committed under `key` at `now`.
+    /// Remembers a reply committed under `key` at `now`, if it is small
+    /// and fits the silo's budget (the store has it either way).
     pub(crate) fn insert(&mut self, key: Arc<str>, reply: Vec<u8>, now: Instant) {
         if self.replies.len() >= RECENT_REPLIES_MAX
             && let Some(oldest) = self.order.pop_front()
+            && let Some((forgotten, _)) = self.replies.remove(&oldest)
         {
-            self.replies.remove(&oldest);
+            self.memory.give_back(forgotten.len());
         }
-        if self.replies.insert(key.clone(), (reply, now)).is_none() {
-            self.order.push_back(key);
+        if reply.len() > RECENT_REPLY_MAX_BYTES || !self.memory.take(reply.len()) {
+            return;
         }
+        let size = reply.len();
+        match self.replies.insert(key.clone(), (reply, now)) {
+            None => self.order.push_back(key),
+            Some((replaced, _)) => self.memory.give_back(replaced.len()),
+        }
+        debug_assert!(size <= RECENT_REPLY_MAX_BYTES);
     }
 }
 
@@ -134,7 +206,7 @@ mod tests {
 
     #[test]
     fn recent_replies_keep_the_latest_and_forget_the_oldest() {
-        let mut recent = RecentReplies::default();
+        let mut recent = RecentReplies::new(ReplyMemory::new(RECENT_REPLIES_BUDGET_BYTES));
         let day = Duration::from_secs(86_400);
         let start = Instant::now();
         for i in 0..RECENT_REPLIES_MAX + 1 {
@@ -149,5 +221,32 @@ mod tests {
             Some(vec![RECENT_REPLIES_MAX as u8])
         );
         assert_eq!(recent.get(&last, day, start + day), None, "past retention");
+    }
+
+    #[test]
+    fn big_replies_and_replies_past_the_budget_are_left_to_the_store() {
+        let memory = ReplyMemory::new(3 * RECENT_REPLY_MAX_BYTES);
+        let day = Duration::from_secs(86_400);
+        let now = Instant::now();
+        let mut first = RecentReplies::new(memory.clone());
+        first.insert("big".into(), vec![0; RECENT_REPLY_MAX_BYTES + 1], now);
+        assert_eq!(first.get("big", day, now), None, "too big to keep");
+        assert_eq!(memory.held(), 0);
+        first.insert("a".into(), vec![1; RECENT_REPLY_MAX_BYTES], now);
+        first.insert("b".into(), vec![2; RECENT_REPLY_MAX_BYTES], now);
+        let mut second = RecentReplies::new(memory.clone());
+        second.insert("c".into(), vec![3; RECENT_REPLY_MAX_BYTES], now);
+        second.insert("d".into(), vec![4; RECENT_REPLY_MAX_BYTES], now);
+        assert!(second.get("c", day, now).is_some());
+        assert_eq!(second.get("d", day, now), None, "past the silo's budget");
+        assert_eq!(memory.held(), 3 * RECENT_REPLY_MAX_BYTES);
+        drop(first);
+        assert_eq!(
+            memory.held(),
+            RECENT_REPLY_MAX_BYTES,
+            "a deactivation gives back"
+        );
+        drop(second);
+        assert_eq!(memory.held(), 0);
     }
 }

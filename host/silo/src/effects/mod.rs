@@ -29,6 +29,8 @@ pub(crate) struct Effects {
     /// Flips to `true` once when the silo stops.
     pub(crate) stopping: watch::Receiver<bool>,
     pub(crate) turn_deadline: Duration,
+    /// What the activations keep of keyed replies in memory, in bytes.
+    pub(crate) reply_memory: Arc<idempotency::ReplyMemory>,
 }
 
 impl Effects {

@@ -86,15 +86,23 @@ struct Fixture {
 
 async fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let store = crate::storage::embedded::open(&dir.path().join("rio.db"), 64, GENERATION)
-        .await
-        .unwrap();
+    let store = crate::storage::embedded::open(
+        &dir.path().join("rio.db"),
+        64,
+        GENERATION,
+        Default::default(),
+    )
+    .await
+    .unwrap();
     let (stop, stopping) = watch::channel(false);
     let effects = Arc::new(Effects {
         committer: Committer::new(store.clone(), None, GENERATION),
         tasks: TaskTracker::new(),
         stopping,
         turn_deadline: Duration::from_secs(5),
+        reply_memory: crate::effects::idempotency::ReplyMemory::new(
+            crate::effects::idempotency::RECENT_REPLIES_BUDGET_BYTES,
+        ),
     });
     Fixture {
         _dir: dir,

@@ -442,9 +442,10 @@ mod tests {
     async fn big_values_are_read_when_asked_for_and_kept_within_the_bound() {
         use crate::storage::SiloId;
         let dir = tempfile::tempdir().unwrap();
-        let store = crate::storage::embedded::open(&dir.path().join("rio.db"), 64, 1)
-            .await
-            .unwrap();
+        let store =
+            crate::storage::embedded::open(&dir.path().join("rio.db"), 64, 1, Default::default())
+                .await
+                .unwrap();
         let object = ObjectKey::new("Big", "o");
         let big = |byte: u8| vec![byte; BIG_VALUE_CACHE_BYTES * 2 / 3];
         let owner = SiloId {

@@ -10,17 +10,29 @@
 //! - Nothing a peer sends can panic the silo. A frame that does not decode
 //!   gets an error reply when its request id can be recovered, and
 //!   otherwise a `Goodbye` with the reason before the connection is closed.
+//! - Before its hello a connection holds almost nothing (see `hello`): a
+//!   hello frame of at most 16 KiB, a place among a bounded number of such
+//!   connections (the oldest closed first for a newer one), the handshake
+//!   timeout; a wrong token waits before its goodbye.
 //! - Every limit ends in a `Goodbye` and a close, logged once per connection
-//!   (never once per frame): no valid hello within the handshake timeout,
-//!   nothing asked and nothing owed for the idle timeout, more connections
-//!   than the cap (refusals are logged as a periodic summary).
+//!   after the hello and as a periodic summary before it (never once per
+//!   frame): no valid hello within the handshake timeout, nothing asked and
+//!   nothing owed for the idle timeout, more connections than the cap.
+//! - The cap is fitted to the open-files limit at start (see `descriptors`).
 //! - One connection cannot make the silo hold more than its bounds of
 //!   work: past `max_requests_in_flight` requests without a reply, or
 //!   `max_unread_reply_bytes` of replies it has not read, the silo stops
-//!   reading its requests until it catches up; one that does not read for
-//!   the idle timeout is closed.
+//!   reading its requests until it catches up (replies produced meanwhile
+//!   past that are dropped for an error, see `Connection`); one that does
+//!   not read for the idle timeout is closed. An unfinished frame holds
+//!   what has arrived of it, big ones within a budget all connections
+//!   share, and must be whole within the frame timeout.
 //! - A peer that half-closes still gets the replies of the requests it
 //!   sent before, each waited for at most until its deadline.
+
+mod descriptors;
+mod hello;
+mod requests;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -30,20 +42,24 @@ use std::time::Duration;
 
 use rio_protocol::codec::decode_body;
 use rio_protocol::{
-    ClientFrame, FrameError, FrameReader, FrameWriter, MAX_IDEMPOTENCY_KEY_BYTES, PROTOCOL_VERSION,
-    ReplyError, Request, Response, ServerFrame,
+    BufferBudget, ClientFrame, FrameError, FrameReader, FrameWriter, PROTOCOL_VERSION, ReplyError,
+    ServerFrame,
 };
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 
+use self::hello::{FailedHellos, HelloPlace, MAX_HELLO_BYTES, MIN_HELLO_TIME, Unwelcomed};
+use self::requests::{handle_request, recover_request_id, request_deadline};
 use crate::base::log_summary::LogSummary;
-use crate::base::{ObjectKey, reserved};
 use crate::config::auth::Credential;
-use crate::message::connection::{Connection, ConnectionSink, Room};
-use crate::message::{Envelope, ReplyTo};
+use crate::message::connection::{Connection, Room};
 use crate::observe::ConnectionCounters;
 use crate::routing::Router;
+
+/// What the frame budget holds beyond one frame of the limit, so a frame of
+/// the limit (with its length prefix, rounded up to KiB) always fits.
+const UNFINISHED_FRAME_SLACK: usize = 8 * 1024;
 
 /// How long a connection being closed for misbehaving, or refused, may take
 /// to receive its goodbye before it is dropped.
@@ -66,6 +82,23 @@ static REFUSED_LOG: LogSummary = LogSummary::new();
 /// Connections refused for their token, logged at most once per period.
 static UNAUTHORIZED_LOG: LogSummary = LogSummary::new();
 
+/// Connections closed for misbehaving before their hello (no hello in time,
+/// a bad first frame, a failed TLS handshake), logged at most once per
+/// period: anyone who reaches the port could otherwise flood the log.
+static BEFORE_HELLO_LOG: LogSummary = LogSummary::new();
+
+/// Connections closed before their hello to make room for newer ones.
+static EVICTED_LOG: LogSummary = LogSummary::new();
+
+/// What every connection of one listener shares.
+struct Ingress {
+    router: Arc<Router>,
+    counters: Arc<ConnectionCounters>,
+    unwelcomed: Arc<Unwelcomed>,
+    failed_hellos: FailedHellos,
+    frames: Arc<BufferBudget>,
+}
+
 /// Accepts connections on `listener` until `shutdown` resolves.
 pub(crate) async fn serve(
     listener: TcpListener,
@@ -73,14 +106,51 @@ pub(crate) async fn serve(
     counters: Arc<ConnectionCounters>,
     shutdown: impl Future<Output = ()>,
 ) {
+    let config = &router.ctx.config;
+    let (max_connections, open_files) = descriptors::fit_connection_cap(config.max_connections);
+    // Kept below the cap, so connections that said hello always have room.
+    let before_hello = config
+        .max_connections_before_hello
+        .min(max_connections - max_connections / 4)
+        .max(1);
+    tracing::info!(
+        max_connections,
+        before_hello,
+        open_files = open_files.map_or_else(|| "unknown".to_string(), |n| n.to_string()),
+        "connection limits"
+    );
+    if max_connections < config.max_connections {
+        tracing::warn!(
+            asked = config.max_connections,
+            max_connections,
+            "the open-files limit lowers the connection cap; raise `ulimit -n` (the hard limit) to serve more"
+        );
+    }
+    let ingress = Arc::new(Ingress {
+        router: router.clone(),
+        counters: counters.clone(),
+        unwelcomed: Unwelcomed::new(before_hello, MIN_HELLO_TIME),
+        failed_hellos: FailedHellos::new(config.failed_hello_delay),
+        frames: BufferBudget::new(
+            config
+                .max_unfinished_frame_bytes
+                .max(config.max_frame_bytes + UNFINISHED_FRAME_SLACK),
+        ),
+    });
     tokio::pin!(shutdown);
     loop {
+        // Connections wait in the listen queue while every place before
+        // the hello is young (see `hello`).
+        tokio::select! {
+            _ = &mut shutdown => return,
+            _ = ingress.unwelcomed.room() => {}
+        }
         tokio::select! {
             _ = &mut shutdown => return,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let open = counters.open.load(Ordering::SeqCst);
-                    if open >= router.ctx.config.max_connections as u64 {
+                    if open >= max_connections as u64 {
                         counters.refused.fetch_add(1, Ordering::Relaxed);
                         if let Some(refused) = REFUSED_LOG.note() {
                             tracing::warn!(%peer, refused, open, "refusing connections: too many open");
@@ -94,9 +164,8 @@ pub(crate) async fn serve(
                         {
                             counters.refusing.fetch_add(1, Ordering::SeqCst);
                             let counters = counters.clone();
-                            let max = router.ctx.config.max_connections;
                             tokio::spawn(async move {
-                                refuse(stream, max).await;
+                                refuse(stream, max_connections, counters.clone()).await;
                                 counters.refusing.fetch_sub(1, Ordering::SeqCst);
                             });
                         }
@@ -104,7 +173,14 @@ pub(crate) async fn serve(
                     }
                     counters.open.fetch_add(1, Ordering::SeqCst);
                     let open = OpenConnection(counters.clone());
-                    tokio::spawn(serve_connection(stream, peer, router.clone(), open));
+                    let (place, evicted_one) = ingress.unwelcomed.enter();
+                    if evicted_one {
+                        counters.evicted_before_hello.fetch_add(1, Ordering::Relaxed);
+                        if let Some(evicted) = EVICTED_LOG.note() {
+                            tracing::warn!(%peer, evicted, before_hello, "closing the oldest connections that have not said hello: too many wait for theirs");
+                        }
+                    }
+                    tokio::spawn(serve_connection(stream, peer, ingress.clone(), open, place));
                 }
                 Err(error) => {
                     // Typically out of file descriptors: back off instead of spinning.
@@ -128,9 +204,9 @@ impl Drop for OpenConnection {
 /// Says goodbye to a connection over the cap. Its hello is read and
 /// dropped first, for a while: closing a socket with unread input resets it,
 /// and the peer could lose the goodbye.
-async fn refuse(stream: TcpStream, max_connections: usize) {
+async fn refuse(stream: TcpStream, max_connections: usize, counters: Arc<ConnectionCounters>) {
     let (mut read_half, write_half) = stream.into_split();
-    let connection = Connection::new(FrameWriter::start(write_half));
+    let connection = Connection::new(FrameWriter::start(write_half), usize::MAX, counters);
     connection.send_frame(&ServerFrame::Goodbye {
         reason: format!("too many connections: this silo serves at most {max_connections}"),
     });
@@ -154,6 +230,11 @@ enum End {
     Idle,
     /// The peer broke a rule; the reason goes in the goodbye and the log.
     Misbehaved(String),
+    /// Before its hello, the peer broke a rule; refusals are logged as a
+    /// periodic summary.
+    MisbehavedBeforeHello(String),
+    /// A newer connection took this one's place before its hello.
+    Evicted,
     /// The hello's token was wrong or missing; the reason goes in the
     /// goodbye, and refusals are logged as a periodic summary (a scanner
     /// guessing tokens must not flood the log).
@@ -163,27 +244,42 @@ enum End {
 async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
-    router: Arc<Router>,
+    ingress: Arc<Ingress>,
     open: OpenConnection,
+    place: HelloPlace,
 ) {
     let _ = stream.set_nodelay(true);
-    let Some(tls) = &router.ctx.config.tls else {
+    let config = &ingress.router.ctx.config;
+    let Some(tls) = &config.tls else {
         let (read_half, write_half) = stream.into_split();
         let writer = FrameWriter::start(write_half);
-        return serve_stream(read_half, writer, peer, router, open).await;
+        return serve_stream(read_half, writer, peer, ingress, open, place).await;
     };
-    let timeout = router.ctx.config.handshake_timeout;
-    let failure = match tokio::time::timeout(timeout, tls.acceptor.accept(stream)).await {
+    let timeout = config.handshake_timeout;
+    let accepted = tokio::select! {
+        accepted = tokio::time::timeout(timeout, tls.acceptor.accept(stream)) => accepted,
+        // Counted when its place was taken.
+        _ = place.evicted() => return,
+    };
+    let failure = match accepted {
         Ok(Ok(session)) => {
             let (read_half, write_half) = tokio::io::split(session);
             let writer = FrameWriter::start_stream(Box::new(write_half));
-            return serve_stream(read_half, writer, peer, router, open).await;
+            return serve_stream(read_half, writer, peer, ingress, open, place).await;
         }
         Ok(Err(error)) => format!("TLS handshake failed: {error}"),
         Err(_) => format!("no TLS handshake within {} ms", timeout.as_millis()),
     };
-    open.0.closed_misbehaving.fetch_add(1, Ordering::Relaxed);
-    tracing::warn!(%peer, reason = %one_line(&failure), "closing a misbehaving connection");
+    note_misbehaving_before_hello(&ingress.counters, peer, &failure);
+}
+
+/// Counts and (in a periodic summary) logs a connection closed for
+/// misbehaving before its hello.
+fn note_misbehaving_before_hello(counters: &ConnectionCounters, peer: SocketAddr, reason: &str) {
+    counters.closed_misbehaving.fetch_add(1, Ordering::Relaxed);
+    if let Some(closed) = BEFORE_HELLO_LOG.note() {
+        tracing::warn!(%peer, reason = %one_line(reason), closed, "closing misbehaving connections before their hello");
+    }
 }
 
 /// Serves one connection, plain or TLS, once its bytes flow.
@@ -191,30 +287,23 @@ async fn serve_stream<R: tokio::io::AsyncRead + Unpin>(
     read_half: R,
     writer: Arc<FrameWriter>,
     peer: SocketAddr,
-    router: Arc<Router>,
+    ingress: Arc<Ingress>,
     open: OpenConnection,
+    place: HelloPlace,
 ) {
+    let router = &ingress.router;
     let config = &router.ctx.config;
-    let mut reader = FrameReader::new(read_half, config.max_frame_bytes);
-    let connection = Connection::new(writer);
     let counters = &open.0;
+    let mut reader = FrameReader::new(read_half, MAX_HELLO_BYTES);
+    let connection = Connection::new(writer, config.max_unread_reply_bytes, counters.clone());
 
-    let end = match tokio::time::timeout(config.handshake_timeout, handshake(&mut reader)).await {
-        Err(_) => End::Misbehaved(format!(
-            "no hello within {} ms",
-            config.handshake_timeout.as_millis()
-        )),
-        Ok(Err(None)) => End::Left,
-        Ok(Err(Some(reason))) => End::Misbehaved(reason),
-        Ok(Ok(token)) => match config.auth.credential(token.as_deref()) {
-            Ok(credential) => {
-                connection.send_frame(&ServerFrame::Welcome {
-                    protocol_version: PROTOCOL_VERSION,
-                });
-                read_requests(&mut reader, &connection, &router, credential).await
-            }
-            Err(reason) => End::Unauthorized(reason),
-        },
+    let end = match greet(&mut reader, &connection, peer, &ingress, place).await {
+        Ok(credential) => {
+            reader.set_max_frame_bytes(config.max_frame_bytes);
+            reader.set_budget(ingress.frames.clone());
+            read_requests(&mut reader, &connection, router, credential).await
+        }
+        Err(end) => end,
     };
     let linger = match end {
         End::Left => config.connection_idle_timeout,
@@ -229,10 +318,19 @@ async fn serve_stream<R: tokio::io::AsyncRead + Unpin>(
             GOODBYE_LINGER
         }
         End::Unauthorized(reason) => {
-            counters.unauthorized.fetch_add(1, Ordering::Relaxed);
-            if let Some(refused) = UNAUTHORIZED_LOG.note() {
-                tracing::warn!(%peer, %reason, refused, "refusing connections: bad or missing token");
-            }
+            connection.send_frame(&ServerFrame::Goodbye { reason });
+            GOODBYE_LINGER
+        }
+        End::Evicted => {
+            connection.send_frame(&ServerFrame::Goodbye {
+                reason: "too many connections are waiting for their hello; say hello sooner".into(),
+            });
+            // Its place is already someone else's: no lingering.
+            Duration::ZERO
+        }
+        End::MisbehavedBeforeHello(reason) => {
+            let reason = one_line(&reason);
+            note_misbehaving_before_hello(counters, peer, &reason);
             connection.send_frame(&ServerFrame::Goodbye { reason });
             GOODBYE_LINGER
         }
@@ -248,6 +346,57 @@ async fn serve_stream<R: tokio::io::AsyncRead + Unpin>(
     // idled out or misbehaved.
     connection.close(linger).await;
     drop(open);
+}
+
+/// Reads the hello within the handshake timeout, or until a newer
+/// connection takes this one's place; a wrong token waits its delay (still
+/// holding the place) before the error.
+async fn greet<R: tokio::io::AsyncRead + Unpin>(
+    reader: &mut FrameReader<R>,
+    connection: &Connection,
+    peer: SocketAddr,
+    ingress: &Ingress,
+    place: HelloPlace,
+) -> Result<Credential, End> {
+    let config = &ingress.router.ctx.config;
+    let timeout = config.handshake_timeout;
+    let hello = tokio::select! {
+        hello = tokio::time::timeout(timeout, handshake(reader)) => hello,
+        _ = place.evicted() => return Err(End::Evicted),
+    };
+    let token = match hello {
+        Err(_) => {
+            return Err(End::MisbehavedBeforeHello(format!(
+                "no hello within {} ms",
+                timeout.as_millis()
+            )));
+        }
+        Ok(Err(None)) => return Err(End::Left),
+        Ok(Err(Some(reason))) => return Err(End::MisbehavedBeforeHello(reason)),
+        Ok(Ok(token)) => token,
+    };
+    match config.auth.credential(token.as_deref()) {
+        Ok(credential) => {
+            drop(place);
+            connection.send_frame(&ServerFrame::Welcome {
+                protocol_version: PROTOCOL_VERSION,
+            });
+            Ok(credential)
+        }
+        Err(reason) => {
+            let counters = &ingress.counters;
+            counters.unauthorized.fetch_add(1, Ordering::Relaxed);
+            if let Some(refused) = UNAUTHORIZED_LOG.note() {
+                tracing::warn!(%peer, %reason, refused, "refusing connections: bad or missing token");
+            }
+            let delay = ingress.failed_hellos.note(peer.ip());
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = place.evicted() => return Err(End::Evicted),
+            }
+            Err(End::Unauthorized(reason))
+        }
+    }
 }
 
 /// Shortened to one line of at most `MAX_REASON_CHARS` characters.
@@ -284,6 +433,7 @@ async fn read_requests<R: tokio::io::AsyncRead + Unpin>(
 ) -> End {
     let config = &router.ctx.config;
     let idle_timeout = config.connection_idle_timeout;
+    let frame_timeout = config.frame_timeout;
     // The latest deadline of a request read so far: after a half-close the
     // replies are waited for until then.
     let mut latest_deadline = Instant::now();
@@ -297,18 +447,32 @@ async fn read_requests<R: tokio::io::AsyncRead + Unpin>(
             config.max_unread_reply_bytes,
             idle_timeout,
         );
-        if let Room::Stalled = room.await {
-            return End::Misbehaved(format!(
-                "{} bytes of replies left unread for {} s",
-                connection.unsent_bytes(),
-                idle_timeout.as_secs()
-            ));
+        match room.await {
+            Room::Available { waited: false } => {}
+            // The frame's clock stood still while the silo did not read.
+            Room::Available { waited: true } => reader.restart_partial_clock(),
+            Room::Stalled => {
+                return End::Misbehaved(format!(
+                    "{} bytes of replies left unread for {} s",
+                    connection.unsent_bytes(),
+                    idle_timeout.as_secs()
+                ));
+            }
         }
         let read = tokio::select! {
             biased;
             read = reader.next_body() => read,
             _ = &mut idle_timer => {
                 let now = Instant::now();
+                if let Some(since) = reader.partial_since()
+                    && now >= since + frame_timeout
+                {
+                    return End::Misbehaved(format!(
+                        "a frame was begun {} s ago and is still unfinished ({} bytes came)",
+                        frame_timeout.as_secs(),
+                        reader.buffered_bytes()
+                    ));
+                }
                 if connection.in_flight() > 0 || connection.unsent_bytes() > 0 {
                     // Work still owed counts as activity: idle time starts
                     // once it is done (seen within an eighth of the timeout).
@@ -317,7 +481,11 @@ async fn read_requests<R: tokio::io::AsyncRead + Unpin>(
                     return End::Idle;
                 }
                 let idle_until = last_activity + idle_timeout;
-                idle_timer.as_mut().reset(idle_until.min(now + idle_timeout / 8).max(now + Duration::from_millis(1)));
+                let mut next = idle_until.min(now + idle_timeout / 8).min(now + frame_timeout / 4);
+                if let Some(since) = reader.partial_since() {
+                    next = next.min(since + frame_timeout);
+                }
+                idle_timer.as_mut().reset(next.max(now + Duration::from_millis(1)));
                 continue;
             }
         };
@@ -359,158 +527,4 @@ async fn read_requests<R: tokio::io::AsyncRead + Unpin>(
             },
         }
     }
-}
-
-/// When the caller of `request` stops waiting for its reply.
-fn request_deadline(request: &Request) -> Instant {
-    match request {
-        Request::Call(call) | Request::RoutedCall(call) => call_deadline(call.timeout_ms),
-        Request::Forward(forward) => call_deadline(forward.call.timeout_ms),
-        _ => call_deadline(None),
-    }
-}
-
-/// Finds `{"Request": {"id": N, ..}}` in a frame whose request part is not
-/// one this silo knows, so the client gets an answer rather than a hang.
-fn recover_request_id(body: &[u8]) -> Option<u64> {
-    let value: ciborium::Value = ciborium::from_reader(body).ok()?;
-    let (tag, inner) = value.as_map()?.first()?;
-    if tag.as_text()? != "Request" {
-        return None;
-    }
-    let (_, id) = inner
-        .as_map()?
-        .iter()
-        .find(|(key, _)| key.as_text() == Some("id"))?;
-    u64::try_from(id.as_integer()?).ok()
-}
-
-fn handle_request(
-    id: u64,
-    request: Request,
-    deadline: Instant,
-    sink: ConnectionSink,
-    router: &Arc<Router>,
-) {
-    let report_owner = matches!(request, Request::RoutedCall(_));
-    match request {
-        Request::Call(mut call) | Request::RoutedCall(mut call) => {
-            let key = ObjectKey::new(&call.service_type, &call.object_id);
-            if let Err(error) = reserved::check_client_call(&call.message_type, &key) {
-                return sink.reply(id, Err(error));
-            }
-            let idempotency_key = match checked_idempotency_key(call.idempotency_key.take()) {
-                Ok(idempotency_key) => idempotency_key,
-                Err(error) => return sink.reply(id, Err(error)),
-            };
-            let reply = ReplyTo::Connection {
-                request_id: id,
-                sink,
-                report_owner,
-            };
-            router.route(
-                key,
-                Envelope::from_call(call, idempotency_key, reply, deadline),
-            );
-        }
-        Request::Forward(mut forward) => {
-            let call = &mut forward.call;
-            let key = ObjectKey::new(&call.service_type, &call.object_id);
-            let idempotency_key = match checked_idempotency_key(call.idempotency_key.take()) {
-                Ok(idempotency_key) => idempotency_key,
-                Err(error) => return sink.reply(id, Err(error)),
-            };
-            let reply = ReplyTo::Connection {
-                request_id: id,
-                sink,
-                report_owner: false,
-            };
-            let envelope = Envelope::from_forward(forward, idempotency_key, reply, deadline);
-            router.route(key, envelope);
-        }
-        Request::Waits(report) => {
-            crate::cluster::note_wait_report(&router.waits, report);
-            sink.reply(id, Ok(Response::Noted));
-        }
-        Request::Ping => sink.reply(
-            id,
-            Ok(Response::Pong {
-                generation: router.ctx.effects.committer.generation(),
-            }),
-        ),
-        Request::Members => {
-            let router = router.clone();
-            tokio::spawn(async move {
-                sink.reply(id, router.members().await.map(Response::Members));
-            });
-        }
-        Request::Deploy {
-            service_type,
-            component,
-        } => {
-            let router = router.clone();
-            tokio::spawn(async move {
-                let result = router
-                    .ctx
-                    .deployments
-                    .deploy(&service_type, component)
-                    .await;
-                sink.reply(id, result.map(Response::Deployed));
-            });
-        }
-        Request::Undeploy { service_type } => {
-            let router = router.clone();
-            tokio::spawn(async move {
-                let result = router.ctx.deployments.undeploy(&service_type).await;
-                sink.reply(id, result.map(Response::Undeployed));
-            });
-        }
-        Request::ListDeployments => {
-            sink.reply(id, Ok(Response::Deployments(router.ctx.deployments.list())))
-        }
-        Request::Stats => sink.reply(id, Ok(Response::Stats(router.ctx.counters.stats()))),
-        Request::DeadLetters {
-            receiver_type,
-            limit,
-        } => {
-            let router = router.clone();
-            tokio::spawn(async move {
-                let store = router.ctx.effects.store();
-                let payload_limit = router.ctx.config.limits.payload_bytes;
-                let listed = crate::effects::outbox::dead_letters(
-                    &**store,
-                    payload_limit,
-                    receiver_type,
-                    limit,
-                )
-                .await;
-                sink.reply(id, listed.map(Response::DeadLetters));
-            });
-        }
-    }
-}
-
-/// A call's idempotency key, if it is one the stores can index.
-fn checked_idempotency_key(key: Option<String>) -> Result<Option<Arc<str>>, ReplyError> {
-    match key {
-        None => Ok(None),
-        Some(key) if key.is_empty() => Err(ReplyError::BadRequest(
-            "the idempotency key is empty".into(),
-        )),
-        Some(key) if key.len() > MAX_IDEMPOTENCY_KEY_BYTES => Err(ReplyError::BadRequest(format!(
-            "the idempotency key is {} bytes long; at most {MAX_IDEMPOTENCY_KEY_BYTES} are allowed",
-            key.len()
-        ))),
-        Some(key) => Ok(Some(key.into())),
-    }
-}
-
-/// When the caller of a request stops waiting: what it said, or as long as
-/// `rio-client` waits by default when it said nothing (an older client).
-fn call_deadline(timeout_ms: Option<u64>) -> Instant {
-    let wait = timeout_ms.map_or(rio_client::DEFAULT_TIMEOUT, Duration::from_millis);
-    // A far-off deadline (u64::MAX ms) must not overflow the clock.
-    Instant::now()
-        .checked_add(wait)
-        .unwrap_or_else(|| Instant::now() + rio_client::DEFAULT_TIMEOUT * 1000)
 }

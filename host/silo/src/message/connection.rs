@@ -5,6 +5,12 @@
 //! request counts as in flight until that sink is dropped, answered or not,
 //! so the connection's reader can bound the work one client has queued and
 //! can wait for the replies still owed before it closes.
+//!
+//! Replies are bounded in bytes as well as in number: a reply produced while
+//! more than the connection's unread-reply limit waits unsent is not queued
+//! (its caller gets `unavailable`, which says the call ran), so a peer that
+//! asks for many big replies and reads none makes the silo hold at most the
+//! limit plus one reply.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -14,10 +20,21 @@ use rio_protocol::{FrameWriter, ReplyError, Response, ServerFrame, encode_frame}
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::observe::ConnectionCounters;
+
 /// What the reader and the repliers of one connection share.
 pub(crate) struct Connection {
     writer: Arc<FrameWriter>,
+    /// Reply bytes that may wait unsent before further replies are dropped.
+    max_unsent: usize,
+    /// Where dropped replies are counted.
+    counters: Arc<ConnectionCounters>,
     in_flight: AtomicUsize,
+    /// A recent reply's size, decaying with each smaller one: the reader
+    /// reads a request only while the replies owed, at this size each,
+    /// would fit the unread limit, so a client that asks for big replies has
+    /// few in flight and replies are rarely dropped.
+    reply_estimate: AtomicUsize,
     /// Woken (all waiters) when a request stops being in flight, while the
     /// reader waits for that (`reader_waits`), so a reply costs no extra
     /// lock otherwise.
@@ -27,17 +44,26 @@ pub(crate) struct Connection {
 
 /// How a wait for room to read more requests ended.
 pub(crate) enum Room {
-    /// Below both bounds: the reader may go on.
-    Available,
+    /// Below both bounds: the reader may go on; `waited` if it had to wait.
+    Available { waited: bool },
     /// Nothing moved for the whole stall limit: the peer does not read.
     Stalled,
 }
 
 impl Connection {
-    pub(crate) fn new(writer: Arc<FrameWriter>) -> Arc<Connection> {
+    /// A connection whose replies wait unsent up to `max_unsent` bytes (plus
+    /// one reply); replies dropped past that are counted in `counters`.
+    pub(crate) fn new(
+        writer: Arc<FrameWriter>,
+        max_unsent: usize,
+        counters: Arc<ConnectionCounters>,
+    ) -> Arc<Connection> {
         Arc::new(Connection {
             writer,
+            max_unsent,
+            counters,
             in_flight: AtomicUsize::new(0),
+            reply_estimate: AtomicUsize::new(0),
             replied: Notify::new(),
             reader_waits: AtomicBool::new(false),
         })
@@ -65,7 +91,7 @@ impl Connection {
         let mut encoded = Vec::new();
         match encode_frame(frame, &mut encoded) {
             // A closed connection drops replies to requests it no longer awaits.
-            Ok(()) => drop(self.writer.send(&encoded)),
+            Ok(()) => drop(self.writer.send_within(encoded, usize::MAX)),
             Err(error) => tracing::error!(%error, "cannot encode a reply frame"),
         }
     }
@@ -81,9 +107,15 @@ impl Connection {
     ) -> Room {
         // A failed writer has nothing unsent: the reader goes on and finds
         // the broken stream.
-        let has_room = || self.in_flight() < max_in_flight && self.unsent_bytes() <= max_unsent;
+        let has_room = || {
+            let (in_flight, unsent) = (self.in_flight(), self.unsent_bytes());
+            let owed = in_flight.saturating_mul(self.reply_estimate.load(Ordering::Relaxed));
+            in_flight < max_in_flight
+                && unsent <= max_unsent
+                && (in_flight == 0 || unsent.saturating_add(owed) <= max_unsent)
+        };
         if has_room() {
-            return Room::Available;
+            return Room::Available { waited: false };
         }
         let _waiting = self.reader_waiting();
         loop {
@@ -91,7 +123,7 @@ impl Connection {
             let wrote = self.writer.wrote();
             let replied = self.replied.notified();
             if has_room() {
-                return Room::Available;
+                return Room::Available { waited: true };
             }
             tokio::select! {
                 _ = wrote => {}
@@ -150,8 +182,59 @@ pub(crate) struct ConnectionSink {
 
 impl ConnectionSink {
     pub(crate) fn reply(&self, id: u64, result: Result<Response, ReplyError>) {
-        self.connection
-            .send_frame(&ServerFrame::Reply { id, result });
+        let connection = &self.connection;
+        // Checked before encoding too: a reply that would be dropped is not
+        // copied into a frame first.
+        if connection.unsent_bytes() > connection.max_unsent {
+            return self.drop_reply(id, reply_size(&result));
+        }
+        let mut encoded = Vec::new();
+        if let Err(error) = encode_frame(&ServerFrame::Reply { id, result }, &mut encoded) {
+            tracing::error!(%error, "cannot encode a reply frame");
+            return;
+        }
+        let size = encoded.len();
+        let _ = connection.reply_estimate.fetch_update(
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+            |estimate| Some(size.max(estimate - estimate / 8)),
+        );
+        if let Ok(false) = connection
+            .writer
+            .send_within(encoded, connection.max_unsent)
+        {
+            self.drop_reply(id, size);
+        }
+    }
+
+    /// Answers `unavailable` in place of a reply of `size` bytes that the
+    /// connection has no room for.
+    fn drop_reply(&self, id: u64, size: usize) {
+        let connection = &self.connection;
+        connection
+            .counters
+            .replies_dropped_unread
+            .fetch_add(1, Ordering::Relaxed);
+        let refusal = ReplyError::Unavailable(format!(
+            "the call ran, but its reply ({size} bytes) was dropped: this connection has {} bytes \
+             of replies unread, over its limit of {} (read replies as they come; a retry with the \
+             same idempotency key gets the reply)",
+            connection.unsent_bytes(),
+            connection.max_unsent
+        ));
+        // Small, and sent past the limit: the caller must learn what happened.
+        connection.send_frame(&ServerFrame::Reply {
+            id,
+            result: Err(refusal),
+        });
+    }
+}
+
+/// About what a reply weighs on the wire.
+fn reply_size(result: &Result<Response, ReplyError>) -> usize {
+    match result {
+        Ok(Response::Payload(payload)) => payload.len(),
+        _ => 0,
     }
 }
 

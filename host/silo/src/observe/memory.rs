@@ -75,3 +75,22 @@ pub(crate) fn resident_bytes() -> u64 {
         .unwrap_or(0);
     resident_pages * 4096
 }
+
+/// Allocations of at least this size get pages of their own from the OS,
+/// given back when freed.
+const OWN_PAGES_FROM_BYTES: i32 = 1024 * 1024;
+
+/// Makes glibc's allocator give big buffers (replies, frames, component
+/// bytes) back to the OS when they are freed. By default it raises its
+/// threshold for that to the size of the biggest buffer freed (up to
+/// 32 MiB), after which buffers of megabytes come from the heaps of the
+/// worker threads and their memory stays resident once freed: a few big
+/// replies would grow the silo for good. Call once, at start.
+pub fn return_big_buffers_to_the_os() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes an allocator setting; a fixed
+    // threshold also turns off its dynamic adjustment.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, OWN_PAGES_FROM_BYTES);
+    }
+}

@@ -43,6 +43,10 @@ pub(crate) struct ConnectionCounters {
     pub(crate) closed_idle: AtomicU64,
     /// Connections refused at their hello for a wrong or missing token.
     pub(crate) unauthorized: AtomicU64,
+    /// Connections closed before their hello to make room for newer ones.
+    pub(crate) evicted_before_hello: AtomicU64,
+    /// Replies replaced by an error because too many were left unread.
+    pub(crate) replies_dropped_unread: AtomicU64,
     /// Refused connections still being told why.
     pub(crate) refusing: AtomicUsize,
 }
@@ -67,6 +71,8 @@ impl Counters {
             connections_closed_misbehaving: read(&connections.closed_misbehaving),
             connections_closed_idle: read(&connections.closed_idle),
             connections_unauthorized: read(&connections.unauthorized),
+            connections_evicted_before_hello: read(&connections.evicted_before_hello),
+            replies_dropped_unread: read(&connections.replies_dropped_unread),
         }
     }
 }

@@ -15,27 +15,30 @@ use std::sync::Arc;
 
 use sqlx::AnyPool;
 
-use super::StorageError;
 use super::sql::dialect::Dialect;
 use super::sql::{Fencing, SqlStore, apply_steps, backend, connect};
+use super::{SqliteDurability, StorageError};
 
 /// Opens (creating if needed) the store file at `path`, converts or
 /// migrates it, takes the lease for the process `generation` (from then on
 /// only commits by that generation are accepted) and starts the
-/// group-commit writer.
+/// group-commit writer; commits are synced as `durability` says.
 pub async fn open(
     path: &Path,
     group_commit_max: usize,
     generation: i64,
+    durability: SqliteDurability,
 ) -> Result<Arc<SqlStore>, StorageError> {
     let url = sqlite_url(path);
     // Not a cluster store URL the user gave: say which file failed.
-    let (pool, dialect) = connect(&url).await.map_err(|error| match error {
-        StorageError::BadUrl { reason, .. } => {
-            StorageError::Backend(format!("{}: {reason}", path.display()))
-        }
-        other => other,
-    })?;
+    let (pool, dialect) = connect(&url, durability)
+        .await
+        .map_err(|error| match error {
+            StorageError::BadUrl { reason, .. } => {
+                StorageError::Backend(format!("{}: {reason}", path.display()))
+            }
+            other => other,
+        })?;
     convert_earlier_schema(&pool).await?;
     let store = SqlStore::start(pool, dialect, Fencing::Lease, group_commit_max).await?;
     store.take_lease(generation).await?;
@@ -299,7 +302,7 @@ mod tests {
     async fn a_file_that_cannot_be_opened_is_named() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("missing-directory").join("rio.db");
-        let Err(error) = open(&path, 64, 1).await else {
+        let Err(error) = open(&path, 64, 1, SqliteDurability::Full).await else {
             panic!("opened a file in a directory that does not exist");
         };
         let message = error.to_string();
@@ -313,7 +316,7 @@ mod tests {
         let odd = dir.path().join("a 50%?b#c");
         std::fs::create_dir(&odd).unwrap();
         let path = odd.join("rio.db");
-        let store = open(&path, 64, 1).await.unwrap();
+        let store = open(&path, 64, 1, SqliteDurability::Full).await.unwrap();
         let object = ObjectKey::new("Counter", "a");
         let put = vec![("n".to_string(), Some(vec![1]))];
         store.commit(&object, put, &process(1)).await.unwrap();
@@ -325,7 +328,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("rio.db");
         write_earlier_file(&path).await;
-        let store = open(&path, 64, 1).await.unwrap();
+        let store = open(&path, 64, 1, SqliteDurability::Full).await.unwrap();
         let object = ObjectKey::new("Counter", "a");
 
         let state = store.load(&object).await.unwrap();
@@ -385,7 +388,7 @@ mod tests {
         drop(store);
 
         // Opened again, nothing is converted twice.
-        let again = open(&path, 64, 2).await.unwrap();
+        let again = open(&path, 64, 2, SqliteDurability::Full).await.unwrap();
         let state: HashMap<String, Vec<u8>> = again.load(&object).await.unwrap();
         assert_eq!(state.len(), 2);
         assert_eq!(

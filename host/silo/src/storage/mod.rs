@@ -32,6 +32,8 @@ pub mod redis;
 pub mod sql;
 
 pub use membership::{Member, MembershipStore, SiloId, SiloStatus};
+
+pub use crate::config::SqliteDurability;
 pub use placement::PlacementStore;
 
 /// Why the store failed.

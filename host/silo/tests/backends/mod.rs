@@ -131,9 +131,14 @@ impl Env {
     /// The embedded store's file opened by a process of `generation`,
     /// which takes the lease: from then on only its commits are accepted.
     pub async fn open_embedded(&self, generation: i64) -> ClusterStore {
-        let store = embedded::open(Path::new(&self.url), GROUP_COMMIT_MAX, generation)
-            .await
-            .unwrap_or_else(|error| panic!("embedded: opening {}: {error}", self.url));
+        let store = embedded::open(
+            Path::new(&self.url),
+            GROUP_COMMIT_MAX,
+            generation,
+            Default::default(),
+        )
+        .await
+        .unwrap_or_else(|error| panic!("embedded: opening {}: {error}", self.url));
         ClusterStore::from_backend(store)
     }
 

@@ -73,8 +73,9 @@ impl SqlStore {
     /// Connects to `url` (`sqlite:PATH`, `postgres://…`, `mysql://…`,
     /// `mariadb://…`), migrates the schema and starts the commit writer;
     /// commits are fenced by placement.
+    /// A `sqlite:` store syncs every commit ([`super::SqliteDurability::Full`]).
     pub async fn open(url: &str, group_commit_max: usize) -> Result<SqlStore, StorageError> {
-        let (pool, dialect) = connect(url).await?;
+        let (pool, dialect) = connect(url, super::SqliteDurability::Full).await?;
         SqlStore::start(pool, dialect, Fencing::Placement, group_commit_max).await
     }
 
@@ -123,7 +124,10 @@ impl SqlStore {
 }
 
 /// A pool on the database at `url`, and its dialect.
-pub(crate) async fn connect(url: &str) -> Result<(AnyPool, Dialect), StorageError> {
+pub(crate) async fn connect(
+    url: &str,
+    durability: super::SqliteDurability,
+) -> Result<(AnyPool, Dialect), StorageError> {
     let bad_url = |reason: String| StorageError::BadUrl {
         url: redact(url),
         reason,
@@ -149,12 +153,13 @@ pub(crate) async fn connect(url: &str) -> Result<(AnyPool, Dialect), StorageErro
                 if dialect == Dialect::Sqlite {
                     // Several silo processes may share the file: wait for
                     // the lock rather than fail, and let readers run beside
-                    // the writer. WAL with NORMAL survives a killed process;
-                    // only an OS crash or power loss can lose the last
-                    // commits.
+                    // the writer. WAL with FULL syncs every commit (one per
+                    // group of turns); with NORMAL a killed process loses
+                    // nothing, but an OS crash or power loss may lose the
+                    // last commits.
                     connection.execute("PRAGMA busy_timeout = 10000").await?;
                     connection.execute("PRAGMA journal_mode = WAL").await?;
-                    connection.execute("PRAGMA synchronous = NORMAL").await?;
+                    connection.execute(durability.pragma()).await?;
                 }
                 Ok(())
             })

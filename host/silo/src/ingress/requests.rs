@@ -1,0 +1,180 @@
+//! What one request read from a connection turns into: a routed call, or an
+//! answer from the silo itself (members, deployments, stats, ...).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rio_protocol::{MAX_IDEMPOTENCY_KEY_BYTES, ReplyError, Request, Response};
+use tokio::time::Instant;
+
+use crate::base::{ObjectKey, reserved};
+use crate::message::Envelope;
+use crate::message::ReplyTo;
+use crate::message::connection::ConnectionSink;
+use crate::routing::Router;
+
+/// When the caller of `request` stops waiting for its reply.
+pub(super) fn request_deadline(request: &Request) -> Instant {
+    match request {
+        Request::Call(call) | Request::RoutedCall(call) => call_deadline(call.timeout_ms),
+        Request::Forward(forward) => call_deadline(forward.call.timeout_ms),
+        _ => call_deadline(None),
+    }
+}
+
+/// Finds `{"Request": {"id": N, ..}}` in a frame whose request part is not
+/// one this silo knows, so the client gets an answer rather than a hang.
+pub(super) fn recover_request_id(body: &[u8]) -> Option<u64> {
+    let value: ciborium::Value = ciborium::from_reader(body).ok()?;
+    let (tag, inner) = value.as_map()?.first()?;
+    if tag.as_text()? != "Request" {
+        return None;
+    }
+    let (_, id) = inner
+        .as_map()?
+        .iter()
+        .find(|(key, _)| key.as_text() == Some("id"))?;
+    u64::try_from(id.as_integer()?).ok()
+}
+
+pub(super) fn handle_request(
+    id: u64,
+    request: Request,
+    deadline: Instant,
+    sink: ConnectionSink,
+    router: &Arc<Router>,
+) {
+    let report_owner = matches!(request, Request::RoutedCall(_));
+    match request {
+        Request::Call(mut call) | Request::RoutedCall(mut call) => {
+            let key = ObjectKey::new(&call.service_type, &call.object_id);
+            if let Err(error) = reserved::check_client_call(&call.message_type, &key) {
+                return sink.reply(id, Err(error));
+            }
+            let idempotency_key = match checked_idempotency_key(call.idempotency_key.take()) {
+                Ok(idempotency_key) => idempotency_key,
+                Err(error) => return sink.reply(id, Err(error)),
+            };
+            let reply = ReplyTo::Connection {
+                request_id: id,
+                sink,
+                report_owner,
+            };
+            router.route(
+                key,
+                Envelope::from_call(call, idempotency_key, reply, deadline),
+            );
+        }
+        Request::Forward(mut forward) => {
+            // The chain of turns waiting on this one, with its own: a peer's
+            // chain is held to the same limit as a guest's calls.
+            let depth = forward.call_chain.len() + 1;
+            let limit = router.ctx.config.limits.call_depth;
+            if depth > limit {
+                return sink.reply(
+                    id,
+                    Err(ReplyError::BadRequest(format!(
+                        "a forwarded call would make a chain of {depth} turns, over the silo's limit `call-depth` of {limit}"
+                    ))),
+                );
+            }
+            let call = &mut forward.call;
+            let key = ObjectKey::new(&call.service_type, &call.object_id);
+            let idempotency_key = match checked_idempotency_key(call.idempotency_key.take()) {
+                Ok(idempotency_key) => idempotency_key,
+                Err(error) => return sink.reply(id, Err(error)),
+            };
+            let reply = ReplyTo::Connection {
+                request_id: id,
+                sink,
+                report_owner: false,
+            };
+            let envelope = Envelope::from_forward(forward, idempotency_key, reply, deadline);
+            router.route(key, envelope);
+        }
+        Request::Waits(report) => {
+            crate::cluster::note_wait_report(&router.waits, report);
+            sink.reply(id, Ok(Response::Noted));
+        }
+        Request::Ping => sink.reply(
+            id,
+            Ok(Response::Pong {
+                generation: router.ctx.effects.committer.generation(),
+            }),
+        ),
+        Request::Members => {
+            let router = router.clone();
+            tokio::spawn(async move {
+                sink.reply(id, router.members().await.map(Response::Members));
+            });
+        }
+        Request::Deploy {
+            service_type,
+            component,
+        } => {
+            let router = router.clone();
+            tokio::spawn(async move {
+                let result = router
+                    .ctx
+                    .deployments
+                    .deploy(&service_type, component)
+                    .await;
+                sink.reply(id, result.map(Response::Deployed));
+            });
+        }
+        Request::Undeploy { service_type } => {
+            let router = router.clone();
+            tokio::spawn(async move {
+                let result = router.ctx.deployments.undeploy(&service_type).await;
+                sink.reply(id, result.map(Response::Undeployed));
+            });
+        }
+        Request::ListDeployments => {
+            sink.reply(id, Ok(Response::Deployments(router.ctx.deployments.list())))
+        }
+        Request::Stats => sink.reply(id, Ok(Response::Stats(router.ctx.counters.stats()))),
+        Request::DeadLetters {
+            receiver_type,
+            limit,
+        } => {
+            let router = router.clone();
+            tokio::spawn(async move {
+                let store = router.ctx.effects.store();
+                let payload_limit = router.ctx.config.limits.payload_bytes;
+                let listed = crate::effects::outbox::dead_letters(
+                    &**store,
+                    payload_limit,
+                    receiver_type,
+                    limit,
+                )
+                .await;
+                sink.reply(id, listed.map(Response::DeadLetters));
+            });
+        }
+    }
+}
+
+/// A call's idempotency key, if it is one the stores can index.
+fn checked_idempotency_key(key: Option<String>) -> Result<Option<Arc<str>>, ReplyError> {
+    match key {
+        None => Ok(None),
+        Some(key) if key.is_empty() => Err(ReplyError::BadRequest(
+            "the idempotency key is empty".into(),
+        )),
+        Some(key) if key.len() > MAX_IDEMPOTENCY_KEY_BYTES => Err(ReplyError::BadRequest(format!(
+            "the idempotency key is {} bytes long; at most {MAX_IDEMPOTENCY_KEY_BYTES} are allowed",
+            key.len()
+        ))),
+        Some(key) => Ok(Some(key.into())),
+    }
+}
+
+/// When the caller of a request stops waiting: what it said, or as long as
+/// `rio-client` waits by default when it said nothing (an older client).
+fn call_deadline(timeout_ms: Option<u64>) -> Instant {
+    let wait = timeout_ms.map_or(rio_client::DEFAULT_TIMEOUT, Duration::from_millis);
+    // A far-off deadline (u64::MAX ms) must not overflow the clock.
+    Instant::now()
+        .checked_add(wait)
+        .unwrap_or_else(|| Instant::now() + rio_client::DEFAULT_TIMEOUT * 1000)
+}
