@@ -511,9 +511,9 @@ async fn keyed_calls_with_big_replies_are_bounded_in_memory_and_run_once() {
         grown / MIB
     );
     if before > 0 {
-        // The budget for replies kept in memory (64 MiB); these are over
-        // the 4 KiB kept, so none stays, and what grows is the store's
-        // caches and the allocator's.
+        // None of these replies is kept in memory (over 4 KiB; the budget
+        // for those is 64 MiB); what grows is the store's caches and the
+        // allocator's.
         assert!(grown <= 32 * MIB, "the silo grew by {} MiB", grown / MIB);
     }
     // Retries are answered from the store and do not run again.

@@ -315,11 +315,27 @@ async fn fuzzed_frames_neither_crash_the_silo_nor_stop_it_serving() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let text = log.text();
     assert!(!text.contains("panicked"), "the silo panicked:\n{text}");
-    let closing_lines = log.lines_with("closing a misbehaving connection").len() as u64;
+    // After its hello, a misbehaving connection gets one line; before it,
+    // connections (anyone who reaches the port) are summarised, one line
+    // per 10 s at most.
+    let after_hello = log.lines_with("closing a misbehaving connection").len() as u64;
+    let summaries = log
+        .lines_with("closing misbehaving connections before their hello")
+        .len() as u64;
+    let closing_lines = after_hello + summaries;
     assert!(
         closing_lines <= connections,
         "{closing_lines} lines for {connections} connections: more than one per connection"
     );
-    assert_eq!(closing_lines, stats.connections_closed_misbehaving);
+    assert!(
+        summaries <= 2,
+        "{summaries} summaries in one fuzz run of seconds"
+    );
+    assert!(
+        closing_lines <= stats.connections_closed_misbehaving
+            && (stats.connections_closed_misbehaving == 0 || closing_lines >= 1),
+        "{after_hello} lines and {summaries} summaries for {} connections closed",
+        stats.connections_closed_misbehaving
+    );
     silo.stop();
 }

@@ -38,13 +38,22 @@ impl Activation {
     }
 
     /// Runs the interrupted keyed turn once more; `Err` while it is still
-    /// unfinished. After [`RESUME_ATTEMPTS`] it is given up (an error in
-    /// the log): its calls' effects stand without it.
+    /// unfinished. After [`RESUME_ATTEMPTS`] and its time budget (see
+    /// `Interrupted::may_give_up`) it is given up (an error in the log):
+    /// its calls' effects stand without it.
     pub(super) async fn finish_interrupted(&mut self) -> Result<(), ReplyError> {
-        let Some(Interrupted { intent, attempts }) = self.interrupted.take() else {
+        let now = self.ctx.clock.now();
+        if let Some(interrupted) = &self.interrupted
+            && interrupted.too_soon(now)
+        {
+            return Err(self.unfinished(interrupted.attempts, "its last attempt was a moment ago"));
+        }
+        let Some(mut interrupted) = self.interrupted.take() else {
             return Ok(());
         };
-        let attempt = attempts + 1;
+        interrupted.last_attempt = Some(now);
+        let attempt = interrupted.attempts + 1;
+        let intent = interrupted.intent.clone();
         // Committed after all (its commit's answer was lost): nothing to run.
         match self.stored_reply(&intent.key).await {
             Ok(None) => {}
@@ -56,7 +65,7 @@ impl Activation {
                 return Ok(());
             }
             Err(error) => {
-                self.interrupted = Some(Interrupted { intent, attempts });
+                self.interrupted = Some(interrupted);
                 return Err(error);
             }
         }
@@ -77,13 +86,18 @@ impl Activation {
             }
             Err(error) => error,
         };
+        let (after, budget) = (self.ctx.clock.now(), self.resume_budget());
         let Some(again) = self.interrupted.as_mut() else {
             // It ended for good (its intent is deleted), or the object moved.
             tracing::info!(object = %self.key, key = %intent.key, %error, "interrupted keyed turn ended with an error");
             return Ok(());
         };
+        // The failed attempt left a fresh record: it keeps the first's
+        // time and the count.
         again.attempts = attempt;
-        if attempt < RESUME_ATTEMPTS {
+        again.since = interrupted.since;
+        again.last_attempt = Some(now);
+        if !again.may_give_up(after, budget) {
             return Err(self.unfinished(attempt, &error.to_string()));
         }
         tracing::error!(object = %self.key, key = %intent.key, attempt, %error, "gave up an interrupted keyed turn: the effects of its calls may stand without its own");
@@ -92,11 +106,26 @@ impl Activation {
         Ok(())
     }
 
+    /// How long an interrupted turn is retried at least: a cluster's failure
+    /// detection (an owner killed and not yet declared dead refuses the
+    /// turn's calls meanwhile) plus two turn deadlines.
+    fn resume_budget(&self) -> std::time::Duration {
+        let detection = self
+            .ctx
+            .cluster
+            .as_ref()
+            .map_or(std::time::Duration::ZERO, |cluster| {
+                let config = &cluster.config;
+                (config.probe_interval + config.probe_timeout) * (config.missed_probes + 1)
+            });
+        detection + 2 * self.ctx.config.turn_deadline
+    }
+
     /// What a message hears while the interrupted turn, run `attempts`
     /// times, is unfinished.
     pub(super) fn unfinished(&self, attempts: u32, why: &str) -> ReplyError {
         ReplyError::Unavailable(format!(
-            "{} is finishing an interrupted keyed turn first (attempt {attempts} of {RESUME_ATTEMPTS}: {why}); nothing of this message ran, retry it",
+            "{} is finishing an interrupted keyed turn first (attempt {attempts}, at least {RESUME_ATTEMPTS} are made: {why}); nothing of this message ran, retry it",
             self.key
         ))
     }
@@ -125,10 +154,12 @@ impl Activation {
                 live.store.data_mut().intent_stored = None;
             }
         } else {
-            self.interrupted = Some(Interrupted {
-                intent,
-                attempts: 0,
-            });
+            // The failed turn counts as the last attempt: the first rerun
+            // waits the spacing too.
+            let now = self.ctx.clock.now();
+            let mut interrupted = Interrupted::new(intent, now);
+            interrupted.last_attempt = Some(now);
+            self.interrupted = Some(interrupted);
         }
     }
 
@@ -189,14 +220,15 @@ impl Activation {
             tracing::warn!(object = %self.key, "dropping a stored keyed-turn intent that cannot be read");
             return None;
         };
-        let attempts = match self.interrupted.take() {
-            Some(interrupted) if interrupted.intent.key == intent.key => interrupted.attempts,
-            _ => 0,
-        };
-        self.interrupted = Some(Interrupted {
-            intent: intent.clone(),
-            attempts,
-        });
+        let mut loaded = Interrupted::new(intent.clone(), self.ctx.clock.now());
+        if let Some(earlier) = self.interrupted.take()
+            && earlier.intent.key == intent.key
+        {
+            loaded.attempts = earlier.attempts;
+            loaded.since = earlier.since;
+            loaded.last_attempt = earlier.last_attempt;
+        }
+        self.interrupted = Some(loaded);
         Some(intent)
     }
 }

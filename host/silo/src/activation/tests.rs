@@ -25,6 +25,7 @@ use crate::config::SiloConfig;
 use crate::deadlock::{Deadlock, WaitEdge, WaitGraph};
 use crate::effects::Effects;
 use crate::effects::committer::Committer;
+use crate::effects::resume::RESUME_SPACING;
 use crate::host::{Messenger, TurnCall};
 use crate::message::{Dispatch, Envelope, ReplyTo, empty_chain};
 use crate::observe::Counters;
@@ -229,6 +230,12 @@ impl Harness {
         Ok(ciborium::from_reader(bytes.as_slice()).unwrap())
     }
 
+    /// The value a `get` answers, or `None` if it is refused.
+    async fn value_unchecked(&self, id: &str) -> Option<i64> {
+        let reply = self.call(id, "get", json!({}), None).await.ok()?;
+        reply["value"].as_i64()
+    }
+
     async fn value(&self, id: &str) -> i64 {
         let reply = self.call(id, "get", json!({}), None).await.unwrap();
         reply["value"].as_i64().unwrap()
@@ -366,6 +373,51 @@ async fn an_activation_stays_until_its_clock_passes_the_idle_timeout() {
     );
 }
 
+/// An interrupted turn whose calls keep failing is tried for its whole
+/// budget, however many messages come meanwhile, and is given up only
+/// after both its attempts and its time (issue 19, item 6).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_keyed_turn_is_given_up_only_after_its_attempts_and_its_time() {
+    let harness = Harness::new().await;
+    harness
+        .call("a", "increment", json!({"by": 10}), None)
+        .await
+        .unwrap();
+    harness.answer_calls(|_, _| Err(ReplyError::Unavailable("the owner is away".into())));
+    let moved = harness
+        .call(
+            "a",
+            "move-slowly",
+            json!({"target": "b", "by": 4, "millis": 0}),
+            Some("move-1"),
+        )
+        .await;
+    assert!(moved.is_err(), "{moved:?}");
+    // Many more attempts than the minimum, spaced, within the budget (two
+    // turn deadlines for a lone silo): each message is refused, none runs.
+    let budget = 2 * harness.ctx().config.turn_deadline;
+    let attempts = 2 * crate::effects::resume::RESUME_ATTEMPTS;
+    let step = (budget / 2) / attempts;
+    assert!(step >= RESUME_SPACING, "the test's steps are spaced");
+    for _ in 0..attempts {
+        harness.clock.advance(step);
+        let refused = harness.call("a", "increment", json!({"by": 1}), None).await;
+        assert!(
+            matches!(&refused, Err(ReplyError::Unavailable(message)) if message.contains("interrupted keyed turn")),
+            "{refused:?}"
+        );
+    }
+    assert!(harness.stored("a").await.contains(&INTENT_KEY.to_string()));
+    assert_eq!(harness.value_unchecked("a").await, None, "nothing else ran");
+
+    // Past the budget, the next failed attempt gives it up, and the message
+    // runs on the state before the move (none of its attempts committed).
+    harness.clock.advance(budget);
+    let after = harness.call("a", "increment", json!({"by": 1}), None).await;
+    assert_eq!(after.unwrap(), json!({"value": 11}));
+    assert!(!harness.stored("a").await.contains(&INTENT_KEY.to_string()));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interrupted_keyed_turn_runs_again_before_the_next_message() {
     let harness = Harness::new().await;
@@ -400,8 +452,24 @@ async fn an_interrupted_keyed_turn_runs_again_before_the_next_message() {
         "its intent is stored"
     );
 
-    // The next message first runs the move again; it fails once more, so
-    // the message is refused with nothing of it run.
+    // A message right after is refused without an attempt: attempts are
+    // spaced, so a burst cannot spend them.
+    let burst = harness
+        .call("a", "increment", json!({"by": 100}), None)
+        .await;
+    assert!(
+        matches!(&burst, Err(ReplyError::Unavailable(message)) if message.contains("a moment ago")),
+        "{burst:?}"
+    );
+    assert_eq!(
+        harness.router.calls.lock().unwrap().len(),
+        1,
+        "no attempt in a burst"
+    );
+
+    // The next message after the spacing first runs the move again; it
+    // fails once more, so the message is refused with nothing of it run.
+    harness.clock.advance(RESUME_SPACING);
     let refused = harness
         .call("a", "increment", json!({"by": 100}), None)
         .await;
@@ -413,6 +481,7 @@ async fn an_interrupted_keyed_turn_runs_again_before_the_next_message() {
     }
     // The one after runs the move a third time, which is answered: the
     // move commits first, then the message runs on its result.
+    harness.clock.advance(RESUME_SPACING);
     let after = harness
         .call("a", "increment", json!({"by": 100}), None)
         .await;

@@ -153,11 +153,19 @@ async fn suspect(cluster: &Cluster, me: &SiloId, target: &SiloId, active_count: 
     if votes < needed {
         return;
     }
+    declare_dead(cluster, target, "it does not answer probes").await;
+}
+
+/// Marks `target` dead in the membership table and releases its objects,
+/// so the next message for each places it anew (its interrupted turns are
+/// finished by the new owner).
+pub(super) async fn declare_dead(cluster: &Cluster, target: &SiloId, why: &str) {
+    let membership = &cluster.store.membership;
     if let Err(error) = membership.set_status(target, SiloStatus::Dead).await {
         tracing::warn!(%error, %target, "cannot declare a silo dead");
         return;
     }
-    tracing::warn!(%target, "declared dead");
+    tracing::warn!(%target, why, "declared dead");
     cluster.peers.forget(&target.address);
     match cluster.store.placement.release_all(target).await {
         Ok(released) => tracing::info!(%target, released, "released the objects of a dead silo"),

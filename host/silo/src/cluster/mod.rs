@@ -99,11 +99,29 @@ impl Cluster {
             tracing::warn!(%error, "cannot join the cluster yet; retrying");
             tokio::time::sleep(backoff.next_delay()).await;
         }
-        if let Err(error) = self.refresh_view().await {
-            tracing::warn!(%error, "cannot read the membership table");
+        match self.refresh_view().await {
+            Ok(members) => self.bury_earlier_generations(&me, &members).await,
+            Err(error) => tracing::warn!(%error, "cannot read the membership table"),
         }
         tracing::info!(silo = %me, "joined the cluster");
         me
+    }
+
+    /// Declares dead the earlier generations of this silo at its own
+    /// address: this process listens there now, so they have stopped
+    /// (killed, and restarted at once by a supervisor). Waiting for the
+    /// others to find out by probing would leave their objects unreachable
+    /// for the failure-detection time, with messages bouncing to this silo.
+    async fn bury_earlier_generations(&self, me: &SiloId, members: &[Member]) {
+        for member in members {
+            let earlier = &member.silo;
+            if earlier.address == me.address
+                && earlier.generation < me.generation
+                && member.status != SiloStatus::Dead
+            {
+                membership::declare_dead(self, earlier, "this silo restarted at its address").await;
+            }
+        }
     }
 
     pub(crate) fn me(&self) -> Result<&SiloId, ReplyError> {

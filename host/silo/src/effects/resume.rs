@@ -24,15 +24,24 @@
 //! one after their silo died, so that each finishes its turn.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use rio_protocol::ReplyError;
 use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
 
-/// How many times an activation runs an interrupted turn again before it
-/// gives up on it (logged as an error) and takes other turns. Each attempt
-/// is made when a message arrives; the message is refused `unavailable`
-/// while the turn is still unfinished, so callers back off and retry.
+/// The fewest times an activation runs an interrupted turn again before it
+/// may give up on it (logged as an error) and take other turns. Each
+/// attempt is made when a message arrives; the message is refused
+/// `unavailable` while the turn is still unfinished, so callers back off
+/// and retry.
 pub(crate) const RESUME_ATTEMPTS: u32 = 10;
+
+/// The least time between two attempts: a burst of messages must not spend
+/// the attempts in a moment, before the cause (a silo not yet declared
+/// dead, a store away) had time to pass. A message that comes sooner is
+/// refused `unavailable` without an attempt.
+pub(crate) const RESUME_SPACING: Duration = Duration::from_millis(200);
 
 /// A keyed turn's request, as stored before its first call.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -74,11 +83,42 @@ mod shared_str {
     }
 }
 
-/// An activation's unfinished keyed turn and how often it was run again.
+/// An activation's unfinished keyed turn, how often it was run again, and
+/// since when it has been unfinished.
 #[derive(Debug)]
 pub(crate) struct Interrupted {
     pub(crate) intent: Intent,
     pub(crate) attempts: u32,
+    /// When this silo first found it unfinished.
+    pub(crate) since: Instant,
+    /// When it was last run again.
+    pub(crate) last_attempt: Option<Instant>,
+}
+
+impl Interrupted {
+    /// A turn found unfinished at `now`.
+    pub(crate) fn new(intent: Intent, now: Instant) -> Interrupted {
+        Interrupted {
+            intent,
+            attempts: 0,
+            since: now,
+            last_attempt: None,
+        }
+    }
+
+    /// Whether it may be given up after a failed attempt at `now`: only
+    /// once it was tried `RESUME_ATTEMPTS` times *and* for `budget` (the
+    /// failure detection of a cluster plus a turn's deadline, at least),
+    /// so neither a burst of messages nor a fast restart can use it up.
+    pub(crate) fn may_give_up(&self, now: Instant, budget: Duration) -> bool {
+        self.attempts >= RESUME_ATTEMPTS && now.saturating_duration_since(self.since) >= budget
+    }
+
+    /// Whether an attempt at `now` would come too soon after the last one.
+    pub(crate) fn too_soon(&self, now: Instant) -> bool {
+        self.last_attempt
+            .is_some_and(|last| now.saturating_duration_since(last) < RESUME_SPACING)
+    }
 }
 
 /// Whether a keyed turn that failed with `error` after its intent was
@@ -105,6 +145,33 @@ pub(crate) fn ends_a_rerun(error: &ReplyError) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_interrupted_turn_is_given_up_only_after_its_attempts_and_its_time() {
+        let start = Instant::now();
+        let intent = Intent {
+            key: "k".into(),
+            message_type: "pay".into(),
+            payload: vec![],
+        };
+        let budget = Duration::from_secs(30);
+        let mut interrupted = Interrupted::new(intent, start);
+        interrupted.attempts = RESUME_ATTEMPTS;
+        assert!(
+            !interrupted.may_give_up(start + Duration::from_millis(460), budget),
+            "a burst"
+        );
+        assert!(interrupted.may_give_up(start + budget, budget));
+        interrupted.attempts = 3;
+        assert!(
+            !interrupted.may_give_up(start + budget * 10, budget),
+            "too few attempts"
+        );
+
+        interrupted.last_attempt = Some(start);
+        assert!(interrupted.too_soon(start + RESUME_SPACING / 2));
+        assert!(!interrupted.too_soon(start + RESUME_SPACING));
+    }
 
     #[test]
     fn an_intent_survives_encoding_and_garbage_is_not_one() {
