@@ -7,6 +7,9 @@
 //   calls `deposit` on `to_type/to` (default: this account's own type), so
 //   accounts in Rust, Python and JS can pay each other. If that call fails,
 //   its error is thrown on: the turn fails and its withdrawal is discarded;
+// - `pay {"to", "amount", "fee", "fee_to", "to_type"?, "fee_to_type"?}`
+//   withdraws `amount + fee`, then calls `deposit` on the payee and on the
+//   fee account: two calls in one turn;
 // - `transfer-send` (same message and reply) withdraws and `send`s the
 //   deposit one way: stored with the withdrawal, delivered exactly once after.
 //
@@ -60,6 +63,30 @@ export default service({
       // A failed deposit throws RioError with the other account's kind;
       // not catching it discards the withdrawal above.
       call(target, to, "deposit", { amount: value });
+      return remaining;
+    },
+  },
+
+  pay: {
+    message: {
+      to: "string",
+      amount: "int",
+      fee: "int",
+      fee_to: "string",
+      to_type: "string?",
+      fee_to_type: "string?",
+    },
+    handle({ to, amount: value, fee, fee_to: feeTo, to_type: toType, fee_to_type: feeType }) {
+      const ownType = identity.serviceType();
+      const payee = toType ?? ownType;
+      const feeAccount = feeType ?? ownType;
+      const me = identity.objectId();
+      if ((payee === ownType && to === me) || (feeAccount === ownType && feeTo === me)) {
+        throw new RioError("invalid-transfer", "cannot pay this very account");
+      }
+      const remaining = withdraw({ amount: positive(value) + positive(fee) });
+      call(payee, to, "deposit", { amount: value });
+      call(feeAccount, feeTo, "deposit", { amount: fee });
       return remaining;
     },
   },

@@ -7,6 +7,9 @@
   `deposit` on `to_type/to` (default: this account's own type), so accounts
   in Rust, Python and JS can pay each other. If that call fails, its error is
   raised again: the turn fails and its withdrawal is discarded;
+- `pay {"to", "amount", "fee", "fee_to", "to_type"?, "fee_to_type"?}`
+  withdraws `amount + fee`, then calls `deposit` on the payee and on the fee
+  account: two calls in one turn;
 - `transfer-send` (same message and reply) withdraws and `send`s the deposit
   one way: stored with the withdrawal, delivered exactly once afterwards.
 
@@ -33,6 +36,16 @@ class Transfer:
     to: str
     amount: int
     to_type: Optional[str] = None
+
+
+@dataclass
+class Payment:
+    to: str
+    amount: int
+    fee: int
+    fee_to: str
+    to_type: Optional[str] = None
+    fee_to_type: Optional[str] = None
 
 
 def _positive(amount):
@@ -74,6 +87,20 @@ class Account:
         # A failed deposit raises RioError with the other account's kind;
         # letting it propagate discards the withdrawal above.
         call(to_type, message.to, "deposit", {"amount": message.amount})
+        return remaining
+
+    @handler("pay")
+    def pay(self, message: Payment):
+        own_type = identity.service_type()
+        to_type = message.to_type if message.to_type is not None else own_type
+        fee_type = message.fee_to_type if message.fee_to_type is not None else own_type
+        me = identity.object_id()
+        if (to_type == own_type and message.to == me) or (fee_type == own_type and message.fee_to == me):
+            raise RioError("invalid-transfer", "cannot pay this very account")
+        fee = _positive(message.fee)
+        remaining = self.withdraw(Amount(_positive(message.amount) + fee))
+        call(to_type, message.to, "deposit", {"amount": message.amount})
+        call(fee_type, message.fee_to, "deposit", {"amount": fee})
         return remaining
 
     @handler("transfer-send")

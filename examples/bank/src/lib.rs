@@ -15,6 +15,12 @@
 //! this silo died in between, the deposit would stand without the
 //! withdrawal: calls are not distributed transactions.)
 //!
+//! `pay {"to", "amount", "fee", "fee_to", "to_type"?, "fee_to_type"?}`
+//! withdraws `amount + fee`, then makes two calls: `deposit` of `amount` to
+//! the payee and `deposit` of `fee` to the fee account. Made with an
+//! idempotency key, a payment whose silo dies between the two calls is
+//! finished by the account's next owner, so neither deposit stands alone.
+//!
 //! `transfer-send` (same message and reply) withdraws and `send`s the
 //! deposit one way instead: the deposit is stored in the same commit as the
 //! withdrawal and delivered exactly once afterwards, so a transfer is never
@@ -39,6 +45,16 @@ struct Transfer {
     amount: i64,
     /// The other account's service type; absent means this account's own.
     to_type: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Payment {
+    to: String,
+    amount: i64,
+    fee: i64,
+    fee_to: String,
+    to_type: Option<String>,
+    fee_to_type: Option<String>,
 }
 
 fn current_balance() -> Result<i64, Error> {
@@ -131,7 +147,44 @@ fn transfer_send(message: Transfer) -> Result<Balance, Error> {
     Ok(remaining)
 }
 
+/// Two calls in one turn: the payee's deposit, then the fee's.
+fn pay(message: Payment) -> Result<Balance, Error> {
+    let own_type = identity::service_type();
+    let to_type = message.to_type.clone().unwrap_or_else(|| own_type.clone());
+    let fee_type = message.fee_to_type.clone().unwrap_or(own_type);
+    let me = identity::object_id();
+    if (to_type == identity::service_type() && message.to == me)
+        || (fee_type == identity::service_type() && message.fee_to == me)
+    {
+        return Err(Error::new(
+            "invalid-transfer",
+            "cannot pay this very account",
+        ));
+    }
+    let fee = positive(message.fee)?;
+    let total = positive(message.amount)?
+        .checked_add(fee)
+        .ok_or_else(|| Error::new("invalid-amount", "the payment would overflow"))?;
+    let remaining = withdraw(Amount { amount: total })?;
+    let _: Balance = call(
+        &to_type,
+        &message.to,
+        "deposit",
+        &Amount {
+            amount: message.amount,
+        },
+    )?;
+    let _: Balance = call(
+        &fee_type,
+        &message.fee_to,
+        "deposit",
+        &Amount { amount: fee },
+    )?;
+    Ok(remaining)
+}
+
 rio_sdk::service! {
+    "pay" => pay,
     "transfer-send" => transfer_send,
     "deposit" => deposit,
     "withdraw" => withdraw,

@@ -30,8 +30,19 @@ impl SiloProcess {
         flags: &[&str],
         stderr: Stdio,
     ) -> anyhow::Result<SiloProcess> {
+        SiloProcess::spawn_at(rio, data_dir, "127.0.0.1:0", flags, stderr)
+    }
+
+    /// As [`SiloProcess::spawn`], listening on `listen`.
+    pub fn spawn_at(
+        rio: &Path,
+        data_dir: &Path,
+        listen: &str,
+        flags: &[&str],
+        stderr: Stdio,
+    ) -> anyhow::Result<SiloProcess> {
         let mut child = Command::new(rio)
-            .args(["silo", "--listen", "127.0.0.1:0", "--data"])
+            .args(["silo", "--listen", listen, "--data"])
             .arg(data_dir)
             .args(flags)
             .env("RIO_LOG", "warn")

@@ -62,11 +62,27 @@ impl SiloProcess {
             .expect("rio silo starts")
     }
 
+    /// As [`SiloProcess::start_logged`], on `address` (a restart where a
+    /// killed silo listened).
+    pub fn start_logged_at(
+        data_dir: &Path,
+        address: &str,
+        flags: &[&str],
+    ) -> (SiloProcess, SiloLog) {
+        let silo = SiloProcess::spawn_at(Path::new(RIO), data_dir, address, flags, Stdio::piped())
+            .expect("rio silo starts");
+        SiloProcess::keep_log(silo)
+    }
+
     /// As [`SiloProcess::start_with`], keeping the silo's log (its stderr,
     /// warnings and errors) for the test to read; it is echoed as it comes.
     pub fn start_logged(data_dir: &Path, flags: &[&str]) -> (SiloProcess, SiloLog) {
-        let mut silo = SiloProcess::spawn(Path::new(RIO), data_dir, flags, Stdio::piped())
+        let silo = SiloProcess::spawn(Path::new(RIO), data_dir, flags, Stdio::piped())
             .expect("rio silo starts");
+        SiloProcess::keep_log(silo)
+    }
+
+    fn keep_log(mut silo: SiloProcess) -> (SiloProcess, SiloLog) {
         let stderr = silo.child.stderr.take().unwrap();
         let log = SiloLog::default();
         let kept = log.0.clone();
