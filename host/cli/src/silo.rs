@@ -276,20 +276,21 @@ pub(crate) async fn run(args: SiloArgs) -> anyhow::Result<()> {
         config.cluster = Some(cluster);
     }
 
-    config.auth = AuthConfig {
-        call_token: secret(
+    let tokens = TokenSources {
+        call: (
             args.call_token,
             args.call_token_file.or(file.call_token_file),
-        )?,
-        admin_token: secret(
+        ),
+        admin: (
             args.admin_token,
             args.admin_token_file.or(file.admin_token_file),
-        )?,
-        cluster_secret: secret(
+        ),
+        cluster: (
             args.cluster_secret,
             args.cluster_secret_file.or(file.cluster_secret_file),
-        )?,
+        ),
     };
+    config.auth = tokens.read()?;
     let tls_cert = args.tls_cert.or(file.tls_cert);
     let tls_key = args.tls_key.or(file.tls_key);
     let peer_tls_ca = args.peer_tls_ca.or(file.tls_ca);
@@ -327,7 +328,10 @@ pub(crate) async fn run(args: SiloArgs) -> anyhow::Result<()> {
     println!("rio silo listening on {address}");
     std::io::stdout().flush()?;
     tracing::info!(%address, data_dir = %data_dir.display(), "silo started");
-    silo.serve(listener, stop_signal()).await;
+    tokio::select! {
+        _ = silo.serve(listener, stop_signal()) => {}
+        _ = rotate_on_hangup(&silo, &tokens) => {}
+    }
     if silo.was_evicted() {
         anyhow::bail!("the cluster declared this silo dead; it stopped (start it again to rejoin)");
     }
@@ -335,16 +339,72 @@ pub(crate) async fn run(args: SiloArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A token from its flag (or variable) or its file; `None` if neither.
-fn secret(text: Option<String>, file: Option<PathBuf>) -> anyhow::Result<Option<Secret>> {
-    let text = match (text, file) {
-        (Some(text), _) => text,
-        (None, Some(path)) => crate::connect::read_secret_file(&path)?,
-        (None, None) => return Ok(None),
-    };
-    Secret::new(text)
-        .map(Some)
-        .context("a token must not be empty")
+/// Where each of the silo's tokens comes from: its flag (or variable), or
+/// its file, which is read again on SIGHUP.
+struct TokenSources {
+    call: (Option<String>, Option<PathBuf>),
+    admin: (Option<String>, Option<PathBuf>),
+    cluster: (Option<String>, Option<PathBuf>),
+}
+
+impl TokenSources {
+    fn read(&self) -> anyhow::Result<AuthConfig> {
+        Ok(AuthConfig {
+            call_token: secret(&self.call)?,
+            admin_token: secret(&self.admin)?,
+            cluster_secret: secret(&self.cluster)?,
+        })
+    }
+}
+
+/// Reads the token files again on each SIGHUP and rotates to what they
+/// hold (a file may list several tokens, one per line, all accepted; the
+/// first is the one presented to peers). Never returns.
+async fn rotate_on_hangup(silo: &Silo, tokens: &TokenSources) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hangup = match signal(SignalKind::hangup()) {
+            Ok(hangup) => hangup,
+            Err(error) => {
+                tracing::warn!(%error, "cannot handle SIGHUP; tokens cannot be rotated without a restart");
+                return std::future::pending().await;
+            }
+        };
+        while hangup.recv().await.is_some() {
+            let rotated = tokens
+                .read()
+                .and_then(|auth| silo.rotate_tokens(auth).map_err(anyhow::Error::from));
+            match rotated {
+                Ok(()) => tracing::info!(
+                    "SIGHUP: token files read again; their tokens are accepted from now on"
+                ),
+                Err(error) => {
+                    tracing::error!(error = %format!("{error:#}"), "SIGHUP: tokens not rotated; the earlier ones stay")
+                }
+            }
+        }
+    }
+    std::future::pending().await
+}
+
+/// A token from its flag (or variable), or every line of its file; `None`
+/// if neither.
+fn secret((text, file): &(Option<String>, Option<PathBuf>)) -> anyhow::Result<Option<Secret>> {
+    match (text, file) {
+        (Some(text), _) => Secret::new(text.clone())
+            .map(Some)
+            .context("a token must not be empty"),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the token file {}", path.display()))?;
+            let tokens = text.lines().map(str::to_string);
+            Secret::accepting(tokens)
+                .map(Some)
+                .with_context(|| format!("the token file {} is empty", path.display()))
+        }
+        (None, None) => Ok(None),
+    }
 }
 
 /// `mib` MiB in bytes; an error naming the setting (`--flag`, or its

@@ -44,7 +44,101 @@ fn refused_at_hello(result: Result<Client, ClientError>) -> String {
     }
 }
 
-/// A file in `dir` holding `text`.
+/// Waits (bounded) until a connection with `token` is `accepted` or not.
+async fn until_token(address: &str, token: &str, accepted: bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let connected = Client::connect_with(address, &with_token(token)).await;
+        if connected.is_ok() == accepted {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the token was {} 10 s after SIGHUP",
+            if accepted {
+                "still refused"
+            } else {
+                "still accepted"
+            }
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Token rotation without a restart (issue 19, item 5): the token file
+/// lists the old and the new token, SIGHUP, both are accepted; then the
+/// new alone, SIGHUP, the old is refused. Connections made with the old
+/// one keep working; a rotation to a weak token is refused and changes
+/// nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_rotate_on_sighup_with_old_and_new_accepted_meanwhile() {
+    const NEW_CALL_TOKEN: &str = "call-token-rotated-77c1e2";
+    let data = tempfile::tempdir().unwrap();
+    let call_file = file_with(data.path(), "call-token", &format!("{CALL_TOKEN}\n"));
+    let admin_file = file_with(data.path(), "admin-token", ADMIN_TOKEN);
+    let (silo, log) = SiloProcess::start_logged(
+        data.path(),
+        &[
+            "--call-token-file",
+            call_file.to_str().unwrap(),
+            "--admin-token-file",
+            admin_file.to_str().unwrap(),
+        ],
+    );
+    let admin = Client::connect_with(&silo.address, &with_token(ADMIN_TOKEN))
+        .await
+        .unwrap();
+    admin
+        .deploy("Counter", build("guests/counter"))
+        .await
+        .unwrap();
+    let old = Client::connect_with(&silo.address, &with_token(CALL_TOKEN))
+        .await
+        .unwrap();
+    refused_at_hello(Client::connect_with(&silo.address, &with_token(NEW_CALL_TOKEN)).await);
+
+    std::fs::write(&call_file, format!("{NEW_CALL_TOKEN}\n{CALL_TOKEN}\n")).unwrap();
+    silo.signal("HUP");
+    until_token(&silo.address, NEW_CALL_TOKEN, true).await;
+    until_token(&silo.address, CALL_TOKEN, true).await;
+
+    std::fs::write(&call_file, NEW_CALL_TOKEN).unwrap();
+    silo.signal("HUP");
+    until_token(&silo.address, CALL_TOKEN, false).await;
+    let new = Client::connect_with(&silo.address, &with_token(NEW_CALL_TOKEN))
+        .await
+        .unwrap();
+    let reply: Value = new
+        .call("Counter", "r", "increment", &json!({"by": 1}))
+        .await
+        .unwrap();
+    assert_eq!(reply, json!({"value": 1}));
+    // The connection made with the old token keeps what its hello proved.
+    let reply: Value = old
+        .call("Counter", "r", "increment", &json!({"by": 1}))
+        .await
+        .unwrap();
+    assert_eq!(reply, json!({"value": 2}));
+
+    // A weak token in the file: the rotation is refused, the tokens stay.
+    std::fs::write(&call_file, "short").unwrap();
+    silo.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while log.lines_with("tokens not rotated").is_empty() {
+        assert!(Instant::now() < deadline, "no word of the refused rotation");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Client::connect_with(&silo.address, &with_token(NEW_CALL_TOKEN))
+        .await
+        .expect("the rotated token is still accepted");
+    refused_at_hello(Client::connect_with(&silo.address, &with_token("short")).await);
+    let text = log.text();
+    for token in [CALL_TOKEN, NEW_CALL_TOKEN, ADMIN_TOKEN] {
+        assert!(!text.contains(token), "a token reached the log");
+    }
+    silo.stop();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_scope_what_a_connection_may_ask() {
     let data = tempfile::tempdir().unwrap();

@@ -17,7 +17,8 @@ use crate::activation::directory::Directory;
 use crate::base::clock::{self, now_ms};
 use crate::base::pace;
 use crate::cluster::{Cluster, run_agent, run_wait_reports};
-use crate::config::SiloConfig;
+use crate::config::auth::{AuthConfig, LiveAuth};
+use crate::config::{ConfigError, SiloConfig};
 use crate::effects::Effects;
 use crate::effects::committer::Committer;
 use crate::error::SiloError;
@@ -32,6 +33,8 @@ use crate::{host, ingress, storage};
 /// A silo on one machine: its engine, its store and its activations.
 pub struct Silo {
     router: Arc<Router>,
+    /// The tokens accepted now (see [`Silo::rotate_tokens`]).
+    auth: Arc<LiveAuth>,
     stop: watch::Sender<bool>,
     /// The background services, in the order they were started.
     services: Mutex<Vec<Service>>,
@@ -58,6 +61,7 @@ impl Silo {
     /// it, or the cluster store), and restores the deployed types.
     pub async fn open(config: SiloConfig) -> Result<Silo, SiloError> {
         config.auth.check_strength()?;
+        let auth = LiveAuth::new(config.auth.clone());
         let data_dir = config.data_dir.clone();
         std::fs::create_dir_all(&data_dir).map_err(|source| SiloError::DataDir {
             path: data_dir.clone(),
@@ -96,15 +100,18 @@ impl Silo {
                     ClusterStore::open(&cluster_config.url, config.group_commit_max).await?;
                 let (state, components) = (store.state.clone(), store.components.clone());
                 let peer_options = rio_client::ConnectOptions {
-                    token: config
-                        .auth
-                        .cluster_secret
-                        .as_ref()
-                        .map(|secret| secret.expose().to_string()),
+                    // Set from `auth` for each connection.
+                    token: None,
                     tls: config.tls.as_ref().map(|tls| tls.peers.clone()),
                     max_reply_payload_bytes: config.limits.payload_bytes,
                 };
-                let cluster = Cluster::new(store, cluster_config.clone(), generation, peer_options);
+                let cluster = Cluster::new(
+                    store,
+                    cluster_config.clone(),
+                    generation,
+                    peer_options,
+                    auth.clone(),
+                );
                 (state, components, Some(Arc::new(cluster)))
             }
         };
@@ -152,6 +159,7 @@ impl Silo {
         };
         Ok(Silo {
             router: Router::new(Arc::new(context)),
+            auth,
             stop,
             services: Mutex::new(Vec::new()),
         })
@@ -244,8 +252,24 @@ impl Silo {
             }
         };
         let connections = self.router.ctx.counters.connections.clone();
-        ingress::serve(listener, self.router.clone(), connections, stop_now).await;
+        ingress::serve(
+            listener,
+            self.router.clone(),
+            connections,
+            self.auth.clone(),
+            stop_now,
+        )
+        .await;
         self.stop().await;
+    }
+
+    /// Accepts `auth`'s tokens from the next hello on, without a restart:
+    /// give a scope both its old and its new token (`Secret::accepting`)
+    /// while clients move over, then the new one alone. Refused (nothing
+    /// changes) for weak tokens or another set of scopes than the silo
+    /// started with. Open connections keep what their hello proved.
+    pub fn rotate_tokens(&self, auth: AuthConfig) -> Result<(), ConfigError> {
+        self.auth.rotate(auth)
     }
 
     /// Deactivates every activation and waits (bounded) until they are gone.

@@ -69,6 +69,7 @@ impl Cluster {
         config: ClusterConfig,
         generation: i64,
         peer_options: rio_client::ConnectOptions,
+        auth: std::sync::Arc<crate::config::auth::LiveAuth>,
     ) -> Cluster {
         Cluster {
             store,
@@ -76,7 +77,7 @@ impl Cluster {
             generation,
             me: OnceLock::new(),
             view: RwLock::default(),
-            peers: Peers::new(peer_options),
+            peers: Peers::new(peer_options, auth),
             routes: Mutex::default(),
             evicted: watch::channel(false).0,
             retired: watch::channel(false).0,

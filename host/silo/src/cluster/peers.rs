@@ -3,11 +3,13 @@
 //! into a false suspicion.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rio_client::{Client, ClientError, ConnectOptions};
 use rio_protocol::{ForwardRequest, ReplyError, Request, Response, WaitReport};
+
+use crate::config::auth::LiveAuth;
 
 /// Why a forwarded call has no reply. (A call that could not be sent at
 /// all fails earlier, at [`Peers::call_connection`], and may be retried.)
@@ -23,8 +25,11 @@ pub(crate) struct Peers {
     probes: Mutex<HashMap<String, Client>>,
     /// How this silo connects to its peers: its `payload-bytes` (peers,
     /// configured alike, answer forwarded calls with replies up to that
-    /// size), the cluster secret as its token, TLS if the silo serves it.
+    /// size), TLS if the silo serves it; the token is set per connection.
     options: ConnectOptions,
+    /// The cluster secret presented to peers is the first of the current
+    /// one (it may change by a rotation).
+    auth: Arc<LiveAuth>,
 }
 
 /// How long a forwarded call's sender waits past the call's own deadline:
@@ -37,18 +42,31 @@ const FORWARD_REPLY_MARGIN: Duration = Duration::from_secs(1);
 const REPORT_TIMEOUT: Duration = Duration::from_millis(500);
 
 impl Peers {
-    pub(crate) fn new(options: ConnectOptions) -> Peers {
+    pub(crate) fn new(options: ConnectOptions, auth: Arc<LiveAuth>) -> Peers {
         Peers {
             calls: Mutex::default(),
             probes: Mutex::default(),
             options,
+            auth,
         }
+    }
+
+    /// How a new connection to a peer is made now.
+    fn options(&self) -> ConnectOptions {
+        let mut options = self.options.clone();
+        options.token = self
+            .auth
+            .current()
+            .cluster_secret
+            .as_ref()
+            .map(|secret| secret.expose().to_string());
+        options
     }
 
     /// The connection for forwarded calls to the silo at `address`; an
     /// error means nothing was sent.
     pub(crate) async fn call_connection(&self, address: &str) -> Result<Client, String> {
-        connection(&self.calls, address, FORWARD_REPLY_MARGIN, &self.options)
+        connection(&self.calls, address, FORWARD_REPLY_MARGIN, &self.options())
             .await
             .map_err(|error| error.to_string())
     }
@@ -83,7 +101,7 @@ impl Peers {
     pub(crate) async fn ping(&self, address: &str, timeout: Duration) -> Result<i64, String> {
         let attempt = async {
             // Its own timeout, whoever opened the shared probe connection.
-            let client = connection(&self.probes, address, timeout, &self.options).await?;
+            let client = connection(&self.probes, address, timeout, &self.options()).await?;
             client.with_timeout(timeout).ping().await
         };
         match tokio::time::timeout(timeout, attempt).await {
@@ -104,7 +122,7 @@ impl Peers {
     /// (the next one follows shortly).
     pub(crate) async fn report_waits(&self, address: &str, report: WaitReport) {
         let attempt = async {
-            let client = connection(&self.probes, address, REPORT_TIMEOUT, &self.options).await?;
+            let client = connection(&self.probes, address, REPORT_TIMEOUT, &self.options()).await?;
             client
                 .with_timeout(REPORT_TIMEOUT)
                 .request(Request::Waits(report))

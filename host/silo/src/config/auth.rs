@@ -10,13 +10,22 @@
 //!   requests, a call token calls and the list of deployments.
 //! - Tokens are compared in constant time (as SHA-256 digests) and never
 //!   printed: [`Secret`]'s `Debug` hides it.
+//! - Tokens rotate without a restart (`LiveAuth::rotate`): a scope may hold
+//!   several tokens while clients move from the old to the new, and a
+//!   rotation applies to hellos after it; connections keep the credential
+//!   theirs proved. A rotation neither adds nor removes a scope (whether a
+//!   silo requires tokens at all is decided at its start).
+
+use std::sync::{Arc, RwLock};
 
 use rio_protocol::{ReplyError, Request};
 use sha2::{Digest, Sha256};
 
-/// A token or secret; its `Debug` never shows it.
+/// A token or secret; its `Debug` never shows it. It may hold several
+/// tokens, all accepted, during a rotation; the first is the one a silo
+/// presents to its peers.
 #[derive(Clone)]
-pub struct Secret(String);
+pub struct Secret(Vec<String>);
 
 impl Secret {
     /// Wraps `text`; `None` if it is empty (an empty token would match a
@@ -24,24 +33,46 @@ impl Secret {
     pub fn new(text: impl Into<String>) -> Option<Secret> {
         let text = text.into();
         let text = text.trim_end_matches(['\n', '\r']).to_string();
-        (!text.is_empty()).then_some(Secret(text))
+        (!text.is_empty()).then_some(Secret(vec![text]))
     }
 
-    /// The token itself, for a silo to present to its peers.
+    /// Several tokens accepted alike, e.g. the lines of a token file while
+    /// it is rotated; the first is presented to peers. `None` if there is
+    /// none (empty ones are left out).
+    pub fn accepting(tokens: impl IntoIterator<Item = String>) -> Option<Secret> {
+        let tokens: Vec<String> = tokens
+            .into_iter()
+            .map(|token| token.trim().to_string())
+            .filter(|token| !token.is_empty())
+            .collect();
+        (!tokens.is_empty()).then_some(Secret(tokens))
+    }
+
+    /// The token itself (the first), for a silo to present to its peers.
     pub fn expose(&self) -> &str {
-        &self.0
+        &self.0[0]
     }
 
+    /// Whether `given` is one of the tokens.
     fn matches(&self, given: &str) -> bool {
-        // Digests have one length whatever the inputs, so comparing them
-        // byte by byte without stopping early leaks nothing of the token.
-        let expected = Sha256::digest(self.0.as_bytes());
+        // Every token is compared, and digests have one length whatever the
+        // inputs, so comparing them byte by byte without stopping early
+        // leaks nothing of the tokens.
         let given = Sha256::digest(given.as_bytes());
-        expected
-            .iter()
-            .zip(given.iter())
-            .fold(0u8, |difference, (a, b)| difference | (a ^ b))
-            == 0
+        self.0.iter().fold(false, |found, token| {
+            let expected = Sha256::digest(token.as_bytes());
+            let same = expected
+                .iter()
+                .zip(given.iter())
+                .fold(0u8, |difference, (a, b)| difference | (a ^ b))
+                == 0;
+            found | same
+        })
+    }
+
+    /// Whether this and `other` share a token.
+    fn overlaps(&self, other: &Secret) -> bool {
+        other.0.iter().any(|token| self.matches(token))
     }
 }
 
@@ -73,6 +104,42 @@ pub struct AuthConfig {
     pub cluster_secret: Option<Secret>,
 }
 
+/// The tokens a running silo accepts now, replaced whole by a rotation.
+pub(crate) struct LiveAuth(RwLock<Arc<AuthConfig>>);
+
+impl LiveAuth {
+    pub(crate) fn new(auth: AuthConfig) -> Arc<LiveAuth> {
+        Arc::new(LiveAuth(RwLock::new(Arc::new(auth))))
+    }
+
+    /// The tokens accepted now.
+    pub(crate) fn current(&self) -> Arc<AuthConfig> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Accepts `auth`'s tokens from now on, if they are strong and name the
+    /// same scopes as before; otherwise nothing changes.
+    pub(crate) fn rotate(&self, auth: AuthConfig) -> Result<(), super::ConfigError> {
+        auth.check_strength()?;
+        let scopes = |auth: &AuthConfig| {
+            [
+                auth.call_token.is_some(),
+                auth.admin_token.is_some(),
+                auth.cluster_secret.is_some(),
+            ]
+        };
+        if scopes(&self.current()) != scopes(&auth) {
+            return Err(super::ConfigError::WeakToken(
+                "a rotation replaces tokens but cannot add or remove a scope (call token, admin \
+                 token, cluster secret); restart the silo for that"
+                    .into(),
+            ));
+        }
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(auth);
+        Ok(())
+    }
+}
+
 /// What a connection proved at its hello.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Credential {
@@ -102,24 +169,26 @@ impl AuthConfig {
         let weak = |message: String| Err(super::ConfigError::WeakToken(message));
         for (what, flag, secret) in scopes {
             let Some(secret) = secret else { continue };
-            let length = secret.0.trim().len();
-            if length < MIN_TOKEN_BYTES {
-                return weak(format!(
-                    "the {what} ({flag}) is {length} bytes; tokens must be at least {MIN_TOKEN_BYTES} \
-                     (e.g. 32 hex digits from `openssl rand -hex 16`)"
-                ));
-            }
-            if secret.0.len() > MAX_TOKEN_BYTES {
-                return weak(format!(
-                    "the {what} ({flag}) is {} bytes; tokens may be at most {MAX_TOKEN_BYTES}",
-                    secret.0.len()
-                ));
+            for token in &secret.0 {
+                let length = token.trim().len();
+                if length < MIN_TOKEN_BYTES {
+                    return weak(format!(
+                        "the {what} ({flag}) is {length} bytes; tokens must be at least {MIN_TOKEN_BYTES} \
+                         (e.g. 32 hex digits from `openssl rand -hex 16`)"
+                    ));
+                }
+                if token.len() > MAX_TOKEN_BYTES {
+                    return weak(format!(
+                        "the {what} ({flag}) is {} bytes; tokens may be at most {MAX_TOKEN_BYTES}",
+                        token.len()
+                    ));
+                }
             }
         }
         for (index, (what, _, secret)) in scopes.iter().enumerate() {
             for (other, _, later) in &scopes[index + 1..] {
                 if let (Some(secret), Some(later)) = (secret, later)
-                    && secret.matches(later.expose())
+                    && secret.overlaps(later)
                 {
                     return weak(format!(
                         "the {what} and the {other} are the same; each scope needs a token of its own"
@@ -337,6 +406,48 @@ mod tests {
         let call = auth.credential(Some("c")).unwrap();
         let refused = auth.check(call, &deploy()).unwrap_err();
         assert!(refused.to_string().contains("--admin-token"), "{refused}");
+    }
+
+    #[test]
+    fn a_rotation_accepts_old_and_new_tokens_and_keeps_its_scopes() {
+        let old = "call-token-old-0123456789";
+        let new = "call-token-new-0123456789";
+        let live = LiveAuth::new(AuthConfig {
+            call_token: secret(old),
+            ..AuthConfig::default()
+        });
+        assert_eq!(live.current().credential(Some(old)), Ok(Credential::Call));
+        let both = AuthConfig {
+            call_token: Secret::accepting([new.to_string(), old.to_string()]),
+            ..AuthConfig::default()
+        };
+        live.rotate(both).unwrap();
+        assert_eq!(live.current().credential(Some(old)), Ok(Credential::Call));
+        assert_eq!(live.current().credential(Some(new)), Ok(Credential::Call));
+        assert_eq!(live.current().call_token.as_ref().unwrap().expose(), new);
+        live.rotate(AuthConfig {
+            call_token: secret(new),
+            ..AuthConfig::default()
+        })
+        .unwrap();
+        assert!(
+            live.current().credential(Some(old)).is_err(),
+            "the old one is gone"
+        );
+
+        // Weak tokens, or another set of scopes, leave the tokens as they were.
+        let weak = AuthConfig {
+            call_token: Secret::accepting([new.to_string(), "short".to_string()]),
+            ..AuthConfig::default()
+        };
+        assert!(live.rotate(weak).is_err());
+        let more_scopes = AuthConfig {
+            call_token: secret(new),
+            admin_token: secret("admin-token-0123456789"),
+            ..AuthConfig::default()
+        };
+        assert!(live.rotate(more_scopes).is_err());
+        assert_eq!(live.current().credential(Some(new)), Ok(Credential::Call));
     }
 
     #[test]

@@ -52,7 +52,7 @@ use tokio::time::Instant;
 use self::hello::{FailedHellos, HelloPlace, MAX_HELLO_BYTES, MIN_HELLO_TIME, Unwelcomed};
 use self::requests::{handle_request, recover_request_id, request_deadline};
 use crate::base::log_summary::LogSummary;
-use crate::config::auth::Credential;
+use crate::config::auth::{AuthConfig, Credential, LiveAuth};
 use crate::message::connection::{Connection, Room};
 use crate::observe::ConnectionCounters;
 use crate::routing::Router;
@@ -93,6 +93,8 @@ static EVICTED_LOG: LogSummary = LogSummary::new();
 /// What every connection of one listener shares.
 struct Ingress {
     router: Arc<Router>,
+    /// The tokens accepted now.
+    auth: Arc<LiveAuth>,
     counters: Arc<ConnectionCounters>,
     unwelcomed: Arc<Unwelcomed>,
     failed_hellos: FailedHellos,
@@ -104,6 +106,7 @@ pub(crate) async fn serve(
     listener: TcpListener,
     router: Arc<Router>,
     counters: Arc<ConnectionCounters>,
+    auth: Arc<LiveAuth>,
     shutdown: impl Future<Output = ()>,
 ) {
     let config = &router.ctx.config;
@@ -128,6 +131,7 @@ pub(crate) async fn serve(
     }
     let ingress = Arc::new(Ingress {
         router: router.clone(),
+        auth,
         counters: counters.clone(),
         unwelcomed: Unwelcomed::new(before_hello, MIN_HELLO_TIME),
         failed_hellos: FailedHellos::new(config.failed_hello_delay),
@@ -298,10 +302,10 @@ async fn serve_stream<R: tokio::io::AsyncRead + Unpin>(
     let connection = Connection::new(writer, config.max_unread_reply_bytes, counters.clone());
 
     let end = match greet(&mut reader, &connection, peer, &ingress, place).await {
-        Ok(credential) => {
+        Ok((credential, auth)) => {
             reader.set_max_frame_bytes(config.max_frame_bytes);
             reader.set_budget(ingress.frames.clone());
-            read_requests(&mut reader, &connection, router, credential).await
+            read_requests(&mut reader, &connection, router, credential, &auth).await
         }
         Err(end) => end,
     };
@@ -357,7 +361,7 @@ async fn greet<R: tokio::io::AsyncRead + Unpin>(
     peer: SocketAddr,
     ingress: &Ingress,
     place: HelloPlace,
-) -> Result<Credential, End> {
+) -> Result<(Credential, Arc<AuthConfig>), End> {
     let config = &ingress.router.ctx.config;
     let timeout = config.handshake_timeout;
     let hello = tokio::select! {
@@ -375,13 +379,15 @@ async fn greet<R: tokio::io::AsyncRead + Unpin>(
         Ok(Err(Some(reason))) => return Err(End::MisbehavedBeforeHello(reason)),
         Ok(Ok(token)) => token,
     };
-    match config.auth.credential(token.as_deref()) {
+    // Checked against what `check` later uses, the same tokens.
+    let auth = ingress.auth.current();
+    match auth.credential(token.as_deref()) {
         Ok(credential) => {
             drop(place);
             connection.send_frame(&ServerFrame::Welcome {
                 protocol_version: PROTOCOL_VERSION,
             });
-            Ok(credential)
+            Ok((credential, auth))
         }
         Err(reason) => {
             let counters = &ingress.counters;
@@ -430,6 +436,7 @@ async fn read_requests<R: tokio::io::AsyncRead + Unpin>(
     connection: &Arc<Connection>,
     router: &Arc<Router>,
     credential: Credential,
+    auth: &AuthConfig,
 ) -> End {
     let config = &router.ctx.config;
     let idle_timeout = config.connection_idle_timeout;
@@ -507,7 +514,7 @@ async fn read_requests<R: tokio::io::AsyncRead + Unpin>(
             Ok(ClientFrame::Request { id, request }) => {
                 let deadline = request_deadline(&request);
                 latest_deadline = latest_deadline.max(deadline);
-                if let Err(refused) = config.auth.check(credential, &request) {
+                if let Err(refused) = auth.check(credential, &request) {
                     connection.request_sink().reply(id, Err(refused));
                     continue;
                 }
