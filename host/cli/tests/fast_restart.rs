@@ -12,7 +12,9 @@
 //! payment's outcome is known (an unknown one is asked again with its key,
 //! which answers the stored reply of a finished one and runs nothing) each
 //! account holds exactly its start plus what it was paid minus what it paid.
-//! `RIO_FAST_RESTART_RUNS=N` repeats the whole run N times.
+//! The same load runs once more on a cluster with tokens and TLS, where the
+//! cluster secret and the call token are also rotated (SIGHUP) during the
+//! load. `RIO_FAST_RESTART_RUNS=N` repeats the plain run N times.
 
 mod common;
 
@@ -21,11 +23,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::bank::{Account, Picks, data_dir, deploy_banks, keep_compiled};
+use common::bank::{Account, Picks, data_dir, deploy_banks_with, keep_compiled};
 use common::guests::{Language, one_at_a_time, tooling_ready};
 use common::stores::PostgresDatabase;
+use common::tls::{file_with, generated_certificates};
 use common::{SiloLog, SiloProcess, outcome_unknown};
-use rio_client::{Calls, Client, ClientError};
+use rio_client::{Calls, Client, ClientError, ConnectOptions, TlsConfig};
 use serde_json::{Value, json};
 
 const PAYERS_PER_LANGUAGE: usize = 6;
@@ -85,7 +88,9 @@ async fn ask(client: &Client, payment: &Payment) -> Outcome {
         }
         Ok(Err(error)) if outcome_unknown(&error) => Outcome::Unknown(error.to_string()),
         // Connecting again failed before the request went out.
-        Ok(Err(ClientError::Handshake(why))) => Outcome::Refused(format!("not sent: {why}")),
+        Ok(Err(ClientError::Handshake(why) | ClientError::Tls(why))) => {
+            Outcome::Refused(format!("not sent: {why}"))
+        }
         Ok(Err(error)) => panic!("payment {} answered {error}", payment.key),
         Err(_) => Outcome::Unknown("no reply in time".into()),
     }
@@ -117,11 +122,11 @@ async fn balances(client: &Client, accounts: &[Account]) -> Vec<i64> {
     all
 }
 
-/// A connection that reconnects on its own; one per silo address.
-async fn connect(address: &str) -> Client {
+/// A connection (it connects again by itself when closed).
+async fn connect(address: &str, options: &ConnectOptions) -> Client {
     let started = Instant::now();
     loop {
-        match Client::connect(address).await {
+        match Client::connect_with(address, options).await {
             Ok(client) => return client.with_timeout(ATTEMPT_LIMIT),
             Err(error) if started.elapsed() < RECOVERY_LIMIT => {
                 eprintln!("connecting to {address}: {error}");
@@ -132,16 +137,102 @@ async fn connect(address: &str) -> Client {
     }
 }
 
-async fn one_run(url: &str, run: usize) {
-    let flags = ["--cluster", url, "--turn-deadline-ms", TURN_DEADLINE_MS];
+/// Tokens and TLS for the silos and their clients, and the files an
+/// operator edits to rotate the tokens.
+struct Secure {
+    _dir: tempfile::TempDir,
+    flags: Vec<String>,
+    admin: ConnectOptions,
+    call: ConnectOptions,
+    call_file: std::path::PathBuf,
+    secret_file: std::path::PathBuf,
+}
+
+const CALL_TOKEN: &str = "call-token-fast-restart-1";
+const NEW_CALL_TOKEN: &str = "call-token-fast-restart-2";
+const ADMIN_TOKEN: &str = "admin-token-fast-restart";
+const SECRET: &str = "cluster-secret-fast-restart-1";
+const NEW_SECRET: &str = "cluster-secret-fast-restart-2";
+
+impl Secure {
+    fn new() -> Secure {
+        let dir = tempfile::tempdir().unwrap();
+        let (ca, certificate, key) = generated_certificates(dir.path(), "cluster");
+        let call_file = file_with(dir.path(), "call-token", CALL_TOKEN);
+        let admin_file = file_with(dir.path(), "admin-token", ADMIN_TOKEN);
+        let secret_file = file_with(dir.path(), "cluster-secret", SECRET);
+        let path = |path: &std::path::Path| path.to_str().unwrap().to_string();
+        let flags = vec![
+            "--tls-cert".into(),
+            path(&certificate),
+            "--tls-key".into(),
+            path(&key),
+            "--tls-ca".into(),
+            path(&ca),
+            "--call-token-file".into(),
+            path(&call_file),
+            "--admin-token-file".into(),
+            path(&admin_file),
+            "--cluster-secret-file".into(),
+            path(&secret_file),
+        ];
+        let tls = TlsConfig::from_ca_file(&ca).unwrap();
+        let options = |token: &str| ConnectOptions {
+            token: Some(token.to_string()),
+            tls: Some(tls.clone()),
+            ..ConnectOptions::default()
+        };
+        Secure {
+            admin: options(ADMIN_TOKEN),
+            call: options(CALL_TOKEN),
+            flags,
+            call_file,
+            secret_file,
+            _dir: dir,
+        }
+    }
+}
+
+/// Rotates the call token and the cluster secret on every silo, as an
+/// operator would: old and new both accepted (the new presented to peers),
+/// then the new secret alone.
+async fn rotate(secure: &Secure, silos: &[Option<(SiloProcess, SiloLog)>]) {
+    let hang_up = || {
+        for (silo, _) in silos.iter().flatten() {
+            silo.signal("HUP");
+        }
+    };
+    std::fs::write(
+        &secure.call_file,
+        format!("{NEW_CALL_TOKEN}\n{CALL_TOKEN}\n"),
+    )
+    .unwrap();
+    std::fs::write(&secure.secret_file, format!("{NEW_SECRET}\n{SECRET}\n")).unwrap();
+    hang_up();
+    // Every silo has read both before any accepts the new secret alone.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    std::fs::write(&secure.secret_file, NEW_SECRET).unwrap();
+    hang_up();
+}
+
+async fn one_run(url: &str, run: usize, secure: Option<&Secure>) {
+    let mut flags: Vec<&str> = vec!["--cluster", url, "--turn-deadline-ms", TURN_DEADLINE_MS];
+    if let Some(secure) = secure {
+        flags.extend(secure.flags.iter().map(String::as_str));
+    }
+    let flags = &flags[..];
+    let (admin_options, call_options) = match secure {
+        Some(secure) => (secure.admin.clone(), secure.call.clone()),
+        None => (ConnectOptions::default(), ConnectOptions::default()),
+    };
     let started = Instant::now();
     let mut data = Vec::new();
     let mut silos: Vec<Option<(SiloProcess, SiloLog)>> = Vec::new();
     for index in 0..3 {
         let dir = data_dir();
-        silos.push(Some(SiloProcess::start_logged(dir.path(), &flags)));
+        silos.push(Some(SiloProcess::start_logged(dir.path(), flags)));
         if index == 0 {
-            deploy_banks(&silos[0].as_ref().unwrap().0.address).await;
+            deploy_banks_with(&silos[0].as_ref().unwrap().0.address, &admin_options).await;
             keep_compiled(dir.path());
         }
         data.push(dir);
@@ -166,7 +257,7 @@ async fn one_run(url: &str, run: usize) {
         .map(|language| Account::new(*language, format!("fees-{run}")))
         .collect();
     let all: Vec<Account> = payers.iter().chain(&fee_accounts).cloned().collect();
-    let setup = connect(&addresses[1]).await;
+    let setup = connect(&addresses[1], &call_options).await;
     for account in &payers {
         let _: Value = setup
             .call_with_key(
@@ -194,8 +285,9 @@ async fn one_run(url: &str, run: usize) {
             payers.clone(),
             stop_reading.clone(),
         );
+        let options = call_options.clone();
         readers.push(tokio::spawn(async move {
-            let mut client = connect(&address).await;
+            let mut client = connect(&address, &options).await;
             let mut picks = Picks(1000 + r as u64);
             let mut reads = 0u64;
             while !stop.load(Ordering::Relaxed) {
@@ -206,7 +298,7 @@ async fn one_run(url: &str, run: usize) {
                 reads += 1;
                 if matches!(read, Err(ClientError::Connect { .. })) {
                     tokio::time::sleep(Duration::from_millis(50)).await;
-                    client = connect(&address).await;
+                    client = connect(&address, &options).await;
                 }
             }
             reads
@@ -219,8 +311,9 @@ async fn one_run(url: &str, run: usize) {
         let address = addresses[c % 3].clone();
         let (payers, fee_accounts, finished) =
             (payers.clone(), fee_accounts.clone(), finished.clone());
+        let options = call_options.clone();
         clients.push(tokio::spawn(async move {
-            let client = connect(&address).await;
+            let client = connect(&address, &options).await;
             let mut picks = Picks(run as u64 * 100 + c as u64 + 1);
             let mut payments = Vec::new();
             for n in 0..PAYMENTS / CLIENTS {
@@ -257,7 +350,7 @@ async fn one_run(url: &str, run: usize) {
     let address = killed.address.clone();
     killed.kill();
     let killed_at = Instant::now();
-    let (restarted, log) = SiloProcess::start_logged_at(data[0].path(), &address, &flags);
+    let (restarted, log) = SiloProcess::start_logged_at(data[0].path(), &address, flags);
     eprintln!(
         "run {run}: silo 0 killed after {} payments and serving again on {address} {:.2?} later",
         finished.load(Ordering::Relaxed),
@@ -265,6 +358,16 @@ async fn one_run(url: &str, run: usize) {
     );
     logs.push(log.clone());
     silos[0] = Some((restarted, log));
+    if let Some(secure) = secure {
+        while finished.load(Ordering::Relaxed) < 2 * PAYMENTS / 3 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        rotate(secure, &silos).await;
+        eprintln!(
+            "run {run}: tokens rotated after {} payments",
+            finished.load(Ordering::Relaxed)
+        );
+    }
 
     let mut payments: Vec<Payment> = Vec::new();
     for client in clients {
@@ -290,7 +393,15 @@ async fn one_run(url: &str, run: usize) {
 
     // The books, before anything is asked again: money is neither created
     // nor lost, whatever each payment's outcome.
-    let probe = connect(&addresses[1]).await;
+    // After a rotation, a new connection presents the new call token.
+    let probe_options = match secure {
+        Some(secure) => ConnectOptions {
+            token: Some(NEW_CALL_TOKEN.to_string()),
+            ..secure.call.clone()
+        },
+        None => ConnectOptions::default(),
+    };
+    let probe = connect(&addresses[1], &probe_options).await;
     let expected_total = STARTING_BALANCE * payers.len() as i64;
     let settle_started = Instant::now();
     let settled = loop {
@@ -371,6 +482,23 @@ async fn one_run(url: &str, run: usize) {
         passed_around.len(),
         started.elapsed()
     );
+    if let Some(secure) = secure {
+        // The old cluster secret is refused now, the new one let in.
+        for address in &addresses {
+            let with = |token: &str| ConnectOptions {
+                token: Some(token.to_string()),
+                ..secure.call.clone()
+            };
+            assert!(
+                Client::connect_with(address, &with(SECRET)).await.is_err(),
+                "run {run}: {address} still accepts the old cluster secret"
+            );
+            let peer = Client::connect_with(address, &with(NEW_SECRET))
+                .await
+                .unwrap();
+            peer.ping().await.unwrap();
+        }
+    }
     for (silo, _) in silos.into_iter().flatten() {
         silo.stop();
     }
@@ -390,6 +518,19 @@ async fn a_silo_killed_and_restarted_at_once_on_its_address_loses_no_money() {
         .and_then(|runs| runs.parse().ok())
         .unwrap_or(1);
     for run in 0..runs {
-        one_run(&database.url, run).await;
+        one_run(&database.url, run, None).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_with_tokens_and_tls_and_a_rotation_during_the_load() {
+    if !tooling_ready(&Language::ALL) {
+        return;
+    }
+    let _alone = one_at_a_time().await;
+    let Some(database) = PostgresDatabase::create("fast_restart_secure") else {
+        return;
+    };
+    let secure = Secure::new();
+    one_run(&database.url, 100, Some(&secure)).await;
 }

@@ -176,13 +176,14 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 Some(length) => LENGTH_PREFIX + length,
                 None => LENGTH_PREFIX,
             };
-            if wanted > UNRESERVED_FRAME_BYTES && self.reserved.is_none() {
-                if let Some(budget) = &self.budget {
-                    let kib = u32::try_from(wanted.div_ceil(1024)).unwrap_or(u32::MAX);
-                    // The budget is never closed, so this only waits.
-                    if let Ok(permit) = budget.kib.clone().acquire_many_owned(kib).await {
-                        self.reserved = Some(permit);
-                    }
+            if wanted > UNRESERVED_FRAME_BYTES
+                && self.reserved.is_none()
+                && let Some(budget) = &self.budget
+            {
+                let kib = u32::try_from(wanted.div_ceil(1024)).unwrap_or(u32::MAX);
+                // The budget is never closed, so this only waits.
+                if let Ok(permit) = budget.kib.clone().acquire_many_owned(kib).await {
+                    self.reserved = Some(permit);
                 }
             }
             let missing = wanted - self.buffer.len();

@@ -43,7 +43,12 @@ impl fmt::Display for Account {
 /// Deploys the bank account of each language as `RustAccount`,
 /// `PyAccount`, `JsAccount`.
 pub async fn deploy_banks(address: &str) {
-    let client = Client::connect(address)
+    deploy_banks_with(address, &rio_client::ConnectOptions::default()).await
+}
+
+/// As [`deploy_banks`], connecting with `options` (a token, TLS).
+pub async fn deploy_banks_with(address: &str, options: &rio_client::ConnectOptions) {
+    let client = Client::connect_with(address, options)
         .await
         .expect("client connects")
         .with_timeout(Duration::from_secs(300));

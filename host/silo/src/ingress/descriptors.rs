@@ -40,7 +40,7 @@ fn raise_open_files_limit() -> Option<u64> {
         }
     }
     // RLIM_INFINITY is u64::MAX: no limit worth fitting to.
-    Some(limit.rlim_cur as u64)
+    Some(limit.rlim_cur)
 }
 
 #[cfg(test)]
