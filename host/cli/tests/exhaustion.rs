@@ -11,13 +11,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::SiloProcess;
 use common::guests::build;
 use common::tls::{generated_certificates, tls_flags};
+use common::{SiloProcess, raw_connection};
 use rio_client::{Calls, Client, ClientError, ConnectOptions, TlsConfig};
 use rio_protocol::{
-    CallRequest, ClientFrame, FrameReader, PROTOCOL_VERSION, ReplyError, Request, Response,
-    ServerFrame, encode_frame,
+    CallRequest, ClientFrame, ReplyError, Request, Response, ServerFrame, encode_frame,
 };
 use serde_bytes::ByteBuf;
 use serde_json::{Value, json};
@@ -367,18 +366,7 @@ async fn a_connection_that_never_reads_big_replies_costs_at_most_its_limit_and_o
     }
     let before = admin.stats().await.unwrap().resident_bytes;
 
-    let stream = TcpStream::connect(&silo.address).await.unwrap();
-    let (read_half, mut write_half) = stream.into_split();
-    let mut hello = Vec::new();
-    encode_frame(
-        &ClientFrame::Hello {
-            protocol_version: PROTOCOL_VERSION,
-            token: None,
-        },
-        &mut hello,
-    )
-    .unwrap();
-    write_half.write_all(&hello).await.unwrap();
+    let (mut reader, mut write_half) = raw_connection(&silo.address, 20 * MIB as usize).await;
     let mut frames = Vec::new();
     for id in 1..=REQUESTS {
         frames.extend(call_frame(
@@ -408,11 +396,6 @@ async fn a_connection_that_never_reads_big_replies_costs_at_most_its_limit_and_o
         assert!(grown <= 52 * MIB, "the silo grew by {} MiB", grown / MIB);
     }
 
-    let mut reader = FrameReader::new(read_half, 20 * MIB as usize);
-    match reader.next_frame::<ServerFrame>().await {
-        Ok(Some(ServerFrame::Welcome { .. })) => {}
-        other => panic!("expected a welcome, got {other:?}"),
-    }
     let (mut full, mut dropped) = (0u64, 0u64);
     let mut seen = vec![false; REQUESTS as usize + 1];
     for _ in 0..REQUESTS {
@@ -440,6 +423,37 @@ async fn a_connection_that_never_reads_big_replies_costs_at_most_its_limit_and_o
     println!("{full} replies read in full, {dropped} dropped; {stats:?}");
     assert_eq!(stats.replies_dropped_unread, dropped);
     assert!(full >= 1);
+    silo.stop();
+}
+
+/// A frame begun after the hello must arrive whole within the frame
+/// timeout: one that stops halfway is closed with a goodbye (and does not
+/// hold its bytes until the idle timeout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_that_stops_halfway_is_closed_at_the_frame_timeout() {
+    let data = tempfile::tempdir().unwrap();
+    let silo = SiloProcess::start_with(data.path(), &["--frame-timeout-secs", "1"]);
+    let (mut reader, mut write_half) = raw_connection(&silo.address, MIB as usize).await;
+    let started = Instant::now();
+    write_half
+        .write_all(&(MIB as u32).to_be_bytes())
+        .await
+        .unwrap();
+    write_half.write_all(&vec![0xa0; 100 * 1024]).await.unwrap();
+    let goodbye = tokio::time::timeout(Duration::from_secs(10), reader.next_frame::<ServerFrame>())
+        .await
+        .expect("the silo says goodbye");
+    let took = started.elapsed();
+    match goodbye {
+        Ok(Some(ServerFrame::Goodbye { reason })) => {
+            assert!(reason.contains("still unfinished"), "{reason}")
+        }
+        other => panic!("expected a goodbye, got {other:?}"),
+    }
+    assert!(took >= Duration::from_millis(900), "closed after {took:?}");
+    let client = Client::connect(&silo.address).await.unwrap();
+    let stats = client.stats().await.unwrap();
+    assert_eq!(stats.connections_closed_misbehaving, 1, "{stats:?}");
     silo.stop();
 }
 

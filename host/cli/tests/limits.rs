@@ -13,6 +13,7 @@ use std::time::Duration;
 use common::SiloProcess;
 use common::guests::{Language, build, tooling_ready};
 use rio_client::{Calls, Client, ClientError};
+use rio_protocol::{CallRequest, ForwardRequest, ReplyError, Request};
 use serde_json::{Value, json};
 
 const MIB: u64 = 1024 * 1024;
@@ -122,6 +123,37 @@ async fn each_limit_fails_only_its_call_and_names_itself() {
         .expect("a chain within the limit");
     let (_, text) = refused(&client, "deep", "chain", json!({"depth": 10})).await;
     assert!(text.contains("call-depth"), "{text}");
+    // A forwarded call is held to the same limit: a peer's chain of 5
+    // waiting turns plus the callee's is one too many (this silo has no
+    // cluster secret, so anyone may forward).
+    let forward = |chain: usize| {
+        Request::Forward(ForwardRequest {
+            call: CallRequest {
+                service_type: "Faulty".into(),
+                object_id: "forwarded".into(),
+                message_type: "ok".into(),
+                payload: serde_bytes::ByteBuf::from(vec![0xa0]),
+                timeout_ms: Some(10_000),
+                idempotency_key: None,
+            },
+            call_chain: (0..chain)
+                .map(|index| ("Faulty".to_string(), format!("caller-{index}")))
+                .collect(),
+            hops: 0,
+            waiting_since_us: None,
+            from_rerun: false,
+        })
+    };
+    match client.request(forward(5)).await {
+        Err(ClientError::Reply(ReplyError::BadRequest(text))) => {
+            assert!(text.contains("call-depth"), "{text}")
+        }
+        other => panic!("a forwarded chain over the limit: {other:?}"),
+    }
+    client
+        .request(forward(4))
+        .await
+        .expect("a forwarded chain within the limit");
 
     let _: Value = client
         .call("Faulty", "caller", "many-calls", &json!({"count": 10}))

@@ -13,17 +13,16 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::guests::build;
-use common::{SiloLog, SiloProcess};
+use common::{SiloLog, SiloProcess, raw_connection};
 use rio_client::{Calls, Client, ClientError};
 use rio_protocol::{
-    CallRequest, ClientFrame, FrameReader, PROTOCOL_VERSION, Request, Response, ServerFrame,
-    encode_frame,
+    CallRequest, ClientFrame, FrameReader, Request, Response, ServerFrame, encode_frame,
 };
 use serde_bytes::ByteBuf;
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::tcp::OwnedReadHalf;
 
 /// Largest frame these tests read: replies of a few MiB.
 const MAX_TEST_FRAME: usize = 8 * 1024 * 1024;
@@ -57,28 +56,6 @@ fn call_frame(id: u64, object_id: &str, message_type: &str, message: Value) -> V
     });
     encode_frame(&ClientFrame::Request { id, request }, &mut frame).unwrap();
     frame
-}
-
-/// A raw connection that has said hello and been welcomed.
-async fn raw_connection(address: &str) -> (FrameReader<OwnedReadHalf>, OwnedWriteHalf) {
-    let stream = TcpStream::connect(address).await.unwrap();
-    let (read_half, mut write_half) = stream.into_split();
-    let mut reader = FrameReader::new(read_half, MAX_TEST_FRAME);
-    let mut hello = Vec::new();
-    encode_frame(
-        &ClientFrame::Hello {
-            protocol_version: PROTOCOL_VERSION,
-            token: None,
-        },
-        &mut hello,
-    )
-    .unwrap();
-    write_half.write_all(&hello).await.unwrap();
-    match reader.next_frame::<ServerFrame>().await {
-        Ok(Some(ServerFrame::Welcome { .. })) => {}
-        other => panic!("expected a welcome, got {other:?}"),
-    }
-    (reader, write_half)
 }
 
 /// The next frame within `limit`: `Some(frame)`, or `None` at the end of
@@ -141,13 +118,13 @@ async fn an_idle_connection_is_closed_with_a_goodbye_and_a_busy_one_is_not() {
     drop(admin);
 
     // Busy: one call sleeping past the idle timeout keeps the connection.
-    let (mut busy, mut busy_writer) = raw_connection(&silo.address).await;
+    let (mut busy, mut busy_writer) = raw_connection(&silo.address, MAX_TEST_FRAME).await;
     busy_writer
         .write_all(&call_frame(1, "sleeper", "sleep", json!({"millis": 2500})))
         .await
         .unwrap();
     // Idle: says hello and nothing more.
-    let (mut idle, _idle_writer) = raw_connection(&silo.address).await;
+    let (mut idle, _idle_writer) = raw_connection(&silo.address, MAX_TEST_FRAME).await;
     let reason = goodbye_within(&mut idle, Duration::from_secs(4)).await;
     assert!(reason.contains("idle for 1 s"), "{reason}");
 
@@ -178,6 +155,33 @@ async fn an_idle_connection_is_closed_with_a_goodbye_and_a_busy_one_is_not() {
     let stats = client.stats().await.unwrap();
     assert_eq!(stats.connections_closed_idle, 2, "{stats:?}");
     assert_eq!(stats.connections_closed_misbehaving, 0, "{stats:?}");
+    silo.stop();
+}
+
+/// A `Client` kept idle past the silo's idle timeout connects again by
+/// itself for its next call (issue 19, item 8).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_client_connects_again_by_itself() {
+    let data = tempfile::tempdir().unwrap();
+    let silo = SiloProcess::start_with(data.path(), &["--connection-idle-secs", "1"]);
+    let client = deploy_faulty(&silo).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !client.is_closed() {
+        assert!(
+            Instant::now() < deadline,
+            "the idle connection was not closed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let reply: Value = client
+        .call("Faulty", "again", "ok", &json!({}))
+        .await
+        .expect("the client connects again for its next call");
+    assert_eq!(reply["ok"], true);
+    assert!(!client.is_closed());
+    let stats = client.stats().await.unwrap();
+    assert_eq!(stats.connections_closed_idle, 1, "{stats:?}");
+    assert_eq!(stats.connections_open, 1, "{stats:?}");
     silo.stop();
 }
 
@@ -257,7 +261,7 @@ async fn a_client_that_never_reads_does_not_grow_the_silo_and_gets_everything_la
         .unwrap();
     let before = admin.stats().await.unwrap().resident_bytes;
 
-    let (mut reader, mut writer) = raw_connection(&silo.address).await;
+    let (mut reader, mut writer) = raw_connection(&silo.address, MAX_TEST_FRAME).await;
     let mut frames = Vec::new();
     for id in 1..=REQUESTS {
         frames.extend(call_frame(
@@ -328,7 +332,7 @@ async fn a_client_that_never_reads_is_closed_at_the_idle_timeout_and_let_go() {
         ],
     );
     let admin = deploy_faulty(&silo).await;
-    let (_reader, mut writer) = raw_connection(&silo.address).await;
+    let (_reader, mut writer) = raw_connection(&silo.address, MAX_TEST_FRAME).await;
     let mut frames = Vec::new();
     for id in 1..=50 {
         frames.extend(call_frame(
@@ -361,7 +365,7 @@ async fn a_client_that_half_closes_gets_the_replies_of_what_it_sent() {
     let silo = SiloProcess::start_with(data.path(), &[]);
     let admin = deploy_faulty(&silo).await;
     drop(admin);
-    let (mut reader, mut writer) = raw_connection(&silo.address).await;
+    let (mut reader, mut writer) = raw_connection(&silo.address, MAX_TEST_FRAME).await;
     let mut frames = Vec::new();
     // Slow ones (their turns sleep) and quick ones, on several objects.
     for id in 1..=4u64 {

@@ -107,6 +107,7 @@ fn valid_request(rng: &mut Rng) -> Vec<u8> {
             call_chain: vec![("Faulty".into(), "caller".into())],
             hops: rng.below(3) as u8,
             waiting_since_us: None,
+            from_rerun: false,
         }),
         6 => Request::RoutedCall(call(object_id, "get")),
         _ => Request::Call(call(object_id, "ok")),

@@ -135,6 +135,12 @@ pub struct ForwardRequest {
     /// waiting turns across silos, the youngest is refused as a deadlock.
     #[serde(default)]
     pub waiting_since_us: Option<u64>,
+    /// Sent by the rerun of an interrupted keyed turn: a callee finishing
+    /// an interrupted turn of its own lets it in first when the caller's
+    /// key orders before its own, so reruns waiting on each other in a
+    /// circle cannot wait for ever (older silos leave it out: `false`).
+    #[serde(default)]
+    pub from_rerun: bool,
 }
 
 /// A message for one object.

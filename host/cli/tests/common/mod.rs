@@ -196,6 +196,37 @@ impl SiloLog {
     }
 }
 
+/// A raw connection that has said hello (without a token) and been
+/// welcomed, reading frames of up to `max_frame` bytes.
+pub async fn raw_connection(
+    address: &str,
+    max_frame: usize,
+) -> (
+    rio_protocol::FrameReader<tokio::net::tcp::OwnedReadHalf>,
+    tokio::net::tcp::OwnedWriteHalf,
+) {
+    use rio_protocol::{ClientFrame, FrameReader, PROTOCOL_VERSION, ServerFrame, encode_frame};
+    use tokio::io::AsyncWriteExt;
+    let stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let (read_half, mut write_half) = stream.into_split();
+    let mut reader = FrameReader::new(read_half, max_frame);
+    let mut hello = Vec::new();
+    encode_frame(
+        &ClientFrame::Hello {
+            protocol_version: PROTOCOL_VERSION,
+            token: None,
+        },
+        &mut hello,
+    )
+    .unwrap();
+    write_half.write_all(&hello).await.unwrap();
+    match reader.next_frame::<ServerFrame>().await {
+        Ok(Some(ServerFrame::Welcome { .. })) => {}
+        other => panic!("expected a welcome, got {other:?}"),
+    }
+    (reader, write_half)
+}
+
 /// Whether an error leaves a call's outcome unknown (it may have run), so
 /// that it must be retried with its idempotency key.
 pub fn outcome_unknown(error: &rio_client::ClientError) -> bool {

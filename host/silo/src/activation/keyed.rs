@@ -37,6 +37,31 @@ impl Activation {
         }
     }
 
+    /// Whether `envelope` runs before this object's interrupted keyed turn
+    /// is finished: a call from another interrupted turn's rerun whose
+    /// object orders before this one. Reruns waiting on each other's
+    /// objects in a circle (each object refusing the others' calls until
+    /// its own rerun is done, and each rerun needing the next object's
+    /// answer) would otherwise never finish; letting in the calls of the
+    /// lower-ordered object's rerun means a rerun only ever waits on the
+    /// rerun of a lower-ordered object, which cannot close a circle. The
+    /// turn let in sees the state before the rerun and may not call out
+    /// (`store_intent_before_calling`); the rerun then sees its writes.
+    pub(super) fn lets_in_before_rerun(&self, envelope: &crate::message::Envelope) -> bool {
+        // Checked before the object is active (its intent not loaded yet):
+        // without an interrupted turn, letting in changes nothing.
+        envelope.from_rerun && envelope.caller().is_some_and(|caller| *caller < self.key)
+    }
+
+    /// Activates the object if needed, without running its interrupted
+    /// turn (see `lets_in_before_rerun`).
+    pub(super) async fn ready_without_rerun(&mut self) -> Result<(), ReplyError> {
+        if self.live.is_none() {
+            self.activate().await?;
+        }
+        Ok(())
+    }
+
     /// Runs the interrupted keyed turn once more; `Err` while it is still
     /// unfinished. After [`RESUME_ATTEMPTS`] and its time budget (see
     /// `Interrupted::may_give_up`) it is given up (an error in the log):

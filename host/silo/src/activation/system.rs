@@ -64,7 +64,12 @@ impl Activation {
             let stored = self.store_client_send(&envelope.payload, key).await;
             return envelope.reply.send_from(stored, owner);
         }
-        if let Err(error) = self.ready_for_turn().await {
+        let ready = if self.lets_in_before_rerun(&envelope) {
+            self.ready_without_rerun().await
+        } else {
+            self.ready_for_turn().await
+        };
+        if let Err(error) = ready {
             return envelope.reply.send(Err(error));
         }
         // The interrupted turn just finished may be the one this retries.

@@ -84,6 +84,7 @@ impl Activation {
             Hook::Handle { .. } | Hook::Activate | Hook::Deactivate => None,
         };
         data.turn = TurnScope::new(incoming_chain.clone(), deadline, intent);
+        data.turn.rerun = self.rerunning;
         data.stderr.clear_recent();
 
         let object_id = &*self.key.object_id;
@@ -230,7 +231,14 @@ impl Activation {
         is_handler: bool,
     ) -> Result<(), TurnFailure> {
         let data = live.store.data_mut();
-        let clears_intent = is_handler && data.intent_stored.is_some();
+        // The intent goes with the commit of its own turn (first attempt or
+        // rerun), never with that of a turn let in before the rerun; an
+        // unreadable one ("") with any handler's.
+        let clears_intent = is_handler
+            && match &data.intent_stored {
+                Some(stored) => stored.is_empty() || data.turn.key.as_ref() == Some(stored),
+                None => false,
+            };
         if !data.state.has_pending()
             && keyed_reply.is_none()
             && data.turn.sends.is_empty()

@@ -167,6 +167,7 @@ impl ActivationData {
             call_chain: chain,
             deadline: self.turn.deadline,
             idempotency_key,
+            from_rerun: self.turn.rerun,
         };
         let result = self.messenger.clone().call(call, waiting.as_ref()).await;
         if let Err(error @ ReplyError::UnknownMessage { .. }) = &result {
@@ -184,8 +185,19 @@ impl ActivationData {
         let Some(intent) = &self.turn.intent else {
             return Ok(());
         };
-        if self.intent_stored.as_ref() == Some(&intent.key) {
-            return Ok(());
+        match &self.intent_stored {
+            Some(stored) if *stored == intent.key => return Ok(()),
+            // Another turn's intent is pending: this turn was let in before
+            // its rerun (see `activation::keyed`) and may not call out, or
+            // its intent would take the other's place.
+            Some(stored) if !stored.is_empty() => {
+                return Err(ReplyError::Unavailable(format!(
+                    "{} is finishing an interrupted keyed turn; a turn let in before it cannot call \
+                     other objects (nothing of this call ran; retry it)",
+                    self.key
+                )));
+            }
+            _ => {}
         }
         let (encoded, key) = (intent.encode(), intent.key.clone());
         let recorded = self

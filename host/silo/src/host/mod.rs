@@ -64,6 +64,8 @@ pub(crate) struct TurnCall {
     pub(crate) deadline: Instant,
     /// Derived from the calling turn's key, if it has one.
     pub(crate) idempotency_key: Option<Arc<str>>,
+    /// The calling turn is the rerun of an interrupted keyed turn.
+    pub(crate) from_rerun: bool,
 }
 
 /// What one turn (or hook) carries while it runs: made anew when it
@@ -90,6 +92,8 @@ pub(crate) struct TurnScope {
     /// Messages the turn sent one way: committed with its writes,
     /// discarded with them.
     pub(crate) sends: Vec<PendingSend>,
+    /// The turn reruns an interrupted keyed turn (its calls say so).
+    pub(crate) rerun: bool,
 }
 
 impl TurnScope {
@@ -108,6 +112,7 @@ impl TurnScope {
             calls_made: 0,
             intent,
             sends: Vec::new(),
+            rerun: false,
         }
     }
 }

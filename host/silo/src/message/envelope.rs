@@ -45,6 +45,9 @@ pub(crate) struct Envelope {
     /// The call's idempotency key: its reply is committed under it, and a
     /// message whose key already has a reply gets that reply, unrun.
     pub(crate) idempotency_key: Option<Arc<str>>,
+    /// Sent by the rerun of an interrupted keyed turn (see
+    /// `activation::keyed`, where a callee lets such a message in first).
+    pub(crate) from_rerun: bool,
 }
 
 impl Envelope {
@@ -66,6 +69,7 @@ impl Envelope {
             waiting_since_us: None,
             wait_edge: None,
             idempotency_key: None,
+            from_rerun: false,
         }
     }
 

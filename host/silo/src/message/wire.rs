@@ -51,6 +51,7 @@ impl Envelope {
         );
         envelope.hops = forward.hops;
         envelope.waiting_since_us = forward.waiting_since_us;
+        envelope.from_rerun = forward.from_rerun;
         envelope.idempotency_key = idempotency_key;
         envelope
     }
@@ -76,6 +77,7 @@ impl Envelope {
                 .collect(),
             hops: self.hops + 1,
             waiting_since_us: self.waiting_since_us,
+            from_rerun: self.from_rerun,
         }
     }
 }

@@ -121,6 +121,7 @@ impl Router {
         );
         envelope.waiting_since_us = Some(wait.map_or_else(now_us, WaitEdge::since_us));
         envelope.idempotency_key = call.idempotency_key;
+        envelope.from_rerun = call.from_rerun;
         self.route(key, envelope);
         reply_received.await.unwrap_or_else(|_| {
             Err(ReplyError::Internal(
