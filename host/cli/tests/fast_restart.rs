@@ -86,6 +86,9 @@ async fn ask(client: &Client, payment: &Payment) -> Outcome {
         {
             Outcome::Refused(error.kind().to_string())
         }
+        Ok(Err(error @ ClientError::Connect { .. })) => {
+            Outcome::Refused(format!("not sent: {error}"))
+        }
         Ok(Err(error)) if outcome_unknown(&error) => Outcome::Unknown(error.to_string()),
         // Connecting again failed before the request went out.
         Ok(Err(ClientError::Handshake(why) | ClientError::Tls(why))) => {
@@ -334,6 +337,11 @@ async fn one_run(url: &str, run: usize, secure: Option<&Secure>) {
                     outcome: Outcome::Done,
                 };
                 payment.outcome = ask(&client, &payment).await;
+                if matches!(&payment.outcome, Outcome::Refused(why) if why.starts_with("not sent"))
+                {
+                    // The silo is restarting: a client would wait a moment.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
                 payments.push(payment);
                 finished.fetch_add(1, Ordering::Relaxed);
             }
@@ -386,6 +394,18 @@ async fn one_run(url: &str, run: usize, secure: Option<&Secure>) {
         .iter()
         .filter(|payment| payment.outcome == Outcome::Done)
         .count();
+    // What the unknown outcomes were, by the start of their text.
+    let mut why_unknown: HashMap<String, usize> = HashMap::new();
+    for payment in &payments {
+        if let Outcome::Unknown(why) = &payment.outcome {
+            let head: String = why.chars().take(60).collect();
+            *why_unknown.entry(head).or_default() += 1;
+        }
+    }
+    let mut why_unknown: Vec<_> = why_unknown.into_iter().collect();
+    why_unknown.sort_by(|a, b| b.1.cmp(&a.1));
+    why_unknown.truncate(4);
+    eprintln!("run {run}: unknown outcomes, the most frequent: {why_unknown:?}");
     eprintln!(
         "run {run}: {} payments, {done} done, {unknown} with an unknown outcome; {reads} reads beside them",
         payments.len()
