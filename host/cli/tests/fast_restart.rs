@@ -403,7 +403,7 @@ async fn one_run(url: &str, run: usize, secure: Option<&Secure>) {
         }
     }
     let mut why_unknown: Vec<_> = why_unknown.into_iter().collect();
-    why_unknown.sort_by(|a, b| b.1.cmp(&a.1));
+    why_unknown.sort_by_key(|entry| std::cmp::Reverse(entry.1));
     why_unknown.truncate(4);
     eprintln!("run {run}: unknown outcomes, the most frequent: {why_unknown:?}");
     eprintln!(
