@@ -446,7 +446,7 @@ async fn read_requests<R: tokio::io::AsyncRead + Unpin>(
     let mut latest_deadline = Instant::now();
     let mut last_activity = Instant::now();
     // One timer for the connection's life, re-armed only when it fires.
-    let idle_timer = tokio::time::sleep(idle_timeout);
+    let idle_timer = tokio::time::sleep(idle_timeout.min(frame_timeout / 4));
     tokio::pin!(idle_timer);
     loop {
         let room = connection.room(
