@@ -396,7 +396,7 @@ async fn a_connection_that_never_reads_big_replies_costs_at_most_its_limit_and_o
         assert!(grown <= 52 * MIB, "the silo grew by {} MiB", grown / MIB);
     }
 
-    let (mut full, mut dropped) = (0u64, 0u64);
+    let (mut full, mut dropped, mut timed_out) = (0u64, 0u64, 0u64);
     let mut seen = vec![false; REQUESTS as usize + 1];
     for _ in 0..REQUESTS {
         let frame =
@@ -416,11 +416,14 @@ async fn a_connection_that_never_reads_big_replies_costs_at_most_its_limit_and_o
                 full += 1;
             }
             Err(ReplyError::Unavailable(reason)) if reason.contains("was dropped") => dropped += 1,
+            // On a loaded machine a 15 MiB reply can take the guest past
+            // its turn deadline: answered too, and not what is measured.
+            Err(ReplyError::Timeout(_)) => timed_out += 1,
             other => panic!("request {id}: {other:?}"),
         }
     }
     let stats = admin.stats().await.unwrap();
-    println!("{full} replies read in full, {dropped} dropped; {stats:?}");
+    println!("{full} replies read in full, {dropped} dropped, {timed_out} timed out; {stats:?}");
     assert_eq!(stats.replies_dropped_unread, dropped);
     assert!(full >= 1);
     silo.stop();
