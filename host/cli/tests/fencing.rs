@@ -89,6 +89,11 @@ async fn stale_turns_of_a_frozen_silo_do_not_commit(url: &str) {
     }
     let through_b = Client::connect(&b.address).await.unwrap();
     let through_c = Client::connect(&c.address).await.unwrap();
+    // The forwarded slow turn must reach the frozen silo before it stops:
+    // a call forwarded now opens the survivor's connection to it. (One
+    // that could not be sent before the freeze is not stale: the survivor
+    // routes it again, to wherever the object moved.)
+    assert_eq!(value_of(&through_b, FORWARDED).await.unwrap(), 1);
 
     // Slow turns: each reads 1, then sleeps in the guest while the silo is
     // frozen, then would write 1 + STALE_BY.
@@ -111,7 +116,7 @@ async fn stale_turns_of_a_frozen_silo_do_not_commit(url: &str) {
             (id, result)
         }));
     }
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
     frozen.signal("STOP");
     let frozen_at = Instant::now();
     wait_until_dead(&through_b, &frozen.address, frozen_at).await;

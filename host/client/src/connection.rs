@@ -35,7 +35,16 @@ pub struct ConnectOptions {
     /// The largest reply payload accepted (the silos' limit
     /// `payload-bytes`): a bigger frame closes the connection.
     pub max_reply_payload_bytes: usize,
+    /// How long connecting may take, TLS handshake and hello included (also
+    /// when the client connects again by itself): a silo that accepts the
+    /// TCP connection but never answers (frozen, or overloaded) fails it
+    /// with [`ClientError::Handshake`] rather than holding it for ever.
+    pub connect_timeout: Duration,
 }
+
+/// The default for [`ConnectOptions::connect_timeout`]: the silo's own
+/// default time for a hello, so a silo that is merely busy gets its due.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Default for ConnectOptions {
     fn default() -> ConnectOptions {
@@ -43,6 +52,7 @@ impl Default for ConnectOptions {
             token: None,
             tls: None,
             max_reply_payload_bytes: rio_protocol::DEFAULT_MAX_PAYLOAD_BYTES,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
         }
     }
 }
@@ -54,6 +64,7 @@ impl std::fmt::Debug for ConnectOptions {
             .field("token", &self.token.as_ref().map(|_| "<hidden>"))
             .field("tls", &self.tls)
             .field("max_reply_payload_bytes", &self.max_reply_payload_bytes)
+            .field("connect_timeout", &self.connect_timeout)
             .finish()
     }
 }
@@ -194,10 +205,18 @@ impl Session {
         self.shared.pending().closed.is_some()
     }
 
-    /// Connects and does the handshake.
+    /// Connects and does the handshake, within the options' time.
     async fn open(address: &str, options: &ConnectOptions) -> Result<Session, ClientError> {
-        let stream = TcpStream::connect(address)
+        let deadline = tokio::time::Instant::now() + options.connect_timeout;
+        let late = || {
+            ClientError::Handshake(format!(
+                "{address} did not finish the handshake within {:?}",
+                options.connect_timeout
+            ))
+        };
+        let stream = tokio::time::timeout_at(deadline, TcpStream::connect(address))
             .await
+            .map_err(|_| late())?
             .map_err(|source| ClientError::Connect {
                 address: address.to_string(),
                 source,
@@ -214,7 +233,9 @@ impl Session {
                 (Box::new(read_half), FrameWriter::start(write_half))
             }
             Some(tls) => {
-                let session = tls.connect(address, stream).await?;
+                let session = tokio::time::timeout_at(deadline, tls.connect(address, stream))
+                    .await
+                    .map_err(|_| late())??;
                 let (read_half, write_half) = tokio::io::split(session);
                 (
                     Box::new(read_half),
@@ -225,6 +246,10 @@ impl Session {
         let max_reply_frame_bytes = options
             .max_reply_payload_bytes
             .saturating_add(rio_protocol::REPLY_FRAME_OVERHEAD_BYTES);
+        // Closes the connection if the hello fails or this future is
+        // dropped before it ends (a caller's own timeout): the writer's task
+        // would otherwise keep the socket open.
+        let open = CloseOnDrop(writer.clone());
         let mut reader = FrameReader::new(read_half, max_reply_frame_bytes);
 
         let mut hello = Vec::new();
@@ -240,7 +265,12 @@ impl Session {
                 "connection lost during the hello".into(),
             ));
         }
-        let welcome = match reader.next_frame::<ServerFrame>().await {
+        let Ok(answer) =
+            tokio::time::timeout_at(deadline, reader.next_frame::<ServerFrame>()).await
+        else {
+            return Err(late());
+        };
+        let welcome = match answer {
             Ok(Some(ServerFrame::Welcome { .. })) => Ok(()),
             Ok(Some(ServerFrame::Goodbye { reason })) => Err(ClientError::Handshake(reason)),
             Ok(Some(other)) => Err(ClientError::Handshake(format!("unexpected {other:?}"))),
@@ -260,10 +290,7 @@ impl Session {
             ))),
             Err(error) => Err(error.into()),
         };
-        if let Err(error) = welcome {
-            writer.close();
-            return Err(error);
-        }
+        welcome?;
 
         let shared = Arc::new(Shared {
             next_id: AtomicU64::new(1),
@@ -276,7 +303,7 @@ impl Session {
         tokio::spawn(read_replies(reader, shared.clone()));
         Ok(Session {
             shared,
-            _open: CloseOnDrop(writer),
+            _open: open,
         })
     }
 }

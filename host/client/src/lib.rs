@@ -40,7 +40,7 @@ mod tls;
 
 pub use calls::Calls;
 pub use cluster::ClusterClient;
-pub use connection::{Client, ConnectOptions, DEFAULT_TIMEOUT};
+pub use connection::{Client, ConnectOptions, DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT};
 pub use error::ClientError;
 pub use rio_protocol::{DeadLetterInfo, DeploymentInfo, MemberInfo, ReplyError, SiloStats};
 pub use tls::TlsConfig;

@@ -1,11 +1,13 @@
 //! What a client says when its hello fails (issue 19, item 8): a silo that
 //! answers with bytes that are no rio frame (a TLS server's alert) gets a
 //! hint about TLS; a connection reset or closed during the hello does not.
+//! A server that accepts and never answers (a frozen silo) fails the
+//! connect at its timeout, and the connection is closed.
 
 use std::time::Duration;
 
-use rio_client::{Client, ClientError};
-use tokio::io::AsyncWriteExt;
+use rio_client::{Client, ClientError, ConnectOptions};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 /// A server that accepts one connection and does `answer` with it.
@@ -62,4 +64,31 @@ async fn an_answer_that_is_no_frame_suggests_tls() {
     .await;
     let reason = handshake_reason(Client::connect(&address).await);
     assert!(reason.contains("TLS"), "{reason}");
+}
+
+#[tokio::test]
+async fn a_silo_that_never_answers_the_hello_fails_the_connect_at_its_timeout() {
+    let (closed_sender, closed) = tokio::sync::oneshot::channel();
+    let address = server(|mut stream| async move {
+        // Reads the hello, answers nothing, and notes when the client
+        // closes the connection (a read of zero bytes).
+        let mut buffer = [0u8; 256];
+        while stream.read(&mut buffer).await.is_ok_and(|read| read > 0) {}
+        let _ = closed_sender.send(());
+    })
+    .await;
+    let options = ConnectOptions {
+        connect_timeout: Duration::from_millis(300),
+        ..ConnectOptions::default()
+    };
+    let started = std::time::Instant::now();
+    let reason = handshake_reason(Client::connect_with(&address, &options).await);
+    let took = started.elapsed();
+    assert!(reason.contains("within 300ms"), "{reason}");
+    assert!(took >= Duration::from_millis(300), "failed after {took:?}");
+    assert!(took < Duration::from_secs(5), "failed only after {took:?}");
+    tokio::time::timeout(Duration::from_secs(5), closed)
+        .await
+        .expect("the client closes the connection it gave up on")
+        .unwrap();
 }

@@ -104,6 +104,8 @@ impl Silo {
                     token: None,
                     tls: config.tls.as_ref().map(|tls| tls.peers.clone()),
                     max_reply_payload_bytes: config.limits.payload_bytes,
+                    // Set by `Peers` for each kind of connection.
+                    ..rio_client::ConnectOptions::default()
                 };
                 let cluster = Cluster::new(
                     store,

@@ -38,6 +38,11 @@ pub(crate) struct Peers {
 /// reply lost), and the outcome is unknown.
 const FORWARD_REPLY_MARGIN: Duration = Duration::from_secs(1);
 
+/// How long connecting to a peer may take, hello included: a peer that
+/// accepts but does not answer (frozen) is then treated as unreachable, and
+/// the call, not sent, is routed again.
+const PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// How long a wait report may take; later ones replace it anyway.
 const REPORT_TIMEOUT: Duration = Duration::from_millis(500);
 
@@ -63,10 +68,17 @@ impl Peers {
         options
     }
 
-    /// The connection for forwarded calls to the silo at `address`; an
-    /// error means nothing was sent.
-    pub(crate) async fn call_connection(&self, address: &str) -> Result<Client, String> {
-        connection(&self.calls, address, FORWARD_REPLY_MARGIN, &self.options())
+    /// The connection for forwarded calls to the silo at `address`, made
+    /// within `within` (the call's time left); an error means nothing was
+    /// sent.
+    pub(crate) async fn call_connection(
+        &self,
+        address: &str,
+        within: Duration,
+    ) -> Result<Client, String> {
+        let mut options = self.options();
+        options.connect_timeout = within.min(PEER_CONNECT_TIMEOUT);
+        connection(&self.calls, address, FORWARD_REPLY_MARGIN, &options)
             .await
             .map_err(|error| error.to_string())
     }
@@ -101,7 +113,9 @@ impl Peers {
     pub(crate) async fn ping(&self, address: &str, timeout: Duration) -> Result<i64, String> {
         let attempt = async {
             // Its own timeout, whoever opened the shared probe connection.
-            let client = connection(&self.probes, address, timeout, &self.options()).await?;
+            let mut options = self.options();
+            options.connect_timeout = timeout;
+            let client = connection(&self.probes, address, timeout, &options).await?;
             client.with_timeout(timeout).ping().await
         };
         match tokio::time::timeout(timeout, attempt).await {
@@ -122,7 +136,9 @@ impl Peers {
     /// (the next one follows shortly).
     pub(crate) async fn report_waits(&self, address: &str, report: WaitReport) {
         let attempt = async {
-            let client = connection(&self.probes, address, REPORT_TIMEOUT, &self.options()).await?;
+            let mut options = self.options();
+            options.connect_timeout = REPORT_TIMEOUT;
+            let client = connection(&self.probes, address, REPORT_TIMEOUT, &options).await?;
             client
                 .with_timeout(REPORT_TIMEOUT)
                 .request(Request::Waits(report))

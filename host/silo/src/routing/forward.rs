@@ -102,7 +102,12 @@ impl Router {
                 format!("{key} was passed between silos {MAX_HOPS} times without settling");
             return envelope.reply.send(Err(ReplyError::Unavailable(message)));
         }
-        let client = match cluster.peers.call_connection(&owner.address).await {
+        let time_left = envelope.deadline.saturating_duration_since(Instant::now());
+        let client = match cluster
+            .peers
+            .call_connection(&owner.address, time_left)
+            .await
+        {
             Ok(client) => client,
             Err(reason) => {
                 cluster.forget_route(&key);
