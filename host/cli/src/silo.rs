@@ -312,7 +312,7 @@ pub(crate) async fn run(args: SiloArgs) -> anyhow::Result<()> {
     let allow_unauthenticated =
         args.allow_unauthenticated || file.allow_unauthenticated.unwrap_or(false);
 
-    let listener = tokio::net::TcpListener::bind(&listen)
+    let listener = rio_silo::listen(&listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let address = listener.local_addr()?;

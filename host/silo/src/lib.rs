@@ -47,6 +47,7 @@ pub use config::{
     ClusterConfig, ConfigError, PlacementStrategy, SiloConfig, SqliteDurability, auth, tls,
 };
 pub use error::SiloError;
+pub use ingress::listen;
 pub use observe::memory::return_big_buffers_to_the_os;
 pub use silo::Silo;
 pub use tls::SiloTls;

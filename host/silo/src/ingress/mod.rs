@@ -32,7 +32,10 @@
 
 mod descriptors;
 mod hello;
+mod listen;
 mod requests;
+
+pub use self::listen::listen;
 
 use std::future::Future;
 use std::net::SocketAddr;
