@@ -81,8 +81,13 @@ impl Dispatch for FakeRouter {
 }
 
 impl Messenger for FakeRouter {
-    fn wait(&self, caller: &ObjectKey, callee: &ObjectKey) -> Result<WaitEdge, Deadlock> {
-        self.waits.wait(caller, callee, None)
+    fn wait(
+        &self,
+        caller: &ObjectKey,
+        callee: &ObjectKey,
+        rerun: bool,
+    ) -> Result<WaitEdge, Deadlock> {
+        self.waits.wait_from(caller, callee, None, rerun)
     }
 
     fn call<'a>(

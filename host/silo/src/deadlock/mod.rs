@@ -35,6 +35,20 @@
 //!   and the turn's start cannot both happen. A cycle is broken within about
 //!   `LONG_WAIT + REPORT_INTERVAL` plus a round trip.
 //!
+//! **Interrupted keyed turns run again** (reruns) yield by object order:
+//! a callee lets a lower-ordered object's rerun call in before its own
+//! rerun (`activation::keyed`). Two reruns calling each other at the same
+//! moment wait on each other with both turns running, so the graph, not
+//! the mailbox, must choose: a wait of a rerun on a lower-ordered object
+//! *yields*, and of a cycle of reruns' waits, a yielding one is refused
+//! rather than the youngest (at admission, or when it is armed here
+//! later); the other is let wait, since the yielding turn ends once
+//! refused. Refusing the youngest instead failed both reruns each time
+//! they met, until one was given up. Reports carry no such mark: the
+//! reports' pass leaves a rerun's wait alone when this silo's own waits
+//! show the yielding one, and otherwise (a cycle of reruns over three
+//! silos) refuses the youngest as for any cycle.
+//!
 //! Limits: a report may be up to `REPORT_FRESH` old, so a cycle that broke
 //! on its own a moment ago may still be seen; its youngest message, which
 //! has not run, is then refused although it would have run later. That is
@@ -79,6 +93,19 @@ struct Edge {
     /// The hold on the message's reply while it waits in one of this silo's
     /// mailboxes: the message the reports may refuse.
     refusal: Option<Arc<dyn Refuse>>,
+    /// The caller's turn is a rerun of an interrupted keyed turn.
+    rerun: bool,
+    /// The wait of a rerun on a lower-ordered object: in a cycle of reruns,
+    /// this is the one to refuse (see the module's text).
+    yields: bool,
+}
+
+/// Whether a wait of `caller` on `callee` yields in a cycle: `caller`'s
+/// turn is a rerun of an interrupted keyed turn, and `callee` orders
+/// before it. The mirror of the callee's rule that lets a lower-ordered
+/// rerun's call in before its own rerun.
+pub(crate) fn rerun_yields(rerun: bool, caller: &ObjectKey, callee: &ObjectKey) -> bool {
+    rerun && callee < caller
 }
 
 #[derive(Default)]
@@ -120,28 +147,49 @@ impl WaitEdge {
     }
 
     /// Marks the wait's message as waiting in a mailbox of this silo, which
-    /// may refuse it if the wait turns out to close a cycle.
+    /// may refuse it if the wait turns out to close a cycle. A yielding
+    /// wait already in a cycle (admitted while it could not be refused
+    /// here) is refused now.
     pub(crate) fn arm(&self, refusal: impl Refuse) {
-        let mut graph = lock(&self.graph);
-        let edge = graph
-            .edges
-            .get_mut(&self.caller)
-            .and_then(|edges| edges.iter_mut().find(|edge| edge.id == self.id));
-        if let Some(edge) = edge {
-            edge.refusal = Some(Arc::new(refusal));
+        let refusal: Arc<dyn Refuse> = Arc::new(refusal);
+        let doomed = {
+            let mut graph = lock(&self.graph);
+            let edge = graph
+                .edges
+                .get_mut(&self.caller)
+                .and_then(|edges| edges.iter_mut().find(|edge| edge.id == self.id));
+            let Some(edge) = edge else {
+                return;
+            };
+            edge.refusal = Some(refusal.clone());
+            let (yields, callee) = (edge.yields, edge.callee.clone());
+            yields
+                && graph
+                    .path(&callee, &self.caller)
+                    .is_some_and(|cycle| cycle.iter().all(|(_, edge)| edge.rerun))
+        };
+        if doomed {
+            refuse_yielding(&self.graph, &self.caller, self.id, &refusal);
         }
+    }
+}
+
+/// Refuses the yielding wait `id` of `caller` (its message waits here) and
+/// removes its edge; the lock must not be held, since answering the
+/// message may drop a `WaitEdge`.
+fn refuse_yielding(graph: &Mutex<Graph>, caller: &ObjectKey, id: u64, refusal: &Arc<dyn Refuse>) {
+    let message = format!(
+        "{caller} is running an interrupted keyed turn again, and an object it waits on runs \
+         its own, which goes first: they wait on each other"
+    );
+    if refusal.refuse(rio_protocol::ReplyError::Deadlock(message)) {
+        lock(graph).remove_edge(caller, id);
     }
 }
 
 impl Drop for WaitEdge {
     fn drop(&mut self) {
-        let mut graph = lock(&self.graph);
-        if let Some(edges) = graph.edges.get_mut(&self.caller) {
-            edges.retain(|edge| edge.id != self.id);
-            if edges.is_empty() {
-                graph.edges.remove(&self.caller);
-            }
-        }
+        lock(&self.graph).remove_edge(&self.caller, self.id);
     }
 }
 
@@ -162,23 +210,60 @@ impl WaitGraph {
     /// closes a cycle in which this edge is the youngest: then nothing is
     /// recorded and the call must be refused. `since_us` is when a caller
     /// on another silo began waiting; `None` stamps a local wait now.
+    #[cfg(test)]
     pub(crate) fn wait(
         &self,
         caller: &ObjectKey,
         callee: &ObjectKey,
         since_us: Option<u64>,
     ) -> Result<WaitEdge, Deadlock> {
+        self.wait_from(caller, callee, since_us, false)
+    }
+
+    /// Records that `caller` waits on a message to `callee`, unless that
+    /// closes a cycle in which this edge is the one to refuse: then nothing
+    /// is recorded and the call must be refused. `since_us` is when a
+    /// caller on another silo began waiting; `None` stamps a local wait
+    /// now. `rerun`: the caller's turn reruns an interrupted keyed turn; in
+    /// a cycle of reruns a wait that yields (see [`rerun_yields`]) is
+    /// refused first, else the youngest.
+    pub(crate) fn wait_from(
+        &self,
+        caller: &ObjectKey,
+        callee: &ObjectKey,
+        since_us: Option<u64>,
+        rerun: bool,
+    ) -> Result<WaitEdge, Deadlock> {
+        let yields = rerun_yields(rerun, caller, callee);
         let mut graph = lock(&self.graph);
         let since_us = since_us.unwrap_or_else(|| {
             let stamp = now_us().max(graph.last_local_stamp + 1);
             graph.last_local_stamp = stamp;
             stamp
         });
+        let mut refuse_first = Vec::new();
         if let Some(cycle) = graph.path(callee, caller) {
+            // Only in a cycle of reruns: any other turn in it is refused by
+            // a rerunning callee anyway, and is the one to refuse.
+            let of_reruns = rerun && cycle.iter().all(|(_, edge)| edge.rerun);
+            let another_yields = of_reruns && !yields && cycle.iter().any(|(_, edge)| edge.yields);
             let new_edge_is_youngest = cycle
                 .iter()
                 .all(|(waiter, edge)| (since_us, caller) >= (edge.since_us, waiter));
-            if new_edge_is_youngest {
+            if another_yields {
+                // The yielding waits whose messages wait here are refused;
+                // one waiting elsewhere is refused there (at its admission
+                // or its arming), so this wait is let in either way.
+                refuse_first = cycle
+                    .iter()
+                    .filter(|(_, edge)| edge.yields)
+                    .filter_map(|(waiter, edge)| {
+                        edge.refusal
+                            .clone()
+                            .map(|refusal| (waiter.clone(), edge.id, refusal))
+                    })
+                    .collect();
+            } else if (of_reruns && yields) || new_edge_is_youngest {
                 let names: Vec<String> = std::iter::once(caller)
                     .chain(cycle.iter().map(|(_, edge)| &edge.callee))
                     .map(ToString::to_string)
@@ -198,7 +283,13 @@ impl WaitGraph {
             since_us,
             recorded: std::time::Instant::now(),
             refusal: None,
+            rerun,
+            yields,
         });
+        drop(graph);
+        for (waiter, edge_id, refusal) in refuse_first {
+            refuse_yielding(&self.graph, &waiter, edge_id, &refusal);
+        }
         Ok(WaitEdge {
             graph: self.graph.clone(),
             caller: caller.clone(),
@@ -251,13 +342,7 @@ impl WaitGraph {
                 refused += 1;
                 // Its message stays in the mailbox until it is skipped; the
                 // wait it stood for is over now.
-                let mut graph = lock(&self.graph);
-                if let Some(edges) = graph.edges.get_mut(&caller) {
-                    edges.retain(|edge| edge.id != id);
-                    if edges.is_empty() {
-                        graph.edges.remove(&caller);
-                    }
-                }
+                lock(&self.graph).remove_edge(&caller, id);
             }
         }
         refused
@@ -265,6 +350,23 @@ impl WaitGraph {
 }
 
 impl Graph {
+    fn remove_edge(&mut self, caller: &ObjectKey, id: u64) {
+        if let Some(edges) = self.edges.get_mut(caller) {
+            edges.retain(|edge| edge.id != id);
+            if edges.is_empty() {
+                self.edges.remove(caller);
+            }
+        }
+    }
+
+    /// Whether this silo's waits make a path from `from` to `to` of reruns
+    /// only, one of whose waits yields.
+    fn yielding_rerun_path(&self, from: &ObjectKey, to: &ObjectKey) -> bool {
+        self.path(from, to).is_some_and(|path| {
+            path.iter().all(|(_, edge)| edge.rerun) && path.iter().any(|(_, edge)| edge.yields)
+        })
+    }
+
     /// The edges of a path of waits from `from` to `to`, if there is one.
     fn path(&self, from: &ObjectKey, to: &ObjectKey) -> Option<Vec<(ObjectKey, Edge)>> {
         // Depth-first, each object visited once: the graph holds one edge per

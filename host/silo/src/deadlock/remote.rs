@@ -81,6 +81,12 @@ impl Graph {
                 if edge.recorded.elapsed() < at_least {
                     continue;
                 }
+                // A rerun's wait in a cycle of reruns where another wait
+                // yields: that one is refused where its message waits (or
+                // ends at its deadline), never this one.
+                if edge.rerun && !edge.yields && self.yielding_rerun_path(&edge.callee, caller) {
+                    continue;
+                }
                 // A cycle whose other waits are all older than this one.
                 let bound = (edge.since_us, caller);
                 if let Some(path) = older_path(&union, &edge.callee, caller, bound) {

@@ -149,7 +149,7 @@ impl ActivationData {
         } else {
             let edge = self
                 .messenger
-                .wait(&self.key, &target)
+                .wait(&self.key, &target, self.turn.rerun)
                 .map_err(|Deadlock(message)| ReplyError::Deadlock(message))?;
             Some(edge)
         };

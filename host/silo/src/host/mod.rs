@@ -32,9 +32,15 @@ pub(crate) use stdio::GuestOutput;
 /// router implements this), so host code cannot reach into placement,
 /// storage or the directory.
 pub(crate) trait Messenger: Send + Sync + 'static {
-    /// Records that `caller`'s turn waits on `callee`, unless that closes a
-    /// cycle of waits in which this wait is the one to refuse.
-    fn wait(&self, caller: &ObjectKey, callee: &ObjectKey) -> Result<WaitEdge, Deadlock>;
+    /// Records that `caller`'s turn (a rerun of an interrupted keyed turn
+    /// if `rerun`) waits on `callee`, unless that closes a cycle of waits
+    /// in which this wait is the one to refuse.
+    fn wait(
+        &self,
+        caller: &ObjectKey,
+        callee: &ObjectKey,
+        rerun: bool,
+    ) -> Result<WaitEdge, Deadlock>;
 
     /// Sends a message from a turn and waits for its reply until its
     /// deadline. `wait` is the turn's wait on it, if recorded.

@@ -175,7 +175,10 @@ impl Router {
             && envelope.wait_edge.is_none()
             && let (Some(caller), Some(since)) = (envelope.caller(), envelope.waiting_since_us)
         {
-            match self.waits.wait(caller, &key, Some(since)) {
+            match self
+                .waits
+                .wait_from(caller, &key, Some(since), envelope.from_rerun)
+            {
                 Ok(edge) => {
                     let (reply, refusal) = envelope.reply.make_refusable();
                     envelope.reply = reply;
@@ -292,8 +295,13 @@ impl Router {
 
 /// The host imports' view of the router.
 impl Messenger for Router {
-    fn wait(&self, caller: &ObjectKey, callee: &ObjectKey) -> Result<WaitEdge, Deadlock> {
-        self.waits.wait(caller, callee, None)
+    fn wait(
+        &self,
+        caller: &ObjectKey,
+        callee: &ObjectKey,
+        rerun: bool,
+    ) -> Result<WaitEdge, Deadlock> {
+        self.waits.wait_from(caller, callee, None, rerun)
     }
 
     fn call<'a>(
