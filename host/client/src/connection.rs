@@ -270,7 +270,7 @@ impl Session {
         else {
             return Err(late());
         };
-        let welcome = match answer {
+        match answer {
             Ok(Some(ServerFrame::Welcome { .. })) => Ok(()),
             Ok(Some(ServerFrame::Goodbye { reason })) => Err(ClientError::Handshake(reason)),
             Ok(Some(other)) => Err(ClientError::Handshake(format!("unexpected {other:?}"))),
@@ -289,8 +289,7 @@ impl Session {
                 "the connection broke during the hello: {error}"
             ))),
             Err(error) => Err(error.into()),
-        };
-        welcome?;
+        }?;
 
         let shared = Arc::new(Shared {
             next_id: AtomicU64::new(1),

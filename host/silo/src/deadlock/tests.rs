@@ -315,7 +315,7 @@ fn reports_leave_a_lower_ordered_rerun_waiting_for_the_one_that_yields() {
         // Arriving from the other silo, where it was admitted: here the
         // older wait of b yields (reruns), or it came from another silo
         // where b's wait was not known yet (not reruns).
-        let a_waits = WaitEdgeArriving::admit(&graph, rerun);
+        let a_waits = record_without_admission(&graph, rerun);
         let (sender, mut a_hears) = tokio::sync::oneshot::channel();
         a_waits.arm(Reply(Arc::new(Mutex::new(Some(sender)))));
         let refused = graph.break_cycles(Duration::ZERO);
@@ -335,27 +335,23 @@ fn reports_leave_a_lower_ordered_rerun_waiting_for_the_one_that_yields() {
 /// Puts a's wait on b into a graph that already holds b's wait on a, as
 /// the reports' case needs: admission would refuse it when it is the
 /// youngest of turns that are no reruns, so it is recorded directly.
-struct WaitEdgeArriving;
-
-impl WaitEdgeArriving {
-    fn admit(graph: &WaitGraph, rerun: bool) -> WaitEdge {
-        let mut inner = lock(&graph.graph);
-        inner.next_id += 1;
-        let id = inner.next_id;
-        inner.edges.entry(key("a")).or_default().push(Edge {
-            id,
-            callee: key("b"),
-            since_us: 20,
-            recorded: std::time::Instant::now(),
-            refusal: None,
-            rerun,
-            yields: rerun_yields(rerun, &key("a"), &key("b")),
-        });
-        WaitEdge {
-            graph: graph.graph.clone(),
-            caller: key("a"),
-            id,
-            since_us: 20,
-        }
+fn record_without_admission(graph: &WaitGraph, rerun: bool) -> WaitEdge {
+    let mut inner = lock(&graph.graph);
+    inner.next_id += 1;
+    let id = inner.next_id;
+    inner.edges.entry(key("a")).or_default().push(Edge {
+        id,
+        callee: key("b"),
+        since_us: 20,
+        recorded: std::time::Instant::now(),
+        refusal: None,
+        rerun,
+        yields: rerun_yields(rerun, &key("a"), &key("b")),
+    });
+    WaitEdge {
+        graph: graph.graph.clone(),
+        caller: key("a"),
+        id,
+        since_us: 20,
     }
 }
