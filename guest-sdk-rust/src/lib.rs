@@ -34,6 +34,8 @@
 //! - [`call`](mod@call): typed calls to other objects, and one-way sends.
 //! - [`log`]: lines in the silo's log, tagged with this object.
 //! - [`identity`]: this object's type and id.
+//! - [`timers`]: messages to itself later, once or periodically.
+//! - [`lifecycle`]: deactivating itself once a turn commits.
 //! - [`Error`]: what a handler returns on failure (a kind and a message).
 #![warn(missing_docs)]
 
@@ -44,19 +46,24 @@ pub mod dispatch;
 mod empty;
 mod error;
 pub mod identity;
+pub mod lifecycle;
 pub mod log;
 pub mod state;
+pub mod timers;
 
 pub use call::{call, send};
 pub use empty::Empty;
 pub use error::Error;
+pub use timers::Timer;
 
 /// CBOR values, for messages whose shape is not known in advance.
 pub use ciborium::Value as CborValue;
 
 /// Everything a handler module usually needs.
 pub mod prelude {
-    pub use crate::{CborValue, Empty, Error, call, identity, log, send, state};
+    pub use crate::{
+        CborValue, Empty, Error, Timer, call, identity, lifecycle, log, send, state, timers,
+    };
     pub use serde::{Deserialize, Serialize};
 }
 

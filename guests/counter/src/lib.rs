@@ -4,7 +4,9 @@
 //! `send-items` sends one-way `append`s, which `append` records in order;
 //! `send-to` sends any message one way, in the shape of `relay`;
 //! `move-slowly` moves value to another counter the way a bank transfer
-//! does (refused if short, deducted, then the other one's `add-slowly`).
+//! does (refused if short, deducted, then the other one's `add-slowly`);
+//! `set-timer` / `cancel-timer` drive timers whose `tick`s count in
+//! `ticks`; `deactivate` asks for the object's deactivation.
 
 use rio_sdk::prelude::*;
 
@@ -204,7 +206,107 @@ struct Sent {
     sent: bool,
 }
 
+#[derive(Deserialize)]
+struct SetTimer {
+    name: String,
+    after_ms: u64,
+    #[serde(default)]
+    every_ms: Option<u64>,
+    #[serde(default)]
+    keep_active: bool,
+    /// What each tick adds to `value`.
+    #[serde(default)]
+    by: i64,
+    /// How long each tick holds its turn, in real time.
+    #[serde(default)]
+    busy_ms: u64,
+    /// Fail the turn after setting, which must set nothing.
+    #[serde(default)]
+    fail: bool,
+}
+
+#[derive(Serialize, Deserialize)]
+struct TickMessage {
+    name: String,
+    by: i64,
+    busy_ms: u64,
+}
+
+fn set_timer(message: SetTimer) -> Result<Sent, Error> {
+    let mut timer = match message.every_ms {
+        Some(every) => Timer::every(std::time::Duration::from_millis(every))
+            .first_after(std::time::Duration::from_millis(message.after_ms)),
+        None => Timer::once(std::time::Duration::from_millis(message.after_ms)),
+    };
+    if message.keep_active {
+        timer = timer.keep_active();
+    }
+    let tick = TickMessage {
+        name: message.name.clone(),
+        by: message.by,
+        busy_ms: message.busy_ms,
+    };
+    timers::set(&message.name, timer, "tick", &tick)?;
+    if message.fail {
+        return Err(Error::new("failed-on-purpose", "the turn fails after setting a timer"));
+    }
+    Ok(Sent { sent: true })
+}
+
+#[derive(Deserialize)]
+struct Named {
+    name: String,
+}
+
+fn cancel_timer(message: Named) -> Result<Sent, Error> {
+    timers::cancel(&message.name);
+    Ok(Sent { sent: true })
+}
+
+/// Counts the tick under its timer's name and adds `by` to `value`.
+fn tick(message: TickMessage) -> Result<Value, Error> {
+    let mut ticks =
+        state::load::<std::collections::BTreeMap<String, u64>>("ticks")?.unwrap_or_default();
+    *ticks.entry(message.name).or_default() += 1;
+    state::save("ticks", &ticks)?;
+    if message.busy_ms > 0 {
+        std::thread::sleep(std::time::Duration::from_millis(message.busy_ms));
+    }
+    increment(Increment { by: message.by })
+}
+
+#[derive(Serialize)]
+struct Ticks {
+    ticks: std::collections::BTreeMap<String, u64>,
+}
+
+fn ticks(_: Empty) -> Result<Ticks, Error> {
+    Ok(Ticks {
+        ticks: state::load("ticks")?.unwrap_or_default(),
+    })
+}
+
+#[derive(Deserialize)]
+struct Deactivate {
+    #[serde(default)]
+    fail: bool,
+}
+
+/// Asks to be deactivated after this turn (or fails, which must not).
+fn deactivate(message: Deactivate) -> Result<Sent, Error> {
+    lifecycle::deactivate();
+    if message.fail {
+        return Err(Error::new("failed-on-purpose", "the turn fails after asking"));
+    }
+    Ok(Sent { sent: true })
+}
+
 rio_sdk::service! {
+    "set-timer" => set_timer,
+    "cancel-timer" => cancel_timer,
+    "tick" => tick,
+    "ticks" => ticks,
+    "deactivate" => deactivate,
     "send-to" => send_to,
     "send-items" => send_items,
     "append" => append,

@@ -320,4 +320,11 @@ pub struct SiloStats {
     /// than its limit (the caller got `unavailable` instead).
     #[serde(default)]
     pub replies_dropped_unread: u64,
+    /// Timer ticks run since the silo started.
+    #[serde(default)]
+    pub timer_ticks_total: u64,
+    /// Periodic timer ticks skipped because the previous tick of the same
+    /// timer was still waiting or running when they came due.
+    #[serde(default)]
+    pub timer_ticks_skipped_total: u64,
 }

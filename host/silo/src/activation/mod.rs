@@ -5,7 +5,9 @@
 //!   mailbox ──► [ activate? ] ──► turn ──► commit ──► reply
 //!                   ▲                │ trap / timeout: drop the instance,
 //!                   └────────────────┘ next message activates afresh
-//!   idle timeout or silo stop ──► on-deactivate ──► commit ──► slot freed
+//!   idle timeout, silo stop or the guest's `deactivate`
+//!                ──► on-deactivate ──► commit ──► slot freed
+//!   timer due ──► tick: a turn like a message's, between messages
 //! ```
 //!
 //! Invariant: a turn's state writes reach the store before its reply leaves;
@@ -19,7 +21,7 @@
 //! nothing above it. Its files follow its seams: this one the lifecycle
 //! (activate, the idle timer, deactivate, retire), `system` how a message
 //! is taken, `turn` a turn and its commit, `keyed` keyed and interrupted
-//! turns, `traps` what a failure is called.
+//! turns, `ticks` timers' ticks, `traps` what a failure is called.
 
 mod context;
 pub(crate) mod directory;
@@ -27,6 +29,9 @@ mod keyed;
 mod system;
 #[cfg(test)]
 mod tests;
+mod ticks;
+#[cfg(test)]
+mod timer_tests;
 mod traps;
 mod turn;
 
@@ -42,6 +47,7 @@ use self::directory::ActivationHandle;
 use self::traps::classify_instantiation_error;
 use self::turn::within;
 use crate::base::ObjectKey;
+use crate::base::clock::Sleep;
 use crate::base::reserved::{HAS_SENT_KEY, INTENT_KEY};
 use crate::effects::idempotency::RecentReplies;
 use crate::effects::outbox::Outbox;
@@ -75,6 +81,7 @@ pub(crate) fn spawn(
         has_sent: false,
         interrupted: None,
         rerunning: false,
+        deactivate_requested: false,
     };
     ctx.effects.tasks.spawn(activation.run());
 }
@@ -105,6 +112,10 @@ struct Activation {
     interrupted: Option<Interrupted>,
     /// The turn running is such a turn, run again.
     rerunning: bool,
+    /// A committed turn asked that the object be deactivated: it retires
+    /// after that turn, and what waits in its mailbox goes to the next
+    /// activation.
+    deactivate_requested: bool,
 }
 
 struct LiveInstance {
@@ -140,6 +151,8 @@ enum Event {
     Stop,
     Received(Option<Box<Envelope>>),
     TimerFired,
+    /// One of the instance's timers is due.
+    Tick,
     /// The silo is full and this is its least recently used idle activation.
     Evicted,
 }
@@ -163,10 +176,19 @@ impl Activation {
         let clock = self.ctx.clock.clone();
         let mut last_message = clock.now();
         let mut idle_timer = clock.sleep_until(last_message + idle_timeout);
+        // The sleep until the next tick, made anew only when that changes.
+        let mut next_tick: Option<(Instant, Sleep)> = None;
         loop {
+            let due = self.next_tick_due();
+            if next_tick.as_ref().map(|(at, _)| *at) != due {
+                next_tick = due.map(|at| (at, clock.sleep_until(at)));
+            }
             let event = tokio::select! {
                 biased;
                 _ = stopping.wait_for(|stop| *stop) => Event::Stop,
+                // Before the mailbox, so a busy object still ticks; a tick
+                // never comes due at once again, so messages go on too.
+                _ = until_due(&mut next_tick) => Event::Tick,
                 received = self.mailbox.recv() => Event::Received(received),
                 _ = self.handle.evicted() => Event::Evicted,
                 _ = &mut idle_timer => Event::TimerFired,
@@ -178,8 +200,23 @@ impl Activation {
                     self.handle.set_busy(true);
                     self.handle(*envelope).await;
                     self.handle.set_busy(false);
-                    if self.moved_away {
+                    if self.moved_away || self.deactivate_requested {
                         break;
+                    }
+                }
+                Event::Tick => {
+                    next_tick = None;
+                    let now = clock.now();
+                    if let Some(tick) = self.take_due_tick(now) {
+                        if tick.keep_active {
+                            last_message = now;
+                        }
+                        self.handle.set_busy(true);
+                        self.tick(tick).await;
+                        self.handle.set_busy(false);
+                        if self.moved_away || self.deactivate_requested {
+                            break;
+                        }
                     }
                 }
                 Event::Evicted => {
@@ -340,9 +377,10 @@ impl Activation {
     /// (they activate the object again, here or where it is placed next).
     async fn retire(mut self) {
         while let Ok(envelope) = self.mailbox.try_recv() {
-            if self.moved_away {
+            if self.moved_away || self.deactivate_requested {
                 // Its slot is `Deactivating`: the message waits there and
-                // is sent on, in order, to wherever the object is now.
+                // is sent on, in order, to wherever the object is now (or
+                // to its next activation, after a `deactivate`).
                 self.links.dispatch.dispatch(self.key.clone(), *envelope);
             } else {
                 self.handle(*envelope).await;
@@ -357,5 +395,13 @@ impl Activation {
         for envelope in self.ctx.directory.finish_deactivation(&self.key) {
             self.links.dispatch.dispatch(self.key.clone(), envelope);
         }
+    }
+}
+
+/// Resolves when `next_tick` is due; never if no timer waits.
+async fn until_due(next_tick: &mut Option<(Instant, Sleep)>) {
+    match next_tick {
+        Some((_, sleep)) => sleep.await,
+        None => std::future::pending().await,
     }
 }

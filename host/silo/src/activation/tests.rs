@@ -33,7 +33,7 @@ use crate::runtime::component_cache::CompiledCache;
 use crate::runtime::deployments::{DeployedType, Deployments, Toolchain};
 use crate::storage::StateStore;
 
-const IDLE: Duration = Duration::from_secs(60);
+pub(super) const IDLE: Duration = Duration::from_secs(60);
 
 /// One call a guest made, as the fake messenger saw it.
 #[derive(Debug, Clone)]
@@ -121,11 +121,11 @@ impl Messenger for FakeRouter {
     }
 }
 
-struct Harness {
+pub(super) struct Harness {
     _dir: tempfile::TempDir,
     router: Arc<FakeRouter>,
     store: Arc<dyn StateStore>,
-    clock: Arc<ManualClock>,
+    pub(super) clock: Arc<ManualClock>,
     _stop: watch::Sender<bool>,
 }
 
@@ -140,7 +140,7 @@ fn counter_component() -> Vec<u8> {
 }
 
 impl Harness {
-    async fn new() -> Harness {
+    pub(super) async fn new() -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let mut config = SiloConfig::new(dir.path());
         config.idle_timeout = IDLE;
@@ -213,7 +213,7 @@ impl Harness {
     }
 
     /// Sends `Counter/id` a message and waits for its reply.
-    async fn call(
+    pub(super) async fn call(
         &self,
         id: &str,
         message: &str,
@@ -241,7 +241,7 @@ impl Harness {
         reply["value"].as_i64()
     }
 
-    async fn value(&self, id: &str) -> i64 {
+    pub(super) async fn value(&self, id: &str) -> i64 {
         let reply = self.call(id, "get", json!({}), None).await.unwrap();
         reply["value"].as_i64().unwrap()
     }
@@ -258,13 +258,13 @@ impl Harness {
         keys
     }
 
-    fn ctx(&self) -> &Context {
+    pub(super) fn ctx(&self) -> &Context {
         &self.router.ctx
     }
 
     /// Waits until every activation has ended (bounded: a test that hangs
     /// here fails instead).
-    async fn activations_ended(&self) {
+    pub(super) async fn activations_ended(&self) {
         let tasks = &self.ctx().effects.tasks;
         tasks.close();
         tokio::time::timeout(Duration::from_secs(20), tasks.wait())

@@ -24,6 +24,8 @@ fn discard(live: &mut LiveInstance) {
     let data = live.store.data_mut();
     data.state.discard_pending();
     data.turn.sends.clear();
+    data.turn.timers.clear();
+    data.turn.deactivate = false;
 }
 
 impl Activation {
@@ -145,6 +147,7 @@ impl Activation {
                 };
                 let is_handler = matches!(hook, Hook::Handle { .. });
                 self.commit(live, keyed_reply, is_handler).await?;
+                self.committed_lifecycle(live, &hook);
                 Ok(reply)
             }
             Ok(Err((kind, message))) => {
@@ -164,6 +167,20 @@ impl Activation {
                 })
             }
         }
+    }
+
+    /// What a committed turn asked of its object's lifecycle takes effect:
+    /// its timers change, and it may have asked to be deactivated. Both are
+    /// moot in `on-deactivate`, after which the instance ends.
+    fn committed_lifecycle(&mut self, live: &mut LiveInstance, hook: &Hook) {
+        let data = live.store.data_mut();
+        if matches!(hook, Hook::Deactivate) {
+            data.turn.timers.clear();
+            return;
+        }
+        let now = self.ctx.clock.now();
+        data.timers.apply(&mut data.turn.timers, now);
+        self.deactivate_requested |= data.turn.deactivate;
     }
 
     /// The limit a reply of `size` bytes to `hook` is over, if any: a keyed

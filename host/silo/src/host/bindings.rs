@@ -44,7 +44,7 @@ mod v0_1 {
 use wasmtime::component::{InstancePre, Linker};
 use wasmtime::{AsContextMut, Store};
 
-pub(crate) use v0_2::rio::service::{identity, log, messaging, state, types};
+pub(crate) use v0_2::rio::service::{identity, lifecycle, log, messaging, state, timers, types};
 
 /// The 0.1.0 interfaces, which the host implements by delegating to 0.2.0.
 pub(crate) mod legacy {
@@ -61,6 +61,8 @@ where
         + v0_2::rio::service::log::Host
         + v0_2::rio::service::identity::Host
         + v0_2::rio::service::types::Host
+        + v0_2::rio::service::timers::Host
+        + v0_2::rio::service::lifecycle::Host
         + v0_1::rio::service::state::Host
         + v0_1::rio::service::messaging::Host
         + v0_1::rio::service::log::Host

@@ -1,5 +1,6 @@
 //! What the silo provides to guests: the per-activation store data and one
-//! file per WIT interface (`state`, `messaging`, `log`, `identity`), plus
+//! file per WIT interface (`state`, `messaging`, `log`, `identity`,
+//! `timers`, `lifecycle`), plus
 //! the WASI sandbox and where guest stdout/stderr go.
 
 use std::pin::Pin;
@@ -16,13 +17,16 @@ use crate::base::{Limits, ObjectKey};
 use crate::deadlock::{Deadlock, WaitEdge};
 use crate::effects::resume::Intent;
 use crate::message::{CallChain, PendingSend};
+use crate::time::timers::{PendingTimers, Timers};
 
 pub(crate) mod bindings;
 mod identity;
+mod lifecycle;
 pub(crate) mod log;
 mod messaging;
 pub(crate) mod state;
 mod stdio;
+mod timers;
 
 pub(crate) use state::{INLINE_VALUE_BYTES, ObjectState};
 pub(crate) use stdio::GuestOutput;
@@ -100,6 +104,10 @@ pub(crate) struct TurnScope {
     pub(crate) sends: Vec<PendingSend>,
     /// The turn reruns an interrupted keyed turn (its calls say so).
     pub(crate) rerun: bool,
+    /// Timers the turn set or cancelled: applied when it commits.
+    pub(crate) timers: PendingTimers,
+    /// The turn asked that its object be deactivated once it commits.
+    pub(crate) deactivate: bool,
 }
 
 impl TurnScope {
@@ -119,6 +127,8 @@ impl TurnScope {
             intent,
             sends: Vec::new(),
             rerun: false,
+            timers: PendingTimers::default(),
+            deactivate: false,
         }
     }
 }
@@ -141,6 +151,8 @@ pub(crate) struct ActivationData {
     pub(crate) log: Arc<log::GuestLog>,
     /// The guest's stderr, whose last lines of a turn explain a trap.
     pub(crate) stderr: GuestOutput,
+    /// The instance's timers: they live and end with it.
+    pub(crate) timers: Timers,
     wasi: WasiCtx,
     table: ResourceTable,
 }
@@ -181,6 +193,7 @@ impl ActivationData {
             limits: limits.clone(),
             log,
             stderr,
+            timers: Timers::default(),
             wasi,
             table: ResourceTable::new(),
         }

@@ -25,6 +25,10 @@ pub(crate) struct Counters {
     /// Components compiled by this silo, and loaded from its cache.
     pub(crate) components_compiled: AtomicU64,
     pub(crate) components_loaded: AtomicU64,
+    /// Timer ticks run, and periodic ticks skipped because the one before
+    /// was still waiting or running when they came due.
+    pub(crate) timer_ticks_total: AtomicU64,
+    pub(crate) timer_ticks_skipped_total: AtomicU64,
     /// Shared with the wire server's connections, each of which holds it.
     pub(crate) connections: Arc<ConnectionCounters>,
 }
@@ -73,6 +77,8 @@ impl Counters {
             connections_unauthorized: read(&connections.unauthorized),
             connections_evicted_before_hello: read(&connections.evicted_before_hello),
             replies_dropped_unread: read(&connections.replies_dropped_unread),
+            timer_ticks_total: read(&self.timer_ticks_total),
+            timer_ticks_skipped_total: read(&self.timer_ticks_skipped_total),
         }
     }
 }
