@@ -6,6 +6,8 @@ import * as hostState from "rio:service/state@0.2.0";
 import { call as hostCall, send as hostSend } from "rio:service/messaging@0.2.0";
 import { write as hostLog } from "rio:service/log@0.2.0";
 import { current } from "rio:service/identity@0.2.0";
+import { set as hostSetTimer, cancel as hostCancelTimer } from "rio:service/timers@0.2.0";
+import { deactivate as hostDeactivate } from "rio:service/lifecycle@0.2.0";
 
 import { decode, encode } from "./codec.js";
 import { Abort, RioError, asHandlerError } from "./errors.js";
@@ -87,6 +89,66 @@ export function send(serviceType, objectId, messageType, message = {}) {
     throw callFailure(thrown);
   }
 }
+
+/**
+ * Timers: messages this object has the silo deliver to itself later, as
+ * ordinary turns, while it is active. `set(name, messageType, message,
+ * { afterMs, everyMs, keepActive })` sets (or replaces) one: once `afterMs`
+ * from now, or every `everyMs` (the first tick `afterMs`, or one period,
+ * from now). A timer lives as long as the activation that set it (idle
+ * deactivation, `lifecycle.deactivate()`, a trap or a redeploy ends it), so
+ * set the timers an object always has in `onActivate`. Setting and
+ * cancelling take effect when the turn commits. Ticks never overlap and
+ * never pile up: a periodic tick that comes due while the previous one still
+ * waits or runs is skipped. A tick keeps an idle object active only with
+ * `keepActive: true`. Throws a `RioError` (`internal`) for arguments no
+ * timer can have (neither `afterMs` nor `everyMs`, an empty or reserved
+ * name, a period of 0, more than 64 timers).
+ */
+export const timers = {
+  set(name, messageType, message = {}, { afterMs, everyMs, keepActive = false } = {}) {
+    if (afterMs === undefined && everyMs === undefined) {
+      throw new RioError("internal", `timer \`${name}\` needs \`afterMs\` or \`everyMs\``);
+    }
+    const every = everyMs === undefined ? undefined : millis(everyMs, "everyMs");
+    const timer = {
+      afterMs: afterMs === undefined ? every : millis(afterMs, "afterMs"),
+      everyMs: every,
+      messageType,
+      payload: encode(message ?? {}),
+      keepActive: Boolean(keepActive),
+    };
+    try {
+      hostSetTimer(name, timer);
+    } catch (thrown) {
+      throw callFailure(thrown);
+    }
+  },
+  /** Cancels the timer `name` once this turn commits; none is no error. */
+  cancel(name) {
+    hostCancelTimer(name);
+  },
+};
+
+function millis(value, what) {
+  const number = typeof value === "bigint" ? Number(value) : value;
+  if (typeof number !== "number" || !Number.isFinite(number) || number < 0) {
+    throw new RioError("internal", `a timer's \`${what}\` must be a number of milliseconds, not ${show(value)}`);
+  }
+  return BigInt(Math.round(number));
+}
+
+/** This object's own lifecycle. */
+export const lifecycle = {
+  /**
+   * Asks that this object be deactivated once this turn commits: its
+   * `onDeactivate` runs, its timers end, and the next message activates it
+   * afresh, wherever placement puts it. A turn that fails does not.
+   */
+  deactivate() {
+    hostDeactivate();
+  },
+};
 
 function callFailure(thrown) {
   const error = thrown?.payload ?? thrown;

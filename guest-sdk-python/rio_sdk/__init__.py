@@ -16,12 +16,26 @@ per message type; the SDK does the CBOR and the WIT glue.
             state.save("value", value)
             return {"value": value}
 
+`timers` delivers messages to the object itself later, `lifecycle.deactivate()`
+ends its activation once the turn commits.
+
 `rio build FOLDER` turns the folder holding `app.py` into a component.
 """
 
-from . import identity, log, state
+from . import identity, lifecycle, log, state, timers
 from ._call import call, send
 from ._errors import RioError
 from ._service import handler, service
 
-__all__ = ["service", "handler", "state", "call", "send", "RioError", "log", "identity"]
+__all__ = [
+    "service",
+    "handler",
+    "state",
+    "call",
+    "send",
+    "RioError",
+    "log",
+    "identity",
+    "timers",
+    "lifecycle",
+]

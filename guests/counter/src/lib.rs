@@ -248,7 +248,10 @@ fn set_timer(message: SetTimer) -> Result<Sent, Error> {
     };
     timers::set(&message.name, timer, "tick", &tick)?;
     if message.fail {
-        return Err(Error::new("failed-on-purpose", "the turn fails after setting a timer"));
+        return Err(Error::new(
+            "failed-on-purpose",
+            "the turn fails after setting a timer",
+        ));
     }
     Ok(Sent { sent: true })
 }
@@ -296,7 +299,10 @@ struct Deactivate {
 fn deactivate(message: Deactivate) -> Result<Sent, Error> {
     lifecycle::deactivate();
     if message.fail {
-        return Err(Error::new("failed-on-purpose", "the turn fails after asking"));
+        return Err(Error::new(
+            "failed-on-purpose",
+            "the turn fails after asking",
+        ));
     }
     Ok(Sent { sent: true })
 }

@@ -20,7 +20,10 @@ impl Harness {
             .unwrap_or_else(|e| panic!("{message} on {id}: {e}"))
     }
 
-    fn counter(&self, read: impl Fn(&crate::observe::Counters) -> &std::sync::atomic::AtomicU64) -> u64 {
+    fn counter(
+        &self,
+        read: impl Fn(&crate::observe::Counters) -> &std::sync::atomic::AtomicU64,
+    ) -> u64 {
         read(&self.ctx().counters).load(Ordering::Relaxed)
     }
 
@@ -33,7 +36,10 @@ impl Harness {
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        panic!("{} ticks ran, not {n}", self.counter(|c| &c.timer_ticks_total));
+        panic!(
+            "{} ticks ran, not {n}",
+            self.counter(|c| &c.timer_ticks_total)
+        );
     }
 }
 
@@ -73,7 +79,11 @@ async fn setting_a_name_again_replaces_its_timer_and_a_failed_turn_sets_none() {
     assert!(refused.is_err(), "the turn fails: {refused:?}");
 
     harness.clock.advance(secs(1));
-    assert_eq!(harness.value("r").await, 0, "the first was replaced, `f` never set");
+    assert_eq!(
+        harness.value("r").await,
+        0,
+        "the first was replaced, `f` never set"
+    );
     harness.clock.advance(secs(4));
     assert_eq!(harness.value("r").await, 10, "the replacement ticked");
     harness.clock.advance(secs(60) - secs(6));
@@ -110,17 +120,24 @@ async fn ticks_keep_an_idle_object_active_only_if_the_timer_says_so() {
             h.counter(|c| &c.live_instances),
         )
     };
-    let keeping = json!({"name": "k", "after_ms": 10_000, "every_ms": 10_000, "keep_active": true, "by": 1});
+    let keeping =
+        json!({"name": "k", "after_ms": 10_000, "every_ms": 10_000, "keep_active": true, "by": 1});
     harness.ok("keep", "set-timer", keeping).await;
     for n in 1..=8 {
         harness.clock.advance(secs(10));
         harness.ticks_run(n).await;
     }
-    assert_eq!(counters(&harness), (0, 1), "80 s of ticks kept it, idle 60 s");
+    assert_eq!(
+        counters(&harness),
+        (0, 1),
+        "80 s of ticks kept it, idle 60 s"
+    );
 
     let plain = json!({"name": "p", "after_ms": 10_000, "every_ms": 10_000, "by": 1});
     harness.ok("plain", "set-timer", plain).await;
-    harness.ok("keep", "cancel-timer", json!({"name": "k"})).await;
+    harness
+        .ok("keep", "cancel-timer", json!({"name": "k"}))
+        .await;
     // Both idle now; the ticks of `plain` do not count as activity.
     for n in 1..=6 {
         harness.clock.advance(secs(10));
@@ -145,7 +162,9 @@ async fn a_deactivate_request_takes_effect_after_its_turn_commits_and_ends_the_t
     harness.ok("d", "set-timer", timer).await;
 
     // A failed turn's request is dropped with its writes.
-    let failed = harness.call("d", "deactivate", json!({"fail": true}), None).await;
+    let failed = harness
+        .call("d", "deactivate", json!({"fail": true}), None)
+        .await;
     assert!(failed.is_err());
     assert_eq!(harness.counter(|c| &c.deactivations_total), 0);
 
@@ -155,8 +174,16 @@ async fn a_deactivate_request_takes_effect_after_its_turn_commits_and_ends_the_t
     assert_eq!(harness.counter(|c| &c.live_instances), 0);
 
     harness.clock.advance(secs(5));
-    assert_eq!(harness.value("d").await, 1, "state kept, and no tick after it went");
-    assert_eq!(harness.counter(|c| &c.activations_total), 2, "activated afresh");
+    assert_eq!(
+        harness.value("d").await,
+        1,
+        "state kept, and no tick after it went"
+    );
+    assert_eq!(
+        harness.counter(|c| &c.activations_total),
+        2,
+        "activated afresh"
+    );
     assert_eq!(harness.counter(|c| &c.timer_ticks_total), 0);
 }
 

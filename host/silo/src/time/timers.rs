@@ -52,7 +52,9 @@ impl TimerSpec {
             ));
         }
         if self.every == Some(Duration::ZERO) {
-            return Err(format!("timer `{name}` has a period of 0 ms; it must be at least 1"));
+            return Err(format!(
+                "timer `{name}` has a period of 0 ms; it must be at least 1"
+            ));
         }
         let longest = Duration::from_millis(MAX_DELAY_MS);
         if self.after > longest || self.every.is_some_and(|every| every > longest) {
@@ -76,7 +78,9 @@ pub(crate) fn check_name(name: &str) -> Result<(), String> {
         ));
     }
     if name.starts_with(PREFIX) {
-        return Err(format!("timer names starting with `{PREFIX}` are reserved to the silo"));
+        return Err(format!(
+            "timer names starting with `{PREFIX}` are reserved to the silo"
+        ));
     }
     Ok(())
 }
@@ -357,16 +361,22 @@ mod tests {
         let mut timers = Timers::default();
         let mut pending = PendingTimers::default();
         for n in 0..MAX_TIMERS {
-            timers.set(&mut pending, format!("t{n}"), spec(10, None)).unwrap();
+            timers
+                .set(&mut pending, format!("t{n}"), spec(10, None))
+                .unwrap();
         }
         let over = timers.set(&mut pending, "one-more".to_string(), spec(10, None));
         assert!(over.unwrap_err().contains("at most 64"));
-        timers.set(&mut pending, "t0".to_string(), spec(20, None)).unwrap();
+        timers
+            .set(&mut pending, "t0".to_string(), spec(20, None))
+            .unwrap();
         timers.apply(&mut pending, start);
         assert_eq!(timers.len(), MAX_TIMERS);
         // Cancelling one in the same turn makes room for another.
         timers.cancel(&mut pending, "t1".to_string());
-        timers.set(&mut pending, "t-new".to_string(), spec(10, None)).unwrap();
+        timers
+            .set(&mut pending, "t-new".to_string(), spec(10, None))
+            .unwrap();
         timers.apply(&mut pending, start);
         assert_eq!(timers.len(), MAX_TIMERS);
     }

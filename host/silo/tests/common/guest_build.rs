@@ -13,6 +13,7 @@ const GUEST_PACKAGES: &[&str] = &[
     "rio-guest-legacy",
     "rio-example-bank",
     "rio-example-counter",
+    "rio-example-metrics",
 ];
 
 fn workspace_root() -> PathBuf {
