@@ -262,3 +262,103 @@ async fn metrics_in_every_language_flush_each_record_once_across_closes_and_a_ki
     assert!(stats.timer_ticks_total > 0);
     restarted.stop();
 }
+
+/// Clients on every silo of a three-silo cluster (a SQLite file) increment
+/// a few counters and ask them to deactivate, all at once; a timer set
+/// through one silo ticks on the object's owner. Each deactivation hands
+/// what waited to the object's next activation, wherever it is placed:
+/// every increment counts once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn self_deactivation_and_timers_in_a_cluster_lose_and_double_nothing() {
+    let store = common::stores::SqliteFile::create();
+    let data: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let silos: Vec<SiloProcess> = data
+        .iter()
+        .map(|dir| SiloProcess::start_with(dir.path(), &["--cluster", &store.url]))
+        .collect();
+    let addresses: Vec<String> = silos.iter().map(|silo| silo.address.clone()).collect();
+    let admin = Client::connect(&addresses[0]).await.unwrap();
+    admin
+        .deploy("Counter", build("guests/counter"))
+        .await
+        .unwrap();
+    // Each silo reads the membership table once a second.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+
+    const OBJECTS: usize = 4;
+    const INCREMENTS: usize = 40;
+    let mut clients = tokio::task::JoinSet::new();
+    for (silo, address) in addresses.iter().enumerate() {
+        for task in 0..2 {
+            let address = address.clone();
+            clients.spawn(async move {
+                let client = Client::connect(&address).await.unwrap();
+                for n in 0..INCREMENTS {
+                    let id = format!("c{}", (silo + task + n) % OBJECTS);
+                    let _: Value = client
+                        .call("Counter", &id, "increment", &json!({"by": 1}))
+                        .await
+                        .unwrap_or_else(|e| panic!("increment {id} through silo {silo}: {e}"));
+                    if n % 4 == 3 {
+                        let _: Value = client
+                            .call("Counter", &id, "deactivate", &json!({}))
+                            .await
+                            .unwrap_or_else(|e| panic!("deactivate {id}: {e}"));
+                    }
+                }
+            });
+        }
+    }
+    while let Some(finished) = clients.join_next().await {
+        finished.unwrap();
+    }
+    let client = Client::connect(&addresses[2]).await.unwrap();
+    let mut total = 0;
+    for id in 0..OBJECTS {
+        let reply: Value = client
+            .call("Counter", &format!("c{id}"), "get", &json!({}))
+            .await
+            .unwrap();
+        total += reply["value"].as_i64().unwrap();
+    }
+    assert_eq!(
+        total,
+        (addresses.len() * 2 * INCREMENTS) as i64,
+        "every increment once"
+    );
+    let mut deactivations = 0;
+    for address in &addresses {
+        let stats = Client::connect(address)
+            .await
+            .unwrap()
+            .stats()
+            .await
+            .unwrap();
+        deactivations += stats.deactivations_total;
+    }
+    assert!(deactivations >= 10, "{deactivations} deactivations");
+
+    // A timer set through one silo ticks wherever its object lives.
+    let timer = json!({"name": "t", "after_ms": 50, "every_ms": 100, "by": 1});
+    let _: Value = client
+        .call("Counter", "ticking", "set-timer", &timer)
+        .await
+        .unwrap();
+    let value = || {
+        let client = client.clone();
+        async move {
+            let reply: Value = client
+                .call("Counter", "ticking", "get", &json!({}))
+                .await
+                .unwrap();
+            reply
+        }
+    };
+    eventually(Duration::from_secs(20), "ticks", value, |v| {
+        v["value"].as_i64() >= Some(3)
+    })
+    .await;
+    for silo in silos {
+        silo.stop();
+    }
+}

@@ -10,11 +10,13 @@
 //! - `silo_process`: the child silos and their data directories.
 //! - `load`: closed-loop request/reply load and latency sampling.
 //! - `transfers`: bank accounts moving money, checked to add up (`--transfers`).
+//! - `timers`: objects ticking on periodic timers (`--timers`).
 //! - `report`: the table and the `--json` form.
 
 mod load;
 mod report;
 mod silo_process;
+mod timers;
 mod transfers;
 
 use std::path::PathBuf;
@@ -103,6 +105,17 @@ pub(crate) struct BenchArgs {
     /// Service type name to deploy the bank account under.
     #[arg(long, default_value = "BenchAccount")]
     account_type: String,
+    /// Also measure periodic timers: `--timer-objects` objects each with a
+    /// timer every `--timer-period-ms`, whose ticks write state; checks
+    /// that the state grew by exactly the ticks the silo counted.
+    #[arg(long)]
+    timers: bool,
+    /// Objects with a timer in the `--timers` run.
+    #[arg(long, default_value_t = 2000)]
+    timer_objects: usize,
+    /// Each timer's period in the `--timers` run, in milliseconds.
+    #[arg(long, default_value_t = 100)]
+    timer_period_ms: u64,
 }
 
 #[derive(Serialize)]
@@ -217,6 +230,8 @@ async fn total_stats(admins: &[Client]) -> anyhow::Result<rio_client::SiloStats>
         total.activation_nanos_total += stats.activation_nanos_total;
         total.resident_bytes += stats.resident_bytes;
         total.proportional_bytes += stats.proportional_bytes;
+        total.timer_ticks_total += stats.timer_ticks_total;
+        total.timer_ticks_skipped_total += stats.timer_ticks_skipped_total;
     }
     Ok(total)
 }
@@ -337,6 +352,22 @@ async fn measure(
         None
     };
 
+    let timers = if args.timers {
+        let run = timers::run(
+            &clients,
+            admins,
+            service_type,
+            args.timer_objects,
+            args.timer_period_ms,
+            args.in_flight,
+            duration,
+        )
+        .await?;
+        Some(run)
+    } else {
+        None
+    };
+
     let latency = load::sequential_latency(&clients[0], args.latency_samples, |client, i| {
         let id = objects[i % objects.len()].clone();
         async move {
@@ -411,6 +442,7 @@ async fn measure(
         writes_verified,
         keyed_writes,
         transfers,
+        timers,
         latency_p50_us: latency.percentile_us(50.0),
         latency_p99_us: latency.percentile_us(99.0),
         protocol_round_trip_p50_us: protocol_only.percentile_us(50.0),

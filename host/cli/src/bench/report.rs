@@ -86,6 +86,9 @@ pub(crate) struct Figures {
     /// With `--transfers`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) transfers: Option<Transfers>,
+    /// With `--timers`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) timers: Option<super::timers::TimerRun>,
     pub(crate) latency_p50_us: f64,
     pub(crate) latency_p99_us: f64,
     /// One request at a time that involves no guest (listing deployments).
@@ -217,6 +220,20 @@ pub(crate) fn table(figures: &Figures) -> String {
                     " outbox drained {:.2} s after, {:.0}/s delivered;",
                     transfers.send.drain_seconds, transfers.send.delivered_per_second
                 ),
+            ),
+        ));
+    }
+    if let Some(timers) = &figures.timers {
+        extra_rows.push((
+            "timer ticks/s",
+            format!(
+                "{:.0}  ({} objects every {} ms ask {:.0}/s; {:.0}/s skipped; every tick wrote once: {})",
+                timers.ticks_per_second,
+                timers.objects,
+                timers.period_ms,
+                timers.asked_per_second,
+                timers.skipped_per_second,
+                verified(timers.verified)
             ),
         ));
     }
