@@ -103,7 +103,7 @@ export function send(serviceType, objectId, messageType, message = {}) {
  * waits or runs is skipped. A tick keeps an idle object active only with
  * `keepActive: true`. Throws a `RioError` (`internal`) for arguments no
  * timer can have (neither `afterMs` nor `everyMs`, an empty or reserved
- * name, a period of 0, more than 64 timers).
+ * name, a period of 0, more than 64 timers, their payloads over 1 MiB).
  */
 export const timers = {
   set(name, messageType, message = {}, { afterMs, everyMs, keepActive = false } = {}) {

@@ -38,7 +38,7 @@ def set(name: str, message_type: str, message=None, *, after=None, every=None, k
 
     Raises `RioError` (`internal`) for arguments no timer can have: neither
     `after` nor `every`, an empty or reserved name, a period of 0, more than
-    64 timers.
+    64 timers, or their payloads over 1 MiB together.
     """
     if after is None and every is None:
         raise RioError("internal", f"timer `{name}` needs `after` or `every`")

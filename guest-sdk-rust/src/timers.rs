@@ -72,7 +72,8 @@ impl Timer {
 /// Sets the timer `name` (replacing one of that name) to deliver `message`
 /// as `message_type` to this object at each tick, once this turn commits.
 /// Fails with the kind `internal` for arguments no timer can have (an
-/// empty or reserved name, a period of 0, more than 64 timers).
+/// empty or reserved name, a period of 0, more than 64 timers, or their
+/// payloads over 1 MiB together).
 pub fn set<M: Serialize + ?Sized>(
     name: &str,
     timer: Timer,

@@ -7,8 +7,13 @@ use std::sync::atomic::Ordering;
 use tokio::time::Instant;
 
 use super::{Activation, Hook};
+use crate::base::log_summary::LogSummary;
 use crate::message::empty_chain;
 use crate::time::timers::Tick;
+
+/// A timer whose tick fails ticks on: a fast one would fill the log, so
+/// failed ticks are logged as a summary, one line per period for the silo.
+static FAILED_TICKS: LogSummary = LogSummary::new();
 
 impl Activation {
     /// When the live instance's next tick is due, if it has timers.
@@ -34,7 +39,8 @@ impl Activation {
         }
         // An interrupted keyed turn runs first, as before any message.
         if let Err(error) = self.ready_for_turn().await {
-            tracing::warn!(object = %self.key, timer = %tick.name, %error, "timer tick not run");
+            // The interrupted turn's own failure is logged where it failed.
+            tracing::debug!(object = %self.key, timer = %tick.name, %error, "timer tick not run");
             return;
         }
         let hook = Hook::Handle {
@@ -46,8 +52,10 @@ impl Activation {
         let outcome = self.turn(hook, &empty_chain(), deadline).await;
         let counters = &self.ctx.counters;
         counters.timer_ticks_total.fetch_add(1, Ordering::Relaxed);
-        if let Err(error) = outcome {
-            tracing::warn!(object = %self.key, timer = %tick.name, %error, "timer tick failed");
+        if let Err(error) = outcome
+            && let Some(failed) = FAILED_TICKS.note()
+        {
+            tracing::warn!(object = %self.key, timer = %tick.name, %error, failed, "timer ticks failed (this one and the count since the last such line)");
         }
         let now = self.ctx.clock.now();
         if let Some(live) = &mut self.live {

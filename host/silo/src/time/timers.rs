@@ -19,6 +19,11 @@ use crate::base::reserved::PREFIX;
 /// How many timers one object may have at once.
 pub(crate) const MAX_TIMERS: usize = 64;
 
+/// The payloads of one object's timers together, in bytes: they are held
+/// by the silo, outside the guest's memory limit, so they get one of their
+/// own (a timer's message is small; data belongs in the object's state).
+pub(crate) const MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
+
 /// The longest name a timer may have, in bytes.
 pub(crate) const MAX_NAME_BYTES: usize = 256;
 
@@ -146,8 +151,33 @@ impl Timers {
                 "cannot set timer `{name}`: an object may have at most {MAX_TIMERS} timers"
             ));
         }
+        let bytes = self.payload_bytes_with(pending, &name) + spec.payload.len();
+        if bytes > MAX_PAYLOAD_BYTES {
+            return Err(format!(
+                "cannot set timer `{name}`: the payloads of an object's timers may total at most {MAX_PAYLOAD_BYTES} bytes (this would make {bytes})"
+            ));
+        }
         pending.0.insert(name, Some(spec));
         Ok(())
+    }
+
+    /// The payload bytes of the timers there would be with `pending`
+    /// applied, leaving out the timer `except` (the one being set).
+    fn payload_bytes_with(&self, pending: &PendingTimers, except: &str) -> usize {
+        let armed: usize = self
+            .armed
+            .iter()
+            .filter(|(name, _)| name.as_str() != except && !pending.0.contains_key(*name))
+            .map(|(_, armed)| armed.spec.payload.len())
+            .sum();
+        let pending: usize = pending
+            .0
+            .iter()
+            .filter(|(name, _)| name.as_str() != except)
+            .filter_map(|(_, spec)| spec.as_ref())
+            .map(|spec| spec.payload.len())
+            .sum();
+        armed + pending
     }
 
     /// Adds the cancelling of `name` to a turn's `pending` changes.
@@ -379,6 +409,28 @@ mod tests {
             .unwrap();
         timers.apply(&mut pending, start);
         assert_eq!(timers.len(), MAX_TIMERS);
+    }
+
+    #[test]
+    fn the_payloads_of_an_objects_timers_are_bounded_together() {
+        let start = Instant::now();
+        let mut timers = Timers::default();
+        let big = |bytes: usize| TimerSpec {
+            payload: vec![0; bytes],
+            ..spec(10, None)
+        };
+        with(&mut timers, "a", big(MAX_PAYLOAD_BYTES / 2), start);
+        let mut pending = PendingTimers::default();
+        timers
+            .set(&mut pending, "b".into(), big(MAX_PAYLOAD_BYTES / 2))
+            .unwrap();
+        let over = timers.set(&mut pending, "c".into(), big(1));
+        assert!(over.unwrap_err().contains("total at most"));
+        // Replacing `a` with a smaller payload makes room again.
+        timers.set(&mut pending, "a".into(), big(0)).unwrap();
+        timers.set(&mut pending, "c".into(), big(1)).unwrap();
+        timers.apply(&mut pending, start);
+        assert_eq!(timers.len(), 3);
     }
 
     #[test]
