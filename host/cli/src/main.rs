@@ -22,6 +22,7 @@ mod message;
 mod send;
 mod silo;
 mod silo_process;
+mod stats;
 
 use clap::{Parser, Subcommand};
 
@@ -64,6 +65,9 @@ enum Command {
     Members(members::MembersArgs),
     /// List the one-way messages receivers refused, and why.
     DeadLetters(dead_letters::DeadLettersArgs),
+    /// Print a silo's counters (activations, connections, timer ticks,
+    /// memory) as JSON.
+    Stats(stats::StatsArgs),
     /// Measure throughput, latency, activation and memory of a silo.
     Bench(bench::BenchArgs),
 }
@@ -91,6 +95,7 @@ fn main() -> std::process::ExitCode {
             Command::Send(args) => send::run(args).await,
             Command::Members(args) => members::run(args).await,
             Command::DeadLetters(args) => dead_letters::run(args).await,
+            Command::Stats(args) => stats::run(args).await,
             Command::Bench(args) => bench::run(args).await,
         }
     });

@@ -109,6 +109,15 @@ async fn a_timer_ticks_in_real_time_stops_when_cancelled_and_ends_with_a_deactiv
         "state kept; activated afresh"
     );
     assert!(after.timer_ticks_total >= 3);
+    // The same counters from the command line.
+    let printed: Value = serde_json::from_str(&common::stdout_of(&common::rio(&[
+        "stats",
+        "--silo",
+        &silo.address,
+    ])))
+    .unwrap();
+    assert_eq!(printed["timer_ticks_total"], after.timer_ticks_total);
+    assert!(printed["deactivations_total"].as_u64() >= Some(1));
     silo.stop();
 }
 
