@@ -22,12 +22,8 @@ impl Activation {
             Some(reply) => reply,
             None => return,
         };
-        if self.deployed.is_superseded() {
-            self.deactivate_instance().await;
-            match self.ctx.deployments.get(&self.key.service_type) {
-                Some(current) => self.deployed = current,
-                None => return envelope.reply.send(Err(self.unknown_type())),
-            }
+        if !self.follow_redeploy().await {
+            return envelope.reply.send(Err(self.unknown_type()));
         }
         // Parsed once: the entry points refused these names from clients
         // and guests, so only the silo itself sends them.
@@ -92,6 +88,22 @@ impl Activation {
             result.map(|reply| reply.unwrap_or_default()),
             self.ctx.address.get().map(String::as_str),
         );
+    }
+
+    /// After a redeploy, ends the instance (its timers with it), so the
+    /// next turn runs the current code; false if the type is undeployed.
+    pub(super) async fn follow_redeploy(&mut self) -> bool {
+        if !self.deployed.is_superseded() {
+            return true;
+        }
+        self.deactivate_instance().await;
+        match self.ctx.deployments.get(&self.key.service_type) {
+            Some(current) => {
+                self.deployed = current;
+                true
+            }
+            None => false,
+        }
     }
 
     pub(super) fn unknown_type(&self) -> ReplyError {

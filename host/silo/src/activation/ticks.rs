@@ -29,12 +29,9 @@ impl Activation {
     /// Runs `tick` as a turn, then gives its timer its next due time.
     pub(super) async fn tick(&mut self, tick: Tick) {
         if self.deployed.is_superseded() {
-            // A redeploy ends the instance, and its timers with it: the new
+            // The redeploy ends this tick's timer with the instance: the new
             // code's `on-activate` sets its own.
-            self.deactivate_instance().await;
-            if let Some(current) = self.ctx.deployments.get(&self.key.service_type) {
-                self.deployed = current;
-            }
+            self.follow_redeploy().await;
             return;
         }
         // An interrupted keyed turn runs first, as before any message.
