@@ -35,6 +35,8 @@
 //! - [`log`]: lines in the silo's log, tagged with this object.
 //! - [`identity`]: this object's type and id.
 //! - [`timers`]: messages to itself later, once or periodically.
+//! - [`reminders`]: durable messages to itself at a time, kept by the
+//!   silos across restarts.
 //! - [`lifecycle`]: deactivating itself once a turn commits.
 //! - [`Error`]: what a handler returns on failure (a kind and a message).
 #![warn(missing_docs)]
@@ -48,12 +50,14 @@ mod error;
 pub mod identity;
 pub mod lifecycle;
 pub mod log;
+pub mod reminders;
 pub mod state;
 pub mod timers;
 
 pub use call::{call, send};
 pub use empty::Empty;
 pub use error::Error;
+pub use reminders::Reminder;
 pub use timers::Timer;
 
 /// CBOR values, for messages whose shape is not known in advance.
@@ -62,7 +66,8 @@ pub use ciborium::Value as CborValue;
 /// Everything a handler module usually needs.
 pub mod prelude {
     pub use crate::{
-        CborValue, Empty, Error, Timer, call, identity, lifecycle, log, send, state, timers,
+        CborValue, Empty, Error, Reminder, Timer, call, identity, lifecycle, log, reminders, send,
+        state, timers,
     };
     pub use serde::{Deserialize, Serialize};
 }

@@ -6,7 +6,9 @@
 //! `move-slowly` moves value to another counter the way a bank transfer
 //! does (refused if short, deducted, then the other one's `add-slowly`);
 //! `set-timer` / `cancel-timer` drive timers whose `tick`s count in
-//! `ticks`; `deactivate` asks for the object's deactivation.
+//! `ticks`; `deactivate` asks for the object's deactivation; `remind` /
+//! `cancel-reminder` / `reminders` drive durable reminders, whose fires
+//! (`reminded`) are recorded, with their due times, in `fires`.
 
 use rio_sdk::prelude::*;
 
@@ -307,12 +309,105 @@ fn deactivate(message: Deactivate) -> Result<Sent, Error> {
     Ok(Sent { sent: true })
 }
 
+#[derive(Deserialize)]
+struct Remind {
+    name: String,
+    after_ms: u64,
+    #[serde(default)]
+    every_ms: Option<u64>,
+    #[serde(default)]
+    fire_once_when_missed: bool,
+    #[serde(default)]
+    fail: bool,
+}
+
+fn remind(message: Remind) -> Result<Sent, Error> {
+    let after = std::time::Duration::from_millis(message.after_ms);
+    let mut reminder = match message.every_ms {
+        Some(every) => Reminder::every(std::time::Duration::from_millis(every)).first_after(after),
+        None => Reminder::after(after),
+    };
+    if message.fire_once_when_missed {
+        reminder = reminder.fire_once_when_missed();
+    }
+    reminders::set(&message.name, reminder, "reminded", &Increment { by: 1 })?;
+    if message.fail {
+        return Err(Error::new(
+            "failed-on-purpose",
+            "the turn fails after setting a reminder",
+        ));
+    }
+    Ok(Sent { sent: true })
+}
+
+fn cancel_reminder(message: Named) -> Result<Sent, Error> {
+    reminders::cancel(&message.name);
+    Ok(Sent { sent: true })
+}
+
+#[derive(Serialize)]
+struct Listed {
+    name: String,
+    due_ms: u64,
+    every_ms: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct ListedReminders {
+    reminders: Vec<Listed>,
+    now_ms: u64,
+}
+
+fn list_reminders(_: Empty) -> Result<ListedReminders, Error> {
+    let reminders = reminders::list()?
+        .into_iter()
+        .map(|listed| Listed {
+            name: listed.name,
+            due_ms: listed.due_ms,
+            every_ms: listed.every_ms,
+        })
+        .collect();
+    Ok(ListedReminders {
+        reminders,
+        now_ms: reminders::now_ms(),
+    })
+}
+
+#[derive(Serialize, Deserialize, Default)]
+struct Fires {
+    /// (reminder, due time, when it ran), in the order they ran.
+    fires: Vec<(String, u64, u64)>,
+}
+
+/// A reminder's fire: recorded with its due time, and `by` added.
+fn reminded(message: Increment) -> Result<Value, Error> {
+    let Some((name, due_ms)) = reminders::fired() else {
+        return Err(Error::new(
+            "not-a-fire",
+            "`reminded` is sent by reminders only",
+        ));
+    };
+    let mut fires: Fires = state::load("fires")?.unwrap_or_default();
+    fires.fires.push((name, due_ms, reminders::now_ms()));
+    state::save("fires", &fires)?;
+    increment(message)
+}
+
+fn fires(_: Empty) -> Result<Fires, Error> {
+    Ok(state::load("fires")?.unwrap_or_default())
+}
+
 rio_sdk::service! {
     "set-timer" => set_timer,
     "cancel-timer" => cancel_timer,
     "tick" => tick,
     "ticks" => ticks,
     "deactivate" => deactivate,
+    "remind" => remind,
+    "cancel-reminder" => cancel_reminder,
+    "reminders" => list_reminders,
+    "reminded" => reminded,
+    "fires" => fires,
     "send-to" => send_to,
     "send-items" => send_items,
     "append" => append,

@@ -327,4 +327,17 @@ pub struct SiloStats {
     /// timer was still waiting or running when they came due.
     #[serde(default)]
     pub timer_ticks_skipped_total: u64,
+    /// Reminder fires this silo dispatched that took effect.
+    #[serde(default)]
+    pub reminder_fires_total: u64,
+    /// Reminder fires whose handler failed (counted as fired: the reminder
+    /// moved on).
+    #[serde(default)]
+    pub reminder_fires_failed_total: u64,
+    /// Missed times of periodic reminders skipped by their policy.
+    #[serde(default)]
+    pub reminder_fires_skipped_total: u64,
+    /// The sum of the fires' lateness (dispatch minus due time), in ms.
+    #[serde(default)]
+    pub reminder_tardiness_ms_total: u64,
 }

@@ -225,6 +225,29 @@ impl Silo {
                 deaths,
             )),
         );
+        let slice: crate::time::firing::Slice = match ctx.cluster.clone() {
+            // A silo fires the shards of its place among the active silos.
+            Some(cluster) => Arc::new(move || {
+                let me = cluster.me().ok()?;
+                let active = cluster.active_silos();
+                let index = active.iter().position(|silo| silo == me)?;
+                Some(crate::storage::ShardSlice {
+                    index: u32::try_from(index).ok()?,
+                    count: u32::try_from(active.len()).ok()?,
+                })
+            }),
+            None => Arc::new(|| Some(crate::storage::ShardSlice::ALL)),
+        };
+        let firing = crate::time::firing::Firing::new(
+            ctx.effects.store().clone(),
+            router.clone(),
+            ctx.clock.clone(),
+            ctx.counters.clone(),
+            ctx.effects.tasks.clone(),
+            slice,
+            ctx.config.turn_deadline,
+        );
+        start("reminders", tokio::spawn(firing.run(self.stop.subscribe())));
         let config = &ctx.config;
         start(
             "reply sweep",

@@ -12,6 +12,8 @@
 //! answer is skipped with a printed reason, unless `CI=true`.
 
 mod backends;
+#[path = "conformance/reminders.rs"]
+mod reminder_cases;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -72,6 +74,7 @@ conformance! {
         reply_records,
         reply_sweep,
         outbox,
+        reminders,
     ],
     cluster_stores: [sqlite, postgres, mariadb, redis] => [
         membership,
@@ -83,9 +86,12 @@ conformance! {
         fencing_in_one_batch,
         reply_records_in_one_batch,
         fenced_commit_stores_no_reply,
+        fenced_commit_sets_no_reminder,
     ],
     embedded_store: [embedded] => [lease_fencing],
 }
+
+use reminder_cases::{fenced_commit_sets_no_reminder, reminders};
 
 fn put(key: &str, value: &[u8]) -> StateWrite {
     (key.to_string(), Some(value.to_vec()))
@@ -1137,6 +1143,7 @@ async fn reply_records(store: ClusterStore, env: &Env) {
         writes: vec![put("n", b"1")],
         reply: Some(record("k1", b"reply one", now_ms())),
         outbox: Vec::new(),
+        reminders: Vec::new(),
     };
     commit_turn(&store, &object, turn).await;
     assert_eq!(load(&store, &object).await, map(&[("n", b"1")]));
@@ -1151,6 +1158,7 @@ async fn reply_records(store: ClusterStore, env: &Env) {
         writes: Vec::new(),
         reply: Some(record("k2", b"", now_ms())),
         outbox: Vec::new(),
+        reminders: Vec::new(),
     };
     commit_turn(&store, &object, turn).await;
     assert_eq!(stored_reply(&store, &object, "k2").await, Some(Vec::new()));
@@ -1171,6 +1179,7 @@ async fn reply_records(store: ClusterStore, env: &Env) {
             writes: Vec::new(),
             reply: Some(record(key, format!("r{i}").as_bytes(), now_ms())),
             outbox: Vec::new(),
+            reminders: Vec::new(),
         };
         commit_turn(&store, &odd, turn).await;
     }
@@ -1215,6 +1224,7 @@ async fn reply_records_in_one_batch(store: ClusterStore, env: &Env) {
                     writes,
                     reply: Some(record("key", format!("reply {i}").as_bytes(), now_ms())),
                     outbox: Vec::new(),
+                    reminders: Vec::new(),
                 };
                 barrier.wait().await;
                 store.state.commit_turn(&object, turn, &me).await
@@ -1251,6 +1261,7 @@ async fn fenced_commit_stores_no_reply(store: ClusterStore, env: &Env) {
             writes,
             reply: Some(record("k", b"b's reply", now_ms())),
             outbox: Vec::new(),
+            reminders: Vec::new(),
         };
         match store.state.commit_turn(&object, turn, &b).await {
             Err(StorageError::Fenced { .. }) => {}
@@ -1263,6 +1274,7 @@ async fn fenced_commit_stores_no_reply(store: ClusterStore, env: &Env) {
         writes: Vec::new(),
         reply: Some(record("k", b"r", now_ms())),
         outbox: Vec::new(),
+        reminders: Vec::new(),
     };
     assert!(matches!(
         store.state.commit_turn(&unplaced, turn, &a).await,
@@ -1282,6 +1294,7 @@ async fn reply_sweep(store: ClusterStore, env: &Env) {
             writes: Vec::new(),
             reply: Some(record(key, b"old", long_ago)),
             outbox: Vec::new(),
+            reminders: Vec::new(),
         };
         commit_turn(&store, &object, turn).await;
     }
@@ -1289,6 +1302,7 @@ async fn reply_sweep(store: ClusterStore, env: &Env) {
         writes: vec![put("n", b"1")],
         reply: Some(record("new", b"new", now_ms())),
         outbox: Vec::new(),
+        reminders: Vec::new(),
     };
     commit_turn(&store, &object, turn).await;
 
@@ -1362,6 +1376,7 @@ async fn outbox(store: ClusterStore, env: &Env) {
         writes: vec![put("n", b"1")],
         reply: None,
         outbox: sent.clone(),
+        reminders: Vec::new(),
     };
     state.commit_turn(&sender, turn, &a).await.unwrap();
     let pending = state.pending_outbox(&sender).await.unwrap();
@@ -1375,6 +1390,7 @@ async fn outbox(store: ClusterStore, env: &Env) {
         writes: Vec::new(),
         reply: None,
         outbox: vec![outgoing(2, &receiver, b"stale")],
+        reminders: Vec::new(),
     };
     assert!(matches!(
         state.commit_turn(&sender, stale, &b).await,
@@ -1421,6 +1437,7 @@ async fn outbox(store: ClusterStore, env: &Env) {
         writes: Vec::new(),
         reply: None,
         outbox: vec![outgoing(2, &receiver, b"two")],
+        reminders: Vec::new(),
     };
     state.commit_turn(&sender, turn, &a).await.unwrap();
     let pending = state.pending_outbox(&sender).await.unwrap();
@@ -1473,6 +1490,7 @@ async fn lease_fencing(store: ClusterStore, env: &Env) {
             stored_at_ms: now_ms(),
         }),
         outbox: vec![outgoing(0, &env.object("Leased", "b"), b"m")],
+        reminders: Vec::new(),
     };
     assert!(matches!(
         store.state.commit_turn(&object, stale, &first).await,

@@ -304,6 +304,7 @@ impl Activation {
             &self.ctx.config.limits,
             empty_chain(),
         );
+        data.reminder_store = Some(self.ctx.effects.store().clone());
         // An intent that is not one is deleted by the next commit.
         data.intent_stored = stored_intent.map(|intent| match intent {
             Some(intent) => intent.key,

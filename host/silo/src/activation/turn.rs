@@ -26,6 +26,7 @@ fn discard(live: &mut LiveInstance) {
     data.turn.sends.clear();
     data.turn.timers.clear();
     data.turn.deactivate = false;
+    data.turn.reminders.clear();
 }
 
 impl Activation {
@@ -259,11 +260,21 @@ impl Activation {
         if !data.state.has_pending()
             && keyed_reply.is_none()
             && data.turn.sends.is_empty()
+            && data.turn.reminders.is_empty()
             && !clears_intent
         {
             return Ok(());
         }
         let now_ms = now_ms();
+        // A reminder's fire moves it on first, so that the turn's own
+        // setting of the same name (a session extended) wins.
+        let mut reminders: Vec<_> = data
+            .turn
+            .fired
+            .iter()
+            .map(|fire| fire.advance(now_ms))
+            .collect();
+        reminders.append(&mut data.turn.reminders);
         let sends = std::mem::take(&mut data.turn.sends);
         // The seqs go on from the stored outbox's; opening it also starts
         // delivering what it still holds.
@@ -296,6 +307,7 @@ impl Activation {
                 stored_at_ms: now_ms,
             }),
             outbox,
+            reminders,
         };
         self.commit_as_owner(commit)
             .await

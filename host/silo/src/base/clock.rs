@@ -42,6 +42,12 @@ pub(crate) trait Clock: Send + Sync + 'static {
 
     /// Resolves once this clock reaches `deadline`.
     fn sleep_until(&self, deadline: Instant) -> Sleep;
+
+    /// Wall time on this clock, in ms since the Unix epoch: what reminders'
+    /// due times are compared with.
+    fn now_ms(&self) -> i64 {
+        now_ms()
+    }
 }
 
 /// tokio's clock: real time.
@@ -59,13 +65,18 @@ impl Clock for SystemClock {
 
 /// A clock that moves only when [`ManualClock::advance`] says so.
 #[cfg(test)]
-pub(crate) struct ManualClock(tokio::sync::watch::Sender<Instant>);
+pub(crate) struct ManualClock(tokio::sync::watch::Sender<Instant>, Instant, i64);
 
 #[cfg(test)]
 impl ManualClock {
     /// Starts at the real now.
     pub(crate) fn new() -> Arc<ManualClock> {
-        Arc::new(ManualClock(tokio::sync::watch::channel(Instant::now()).0))
+        let start = Instant::now();
+        Arc::new(ManualClock(
+            tokio::sync::watch::channel(start).0,
+            start,
+            now_ms(),
+        ))
     }
 
     /// Moves the clock on by `by`, waking whatever sleeps until then.
@@ -88,6 +99,12 @@ impl Clock for ManualClock {
                 std::future::pending::<()>().await;
             }
         })
+    }
+
+    /// The real wall time it started at, moved on as it is.
+    fn now_ms(&self) -> i64 {
+        let moved = self.now().duration_since(self.1);
+        self.2 + i64::try_from(moved.as_millis()).unwrap_or(i64::MAX)
     }
 }
 

@@ -63,6 +63,7 @@ pub(crate) fn commit(
             stored_at_ms: now_ms,
         }),
         outbox: outbox.number(vec![message], now_ms),
+        reminders: Vec::new(),
     }
 }
 

@@ -19,6 +19,8 @@ mod v0_2 {
             // A big value is read from the store when asked for; a store
             // that fails then stops the turn.
             "rio:service/state.get": async | trappable,
+            // Listing reads the store.
+            "rio:service/reminders.get-all": async,
         },
         exports: { default: async },
     });
@@ -44,7 +46,9 @@ mod v0_1 {
 use wasmtime::component::{InstancePre, Linker};
 use wasmtime::{AsContextMut, Store};
 
-pub(crate) use v0_2::rio::service::{identity, lifecycle, log, messaging, state, timers, types};
+pub(crate) use v0_2::rio::service::{
+    identity, lifecycle, log, messaging, reminders, state, timers, types,
+};
 
 /// The 0.1.0 interfaces, which the host implements by delegating to 0.2.0.
 pub(crate) mod legacy {
@@ -63,6 +67,7 @@ where
         + v0_2::rio::service::types::Host
         + v0_2::rio::service::timers::Host
         + v0_2::rio::service::lifecycle::Host
+        + v0_2::rio::service::reminders::Host
         + v0_1::rio::service::state::Host
         + v0_1::rio::service::messaging::Host
         + v0_1::rio::service::log::Host

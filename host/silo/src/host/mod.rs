@@ -17,6 +17,8 @@ use crate::base::{Limits, ObjectKey};
 use crate::deadlock::{Deadlock, WaitEdge};
 use crate::effects::resume::Intent;
 use crate::message::{CallChain, PendingSend};
+use crate::storage::{ReminderChange, StateStore};
+use crate::time::reminders::Fire;
 use crate::time::timers::{PendingTimers, Timers};
 
 pub(crate) mod bindings;
@@ -24,6 +26,7 @@ mod identity;
 mod lifecycle;
 pub(crate) mod log;
 mod messaging;
+mod reminders;
 pub(crate) mod state;
 mod stdio;
 mod timers;
@@ -108,6 +111,10 @@ pub(crate) struct TurnScope {
     pub(crate) timers: PendingTimers,
     /// The turn asked that its object be deactivated once it commits.
     pub(crate) deactivate: bool,
+    /// Reminder changes the turn made, in order: committed with its writes.
+    pub(crate) reminders: Vec<ReminderChange>,
+    /// The reminder fire the turn handles (read from its key), if any.
+    pub(crate) fired: Option<Fire>,
 }
 
 impl TurnScope {
@@ -118,6 +125,7 @@ impl TurnScope {
         deadline: Instant,
         intent: Option<Intent>,
     ) -> TurnScope {
+        let fired = intent.as_ref().and_then(|intent| Fire::of_key(&intent.key));
         TurnScope {
             incoming_chain,
             deadline,
@@ -129,6 +137,8 @@ impl TurnScope {
             rerun: false,
             timers: PendingTimers::default(),
             deactivate: false,
+            reminders: Vec::new(),
+            fired,
         }
     }
 }
@@ -153,6 +163,9 @@ pub(crate) struct ActivationData {
     pub(crate) stderr: GuestOutput,
     /// The instance's timers: they live and end with it.
     pub(crate) timers: Timers,
+    /// Where `reminders.get-all` reads from; `None` lists nothing (a test's
+    /// instance without a store).
+    pub(crate) reminder_store: Option<Arc<dyn StateStore>>,
     wasi: WasiCtx,
     table: ResourceTable,
 }
@@ -194,6 +207,7 @@ impl ActivationData {
             log,
             stderr,
             timers: Timers::default(),
+            reminder_store: None,
             wasi,
             table: ResourceTable::new(),
         }

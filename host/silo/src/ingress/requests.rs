@@ -51,7 +51,8 @@ pub(super) fn handle_request(
             if let Err(error) = reserved::check_client_call(&call.message_type, &key) {
                 return sink.reply(id, Err(error));
             }
-            let idempotency_key = match checked_idempotency_key(call.idempotency_key.take()) {
+            let idempotency_key = match checked_idempotency_key(call.idempotency_key.take(), false)
+            {
                 Ok(idempotency_key) => idempotency_key,
                 Err(error) => return sink.reply(id, Err(error)),
             };
@@ -80,7 +81,8 @@ pub(super) fn handle_request(
             }
             let call = &mut forward.call;
             let key = ObjectKey::new(&call.service_type, &call.object_id);
-            let idempotency_key = match checked_idempotency_key(call.idempotency_key.take()) {
+            // A peer passes on the silo's own keys (a reminder's fire).
+            let idempotency_key = match checked_idempotency_key(call.idempotency_key.take(), true) {
                 Ok(idempotency_key) => idempotency_key,
                 Err(error) => return sink.reply(id, Err(error)),
             };
@@ -154,8 +156,13 @@ pub(super) fn handle_request(
     }
 }
 
-/// A call's idempotency key, if it is one the stores can index.
-fn checked_idempotency_key(key: Option<String>) -> Result<Option<Arc<str>>, ReplyError> {
+/// A call's idempotency key, if it is one the stores can index and, unless
+/// it comes `from_peer`, not one of the silo's own (a client naming a
+/// reminder's fire would run it early and hide the real one).
+fn checked_idempotency_key(
+    key: Option<String>,
+    from_peer: bool,
+) -> Result<Option<Arc<str>>, ReplyError> {
     match key {
         None => Ok(None),
         Some(key) if key.is_empty() => Err(ReplyError::BadRequest(
@@ -165,6 +172,12 @@ fn checked_idempotency_key(key: Option<String>) -> Result<Option<Arc<str>>, Repl
             "the idempotency key is {} bytes long; at most {MAX_IDEMPOTENCY_KEY_BYTES} are allowed",
             key.len()
         ))),
+        Some(key) if !from_peer && key.starts_with(crate::base::reserved::PREFIX) => {
+            Err(ReplyError::BadRequest(format!(
+                "idempotency keys starting with `{}` are reserved to the silo",
+                crate::base::reserved::PREFIX
+            )))
+        }
         Some(key) => Ok(Some(key.into())),
     }
 }

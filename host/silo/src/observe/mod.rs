@@ -29,6 +29,14 @@ pub(crate) struct Counters {
     /// was still waiting or running when they came due.
     pub(crate) timer_ticks_total: AtomicU64,
     pub(crate) timer_ticks_skipped_total: AtomicU64,
+    /// Reminder fires this silo dispatched and saw take effect; fires whose
+    /// handler failed (counted as fired, the reminder moved on); missed
+    /// times skipped (periodic reminders with the skip policy); and the sum
+    /// of the fires' lateness (dispatch time minus due time), in ms.
+    pub(crate) reminder_fires_total: AtomicU64,
+    pub(crate) reminder_fires_failed_total: AtomicU64,
+    pub(crate) reminder_fires_skipped_total: AtomicU64,
+    pub(crate) reminder_tardiness_ms_total: AtomicU64,
     /// Shared with the wire server's connections, each of which holds it.
     pub(crate) connections: Arc<ConnectionCounters>,
 }
@@ -79,6 +87,10 @@ impl Counters {
             replies_dropped_unread: read(&connections.replies_dropped_unread),
             timer_ticks_total: read(&self.timer_ticks_total),
             timer_ticks_skipped_total: read(&self.timer_ticks_skipped_total),
+            reminder_fires_total: read(&self.reminder_fires_total),
+            reminder_fires_failed_total: read(&self.reminder_fires_failed_total),
+            reminder_fires_skipped_total: read(&self.reminder_fires_skipped_total),
+            reminder_tardiness_ms_total: read(&self.reminder_tardiness_ms_total),
         }
     }
 }

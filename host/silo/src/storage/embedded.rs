@@ -381,6 +381,7 @@ mod tests {
                 stored_at_ms: 200,
             }),
             outbox: Vec::new(),
+            reminders: Vec::new(),
         };
         store.commit_turn(&object, turn, &process(1)).await.unwrap();
         assert_eq!(store.read_value(&object, "n").await.unwrap(), Some(vec![8]));
@@ -404,7 +405,11 @@ mod tests {
         .unwrap();
         assert_eq!(
             indexes,
-            ["rio_dead_letters_by_receiver", "rio_replies_by_age"]
+            [
+                "rio_dead_letters_by_receiver",
+                "rio_reminders_by_due",
+                "rio_replies_by_age"
+            ]
         );
         let earlier: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM sqlite_master WHERE name LIKE 'earlier_%' OR name = 'lease'",

@@ -29,12 +29,14 @@ pub mod embedded;
 pub mod membership;
 pub mod placement;
 pub mod redis;
+pub mod reminders;
 pub mod sql;
 
 pub use membership::{Member, MembershipStore, SiloId, SiloStatus};
 
 pub use crate::config::SqliteDurability;
 pub use placement::PlacementStore;
+pub use reminders::{DueReminder, Missed, Reminder, ReminderChange, ShardSlice};
 
 /// Why the store failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -138,9 +140,10 @@ pub struct DeadLetter {
 
 /// Everything one turn commits, in one transaction.
 ///
-/// A later effect that must happen exactly when the turn's writes do (a
-/// publish to a topic, a reminder) becomes one more field here, stored by
-/// every backend in the same transaction as `writes`.
+/// An effect that must happen exactly when the turn's writes do (a
+/// message sent, a reminder set, later a publish to a topic) is one more
+/// field here, stored by every backend in the same transaction as
+/// `writes`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Commit {
     /// Changes to the object's state.
@@ -150,12 +153,17 @@ pub struct Commit {
     /// The messages the turn sent one way, by seq; the store also records
     /// the seq after the last as the sender's next.
     pub outbox: Vec<Outgoing>,
+    /// The turn's changes to its object's reminders, in order.
+    pub reminders: Vec<ReminderChange>,
 }
 
 impl Commit {
     /// Nothing to store.
     pub fn is_empty(&self) -> bool {
-        self.writes.is_empty() && self.reply.is_none() && self.outbox.is_empty()
+        self.writes.is_empty()
+            && self.reply.is_none()
+            && self.outbox.is_empty()
+            && self.reminders.is_empty()
     }
 
     /// About how many bytes it writes: keys, values, reply and messages.
@@ -174,7 +182,8 @@ impl Commit {
             .iter()
             .map(|message| message.payload.len() + message.message_type.len())
             .sum();
-        writes + reply + outbox
+        let reminders: usize = self.reminders.iter().map(ReminderChange::bytes).sum();
+        writes + reply + outbox + reminders
     }
 }
 
@@ -347,6 +356,31 @@ pub trait StateStore: Send + Sync + 'static {
     /// declares another dead); Redis keeps a set, updated by commits that
     /// write that key.
     async fn interrupted_objects(&self, limit: usize) -> Result<Vec<ObjectKey>, StorageError>;
+    /// `object`'s reminders, by name.
+    async fn reminders_of(
+        &self,
+        object: &ObjectKey,
+    ) -> Result<Vec<(String, Reminder)>, StorageError>;
+    /// At most `limit` reminders of the shards in `slice` due from
+    /// `from_ms` to `due_by_ms` (both included), earliest first: read from
+    /// the index by due time, never by scanning them all.
+    async fn due_reminders(
+        &self,
+        slice: ShardSlice,
+        from_ms: i64,
+        due_by_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<DueReminder>, StorageError>;
+    /// Applies a [`ReminderChange::Advance`] outside a turn (a fire whose
+    /// handler failed, or a missed time skipped): compare and set on the
+    /// due time, so a reminder replaced meanwhile stays as it is.
+    async fn advance_reminder(
+        &self,
+        object: &ObjectKey,
+        name: &str,
+        fired_due_ms: i64,
+        next_due_ms: Option<i64>,
+    ) -> Result<(), StorageError>;
 }
 
 /// Component bytes (content-addressed) and which type names point at them.

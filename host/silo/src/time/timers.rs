@@ -71,23 +71,9 @@ impl TimerSpec {
     }
 }
 
-/// Checks a timer's name: not empty, not reserved, not too long.
+/// Checks a timer's name (see [`super::check_name`]).
 pub(crate) fn check_name(name: &str) -> Result<(), String> {
-    if name.is_empty() {
-        return Err("a timer's name must not be empty".to_string());
-    }
-    if name.len() > MAX_NAME_BYTES {
-        return Err(format!(
-            "a timer's name may be at most {MAX_NAME_BYTES} bytes (this one has {})",
-            name.len()
-        ));
-    }
-    if name.starts_with(PREFIX) {
-        return Err(format!(
-            "timer names starting with `{PREFIX}` are reserved to the silo"
-        ));
-    }
-    Ok(())
+    super::check_name("timer", name, MAX_NAME_BYTES)
 }
 
 /// One turn's changes, by name: the last one per name wins (`None`

@@ -22,6 +22,8 @@
 //! | `rio:outbox-senders`                    | set        | the outbox keys that hold messages                     |
 //! | `rio:dead-letters:{receiver type}`      | sorted set | refused messages (CBOR, with the reason), scored by ms |
 //! | `rio:dead-letter-types`                 | set        | the receiver types that have dead letters              |
+//! | `rio:reminders:{len(type)}:{type}:{id}` | hash       | one object's reminders: name → reminder (CBOR, without its due time) |
+//! | `rio:reminders-due:{shard}`             | sorted set | `{len(hash key)}:{hash key}{name}`, scored by its due time in ms |
 //!
 //! `len(type)` is the type's length in bytes: types and ids may contain `:`,
 //! and without it `("a:b", "c")` and `("a", "b:c")` would share a key. Keys
@@ -57,6 +59,7 @@ mod components;
 mod membership;
 mod outbox;
 mod placement;
+mod reminders;
 mod replies;
 mod state;
 #[cfg(test)]

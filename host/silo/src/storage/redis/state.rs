@@ -12,10 +12,11 @@ use redis::Script;
 
 use super::placement::placement_key;
 use super::replies::{self, REPLY_AGES, replies_key};
-use super::{RedisStore, backend, object_key, object_of_key, outbox, parsing};
+use super::{RedisStore, backend, object_key, object_of_key, outbox, parsing, reminders};
 use crate::base::ObjectKey;
 use crate::storage::{
-    Commit, DeadLetter, PendingOutbox, SiloId, StateStore, StorageError, StoredEntry,
+    Commit, DeadLetter, DueReminder, PendingOutbox, Reminder, ShardSlice, SiloId, StateStore,
+    StorageError, StoredEntry,
 };
 
 /// The state hashes that hold an interrupted keyed turn (see `resume`).
@@ -35,12 +36,14 @@ fn state_key(object: &ObjectKey) -> String {
 /// in `KEYS[4]`, in the same script as the writes. Next comes the number of
 /// messages the turn sent, then seq and message pairs for the outbox hash
 /// `KEYS[5]` and the sender's next seq (kept in `KEYS[7]`; the outbox joins
-/// the senders set `KEYS[6]`), and only then the fields to set. A commit
-/// that writes the interrupted-turn intent passes the set `KEYS[8]`, which
+/// the senders set `KEYS[6]`), then the turn's reminder changes (see
+/// `reminders::CHANGES_LUA`, on the object's reminders `KEYS[8]` and its
+/// shard's due set `KEYS[9]`), and only then the fields to set. A commit
+/// that writes the interrupted-turn intent passes the set `KEYS[10]`, which
 /// then lists the state hash exactly while it holds an intent.
 static COMMIT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
+    Script::new(&format!(
+        r"{advance}
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
 local first_set = 4
 if ARGV[3] == '1' then
@@ -59,6 +62,7 @@ if sent > 0 then
   redis.call('SADD', KEYS[6], KEYS[5])
   first_set = first_set + 1
 end
+{changes}
 -- unpack has a stack limit of a few thousand values: go in slices.
 local first_delete = first_set + 2 * tonumber(ARGV[2])
 for i = first_set, first_delete - 1, 1000 do
@@ -67,16 +71,18 @@ end
 for i = first_delete, #ARGV, 1000 do
   redis.call('HDEL', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
 end
-if KEYS[8] then
+if KEYS[10] then
   if redis.call('HEXISTS', KEYS[1], 'rio:interrupted-turn') == 1 then
-    redis.call('SADD', KEYS[8], KEYS[1])
+    redis.call('SADD', KEYS[10], KEYS[1])
   else
-    redis.call('SREM', KEYS[8], KEYS[1])
+    redis.call('SREM', KEYS[10], KEYS[1])
   end
 end
 return 1
 ",
-    )
+        advance = reminders::ADVANCE_LUA,
+        changes = reminders::CHANGES_LUA,
+    ))
 });
 
 /// The fields of the state hash `KEYS[1]`, each with its value's length
@@ -188,7 +194,9 @@ impl StateStore for RedisStore {
             .key(REPLY_AGES)
             .key(outbox::outbox_key(object))
             .key(outbox::SENDERS)
-            .key(outbox::NEXT_SEQ);
+            .key(outbox::NEXT_SEQ)
+            .key(reminders::reminders_key(object))
+            .key(reminders::due_key_of(object));
         if writes_intent {
             invocation.key(INTERRUPTED);
         }
@@ -210,6 +218,7 @@ impl StateStore for RedisStore {
         if let Some(last) = commit.outbox.last() {
             invocation.arg(last.seq + 1);
         }
+        reminders::add_changes(&mut invocation, &commit.reminders);
         for (field, value) in sets {
             invocation.arg(field).arg(value);
         }
@@ -275,5 +284,32 @@ impl StateStore for RedisStore {
             .await
             .map_err(backend)?;
         keys.iter().map(|key| object_of_key("state", key)).collect()
+    }
+
+    async fn reminders_of(
+        &self,
+        object: &ObjectKey,
+    ) -> Result<Vec<(String, Reminder)>, StorageError> {
+        self.reminders_of_object(object).await
+    }
+
+    async fn due_reminders(
+        &self,
+        slice: ShardSlice,
+        from_ms: i64,
+        due_by_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<DueReminder>, StorageError> {
+        self.due(slice, from_ms, due_by_ms, limit).await
+    }
+
+    async fn advance_reminder(
+        &self,
+        object: &ObjectKey,
+        name: &str,
+        fired_due_ms: i64,
+        next_due_ms: Option<i64>,
+    ) -> Result<(), StorageError> {
+        self.advance(object, name, fired_due_ms, next_due_ms).await
     }
 }

@@ -320,7 +320,33 @@ impl Dialect {
                 generation BIGINT NOT NULL
             ){table_options}"
         )];
-        vec![first, replies, outbox, lease]
+        // Durable reminders, one row per object and name; the silos scan
+        // the index by due time for what is due (see `storage::reminders`).
+        let due_index = match self {
+            Dialect::MySql => ",\n INDEX rio_reminders_by_due (due_ms)".to_string(),
+            _ => String::new(),
+        };
+        let mut reminders = vec![format!(
+            "CREATE TABLE IF NOT EXISTS rio_reminders (
+                service_type {short} NOT NULL,
+                object_id {long} NOT NULL,
+                name {long} NOT NULL,
+                shard BIGINT NOT NULL,
+                due_ms BIGINT NOT NULL,
+                every_ms BIGINT,
+                missed BIGINT NOT NULL,
+                message_type {long} NOT NULL,
+                payload {blob} NOT NULL,
+                PRIMARY KEY (service_type, object_id, name){due_index}
+            ){table_options}"
+        )];
+        if self != Dialect::MySql {
+            reminders.push(
+                "CREATE INDEX IF NOT EXISTS rio_reminders_by_due ON rio_reminders (due_ms)"
+                    .to_string(),
+            );
+        }
+        vec![first, replies, outbox, lease, reminders]
     }
 }
 

@@ -14,12 +14,14 @@
 //! - `membership`: silos, heartbeats, suspicions.
 //! - `placement`: object → owner, by insert-if-absent and compare-and-set.
 //! - `outbox`: one-way messages waiting for delivery, and dead letters.
+//! - `reminders`: durable reminders, scanned by due time.
 
 mod components;
 pub(crate) mod dialect;
 mod membership;
 mod outbox;
 mod placement;
+mod reminders;
 mod replies;
 mod state;
 

@@ -21,8 +21,8 @@ use super::replies::PendingLookup;
 use super::{Fencing, SqlStore, backend};
 use crate::base::ObjectKey;
 use crate::storage::{
-    Commit, DeadLetter, PendingOutbox, ReplyRecord, SiloId, StateStore, StorageError, StoredEntry,
-    gather_batch, stored_entries,
+    Commit, DeadLetter, DueReminder, PendingOutbox, Reminder, ReminderChange, ReplyRecord,
+    ShardSlice, SiloId, StateStore, StorageError, StoredEntry, gather_batch, stored_entries,
 };
 
 pub(crate) struct PendingCommit {
@@ -252,6 +252,13 @@ async fn write_batch(
             &commit.commit.outbox,
         )
         .await?;
+        super::reminders::write(
+            &mut transaction,
+            dialect,
+            &commit.object,
+            &commit.commit.reminders,
+        )
+        .await?;
     }
     for (sender, seq) in delivered {
         super::outbox::delete(&mut transaction, dialect, sender, *seq).await?;
@@ -457,5 +464,37 @@ impl StateStore for SqlStore {
                 Ok(ObjectKey::new(&service_type, &object_id))
             })
             .collect()
+    }
+
+    async fn reminders_of(
+        &self,
+        object: &ObjectKey,
+    ) -> Result<Vec<(String, Reminder)>, StorageError> {
+        super::reminders::of_object(&self.pool, self.dialect, object).await
+    }
+
+    async fn due_reminders(
+        &self,
+        slice: ShardSlice,
+        from_ms: i64,
+        due_by_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<DueReminder>, StorageError> {
+        super::reminders::due(&self.pool, self.dialect, slice, from_ms, due_by_ms, limit).await
+    }
+
+    async fn advance_reminder(
+        &self,
+        object: &ObjectKey,
+        name: &str,
+        fired_due_ms: i64,
+        next_due_ms: Option<i64>,
+    ) -> Result<(), StorageError> {
+        let change = ReminderChange::Advance {
+            name: name.to_string(),
+            fired_due_ms,
+            next_due_ms,
+        };
+        super::reminders::apply(&self.pool, self.dialect, object, &change).await
     }
 }

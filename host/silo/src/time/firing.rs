@@ -1,0 +1,250 @@
+//! The reminder scan: every [`SCAN_INTERVAL`] a silo reads, from the
+//! store's index by due time, the reminders of its shards that are due,
+//! and fires each as a keyed call to its object (activated here or on its
+//! owner like any message). The call's key names the fire (see
+//! `reminders::fire_key`), so a fire delivered twice (a scan after a
+//! failover, two silos that briefly both hold a shard) runs once, and the
+//! commit of its turn moves the reminder on.
+//!
+//! A periodic reminder found a whole period late with the skip policy is
+//! moved on without firing. A fire whose handler fails (its error, a
+//! trap, an undeployed type) counts as fired: the scan moves the reminder
+//! on itself, so a failing handler is not called again and again for the
+//! same time. A fire that could not run (`unavailable`, `timeout`, …) is
+//! left due and tried again a moment later.
+//!
+//! Which shards a silo scans is a function given by the silo (its place
+//! among the active silos), so this module knows nothing of the cluster.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rio_protocol::ReplyError;
+use tokio::sync::{oneshot, watch};
+use tokio_util::task::TaskTracker;
+
+use super::reminders::fire_key;
+use crate::base::ObjectKey;
+use crate::base::clock::Clock;
+use crate::base::log_summary::LogSummary;
+use crate::message::{Dispatch, Envelope, ReplyTo, empty_chain};
+use crate::observe::Counters;
+use crate::storage::{DueReminder, ShardSlice, StateStore};
+
+/// How often a silo looks for due reminders: a fire is at most about this
+/// late in steady state.
+pub(crate) const SCAN_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Reminders one page of a scan reads.
+const PAGE: usize = 1000;
+
+/// Fires in flight at most; past it the scan waits for some to end.
+const MAX_IN_FLIGHT: usize = 10_000;
+
+/// How long a fire that could not run waits before the next try.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+static FAILED_FIRES: LogSummary = LogSummary::new();
+static UNFINISHED_FIRES: LogSummary = LogSummary::new();
+static FAILED_SCANS: LogSummary = LogSummary::new();
+
+/// Which shards this silo fires, asked at each scan.
+pub(crate) type Slice = Arc<dyn Fn() -> Option<ShardSlice> + Send + Sync>;
+
+/// What the scan needs of the silo.
+pub(crate) struct Firing {
+    pub(crate) store: Arc<dyn StateStore>,
+    pub(crate) dispatch: Arc<dyn Dispatch>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) counters: Arc<Counters>,
+    pub(crate) tasks: TaskTracker,
+    /// `None` while this silo holds no shard (not joined yet).
+    pub(crate) slice: Slice,
+    /// How long a fire's turn may take, which its call waits for.
+    pub(crate) turn_deadline: Duration,
+    /// The fires in flight: (object, name) → the due time fired.
+    in_flight: Arc<Mutex<HashMap<(ObjectKey, String), i64>>>,
+}
+
+impl Firing {
+    pub(crate) fn new(
+        store: Arc<dyn StateStore>,
+        dispatch: Arc<dyn Dispatch>,
+        clock: Arc<dyn Clock>,
+        counters: Arc<Counters>,
+        tasks: TaskTracker,
+        slice: Slice,
+        turn_deadline: Duration,
+    ) -> Arc<Firing> {
+        Arc::new(Firing {
+            store,
+            dispatch,
+            clock,
+            counters,
+            tasks,
+            slice,
+            turn_deadline,
+            in_flight: Arc::default(),
+        })
+    }
+
+    /// Scans every [`SCAN_INTERVAL`] until `stopping` turns true.
+    pub(crate) async fn run(self: Arc<Firing>, mut stopping: watch::Receiver<bool>) {
+        loop {
+            let next = self.clock.now() + SCAN_INTERVAL;
+            tokio::select! {
+                _ = stopping.wait_for(|stop| *stop) => return,
+                () = self.clock.sleep_until(next) => {}
+            }
+            self.scan().await;
+        }
+    }
+
+    /// Fires what is due now in this silo's shards, page by page.
+    pub(crate) async fn scan(self: &Arc<Firing>) {
+        let Some(slice) = (self.slice)() else { return };
+        let now_ms = self.clock.now_ms();
+        let mut from_ms = i64::MIN;
+        loop {
+            let page = match self.store.due_reminders(slice, from_ms, now_ms, PAGE).await {
+                Ok(page) => page,
+                Err(error) => {
+                    if let Some(count) = FAILED_SCANS.note() {
+                        tracing::warn!(%error, count, "cannot read the due reminders; the next scan tries again");
+                    }
+                    return;
+                }
+            };
+            let full = page.len() == PAGE;
+            let last_due = page.last().map(|due| due.reminder.due_ms);
+            for due in page {
+                self.fire(due, now_ms).await;
+            }
+            if !full || self.in_flight_count() >= MAX_IN_FLIGHT {
+                return;
+            }
+            // The next page starts at the last due time (its ties are
+            // skipped as in flight); past it if the page was all one time.
+            let last_due = last_due.unwrap_or(now_ms);
+            from_ms = if last_due == from_ms {
+                last_due + 1
+            } else {
+                last_due
+            };
+        }
+    }
+
+    fn in_flight_count(&self) -> usize {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
+
+    /// Fires `due`, found at `now_ms`, unless it is in flight or skips.
+    async fn fire(self: &Arc<Firing>, due: DueReminder, now_ms: i64) {
+        let slot = (due.object.clone(), due.name.clone());
+        let due_ms = due.reminder.due_ms;
+        {
+            let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+            if in_flight.get(&slot) == Some(&due_ms) || in_flight.len() >= MAX_IN_FLIGHT {
+                return;
+            }
+            if !due.reminder.skips_at(now_ms) {
+                in_flight.insert(slot.clone(), due_ms);
+            }
+        }
+        if due.reminder.skips_at(now_ms) {
+            let next = due.reminder.next_after(now_ms);
+            self.counters
+                .reminder_fires_skipped_total
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::info!(object = %due.object, reminder = %due.name, due_ms, ?next, "a periodic reminder missed its time by a period or more; skipped to its next");
+            self.move_on(&due, next).await;
+            return;
+        }
+        let (reply, replied) = oneshot::channel();
+        let wait = self.turn_deadline * 2;
+        let mut envelope = Envelope::new(
+            due.reminder.message_type.clone(),
+            due.reminder.payload.clone(),
+            empty_chain(),
+            ReplyTo::Caller(reply),
+            tokio::time::Instant::now() + wait,
+        );
+        let key = fire_key(&due.name, due_ms, due.reminder.every_ms);
+        envelope.idempotency_key = Some(key.into());
+        self.counters.reminder_tardiness_ms_total.fetch_add(
+            u64::try_from(now_ms - due_ms).unwrap_or(0),
+            Ordering::Relaxed,
+        );
+        self.dispatch.dispatch(due.object.clone(), envelope);
+        let firing = self.clone();
+        self.tasks.spawn(async move {
+            let outcome = tokio::time::timeout(wait + Duration::from_secs(1), replied).await;
+            let outcome = match outcome {
+                Ok(Ok(outcome)) => outcome,
+                Ok(Err(_)) => Err(ReplyError::Unavailable("the fire was dropped".into())),
+                Err(_) => Err(ReplyError::Timeout("no answer to the fire in time".into())),
+            };
+            firing.settle(due, slot, outcome).await;
+        });
+    }
+
+    /// What a fire's answer means for its reminder.
+    async fn settle(
+        &self,
+        due: DueReminder,
+        slot: (ObjectKey, String),
+        outcome: Result<Vec<u8>, ReplyError>,
+    ) {
+        let counters = &self.counters;
+        match outcome {
+            Ok(_) => {
+                counters
+                    .reminder_fires_total
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            Err(
+                error @ (ReplyError::Guest { .. }
+                | ReplyError::Trap(_)
+                | ReplyError::UnknownType { .. }
+                | ReplyError::UnknownMessage { .. }
+                | ReplyError::BadRequest(_)
+                | ReplyError::InvalidComponent(_)),
+            ) => {
+                counters
+                    .reminder_fires_failed_total
+                    .fetch_add(1, Ordering::Relaxed);
+                if let Some(count) = FAILED_FIRES.note() {
+                    tracing::warn!(object = %due.object, reminder = %due.name, %error, count, "a reminder's fire failed; it counts as fired and the reminder goes on");
+                }
+                let next = due.reminder.next_after(self.clock.now_ms());
+                self.move_on(&due, next).await;
+            }
+            Err(error) => {
+                if let Some(count) = UNFINISHED_FIRES.note() {
+                    tracing::info!(object = %due.object, reminder = %due.name, %error, count, "a reminder's fire did not run; it is tried again");
+                }
+                self.clock.sleep_until(self.clock.now() + RETRY_AFTER).await;
+            }
+        }
+        let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        if in_flight.get(&slot) == Some(&due.reminder.due_ms) {
+            in_flight.remove(&slot);
+        }
+    }
+
+    /// Moves `due` on to `next` (or ends it) outside a turn.
+    async fn move_on(&self, due: &DueReminder, next: Option<i64>) {
+        let result = self
+            .store
+            .advance_reminder(&due.object, &due.name, due.reminder.due_ms, next)
+            .await;
+        if let Err(error) = result {
+            tracing::warn!(object = %due.object, reminder = %due.name, %error, "cannot move a reminder on; the next scan finds it again");
+        }
+    }
+}
