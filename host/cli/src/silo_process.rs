@@ -45,7 +45,12 @@ impl SiloProcess {
             .args(["silo", "--listen", listen, "--data"])
             .arg(data_dir)
             .args(flags)
-            .env("RIO_LOG", "warn")
+            // Warnings and errors, unless `RIO_SILO_LOG` asks for more
+            // (e.g. `info` to see a test's silos at work).
+            .env(
+                "RIO_LOG",
+                std::env::var("RIO_SILO_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(stderr)
             .spawn()

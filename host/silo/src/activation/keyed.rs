@@ -8,7 +8,7 @@ use tokio::time::Instant;
 
 use super::{Activation, Hook, LiveInstance};
 use crate::base::reserved::INTENT_KEY;
-use crate::effects::resume::{self, Intent, Interrupted, RESUME_ATTEMPTS};
+use crate::effects::resume::{self, Intent, Interrupted, NOT_RUN, RESUME_ATTEMPTS};
 use crate::message::empty_chain;
 use crate::storage::Commit;
 
@@ -150,7 +150,7 @@ impl Activation {
     /// times, is unfinished.
     pub(super) fn unfinished(&self, attempts: u32, why: &str) -> ReplyError {
         ReplyError::Unavailable(format!(
-            "{} is finishing an interrupted keyed turn first (attempt {attempts}, at least {RESUME_ATTEMPTS} are made: {why}); nothing of this message ran, retry it",
+            "{} is finishing an interrupted keyed turn first (attempt {attempts}, at least {RESUME_ATTEMPTS} are made: {why}); {NOT_RUN}, retry it",
             self.key
         ))
     }
@@ -170,10 +170,15 @@ impl Activation {
             // It never called out, or the object's new owner finishes it.
             return;
         }
-        let ends = match self.rerunning {
-            true => resume::ends_a_rerun(error),
-            false => resume::ends_the_turn(error),
-        };
+        // A first attempt whose every call was refused unrun did nothing
+        // anywhere: it ends, rather than make this object refuse others
+        // until a rerun (which, met by the same refusals, spread).
+        let nothing_ran = !self.rerunning && !data.turn.calls_may_have_run;
+        let ends = nothing_ran
+            || match self.rerunning {
+                true => resume::ends_a_rerun(error),
+                false => resume::ends_the_turn(error),
+            };
         if ends {
             if self.forget_intent().await {
                 live.store.data_mut().intent_stored = None;

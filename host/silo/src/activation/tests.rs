@@ -524,3 +524,38 @@ async fn an_interrupted_keyed_turn_runs_again_before_the_next_message() {
         "and runs nothing"
     );
 }
+
+/// A keyed turn whose every call was refused before it ran (the callee
+/// finishing an interrupted turn of its own) did nothing anywhere: it ends
+/// with its error instead of becoming interrupted, so its object does not
+/// refuse others meanwhile (which, met by the same refusals, spread).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyed_turn_whose_calls_were_refused_unrun_is_not_interrupted() {
+    let harness = Harness::new().await;
+    harness
+        .call("a", "increment", json!({"by": 10}), None)
+        .await
+        .unwrap();
+    harness.answer_calls(|_, _| {
+        Err(ReplyError::Unavailable(format!(
+            "Counter/b is finishing an interrupted keyed turn first; {}, retry it",
+            crate::effects::resume::NOT_RUN
+        )))
+    });
+    let moved = harness
+        .call(
+            "a",
+            "move-slowly",
+            json!({"target": "b", "by": 4, "millis": 0}),
+            Some("move-1"),
+        )
+        .await;
+    assert!(moved.is_err(), "{moved:?}");
+    assert!(
+        !harness.stored("a").await.contains(&INTENT_KEY.to_string()),
+        "no intent is left to run again"
+    );
+    // The next message runs at once, on the state before the move.
+    let after = harness.call("a", "increment", json!({"by": 1}), None).await;
+    assert_eq!(after.unwrap(), json!({"value": 11}));
+}

@@ -129,6 +129,31 @@ impl Interrupted {
 /// a caller that retries gets the rerun's reply. Everything else told the
 /// caller that the turn did not happen (the guest's own errors, traps,
 /// `deadlock`, `overloaded`), so it must not happen later either.
+/// What a refusal that ran nothing of a message says (an object finishing
+/// an interrupted keyed turn first); [`surely_not_run`] reads it back, also
+/// from another silo's answer.
+pub(crate) const NOT_RUN: &str = "nothing of this message ran";
+
+/// Whether a call answered `error` surely ran nothing at the callee: it
+/// was refused before it started (a deadlock or cycle, a full mailbox, an
+/// unknown type or message, a bad request, an object finishing an
+/// interrupted turn first). A keyed turn whose every call was such needs no
+/// rerun when it fails: nothing of it happened anywhere.
+pub(crate) fn surely_not_run(error: &ReplyError) -> bool {
+    match error {
+        ReplyError::Deadlock(_)
+        | ReplyError::Cycle(_)
+        | ReplyError::Overloaded(_)
+        | ReplyError::UnknownType { .. }
+        | ReplyError::UnknownMessage { .. }
+        | ReplyError::BadRequest(_)
+        | ReplyError::InvalidComponent(_)
+        | ReplyError::Unauthorized(_) => true,
+        ReplyError::Unavailable(message) => message.contains(NOT_RUN),
+        _ => false,
+    }
+}
+
 pub(crate) fn ends_the_turn(error: &ReplyError) -> bool {
     !matches!(error.kind(), "unavailable" | "timeout" | "internal")
 }

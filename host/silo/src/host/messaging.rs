@@ -14,6 +14,7 @@ use super::{ActivationData, TurnCall};
 use crate::base::{ObjectKey, reserved};
 use crate::deadlock::Deadlock;
 use crate::effects::idempotency::derived_key;
+use crate::effects::resume::{NOT_RUN, surely_not_run};
 use crate::message::PendingSend;
 
 impl Host for ActivationData {
@@ -169,7 +170,16 @@ impl ActivationData {
             idempotency_key,
             from_rerun: self.turn.rerun,
         };
+        // Taken as run until its answer says otherwise: a turn stopped at
+        // its deadline while the call is out cannot know.
+        let may_have_run = self.turn.calls_may_have_run;
+        self.turn.calls_may_have_run = true;
         let result = self.messenger.clone().call(call, waiting.as_ref()).await;
+        if let Err(error) = &result
+            && surely_not_run(error)
+        {
+            self.turn.calls_may_have_run = may_have_run;
+        }
         if let Err(error @ ReplyError::UnknownMessage { .. }) = &result {
             self.turn.callee_unknown_message = Some(error.clone());
         }
@@ -193,7 +203,7 @@ impl ActivationData {
             Some(stored) if !stored.is_empty() => {
                 return Err(ReplyError::Unavailable(format!(
                     "{} is finishing an interrupted keyed turn; a turn let in before it cannot call \
-                     other objects (nothing of this call ran; retry it)",
+                     other objects ({NOT_RUN}; retry it)",
                     self.key
                 )));
             }

@@ -99,6 +99,9 @@ pub(crate) struct TurnScope {
     pub(crate) key: Option<Arc<str>>,
     /// Calls the turn has made so far (the next call's position).
     pub(crate) calls_made: u32,
+    /// Whether any call of the turn may have run at its callee (one whose
+    /// answer is not a refusal that ran nothing, or that is still out).
+    pub(crate) calls_may_have_run: bool,
     /// The turn's request, if it runs under an idempotency key: stored
     /// before its first call (see `effects::resume`).
     pub(crate) intent: Option<Intent>,
@@ -132,6 +135,7 @@ impl TurnScope {
             callee_unknown_message: None,
             key: intent.as_ref().map(|intent| intent.key.clone()),
             calls_made: 0,
+            calls_may_have_run: false,
             intent,
             sends: Vec::new(),
             rerun: false,
