@@ -8,6 +8,7 @@ import { write as hostLog } from "rio:service/log@0.2.0";
 import { current } from "rio:service/identity@0.2.0";
 import { set as hostSetTimer, cancel as hostCancelTimer } from "rio:service/timers@0.2.0";
 import { deactivate as hostDeactivate } from "rio:service/lifecycle@0.2.0";
+import * as hostReminders from "rio:service/reminders@0.2.0";
 
 import { decode, encode } from "./codec.js";
 import { Abort, RioError, asHandlerError } from "./errors.js";
@@ -133,10 +134,80 @@ export const timers = {
 function millis(value, what) {
   const number = typeof value === "bigint" ? Number(value) : value;
   if (typeof number !== "number" || !Number.isFinite(number) || number < 0) {
-    throw new RioError("internal", `a timer's \`${what}\` must be a number of milliseconds, not ${show(value)}`);
+    throw new RioError("internal", `\`${what}\` must be a number of milliseconds, not ${show(value)}`);
   }
   return BigInt(Math.round(number));
 }
+
+/**
+ * Reminders: durable messages this object has the silo deliver to itself at
+ * a time, once or periodically, even when it is not active or its silo
+ * died. Stored with the commit of the turn that sets them (a turn that
+ * fails sets nothing); each fire runs once in effect, and its commit moves
+ * a periodic reminder on to its next time and removes a one-shot one.
+ *
+ *   reminders.set("expire", "expire", {}, { afterMs: 30 * 60 * 1000 });
+ *   reminders.set("report", "report", {}, { everyMs: 3600000, fireOnceWhenMissed: true });
+ *
+ * In the handler, `reminders.fired()` is `{ name, dueMs }` of the fire.
+ */
+export const reminders = {
+  set(name, messageType, message = {}, { afterMs, atMs, everyMs, fireOnceWhenMissed = false } = {}) {
+    if (afterMs === undefined && atMs === undefined && everyMs === undefined) {
+      throw new RioError("internal", `reminder \`${name}\` needs \`afterMs\`, \`atMs\` or \`everyMs\``);
+    }
+    const every = everyMs === undefined ? undefined : millis(everyMs, "everyMs");
+    let dueMs;
+    if (atMs !== undefined) {
+      dueMs = millis(atMs, "atMs");
+    } else {
+      dueMs = hostReminders.nowMs() + (afterMs === undefined ? every : millis(afterMs, "afterMs"));
+    }
+    const reminder = {
+      dueMs,
+      everyMs: every,
+      missed: fireOnceWhenMissed ? "fire-once" : "skip",
+      messageType,
+      payload: encode(message ?? {}),
+    };
+    try {
+      hostReminders.set(name, reminder);
+    } catch (thrown) {
+      throw callFailure(thrown);
+    }
+  },
+  /** Removes the reminder `name` once this turn commits; none is no error. */
+  cancel(name) {
+    hostReminders.cancel(name);
+  },
+  /**
+   * This object's reminders as stored, by name: `{ name, dueMs, everyMs,
+   * messageType }` (this turn's own changes are not in it until it commits).
+   */
+  list() {
+    let listed;
+    try {
+      listed = hostReminders.getAll();
+    } catch (thrown) {
+      throw callFailure(thrown);
+    }
+    return listed.map(([name, reminder]) => ({
+      name,
+      dueMs: Number(reminder.dueMs),
+      everyMs: reminder.everyMs === undefined ? undefined : Number(reminder.everyMs),
+      messageType: reminder.messageType,
+    }));
+  },
+  /** `{ name, dueMs }` of the fire this turn handles, or undefined. */
+  fired() {
+    const fire = hostReminders.fired();
+    return fire === undefined ? undefined : { name: fire.name, dueMs: Number(fire.dueMs) };
+  },
+  /** The silo's clock, in milliseconds since the Unix epoch. */
+  nowMs() {
+    return Number(hostReminders.nowMs());
+  },
+};
 
 /** This object's own lifecycle. */
 export const lifecycle = {

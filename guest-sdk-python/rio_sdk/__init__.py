@@ -16,13 +16,14 @@ per message type; the SDK does the CBOR and the WIT glue.
             state.save("value", value)
             return {"value": value}
 
-`timers` delivers messages to the object itself later, `lifecycle.deactivate()`
-ends its activation once the turn commits.
+`timers` delivers messages to the object itself later while it is active,
+`reminders` durably (across restarts and failovers), and
+`lifecycle.deactivate()` ends its activation once the turn commits.
 
 `rio build FOLDER` turns the folder holding `app.py` into a component.
 """
 
-from . import identity, lifecycle, log, state, timers
+from . import identity, lifecycle, log, reminders, state, timers
 from ._call import call, send
 from ._errors import RioError
 from ._service import handler, service
@@ -37,5 +38,6 @@ __all__ = [
     "log",
     "identity",
     "timers",
+    "reminders",
     "lifecycle",
 ]

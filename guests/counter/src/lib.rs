@@ -312,7 +312,11 @@ fn deactivate(message: Deactivate) -> Result<Sent, Error> {
 #[derive(Deserialize)]
 struct Remind {
     name: String,
+    #[serde(default)]
     after_ms: u64,
+    /// Due at this time (ms since the epoch) instead of `after_ms`.
+    #[serde(default)]
+    at_ms: Option<u64>,
     #[serde(default)]
     every_ms: Option<u64>,
     #[serde(default)]
@@ -325,7 +329,10 @@ fn remind(message: Remind) -> Result<Sent, Error> {
     let after = std::time::Duration::from_millis(message.after_ms);
     let mut reminder = match message.every_ms {
         Some(every) => Reminder::every(std::time::Duration::from_millis(every)).first_after(after),
-        None => Reminder::after(after),
+        None => match message.at_ms {
+            Some(at_ms) => Reminder::at_ms(at_ms),
+            None => Reminder::after(after),
+        },
     };
     if message.fire_once_when_missed {
         reminder = reminder.fire_once_when_missed();

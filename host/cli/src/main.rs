@@ -19,6 +19,7 @@ mod deploy;
 mod json_cbor;
 mod members;
 mod message;
+mod reminders;
 mod send;
 mod silo;
 mod silo_process;
@@ -65,6 +66,9 @@ enum Command {
     Members(members::MembersArgs),
     /// List the one-way messages receivers refused, and why.
     DeadLetters(dead_letters::DeadLettersArgs),
+    /// List an object's durable reminders (`TYPE/ID`), or the next due
+    /// across the cluster (`--due`).
+    Reminders(reminders::RemindersArgs),
     /// Print a silo's counters (activations, connections, timer ticks,
     /// memory) as JSON.
     Stats(stats::StatsArgs),
@@ -95,6 +99,7 @@ fn main() -> std::process::ExitCode {
             Command::Send(args) => send::run(args).await,
             Command::Members(args) => members::run(args).await,
             Command::DeadLetters(args) => dead_letters::run(args).await,
+            Command::Reminders(args) => reminders::run(args).await,
             Command::Stats(args) => stats::run(args).await,
             Command::Bench(args) => bench::run(args).await,
         }

@@ -122,6 +122,48 @@ async fn reminders_fire_once_go_on_until_cancelled_and_survive_a_killed_silo() {
         .unwrap_err();
     assert!(forged.to_string().contains("reserved"), "{forged}");
 
+    // From the CLI: one object's, and the next due anywhere.
+    remind(
+        &client,
+        "cli",
+        json!({"name": "later", "after_ms": 600_000}),
+    )
+    .await;
+    remind(&client, "cli", json!({"name": "hourly", "after_ms": 500_000, "every_ms": 3_600_000, "fire_once_when_missed": true})).await;
+    let printed = common::stdout_of(&common::rio(&[
+        "reminders",
+        "Counter/cli",
+        "--silo",
+        &address,
+    ]));
+    let rows: Vec<&str> = printed.lines().skip(1).collect();
+    assert_eq!(rows.len(), 2, "{printed}");
+    assert!(
+        rows[0].starts_with("Counter/cli\thourly\t")
+            && rows[0].contains("\t3600000\tfire-once\treminded\t{\"by\":1}"),
+        "{printed}"
+    );
+    assert!(
+        rows[1].starts_with("Counter/cli\tlater\t") && rows[1].contains("\t-\tskip\treminded\t"),
+        "{printed}"
+    );
+    let due = common::stdout_of(&common::rio(&[
+        "reminders",
+        "--due",
+        "--limit",
+        "1",
+        "--silo",
+        &address,
+    ]));
+    assert_eq!(due.lines().count(), 2, "{due}");
+    assert!(
+        due.lines()
+            .nth(1)
+            .unwrap()
+            .starts_with("Counter/cli\thourly\t"),
+        "{due}"
+    );
+
     let set_at = now_ms();
     remind(&client, "r", json!({"name": "once", "after_ms": 300})).await;
     remind(
@@ -304,4 +346,100 @@ async fn reminders_outlive_a_killed_silo_on_redis() {
         return;
     };
     reminders_outlive_a_killed_silo(&database.url).await;
+}
+
+/// The session example in Rust, Python and JavaScript: a session expires
+/// through its reminder even though its silo was killed and started again
+/// meanwhile (exactly once: `expired` is 1), one with a long time-to-live
+/// stays, and `expire` from a client is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_expire_in_every_language_across_a_killed_silo() {
+    if !common::guests::tooling_ready(&common::guests::Language::ALL) {
+        return;
+    }
+    let data = tempfile::tempdir().unwrap();
+    let (silo, _log) = SiloProcess::start_logged(data.path(), &[]);
+    let address = silo.address.clone();
+    let client = Client::connect(&address).await.unwrap();
+    let types = [
+        ("Session", "examples/session"),
+        ("PySession", "examples/session-python"),
+        ("JsSession", "examples/session-js"),
+    ];
+    for (service_type, folder) in types {
+        client.deploy(service_type, build(folder)).await.unwrap();
+    }
+    for (service_type, _) in types {
+        let short: Value = client
+            .call(
+                service_type,
+                "short",
+                "login",
+                &json!({"user": "ann", "ttl_ms": 1_500}),
+            )
+            .await
+            .unwrap();
+        assert_eq!(short["active"], true, "{service_type}: {short}");
+        let _: Value = client
+            .call(
+                service_type,
+                "long",
+                "login",
+                &json!({"user": "bo", "ttl_ms": 600_000}),
+            )
+            .await
+            .unwrap();
+        let refused = client
+            .call::<_, Value>(service_type, "long", "expire", &json!({}))
+            .await
+            .unwrap_err();
+        assert!(
+            refused.to_string().contains("not-a-reminder"),
+            "{service_type}: {refused}"
+        );
+    }
+    silo.kill();
+    let (silo, _log) = SiloProcess::start_logged_at(data.path(), &address, &[]);
+    let client = Client::connect(&address).await.unwrap();
+    for (service_type, _) in types {
+        let started = Instant::now();
+        let status = loop {
+            let status: Value = client
+                .call(service_type, "short", "get", &json!({}))
+                .await
+                .unwrap();
+            if status["expired"] != 0 || started.elapsed() > Duration::from_secs(15) {
+                break status;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_eq!(
+            status,
+            json!({"active": false, "user": null, "expired": 1}),
+            "{service_type}"
+        );
+        let touched = client
+            .call::<_, Value>(service_type, "short", "touch", &json!({}))
+            .await
+            .unwrap_err();
+        assert!(
+            touched.to_string().contains("no-session"),
+            "{service_type}: {touched}"
+        );
+        let long: Value = client
+            .call(service_type, "long", "touch", &json!({}))
+            .await
+            .unwrap();
+        assert_eq!(long["active"], true, "{service_type}: {long}");
+        let long: Value = client
+            .call(service_type, "long", "get", &json!({}))
+            .await
+            .unwrap();
+        assert_eq!(
+            long,
+            json!({"active": true, "user": "bo", "expired": 0}),
+            "{service_type}"
+        );
+    }
+    silo.stop();
 }

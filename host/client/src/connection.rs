@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use rio_protocol::{
     CallRequest, ClientFrame, DeadLetterInfo, DeploymentInfo, FrameError, FrameReader, FrameWriter,
-    MemberInfo, PROTOCOL_VERSION, ReplyError, Request, Response, ServerFrame, SiloStats,
-    encode_frame,
+    MemberInfo, PROTOCOL_VERSION, ReminderInfo, ReplyError, Request, Response, ServerFrame,
+    SiloStats, encode_frame,
 };
 use serde_bytes::ByteBuf;
 use tokio::io::AsyncRead;
@@ -388,6 +388,23 @@ impl Client {
         };
         match self.request(request).await? {
             Response::DeadLetters(letters) => Ok(letters),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Durable reminders: `object`'s (as `(type, id)`), or with `None` the
+    /// next due across the cluster, earliest first; at most `limit`.
+    pub async fn reminders(
+        &self,
+        object: Option<(&str, &str)>,
+        limit: u32,
+    ) -> Result<Vec<ReminderInfo>, ClientError> {
+        let request = Request::Reminders {
+            object: object.map(|(service_type, id)| (service_type.to_string(), id.to_string())),
+            limit,
+        };
+        match self.request(request).await? {
+            Response::Reminders(reminders) => Ok(reminders),
             other => Err(ClientError::Unexpected(format!("{other:?}"))),
         }
     }

@@ -42,5 +42,7 @@ pub use calls::Calls;
 pub use cluster::ClusterClient;
 pub use connection::{Client, ConnectOptions, DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT};
 pub use error::ClientError;
-pub use rio_protocol::{DeadLetterInfo, DeploymentInfo, MemberInfo, ReplyError, SiloStats};
+pub use rio_protocol::{
+    DeadLetterInfo, DeploymentInfo, MemberInfo, ReminderInfo, ReplyError, SiloStats,
+};
 pub use tls::TlsConfig;

@@ -97,6 +97,14 @@ pub enum Request {
         /// At most this many.
         limit: u32,
     },
+    /// Durable reminders: one object's (`object` given), or the next due
+    /// across the cluster, earliest first.
+    Reminders {
+        /// Only this object's, as `(service type, object id)`.
+        object: Option<(String, String)>,
+        /// At most this many.
+        limit: u32,
+    },
 }
 
 /// The long waits of one silo, replacing its previous report.
@@ -220,6 +228,27 @@ pub enum Response {
     Noted,
     /// Answer to [`Request::DeadLetters`].
     DeadLetters(Vec<DeadLetterInfo>),
+    /// Answer to [`Request::Reminders`].
+    Reminders(Vec<ReminderInfo>),
+}
+
+/// A durable reminder as the store holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReminderInfo {
+    /// Whose it is, as `(service type, object id)`.
+    pub object: (String, String),
+    /// Its name.
+    pub name: String,
+    /// When it fires next, in ms since the Unix epoch.
+    pub due_ms: i64,
+    /// Its period in ms, if it recurs.
+    pub every_ms: Option<i64>,
+    /// `skip` or `fire-once`: what it does with missed times.
+    pub missed: String,
+    /// The message type it delivers.
+    pub message_type: String,
+    /// The payload it delivers.
+    pub payload: ByteBuf,
 }
 
 /// A one-way message its receiver refused, kept with the reason.

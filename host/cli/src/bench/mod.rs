@@ -11,9 +11,11 @@
 //! - `load`: closed-loop request/reply load and latency sampling.
 //! - `transfers`: bank accounts moving money, checked to add up (`--transfers`).
 //! - `timers`: objects ticking on periodic timers (`--timers`).
+//! - `reminders`: a burst of durable reminders due at once (`--reminders`).
 //! - `report`: the table and the `--json` form.
 
 mod load;
+mod reminders;
 mod report;
 mod silo_process;
 mod timers;
@@ -116,6 +118,14 @@ pub(crate) struct BenchArgs {
     /// Each timer's period in the `--timers` run, in milliseconds.
     #[arg(long, default_value_t = 100)]
     timer_period_ms: u64,
+    /// Also measure durable reminders: `--reminder-objects` objects each
+    /// register a one-shot reminder, all due at one moment; checks that
+    /// each fired exactly once.
+    #[arg(long)]
+    reminders: bool,
+    /// Objects with a reminder in the `--reminders` run.
+    #[arg(long, default_value_t = 5000)]
+    reminder_objects: usize,
 }
 
 #[derive(Serialize)]
@@ -368,6 +378,19 @@ async fn measure(
         None
     };
 
+    let reminders = if args.reminders {
+        let run = reminders::run(
+            &clients,
+            service_type,
+            args.reminder_objects,
+            args.in_flight,
+        )
+        .await?;
+        Some(run)
+    } else {
+        None
+    };
+
     let latency = load::sequential_latency(&clients[0], args.latency_samples, |client, i| {
         let id = objects[i % objects.len()].clone();
         async move {
@@ -443,6 +466,7 @@ async fn measure(
         keyed_writes,
         transfers,
         timers,
+        reminders,
         latency_p50_us: latency.percentile_us(50.0),
         latency_p99_us: latency.percentile_us(99.0),
         protocol_round_trip_p50_us: protocol_only.percentile_us(50.0),

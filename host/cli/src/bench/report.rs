@@ -89,6 +89,9 @@ pub(crate) struct Figures {
     /// With `--timers`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) timers: Option<super::timers::TimerRun>,
+    /// With `--reminders`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) reminders: Option<super::reminders::ReminderRun>,
     pub(crate) latency_p50_us: f64,
     pub(crate) latency_p99_us: f64,
     /// One request at a time that involves no guest (listing deployments).
@@ -234,6 +237,20 @@ pub(crate) fn table(figures: &Figures) -> String {
                 timers.asked_per_second,
                 timers.skipped_per_second,
                 verified(timers.verified)
+            ),
+        ));
+    }
+    if let Some(reminders) = &figures.reminders {
+        extra_rows.push((
+            "reminder fires/s",
+            format!(
+                "{:.0}  ({} due at once; tardiness p50 {} ms, p99 {} ms; registered {:.0}/s; each fired once: {})",
+                reminders.fires_per_second,
+                reminders.objects,
+                reminders.tardiness_p50_ms,
+                reminders.tardiness_p99_ms,
+                reminders.registrations_per_second,
+                verified(reminders.verified)
             ),
         ));
     }

@@ -275,7 +275,8 @@ fn scope_of(request: &Request) -> Scope {
         | Request::Undeploy { .. }
         | Request::Stats
         | Request::Members
-        | Request::DeadLetters { .. } => Scope::Admin,
+        | Request::DeadLetters { .. }
+        | Request::Reminders { .. } => Scope::Admin,
         Request::Forward(_) | Request::Ping | Request::Waits(_) => Scope::Cluster,
     }
 }
@@ -290,6 +291,7 @@ fn request_name(request: &Request) -> &'static str {
         Request::Stats => "stats",
         Request::Members => "members",
         Request::DeadLetters { .. } => "dead-letters",
+        Request::Reminders { .. } => "reminders",
         Request::Forward(_) => "forward",
         Request::Ping => "ping",
         Request::Waits(_) => "waits",

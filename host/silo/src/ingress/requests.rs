@@ -153,6 +153,14 @@ pub(super) fn handle_request(
                 sink.reply(id, listed.map(Response::DeadLetters));
             });
         }
+        Request::Reminders { object, limit } => {
+            let store = router.ctx.effects.store().clone();
+            tokio::spawn(async move {
+                let object = object.map(|(service_type, id)| ObjectKey::new(&service_type, &id));
+                let listed = crate::time::reminders::listing(&*store, object, limit).await;
+                sink.reply(id, listed.map(Response::Reminders));
+            });
+        }
     }
 }
 

@@ -6,6 +6,8 @@
 //! system directly, so tests move it by hand.
 
 pub(crate) mod firing;
+#[cfg(test)]
+mod firing_tests;
 pub(crate) mod reminders;
 pub(crate) mod timers;
 

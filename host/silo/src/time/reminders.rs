@@ -4,9 +4,12 @@
 //! names the reminder, its due time and its period, so the fire's turn
 //! knows what it handles and how its commit moves the reminder on.
 
+use rio_protocol::{ReminderInfo, ReplyError};
+
+use crate::base::ObjectKey;
 use crate::base::reserved::PREFIX;
 use crate::storage::reminders::next_due;
-use crate::storage::{Reminder, ReminderChange};
+use crate::storage::{DueReminder, Missed, Reminder, ReminderChange, ShardSlice, StateStore};
 
 /// A reminder's name, at most: with its due time and period it makes the
 /// fire's idempotency key, which the stores index (255 bytes).
@@ -63,6 +66,59 @@ impl Fire {
     }
 }
 
+/// The most reminders one listing answers.
+const MAX_LISTED: u32 = 10_000;
+
+/// What `rio reminders` lists: `object`'s reminders, or with `None` the
+/// next due across the cluster, earliest first; at most `limit`.
+pub(crate) async fn listing(
+    store: &dyn StateStore,
+    object: Option<ObjectKey>,
+    limit: u32,
+) -> Result<Vec<ReminderInfo>, ReplyError> {
+    let limit = limit.min(MAX_LISTED) as usize;
+    let failed = |error: crate::storage::StorageError| {
+        ReplyError::Internal(format!("cannot list the reminders: {error}"))
+    };
+    let found: Vec<DueReminder> = match object {
+        Some(object) => store
+            .reminders_of(&object)
+            .await
+            .map_err(failed)?
+            .into_iter()
+            .take(limit)
+            .map(|(name, reminder)| DueReminder {
+                object: object.clone(),
+                name,
+                reminder,
+            })
+            .collect(),
+        None => store
+            .due_reminders(ShardSlice::ALL, i64::MIN, i64::MAX, limit)
+            .await
+            .map_err(failed)?,
+    };
+    Ok(found
+        .into_iter()
+        .map(|due| ReminderInfo {
+            object: (
+                due.object.service_type.to_string(),
+                due.object.object_id.to_string(),
+            ),
+            name: due.name,
+            due_ms: due.reminder.due_ms,
+            every_ms: due.reminder.every_ms,
+            missed: match due.reminder.missed {
+                Missed::Skip => "skip",
+                Missed::FireOnce => "fire-once",
+            }
+            .to_string(),
+            message_type: due.reminder.message_type,
+            payload: serde_bytes::ByteBuf::from(due.reminder.payload),
+        })
+        .collect())
+}
+
 /// Checks a reminder a guest sets at `now_ms`, with `payload_limit` the
 /// silo's payload limit.
 pub(crate) fn check(
@@ -107,7 +163,6 @@ pub(crate) fn check(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::Missed;
 
     fn reminder(due_ms: i64, every_ms: Option<i64>) -> Reminder {
         Reminder {

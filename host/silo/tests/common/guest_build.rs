@@ -14,6 +14,7 @@ const GUEST_PACKAGES: &[&str] = &[
     "rio-example-bank",
     "rio-example-counter",
     "rio-example-metrics",
+    "rio-example-session",
 ];
 
 fn workspace_root() -> PathBuf {
