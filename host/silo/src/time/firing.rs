@@ -16,7 +16,7 @@
 //! Which shards a silo scans is a function given by the silo (its place
 //! among the active silos), so this module knows nothing of the cluster.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -41,7 +41,7 @@ pub(crate) const SCAN_INTERVAL: Duration = Duration::from_millis(250);
 const PAGE: usize = 1000;
 
 /// Fires in flight at most; past it the scan waits for some to end.
-const MAX_IN_FLIGHT: usize = 10_000;
+pub(crate) const MAX_IN_FLIGHT: usize = 10_000;
 
 /// How long a fire that could not run waits before the next try.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
@@ -66,6 +66,11 @@ pub(crate) struct Firing {
     pub(crate) turn_deadline: Duration,
     /// The fires in flight: (object, name) → the due time fired.
     in_flight: Arc<Mutex<HashMap<(ObjectKey, String), i64>>>,
+    /// Fires that ended (and moved their reminder on) during the scan
+    /// running now: a page it read before may still list them, and firing
+    /// them again would cost a delivery for nothing (their key would answer
+    /// the stored reply). Emptied when a scan starts: its reads come after.
+    settled: Mutex<HashSet<(ObjectKey, String, i64)>>,
 }
 
 impl Firing {
@@ -87,6 +92,7 @@ impl Firing {
             slice,
             turn_deadline,
             in_flight: Arc::default(),
+            settled: Mutex::default(),
         })
     }
 
@@ -105,6 +111,10 @@ impl Firing {
     /// Fires what is due now in this silo's shards, page by page.
     pub(crate) async fn scan(self: &Arc<Firing>) {
         let Some(slice) = (self.slice)() else { return };
+        self.settled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
         let now_ms = self.clock.now_ms();
         let mut from_ms = i64::MIN;
         loop {
@@ -136,7 +146,7 @@ impl Firing {
         }
     }
 
-    fn in_flight_count(&self) -> usize {
+    pub(crate) fn in_flight_count(&self) -> usize {
         self.in_flight
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -150,6 +160,10 @@ impl Firing {
         {
             let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
             if in_flight.get(&slot) == Some(&due_ms) || in_flight.len() >= MAX_IN_FLIGHT {
+                return;
+            }
+            let settled = self.settled.lock().unwrap_or_else(|p| p.into_inner());
+            if settled.contains(&(slot.0.clone(), slot.1.clone(), due_ms)) {
                 return;
             }
             if !due.reminder.skips_at(now_ms) {
@@ -201,11 +215,12 @@ impl Firing {
         outcome: Result<Vec<u8>, ReplyError>,
     ) {
         let counters = &self.counters;
-        match outcome {
+        let moved_on = match outcome {
             Ok(_) => {
                 counters
                     .reminder_fires_total
                     .fetch_add(1, Ordering::Relaxed);
+                true
             }
             Err(
                 error @ (ReplyError::Guest { .. }
@@ -222,29 +237,37 @@ impl Firing {
                     tracing::warn!(object = %due.object, reminder = %due.name, %error, count, "a reminder's fire failed; it counts as fired and the reminder goes on");
                 }
                 let next = due.reminder.next_after(self.clock.now_ms());
-                self.move_on(&due, next).await;
+                self.move_on(&due, next).await
             }
             Err(error) => {
                 if let Some(count) = UNFINISHED_FIRES.note() {
                     tracing::info!(object = %due.object, reminder = %due.name, %error, count, "a reminder's fire did not run; it is tried again");
                 }
                 self.clock.sleep_until(self.clock.now() + RETRY_AFTER).await;
+                false
             }
+        };
+        let due_ms = due.reminder.due_ms;
+        if moved_on {
+            let mut settled = self.settled.lock().unwrap_or_else(|p| p.into_inner());
+            settled.insert((slot.0.clone(), slot.1.clone(), due_ms));
         }
         let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
-        if in_flight.get(&slot) == Some(&due.reminder.due_ms) {
+        if in_flight.get(&slot) == Some(&due_ms) {
             in_flight.remove(&slot);
         }
     }
 
-    /// Moves `due` on to `next` (or ends it) outside a turn.
-    async fn move_on(&self, due: &DueReminder, next: Option<i64>) {
+    /// Moves `due` on to `next` (or ends it) outside a turn; false if the
+    /// store failed (the next scan finds it again).
+    async fn move_on(&self, due: &DueReminder, next: Option<i64>) -> bool {
         let result = self
             .store
             .advance_reminder(&due.object, &due.name, due.reminder.due_ms, next)
             .await;
-        if let Err(error) = result {
+        if let Err(error) = &result {
             tracing::warn!(object = %due.object, reminder = %due.name, %error, "cannot move a reminder on; the next scan finds it again");
         }
+        result.is_ok()
     }
 }

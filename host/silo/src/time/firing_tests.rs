@@ -277,3 +277,124 @@ async fn a_silo_fires_only_the_shards_it_holds() {
     mine.firing.scan().await;
     assert_eq!(mine.router.take().len(), 1);
 }
+
+/// Answers each fire as the object's turn would: its commit (group
+/// committed with others) moves the reminder on, then the reply; records every key
+/// and the most fires it held unanswered at once.
+struct CommittingRouter {
+    store: Arc<dyn StateStore>,
+    keys: Mutex<Vec<String>>,
+    held: Arc<std::sync::atomic::AtomicUsize>,
+    most_held: std::sync::atomic::AtomicUsize,
+}
+
+impl Dispatch for CommittingRouter {
+    fn dispatch(&self, key: ObjectKey, envelope: Envelope) {
+        let fire_key = envelope
+            .idempotency_key
+            .as_deref()
+            .unwrap_or_default()
+            .to_string();
+        let fire = super::reminders::Fire::of_key(&fire_key).expect("a fire's key");
+        self.keys.lock().unwrap().push(format!("{key} {fire_key}"));
+        let held = self.held.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most_held.fetch_max(held, Ordering::SeqCst);
+        let (store, held) = (self.store.clone(), self.held.clone());
+        tokio::spawn(async move {
+            // In the turn's commit, as an activation commits a fire.
+            let commit = Commit {
+                reminders: vec![fire.advance(0)],
+                ..Commit::default()
+            };
+            let owner = SiloId {
+                address: String::new(),
+                generation: GENERATION,
+            };
+            let advanced = store.commit_turn(&key, commit, &owner).await;
+            held.fetch_sub(1, Ordering::SeqCst);
+            envelope.reply.send(
+                advanced
+                    .map(|()| Vec::new())
+                    .map_err(|error| ReplyError::Internal(error.to_string())),
+            );
+        });
+    }
+}
+
+/// 100,000 reminders due at once on one silo: the scan reads them in
+/// pages, holds at most `MAX_IN_FLIGHT` fires at a time, and over its
+/// scans fires each exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_thousand_due_reminders_fire_once_each_within_the_in_flight_bound() {
+    const OBJECTS: usize = 100;
+    const PER_OBJECT: usize = 1000;
+    let h = harness(ShardSlice::ALL).await;
+    let owner = SiloId {
+        address: String::new(),
+        generation: GENERATION,
+    };
+    let due_ms = h.clock.now_ms();
+    let mut commits = Vec::new();
+    for n in 0..OBJECTS {
+        let object = ObjectKey::new("Session", &format!("s{n}"));
+        let reminders = (0..PER_OBJECT)
+            .map(|r| ReminderChange::Set {
+                name: format!("r{r}"),
+                reminder: Reminder {
+                    due_ms: due_ms + (r % 7) as i64,
+                    every_ms: None,
+                    missed: Missed::Skip,
+                    message_type: "expire".into(),
+                    payload: Vec::new(),
+                },
+            })
+            .collect();
+        let commit = Commit {
+            reminders,
+            ..Commit::default()
+        };
+        let (store, owner) = (h.store.clone(), owner.clone());
+        commits.push(tokio::spawn(async move {
+            store.commit_turn(&object, commit, &owner).await.unwrap()
+        }));
+    }
+    for commit in commits {
+        commit.await.unwrap();
+    }
+    let router = Arc::new(CommittingRouter {
+        store: h.store.clone(),
+        keys: Mutex::new(Vec::new()),
+        held: Arc::default(),
+        most_held: Default::default(),
+    });
+    let firing = Firing::new(
+        h.store.clone(),
+        router.clone(),
+        h.clock.clone(),
+        h.counters.clone(),
+        TaskTracker::new(),
+        Arc::new(|| Some(ShardSlice::ALL)),
+        Duration::from_secs(5),
+    );
+    h.advance(10);
+    let total = OBJECTS * PER_OBJECT;
+    for _ in 0..10_000 {
+        firing.scan().await;
+        assert!(firing.in_flight_count() <= super::firing::MAX_IN_FLIGHT);
+        let left = h
+            .store
+            .due_reminders(ShardSlice::ALL, i64::MIN, i64::MAX, 1)
+            .await
+            .unwrap();
+        if left.is_empty() && firing.in_flight_count() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let keys = router.keys.lock().unwrap().clone();
+    let distinct: std::collections::HashSet<&String> = keys.iter().collect();
+    assert_eq!(distinct.len(), total, "every reminder fired");
+    assert_eq!(keys.len(), total, "none fired twice");
+    assert!(router.most_held.load(Ordering::SeqCst) <= super::firing::MAX_IN_FLIGHT);
+    assert_eq!(h.counter(|c| &c.reminder_fires_total), total as u64);
+}
