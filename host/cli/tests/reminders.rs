@@ -443,3 +443,123 @@ async fn sessions_expire_in_every_language_across_a_killed_silo() {
     }
     silo.stop();
 }
+
+/// Periodic reminders on a few objects of a three-silo PostgreSQL cluster
+/// while clients read those objects all along, and one silo frozen with
+/// SIGSTOP for longer than failure detection, then woken: each fire takes
+/// effect once (the value its fires add equals the fires recorded, no
+/// time fires twice), every fire is on its reminder's schedule, and the
+/// fires go on through the freeze on the survivors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn periodic_reminders_fire_once_each_through_a_frozen_silo() {
+    let Some(database) = PostgresDatabase::create("reminders_frozen") else {
+        return;
+    };
+    const OBJECTS: usize = 9;
+    const PERIOD_MS: u64 = 300;
+    let data: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut silos: Vec<SiloProcess> = data
+        .iter()
+        .map(|dir| SiloProcess::start_with(dir.path(), &["--cluster", &database.url]))
+        .collect();
+    let addresses: Vec<String> = silos.iter().map(|silo| silo.address.clone()).collect();
+    let admin = Client::connect(&addresses[0]).await.unwrap();
+    admin
+        .deploy("Counter", build("guests/counter"))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    for n in 0..OBJECTS {
+        let client = Client::connect(&addresses[n % 3]).await.unwrap();
+        let message = json!({"name": "tick", "after_ms": PERIOD_MS, "every_ms": PERIOD_MS});
+        remind(&client, &format!("p{n}"), message).await;
+    }
+    // Readers on the two silos that stay awake, on the same objects.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut readers = Vec::new();
+    for r in 0..4 {
+        let (address, stop) = (addresses[1 + r % 2].clone(), stop.clone());
+        readers.push(tokio::spawn(async move {
+            let client = Client::connect(&address)
+                .await
+                .unwrap()
+                .with_timeout(Duration::from_secs(5));
+            let mut reads = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let id = format!("p{}", reads as usize % OBJECTS);
+                let _ = client
+                    .call::<_, Value>("Counter", &id, "get", &json!({}))
+                    .await;
+                reads += 1;
+            }
+            reads
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    silos[0].signal("STOP");
+    let frozen_at = now_ms();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    silos[0].signal("CONT");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let client = Client::connect(&addresses[1]).await.unwrap();
+    for n in 0..OBJECTS {
+        let id = format!("p{n}");
+        let started = Instant::now();
+        loop {
+            match client
+                .call::<_, Value>("Counter", &id, "cancel-reminder", &json!({"name": "tick"}))
+                .await
+            {
+                Ok(_) => break,
+                Err(error)
+                    if outcome_unknown(&error) && started.elapsed() < Duration::from_secs(30) =>
+                {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(error) => panic!("cancel {id}: {error}"),
+            }
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut reads = 0;
+    for reader in readers {
+        reads += reader.await.unwrap();
+    }
+    assert!(reads > 0);
+    for n in 0..OBJECTS {
+        let id = format!("p{n}");
+        let seen = fires(&client, &id).await;
+        let value: Value = client
+            .call("Counter", &id, "get", &json!({}))
+            .await
+            .unwrap();
+        assert_eq!(
+            value["value"].as_u64().unwrap(),
+            seen.len() as u64,
+            "{id}: {seen:?}"
+        );
+        let dues: Vec<u64> = seen.iter().map(|fire| fire.1).collect();
+        let distinct: std::collections::HashSet<&u64> = dues.iter().collect();
+        assert_eq!(
+            distinct.len(),
+            dues.len(),
+            "{id}: a time fired twice: {dues:?}"
+        );
+        for due in &dues {
+            assert_eq!(
+                (due - dues[0]) % PERIOD_MS,
+                0,
+                "{id}: off its schedule: {dues:?}"
+            );
+        }
+        // It fired while the silo was frozen, on a survivor.
+        let during = seen
+            .iter()
+            .filter(|fire| fire.2 > frozen_at + 3_500 && fire.2 < frozen_at + 7_000)
+            .count();
+        assert!(during > 0, "{id} did not fire during the freeze: {seen:?}");
+    }
+    for silo in silos.drain(1..) {
+        silo.stop();
+    }
+}

@@ -362,13 +362,15 @@ pub trait StateStore: Send + Sync + 'static {
         object: &ObjectKey,
     ) -> Result<Vec<(String, Reminder)>, StorageError>;
     /// At most `limit` reminders of the shards in `slice` due from
-    /// `from_ms` to `due_by_ms` (both included), earliest first: read from
-    /// the index by due time, never by scanning them all.
+    /// `from_ms` to `due_by_ms` (both included), earliest first (ties in a
+    /// fixed order), after skipping the first `offset`: read from the index
+    /// by due time, never by scanning them all.
     async fn due_reminders(
         &self,
         slice: ShardSlice,
         from_ms: i64,
         due_by_ms: i64,
+        offset: usize,
         limit: usize,
     ) -> Result<Vec<DueReminder>, StorageError>;
     /// Applies a [`ReminderChange::Advance`] outside a turn (a fire whose

@@ -116,9 +116,13 @@ impl Firing {
             .unwrap_or_else(|p| p.into_inner())
             .clear();
         let now_ms = self.clock.now_ms();
-        let mut from_ms = i64::MIN;
+        let mut offset = 0;
         loop {
-            let page = match self.store.due_reminders(slice, from_ms, now_ms, PAGE).await {
+            let page = self
+                .store
+                .due_reminders(slice, i64::MIN, now_ms, offset, PAGE)
+                .await;
+            let page = match page {
                 Ok(page) => page,
                 Err(error) => {
                     if let Some(count) = FAILED_SCANS.note() {
@@ -128,21 +132,17 @@ impl Firing {
                 }
             };
             let full = page.len() == PAGE;
-            let last_due = page.last().map(|due| due.reminder.due_ms);
             for due in page {
                 self.fire(due, now_ms).await;
             }
+            // Pages by offset: the fires in flight stay listed until their
+            // turns commit, and a page of them must not hide the rest.
+            // Those that end meanwhile shift the rest up: a few are left
+            // for the next scan, none fired twice (in flight, or settled).
             if !full || self.in_flight_count() >= MAX_IN_FLIGHT {
                 return;
             }
-            // The next page starts at the last due time (its ties are
-            // skipped as in flight); past it if the page was all one time.
-            let last_due = last_due.unwrap_or(now_ms);
-            from_ms = if last_due == from_ms {
-                last_due + 1
-            } else {
-                last_due
-            };
+            offset += PAGE;
         }
     }
 

@@ -383,7 +383,7 @@ async fn a_hundred_thousand_due_reminders_fire_once_each_within_the_in_flight_bo
         assert!(firing.in_flight_count() <= super::firing::MAX_IN_FLIGHT);
         let left = h
             .store
-            .due_reminders(ShardSlice::ALL, i64::MIN, i64::MAX, 1)
+            .due_reminders(ShardSlice::ALL, i64::MIN, i64::MAX, 0, 1)
             .await
             .unwrap();
         if left.is_empty() && firing.in_flight_count() == 0 {

@@ -94,7 +94,7 @@ pub(crate) async fn listing(
             })
             .collect(),
         None => store
-            .due_reminders(ShardSlice::ALL, i64::MIN, i64::MAX, limit)
+            .due_reminders(ShardSlice::ALL, i64::MIN, i64::MAX, 0, limit)
             .await
             .map_err(failed)?,
     };

@@ -60,7 +60,7 @@ async fn due_names(
 ) -> Vec<String> {
     let due = store
         .state
-        .due_reminders(slice, from_ms, due_by_ms, 10_000)
+        .due_reminders(slice, from_ms, due_by_ms, 0, 10_000)
         .await
         .expect("scan");
     let mut names: Vec<String> = due
@@ -119,6 +119,17 @@ pub(crate) async fn reminders(store: ClusterStore, env: &Env) {
         [format!("o/b@{}", base + 2_000)],
         "the scan starts at `from_ms`"
     );
+    // Pages by offset, ties in one order: together they list each once.
+    let mut paged = Vec::new();
+    for offset in 0..3 {
+        let page = store
+            .state
+            .due_reminders(ShardSlice::ALL, base, base + 2_000, offset, 1)
+            .await
+            .expect("a page");
+        paged.extend(page.into_iter().map(|due| due.name));
+    }
+    assert_eq!(paged, ["a", "b"], "one per page, then none");
 
     // An advance for another due time changes nothing; the right one ends
     // a one-shot reminder and moves a periodic one.

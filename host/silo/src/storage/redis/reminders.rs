@@ -187,10 +187,13 @@ impl RedisStore {
     pub(super) async fn due(
         &self,
         slice: ShardSlice,
-        from_ms: i64,
-        due_by_ms: i64,
+        (from_ms, due_by_ms): (i64, i64),
+        offset: usize,
         limit: usize,
     ) -> Result<Vec<DueReminder>, StorageError> {
+        // Each shard's first `offset + limit`, merged by (due, member): the
+        // order a sorted set keeps its ties in.
+        let wanted = offset.saturating_add(limit);
         let mut found: Vec<(i64, String)> = Vec::new();
         for shard in (0..REMINDER_SHARDS).filter(|shard| slice.holds(*shard)) {
             let members: Vec<(String, f64)> = redis::cmd("ZRANGE")
@@ -200,7 +203,7 @@ impl RedisStore {
                 .arg("BYSCORE")
                 .arg("LIMIT")
                 .arg(0)
-                .arg(limit)
+                .arg(wanted)
                 .arg("WITHSCORES")
                 .query_async(&mut self.connection())
                 .await
@@ -212,7 +215,7 @@ impl RedisStore {
             );
         }
         found.sort();
-        found.truncate(limit);
+        let found: Vec<(i64, String)> = found.into_iter().skip(offset).take(limit).collect();
         let mut entries = Vec::with_capacity(found.len());
         let mut pipe = redis::pipe();
         for (due, member) in &found {

@@ -298,9 +298,10 @@ impl StateStore for RedisStore {
         slice: ShardSlice,
         from_ms: i64,
         due_by_ms: i64,
+        offset: usize,
         limit: usize,
     ) -> Result<Vec<DueReminder>, StorageError> {
-        self.due(slice, from_ms, due_by_ms, limit).await
+        self.due(slice, (from_ms, due_by_ms), offset, limit).await
     }
 
     async fn advance_reminder(

@@ -129,20 +129,21 @@ pub(super) async fn due(
     pool: &AnyPool,
     dialect: Dialect,
     slice: ShardSlice,
-    from_ms: i64,
-    due_by_ms: i64,
+    (from_ms, due_by_ms): (i64, i64),
+    offset: usize,
     limit: usize,
 ) -> Result<Vec<DueReminder>, StorageError> {
     // The range on `due_ms` comes from its index; the shard is a filter
-    // on the rows in that range.
+    // on the rows in that range; ties are ordered by key, so pages meet.
     let rows = sqlx::query(dialect.sql(&format!(
-        "SELECT {COLUMNS} FROM rio_reminders WHERE due_ms >= ? AND due_ms <= ? AND shard % ? = ? ORDER BY due_ms LIMIT ?"
+        "SELECT {COLUMNS} FROM rio_reminders WHERE due_ms >= ? AND due_ms <= ? AND shard % ? = ? ORDER BY due_ms, service_type, object_id, name LIMIT ? OFFSET ?"
     )))
     .bind(from_ms)
     .bind(due_by_ms)
     .bind(i64::from(slice.count.max(1)))
     .bind(i64::from(slice.index))
     .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+    .bind(i64::try_from(offset).unwrap_or(i64::MAX))
     .fetch_all(pool)
     .await
     .map_err(backend)?;

@@ -478,9 +478,11 @@ impl StateStore for SqlStore {
         slice: ShardSlice,
         from_ms: i64,
         due_by_ms: i64,
+        offset: usize,
         limit: usize,
     ) -> Result<Vec<DueReminder>, StorageError> {
-        super::reminders::due(&self.pool, self.dialect, slice, from_ms, due_by_ms, limit).await
+        let range = (from_ms, due_by_ms);
+        super::reminders::due(&self.pool, self.dialect, slice, range, offset, limit).await
     }
 
     async fn advance_reminder(
