@@ -267,20 +267,15 @@ async fn reminders_fire_once_go_on_until_cancelled_and_survive_a_killed_silo() {
     silo.stop();
 }
 
-/// Reminders on `OBJECTS` counters through three silos on `url`, due a few
-/// seconds later; one silo killed with SIGKILL before they are due: each
-/// fires exactly once, on a survivor, within 10 s of its due time.
-async fn reminders_outlive_a_killed_silo(url: &str) {
-    const OBJECTS: usize = 24;
+/// Three silos on the cluster store at `url`, the counter guest deployed
+/// and every silo's membership view current; with their data folders.
+async fn counter_cluster(url: &str) -> (Vec<SiloProcess>, Vec<String>, Vec<tempfile::TempDir>) {
     let data: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let mut silos: Vec<Option<SiloProcess>> = data
+    let silos: Vec<SiloProcess> = data
         .iter()
-        .map(|dir| Some(SiloProcess::start_with(dir.path(), &["--cluster", url])))
+        .map(|dir| SiloProcess::start_with(dir.path(), &["--cluster", url]))
         .collect();
-    let addresses: Vec<String> = silos
-        .iter()
-        .map(|silo| silo.as_ref().unwrap().address.clone())
-        .collect();
+    let addresses: Vec<String> = silos.iter().map(|silo| silo.address.clone()).collect();
     let admin = Client::connect(&addresses[0]).await.unwrap();
     admin
         .deploy("Counter", build("guests/counter"))
@@ -288,6 +283,16 @@ async fn reminders_outlive_a_killed_silo(url: &str) {
         .unwrap();
     // Each silo reads the membership table once a second.
     tokio::time::sleep(Duration::from_millis(2_500)).await;
+    (silos, addresses, data)
+}
+
+/// Reminders on `OBJECTS` counters through three silos on `url`, due a few
+/// seconds later; one silo killed with SIGKILL before they are due: each
+/// fires exactly once, on a survivor, within 10 s of its due time.
+async fn reminders_outlive_a_killed_silo(url: &str) {
+    const OBJECTS: usize = 24;
+    let (silos, addresses, _data) = counter_cluster(url).await;
+    let mut silos: Vec<Option<SiloProcess>> = silos.into_iter().map(Some).collect();
     for n in 0..OBJECTS {
         let client = Client::connect(&addresses[n % 3]).await.unwrap();
         remind(
@@ -457,18 +462,7 @@ async fn periodic_reminders_fire_once_each_through_a_frozen_silo() {
     };
     const OBJECTS: usize = 9;
     const PERIOD_MS: u64 = 300;
-    let data: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let mut silos: Vec<SiloProcess> = data
-        .iter()
-        .map(|dir| SiloProcess::start_with(dir.path(), &["--cluster", &database.url]))
-        .collect();
-    let addresses: Vec<String> = silos.iter().map(|silo| silo.address.clone()).collect();
-    let admin = Client::connect(&addresses[0]).await.unwrap();
-    admin
-        .deploy("Counter", build("guests/counter"))
-        .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let (mut silos, addresses, _data) = counter_cluster(&database.url).await;
     for n in 0..OBJECTS {
         let client = Client::connect(&addresses[n % 3]).await.unwrap();
         let message = json!({"name": "tick", "after_ms": PERIOD_MS, "every_ms": PERIOD_MS});

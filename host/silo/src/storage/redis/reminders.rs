@@ -195,8 +195,11 @@ impl RedisStore {
         // order a sorted set keeps its ties in.
         let wanted = offset.saturating_add(limit);
         let mut found: Vec<(i64, String)> = Vec::new();
+        // One round trip for all the shards this slice holds.
+        let mut ranges = redis::pipe();
         for shard in (0..REMINDER_SHARDS).filter(|shard| slice.holds(*shard)) {
-            let members: Vec<(String, f64)> = redis::cmd("ZRANGE")
+            ranges
+                .cmd("ZRANGE")
                 .arg(due_key(shard))
                 .arg(from_ms)
                 .arg(due_by_ms)
@@ -204,10 +207,13 @@ impl RedisStore {
                 .arg("LIMIT")
                 .arg(0)
                 .arg(wanted)
-                .arg("WITHSCORES")
-                .query_async(&mut self.connection())
-                .await
-                .map_err(backend)?;
+                .arg("WITHSCORES");
+        }
+        let shards: Vec<Vec<(String, f64)>> = ranges
+            .query_async(&mut self.connection())
+            .await
+            .map_err(backend)?;
+        for members in shards {
             found.extend(
                 members
                     .into_iter()
