@@ -16,7 +16,7 @@
 //!   (absent when a silo runs on its own).
 //! - `effects` (4): what a turn leaves behind: the committer, idempotency
 //!   replies, the outbox, client sends, interrupted keyed turns, wake-ups.
-//! - `time` (4): an activation's timers.
+//! - `time` (4): an activation's timers; durable reminders and their scan.
 //! - `host` (5): the WIT bindings and one file per interface given to guests.
 //! - `runtime` (6): the wasmtime engine, memory mappings, the compiled
 //!   component cache, deployments.

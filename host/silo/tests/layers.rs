@@ -19,7 +19,7 @@ const RANKS: &[(&str, u32)] = &[
     ("message", 3),    // envelopes, replies, connections' reply side, the Dispatch trait
     ("cluster", 3),    // membership, placement, forwarding
     ("effects", 4),    // committer, outbox, client sends, idempotency, interrupted turns, wake-ups
-    ("time", 4),       // timers (and, later, reminders), driven by the injected clock
+    ("time", 4),       // timers, reminders and their scan, driven by the injected clock
     ("host", 5),       // the WIT bindings and one file per WIT interface
     ("runtime", 6),    // engine, mappings, component cache, deployments
     ("activation", 7), // an object's lifecycle and turns, the directory
