@@ -21,6 +21,8 @@ mod v0_2 {
             "rio:service/state.get": async | trappable,
             // Listing reads the store.
             "rio:service/reminders.get-all": async,
+            // Past the turn's limit of changes the guest is stopped.
+            "rio:service/reminders.cancel": trappable,
         },
         exports: { default: async },
     });

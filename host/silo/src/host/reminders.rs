@@ -41,12 +41,12 @@ fn shown(reminder: Reminder) -> WitReminder {
 }
 
 impl ActivationData {
-    fn change_reminders(&mut self, change: ReminderChange) -> Result<(), CallError> {
+    fn change_reminders(&mut self, change: ReminderChange) -> Result<(), String> {
         if self.turn.reminders.len() >= MAX_CHANGES_PER_TURN {
-            return Err(CallError::Internal(format!(
+            return Err(format!(
                 "{}: a turn may make at most {MAX_CHANGES_PER_TURN} reminder changes",
                 self.key
-            )));
+            ));
         }
         self.turn.reminders.push(change);
         Ok(())
@@ -60,16 +60,20 @@ impl Host for ActivationData {
         check(&name, &reminder, now_ms, self.limits.payload_bytes)
             .map_err(|error| CallError::Internal(format!("{}: {error}", self.key)))?;
         self.change_reminders(ReminderChange::Set { name, reminder })
+            .map_err(CallError::Internal)
     }
 
-    fn cancel(&mut self, name: String) {
-        // A cancel past the turn's limit would be refused; a name no
-        // reminder can have has nothing to cancel.
+    /// Past the turn's limit of changes the guest is stopped here (a
+    /// trap): a cancel it believes done must not be dropped silently. A
+    /// name no reminder can have has nothing to cancel.
+    fn cancel(&mut self, name: String) -> wasmtime::Result<()> {
         if crate::time::check_name("reminder", &name, crate::time::reminders::MAX_NAME_BYTES)
-            .is_ok()
+            .is_err()
         {
-            let _ = self.change_reminders(ReminderChange::Cancel { name });
+            return Ok(());
         }
+        self.change_reminders(ReminderChange::Cancel { name })
+            .map_err(wasmtime::Error::msg)
     }
 
     async fn get_all(&mut self) -> Result<Vec<(String, WitReminder)>, CallError> {
