@@ -37,6 +37,7 @@
 //! - [`timers`]: messages to itself later, once or periodically.
 //! - [`reminders`]: durable messages to itself at a time, kept by the
 //!   silos across restarts.
+//! - [`events`]: events published to topics, for subscribed clients.
 //! - [`lifecycle`]: deactivating itself once a turn commits.
 //! - [`Error`]: what a handler returns on failure (a kind and a message).
 #![warn(missing_docs)]
@@ -47,6 +48,7 @@ mod codec;
 pub mod dispatch;
 mod empty;
 mod error;
+pub mod events;
 pub mod identity;
 pub mod lifecycle;
 pub mod log;
@@ -66,7 +68,7 @@ pub use ciborium::Value as CborValue;
 /// Everything a handler module usually needs.
 pub mod prelude {
     pub use crate::{
-        CborValue, Empty, Error, Reminder, Timer, call, identity, lifecycle, log, reminders, send,
+        CborValue, Empty, Error, Reminder, Timer, call, events, identity, lifecycle, log, reminders, send,
         state, timers,
     };
     pub use serde::{Deserialize, Serialize};

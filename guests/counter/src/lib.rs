@@ -404,7 +404,62 @@ fn fires(_: Empty) -> Result<Fires, Error> {
     Ok(state::load("fires")?.unwrap_or_default())
 }
 
+#[derive(Deserialize)]
+struct Publish {
+    /// The topic; this object's own when absent.
+    #[serde(default)]
+    topic: Option<String>,
+    /// How many events: numbered `{"i": k}` on from this object's earlier
+    /// ones (from 1), so `i` is what the silo's sequence number must be.
+    #[serde(default = "one")]
+    n: u64,
+    #[serde(default)]
+    fail: bool,
+}
+
+fn one() -> u64 {
+    1
+}
+
+#[derive(Serialize)]
+struct Numbered {
+    i: u64,
+}
+
+#[derive(Serialize)]
+struct Published {
+    published: u64,
+}
+
+/// Publishes `n` events, then fails if asked (and then publishes none);
+/// answers how many this object has published in all.
+fn publish(message: Publish) -> Result<Published, Error> {
+    let topic = message.topic.unwrap_or_else(events::own_topic);
+    let before: u64 = state::load("published")?.unwrap_or(0);
+    for k in 1..=message.n {
+        events::publish(&topic, &Numbered { i: before + k })?;
+    }
+    if message.fail {
+        return Err(Error::new(
+            "failed-on-purpose",
+            "the turn fails after publishing",
+        ));
+    }
+    state::save("published", &(before + message.n))?;
+    Ok(Published {
+        published: before + message.n,
+    })
+}
+
+fn published(_: Empty) -> Result<Published, Error> {
+    Ok(Published {
+        published: state::load("published")?.unwrap_or(0),
+    })
+}
+
 rio_sdk::service! {
+    "publish" => publish,
+    "published" => published,
     "set-timer" => set_timer,
     "cancel-timer" => cancel_timer,
     "tick" => tick,

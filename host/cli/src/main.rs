@@ -3,7 +3,8 @@
 //!
 //! - `silo`: run a silo until Ctrl-C or SIGTERM.
 //! - `build`: compile a guest crate into a component.
-//! - `deploy`, `undeploy`, `call`, `send`, `deployments`, `members`, `dead-letters`: talk to a running silo.
+//! - `deploy`, `undeploy`, `call`, `send`, `deployments`, `members`,
+//!   `dead-letters`, `reminders`, `subscribe`: talk to a running silo.
 //! - `bench`: measure a silo (see `bench/`).
 //!
 //! `silo_process` is the `rio silo` child process `bench` starts, shared
@@ -24,6 +25,7 @@ mod send;
 mod silo;
 mod silo_process;
 mod stats;
+mod subscribe;
 
 use clap::{Parser, Subcommand};
 
@@ -69,6 +71,9 @@ enum Command {
     /// List an object's durable reminders (`TYPE/ID`), or the next due
     /// across the cluster (`--due`).
     Reminders(reminders::RemindersArgs),
+    /// Print the events published to topics, one JSON line each, as they
+    /// come (from any silo of the cluster).
+    Subscribe(subscribe::SubscribeArgs),
     /// Print a silo's counters (activations, connections, timer ticks,
     /// memory) as JSON.
     Stats(stats::StatsArgs),
@@ -100,6 +105,7 @@ fn main() -> std::process::ExitCode {
             Command::Members(args) => members::run(args).await,
             Command::DeadLetters(args) => dead_letters::run(args).await,
             Command::Reminders(args) => reminders::run(args).await,
+            Command::Subscribe(args) => subscribe::run(args).await,
             Command::Stats(args) => stats::run(args).await,
             Command::Bench(args) => bench::run(args).await,
         }

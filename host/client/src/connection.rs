@@ -18,6 +18,7 @@ use tokio::io::AsyncRead;
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
+use crate::subscription::Feed;
 use crate::{Calls, ClientError, TlsConfig};
 
 type ReplySender = oneshot::Sender<Result<Response, ReplyError>>;
@@ -90,12 +91,12 @@ struct Link {
 
 /// One connection; closed when the last holder drops it (the reader task
 /// holds `shared`, so `Shared` itself cannot be the trigger).
-struct Session {
-    shared: Arc<Shared>,
+pub(crate) struct Session {
+    pub(crate) shared: Arc<Shared>,
     _open: CloseOnDrop,
 }
 
-struct Shared {
+pub(crate) struct Shared {
     next_id: AtomicU64,
     // A std mutex: held only to insert or remove one entry, never across an await.
     pending: Mutex<Pending>,
@@ -109,7 +110,7 @@ impl Shared {
     /// leave the map half-changed, so the data a panicking holder left is
     /// still consistent (at worst a waiter is missing, and its caller gets
     /// `Closed` or `Timeout` as for a lost connection).
-    fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
+    pub(crate) fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -122,8 +123,10 @@ impl Drop for CloseOnDrop {
     }
 }
 
-struct Pending {
+pub(crate) struct Pending {
     waiting: HashMap<u64, ReplySender>,
+    /// Where each subscription's events go, by the id of its request.
+    pub(crate) feeds: HashMap<u64, Feed>,
     /// Set once the reader task ends, so late requests fail at once.
     closed: Option<String>,
 }
@@ -295,6 +298,7 @@ impl Session {
             next_id: AtomicU64::new(1),
             pending: Mutex::new(Pending {
                 waiting: HashMap::new(),
+                feeds: HashMap::new(),
                 closed: None,
             }),
             writer: writer.clone(),
@@ -426,7 +430,35 @@ impl Client {
     /// Sends any request and waits for its reply. If the connection is
     /// found closed before the request is sent, it is made again first.
     pub async fn request(&self, request: Request) -> Result<Response, ClientError> {
-        let mut session = self.session().await?;
+        let (response, _, _) = self.send_request(request, None, None).await?;
+        Ok(response)
+    }
+
+    /// Sends `request` on `session` only (a subscription's own connection).
+    pub(crate) async fn request_on(
+        &self,
+        session: &Arc<Session>,
+        request: Request,
+    ) -> Result<Response, ClientError> {
+        let (response, _, _) = self.send_request(request, None, Some(session)).await?;
+        Ok(response)
+    }
+
+    /// Sends `request` and waits for its reply; `feed`, if given, receives
+    /// the events frames tagged with the request's id from before the
+    /// request is sent (a subscription). It goes `on` that session if
+    /// given (failing if it closed), else on the client's. Answers the
+    /// session it went on and the id it had.
+    pub(crate) async fn send_request(
+        &self,
+        request: Request,
+        mut feed: Option<Feed>,
+        on: Option<&Arc<Session>>,
+    ) -> Result<(Response, Arc<Session>, u64), ClientError> {
+        let mut session = match on {
+            Some(session) => session.clone(),
+            None => self.session().await?,
+        };
         let (reply_sender, reply) = oneshot::channel();
         let mut reply_sender = Some(reply_sender);
         // A connection that closed between the check and here has not had
@@ -442,13 +474,18 @@ impl Client {
                         if let Some(sender) = reply_sender.take() {
                             pending.waiting.insert(id, sender);
                         }
+                        if let Some(feed) = feed.take() {
+                            pending.feeds.insert(id, feed);
+                        }
                         None
                     }
                 }
             };
             match closed {
                 None => break,
-                Some(reason) if attempt == 1 => return Err(ClientError::Closed(reason)),
+                Some(reason) if attempt == 1 || on.is_some() => {
+                    return Err(ClientError::Closed(reason));
+                }
                 Some(_) => session = self.session().await?,
             }
         }
@@ -462,12 +499,19 @@ impl Client {
             shared.forget(id);
             return Err(ClientError::Closed(shared.closed_reason()));
         }
-        match tokio::time::timeout(self.timeout, reply).await {
+        let outcome = match tokio::time::timeout(self.timeout, reply).await {
             Ok(Ok(result)) => result.map_err(ClientError::Reply),
             Ok(Err(_)) => Err(ClientError::Closed(shared.closed_reason())),
             Err(_) => {
                 shared.forget(id);
                 Err(ClientError::Timeout(self.timeout))
+            }
+        };
+        match outcome {
+            Ok(response) => Ok((response, session, id)),
+            Err(error) => {
+                session.shared.pending().feeds.remove(&id);
+                Err(error)
             }
         }
     }
@@ -478,7 +522,7 @@ impl Shared {
         self.pending().waiting.remove(&id);
     }
 
-    fn closed_reason(&self) -> String {
+    pub(crate) fn closed_reason(&self) -> String {
         self.pending()
             .closed
             .clone()
@@ -524,6 +568,16 @@ async fn read_replies(
                     let _ = waiter.send(result);
                 }
             }
+            Ok(Some(ServerFrame::Events {
+                subscription,
+                missed,
+                events,
+            })) => {
+                let mut pending = shared.pending();
+                if let Some(feed) = pending.feeds.get_mut(&subscription) {
+                    feed.hand_over(missed, events);
+                }
+            }
             Ok(Some(ServerFrame::Goodbye { reason })) => {
                 break format!("silo said goodbye: {reason}");
             }
@@ -537,8 +591,10 @@ async fn read_replies(
     tracing::debug!(%reason, "client connection closed");
     let mut pending = shared.pending();
     pending.closed = Some(reason);
-    // Dropping the senders wakes every waiter with `Closed`.
+    // Dropping the senders wakes every waiter with `Closed`, and ends
+    // every subscription.
     pending.waiting.clear();
+    pending.feeds.clear();
     drop(pending);
     shared.writer.close();
 }

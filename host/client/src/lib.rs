@@ -13,6 +13,7 @@
 //! - `connection`: the connection and its reader task.
 //! - `cluster`: [`ClusterClient`], connections to every silo of a cluster,
 //!   calling each object's owner directly.
+//! - `subscription`: [`Client::subscribe`], a [`Subscription`] to topics.
 //! - `error`: [`ClientError`].
 //! - `tls`: [`TlsConfig`], the certificates a client trusts.
 //!
@@ -36,13 +37,15 @@ mod calls;
 mod cluster;
 mod connection;
 mod error;
+mod subscription;
 mod tls;
 
 pub use calls::Calls;
 pub use cluster::ClusterClient;
 pub use connection::{Client, ConnectOptions, DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT};
 pub use error::ClientError;
+pub use subscription::{Delivery, FEED_CAPACITY, Subscription};
 pub use rio_protocol::{
-    DeadLetterInfo, DeploymentInfo, MemberInfo, ReminderInfo, ReplyError, SiloStats,
+    DeadLetterInfo, DeploymentInfo, Event, MemberInfo, ReminderInfo, ReplyError, SiloStats,
 };
 pub use tls::TlsConfig;

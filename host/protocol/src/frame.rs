@@ -44,6 +44,19 @@ pub enum ServerFrame {
         /// The outcome.
         result: Result<Response, ReplyError>,
     },
+    /// Events for one of the connection's subscriptions, in order per
+    /// publisher. A subscription too slow to keep up loses events rather
+    /// than slow their publishers down: `missed` says how many it lost just
+    /// before these (and the sequence numbers show the gap).
+    Events {
+        /// The id of the [`Request::Subscribe`] that made the subscription.
+        subscription: u64,
+        /// Events this subscription lost since its last frame.
+        #[serde(default)]
+        missed: u64,
+        /// The events, oldest first.
+        events: Vec<Event>,
+    },
     /// The silo closes the connection after this frame, for the reason given.
     Goodbye {
         /// Why, for the client's log.
@@ -97,6 +110,27 @@ pub enum Request {
         /// At most this many.
         limit: u32,
     },
+    /// Subscribes this connection to `topics`: the silo answers
+    /// [`Response::Subscribed`], then sends [`ServerFrame::Events`] tagged
+    /// with this request's id for the events published to them on any silo
+    /// of the cluster, while the connection lasts or until
+    /// [`Request::Unsubscribe`].
+    Subscribe {
+        /// Topics, e.g. `Room/lobby`.
+        topics: Vec<String>,
+    },
+    /// Ends the subscription made by the request of id `subscription`; no
+    /// events of it follow the reply.
+    Unsubscribe {
+        /// The id of the `Subscribe` request.
+        subscription: u64,
+    },
+    /// Events committed on another silo of the cluster, for this silo's
+    /// subscribers; sent by each silo to each other in publish order.
+    Publish {
+        /// The events, in the order their publishers committed them.
+        events: Vec<Event>,
+    },
     /// Durable reminders: one object's (`object` given), or the next due
     /// across the cluster, earliest first.
     Reminders {
@@ -106,6 +140,26 @@ pub enum Request {
         limit: u32,
     },
 }
+
+/// One event a turn published, as subscribers receive it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// The topic it was published to.
+    pub topic: String,
+    /// The object that published it, as `Type/id`.
+    pub publisher: String,
+    /// Its place among its publisher's events, from 1: a subscriber that
+    /// sees a number skipped has missed an event.
+    pub seq: u64,
+    /// What the publisher published; CBOR by convention.
+    pub payload: ByteBuf,
+    /// When the publishing turn committed, in ms since the Unix epoch.
+    pub published_at_ms: i64,
+}
+
+/// The most topics one connection may subscribe to, over all its
+/// subscriptions.
+pub const MAX_TOPICS_PER_CONNECTION: usize = 1024;
 
 /// The long waits of one silo, replacing its previous report.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -230,6 +284,8 @@ pub enum Response {
     DeadLetters(Vec<DeadLetterInfo>),
     /// Answer to [`Request::Reminders`].
     Reminders(Vec<ReminderInfo>),
+    /// Answer to [`Request::Subscribe`]: events follow.
+    Subscribed,
 }
 
 /// A durable reminder as the store holds it.
@@ -369,4 +425,73 @@ pub struct SiloStats {
     /// The sum of the fires' lateness (dispatch minus due time), in ms.
     #[serde(default)]
     pub reminder_tardiness_ms_total: u64,
+    /// Events published by turns that committed on this silo.
+    #[serde(default)]
+    pub events_published_total: u64,
+    /// Events handed to this silo's client subscriptions.
+    #[serde(default)]
+    pub event_deliveries_total: u64,
+    /// Events this silo's client subscriptions lost for being too slow.
+    #[serde(default)]
+    pub events_missed_total: u64,
+    /// Events not passed on to another silo, whose queue to it was full
+    /// (its subscribers see the gap in the sequence numbers).
+    #[serde(default)]
+    pub events_not_broadcast_total: u64,
+    /// Client subscriptions open now.
+    #[serde(default)]
+    pub subscriptions_open: u64,
+}
+
+/// The shape of [`ServerFrame::Events`] over borrowed events, for a silo
+/// that sends the same events to many subscriptions without copying them.
+#[derive(Serialize)]
+enum BorrowedEventsFrame<'a> {
+    Events {
+        subscription: u64,
+        missed: u64,
+        events: &'a [&'a Event],
+    },
+}
+
+/// Appends a [`ServerFrame::Events`] frame of `events` to `out`.
+pub fn encode_events_frame(
+    subscription: u64,
+    missed: u64,
+    events: &[&Event],
+    out: &mut Vec<u8>,
+) -> Result<(), crate::FrameError> {
+    let frame = BorrowedEventsFrame::Events {
+        subscription,
+        missed,
+        events,
+    };
+    crate::encode_frame(&frame, out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_borrowed_events_frame_decodes_as_the_owned_one() {
+        let event = Event {
+            topic: "Room/lobby".into(),
+            publisher: "Room/lobby".into(),
+            seq: 7,
+            payload: ByteBuf::from(vec![1, 2, 3]),
+            published_at_ms: 42,
+        };
+        let mut bytes = Vec::new();
+        encode_events_frame(5, 2, &[&event, &event], &mut bytes).unwrap();
+        let decoded: ServerFrame = crate::codec::decode_body(&bytes[4..]).unwrap();
+        assert_eq!(
+            decoded,
+            ServerFrame::Events {
+                subscription: 5,
+                missed: 2,
+                events: vec![event.clone(), event],
+            }
+        );
+    }
 }

@@ -18,7 +18,7 @@ pub use codec::{BufferBudget, FrameError, FrameReader, UNRESERVED_FRAME_BYTES, e
 pub use error::ReplyError;
 pub use frame::{
     CallRequest, ClientFrame, DeadLetterInfo, DeploymentInfo, ENQUEUE_MESSAGE_TYPE, EnqueueRequest,
-    ForwardRequest, MAX_IDEMPOTENCY_KEY_BYTES, MemberInfo, ReminderInfo, Request, Response,
+    Event, ForwardRequest, MAX_IDEMPOTENCY_KEY_BYTES, MAX_TOPICS_PER_CONNECTION, MemberInfo, encode_events_frame, ReminderInfo, Request, Response,
     ServerFrame, SiloStats, WaitInfo, WaitReport,
 };
 pub use writer::{FrameWriter, WriterClosed};

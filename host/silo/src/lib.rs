@@ -17,6 +17,8 @@
 //! - `effects` (4): what a turn leaves behind: the committer, idempotency
 //!   replies, the outbox, client sends, interrupted keyed turns, wake-ups.
 //! - `time` (4): an activation's timers; durable reminders and their scan.
+//! - `events` (4): pub/sub to clients: subscriptions, fan-out, broadcast to
+//!   the other silos.
 //! - `host` (5): the WIT bindings and one file per interface given to guests.
 //! - `runtime` (6): the wasmtime engine, memory mappings, the compiled
 //!   component cache, deployments.
@@ -33,6 +35,7 @@ pub mod config;
 mod deadlock;
 mod effects;
 mod error;
+mod events;
 mod host;
 mod ingress;
 mod message;

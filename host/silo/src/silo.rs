@@ -22,6 +22,8 @@ use crate::config::{ConfigError, SiloConfig};
 use crate::effects::Effects;
 use crate::effects::committer::Committer;
 use crate::error::SiloError;
+use crate::events::Events;
+use crate::events::broadcast::Broadcast;
 use crate::observe::Counters;
 use crate::routing::Router;
 use crate::runtime::component_cache::CompiledCache;
@@ -149,6 +151,14 @@ impl Silo {
                 crate::effects::idempotency::RECENT_REPLIES_BUDGET_BYTES,
             ),
         });
+        let broadcast = cluster
+            .clone()
+            .map(|cluster| Broadcast::new(cluster, counters.events.clone()));
+        let events = Events::new(
+            counters.events.clone(),
+            config.subscription_buffer_bytes,
+            broadcast,
+        );
         let context = Context {
             directory: Directory::new(config.mailbox_capacity),
             config,
@@ -158,6 +168,7 @@ impl Silo {
             address: OnceLock::new(),
             cluster,
             clock: clock::system(),
+            events: Arc::new(events),
         };
         Ok(Silo {
             router: Router::new(Arc::new(context)),

@@ -20,6 +20,7 @@ const RANKS: &[(&str, u32)] = &[
     ("cluster", 3),    // membership, placement, forwarding
     ("effects", 4),    // committer, outbox, client sends, idempotency, interrupted turns, wake-ups
     ("time", 4),       // timers, reminders and their scan, driven by the injected clock
+    ("events", 4),     // pub/sub: subscriptions, fan-out, the queues to other silos
     ("host", 5),       // the WIT bindings and one file per WIT interface
     ("runtime", 6),    // engine, mappings, component cache, deployments
     ("activation", 7), // an object's lifecycle and turns, the directory

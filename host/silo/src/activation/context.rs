@@ -9,6 +9,7 @@ use crate::base::clock::Clock;
 use crate::cluster::Cluster;
 use crate::config::SiloConfig;
 use crate::effects::Effects;
+use crate::events::Events;
 use crate::host::Messenger;
 use crate::message::Dispatch;
 use crate::observe::Counters;
@@ -29,6 +30,9 @@ pub(crate) struct Context {
     pub(crate) cluster: Option<Arc<Cluster>>,
     /// Idle collection and the retention of remembered replies read it.
     pub(crate) clock: Arc<dyn Clock>,
+    /// Where committed turns' events go: this silo's subscribers and the
+    /// other silos'.
+    pub(crate) events: Arc<Events>,
 }
 
 /// How an activation reaches other objects: both are the router, seen

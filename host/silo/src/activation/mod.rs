@@ -79,6 +79,7 @@ pub(crate) fn spawn(
         recent_replies: RecentReplies::new(ctx.effects.reply_memory.clone()),
         outbox: None,
         has_sent: false,
+        published_seq: 0,
         interrupted: None,
         rerunning: false,
         deactivate_requested: false,
@@ -107,6 +108,9 @@ struct Activation {
     /// its activations load its outbox (an object that never sent costs
     /// no outbox read).
     has_sent: bool,
+    /// The sequence number of the last event the object published, as its
+    /// state holds it (loaded at activation).
+    published_seq: u64,
     /// A keyed turn that called out and did not commit: it runs again
     /// before any other turn (see `resume`).
     interrupted: Option<Interrupted>,
@@ -286,6 +290,11 @@ impl Activation {
         if self.has_sent {
             self.open_outbox().await?;
         }
+        self.published_seq = state
+            .take_reserved(crate::events::SEQ_KEY)
+            .await
+            .map_err(reserved_error.clone())?
+            .map_or(0, |bytes| crate::events::decode_seq(&bytes));
         let stored_intent = state
             .take_reserved(INTENT_KEY)
             .await

@@ -14,6 +14,7 @@ use crate::base::clock::now_ms;
 use crate::base::reserved::{HAS_SENT_KEY, INTENT_KEY};
 use crate::effects::committer::CommitFailure;
 use crate::effects::resume::Intent;
+use crate::events;
 use crate::host::TurnScope;
 use crate::host::bindings::Export;
 use crate::message::CallChain;
@@ -27,6 +28,7 @@ fn discard(live: &mut LiveInstance) {
     data.turn.timers.clear();
     data.turn.deactivate = false;
     data.turn.reminders.clear();
+    data.turn.published.clear();
 }
 
 impl Activation {
@@ -261,6 +263,7 @@ impl Activation {
             && keyed_reply.is_none()
             && data.turn.sends.is_empty()
             && data.turn.reminders.is_empty()
+            && data.turn.published.is_empty()
             && !clears_intent
         {
             return Ok(());
@@ -275,6 +278,9 @@ impl Activation {
             .map(|fire| fire.advance(now_ms))
             .collect();
         reminders.append(&mut data.turn.reminders);
+        let mut last_published = self.published_seq;
+        let published = std::mem::take(&mut data.turn.published);
+        let events = events::number(&self.key, published, &mut last_published, now_ms);
         let sends = std::mem::take(&mut data.turn.sends);
         // The seqs go on from the stored outbox's; opening it also starts
         // delivering what it still holds.
@@ -294,6 +300,10 @@ impl Activation {
         let mut writes = data.state.pending_writes();
         if clears_intent {
             writes.push((INTENT_KEY.to_string(), None));
+        }
+        if !events.is_empty() {
+            let seq = events::encode_seq(last_published);
+            writes.push((events::SEQ_KEY.to_string(), Some(seq)));
         }
         let marks_sender = !outbox.is_empty() && !self.has_sent;
         if marks_sender {
@@ -321,6 +331,9 @@ impl Activation {
             data.intent_stored = None;
         }
         self.has_sent |= marks_sender;
+        // Only now do the events exist: after the commit that numbered them.
+        self.published_seq = last_published;
+        self.ctx.events.committed(events);
         Ok(())
     }
 

@@ -24,6 +24,10 @@ pub(crate) const INTENT_KEY: &str = "rio:interrupted-turn";
 /// activations load its outbox (see `effects::outbox`).
 pub(crate) const HAS_SENT_KEY: &str = "rio:has-sent";
 
+/// The state key holding the sequence number of the last event its object
+/// published (see `events`).
+pub(crate) const PUBLISHED_SEQ_KEY: &str = "rio:published-seq";
+
 /// Activates its object so that it delivers its outbox.
 pub(crate) const WAKE_OUTBOX: &str = "rio:wake-outbox";
 

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rio_client::{Client, ClientError, ConnectOptions};
-use rio_protocol::{ForwardRequest, ReplyError, Request, Response, WaitReport};
+use rio_protocol::{Event, ForwardRequest, ReplyError, Request, Response, WaitReport};
 
 use crate::config::auth::LiveAuth;
 
@@ -23,6 +23,9 @@ pub(crate) enum ForwardFailure {
 pub(crate) struct Peers {
     calls: Mutex<HashMap<String, Client>>,
     probes: Mutex<HashMap<String, Client>>,
+    /// Published events, apart so that a burst of them delays neither
+    /// calls nor probes.
+    events: Mutex<HashMap<String, Client>>,
     /// How this silo connects to its peers: its `payload-bytes` (peers,
     /// configured alike, answer forwarded calls with replies up to that
     /// size), TLS if the silo serves it; the token is set per connection.
@@ -51,6 +54,7 @@ impl Peers {
         Peers {
             calls: Mutex::default(),
             probes: Mutex::default(),
+            events: Mutex::default(),
             options,
             auth,
         }
@@ -151,10 +155,41 @@ impl Peers {
         }
     }
 
+    /// Passes `events` to the silo at `address` for its subscribers, within
+    /// `timeout`.
+    pub(crate) async fn publish(
+        &self,
+        address: &str,
+        events: Vec<Event>,
+        timeout: Duration,
+    ) -> Result<(), String> {
+        let attempt = async {
+            let mut options = self.options();
+            options.connect_timeout = timeout;
+            let client = connection(&self.events, address, timeout, &options).await?;
+            client
+                .with_timeout(timeout)
+                .request(Request::Publish { events })
+                .await
+        };
+        match tokio::time::timeout(timeout, attempt).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(error)) => {
+                drop_connection(&self.events, address);
+                Err(error.to_string())
+            }
+            Err(_) => {
+                drop_connection(&self.events, address);
+                Err(format!("no answer within {timeout:?}"))
+            }
+        }
+    }
+
     /// Closes the connections to a silo that is gone.
     pub(crate) fn forget(&self, address: &str) {
         drop_connection(&self.calls, address);
         drop_connection(&self.probes, address);
+        drop_connection(&self.events, address);
     }
 }
 

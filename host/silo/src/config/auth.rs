@@ -270,14 +270,20 @@ impl AuthConfig {
 
 fn scope_of(request: &Request) -> Scope {
     match request {
-        Request::Call(_) | Request::RoutedCall(_) | Request::ListDeployments => Scope::Call,
+        Request::Call(_)
+        | Request::RoutedCall(_)
+        | Request::ListDeployments
+        | Request::Subscribe { .. }
+        | Request::Unsubscribe { .. } => Scope::Call,
         Request::Deploy { .. }
         | Request::Undeploy { .. }
         | Request::Stats
         | Request::Members
         | Request::DeadLetters { .. }
         | Request::Reminders { .. } => Scope::Admin,
-        Request::Forward(_) | Request::Ping | Request::Waits(_) => Scope::Cluster,
+        Request::Forward(_) | Request::Ping | Request::Waits(_) | Request::Publish { .. } => {
+            Scope::Cluster
+        }
     }
 }
 
@@ -292,6 +298,9 @@ fn request_name(request: &Request) -> &'static str {
         Request::Members => "members",
         Request::DeadLetters { .. } => "dead-letters",
         Request::Reminders { .. } => "reminders",
+        Request::Subscribe { .. } => "subscribe",
+        Request::Unsubscribe { .. } => "unsubscribe",
+        Request::Publish { .. } => "publish",
         Request::Forward(_) => "forward",
         Request::Ping => "ping",
         Request::Waits(_) => "waits",

@@ -66,6 +66,10 @@ pub struct SiloConfig {
     /// Reply bytes one connection may leave unread before the silo stops
     /// reading its requests (until it reads).
     pub max_unread_reply_bytes: usize,
+    /// Event bytes that may wait unsent on a subscriber's connection; past
+    /// them its subscriptions miss events (and are told how many) rather
+    /// than slow publishers down.
+    pub subscription_buffer_bytes: usize,
     /// Requests one connection may have in flight before the silo stops
     /// reading its requests (until replies go out).
     pub max_requests_in_flight: usize,
@@ -296,6 +300,7 @@ impl SiloConfig {
             max_unfinished_frame_bytes: 256 * 1024 * 1024,
             frame_timeout: Duration::from_secs(60),
             max_unread_reply_bytes: 16 * 1024 * 1024,
+            subscription_buffer_bytes: 256 * 1024,
             max_requests_in_flight: 1024,
             mailbox_capacity: 4096,
             pooling_allocator: false,

@@ -49,7 +49,7 @@ use wasmtime::component::{InstancePre, Linker};
 use wasmtime::{AsContextMut, Store};
 
 pub(crate) use v0_2::rio::service::{
-    identity, lifecycle, log, messaging, reminders, state, timers, types,
+    events, identity, lifecycle, log, messaging, reminders, state, timers, types,
 };
 
 /// The 0.1.0 interfaces, which the host implements by delegating to 0.2.0.
@@ -70,6 +70,7 @@ where
         + v0_2::rio::service::timers::Host
         + v0_2::rio::service::lifecycle::Host
         + v0_2::rio::service::reminders::Host
+        + v0_2::rio::service::events::Host
         + v0_1::rio::service::state::Host
         + v0_1::rio::service::messaging::Host
         + v0_1::rio::service::log::Host

@@ -1,6 +1,6 @@
 //! What the silo provides to guests: the per-activation store data and one
 //! file per WIT interface (`state`, `messaging`, `log`, `identity`,
-//! `timers`, `lifecycle`), plus
+//! `timers`, `reminders`, `events`, `lifecycle`), plus
 //! the WASI sandbox and where guest stdout/stderr go.
 
 use std::pin::Pin;
@@ -22,6 +22,7 @@ use crate::time::reminders::Fire;
 use crate::time::timers::{PendingTimers, Timers};
 
 pub(crate) mod bindings;
+mod events;
 mod identity;
 mod lifecycle;
 pub(crate) mod log;
@@ -118,6 +119,8 @@ pub(crate) struct TurnScope {
     pub(crate) reminders: Vec<ReminderChange>,
     /// The reminder fire the turn handles (read from its key), if any.
     pub(crate) fired: Option<Fire>,
+    /// Events the turn published, in order: they leave when it commits.
+    pub(crate) published: Vec<crate::events::Pending>,
 }
 
 impl TurnScope {
@@ -143,6 +146,7 @@ impl TurnScope {
             deactivate: false,
             reminders: Vec::new(),
             fired,
+            published: Vec::new(),
         }
     }
 }

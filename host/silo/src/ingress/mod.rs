@@ -34,6 +34,7 @@ mod descriptors;
 mod hello;
 mod listen;
 mod requests;
+mod subscriptions;
 
 pub use self::listen::listen;
 
@@ -46,7 +47,7 @@ use std::time::Duration;
 use rio_protocol::codec::decode_body;
 use rio_protocol::{
     BufferBudget, ClientFrame, FrameError, FrameReader, FrameWriter, PROTOCOL_VERSION, ReplyError,
-    ServerFrame,
+    Request, ServerFrame,
 };
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -54,6 +55,7 @@ use tokio::time::Instant;
 
 use self::hello::{FailedHellos, HelloPlace, MAX_HELLO_BYTES, MIN_HELLO_TIME, Unwelcomed};
 use self::requests::{handle_request, recover_request_id, request_deadline};
+use self::subscriptions::ConnectionSubscriptions;
 use crate::base::log_summary::LogSummary;
 use crate::config::auth::{AuthConfig, Credential, LiveAuth};
 use crate::message::connection::{Connection, Room};
@@ -448,6 +450,8 @@ async fn read_requests<R: tokio::io::AsyncRead + Unpin>(
     // replies are waited for until then.
     let mut latest_deadline = Instant::now();
     let mut last_activity = Instant::now();
+    // Ended, all of them, when this returns.
+    let mut subscriptions = ConnectionSubscriptions::new(router.ctx.events.clone(), connection.clone());
     // One timer for the connection's life, re-armed only when it fires.
     let idle_timer = tokio::time::sleep(idle_timeout.min(frame_timeout / 4));
     tokio::pin!(idle_timer);
@@ -483,9 +487,13 @@ async fn read_requests<R: tokio::io::AsyncRead + Unpin>(
                         reader.buffered_bytes()
                     ));
                 }
-                if connection.in_flight() > 0 || connection.unsent_bytes() > 0 {
-                    // Work still owed counts as activity: idle time starts
-                    // once it is done (seen within an eighth of the timeout).
+                if connection.in_flight() > 0
+                    || connection.unsent_bytes() > 0
+                    || connection.has_subscriptions()
+                {
+                    // Work still owed counts as activity, and so does a
+                    // subscription: idle time starts once it is done (seen
+                    // within an eighth of the timeout).
                     last_activity = now;
                 } else if now >= last_activity + idle_timeout {
                     return End::Idle;
@@ -521,7 +529,18 @@ async fn read_requests<R: tokio::io::AsyncRead + Unpin>(
                     connection.request_sink().reply(id, Err(refused));
                     continue;
                 }
-                handle_request(id, request, deadline, connection.request_sink(), router);
+                match request {
+                    Request::Subscribe { topics } => {
+                        subscriptions.subscribe(id, topics, connection.request_sink());
+                    }
+                    Request::Unsubscribe { subscription } => {
+                        let answer = subscriptions.unsubscribe(subscription);
+                        connection.request_sink().reply(id, answer);
+                    }
+                    request => {
+                        handle_request(id, request, deadline, connection.request_sink(), router)
+                    }
+                }
             }
             Ok(ClientFrame::Hello { .. }) => {
                 return End::Misbehaved("a second hello on one connection".into());

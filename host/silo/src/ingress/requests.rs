@@ -153,6 +153,17 @@ pub(super) fn handle_request(
                 sink.reply(id, listed.map(Response::DeadLetters));
             });
         }
+        Request::Publish { events } => {
+            // In the reader, before the answer: the peer sends its next
+            // batch after it, so events keep their order.
+            router.ctx.events.arrived_from_peer(&events);
+            sink.reply(id, Ok(Response::Noted));
+        }
+        // The connection's reader answers these itself (see `subscriptions`).
+        Request::Subscribe { .. } | Request::Unsubscribe { .. } => sink.reply(
+            id,
+            Err(ReplyError::Internal("a subscription reached the router".into())),
+        ),
         Request::Reminders { object, limit } => {
             let store = router.ctx.effects.store().clone();
             tokio::spawn(async move {

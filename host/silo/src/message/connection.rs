@@ -40,6 +40,9 @@ pub(crate) struct Connection {
     /// lock otherwise.
     replied: Notify,
     reader_waits: AtomicBool,
+    /// Subscriptions the connection has open: a subscriber that asks
+    /// nothing more is waiting for events, not idle.
+    subscriptions: AtomicUsize,
 }
 
 /// How a wait for room to read more requests ended.
@@ -66,6 +69,7 @@ impl Connection {
             reply_estimate: AtomicUsize::new(0),
             replied: Notify::new(),
             reader_waits: AtomicBool::new(false),
+            subscriptions: AtomicUsize::new(0),
         })
     }
 
@@ -84,6 +88,27 @@ impl Connection {
 
     pub(crate) fn unsent_bytes(&self) -> usize {
         self.writer.unsent_bytes()
+    }
+
+    /// Counts a subscription opened (`true`) or ended on this connection.
+    pub(crate) fn note_subscription(&self, opened: bool) {
+        if opened {
+            self.subscriptions.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.subscriptions.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether the connection has a subscription open.
+    pub(crate) fn has_subscriptions(&self) -> bool {
+        self.subscriptions.load(Ordering::Relaxed) > 0
+    }
+
+    /// Queues an events frame unless more than `max_unsent` bytes wait
+    /// unsent already: `Some(false)` then (the events are missed), `None`
+    /// when the connection is closing.
+    pub(crate) fn send_event_frame(&self, frame: Vec<u8>, max_unsent: usize) -> Option<bool> {
+        self.writer.send_within(frame, max_unsent).ok()
     }
 
     /// Sends a frame that answers no request (a welcome or a goodbye).

@@ -39,6 +39,24 @@ pub(crate) struct Counters {
     pub(crate) reminder_tardiness_ms_total: AtomicU64,
     /// Shared with the wire server's connections, each of which holds it.
     pub(crate) connections: Arc<ConnectionCounters>,
+    /// Shared with pub/sub (see `events`).
+    pub(crate) events: Arc<EventCounters>,
+}
+
+/// Counters of pub/sub.
+#[derive(Default)]
+pub(crate) struct EventCounters {
+    /// Events of turns that committed here.
+    pub(crate) published: AtomicU64,
+    /// Events queued for this silo's client subscriptions.
+    pub(crate) delivered: AtomicU64,
+    /// Events subscriptions lost for being too slow.
+    pub(crate) missed: AtomicU64,
+    /// Events dropped on the way to another silo (its queue was full, or
+    /// the silo did not take them).
+    pub(crate) not_broadcast: AtomicU64,
+    /// Client subscriptions open now.
+    pub(crate) subscriptions: AtomicU64,
 }
 
 /// Counters of the silo's connections.
@@ -91,6 +109,11 @@ impl Counters {
             reminder_fires_failed_total: read(&self.reminder_fires_failed_total),
             reminder_fires_skipped_total: read(&self.reminder_fires_skipped_total),
             reminder_tardiness_ms_total: read(&self.reminder_tardiness_ms_total),
+            events_published_total: read(&self.events.published),
+            event_deliveries_total: read(&self.events.delivered),
+            events_missed_total: read(&self.events.missed),
+            events_not_broadcast_total: read(&self.events.not_broadcast),
+            subscriptions_open: read(&self.events.subscriptions),
         }
     }
 }

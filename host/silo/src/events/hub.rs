@@ -1,0 +1,148 @@
+//! This silo's client subscriptions by topic, and the fan-out of events to
+//! them: each delivery is one frame queued on the subscriber's connection
+//! within a byte bound, never a wait.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, RwLock};
+
+use rio_protocol::{Event, encode_events_frame};
+
+use crate::observe::EventCounters;
+use crate::message::connection::Connection;
+
+/// One client subscription: a connection and the id of the request that
+/// made it.
+pub(crate) struct Subscriber {
+    id: u64,
+    connection: Arc<Connection>,
+    topics: Vec<String>,
+    /// Events lost since the last frame that went out; held while a frame
+    /// is made and queued, so frames and counts of one subscriber never
+    /// interleave.
+    missed: Mutex<u64>,
+}
+
+impl Subscriber {
+    pub(crate) fn topics(&self) -> &[String] {
+        &self.topics
+    }
+}
+
+pub(crate) struct Hub {
+    topics: RwLock<HashMap<String, Vec<Arc<Subscriber>>>>,
+    counters: Arc<EventCounters>,
+    /// Bytes that may wait unsent on a subscriber's connection before its
+    /// events are missed instead of queued.
+    buffer_bytes: usize,
+}
+
+impl Hub {
+    pub(crate) fn new(counters: Arc<EventCounters>, buffer_bytes: usize) -> Hub {
+        Hub {
+            topics: RwLock::default(),
+            counters,
+            buffer_bytes,
+        }
+    }
+
+    /// Subscribes `connection` to `topics` under the request id `id`.
+    pub(crate) fn subscribe(
+        &self,
+        id: u64,
+        connection: Arc<Connection>,
+        mut topics: Vec<String>,
+    ) -> Arc<Subscriber> {
+        topics.sort();
+        topics.dedup();
+        let subscriber = Arc::new(Subscriber {
+            id,
+            connection,
+            topics,
+            missed: Mutex::new(0),
+        });
+        let mut by_topic = self.topics.write().unwrap_or_else(|p| p.into_inner());
+        for topic in &subscriber.topics {
+            by_topic
+                .entry(topic.clone())
+                .or_default()
+                .push(subscriber.clone());
+        }
+        self.counters.subscriptions.fetch_add(1, Ordering::Relaxed);
+        subscriber
+    }
+
+    /// Ends `subscriber`: no frame of it is queued after this returns.
+    pub(crate) fn unsubscribe(&self, subscriber: &Arc<Subscriber>) {
+        let mut by_topic = self.topics.write().unwrap_or_else(|p| p.into_inner());
+        for topic in &subscriber.topics {
+            if let Some(list) = by_topic.get_mut(topic) {
+                list.retain(|other| !Arc::ptr_eq(other, subscriber));
+                if list.is_empty() {
+                    by_topic.remove(topic);
+                }
+            }
+        }
+        drop(by_topic);
+        // A delivery that took the subscriber before the removal holds its
+        // lock while it queues; waiting for the lock waits that out.
+        drop(subscriber.missed.lock().unwrap_or_else(|p| p.into_inner()));
+        self.counters.subscriptions.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Hands `events` to the subscribers of their topics, one frame per
+    /// subscriber with its events in the order given.
+    pub(crate) fn deliver(&self, events: &[Event]) {
+        let batches = self.batches(events);
+        for (subscriber, events) in batches {
+            self.send(&subscriber, &events);
+        }
+    }
+
+    /// The subscribers of `events`, each with its events in order.
+    fn batches<'a>(&self, events: &'a [Event]) -> Vec<(Arc<Subscriber>, Vec<&'a Event>)> {
+        let by_topic = self.topics.read().unwrap_or_else(|p| p.into_inner());
+        let mut batches: Vec<(Arc<Subscriber>, Vec<&Event>)> = Vec::new();
+        // Most publishes are one event: no index needed then.
+        let mut index: HashMap<*const Subscriber, usize> = HashMap::new();
+        for event in events {
+            let Some(subscribers) = by_topic.get(&event.topic) else {
+                continue;
+            };
+            for subscriber in subscribers {
+                if events.len() == 1 {
+                    batches.push((subscriber.clone(), vec![event]));
+                    continue;
+                }
+                let at = *index.entry(Arc::as_ptr(subscriber)).or_insert_with(|| {
+                    batches.push((subscriber.clone(), Vec::new()));
+                    batches.len() - 1
+                });
+                batches[at].1.push(event);
+            }
+        }
+        batches
+    }
+
+    fn send(&self, subscriber: &Subscriber, events: &[&Event]) {
+        let mut missed = subscriber.missed.lock().unwrap_or_else(|p| p.into_inner());
+        let mut frame = Vec::new();
+        if let Err(error) = encode_events_frame(subscriber.id, *missed, events, &mut frame) {
+            tracing::error!(%error, "cannot encode an events frame");
+            return;
+        }
+        let count = events.len() as u64;
+        match subscriber.connection.send_event_frame(frame, self.buffer_bytes) {
+            Some(true) => {
+                *missed = 0;
+                self.counters.delivered.fetch_add(count, Ordering::Relaxed);
+            }
+            Some(false) => {
+                *missed += count;
+                self.counters.missed.fetch_add(count, Ordering::Relaxed);
+            }
+            // The connection is closing; its reader ends the subscription.
+            None => {}
+        }
+    }
+}
