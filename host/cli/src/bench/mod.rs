@@ -12,9 +12,12 @@
 //! - `transfers`: bank accounts moving money, checked to add up (`--transfers`).
 //! - `timers`: objects ticking on periodic timers (`--timers`).
 //! - `reminders`: a burst of durable reminders due at once (`--reminders`).
+//! - `pubsub`: one publisher's events fanned out to many client
+//!   subscribers (`--pubsub`).
 //! - `report`: the table and the `--json` form.
 
 mod load;
+mod pubsub;
 mod reminders;
 mod report;
 mod silo_process;
@@ -126,6 +129,14 @@ pub(crate) struct BenchArgs {
     /// Objects with a reminder in the `--reminders` run.
     #[arg(long, default_value_t = 5000)]
     reminder_objects: usize,
+    /// Also measure pub/sub: one publisher's events fanned out to
+    /// `--subscribers` client subscribers spread over the silos; each checks
+    /// it saw every event in order or was told what it missed.
+    #[arg(long)]
+    pubsub: bool,
+    /// Client subscribers in the `--pubsub` run.
+    #[arg(long, default_value_t = 1000)]
+    subscribers: usize,
 }
 
 #[derive(Serialize)]
@@ -391,6 +402,21 @@ async fn measure(
         None
     };
 
+    let pubsub = if args.pubsub {
+        let run = pubsub::run(
+            addresses,
+            options,
+            service_type,
+            args.subscribers,
+            duration,
+            run,
+        )
+        .await?;
+        Some(run)
+    } else {
+        None
+    };
+
     let latency = load::sequential_latency(&clients[0], args.latency_samples, |client, i| {
         let id = objects[i % objects.len()].clone();
         async move {
@@ -467,6 +493,7 @@ async fn measure(
         transfers,
         timers,
         reminders,
+        pubsub,
         latency_p50_us: latency.percentile_us(50.0),
         latency_p99_us: latency.percentile_us(99.0),
         protocol_round_trip_p50_us: protocol_only.percentile_us(50.0),

@@ -92,6 +92,9 @@ pub(crate) struct Figures {
     /// With `--reminders`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) reminders: Option<super::reminders::ReminderRun>,
+    /// With `--pubsub`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) pubsub: Option<super::pubsub::PubSubRun>,
     pub(crate) latency_p50_us: f64,
     pub(crate) latency_p99_us: f64,
     /// One request at a time that involves no guest (listing deployments).
@@ -251,6 +254,22 @@ pub(crate) fn table(figures: &Figures) -> String {
                 reminders.tardiness_p99_ms,
                 reminders.registrations_per_second,
                 verified(reminders.verified)
+            ),
+        ));
+    }
+    if let Some(pubsub) = &figures.pubsub {
+        extra_rows.push((
+            "pub/sub deliveries/s",
+            format!(
+                "{:.0}  ({} events to {} subscribers on {} silos; call-to-receipt p50 {:.0} µs, p99 {:.0} µs; missed {}; all seen or told: {})",
+                pubsub.deliveries_per_second,
+                pubsub.events,
+                pubsub.subscribers,
+                pubsub.silos,
+                pubsub.latency_p50_us,
+                pubsub.latency_p99_us,
+                pubsub.missed,
+                verified(pubsub.verified)
             ),
         ));
     }
