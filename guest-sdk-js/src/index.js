@@ -9,6 +9,7 @@ import { current } from "rio:service/identity@0.2.0";
 import { set as hostSetTimer, cancel as hostCancelTimer } from "rio:service/timers@0.2.0";
 import { deactivate as hostDeactivate } from "rio:service/lifecycle@0.2.0";
 import * as hostReminders from "rio:service/reminders@0.2.0";
+import { publish as hostPublish } from "rio:service/events@0.2.0";
 
 import { decode, encode } from "./codec.js";
 import { Abort, RioError, asHandlerError } from "./errors.js";
@@ -206,6 +207,48 @@ export const reminders = {
   /** The silo's clock, in milliseconds since the Unix epoch. */
   nowMs() {
     return Number(hostReminders.nowMs());
+  },
+};
+
+/**
+ * Pub/sub: events this object publishes to topics, for the clients that
+ * subscribe to them on any silo of the cluster.
+ *
+ *   // Clients watching `Room/lobby` (this object's own topic) see it once
+ *   // this turn commits.
+ *   events.publishOwn({ kind: "joined", member: "ada" });
+ *
+ * An event leaves only when the turn that published it commits, after the
+ * turn's earlier events; a turn that fails publishes nothing. Every event
+ * carries this object as its publisher and a sequence number counting its
+ * events from 1 (kept across restarts and moves), so a subscriber sees a
+ * gap. Delivery to clients is at most once: nobody subscribed, nobody
+ * receives it.
+ */
+export const events = {
+  /**
+   * Publishes `value` (CBOR) to `topic` once this turn commits. Throws a
+   * `RioError` (`internal`) for arguments no event can have: an empty or
+   * reserved (`rio:`) topic, one over 200 bytes or with control characters,
+   * more than 1,000 events in one turn, or their payloads over the silo's
+   * `payload-bytes` together.
+   */
+  publish(topic, value) {
+    const payload = encode(value);
+    try {
+      hostPublish(topic, payload);
+    } catch (thrown) {
+      throw callFailure(thrown);
+    }
+  },
+  /** Publishes `value` to this object's own topic, its `Type/id`. */
+  publishOwn(value) {
+    events.publish(events.ownTopic(), value);
+  },
+  /** This object's own topic, its `Type/id` (e.g. `Room/lobby`). */
+  ownTopic() {
+    const me = current();
+    return `${me.serviceType}/${me.objectId}`;
   },
 };
 

@@ -17,13 +17,14 @@ per message type; the SDK does the CBOR and the WIT glue.
             return {"value": value}
 
 `timers` delivers messages to the object itself later while it is active,
-`reminders` durably (across restarts and failovers), and
-`lifecycle.deactivate()` ends its activation once the turn commits.
+`reminders` durably (across restarts and failovers), `events` publishes to
+topics that clients subscribe to, and `lifecycle.deactivate()` ends its
+activation once the turn commits.
 
 `rio build FOLDER` turns the folder holding `app.py` into a component.
 """
 
-from . import identity, lifecycle, log, reminders, state, timers
+from . import events, identity, lifecycle, log, reminders, state, timers
 from ._call import call, send
 from ._errors import RioError
 from ._service import handler, service
@@ -39,5 +40,6 @@ __all__ = [
     "identity",
     "timers",
     "reminders",
+    "events",
     "lifecycle",
 ]

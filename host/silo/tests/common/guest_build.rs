@@ -15,6 +15,7 @@ const GUEST_PACKAGES: &[&str] = &[
     "rio-example-counter",
     "rio-example-metrics",
     "rio-example-session",
+    "rio-example-room",
 ];
 
 fn workspace_root() -> PathBuf {

@@ -1,0 +1,50 @@
+"""Pub/sub: events this object publishes to topics, for the clients that
+subscribe to them on any silo of the cluster.
+
+    from rio_sdk import events
+
+    # Clients watching `Room/lobby` (this object's own topic) see it once
+    # this turn commits.
+    events.publish_own({"kind": "joined", "member": "ada"})
+    events.publish("announcements", {"text": "the lobby is open"})
+
+An event leaves only when the turn that published it commits, after the
+turn's earlier events; a turn that fails publishes nothing. Every event
+carries this object as its publisher and a sequence number counting its
+events from 1 (kept across restarts and moves), so a subscriber sees a gap.
+Delivery to clients is at most once: nobody subscribed, nobody receives it.
+"""
+
+from componentize_py_types import Err
+from wit_world.imports import events as _host
+
+from . import identity
+from ._call import _call_error
+from ._codec import encode
+from ._service import to_wire
+
+
+def publish(topic: str, value) -> None:
+    """Publishes `value` (CBOR; a dataclass becomes a map) to `topic` once
+    this turn commits.
+
+    Raises `RioError` (`internal`) for arguments no event can have: an empty
+    or reserved (`rio:`) topic, one over 200 bytes or with control
+    characters, more than 1,000 events in one turn, or their payloads over
+    the silo's `payload-bytes` together.
+    """
+    payload = encode(to_wire(value))
+    try:
+        _host.publish(topic, payload)
+    except Err as failure:
+        raise _call_error(failure.value) from None
+
+
+def publish_own(value) -> None:
+    """Publishes `value` to this object's own topic, its `Type/id`."""
+    publish(own_topic(), value)
+
+
+def own_topic() -> str:
+    """This object's own topic, its `Type/id` (e.g. `Room/lobby`)."""
+    return f"{identity.service_type()}/{identity.object_id()}"
