@@ -1,6 +1,7 @@
 //! One-way sends through a transactional outbox: the messages a turn sent
 //! are stored in its commit (see `storage::Commit::outbox`), then its
-//! sender's activation delivers them, one at a time in seq order, as calls
+//! sender's activation delivers them, up to [`WINDOW`] at once to
+//! distinct receivers, each receiver's one at a time in seq order, as calls
 //! keyed `outbox:{sender type}/{sender id}/{seq}`. The receiver commits
 //! that key's reply record with its turn, so a message delivered again
 //! (after a lost reply, a restart, a failover) answers the stored reply
@@ -23,6 +24,7 @@
 //! the receiver's own outbox, as a message from the receiver to itself, and
 //! takes the same path from there.
 
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -30,6 +32,7 @@ use std::time::Duration;
 use rio_protocol::{DeadLetterInfo, ReplyError};
 use serde_bytes::ByteBuf;
 use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -43,6 +46,9 @@ use crate::storage::{DeadLetter, Outgoing, StateStore, StorageError};
 /// up after this many attempts: such errors may pass (a trap from memory
 /// pressure), but not forever.
 pub(crate) const GIVE_UP_AFTER: u32 = 3;
+
+/// Deliveries one sender has in flight at most, each to another receiver.
+const WINDOW: usize = 16;
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
@@ -118,13 +124,13 @@ impl Outbox {
         }
         let queue = self.queue.get_or_insert_with(|| {
             let (queue, received) = mpsc::unbounded_channel();
-            let deliverer = Deliverer {
+            let deliverer = Arc::new(Deliverer {
                 effects: self.effects.clone(),
                 dispatch: self.dispatch.clone(),
                 sender: self.sender.clone(),
                 undelivered: self.undelivered.clone(),
                 stop: self.stop.clone(),
-            };
+            });
             self.effects.tasks.spawn(deliverer.run(received));
             queue
         });
@@ -147,7 +153,7 @@ impl Outbox {
     }
 }
 
-/// The task that delivers one sender's messages in order. It outlives its
+/// The task that delivers one sender's messages, in order per receiver. It outlives its
 /// activation until its queue is empty (messages sent by `on-deactivate`
 /// still go out), and stops with the silo or when the sender moved away.
 struct Deliverer {
@@ -167,21 +173,53 @@ enum Attempt {
 }
 
 impl Deliverer {
-    async fn run(self, mut messages: mpsc::UnboundedReceiver<Outgoing>) {
+    /// Delivers what comes on `messages`, up to [`WINDOW`] at once, each
+    /// receiver's in the order sent: a message waits while an earlier one
+    /// to its receiver is in flight, and starts before later ones to
+    /// receivers that are free.
+    async fn run(self: Arc<Self>, mut messages: mpsc::UnboundedReceiver<Outgoing>) {
         let mut stopping = self.effects.stopping.clone();
+        let mut waiting: VecDeque<Outgoing> = VecDeque::new();
+        let mut busy: HashSet<ObjectKey> = HashSet::new();
+        let mut in_flight: JoinSet<(ObjectKey, bool)> = JoinSet::new();
+        let mut open = true;
         loop {
-            let message = tokio::select! {
-                _ = self.stop.cancelled() => return,
-                _ = stopping.wait_for(|stop| *stop) => return,
-                message = messages.recv() => match message {
-                    Some(message) => message,
-                    None => return,
-                },
-            };
-            if !self.deliver(&message).await {
+            let mut index = 0;
+            while in_flight.len() < WINDOW && index < waiting.len() {
+                if busy.contains(&waiting[index].receiver) {
+                    index += 1;
+                    continue;
+                }
+                let Some(message) = waiting.remove(index) else {
+                    break;
+                };
+                busy.insert(message.receiver.clone());
+                let deliverer = self.clone();
+                in_flight.spawn(async move {
+                    let delivered = deliverer.deliver(&message).await;
+                    (message.receiver, delivered)
+                });
+            }
+            if !open && waiting.is_empty() && in_flight.is_empty() {
                 return;
             }
-            self.undelivered.fetch_sub(1, Ordering::SeqCst);
+            tokio::select! {
+                _ = self.stop.cancelled() => return,
+                _ = stopping.wait_for(|stop| *stop) => return,
+                message = messages.recv(), if open => match message {
+                    Some(message) => waiting.push_back(message),
+                    None => open = false,
+                },
+                Some(done) = in_flight.join_next(), if !in_flight.is_empty() => match done {
+                    Ok((receiver, true)) => {
+                        busy.remove(&receiver);
+                        self.undelivered.fetch_sub(1, Ordering::SeqCst);
+                    }
+                    // The silo stops (or the task was lost): what is left
+                    // stays in the store for the next deliverer.
+                    Ok((_, false)) | Err(_) => return,
+                },
+            }
         }
     }
 
