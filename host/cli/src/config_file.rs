@@ -23,6 +23,7 @@
 //! max_unfinished_frame_mib = 256
 //! frame_timeout_secs = 60
 //! max_unread_reply_mib = 16
+//! peer_event_queue = 100000
 //! max_requests_in_flight = 1024
 //! cluster = "postgres://postgres@127.0.0.1/rio"   # absent: no cluster
 //! advertise = "10.0.0.5:7700"
@@ -70,6 +71,7 @@ pub(crate) struct ConfigFile {
     pub(crate) max_unfinished_frame_mib: Option<usize>,
     pub(crate) frame_timeout_secs: Option<u64>,
     pub(crate) max_unread_reply_mib: Option<usize>,
+    pub(crate) peer_event_queue: Option<usize>,
     pub(crate) max_requests_in_flight: Option<usize>,
     pub(crate) cluster: Option<String>,
     pub(crate) advertise: Option<String>,

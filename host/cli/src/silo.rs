@@ -96,6 +96,10 @@ pub(crate) struct SiloArgs {
     /// reading its requests [default: 16].
     #[arg(long)]
     max_unread_reply_mib: Option<usize>,
+    /// Published events that may wait for one other silo before they are
+    /// dropped for it (its subscribers are told) [default: 100000].
+    #[arg(long)]
+    peer_event_queue: Option<usize>,
     /// Requests one connection may have in flight before the silo stops
     /// reading its requests [default: 1024].
     #[arg(long)]
@@ -246,6 +250,9 @@ pub(crate) async fn run(args: SiloArgs) -> anyhow::Result<()> {
     }
     if let Some(mib) = args.max_unread_reply_mib.or(file.max_unread_reply_mib) {
         config.max_unread_reply_bytes = mib_to_bytes("--max-unread-reply-mib", mib)?;
+    }
+    if let Some(max) = args.peer_event_queue.or(file.peer_event_queue) {
+        config.peer_event_queue = max.max(1);
     }
     if let Some(max) = args.max_requests_in_flight.or(file.max_requests_in_flight) {
         // Zero would stop reading requests for good.

@@ -130,6 +130,12 @@ pub enum Request {
     Publish {
         /// The events, in the order their publishers committed them.
         events: Vec<Event>,
+        /// Events of earlier batches the sending silo could not pass on
+        /// (its queue to this silo was full, or a batch was not taken), by
+        /// topic: this silo's subscribers to those topics are told they
+        /// missed them.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        missed: Vec<(String, u64)>,
     },
     /// Durable reminders: one object's (`object` given), or the next due
     /// across the cluster, earliest first.

@@ -153,7 +153,7 @@ impl Silo {
         });
         let broadcast = cluster
             .clone()
-            .map(|cluster| Broadcast::new(cluster, counters.events.clone()));
+            .map(|cluster| Broadcast::new(cluster, config.peer_event_queue, counters.events.clone()));
         let events = Events::new(
             counters.events.clone(),
             config.subscription_buffer_bytes,

@@ -155,12 +155,14 @@ impl Peers {
         }
     }
 
-    /// Passes `events` to the silo at `address` for its subscribers, within
+    /// Passes `events` to the silo at `address` for its subscribers, with
+    /// the counts by topic of earlier ones that did not reach it, within
     /// `timeout`.
     pub(crate) async fn publish(
         &self,
         address: &str,
         events: Vec<Event>,
+        missed: Vec<(String, u64)>,
         timeout: Duration,
     ) -> Result<(), String> {
         let attempt = async {
@@ -169,7 +171,7 @@ impl Peers {
             let client = connection(&self.events, address, timeout, &options).await?;
             client
                 .with_timeout(timeout)
-                .request(Request::Publish { events })
+                .request(Request::Publish { events, missed })
                 .await
         };
         match tokio::time::timeout(timeout, attempt).await {

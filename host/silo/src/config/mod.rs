@@ -70,6 +70,10 @@ pub struct SiloConfig {
     /// them its subscriptions miss events (and are told how many) rather
     /// than slow publishers down.
     pub subscription_buffer_bytes: usize,
+    /// Published events that may wait for one other silo of the cluster;
+    /// past them events are dropped for that silo, and its subscribers of
+    /// their topics are told how many they missed.
+    pub peer_event_queue: usize,
     /// Requests one connection may have in flight before the silo stops
     /// reading its requests (until replies go out).
     pub max_requests_in_flight: usize,
@@ -301,6 +305,7 @@ impl SiloConfig {
             frame_timeout: Duration::from_secs(60),
             max_unread_reply_bytes: 16 * 1024 * 1024,
             subscription_buffer_bytes: 256 * 1024,
+            peer_event_queue: 100_000,
             max_requests_in_flight: 1024,
             mailbox_capacity: 4096,
             pooling_allocator: false,

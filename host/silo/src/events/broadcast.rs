@@ -1,6 +1,7 @@
 //! Passing committed events to the other active silos: one queue and one
 //! task per peer, sending a batch at a time and waiting for its answer, so
-//! a peer receives each publisher's events in commit order.
+//! a peer receives each publisher's events in commit order. What does not
+//! get through is counted by topic and the count goes with the next batch.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,10 +13,6 @@ use tokio::sync::Notify;
 
 use crate::observe::EventCounters;
 use crate::cluster::Cluster;
-
-/// Events that may wait for one peer; past it they are dropped (counted),
-/// and that peer's subscribers see the gap.
-const MAX_QUEUED: usize = 100_000;
 
 /// The most events sent to a peer in one request, and about the most
 /// bytes.
@@ -31,22 +28,82 @@ const AFTER_FAILURE: Duration = Duration::from_millis(200);
 
 pub(crate) struct Broadcast {
     cluster: Arc<Cluster>,
+    /// Events that may wait for one peer; past it they are dropped
+    /// (counted, and told to that peer's subscribers with the next batch).
+    max_queued: usize,
     queues: Mutex<HashMap<String, Arc<PeerQueue>>>,
     counters: Arc<EventCounters>,
 }
 
 #[derive(Default)]
 struct PeerQueue {
-    events: Mutex<VecDeque<Event>>,
+    events: Mutex<Waiting>,
     wake: Notify,
     /// The peer left the active silos: the task ends.
     stop: AtomicBool,
 }
 
+/// What waits for one peer. Events dropped for it are counted by topic at
+/// their place in the order: the count rides on the next event queued
+/// after them (a batch never carries one past its first event), so a
+/// subscriber is told of a gap exactly where it is.
+#[derive(Default)]
+struct Waiting {
+    events: VecDeque<Queued>,
+    /// Dropped after the last event queued, not yet attached to one.
+    dropped: HashMap<String, u64>,
+}
+
+struct Queued {
+    event: Event,
+    /// Events dropped just before this one, by topic.
+    missed_before: HashMap<String, u64>,
+}
+
+impl Waiting {
+    fn queue(&mut self, events: &[Event]) {
+        for event in events {
+            self.events.push_back(Queued {
+                event: event.clone(),
+                missed_before: std::mem::take(&mut self.dropped),
+            });
+        }
+    }
+
+    /// Counts `dropped` (by topic) and `also` as missed before whatever is
+    /// queued now, or else before the next event queued.
+    fn drop_before_front(&mut self, dropped: &[Event], also: Vec<(String, u64)>) -> u64 {
+        let target = match self.events.front_mut() {
+            Some(front) => &mut front.missed_before,
+            None => &mut self.dropped,
+        };
+        for (topic, count) in also {
+            *target.entry(topic).or_default() += count;
+        }
+        for event in dropped {
+            *target.entry(event.topic.clone()).or_default() += 1;
+        }
+        dropped.len() as u64
+    }
+
+    /// Counts `events` as missed after everything queued.
+    fn drop_at_back(&mut self, events: &[Event]) -> u64 {
+        for event in events {
+            *self.dropped.entry(event.topic.clone()).or_default() += 1;
+        }
+        events.len() as u64
+    }
+}
+
 impl Broadcast {
-    pub(crate) fn new(cluster: Arc<Cluster>, counters: Arc<EventCounters>) -> Broadcast {
+    pub(crate) fn new(
+        cluster: Arc<Cluster>,
+        max_queued: usize,
+        counters: Arc<EventCounters>,
+    ) -> Broadcast {
         Broadcast {
             cluster,
+            max_queued,
             queues: Mutex::default(),
             counters,
         }
@@ -78,13 +135,14 @@ impl Broadcast {
                 queue
             });
             let mut waiting = queue.events.lock().unwrap_or_else(|p| p.into_inner());
-            if waiting.len() + events.len() > MAX_QUEUED {
+            if waiting.events.len() + events.len() > self.max_queued {
+                let dropped = waiting.drop_at_back(&events);
                 self.counters
                     .not_broadcast
-                    .fetch_add(events.len() as u64, Ordering::Relaxed);
+                    .fetch_add(dropped, Ordering::Relaxed);
                 continue;
             }
-            waiting.extend(events.iter().cloned());
+            waiting.queue(&events);
             drop(waiting);
             queue.wake.notify_one();
         }
@@ -104,13 +162,30 @@ async fn run(
         if queue.stop.load(Ordering::Relaxed) {
             return;
         }
-        let batch = take_batch(&queue);
-        if batch.is_empty() {
+        let (batch, missed) = take_batch(&queue);
+        if batch.is_empty() && missed.is_empty() {
             woken.await;
             continue;
         }
-        let count = batch.len() as u64;
-        if let Err(error) = cluster.peers.publish(&address, batch, SEND_TIMEOUT).await {
+        // Kept to count, by topic, if the peer does not take the batch (it
+        // may have delivered some: its subscribers may hear of a miss that
+        // was not one, never of none that was).
+        let topics: Vec<Event> = batch
+            .iter()
+            .map(|event| Event {
+                payload: Default::default(),
+                ..event.clone()
+            })
+            .collect();
+        let sent = cluster
+            .peers
+            .publish(&address, batch, missed.clone(), SEND_TIMEOUT)
+            .await;
+        if let Err(error) = sent {
+            let count = {
+                let mut waiting = queue.events.lock().unwrap_or_else(|p| p.into_inner());
+                waiting.drop_before_front(&topics, missed)
+            };
             counters.not_broadcast.fetch_add(count, Ordering::Relaxed);
             tracing::debug!(%address, %error, events = count, "events not passed on");
             tokio::time::sleep(AFTER_FAILURE).await;
@@ -118,16 +193,93 @@ async fn run(
     }
 }
 
-fn take_batch(queue: &PeerQueue) -> Vec<Event> {
+/// The next events to send, and the counts by topic of those dropped
+/// before them; only the first event may have drops before it, so the
+/// counts go first.
+fn take_batch(queue: &PeerQueue) -> (Vec<Event>, Vec<(String, u64)>) {
     let mut waiting = queue.events.lock().unwrap_or_else(|p| p.into_inner());
     let mut batch = Vec::new();
+    let mut missed = Vec::new();
     let mut bytes = 0;
     while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
-        let Some(event) = waiting.pop_front() else {
+        let starts_after_a_drop = waiting
+            .events
+            .front()
+            .is_some_and(|queued| !queued.missed_before.is_empty());
+        if starts_after_a_drop && !batch.is_empty() {
+            break;
+        }
+        let Some(queued) = waiting.events.pop_front() else {
             break;
         };
+        missed.extend(queued.missed_before);
+        let event = queued.event;
         bytes += event.payload.len() + event.topic.len() + event.publisher.len();
         batch.push(event);
     }
-    batch
+    if batch.is_empty() {
+        // Drops with nothing after them yet: told now.
+        missed.extend(waiting.dropped.drain());
+    }
+    (batch, missed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(seq: u64) -> Event {
+        Event {
+            topic: "t".into(),
+            publisher: "P/p".into(),
+            seq,
+            payload: Default::default(),
+            published_at_ms: 0,
+        }
+    }
+
+    fn queue_of(waiting: Waiting) -> PeerQueue {
+        PeerQueue {
+            events: Mutex::new(waiting),
+            ..PeerQueue::default()
+        }
+    }
+
+    /// What a receiver would see, batch by batch: (missed, first seq, last seq).
+    fn drain(queue: &PeerQueue) -> Vec<(u64, u64, u64)> {
+        let mut seen = Vec::new();
+        loop {
+            let (batch, missed) = take_batch(queue);
+            let missed: u64 = missed.iter().map(|(_, count)| count).sum();
+            match (batch.first(), batch.last()) {
+                (Some(first), Some(last)) => seen.push((missed, first.seq, last.seq)),
+                _ if missed > 0 => seen.push((missed, 0, 0)),
+                _ => return seen,
+            }
+        }
+    }
+
+    #[test]
+    fn a_drop_is_told_where_it_happened_not_before_the_events_queued_earlier() {
+        let mut waiting = Waiting::default();
+        waiting.queue(&[event(1), event(2)]);
+        waiting.drop_at_back(&[event(3), event(4), event(5)]);
+        waiting.queue(&[event(6), event(7)]);
+        let queue = queue_of(waiting);
+        assert_eq!(drain(&queue), vec![(0, 1, 2), (3, 6, 7)]);
+    }
+
+    #[test]
+    fn a_batch_not_taken_counts_before_what_follows_it() {
+        let mut waiting = Waiting::default();
+        waiting.queue(&[event(3), event(4)]);
+        // Events 1 and 2 were sent and not taken, with a drop before them.
+        waiting.drop_before_front(&[event(1), event(2)], vec![("t".into(), 5)]);
+        let queue = queue_of(waiting);
+        assert_eq!(drain(&queue), vec![(7, 3, 4)]);
+        // With nothing queued, the count goes out on its own.
+        let mut waiting = Waiting::default();
+        waiting.drop_before_front(&[event(1)], Vec::new());
+        assert_eq!(drain(&queue_of(waiting)), vec![(1, 0, 0)]);
+    }
 }

@@ -90,6 +90,19 @@ impl Hub {
         self.counters.subscriptions.fetch_sub(1, Ordering::Relaxed);
     }
 
+    /// Tells the subscribers of `topic` that `count` of its events did not
+    /// reach this silo: their next frames say so.
+    pub(crate) fn note_missed(&self, topic: &str, count: u64) {
+        let subscribers = {
+            let by_topic = self.topics.read().unwrap_or_else(|p| p.into_inner());
+            by_topic.get(topic).cloned().unwrap_or_default()
+        };
+        for subscriber in subscribers {
+            *subscriber.missed.lock().unwrap_or_else(|p| p.into_inner()) += count;
+            self.counters.missed.fetch_add(count, Ordering::Relaxed);
+        }
+    }
+
     /// Hands `events` to the subscribers of their topics, one frame per
     /// subscriber with its events in the order given.
     pub(crate) fn deliver(&self, events: &[Event]) {

@@ -15,8 +15,9 @@
 //! - A publisher never waits for a subscriber: delivery only queues bytes
 //!   on a connection within a bound, and past it the subscription counts
 //!   the events it missed and is told so in its next frame. A peer queue
-//!   past its bound drops events (counted), which that silo's subscribers
-//!   see as a gap.
+//!   past its bound, or a batch a peer did not take, drops events
+//!   (counted); the next batch to that peer carries their counts by topic,
+//!   and its subscribers of those topics are told they missed them.
 //! - Deliberately absent: durability of client deliveries (an event
 //!   published while nobody subscribes reaches nobody) and replay.
 
@@ -147,8 +148,12 @@ impl Events {
         }
     }
 
-    /// Events another silo's turns committed, for this silo's subscribers.
-    pub(crate) fn arrived_from_peer(&self, events: &[Event]) {
+    /// Events another silo's turns committed, for this silo's subscribers,
+    /// and the counts by topic of those that did not get here.
+    pub(crate) fn arrived_from_peer(&self, events: &[Event], missed: &[(String, u64)]) {
+        for (topic, count) in missed {
+            self.hub.note_missed(topic, *count);
+        }
         self.hub.deliver(events);
     }
 }

@@ -153,10 +153,10 @@ pub(super) fn handle_request(
                 sink.reply(id, listed.map(Response::DeadLetters));
             });
         }
-        Request::Publish { events } => {
+        Request::Publish { events, missed } => {
             // In the reader, before the answer: the peer sends its next
             // batch after it, so events keep their order.
-            router.ctx.events.arrived_from_peer(&events);
+            router.ctx.events.arrived_from_peer(&events, &missed);
             sink.reply(id, Ok(Response::Noted));
         }
         // The connection's reader answers these itself (see `subscriptions`).
