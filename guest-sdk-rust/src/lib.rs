@@ -68,8 +68,8 @@ pub use ciborium::Value as CborValue;
 /// Everything a handler module usually needs.
 pub mod prelude {
     pub use crate::{
-        CborValue, Empty, Error, Reminder, Timer, call, events, identity, lifecycle, log, reminders, send,
-        state, timers,
+        CborValue, Empty, Error, Reminder, Timer, call, events, identity, lifecycle, log,
+        reminders, send, state, timers,
     };
     pub use serde::{Deserialize, Serialize};
 }

@@ -26,8 +26,14 @@ fn item(event: &Event) -> u64 {
     value["i"].as_u64().unwrap()
 }
 
-async fn publish(client: &Client, id: &str, message: Value) -> Result<Value, rio_client::ClientError> {
-    client.call::<_, Value>("Counter", id, "publish", &message).await
+async fn publish(
+    client: &Client,
+    id: &str,
+    message: Value,
+) -> Result<Value, rio_client::ClientError> {
+    client
+        .call::<_, Value>("Counter", id, "publish", &message)
+        .await
 }
 
 /// The next delivery within a while, or a failure saying what was awaited.
@@ -48,7 +54,9 @@ async fn next_event(subscription: &mut Subscription, what: &str) -> Event {
 
 /// Nothing more arrives for a while.
 async fn quiet(subscription: &mut Subscription, what: &str) {
-    if let Ok(delivery) = tokio::time::timeout(Duration::from_millis(300), subscription.next()).await {
+    if let Ok(delivery) =
+        tokio::time::timeout(Duration::from_millis(300), subscription.next()).await
+    {
         panic!("{what}: expected nothing, got {delivery:?}");
     }
 }
@@ -58,7 +66,10 @@ async fn events_leave_at_commit_numbered_per_publisher_across_a_restart() {
     let data = tempfile::tempdir().unwrap();
     let silo = SiloProcess::start(data.path());
     let client = Client::connect(&silo.address).await.unwrap();
-    client.deploy("Counter", build("guests/counter")).await.unwrap();
+    client
+        .deploy("Counter", build("guests/counter"))
+        .await
+        .unwrap();
 
     let mut own = client.subscribe(&["Counter/a"]).await.unwrap();
     let mut news = client.subscribe(&["news"]).await.unwrap();
@@ -78,7 +89,9 @@ async fn events_leave_at_commit_numbered_per_publisher_across_a_restart() {
     quiet(&mut own, "a failed turn").await;
 
     // The same publisher's numbers count all its topics.
-    publish(&client, "a", json!({"n": 1, "topic": "news"})).await.unwrap();
+    publish(&client, "a", json!({"n": 1, "topic": "news"}))
+        .await
+        .unwrap();
     let event = next_event(&mut news, "news").await;
     assert_eq!((event.seq, event.topic.as_str()), (4, "news"));
     quiet(&mut own, "the news event on Counter/a").await;
@@ -105,10 +118,16 @@ async fn events_leave_at_commit_numbered_per_publisher_across_a_restart() {
     }
     let output = cli.await.unwrap();
     let text = stdout_of(&output);
-    let lines: Vec<Value> = text.lines().map(|line| serde_json::from_str(line).unwrap()).collect();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
     assert_eq!(lines.len(), 2, "{text}");
     assert_eq!(lines[0]["publisher"], "Counter/b");
-    assert_eq!(lines[1]["seq"].as_u64(), lines[0]["seq"].as_u64().map(|seq| seq + 1));
+    assert_eq!(
+        lines[1]["seq"].as_u64(),
+        lines[0]["seq"].as_u64().map(|seq| seq + 1)
+    );
     assert_eq!(lines[1]["event"]["i"], lines[1]["seq"]);
 
     // The numbering goes on after a restart.
@@ -141,7 +160,11 @@ fn check_gaps(deliveries: &[Delivery], total: u64) -> (u64, u64) {
                 assert_eq!(event.seq, item(event), "{event:?}");
                 assert!(event.seq > last, "out of order: {} after {last}", event.seq);
                 let gap = event.seq - last - 1;
-                assert_eq!(gap, told, "a gap of {gap} before {}, told {told}", event.seq);
+                assert_eq!(
+                    gap, told,
+                    "a gap of {gap} before {}, told {told}",
+                    event.seq
+                );
                 missed += gap;
                 told = 0;
                 last = event.seq;
@@ -149,7 +172,11 @@ fn check_gaps(deliveries: &[Delivery], total: u64) -> (u64, u64) {
             }
         }
     }
-    assert_eq!(last + told, total, "the last event seen was {last}; {told} told missed after it");
+    assert_eq!(
+        last + told,
+        total,
+        "the last event seen was {last}; {told} told missed after it"
+    );
     (seen, missed + told)
 }
 
@@ -158,17 +185,32 @@ async fn a_slow_subscriber_is_told_what_it_missed_and_never_slows_the_publisher(
     let data = tempfile::tempdir().unwrap();
     let silo = SiloProcess::start(data.path());
     let client = Client::connect(&silo.address).await.unwrap();
-    client.deploy("Counter", build("guests/counter")).await.unwrap();
+    client
+        .deploy("Counter", build("guests/counter"))
+        .await
+        .unwrap();
 
     // A raw subscriber that reads nothing for now: the silo's buffer for it
     // (and the sockets') fill, and the silo counts what it misses.
     let (mut reader, mut writer) = raw_connection(&silo.address, 64 << 20).await;
     let mut frame = Vec::new();
-    let subscribe = Request::Subscribe { topics: vec!["Counter/fast".into()] };
-    encode_frame(&ClientFrame::Request { id: 9, request: subscribe }, &mut frame).unwrap();
+    let subscribe = Request::Subscribe {
+        topics: vec!["Counter/fast".into()],
+    };
+    encode_frame(
+        &ClientFrame::Request {
+            id: 9,
+            request: subscribe,
+        },
+        &mut frame,
+    )
+    .unwrap();
     writer.write_all(&frame).await.unwrap();
     match reader.next_frame::<ServerFrame>().await.unwrap() {
-        Some(ServerFrame::Reply { id: 9, result: Ok(Response::Subscribed) }) => {}
+        Some(ServerFrame::Reply {
+            id: 9,
+            result: Ok(Response::Subscribed),
+        }) => {}
         other => panic!("expected the subscription, got {other:?}"),
     }
     // A client subscriber whose stream nobody polls: its own buffer fills.
@@ -178,7 +220,9 @@ async fn a_slow_subscriber_is_told_what_it_missed_and_never_slows_the_publisher(
     const PER_TURN: u64 = 1_000;
     let started = std::time::Instant::now();
     for _ in 0..TURNS {
-        publish(&client, "fast", json!({"n": PER_TURN})).await.unwrap();
+        publish(&client, "fast", json!({"n": PER_TURN}))
+            .await
+            .unwrap();
     }
     let publishing = started.elapsed();
     let total = TURNS * PER_TURN;
@@ -195,10 +239,18 @@ async fn a_slow_subscriber_is_told_what_it_missed_and_never_slows_the_publisher(
             let wait = Duration::from_millis(if until_seq.is_some() { 10_000 } else { 500 });
             let Ok(frame) = tokio::time::timeout(wait, reader.next_frame::<ServerFrame>()).await
             else {
-                assert!(until_seq.is_none(), "the raw subscriber waited {wait:?} for the last event");
+                assert!(
+                    until_seq.is_none(),
+                    "the raw subscriber waited {wait:?} for the last event"
+                );
                 return;
             };
-            let Some(ServerFrame::Events { subscription: 9, missed, events }) = frame.unwrap() else {
+            let Some(ServerFrame::Events {
+                subscription: 9,
+                missed,
+                events,
+            }) = frame.unwrap()
+            else {
                 panic!("expected events");
             };
             if missed > 0 {
@@ -226,11 +278,17 @@ async fn a_slow_subscriber_is_told_what_it_missed_and_never_slows_the_publisher(
 
     let stats = client.stats().await.unwrap();
     let (seen, missed) = check_gaps(&raw, total);
-    assert!(missed > 0, "the raw subscriber missed nothing of {total}: raise the load");
+    assert!(
+        missed > 0,
+        "the raw subscriber missed nothing of {total}: raise the load"
+    );
     assert!(seen > 0);
     assert!(stats.events_missed_total >= missed, "{stats:?}");
     let (client_seen, client_missed) = check_gaps(&polled, total);
-    assert!(client_missed > 0, "the unpolled subscription missed nothing");
+    assert!(
+        client_missed > 0,
+        "the unpolled subscription missed nothing"
+    );
     assert!(client_seen as usize >= rio_client::FEED_CAPACITY - 1);
     eprintln!(
         "{total} events published in {publishing:?}; raw subscriber saw {seen}, missed {missed}; \
@@ -248,9 +306,18 @@ async fn subscribers_on_three_silos_get_every_event_in_order_also_after_a_kill()
     let data: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let mut silos: Vec<Option<SiloProcess>> = data
         .iter()
-        .map(|dir| Some(SiloProcess::start_with(dir.path(), &["--cluster", &store.url])))
+        .map(|dir| {
+            Some(SiloProcess::start_with(
+                dir.path(),
+                &["--cluster", &store.url],
+            ))
+        })
         .collect();
-    let addresses: Vec<String> = silos.iter().flatten().map(|silo| silo.address.clone()).collect();
+    let addresses: Vec<String> = silos
+        .iter()
+        .flatten()
+        .map(|silo| silo.address.clone())
+        .collect();
     let clients: Vec<Client> = {
         let mut clients = Vec::new();
         for address in &addresses {
@@ -258,7 +325,10 @@ async fn subscribers_on_three_silos_get_every_event_in_order_also_after_a_kill()
         }
         clients
     };
-    clients[0].deploy("Counter", build("guests/counter")).await.unwrap();
+    clients[0]
+        .deploy("Counter", build("guests/counter"))
+        .await
+        .unwrap();
     // Each silo reads the membership table once a second.
     tokio::time::sleep(Duration::from_millis(2_500)).await;
 
@@ -310,7 +380,12 @@ async fn subscribers_on_three_silos_get_every_event_in_order_also_after_a_kill()
         while last.len() < publishers || last.values().any(|seq| *seq < until) {
             let event = next_event(subscription, what).await;
             let before = last.entry(event.publisher.clone()).or_insert(0);
-            assert_eq!(event.seq, *before + 1, "{what}: {} after {before}", event.seq);
+            assert_eq!(
+                event.seq,
+                *before + 1,
+                "{what}: {} after {before}",
+                event.seq
+            );
             assert_eq!(item(&event), event.seq);
             *before = event.seq;
         }
@@ -320,7 +395,14 @@ async fn subscribers_on_three_silos_get_every_event_in_order_also_after_a_kill()
     let mut last: Vec<HashMap<String, u64>> = vec![HashMap::new(); subscribers.len()];
     for (n, (silo, subscription)) in subscribers.iter_mut().enumerate() {
         let what = format!("subscriber {n} on silo {silo}, phase 1");
-        read_phase(subscription, &mut last[n], TURNS * PER_TURN, PUBLISHERS, &what).await;
+        read_phase(
+            subscription,
+            &mut last[n],
+            TURNS * PER_TURN,
+            PUBLISHERS,
+            &what,
+        )
+        .await;
     }
 
     // Kill the third silo: its subscribers end; the publishers it held move.
@@ -338,7 +420,14 @@ async fn subscribers_on_three_silos_get_every_event_in_order_also_after_a_kill()
             continue;
         }
         let what = format!("subscriber {n} on silo {silo}, phase 2");
-        read_phase(subscription, &mut last[n], 2 * TURNS * PER_TURN, PUBLISHERS, &what).await;
+        read_phase(
+            subscription,
+            &mut last[n],
+            2 * TURNS * PER_TURN,
+            PUBLISHERS,
+            &what,
+        )
+        .await;
         quiet(subscription, &what).await;
     }
     for id in &ids {
@@ -372,7 +461,9 @@ async fn subscribers_of_a_frozen_silo_are_told_what_did_not_reach_it() {
         .collect();
     let near = Client::connect(&silos[0].address).await.unwrap();
     let far = Client::connect(&silos[1].address).await.unwrap();
-    near.deploy("Counter", build("guests/counter")).await.unwrap();
+    near.deploy("Counter", build("guests/counter"))
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(2_500)).await;
 
     let mut subscription = far.subscribe(&["Counter/pub"]).await.unwrap();
@@ -380,7 +471,9 @@ async fn subscribers_of_a_frozen_silo_are_told_what_did_not_reach_it() {
     publish(&near, "pub", json!({"n": 5})).await.unwrap();
     let mut deliveries = Vec::new();
     for n in 1..=5 {
-        deliveries.push(Delivery::Event(next_event(&mut subscription, &format!("event {n}")).await));
+        deliveries.push(Delivery::Event(
+            next_event(&mut subscription, &format!("event {n}")).await,
+        ));
     }
 
     // Freeze the subscriber's silo well within failure detection, and
@@ -408,7 +501,10 @@ async fn subscribers_of_a_frozen_silo_are_told_what_did_not_reach_it() {
         }
     }
     let (seen, missed) = check_gaps(&deliveries, total);
-    assert!(missed > 0, "nothing was dropped for the frozen silo: raise the load");
+    assert!(
+        missed > 0,
+        "nothing was dropped for the frozen silo: raise the load"
+    );
     assert_eq!(seen + missed, total);
     let stats = near.stats().await.unwrap();
     assert!(stats.events_not_broadcast_total >= missed, "{stats:?}");

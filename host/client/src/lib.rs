@@ -44,8 +44,8 @@ pub use calls::Calls;
 pub use cluster::ClusterClient;
 pub use connection::{Client, ConnectOptions, DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT};
 pub use error::ClientError;
-pub use subscription::{Delivery, FEED_CAPACITY, Subscription};
 pub use rio_protocol::{
     DeadLetterInfo, DeploymentInfo, Event, MemberInfo, ReminderInfo, ReplyError, SiloStats,
 };
+pub use subscription::{Delivery, FEED_CAPACITY, Subscription};
 pub use tls::TlsConfig;

@@ -84,7 +84,10 @@ impl Client {
     ) -> Result<Subscription, ClientError> {
         let (sender, receiver) = mpsc::channel(FEED_CAPACITY);
         let feed = Feed { sender, missed: 0 };
-        let topics = topics.iter().map(|topic| topic.as_ref().to_string()).collect();
+        let topics = topics
+            .iter()
+            .map(|topic| topic.as_ref().to_string())
+            .collect();
         let (response, session, id) = self
             .send_request(Request::Subscribe { topics }, Some(feed), None)
             .await?;

@@ -18,8 +18,9 @@ pub use codec::{BufferBudget, FrameError, FrameReader, UNRESERVED_FRAME_BYTES, e
 pub use error::ReplyError;
 pub use frame::{
     CallRequest, ClientFrame, DeadLetterInfo, DeploymentInfo, ENQUEUE_MESSAGE_TYPE, EnqueueRequest,
-    Event, ForwardRequest, MAX_IDEMPOTENCY_KEY_BYTES, MAX_TOPICS_PER_CONNECTION, MemberInfo, encode_events_frame, ReminderInfo, Request, Response,
-    ServerFrame, SiloStats, WaitInfo, WaitReport,
+    Event, ForwardRequest, MAX_IDEMPOTENCY_KEY_BYTES, MAX_TOPICS_PER_CONNECTION, MemberInfo,
+    ReminderInfo, Request, Response, ServerFrame, SiloStats, WaitInfo, WaitReport,
+    encode_events_frame,
 };
 pub use writer::{FrameWriter, WriterClosed};
 

@@ -151,9 +151,9 @@ impl Silo {
                 crate::effects::idempotency::RECENT_REPLIES_BUDGET_BYTES,
             ),
         });
-        let broadcast = cluster
-            .clone()
-            .map(|cluster| Broadcast::new(cluster, config.peer_event_queue, counters.events.clone()));
+        let broadcast = cluster.clone().map(|cluster| {
+            Broadcast::new(cluster, config.peer_event_queue, counters.events.clone())
+        });
         let events = Events::new(
             counters.events.clone(),
             config.subscription_buffer_bytes,

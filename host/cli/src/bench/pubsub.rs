@@ -143,7 +143,8 @@ pub(crate) async fn run(
         let mut waiting = subscribers;
         let until = Instant::now() + Duration::from_secs(5);
         while waiting > 0 {
-            let Ok(Some((got, at))) = tokio::time::timeout_at(until.into(), receipt_times.recv()).await
+            let Ok(Some((got, at))) =
+                tokio::time::timeout_at(until.into(), receipt_times.recv()).await
             else {
                 break;
             };

@@ -186,7 +186,11 @@ impl Harness {
             address: OnceLock::new(),
             cluster: None,
             clock: clock.clone() as Arc<dyn Clock>,
-            events: Arc::new(crate::events::Events::new(Default::default(), 1 << 20, None)),
+            events: Arc::new(crate::events::Events::new(
+                Default::default(),
+                1 << 20,
+                None,
+            )),
         });
         let router = Arc::new_cyclic(|this| FakeRouter {
             ctx,

@@ -11,8 +11,8 @@ use std::time::Duration;
 use rio_protocol::Event;
 use tokio::sync::Notify;
 
-use crate::observe::EventCounters;
 use crate::cluster::Cluster;
+use crate::observe::EventCounters;
 
 /// The most events sent to a peer in one request, and about the most
 /// bytes.

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use rio_protocol::{Event, encode_events_frame};
 
-use crate::observe::EventCounters;
 use crate::message::connection::Connection;
+use crate::observe::EventCounters;
 
 /// One client subscription: a connection and the id of the request that
 /// made it.
@@ -145,7 +145,10 @@ impl Hub {
             return;
         }
         let count = events.len() as u64;
-        match subscriber.connection.send_event_frame(frame, self.buffer_bytes) {
+        match subscriber
+            .connection
+            .send_event_frame(frame, self.buffer_bytes)
+        {
             Some(true) => {
                 *missed = 0;
                 self.counters.delivered.fetch_add(count, Ordering::Relaxed);

@@ -451,7 +451,8 @@ async fn read_requests<R: tokio::io::AsyncRead + Unpin>(
     let mut latest_deadline = Instant::now();
     let mut last_activity = Instant::now();
     // Ended, all of them, when this returns.
-    let mut subscriptions = ConnectionSubscriptions::new(router.ctx.events.clone(), connection.clone());
+    let mut subscriptions =
+        ConnectionSubscriptions::new(router.ctx.events.clone(), connection.clone());
     // One timer for the connection's life, re-armed only when it fires.
     let idle_timer = tokio::time::sleep(idle_timeout.min(frame_timeout / 4));
     tokio::pin!(idle_timer);

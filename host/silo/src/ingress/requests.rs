@@ -162,7 +162,9 @@ pub(super) fn handle_request(
         // The connection's reader answers these itself (see `subscriptions`).
         Request::Subscribe { .. } | Request::Unsubscribe { .. } => sink.reply(
             id,
-            Err(ReplyError::Internal("a subscription reached the router".into())),
+            Err(ReplyError::Internal(
+                "a subscription reached the router".into(),
+            )),
         ),
         Request::Reminders { object, limit } => {
             let store = router.ctx.effects.store().clone();

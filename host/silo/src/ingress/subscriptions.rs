@@ -46,7 +46,9 @@ impl ConnectionSubscriptions {
 
     fn check(&self, id: u64, topics: &[String]) -> Result<(), ReplyError> {
         if topics.is_empty() {
-            return Err(ReplyError::BadRequest("subscribe to at least one topic".into()));
+            return Err(ReplyError::BadRequest(
+                "subscribe to at least one topic".into(),
+            ));
         }
         if self.open.contains_key(&id) {
             return Err(ReplyError::BadRequest(format!(
@@ -54,7 +56,9 @@ impl ConnectionSubscriptions {
             )));
         }
         if let Some(problem) = topics.iter().find_map(|topic| topic_problem(topic)) {
-            return Err(ReplyError::BadRequest(format!("cannot subscribe: {problem}")));
+            return Err(ReplyError::BadRequest(format!(
+                "cannot subscribe: {problem}"
+            )));
         }
         if self.topics + topics.len() > MAX_TOPICS_PER_CONNECTION {
             return Err(ReplyError::BadRequest(format!(
@@ -86,7 +90,11 @@ impl ConnectionSubscriptions {
 
 impl Drop for ConnectionSubscriptions {
     fn drop(&mut self) {
-        let open: Vec<_> = self.open.drain().map(|(_, subscriber)| subscriber).collect();
+        let open: Vec<_> = self
+            .open
+            .drain()
+            .map(|(_, subscriber)| subscriber)
+            .collect();
         for subscriber in &open {
             self.end(subscriber);
         }
