@@ -61,8 +61,8 @@ async fn quiet(subscription: &mut Subscription, what: &str) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn events_leave_at_commit_numbered_per_publisher_across_a_restart() {
+/// A lone silo with the counter guest deployed, and a client of it.
+async fn counter_silo() -> (tempfile::TempDir, SiloProcess, Client) {
     let data = tempfile::tempdir().unwrap();
     let silo = SiloProcess::start(data.path());
     let client = Client::connect(&silo.address).await.unwrap();
@@ -70,6 +70,12 @@ async fn events_leave_at_commit_numbered_per_publisher_across_a_restart() {
         .deploy("Counter", build("guests/counter"))
         .await
         .unwrap();
+    (data, silo, client)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_leave_at_commit_numbered_per_publisher_across_a_restart() {
+    let (data, silo, client) = counter_silo().await;
 
     let mut own = client.subscribe(&["Counter/a"]).await.unwrap();
     let mut news = client.subscribe(&["news"]).await.unwrap();
@@ -182,13 +188,7 @@ fn check_gaps(deliveries: &[Delivery], total: u64) -> (u64, u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_subscriber_is_told_what_it_missed_and_never_slows_the_publisher() {
-    let data = tempfile::tempdir().unwrap();
-    let silo = SiloProcess::start(data.path());
-    let client = Client::connect(&silo.address).await.unwrap();
-    client
-        .deploy("Counter", build("guests/counter"))
-        .await
-        .unwrap();
+    let (_data, silo, client) = counter_silo().await;
 
     // A raw subscriber that reads nothing for now: the silo's buffer for it
     // (and the sockets') fill, and the silo counts what it misses.
