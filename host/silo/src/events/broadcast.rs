@@ -70,28 +70,40 @@ impl Waiting {
         }
     }
 
-    /// Counts `dropped` (by topic) and `also` as missed before whatever is
-    /// queued now, or else before the next event queued.
-    fn drop_before_front(&mut self, dropped: &[Event], also: Vec<(String, u64)>) -> u64 {
+    /// Counts `missed` (by topic) as missed before whatever is queued now,
+    /// or else before the next event queued.
+    fn drop_before_front(&mut self, missed: impl IntoIterator<Item = (String, u64)>) {
         let target = match self.events.front_mut() {
             Some(front) => &mut front.missed_before,
             None => &mut self.dropped,
         };
-        for (topic, count) in also {
-            *target.entry(topic).or_default() += count;
-        }
-        for event in dropped {
-            *target.entry(event.topic.clone()).or_default() += 1;
-        }
-        dropped.len() as u64
+        add(target, missed);
     }
 
     /// Counts `events` as missed after everything queued.
     fn drop_at_back(&mut self, events: &[Event]) -> u64 {
-        for event in events {
-            *self.dropped.entry(event.topic.clone()).or_default() += 1;
-        }
+        add(&mut self.dropped, by_topic(events));
         events.len() as u64
+    }
+}
+
+/// How many of `events` each topic has.
+fn by_topic(events: &[Event]) -> HashMap<String, u64> {
+    let mut counts: HashMap<String, u64> = HashMap::new();
+    for event in events {
+        match counts.get_mut(&event.topic) {
+            Some(count) => *count += 1,
+            None => {
+                counts.insert(event.topic.clone(), 1);
+            }
+        }
+    }
+    counts
+}
+
+fn add(into: &mut HashMap<String, u64>, counts: impl IntoIterator<Item = (String, u64)>) {
+    for (topic, count) in counts {
+        *into.entry(topic).or_default() += count;
     }
 }
 
@@ -170,22 +182,16 @@ async fn run(
         // Kept to count, by topic, if the peer does not take the batch (it
         // may have delivered some: its subscribers may hear of a miss that
         // was not one, never of none that was).
-        let topics: Vec<Event> = batch
-            .iter()
-            .map(|event| Event {
-                payload: Default::default(),
-                ..event.clone()
-            })
-            .collect();
+        let (count, topics) = (batch.len() as u64, by_topic(&batch));
         let sent = cluster
             .peers
             .publish(&address, batch, missed.clone(), SEND_TIMEOUT)
             .await;
         if let Err(error) = sent {
-            let count = {
+            {
                 let mut waiting = queue.events.lock().unwrap_or_else(|p| p.into_inner());
-                waiting.drop_before_front(&topics, missed)
-            };
+                waiting.drop_before_front(topics.into_iter().chain(missed));
+            }
             counters.not_broadcast.fetch_add(count, Ordering::Relaxed);
             tracing::debug!(%address, %error, events = count, "events not passed on");
             tokio::time::sleep(AFTER_FAILURE).await;
@@ -274,12 +280,16 @@ mod tests {
         let mut waiting = Waiting::default();
         waiting.queue(&[event(3), event(4)]);
         // Events 1 and 2 were sent and not taken, with a drop before them.
-        waiting.drop_before_front(&[event(1), event(2)], vec![("t".into(), 5)]);
+        waiting.drop_before_front(
+            by_topic(&[event(1), event(2)])
+                .into_iter()
+                .chain([("t".into(), 5)]),
+        );
         let queue = queue_of(waiting);
         assert_eq!(drain(&queue), vec![(7, 3, 4)]);
         // With nothing queued, the count goes out on its own.
         let mut waiting = Waiting::default();
-        waiting.drop_before_front(&[event(1)], Vec::new());
+        waiting.drop_before_front(by_topic(&[event(1)]));
         assert_eq!(drain(&queue_of(waiting)), vec![(1, 0, 0)]);
     }
 }

@@ -95,6 +95,10 @@ pub(crate) fn number(
     last: &mut u64,
     now_ms: i64,
 ) -> Vec<Event> {
+    // Most turns publish nothing: no name made for them.
+    if pending.is_empty() {
+        return Vec::new();
+    }
     let publisher = publisher.to_string();
     pending
         .into_iter()
