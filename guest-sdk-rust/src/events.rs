@@ -43,3 +43,32 @@ pub fn publish_raw(topic: &str, payload: &[u8]) -> Result<(), Error> {
 pub fn own_topic() -> String {
     format!("{}/{}", identity::service_type(), identity::object_id())
 }
+
+/// Subscribes this object to `topic` once this turn commits: each event
+/// published there afterwards, on any silo, arrives as a message of type
+/// `message_type` carrying the event's payload, activating this object if
+/// needed. Delivery is at least once with repeats skipped, so each event
+/// takes effect once, and one publisher's events arrive in publish order.
+/// Subscribing again replaces the message type.
+///
+/// ```no_run
+/// # use rio_sdk::prelude::*;
+/// # fn join() -> Result<(), Error> {
+/// // Every event of the room `Room/lobby` arrives as a `room-event`.
+/// events::subscribe("Room/lobby", "room-event")?;
+/// # Ok(()) }
+/// ```
+pub fn subscribe(topic: &str, message_type: &str) -> Result<(), Error> {
+    Ok(host::subscribe(topic, message_type)?)
+}
+
+/// Ends this object's subscription to `topic` once this turn commits.
+pub fn unsubscribe(topic: &str) {
+    host::unsubscribe(topic);
+}
+
+/// This object's subscriptions as last committed: (topic, message type),
+/// by topic.
+pub fn subscriptions() -> Result<Vec<(String, String)>, Error> {
+    Ok(host::subscriptions()?)
+}

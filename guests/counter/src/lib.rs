@@ -457,7 +457,80 @@ fn published(_: Empty) -> Result<Published, Error> {
     })
 }
 
+#[derive(Deserialize)]
+struct Subscribe {
+    topic: String,
+    /// The message type events arrive as; `heard` when absent.
+    #[serde(default, rename = "as")]
+    as_type: Option<String>,
+    #[serde(default)]
+    fail: bool,
+}
+
+/// Subscribes this object to a topic (and fails after, if asked: then it
+/// subscribes to nothing).
+fn subscribe(message: Subscribe) -> Result<Value, Error> {
+    let as_type = message.as_type.unwrap_or_else(|| "heard".into());
+    events::subscribe(&message.topic, &as_type)?;
+    if message.fail {
+        return Err(Error::new(
+            "failed-on-purpose",
+            "the turn fails after subscribing",
+        ));
+    }
+    Ok(Value { value: 0 })
+}
+
+#[derive(Deserialize)]
+struct Unsubscribe {
+    topic: String,
+}
+
+fn unsubscribe(message: Unsubscribe) -> Result<Empty, Error> {
+    events::unsubscribe(&message.topic);
+    Ok(Empty)
+}
+
+#[derive(Serialize)]
+struct Subscriptions {
+    subscriptions: Vec<(String, String)>,
+}
+
+fn subscriptions(_: Empty) -> Result<Subscriptions, Error> {
+    Ok(Subscriptions {
+        subscriptions: events::subscriptions()?,
+    })
+}
+
+#[derive(Serialize, Deserialize, Default)]
+struct Heard {
+    /// The `i` of every event delivered, in the order they took effect.
+    heard: Vec<u64>,
+}
+
+#[derive(Deserialize)]
+struct Event {
+    i: u64,
+}
+
+/// An event of a subscribed topic: its number is recorded.
+fn heard(event: Event) -> Result<Empty, Error> {
+    let mut heard: Heard = state::load("heard")?.unwrap_or_default();
+    heard.heard.push(event.i);
+    state::save("heard", &heard)?;
+    Ok(Empty)
+}
+
+fn heard_list(_: Empty) -> Result<Heard, Error> {
+    Ok(state::load("heard")?.unwrap_or_default())
+}
+
 rio_sdk::service! {
+    "subscribe" => subscribe,
+    "unsubscribe" => unsubscribe,
+    "subscriptions" => subscriptions,
+    "heard" => heard,
+    "heard-list" => heard_list,
     "publish" => publish,
     "published" => published,
     "set-timer" => set_timer,

@@ -447,6 +447,16 @@ pub struct SiloStats {
     /// Client subscriptions open now.
     #[serde(default)]
     pub subscriptions_open: u64,
+    /// Events this silo delivered to subscribed objects that took effect.
+    #[serde(default)]
+    pub object_event_deliveries_total: u64,
+    /// Events this silo delivered to objects whose handler failed (they
+    /// count as delivered).
+    #[serde(default)]
+    pub object_event_deliveries_failed_total: u64,
+    /// Deliveries to objects tried again, their subscriber unreachable.
+    #[serde(default)]
+    pub object_event_delivery_retries_total: u64,
 }
 
 /// The shape of [`ServerFrame::Events`] over borrowed events, for a silo

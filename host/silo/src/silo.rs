@@ -154,10 +154,18 @@ impl Silo {
         let broadcast = cluster.clone().map(|cluster| {
             Broadcast::new(cluster, config.peer_event_queue, counters.events.clone())
         });
+        let objects = crate::events::objects::ObjectDelivery::new(
+            effects.store().clone(),
+            clock::system(),
+            counters.events.clone(),
+            effects.tasks.clone(),
+            config.turn_deadline,
+        );
         let events = Events::new(
             counters.events.clone(),
             config.subscription_buffer_bytes,
             broadcast,
+            objects,
         );
         let context = Context {
             directory: Directory::new(config.mailbox_capacity),
@@ -249,6 +257,12 @@ impl Silo {
             }),
             None => Arc::new(|| Some(crate::storage::ShardSlice::ALL)),
         };
+        let delivery = ctx.events.objects.start(crate::events::objects::Wiring {
+            dispatch: router.clone(),
+            slice: slice.clone(),
+            stopping: self.stop.subscribe(),
+        });
+        start("object events", tokio::spawn(delivery));
         let firing = crate::time::firing::Firing::new(
             ctx.effects.store().clone(),
             router.clone(),

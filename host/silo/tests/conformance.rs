@@ -14,6 +14,8 @@
 mod backends;
 #[path = "conformance/reminders.rs"]
 mod reminder_cases;
+#[path = "conformance/topics.rs"]
+mod topic_cases;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -75,6 +77,7 @@ conformance! {
         reply_sweep,
         outbox,
         reminders,
+        topics,
     ],
     cluster_stores: [sqlite, postgres, mariadb, redis] => [
         membership,
@@ -87,11 +90,13 @@ conformance! {
         reply_records_in_one_batch,
         fenced_commit_stores_no_reply,
         fenced_commit_sets_no_reminder,
+        fenced_commit_subscribes_nothing,
     ],
     embedded_store: [embedded] => [lease_fencing],
 }
 
 use reminder_cases::{fenced_commit_sets_no_reminder, reminders};
+use topic_cases::{fenced_commit_subscribes_nothing, topics};
 
 fn put(key: &str, value: &[u8]) -> StateWrite {
     (key.to_string(), Some(value.to_vec()))
@@ -1144,6 +1149,7 @@ async fn reply_records(store: ClusterStore, env: &Env) {
         reply: Some(record("k1", b"reply one", now_ms())),
         outbox: Vec::new(),
         reminders: Vec::new(),
+        ..Commit::default()
     };
     commit_turn(&store, &object, turn).await;
     assert_eq!(load(&store, &object).await, map(&[("n", b"1")]));
@@ -1159,6 +1165,7 @@ async fn reply_records(store: ClusterStore, env: &Env) {
         reply: Some(record("k2", b"", now_ms())),
         outbox: Vec::new(),
         reminders: Vec::new(),
+        ..Commit::default()
     };
     commit_turn(&store, &object, turn).await;
     assert_eq!(stored_reply(&store, &object, "k2").await, Some(Vec::new()));
@@ -1180,6 +1187,7 @@ async fn reply_records(store: ClusterStore, env: &Env) {
             reply: Some(record(key, format!("r{i}").as_bytes(), now_ms())),
             outbox: Vec::new(),
             reminders: Vec::new(),
+            ..Commit::default()
         };
         commit_turn(&store, &odd, turn).await;
     }
@@ -1225,6 +1233,7 @@ async fn reply_records_in_one_batch(store: ClusterStore, env: &Env) {
                     reply: Some(record("key", format!("reply {i}").as_bytes(), now_ms())),
                     outbox: Vec::new(),
                     reminders: Vec::new(),
+                    ..Commit::default()
                 };
                 barrier.wait().await;
                 store.state.commit_turn(&object, turn, &me).await
@@ -1262,6 +1271,7 @@ async fn fenced_commit_stores_no_reply(store: ClusterStore, env: &Env) {
             reply: Some(record("k", b"b's reply", now_ms())),
             outbox: Vec::new(),
             reminders: Vec::new(),
+            ..Commit::default()
         };
         match store.state.commit_turn(&object, turn, &b).await {
             Err(StorageError::Fenced { .. }) => {}
@@ -1275,6 +1285,7 @@ async fn fenced_commit_stores_no_reply(store: ClusterStore, env: &Env) {
         reply: Some(record("k", b"r", now_ms())),
         outbox: Vec::new(),
         reminders: Vec::new(),
+        ..Commit::default()
     };
     assert!(matches!(
         store.state.commit_turn(&unplaced, turn, &a).await,
@@ -1295,6 +1306,7 @@ async fn reply_sweep(store: ClusterStore, env: &Env) {
             reply: Some(record(key, b"old", long_ago)),
             outbox: Vec::new(),
             reminders: Vec::new(),
+            ..Commit::default()
         };
         commit_turn(&store, &object, turn).await;
     }
@@ -1303,6 +1315,7 @@ async fn reply_sweep(store: ClusterStore, env: &Env) {
         reply: Some(record("new", b"new", now_ms())),
         outbox: Vec::new(),
         reminders: Vec::new(),
+        ..Commit::default()
     };
     commit_turn(&store, &object, turn).await;
 
@@ -1377,6 +1390,7 @@ async fn outbox(store: ClusterStore, env: &Env) {
         reply: None,
         outbox: sent.clone(),
         reminders: Vec::new(),
+        ..Commit::default()
     };
     state.commit_turn(&sender, turn, &a).await.unwrap();
     let pending = state.pending_outbox(&sender).await.unwrap();
@@ -1391,6 +1405,7 @@ async fn outbox(store: ClusterStore, env: &Env) {
         reply: None,
         outbox: vec![outgoing(2, &receiver, b"stale")],
         reminders: Vec::new(),
+        ..Commit::default()
     };
     assert!(matches!(
         state.commit_turn(&sender, stale, &b).await,
@@ -1438,6 +1453,7 @@ async fn outbox(store: ClusterStore, env: &Env) {
         reply: None,
         outbox: vec![outgoing(2, &receiver, b"two")],
         reminders: Vec::new(),
+        ..Commit::default()
     };
     state.commit_turn(&sender, turn, &a).await.unwrap();
     let pending = state.pending_outbox(&sender).await.unwrap();
@@ -1491,6 +1507,7 @@ async fn lease_fencing(store: ClusterStore, env: &Env) {
         }),
         outbox: vec![outgoing(0, &env.object("Leased", "b"), b"m")],
         reminders: Vec::new(),
+        ..Commit::default()
     };
     assert!(matches!(
         store.state.commit_turn(&object, stale, &first).await,

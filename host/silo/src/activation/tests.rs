@@ -190,6 +190,13 @@ impl Harness {
                 Default::default(),
                 1 << 20,
                 None,
+                crate::events::objects::ObjectDelivery::new(
+                    store.clone(),
+                    clock.clone(),
+                    Default::default(),
+                    TaskTracker::new(),
+                    Duration::from_secs(5),
+                ),
             )),
         });
         let router = Arc::new_cyclic(|this| FakeRouter {

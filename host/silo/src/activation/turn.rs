@@ -29,6 +29,7 @@ fn discard(live: &mut LiveInstance) {
     data.turn.deactivate = false;
     data.turn.reminders.clear();
     data.turn.published.clear();
+    data.turn.subscriptions.clear();
 }
 
 impl Activation {
@@ -264,6 +265,7 @@ impl Activation {
             && data.turn.sends.is_empty()
             && data.turn.reminders.is_empty()
             && data.turn.published.is_empty()
+            && data.turn.subscriptions.is_empty()
             && !clears_intent
         {
             return Ok(());
@@ -281,6 +283,7 @@ impl Activation {
         let mut last_published = self.published_seq;
         let published = std::mem::take(&mut data.turn.published);
         let events = events::number(&self.key, published, &mut last_published, now_ms);
+        let subscriptions = std::mem::take(&mut data.turn.subscriptions);
         let sends = std::mem::take(&mut data.turn.sends);
         // The seqs go on from the stored outbox's; opening it also starts
         // delivering what it still holds.
@@ -318,7 +321,14 @@ impl Activation {
             }),
             outbox,
             reminders,
+            subscriptions,
+            events: events.iter().map(events::for_log).collect(),
         };
+        let topics_changed: Vec<String> = commit
+            .subscriptions
+            .iter()
+            .map(|change| change.topic().to_string())
+            .collect();
         self.commit_as_owner(commit)
             .await
             .map_err(|error| TurnFailure {
@@ -333,7 +343,10 @@ impl Activation {
         self.has_sent |= marks_sender;
         // Only now do the events exist: after the commit that numbered them.
         self.published_seq = last_published;
-        self.ctx.events.committed(events);
+        for topic in &topics_changed {
+            self.ctx.events.objects.subscribed(topic);
+        }
+        self.ctx.events.committed(&self.key, events);
         Ok(())
     }
 

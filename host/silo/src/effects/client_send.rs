@@ -64,6 +64,7 @@ pub(crate) fn commit(
         }),
         outbox: outbox.number(vec![message], now_ms),
         reminders: Vec::new(),
+        ..Commit::default()
     }
 }
 

@@ -1,6 +1,7 @@
-//! Pub/sub to clients: the events turns publish, numbered per publisher at
-//! commit, handed to this silo's subscriptions (`hub`) and passed to every
-//! other active silo for theirs (`broadcast`).
+//! Pub/sub: the events turns publish, numbered per publisher at commit,
+//! handed to this silo's client subscriptions (`hub`), passed to every
+//! other active silo for theirs (`broadcast`), and delivered to subscribed
+//! objects from the topic log (`objects`).
 //!
 //! Invariants:
 //! - An event exists only once its turn committed: the activation hands
@@ -19,10 +20,12 @@
 //!   (counted); the next batch to that peer carries their counts by topic,
 //!   and its subscribers of those topics are told they missed them.
 //! - Deliberately absent: durability of client deliveries (an event
-//!   published while nobody subscribes reaches nobody) and replay.
+//!   published while nobody subscribes reaches nobody) and replay. Object
+//!   subscriptions are durable instead (see `objects`).
 
 pub(crate) mod broadcast;
 pub(crate) mod hub;
+pub(crate) mod objects;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -31,6 +34,7 @@ use rio_protocol::Event;
 
 use self::broadcast::Broadcast;
 use self::hub::Hub;
+use self::objects::ObjectDelivery;
 use crate::base::ObjectKey;
 use crate::observe::EventCounters;
 
@@ -115,12 +119,24 @@ pub(crate) fn number(
         .collect()
 }
 
+/// `event` as the topic log keeps it (its publisher is the commit's).
+pub(crate) fn for_log(event: &Event) -> crate::storage::TopicEvent {
+    crate::storage::TopicEvent {
+        topic: event.topic.clone(),
+        seq: i64::try_from(event.seq).unwrap_or(i64::MAX),
+        payload: event.payload.to_vec(),
+        published_ms: event.published_at_ms,
+    }
+}
+
 /// The silo's pub/sub: its subscriptions and, in a cluster, its queues to
 /// the other silos.
 pub(crate) struct Events {
     pub(crate) hub: Hub,
     broadcast: Option<Broadcast>,
     pub(crate) counters: Arc<EventCounters>,
+    /// Delivery of the topic log to subscribed objects.
+    pub(crate) objects: Arc<ObjectDelivery>,
 }
 
 impl Events {
@@ -129,20 +145,25 @@ impl Events {
         counters: Arc<EventCounters>,
         subscription_buffer_bytes: usize,
         broadcast: Option<Broadcast>,
+        objects: Arc<ObjectDelivery>,
     ) -> Events {
         Events {
             hub: Hub::new(counters.clone(), subscription_buffer_bytes),
             broadcast,
             counters,
+            objects,
         }
     }
 
-    /// A turn on this silo committed `events`: to this silo's subscribers,
-    /// and to every other active silo for theirs.
-    pub(crate) fn committed(&self, events: Vec<Event>) {
+    /// A turn of `publisher` on this silo committed `events`: to this
+    /// silo's client subscribers, to every other active silo for theirs,
+    /// and from the topic log to subscribed objects.
+    pub(crate) fn committed(&self, publisher: &ObjectKey, events: Vec<Event>) {
         if events.is_empty() {
             return;
         }
+        self.objects
+            .committed(publisher, events.iter().map(|event| event.topic.as_str()));
         self.counters
             .published
             .fetch_add(events.len() as u64, Ordering::Relaxed);

@@ -23,6 +23,9 @@ mod v0_2 {
             "rio:service/reminders.get-all": async,
             // Past the turn's limit of changes the guest is stopped.
             "rio:service/reminders.cancel": trappable,
+            "rio:service/events.subscriptions": async,
+            // Past the turn's limit of changes the guest is stopped.
+            "rio:service/events.unsubscribe": trappable,
         },
         exports: { default: async },
     });

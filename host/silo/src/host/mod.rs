@@ -121,6 +121,9 @@ pub(crate) struct TurnScope {
     pub(crate) fired: Option<Fire>,
     /// Events the turn published, in order: they leave when it commits.
     pub(crate) published: Vec<crate::events::Pending>,
+    /// Subscription changes the turn made, in order: committed with its
+    /// writes.
+    pub(crate) subscriptions: Vec<crate::storage::SubscriptionChange>,
 }
 
 impl TurnScope {
@@ -147,6 +150,7 @@ impl TurnScope {
             reminders: Vec::new(),
             fired,
             published: Vec::new(),
+            subscriptions: Vec::new(),
         }
     }
 }

@@ -57,6 +57,13 @@ pub(crate) struct EventCounters {
     pub(crate) not_broadcast: AtomicU64,
     /// Client subscriptions open now.
     pub(crate) subscriptions: AtomicU64,
+    /// Events delivered here to subscribed objects that took effect.
+    pub(crate) object_deliveries: AtomicU64,
+    /// Events delivered here whose subscriber's handler failed (counted as
+    /// delivered).
+    pub(crate) object_deliveries_failed: AtomicU64,
+    /// Deliveries to objects tried again (the subscriber was unreachable).
+    pub(crate) object_delivery_retries: AtomicU64,
 }
 
 /// Counters of the silo's connections.
@@ -114,6 +121,9 @@ impl Counters {
             events_missed_total: read(&self.events.missed),
             events_not_broadcast_total: read(&self.events.not_broadcast),
             subscriptions_open: read(&self.events.subscriptions),
+            object_event_deliveries_total: read(&self.events.object_deliveries),
+            object_event_deliveries_failed_total: read(&self.events.object_deliveries_failed),
+            object_event_delivery_retries_total: read(&self.events.object_delivery_retries),
         }
     }
 }

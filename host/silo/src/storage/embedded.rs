@@ -382,6 +382,7 @@ mod tests {
             }),
             outbox: Vec::new(),
             reminders: Vec::new(),
+            ..Commit::default()
         };
         store.commit_turn(&object, turn, &process(1)).await.unwrap();
         assert_eq!(store.read_value(&object, "n").await.unwrap(), Some(vec![8]));
@@ -408,7 +409,9 @@ mod tests {
             [
                 "rio_dead_letters_by_receiver",
                 "rio_reminders_by_due",
-                "rio_replies_by_age"
+                "rio_replies_by_age",
+                "rio_subscriptions_by_object",
+                "rio_topic_log_by_time"
             ]
         );
         let earlier: i64 = sqlx::query_scalar(

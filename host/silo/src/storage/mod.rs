@@ -31,12 +31,14 @@ pub mod placement;
 pub mod redis;
 pub mod reminders;
 pub mod sql;
+pub mod topics;
 
 pub use membership::{Member, MembershipStore, SiloId, SiloStatus};
 
 pub use crate::config::SqliteDurability;
 pub use placement::PlacementStore;
 pub use reminders::{DueReminder, Missed, Reminder, ReminderChange, ShardSlice};
+pub use topics::{Chain, LoggedEvent, Subscriber, SubscriptionChange, TopicEvent};
 
 /// Why the store failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -155,6 +157,12 @@ pub struct Commit {
     pub outbox: Vec<Outgoing>,
     /// The turn's changes to its object's reminders, in order.
     pub reminders: Vec<ReminderChange>,
+    /// The turn's changes to its object's subscriptions, in order.
+    pub subscriptions: Vec<SubscriptionChange>,
+    /// The events the turn published, by seq: each is stored in its
+    /// topic's log only if the topic has a subscriber when the commit is
+    /// applied (see `topics`).
+    pub events: Vec<TopicEvent>,
 }
 
 impl Commit {
@@ -164,6 +172,8 @@ impl Commit {
             && self.reply.is_none()
             && self.outbox.is_empty()
             && self.reminders.is_empty()
+            && self.subscriptions.is_empty()
+            && self.events.is_empty()
     }
 
     /// About how many bytes it writes: keys, values, reply and messages.
@@ -183,7 +193,17 @@ impl Commit {
             .map(|message| message.payload.len() + message.message_type.len())
             .sum();
         let reminders: usize = self.reminders.iter().map(ReminderChange::bytes).sum();
-        writes + reply + outbox + reminders
+        let subscriptions: usize = self
+            .subscriptions
+            .iter()
+            .map(SubscriptionChange::bytes)
+            .sum();
+        let events: usize = self
+            .events
+            .iter()
+            .map(|event| event.topic.len() + event.payload.len() + 16)
+            .sum();
+        writes + reply + outbox + reminders + subscriptions + events
     }
 }
 
@@ -383,6 +403,47 @@ pub trait StateStore: Send + Sync + 'static {
         fired_due_ms: i64,
         next_due_ms: Option<i64>,
     ) -> Result<(), StorageError>;
+    /// `object`'s subscriptions: (topic, message type), by topic.
+    async fn subscriptions_of(
+        &self,
+        object: &ObjectKey,
+    ) -> Result<Vec<(String, String)>, StorageError>;
+    /// Whether any object subscribes to `topic`.
+    async fn has_subscribers(&self, topic: &str) -> Result<bool, StorageError>;
+    /// At most `limit` subscribers of `topic` whose subscriptions date from
+    /// `published_ms` or before, in key order (type, then id), after
+    /// `after` if given.
+    async fn subscribers(
+        &self,
+        topic: &str,
+        after: Option<&ObjectKey>,
+        published_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<Subscriber>, StorageError>;
+    /// The events of `chain` in its topic's log not yet delivered to every
+    /// subscriber, by seq, at most `limit`.
+    async fn logged_events(
+        &self,
+        chain: &Chain,
+        limit: usize,
+    ) -> Result<Vec<LoggedEvent>, StorageError>;
+    /// Records that event `seq` of `chain` reached every subscriber up to
+    /// `through` (in key order), or with `None` every one: the event leaves
+    /// the log. Recording progress on one already gone stores nothing.
+    async fn event_delivered(
+        &self,
+        chain: &Chain,
+        seq: i64,
+        through: Option<&ObjectKey>,
+    ) -> Result<(), StorageError>;
+    /// At most `limit` chains of the shards in `slice` (by publisher) with
+    /// an event in the log published at or before `published_by_ms`.
+    async fn chains_waiting(
+        &self,
+        slice: ShardSlice,
+        published_by_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<Chain>, StorageError>;
 }
 
 /// Component bytes (content-addressed) and which type names point at them.

@@ -64,6 +64,7 @@ mod replies;
 mod state;
 #[cfg(test)]
 mod tests;
+mod topics;
 
 /// How long to wait for a TCP connection to the server.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);

@@ -12,11 +12,11 @@ use redis::Script;
 
 use super::placement::placement_key;
 use super::replies::{self, REPLY_AGES, replies_key};
-use super::{RedisStore, backend, object_key, object_of_key, outbox, parsing, reminders};
+use super::{RedisStore, backend, object_key, object_of_key, outbox, parsing, reminders, topics};
 use crate::base::ObjectKey;
 use crate::storage::{
-    Commit, DeadLetter, DueReminder, PendingOutbox, Reminder, ShardSlice, SiloId, StateStore,
-    StorageError, StoredEntry,
+    Chain, Commit, DeadLetter, DueReminder, LoggedEvent, PendingOutbox, Reminder, ShardSlice,
+    SiloId, StateStore, StorageError, StoredEntry, Subscriber,
 };
 
 /// The state hashes that hold an interrupted keyed turn (see `resume`).
@@ -38,7 +38,8 @@ fn state_key(object: &ObjectKey) -> String {
 /// `KEYS[5]` and the sender's next seq (kept in `KEYS[7]`; the outbox joins
 /// the senders set `KEYS[6]`), then the turn's reminder changes (see
 /// `reminders::CHANGES_LUA`, on the object's reminders `KEYS[8]` and its
-/// shard's due set `KEYS[9]`), and only then the fields to set. A commit
+/// shard's due set `KEYS[9]`), then the turn's subscriptions and events
+/// (see `topics::COMMIT_LUA`), and only then the fields to set. A commit
 /// that writes the interrupted-turn intent passes the set `KEYS[10]`, which
 /// then lists the state hash exactly while it holds an intent.
 static COMMIT: LazyLock<Script> = LazyLock::new(|| {
@@ -63,6 +64,7 @@ if sent > 0 then
   first_set = first_set + 1
 end
 {changes}
+{topics}
 -- unpack has a stack limit of a few thousand values: go in slices.
 local first_delete = first_set + 2 * tonumber(ARGV[2])
 for i = first_set, first_delete - 1, 1000 do
@@ -82,6 +84,7 @@ return 1
 ",
         advance = reminders::ADVANCE_LUA,
         changes = reminders::CHANGES_LUA,
+        topics = topics::COMMIT_LUA,
     ))
 });
 
@@ -219,6 +222,12 @@ impl StateStore for RedisStore {
             invocation.arg(last.seq + 1);
         }
         reminders::add_changes(&mut invocation, &commit.reminders);
+        topics::add_to_commit(
+            &mut invocation,
+            object,
+            &commit.subscriptions,
+            &commit.events,
+        );
         for (field, value) in sets {
             invocation.arg(field).arg(value);
         }
@@ -312,5 +321,53 @@ impl StateStore for RedisStore {
         next_due_ms: Option<i64>,
     ) -> Result<(), StorageError> {
         self.advance(object, name, fired_due_ms, next_due_ms).await
+    }
+
+    async fn subscriptions_of(
+        &self,
+        object: &ObjectKey,
+    ) -> Result<Vec<(String, String)>, StorageError> {
+        self.subscriptions_of_object(object).await
+    }
+
+    async fn has_subscribers(&self, topic: &str) -> Result<bool, StorageError> {
+        self.topic_has_subscribers(topic).await
+    }
+
+    async fn subscribers(
+        &self,
+        topic: &str,
+        after: Option<&ObjectKey>,
+        published_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<Subscriber>, StorageError> {
+        self.topic_subscribers(topic, after, published_ms, limit)
+            .await
+    }
+
+    async fn logged_events(
+        &self,
+        chain: &Chain,
+        limit: usize,
+    ) -> Result<Vec<LoggedEvent>, StorageError> {
+        self.logged_of_chain(chain, limit).await
+    }
+
+    async fn event_delivered(
+        &self,
+        chain: &Chain,
+        seq: i64,
+        through: Option<&ObjectKey>,
+    ) -> Result<(), StorageError> {
+        self.record_delivered(chain, seq, through).await
+    }
+
+    async fn chains_waiting(
+        &self,
+        slice: ShardSlice,
+        published_by_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<Chain>, StorageError> {
+        self.waiting_chains(slice, published_by_ms, limit).await
     }
 }

@@ -346,7 +346,56 @@ impl Dialect {
                     .to_string(),
             );
         }
-        vec![first, replies, outbox, lease, reminders]
+        // Object subscriptions and the per-topic event log (see
+        // `storage::topics`); events wait by publish time for the sweep.
+        let (subscriber_index, log_index) = match self {
+            Dialect::MySql => (
+                ",\n INDEX rio_subscriptions_by_object (service_type, object_id)",
+                ",\n INDEX rio_topic_log_by_time (published_ms)",
+            ),
+            _ => ("", ""),
+        };
+        let topic = match self {
+            Dialect::MySql => "VARCHAR(255)",
+            _ => "TEXT",
+        };
+        let mut topics = vec![
+            format!(
+                "CREATE TABLE IF NOT EXISTS rio_subscriptions (
+                    topic {topic} NOT NULL,
+                    service_type {short} NOT NULL,
+                    object_id {long} NOT NULL,
+                    message_type {long} NOT NULL,
+                    since_ms BIGINT NOT NULL,
+                    PRIMARY KEY (topic, service_type, object_id){subscriber_index}
+                ){table_options}"
+            ),
+            format!(
+                "CREATE TABLE IF NOT EXISTS rio_topic_log (
+                    topic {topic} NOT NULL,
+                    publisher_type {short} NOT NULL,
+                    publisher_id {long} NOT NULL,
+                    seq BIGINT NOT NULL,
+                    shard BIGINT NOT NULL,
+                    payload {blob} NOT NULL,
+                    published_ms BIGINT NOT NULL,
+                    through_type {short},
+                    through_id {long},
+                    PRIMARY KEY (topic, publisher_type, publisher_id, seq){log_index}
+                ){table_options}"
+            ),
+        ];
+        if self != Dialect::MySql {
+            topics.push(
+                "CREATE INDEX IF NOT EXISTS rio_subscriptions_by_object ON rio_subscriptions (service_type, object_id)"
+                    .to_string(),
+            );
+            topics.push(
+                "CREATE INDEX IF NOT EXISTS rio_topic_log_by_time ON rio_topic_log (published_ms)"
+                    .to_string(),
+            );
+        }
+        vec![first, replies, outbox, lease, reminders, topics]
     }
 }
 

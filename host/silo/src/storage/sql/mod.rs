@@ -15,6 +15,7 @@
 //! - `placement`: object → owner, by insert-if-absent and compare-and-set.
 //! - `outbox`: one-way messages waiting for delivery, and dead letters.
 //! - `reminders`: durable reminders, scanned by due time.
+//! - `topics`: object subscriptions and the per-topic event log.
 
 mod components;
 pub(crate) mod dialect;
@@ -24,6 +25,7 @@ mod placement;
 mod reminders;
 mod replies;
 mod state;
+mod topics;
 
 use std::time::Duration;
 

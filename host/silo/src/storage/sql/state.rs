@@ -21,8 +21,9 @@ use super::replies::PendingLookup;
 use super::{Fencing, SqlStore, backend};
 use crate::base::ObjectKey;
 use crate::storage::{
-    Commit, DeadLetter, DueReminder, PendingOutbox, Reminder, ReminderChange, ReplyRecord,
-    ShardSlice, SiloId, StateStore, StorageError, StoredEntry, gather_batch, stored_entries,
+    Chain, Commit, DeadLetter, DueReminder, LoggedEvent, PendingOutbox, Reminder, ReminderChange,
+    ReplyRecord, ShardSlice, SiloId, StateStore, StorageError, StoredEntry, Subscriber,
+    gather_batch, stored_entries,
 };
 
 pub(crate) struct PendingCommit {
@@ -259,7 +260,23 @@ async fn write_batch(
             &commit.commit.reminders,
         )
         .await?;
+        super::topics::write_subscriptions(
+            &mut transaction,
+            dialect,
+            &commit.object,
+            &commit.commit.subscriptions,
+        )
+        .await?;
     }
+    // After the batch's subscriptions: a turn that subscribes and then
+    // publishes in the same batch logs its event.
+    let events: Vec<(&ObjectKey, &crate::storage::TopicEvent)> = batch
+        .iter()
+        .enumerate()
+        .filter(|(index, _)| owned.contains(index))
+        .flat_map(|(_, commit)| commit.commit.events.iter().map(|e| (&commit.object, e)))
+        .collect();
+    super::topics::write_events(&mut transaction, dialect, &events).await?;
     for (sender, seq) in delivered {
         super::outbox::delete(&mut transaction, dialect, sender, *seq).await?;
     }
@@ -498,5 +515,53 @@ impl StateStore for SqlStore {
             next_due_ms,
         };
         super::reminders::apply(&self.pool, self.dialect, object, &change).await
+    }
+
+    async fn subscriptions_of(
+        &self,
+        object: &ObjectKey,
+    ) -> Result<Vec<(String, String)>, StorageError> {
+        super::topics::of_object(&self.pool, self.dialect, object).await
+    }
+
+    async fn has_subscribers(&self, topic: &str) -> Result<bool, StorageError> {
+        super::topics::has_subscribers(&self.pool, self.dialect, topic).await
+    }
+
+    async fn subscribers(
+        &self,
+        topic: &str,
+        after: Option<&ObjectKey>,
+        published_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<Subscriber>, StorageError> {
+        super::topics::subscribers(&self.pool, self.dialect, topic, after, published_ms, limit)
+            .await
+    }
+
+    async fn logged_events(
+        &self,
+        chain: &Chain,
+        limit: usize,
+    ) -> Result<Vec<LoggedEvent>, StorageError> {
+        super::topics::logged(&self.pool, self.dialect, chain, limit).await
+    }
+
+    async fn event_delivered(
+        &self,
+        chain: &Chain,
+        seq: i64,
+        through: Option<&ObjectKey>,
+    ) -> Result<(), StorageError> {
+        super::topics::delivered(&self.pool, self.dialect, chain, seq, through).await
+    }
+
+    async fn chains_waiting(
+        &self,
+        slice: ShardSlice,
+        published_by_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<Chain>, StorageError> {
+        super::topics::waiting(&self.pool, self.dialect, slice, published_by_ms, limit).await
     }
 }
