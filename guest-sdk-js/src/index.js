@@ -9,7 +9,7 @@ import { current } from "rio:service/identity@0.2.0";
 import { set as hostSetTimer, cancel as hostCancelTimer } from "rio:service/timers@0.2.0";
 import { deactivate as hostDeactivate } from "rio:service/lifecycle@0.2.0";
 import * as hostReminders from "rio:service/reminders@0.2.0";
-import { publish as hostPublish } from "rio:service/events@0.2.0";
+import * as hostEvents from "rio:service/events@0.2.0";
 
 import { decode, encode } from "./codec.js";
 import { Abort, RioError, asHandlerError } from "./errors.js";
@@ -211,19 +211,23 @@ export const reminders = {
 };
 
 /**
- * Pub/sub: events this object publishes to topics, for the clients that
- * subscribe to them on any silo of the cluster.
+ * Pub/sub: events this object publishes to topics, for the clients and the
+ * objects that subscribe to them on any silo of the cluster.
  *
  *   // Clients watching `Room/lobby` (this object's own topic) see it once
  *   // this turn commits.
  *   events.publishOwn({ kind: "joined", member: "ada" });
+ *   // Every later event of `Room/lobby` arrives here as a `heard` message.
+ *   events.subscribe("Room/lobby", "heard");
  *
  * An event leaves only when the turn that published it commits, after the
  * turn's earlier events; a turn that fails publishes nothing. Every event
  * carries this object as its publisher and a sequence number counting its
  * events from 1 (kept across restarts and moves), so a subscriber sees a
  * gap. Delivery to clients is at most once: nobody subscribed, nobody
- * receives it.
+ * receives it. An object's subscription is durable instead: each later
+ * event takes effect in it once, in its publisher's order, even across
+ * restarts and failovers.
  */
 export const events = {
   /**
@@ -236,7 +240,7 @@ export const events = {
   publish(topic, value) {
     const payload = encode(value);
     try {
-      hostPublish(topic, payload);
+      hostEvents.publish(topic, payload);
     } catch (thrown) {
       throw callFailure(thrown);
     }
@@ -249,6 +253,35 @@ export const events = {
   ownTopic() {
     const me = current();
     return `${me.serviceType}/${me.objectId}`;
+  },
+  /**
+   * Subscribes this object to `topic` once this turn commits: each event
+   * published there afterwards, on any silo, arrives as a message of type
+   * `messageType` carrying the event's payload, activating this object if
+   * needed. Delivery is at least once with repeats skipped, so each event
+   * takes effect once; one publisher's events arrive in publish order.
+   * Subscribing again replaces the message type. Throws a `RioError`
+   * (`internal`) for a topic no event can have, or an empty or reserved
+   * (`rio:`) message type.
+   */
+  subscribe(topic, messageType) {
+    try {
+      hostEvents.subscribe(topic, messageType);
+    } catch (thrown) {
+      throw callFailure(thrown);
+    }
+  },
+  /** Ends this object's subscription to `topic` once this turn commits. */
+  unsubscribe(topic) {
+    hostEvents.unsubscribe(topic);
+  },
+  /** This object's subscriptions as last committed: `[topic, messageType]` pairs, by topic. */
+  subscriptions() {
+    try {
+      return hostEvents.subscriptions().map(([topic, messageType]) => [topic, messageType]);
+    } catch (thrown) {
+      throw callFailure(thrown);
+    }
   },
 };
 

@@ -39,6 +39,16 @@ def _stand_ins():
         published.append((topic, payload))
 
     host_events.publish = publish
+    subscribed = {}
+
+    def subscribe(topic, message_type):
+        if not message_type or message_type.startswith("rio:"):
+            raise Err(host_types.CallError_Internal(f"`{message_type}` is reserved"))
+        subscribed[topic] = message_type
+
+    host_events.subscribe = subscribe
+    host_events.unsubscribe = lambda topic: subscribed.pop(topic, None)
+    host_events.subscriptions = lambda: sorted(subscribed.items())
     host_identity = types.ModuleType("wit_world.imports.identity")
     host_identity.current = lambda: types.SimpleNamespace(service_type="Room", object_id="lobby")
     imports = types.ModuleType("wit_world.imports")
@@ -57,10 +67,10 @@ def _stand_ins():
         "wit_world.imports.identity": host_identity,
         "wit_world.imports.messaging": imports.messaging,
     })
-    return published
+    return published, subscribed
 
 
-published = _stand_ins()
+published, subscribed = _stand_ins()
 # A bare package of the SDK's folder, as in test_codec.py: its `__init__`
 # would import every host module.
 package = types.ModuleType("rio_sdk")
@@ -89,6 +99,15 @@ class Events(unittest.TestCase):
             events.publish("rio:reserved", {})
         self.assertEqual(refused.exception.kind, "internal")
         self.assertEqual(published, [])
+
+    def test_subscriptions_go_to_the_host_and_list_back(self):
+        events.subscribe("Room/lobby", "heard")
+        events.subscribe("news", "read")
+        events.unsubscribe("news")
+        self.assertEqual(events.subscriptions(), [("Room/lobby", "heard")])
+        with self.assertRaises(RioError) as refused:
+            events.subscribe("Room/lobby", "rio:wake-outbox")
+        self.assertEqual(refused.exception.kind, "internal")
 
 
 if __name__ == "__main__":

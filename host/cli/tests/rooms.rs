@@ -6,6 +6,10 @@
 //! publish nothing; a silent member is dropped by the room's timer in real
 //! time while one that pings stays; the emptied room deactivates itself;
 //! and 200 lines said at once by 8 clients each arrive exactly once.
+//! A transcript (`examples/transcript*`) of the same language follows the
+//! room's topic as an object subscriber: at the end it holds the last 100
+//! events exactly as the clients saw them, in order, and after it unfollows
+//! it takes no more.
 //!
 //! Outside CI a language whose tooling is not installed is skipped with a
 //! printed reason; in CI (`CI=true`) that is a failure.
@@ -29,6 +33,18 @@ fn room_folder(language: Language) -> &'static str {
         Language::JavaScript => "examples/room-js",
     }
 }
+
+fn transcript_folder(language: Language) -> &'static str {
+    match language {
+        Language::Rust => "examples/transcript",
+        Language::Python => "examples/transcript-python",
+        Language::JavaScript => "examples/transcript-js",
+    }
+}
+
+/// Objects active beside the room: its transcript, which the silo's idle
+/// timeout (600 s) never reaches in a test.
+const TRANSCRIPTS: u64 = 1;
 
 /// How long any one event may take to come: generous for a debug silo on
 /// two busy cores, yet a lost event fails in seconds.
@@ -91,6 +107,8 @@ struct Watchers {
     subscriptions: [Subscription; 2],
     topic: String,
     seq: u64,
+    /// Every event seen, in order.
+    seen: Vec<Value>,
 }
 
 impl Watchers {
@@ -110,7 +128,9 @@ impl Watchers {
         self.seq += 1;
         let place = (&*event.topic, &*event.publisher, event.seq);
         assert_eq!(place, (&*self.topic, &*self.topic, self.seq), "{what}");
-        ciborium::from_reader(&event.payload[..]).unwrap()
+        let event: Value = ciborium::from_reader(&event.payload[..]).unwrap();
+        self.seen.push(event.clone());
+        event
     }
 
     async fn expect(&mut self, what: &str, expected: Value) {
@@ -164,21 +184,77 @@ async fn room_suite(language: Language) {
         client.subscribe(&[&topic]).await.unwrap(),
         second.subscribe(&[&topic]).await.unwrap(),
     ];
+    let transcript_type = format!("{}Transcript", language.tag());
+    client
+        .deploy(&transcript_type, build(transcript_folder(language)))
+        .await
+        .expect("the transcript deploys");
+    let followed: Value = client
+        .call(&transcript_type, "log", "follow", &json!({"topic": topic}))
+        .await
+        .unwrap();
+    assert_eq!(followed, json!({"following": [topic]}));
     let mut watchers = Watchers {
         subscriptions,
         topic,
         seq: 0,
+        seen: Vec::new(),
     };
 
     let started = Instant::now();
     presence(&room, &mut watchers).await;
     idle_members_are_dropped(&room, &mut watchers).await;
     many_talk_at_once(&room, &silo, &mut watchers).await;
+    transcript_matches(&client, &transcript_type, &room, &watchers).await;
     let checked = started.elapsed();
     eprintln!(
         "{language:?}: built in {built:.1?}, deployed in {deployed:.1?}, checked in {checked:.1?}"
     );
     silo.stop();
+}
+
+/// The transcript holds the last 100 events the clients saw, in order, as
+/// soon as its deliveries caught up; unfollowed, it takes no more.
+async fn transcript_matches(client: &Client, service_type: &str, room: &Room, watchers: &Watchers) {
+    let kept = watchers.seen.len().min(100);
+    let expected = &watchers.seen[watchers.seen.len() - kept..];
+    let history = |client: Client| async move {
+        let history: Value = client
+            .call(service_type, "log", "history", &json!({}))
+            .await
+            .unwrap();
+        history["events"].as_array().unwrap().clone()
+    };
+    let started = Instant::now();
+    loop {
+        let events = history(client.clone()).await;
+        if events == expected {
+            break;
+        }
+        assert!(
+            started.elapsed() < WAIT,
+            "the transcript has {} events, not the {kept} seen: {events:?}",
+            events.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let unfollowed: Value = client
+        .call(
+            service_type,
+            "log",
+            "unfollow",
+            &json!({"topic": watchers.topic}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(unfollowed, json!({"following": []}));
+    room.ok("join", json!({"member": "zed"})).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        history(client.clone()).await,
+        expected,
+        "an unfollowed topic's event arrived"
+    );
 }
 
 /// Arrivals, a line and departures, step by step: each reply's members
@@ -223,8 +299,9 @@ async fn presence(room: &Room, watchers: &mut Watchers) {
 async fn idle_members_are_dropped(room: &Room, watchers: &mut Watchers) {
     let before = room.client.stats().await.unwrap();
     assert_eq!(
-        before.live_activations, 1,
-        "the room alone is active: {before:?}"
+        before.live_activations,
+        1 + TRANSCRIPTS,
+        "the room and its transcript alone are active: {before:?}"
     );
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -289,7 +366,7 @@ async fn idle_members_are_dropped(room: &Room, watchers: &mut Watchers) {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let stats = room.client.stats().await.unwrap();
-        if stats.live_activations == 0 {
+        if stats.live_activations == TRANSCRIPTS {
             assert_eq!(
                 stats.deactivations_total,
                 before.deactivations_total + 1,
@@ -311,9 +388,9 @@ async fn idle_members_are_dropped(room: &Room, watchers: &mut Watchers) {
 async fn many_talk_at_once(room: &Room, silo: &SiloProcess, watchers: &mut Watchers) {
     const TALKERS: usize = 8;
     const LINES: usize = 25;
-    // The room is the silo's one object: activated once so far, and
-    // deactivated once (no stray sweep woke it again); the next message
-    // activates it afresh, with nobody left from before.
+    // The room is the silo's one object beside its transcript: activated
+    // once so far, and deactivated once (no stray sweep woke it again); the
+    // next message activates it afresh, with nobody left from before.
     let counts = |s: rio_protocol::SiloStats| {
         (
             s.live_activations,
@@ -321,9 +398,13 @@ async fn many_talk_at_once(room: &Room, silo: &SiloProcess, watchers: &mut Watch
             s.deactivations_total,
         )
     };
-    assert_eq!(counts(room.client.stats().await.unwrap()), (0, 1, 1));
+    let t = TRANSCRIPTS;
+    assert_eq!(counts(room.client.stats().await.unwrap()), (t, 1 + t, 1));
     assert_eq!(room.ok("members", json!({})).await, Vec::<String>::new());
-    assert_eq!(counts(room.client.stats().await.unwrap()), (1, 2, 1));
+    assert_eq!(
+        counts(room.client.stats().await.unwrap()),
+        (1 + t, 2 + t, 1)
+    );
 
     let names: Vec<String> = (0..TALKERS).map(|n| format!("m{n}")).collect();
     let mut talkers = Vec::new();
