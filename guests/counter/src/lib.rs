@@ -506,6 +506,9 @@ fn subscriptions(_: Empty) -> Result<Subscriptions, Error> {
 struct Heard {
     /// The `i` of every event delivered, in the order they took effect.
     heard: Vec<u64>,
+    /// When each took effect, by the silo's clock (ms since the epoch).
+    #[serde(default)]
+    heard_ms: Vec<u64>,
 }
 
 #[derive(Deserialize)]
@@ -517,6 +520,7 @@ struct Event {
 fn heard(event: Event) -> Result<Empty, Error> {
     let mut heard: Heard = state::load("heard")?.unwrap_or_default();
     heard.heard.push(event.i);
+    heard.heard_ms.push(reminders::now_ms());
     state::save("heard", &heard)?;
     Ok(Empty)
 }

@@ -365,7 +365,7 @@ impl Client {
     /// The silo's counters.
     pub async fn stats(&self) -> Result<SiloStats, ClientError> {
         match self.request(Request::Stats).await? {
-            Response::Stats(stats) => Ok(stats),
+            Response::Stats(stats) => Ok(*stats),
             other => Err(ClientError::Unexpected(format!("{other:?}"))),
         }
     }

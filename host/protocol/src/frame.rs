@@ -276,7 +276,7 @@ pub enum Response {
     /// Every deployed type.
     Deployments(Vec<DeploymentInfo>),
     /// Silo counters.
-    Stats(SiloStats),
+    Stats(Box<SiloStats>),
     /// Answer to a ping: the silo's generation.
     Pong {
         /// When the silo process started, in ms since the Unix epoch.

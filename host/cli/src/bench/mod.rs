@@ -14,9 +14,12 @@
 //! - `reminders`: a burst of durable reminders due at once (`--reminders`).
 //! - `pubsub`: one publisher's events fanned out to many client
 //!   subscribers (`--pubsub`).
+//! - `object_events`: one topic's events delivered to many subscribed
+//!   objects (`--object-subscribers N`).
 //! - `report`: the table and the `--json` form.
 
 mod load;
+mod object_events;
 mod pubsub;
 mod reminders;
 mod report;
@@ -137,6 +140,11 @@ pub(crate) struct BenchArgs {
     /// Client subscribers in the `--pubsub` run.
     #[arg(long, default_value_t = 1000)]
     subscribers: usize,
+    /// Also measure pub/sub to objects: this many counter objects subscribe
+    /// to one topic, one publisher publishes events one at a time; checks
+    /// that each object applied each event once, in order.
+    #[arg(long)]
+    object_subscribers: Option<usize>,
 }
 
 #[derive(Serialize)]
@@ -417,6 +425,13 @@ async fn measure(
         None
     };
 
+    let object_events = match args.object_subscribers {
+        Some(subscribers) => Some(
+            object_events::run(&clients, service_type, subscribers, args.in_flight, run).await?,
+        ),
+        None => None,
+    };
+
     let latency = load::sequential_latency(&clients[0], args.latency_samples, |client, i| {
         let id = objects[i % objects.len()].clone();
         async move {
@@ -494,6 +509,7 @@ async fn measure(
         timers,
         reminders,
         pubsub,
+        object_events,
         latency_p50_us: latency.percentile_us(50.0),
         latency_p99_us: latency.percentile_us(99.0),
         protocol_round_trip_p50_us: protocol_only.percentile_us(50.0),

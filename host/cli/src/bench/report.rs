@@ -95,6 +95,9 @@ pub(crate) struct Figures {
     /// With `--pubsub`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) pubsub: Option<super::pubsub::PubSubRun>,
+    /// With `--object-subscribers`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) object_events: Option<super::object_events::ObjectEventsRun>,
     pub(crate) latency_p50_us: f64,
     pub(crate) latency_p99_us: f64,
     /// One request at a time that involves no guest (listing deployments).
@@ -270,6 +273,22 @@ pub(crate) fn table(figures: &Figures) -> String {
                 pubsub.latency_p99_us,
                 pubsub.missed,
                 verified(pubsub.verified)
+            ),
+        ));
+    }
+    if let Some(run) = &figures.object_events {
+        extra_rows.push((
+            "object deliveries/s",
+            format!(
+                "{:.0}  ({} events to {} subscribed objects; publish-to-applied p50 {} ms, p99 {} ms; all of an event applied p50 {} ms, max {} ms; each applied once, in order: {})",
+                run.deliveries_per_second,
+                run.events,
+                run.subscribers,
+                run.delivery_p50_ms,
+                run.delivery_p99_ms,
+                run.all_applied_p50_ms,
+                run.all_applied_max_ms,
+                verified(run.verified)
             ),
         ));
     }

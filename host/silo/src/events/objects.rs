@@ -25,7 +25,9 @@
 //! - Who delivers: the publisher's silo, as soon as its turn committed;
 //!   and, for an event still in the log [`SWEEP_AFTER`] after its publish
 //!   (its silo died, or a subscriber was unreachable), the silo holding its
-//!   publisher's shard, found by a sweep every [`SWEEP_INTERVAL`].
+//!   publisher's shard, found by a sweep every [`SWEEP_INTERVAL`], unless a
+//!   deliverer touched the chain within that time (it does so for each
+//!   event it starts that is over [`TOUCH_AFTER`] old: a backlog).
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -59,6 +61,9 @@ const TOPIC_CACHE: Duration = Duration::from_secs(1);
 
 /// How old an event still in the log is when the sweep takes it up.
 pub(crate) const SWEEP_AFTER: Duration = Duration::from_secs(3);
+
+/// How old an event is when its deliverer marks it as being worked on.
+const TOUCH_AFTER: Duration = Duration::from_secs(1);
 
 /// How often a silo sweeps its shards' chains.
 pub(crate) const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
@@ -298,6 +303,21 @@ impl ObjectDelivery {
         let key = delivery_key(chain, event.seq);
         let mut after = logged.delivered_through;
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+        // An event this old was waiting behind others, or is taken up
+        // again: marked as being worked on, so the sweep of another silo
+        // does not deliver its chain too. Fresh ones (nearly all) are not
+        // worth the write.
+        let now_ms = self.clock.now_ms();
+        if now_ms - event.published_ms > TOUCH_AFTER.as_millis() as i64 {
+            if let Err(error) = self
+                .store
+                .touch_logged_event(chain, event.seq, now_ms)
+                .await
+                && let Some(count) = STORE_ERRORS.note()
+            {
+                tracing::warn!(%error, count, "cannot mark a logged event as being delivered");
+            }
+        }
         loop {
             let page = self
                 .store

@@ -134,7 +134,10 @@ pub(super) fn handle_request(
         Request::ListDeployments => {
             sink.reply(id, Ok(Response::Deployments(router.ctx.deployments.list())))
         }
-        Request::Stats => sink.reply(id, Ok(Response::Stats(router.ctx.counters.stats()))),
+        Request::Stats => sink.reply(
+            id,
+            Ok(Response::Stats(Box::new(router.ctx.counters.stats()))),
+        ),
         Request::DeadLetters {
             receiver_type,
             limit,

@@ -436,8 +436,17 @@ pub trait StateStore: Send + Sync + 'static {
         seq: i64,
         through: Option<&ObjectKey>,
     ) -> Result<(), StorageError>;
+    /// Marks event `seq` of `chain` as being delivered at `now_ms`, so the
+    /// sweep leaves its chain to the deliverer working on it.
+    async fn touch_logged_event(
+        &self,
+        chain: &Chain,
+        seq: i64,
+        now_ms: i64,
+    ) -> Result<(), StorageError>;
     /// At most `limit` chains of the shards in `slice` (by publisher) with
-    /// an event in the log published at or before `published_by_ms`.
+    /// an event in the log published at or before `published_by_ms` and
+    /// none touched (see [`StateStore::touch_logged_event`]) after it.
     async fn chains_waiting(
         &self,
         slice: ShardSlice,

@@ -167,6 +167,14 @@ pub(crate) async fn topics(store: ClusterStore, env: &Env) {
     };
     assert!(!waiting(999).await.contains(&chain));
     assert!(waiting(1_000).await.contains(&chain));
+    // A deliverer that touched it keeps it off the sweep until then.
+    store
+        .state
+        .touch_logged_event(&chain, 1, 5_000)
+        .await
+        .unwrap();
+    assert!(!waiting(4_999).await.contains(&chain));
+    assert!(waiting(5_000).await.contains(&chain));
 
     // Progress is recorded on the event; the last step removes it.
     store

@@ -362,6 +362,15 @@ impl StateStore for RedisStore {
         self.record_delivered(chain, seq, through).await
     }
 
+    async fn touch_logged_event(
+        &self,
+        chain: &Chain,
+        _seq: i64,
+        now_ms: i64,
+    ) -> Result<(), StorageError> {
+        self.touch_chain(chain, now_ms).await
+    }
+
     async fn chains_waiting(
         &self,
         slice: ShardSlice,

@@ -5,8 +5,9 @@
 //! a hash of its topics (`rio:subscriptions:…`). The topic log is a hash
 //! per chain (`rio:topic-log:` + the chain's member; field seq → event,
 //! field `t` + seq → the subscriber delivered through), and the sorted set
-//! `rio:topic-log-chains` lists the chains with events, scored by the
-//! publish time of the oldest when the chain last started, for the sweep.
+//! `rio:topic-log-chains` lists the chains with events for the sweep,
+//! scored by the publish time of the first event of a chain that was
+//! empty, then by the last time a deliverer touched it.
 //! The commit script applies a turn's subscriptions, then logs each of its
 //! events whose topic's subscriber set exists.
 
@@ -340,6 +341,18 @@ impl RedisStore {
             .arg(through.map(member_of).unwrap_or_default())
             .arg(chain_member(&chain.topic, &chain.publisher))
             .invoke_async(&mut self.connection())
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    pub(super) async fn touch_chain(&self, chain: &Chain, now_ms: i64) -> Result<(), StorageError> {
+        let _: i64 = redis::cmd("ZADD")
+            .arg(CHAINS)
+            .arg("XX")
+            .arg(now_ms)
+            .arg(chain_member(&chain.topic, &chain.publisher))
+            .query_async(&mut self.connection())
             .await
             .map_err(backend)?;
         Ok(())

@@ -379,6 +379,7 @@ impl Dialect {
                     shard BIGINT NOT NULL,
                     payload {blob} NOT NULL,
                     published_ms BIGINT NOT NULL,
+                    touched_ms BIGINT NOT NULL,
                     through_type {short},
                     through_id {long},
                     PRIMARY KEY (topic, publisher_type, publisher_id, seq){log_index}

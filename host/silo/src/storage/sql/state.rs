@@ -556,6 +556,15 @@ impl StateStore for SqlStore {
         super::topics::delivered(&self.pool, self.dialect, chain, seq, through).await
     }
 
+    async fn touch_logged_event(
+        &self,
+        chain: &Chain,
+        seq: i64,
+        now_ms: i64,
+    ) -> Result<(), StorageError> {
+        super::topics::touch(&self.pool, self.dialect, chain, seq, now_ms).await
+    }
+
     async fn chains_waiting(
         &self,
         slice: ShardSlice,

@@ -85,7 +85,7 @@ pub(super) async fn write_events(
         subscribed.extend(query.fetch_all(&mut **transaction).await.map_err(backend)?);
     }
     let insert = dialect.sql(
-        "INSERT INTO rio_topic_log (topic, publisher_type, publisher_id, seq, shard, payload, published_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO rio_topic_log (topic, publisher_type, publisher_id, seq, shard, payload, published_ms, touched_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
     );
     for (publisher, event) in events {
         if !subscribed.contains(&event.topic) {
@@ -98,6 +98,7 @@ pub(super) async fn write_events(
             .bind(event.seq)
             .bind(i64::from(shard_of(publisher)))
             .bind(event.payload.clone())
+            .bind(event.published_ms)
             .bind(event.published_ms)
             .execute(&mut **transaction)
             .await
@@ -254,12 +255,16 @@ pub(super) async fn waiting(
     published_by_ms: i64,
     limit: usize,
 ) -> Result<Vec<Chain>, StorageError> {
+    // Chains with an old event (from the index by publish time) on which
+    // nobody has worked since: a chain being delivered has its current
+    // event touched.
     let rows = sqlx::query(dialect.sql(
-        "SELECT DISTINCT topic, publisher_type, publisher_id FROM rio_topic_log WHERE published_ms <= ? AND shard % ? = ? LIMIT ?",
+        "SELECT topic, publisher_type, publisher_id FROM rio_topic_log WHERE published_ms <= ? AND shard % ? = ? GROUP BY topic, publisher_type, publisher_id HAVING MAX(touched_ms) <= ? LIMIT ?",
     ))
     .bind(published_by_ms)
     .bind(i64::from(slice.count.max(1)))
     .bind(i64::from(slice.index))
+    .bind(published_by_ms)
     .bind(i64::try_from(limit).unwrap_or(i64::MAX))
     .fetch_all(pool)
     .await
@@ -274,4 +279,25 @@ pub(super) async fn waiting(
             })
         })
         .collect()
+}
+
+pub(super) async fn touch(
+    pool: &AnyPool,
+    dialect: Dialect,
+    chain: &Chain,
+    seq: i64,
+    now_ms: i64,
+) -> Result<(), StorageError> {
+    sqlx::query(dialect.sql(
+        "UPDATE rio_topic_log SET touched_ms = ? WHERE topic = ? AND publisher_type = ? AND publisher_id = ? AND seq = ?",
+    ))
+    .bind(now_ms)
+    .bind(chain.topic.clone())
+    .bind(chain.publisher.service_type.to_string())
+    .bind(chain.publisher.object_id.to_string())
+    .bind(seq)
+    .execute(pool)
+    .await
+    .map_err(backend)?;
+    Ok(())
 }
