@@ -25,6 +25,8 @@
 
 pub(crate) mod broadcast;
 pub(crate) mod hub;
+#[cfg(test)]
+mod object_tests;
 pub(crate) mod objects;
 
 use std::sync::Arc;

@@ -34,7 +34,6 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rio_protocol::ReplyError;
 use sha2::{Digest, Sha256};
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
@@ -44,7 +43,7 @@ use crate::base::ObjectKey;
 use crate::base::clock::Clock;
 use crate::base::log_summary::LogSummary;
 use crate::base::pace::Backoff;
-use crate::message::{Dispatch, Envelope, ReplyTo, empty_chain};
+use crate::message::{Dispatch, Ending, Envelope, ReplyTo, empty_chain, ending};
 use crate::observe::EventCounters;
 use crate::storage::{Chain, LoggedEvent, ShardSlice, StateStore, Subscriber};
 
@@ -58,6 +57,9 @@ const EVENTS_READ: usize = 100;
 /// a subscription made on another silo is seen this late at most by a
 /// publisher here (the sweep delivers what that left behind).
 const TOPIC_CACHE: Duration = Duration::from_secs(1);
+
+/// Topics whose subscribers a silo remembers at most.
+const TOPICS_KNOWN: usize = 10_000;
 
 /// How old an event still in the log is when the sweep takes it up.
 pub(crate) const SWEEP_AFTER: Duration = Duration::from_secs(3);
@@ -204,6 +206,20 @@ impl ObjectDelivery {
         (read_at.elapsed() < TOPIC_CACHE).then_some(*has)
     }
 
+    /// Remembers whether `topic` has subscribers, keeping at most
+    /// [`TOPICS_KNOWN`] topics: past it, what is stale goes (and if all is
+    /// fresh, everything: it is only a cache).
+    fn learned(&self, topic: &str, has: bool) {
+        let mut topics = lock(&self.topics);
+        if topics.len() >= TOPICS_KNOWN {
+            topics.retain(|_, (_, read_at)| read_at.elapsed() < TOPIC_CACHE);
+            if topics.len() >= TOPICS_KNOWN {
+                topics.clear();
+            }
+        }
+        topics.insert(topic.to_string(), (has, Instant::now()));
+    }
+
     /// Delivers `chain` here, unless a deliverer here has it already (it
     /// reads the log again before it ends).
     fn take_up(self: &Arc<Self>, chain: Chain) {
@@ -259,7 +275,7 @@ impl ObjectDelivery {
             if self.known(&chain.topic).is_none()
                 && let Ok(has) = self.store.has_subscribers(&chain.topic).await
             {
-                lock(&self.topics).insert(chain.topic.clone(), (has, Instant::now()));
+                self.learned(&chain.topic, has);
             }
             let logged = match self.store.logged_events(chain, EVENTS_READ).await {
                 Ok(logged) => logged,
@@ -308,15 +324,14 @@ impl ObjectDelivery {
         // does not deliver its chain too. Fresh ones (nearly all) are not
         // worth the write.
         let now_ms = self.clock.now_ms();
-        if now_ms - event.published_ms > TOUCH_AFTER.as_millis() as i64 {
-            if let Err(error) = self
+        if now_ms - event.published_ms > TOUCH_AFTER.as_millis() as i64
+            && let Err(error) = self
                 .store
                 .touch_logged_event(chain, event.seq, now_ms)
                 .await
-                && let Some(count) = STORE_ERRORS.note()
-            {
-                tracing::warn!(%error, count, "cannot mark a logged event as being delivered");
-            }
+            && let Some(count) = STORE_ERRORS.note()
+        {
+            tracing::warn!(%error, count, "cannot mark a logged event as being delivered");
         }
         loop {
             let page = self
@@ -403,32 +418,18 @@ impl ObjectDelivery {
             wiring
                 .dispatch
                 .dispatch(subscriber.object.clone(), envelope);
-            let outcome = tokio::select! {
+            let ending = tokio::select! {
                 _ = stopping.wait_for(|stop| *stop) => return false,
-                outcome = tokio::time::timeout(wait + Duration::from_secs(1), replied) => outcome,
+                ending = ending(replied, wait + Duration::from_secs(1)) => ending,
             };
-            let outcome = match outcome {
-                Ok(Ok(outcome)) => outcome,
-                Ok(Err(_)) => Err(ReplyError::Unavailable("the delivery was dropped".into())),
-                Err(_) => Err(ReplyError::Timeout(
-                    "no answer to the delivery in time".into(),
-                )),
-            };
-            match outcome {
-                Ok(_) => {
+            match ending {
+                Ending::Done => {
                     self.counters
                         .object_deliveries
                         .fetch_add(1, Ordering::Relaxed);
                     return true;
                 }
-                Err(
-                    error @ (ReplyError::Guest { .. }
-                    | ReplyError::Trap(_)
-                    | ReplyError::UnknownType { .. }
-                    | ReplyError::UnknownMessage { .. }
-                    | ReplyError::BadRequest(_)
-                    | ReplyError::InvalidComponent(_)),
-                ) => {
+                Ending::Failed(error) => {
                     self.counters
                         .object_deliveries_failed
                         .fetch_add(1, Ordering::Relaxed);
@@ -437,7 +438,7 @@ impl ObjectDelivery {
                     }
                     return true;
                 }
-                Err(_) => {
+                Ending::NotRun(_) => {
                     self.counters
                         .object_delivery_retries
                         .fetch_add(1, Ordering::Relaxed);

@@ -21,7 +21,6 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rio_protocol::ReplyError;
 use tokio::sync::{oneshot, watch};
 use tokio_util::task::TaskTracker;
 
@@ -29,7 +28,7 @@ use super::reminders::fire_key;
 use crate::base::ObjectKey;
 use crate::base::clock::Clock;
 use crate::base::log_summary::LogSummary;
-use crate::message::{Dispatch, Envelope, ReplyTo, empty_chain};
+use crate::message::{Dispatch, Ending, Envelope, ReplyTo, empty_chain, ending};
 use crate::observe::Counters;
 use crate::storage::{DueReminder, ShardSlice, StateStore};
 
@@ -197,39 +196,22 @@ impl Firing {
         self.dispatch.dispatch(due.object.clone(), envelope);
         let firing = self.clone();
         self.tasks.spawn(async move {
-            let outcome = tokio::time::timeout(wait + Duration::from_secs(1), replied).await;
-            let outcome = match outcome {
-                Ok(Ok(outcome)) => outcome,
-                Ok(Err(_)) => Err(ReplyError::Unavailable("the fire was dropped".into())),
-                Err(_) => Err(ReplyError::Timeout("no answer to the fire in time".into())),
-            };
-            firing.settle(due, slot, outcome).await;
+            let ending = ending(replied, wait + Duration::from_secs(1)).await;
+            firing.settle(due, slot, ending).await;
         });
     }
 
     /// What a fire's answer means for its reminder.
-    async fn settle(
-        &self,
-        due: DueReminder,
-        slot: (ObjectKey, String),
-        outcome: Result<Vec<u8>, ReplyError>,
-    ) {
+    async fn settle(&self, due: DueReminder, slot: (ObjectKey, String), ending: Ending) {
         let counters = &self.counters;
-        let moved_on = match outcome {
-            Ok(_) => {
+        let moved_on = match ending {
+            Ending::Done => {
                 counters
                     .reminder_fires_total
                     .fetch_add(1, Ordering::Relaxed);
                 true
             }
-            Err(
-                error @ (ReplyError::Guest { .. }
-                | ReplyError::Trap(_)
-                | ReplyError::UnknownType { .. }
-                | ReplyError::UnknownMessage { .. }
-                | ReplyError::BadRequest(_)
-                | ReplyError::InvalidComponent(_)),
-            ) => {
+            Ending::Failed(error) => {
                 counters
                     .reminder_fires_failed_total
                     .fetch_add(1, Ordering::Relaxed);
@@ -239,7 +221,7 @@ impl Firing {
                 let next = due.reminder.next_after(self.clock.now_ms());
                 self.move_on(&due, next).await
             }
-            Err(error) => {
+            Ending::NotRun(error) => {
                 if let Some(count) = UNFINISHED_FIRES.note() {
                     tracing::info!(object = %due.object, reminder = %due.name, %error, count, "a reminder's fire did not run; it is tried again");
                 }
