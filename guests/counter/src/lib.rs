@@ -8,7 +8,9 @@
 //! `set-timer` / `cancel-timer` drive timers whose `tick`s count in
 //! `ticks`; `deactivate` asks for the object's deactivation; `remind` /
 //! `cancel-reminder` / `reminders` drive durable reminders, whose fires
-//! (`reminded`) are recorded, with their due times, in `fires`.
+//! (`reminded`) are recorded, with their due times, in `fires`; `publish`
+//! and `subscribe` drive pub/sub, whose events `heard` records and `echo`
+//! also answers.
 
 use rio_sdk::prelude::*;
 
@@ -415,6 +417,10 @@ struct Publish {
     n: u64,
     #[serde(default)]
     fail: bool,
+    /// Carried in the events; an `echo` subscriber answers each event it
+    /// hears with one of its own until it has published this many.
+    #[serde(default)]
+    until: Option<u64>,
 }
 
 fn one() -> u64 {
@@ -424,6 +430,10 @@ fn one() -> u64 {
 #[derive(Serialize)]
 struct Numbered {
     i: u64,
+    /// The publishing object's id.
+    from: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    until: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -436,8 +446,14 @@ struct Published {
 fn publish(message: Publish) -> Result<Published, Error> {
     let topic = message.topic.unwrap_or_else(events::own_topic);
     let before: u64 = state::load("published")?.unwrap_or(0);
+    let from = identity::object_id();
     for k in 1..=message.n {
-        events::publish(&topic, &Numbered { i: before + k })?;
+        let event = Numbered {
+            i: before + k,
+            from: from.clone(),
+            until: message.until,
+        };
+        events::publish(&topic, &event)?;
     }
     if message.fail {
         return Err(Error::new(
@@ -509,19 +525,48 @@ struct Heard {
     /// When each took effect, by the silo's clock (ms since the epoch).
     #[serde(default)]
     heard_ms: Vec<u64>,
+    /// Who published each.
+    #[serde(default)]
+    from: Vec<String>,
 }
 
 #[derive(Deserialize)]
 struct Event {
     i: u64,
+    #[serde(default)]
+    from: String,
+    #[serde(default)]
+    until: Option<u64>,
 }
 
-/// An event of a subscribed topic: its number is recorded.
+/// An event of a subscribed topic: its number and publisher are recorded.
 fn heard(event: Event) -> Result<Empty, Error> {
     let mut heard: Heard = state::load("heard")?.unwrap_or_default();
     heard.heard.push(event.i);
     heard.heard_ms.push(reminders::now_ms());
+    heard.from.push(event.from);
     state::save("heard", &heard)?;
+    Ok(Empty)
+}
+
+/// Records an event as `heard` does, then answers it with one event on
+/// this object's own topic, until this object has published the event's
+/// `until`: two objects subscribed to each other's topics this way keep
+/// delivering to each other in both directions at once.
+fn echo(event: Event) -> Result<Empty, Error> {
+    let until = event.until;
+    heard(event)?;
+    let published: u64 = state::load("published")?.unwrap_or(0);
+    if let Some(until) = until
+        && published < until
+    {
+        publish(Publish {
+            topic: None,
+            n: 1,
+            fail: false,
+            until: Some(until),
+        })?;
+    }
     Ok(Empty)
 }
 
@@ -534,6 +579,7 @@ rio_sdk::service! {
     "unsubscribe" => unsubscribe,
     "subscriptions" => subscriptions,
     "heard" => heard,
+    "echo" => echo,
     "heard-list" => heard_list,
     "publish" => publish,
     "published" => published,

@@ -6,7 +6,10 @@
 //! forty subscribers see exactly the events their publisher committed,
 //! once each and in order, across a `kill -9` of the publisher's silo and
 //! then of another silo holding subscribers (SQLite file, PostgreSQL,
-//! Redis).
+//! Redis); and with five publishers on one topic at once and two objects
+//! answering each other's events, through a silo frozen with SIGSTOP past
+//! its declared death, each publisher's events take effect once and in
+//! order in every subscriber.
 
 mod common;
 
@@ -311,4 +314,180 @@ async fn object_subscribers_apply_each_event_once_across_kills_on_redis() {
         return;
     };
     subscribers_apply_each_event_once_across_kills(&database.url).await;
+}
+
+/// What `id` has heard: each event's number and publisher, in the order
+/// they took effect.
+async fn heard_from(client: &Client, id: &str) -> Vec<(String, u64)> {
+    let Ok(listed) = call(client, id, "heard-list", json!({})).await else {
+        return Vec::new();
+    };
+    let numbers: Vec<u64> = serde_json::from_value(listed["heard"].clone()).unwrap();
+    let from: Vec<String> = serde_json::from_value(listed["from"].clone()).unwrap();
+    from.into_iter().zip(numbers).collect()
+}
+
+/// What `id` has heard once it heard `count` events (or after 60 s).
+async fn heard_from_until(client: &Client, id: &str, count: usize) -> Vec<(String, u64)> {
+    let started = Instant::now();
+    loop {
+        let seen = heard_from(client, id).await;
+        if seen.len() >= count || started.elapsed() > Duration::from_secs(60) {
+            return seen;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Calls `id`'s `published` until it answers (its silo may be failing
+/// over).
+async fn committed_by(client: &Client, id: &str) -> u64 {
+    let started = Instant::now();
+    loop {
+        match call(client, id, "published", json!({})).await {
+            Ok(published) => return published["published"].as_u64().unwrap(),
+            Err(_) if started.elapsed() < Duration::from_secs(30) => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(error) => panic!("published of {id}: {error}"),
+        }
+    }
+}
+
+/// Five publishers publish on one topic at the same time, each from its
+/// own client that goes on through failures, to twenty subscribers over
+/// three silos; meanwhile two objects subscribed to each other's own
+/// topics as `echo` answer every event with one of their own, so
+/// deliveries run in both directions at once, each a turn that publishes.
+/// One silo is frozen with SIGSTOP for longer than failure detection in
+/// the middle, then woken. At the end every subscriber has heard, of each
+/// publisher, exactly 1..=what it committed, in order and once; each echo
+/// side has heard exactly 1..=UNTIL of the other; nothing arrives late.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_publishers_and_echoes_take_effect_once_through_a_frozen_silo() {
+    const SUBSCRIBERS: usize = 20;
+    const PUBLISHERS: usize = 5;
+    const PUBLISHES: usize = 30;
+    const UNTIL: u64 = 60;
+    let store = SqliteFile::create();
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let silos: Vec<SiloProcess> = dirs
+        .iter()
+        .map(|dir| SiloProcess::start_with(dir.path(), &["--cluster", &store.url]))
+        .collect();
+    let addresses: Vec<String> = silos.iter().map(|s| s.address.clone()).collect();
+    let admin = Client::connect(&addresses[1]).await.unwrap();
+    admin
+        .deploy("Counter", build("guests/counter"))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    for n in 0..SUBSCRIBERS {
+        let client = Client::connect(&addresses[n % 3]).await.unwrap();
+        call(
+            &client,
+            &format!("s{n}"),
+            "subscribe",
+            json!({"topic": "crowd"}),
+        )
+        .await
+        .unwrap();
+    }
+    for (id, other) in [("ping", "pong"), ("pong", "ping")] {
+        let topic = format!("Counter/{other}");
+        call(
+            &admin,
+            id,
+            "subscribe",
+            json!({"topic": topic, "as": "echo"}),
+        )
+        .await
+        .unwrap();
+    }
+
+    // Both echo sides start at the same moment, beside the publishers.
+    let kick = json!({"n": 1, "until": UNTIL});
+    let (ping, pong) = tokio::join!(
+        call(&admin, "ping", "publish", kick.clone()),
+        call(&admin, "pong", "publish", kick.clone()),
+    );
+    ping.unwrap();
+    pong.unwrap();
+    let mut publishers = Vec::new();
+    for p in 0..PUBLISHERS {
+        // Clients of the two silos that stay awake.
+        let address = addresses[1 + p % 2].clone();
+        publishers.push(tokio::spawn(async move {
+            let client = Client::connect(&address)
+                .await
+                .unwrap()
+                .with_timeout(Duration::from_secs(5));
+            for _ in 0..PUBLISHES {
+                let _ = publish(&client, &format!("p{p}"), "crowd", 1).await;
+                tokio::time::sleep(Duration::from_millis(30)).await;
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    silos[0].signal("STOP");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    silos[0].signal("CONT");
+    for publisher in publishers {
+        publisher.await.unwrap();
+    }
+
+    let client = Client::connect(&addresses[1]).await.unwrap();
+    let mut committed = Vec::new();
+    for p in 0..PUBLISHERS {
+        committed.push(committed_by(&client, &format!("p{p}")).await);
+    }
+    let total: u64 = committed.iter().sum();
+    assert!(
+        total > (PUBLISHERS * PUBLISHES) as u64 / 2,
+        "only {committed:?} committed"
+    );
+    let check = |id: &str, seen: &[(String, u64)]| {
+        for (p, &count) in committed.iter().enumerate() {
+            let publisher = format!("p{p}");
+            let of: Vec<u64> = seen
+                .iter()
+                .filter(|(from, _)| *from == publisher)
+                .map(|(_, i)| *i)
+                .collect();
+            assert_eq!(
+                of,
+                (1..=count).collect::<Vec<u64>>(),
+                "{id} heard the wrong events of {publisher}"
+            );
+        }
+        assert_eq!(
+            seen.len() as u64,
+            total,
+            "{id} heard events beyond the publishers' own"
+        );
+    };
+    for n in 0..SUBSCRIBERS {
+        let id = format!("s{n}");
+        let seen = heard_from_until(&client, &id, total as usize).await;
+        check(&id, &seen);
+    }
+    for (id, other) in [("ping", "pong"), ("pong", "ping")] {
+        let seen = heard_from_until(&client, id, UNTIL as usize).await;
+        let expected: Vec<(String, u64)> = (1..=UNTIL).map(|i| (other.to_string(), i)).collect();
+        assert_eq!(seen, expected, "{id} heard the wrong echoes");
+        assert_eq!(committed_by(&client, id).await, UNTIL, "{id} published");
+    }
+    // And nothing more arrives late.
+    tokio::time::sleep(Duration::from_millis(4_000)).await;
+    for n in 0..SUBSCRIBERS {
+        let id = format!("s{n}");
+        check(&id, &heard_from(&client, &id).await);
+    }
+    for id in ["ping", "pong"] {
+        assert_eq!(heard_from(&client, id).await.len() as u64, UNTIL, "{id}");
+    }
+    let mut silos = silos;
+    for silo in silos.drain(1..) {
+        silo.stop();
+    }
 }
