@@ -185,6 +185,30 @@ async fn owner_of(client: &Client, id: &str) -> String {
     }
 }
 
+/// Deploys the counter through `admin`, lets the cluster's members learn
+/// of it, then subscribes `s0`..`s{count - 1}` to `topic`, each through
+/// the silos in turn.
+async fn deploy_and_subscribe(admin: &Client, addresses: &[String], count: usize, topic: &str) {
+    admin
+        .deploy("Counter", build("guests/counter"))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    for n in 0..count {
+        let client = Client::connect(&addresses[n % addresses.len()])
+            .await
+            .unwrap();
+        call(
+            &client,
+            &format!("s{n}"),
+            "subscribe",
+            json!({"topic": topic}),
+        )
+        .await
+        .unwrap();
+    }
+}
+
 /// Forty subscribers through three silos on `url`; one publisher whose
 /// turns publish one event each from a client that goes on through
 /// failures; the publisher's silo is killed with SIGKILL, a new silo
@@ -200,22 +224,7 @@ async fn subscribers_apply_each_event_once_across_kills(url: &str) {
     let mut silos: Vec<Option<SiloProcess>> = (0..3).map(|n| Some(start(n))).collect();
     let mut addresses: Vec<String> = silos.iter().flatten().map(|s| s.address.clone()).collect();
     let admin = Client::connect(&addresses[0]).await.unwrap();
-    admin
-        .deploy("Counter", build("guests/counter"))
-        .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(2_500)).await;
-    for n in 0..SUBSCRIBERS {
-        let client = Client::connect(&addresses[n % 3]).await.unwrap();
-        call(
-            &client,
-            &format!("s{n}"),
-            "subscribe",
-            json!({"topic": topic}),
-        )
-        .await
-        .unwrap();
-    }
+    deploy_and_subscribe(&admin, &addresses, SUBSCRIBERS, topic).await;
     let publisher_home = owner_of(&admin, "p").await;
 
     // Publishes go on through the kills, each to a silo still alive.
@@ -377,22 +386,7 @@ async fn concurrent_publishers_and_echoes_take_effect_once_through_a_frozen_silo
         .collect();
     let addresses: Vec<String> = silos.iter().map(|s| s.address.clone()).collect();
     let admin = Client::connect(&addresses[1]).await.unwrap();
-    admin
-        .deploy("Counter", build("guests/counter"))
-        .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(2_500)).await;
-    for n in 0..SUBSCRIBERS {
-        let client = Client::connect(&addresses[n % 3]).await.unwrap();
-        call(
-            &client,
-            &format!("s{n}"),
-            "subscribe",
-            json!({"topic": "crowd"}),
-        )
-        .await
-        .unwrap();
-    }
+    deploy_and_subscribe(&admin, &addresses, SUBSCRIBERS, "crowd").await;
     for (id, other) in [("ping", "pong"), ("pong", "ping")] {
         let topic = format!("Counter/{other}");
         call(
