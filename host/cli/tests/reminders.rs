@@ -371,8 +371,11 @@ async fn sessions_expire_in_every_language_across_a_killed_silo() {
         ("PySession", "examples/session-python"),
         ("JsSession", "examples/session-js"),
     ];
+    // Compiling a Python or JS component takes tens of seconds of a busy
+    // two-core machine: longer than a call's default 30 s.
+    let deployer = client.with_timeout(Duration::from_secs(300));
     for (service_type, folder) in types {
-        client.deploy(service_type, build(folder)).await.unwrap();
+        deployer.deploy(service_type, build(folder)).await.unwrap();
     }
     for (service_type, _) in types {
         let short: Value = client
