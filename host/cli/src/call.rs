@@ -10,7 +10,7 @@ use crate::message::MessageArgs;
 #[derive(Args)]
 pub(crate) struct CallArgs {
     #[command(flatten)]
-    message: MessageArgs,
+    pub(crate) message: MessageArgs,
 }
 
 pub(crate) async fn run(args: CallArgs) -> anyhow::Result<()> {

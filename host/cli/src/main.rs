@@ -20,6 +20,7 @@ mod deploy;
 mod json_cbor;
 mod members;
 mod message;
+mod outcome;
 mod reminders;
 mod send;
 mod silo;
@@ -81,8 +82,21 @@ enum Command {
     Bench(bench::BenchArgs),
 }
 
+impl Command {
+    /// Whether a failure is printed as JSON on stdout (`--output json`).
+    fn errors_as_json(&self) -> bool {
+        let output = match self {
+            Command::Call(args) => args.message.output,
+            Command::Send(args) => args.message.output,
+            _ => return false,
+        };
+        output == message::Output::Json
+    }
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    let errors_as_json = cli.command.errors_as_json();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -112,9 +126,15 @@ fn main() -> std::process::ExitCode {
     });
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        // The exit code tells the kind for every command (`outcome`).
         Err(error) => {
-            eprintln!("error: {error:#}");
-            std::process::ExitCode::FAILURE
+            let outcome = outcome::Outcome::of(&error);
+            if errors_as_json {
+                println!("{}", outcome.to_json());
+            } else {
+                eprintln!("error: {error:#}");
+            }
+            std::process::ExitCode::from(outcome.exit_code)
         }
     }
 }

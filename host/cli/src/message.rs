@@ -1,11 +1,22 @@
 //! What `rio call` and `rio send` both take: the silo, a timeout, an
-//! idempotency key, the object as TYPE/ID, the message type and its JSON.
+//! idempotency key, how to print the outcome, the object as TYPE/ID, the
+//! message type and its JSON.
 
-use anyhow::bail;
-use clap::Args;
+use clap::{Args, ValueEnum};
 use rio_client::Client;
 
 use crate::json_cbor::json_text_to_cbor;
+use crate::outcome::UsageError;
+
+/// How `rio call` and `rio send` print what happened.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Output {
+    /// The reply as JSON on stdout, an error as prose on stderr.
+    Text,
+    /// One JSON document on stdout either way: the reply (`{"stored":
+    /// true}` for a send) or `{"error": {"kind", "message"}}`.
+    Json,
+}
 
 #[derive(Args)]
 pub(crate) struct MessageArgs {
@@ -19,6 +30,10 @@ pub(crate) struct MessageArgs {
     /// again).
     #[arg(long, value_name = "KEY")]
     pub(crate) idempotency_key: Option<String>,
+    /// How to print the reply or the error; the exit code tells the error's
+    /// kind either way (see the README's table).
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    pub(crate) output: Output,
     /// The object, as TYPE/ID (e.g. Counter/alice).
     object: String,
     /// The message type (e.g. increment).
@@ -36,13 +51,18 @@ impl MessageArgs {
             {
                 Ok((service_type, object_id))
             }
-            _ => bail!("`{}` is not TYPE/ID (e.g. Counter/alice)", self.object),
+            _ => Err(UsageError(format!(
+                "`{}` is not TYPE/ID (e.g. Counter/alice)",
+                self.object
+            ))
+            .into()),
         }
     }
 
     /// The message's CBOR payload.
     pub(crate) fn payload(&self) -> anyhow::Result<Vec<u8>> {
         json_text_to_cbor(self.json.as_deref())
+            .map_err(|error| UsageError(format!("{error:#}")).into())
     }
 
     /// A connection to the silo that waits `--timeout` for answers.

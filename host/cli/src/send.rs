@@ -4,12 +4,12 @@
 use clap::Args;
 use rio_client::Calls;
 
-use crate::message::MessageArgs;
+use crate::message::{MessageArgs, Output};
 
 #[derive(Args)]
 pub(crate) struct SendArgs {
     #[command(flatten)]
-    message: MessageArgs,
+    pub(crate) message: MessageArgs,
 }
 
 pub(crate) async fn run(args: SendArgs) -> anyhow::Result<()> {
@@ -26,5 +26,8 @@ pub(crate) async fn run(args: SendArgs) -> anyhow::Result<()> {
             args.idempotency_key.as_deref(),
         )
         .await?;
+    if args.output == Output::Json {
+        println!("{}", serde_json::json!({"stored": true}));
+    }
     Ok(())
 }

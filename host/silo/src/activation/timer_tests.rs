@@ -133,24 +133,28 @@ async fn ticks_keep_an_idle_object_active_only_if_the_timer_says_so() {
         "80 s of ticks kept it, idle 60 s"
     );
 
-    let plain = json!({"name": "p", "after_ms": 10_000, "every_ms": 10_000, "by": 1});
+    // Every 7 s, so that no tick comes due at the very instant the idle
+    // limit is reached (which of the two ran first would be a race).
+    let plain = json!({"name": "p", "after_ms": 7_000, "every_ms": 7_000, "by": 1});
     harness.ok("plain", "set-timer", plain).await;
     harness
         .ok("keep", "cancel-timer", json!({"name": "k"}))
         .await;
     // Both idle now; the ticks of `plain` do not count as activity.
-    for n in 1..=6 {
-        harness.clock.advance(secs(10));
+    for n in 1..=8 {
+        harness.clock.advance(secs(7));
         harness.ticks_run(8 + n).await;
     }
-    // At 60 s the sixth tick ran first, then both went.
+    assert_eq!(counters(&harness), (0, 2), "56 s idle: both still here");
+    // At 60 s both have been idle long enough, though `plain` ticked 4 s ago.
+    harness.clock.advance(secs(4));
     harness.activations_ended().await;
     assert_eq!(counters(&harness), (2, 0), "both went once idle for 60 s");
     assert_eq!(harness.value("keep").await, 8);
-    assert_eq!(harness.value("plain").await, 6, "it ticked until it went");
+    assert_eq!(harness.value("plain").await, 8, "it ticked until it went");
     let ticks_before = harness.counter(|c| &c.timer_ticks_total);
     harness.clock.advance(secs(30));
-    assert_eq!(harness.value("plain").await, 6, "its timer ended with it");
+    assert_eq!(harness.value("plain").await, 8, "its timer ended with it");
     assert_eq!(harness.counter(|c| &c.timer_ticks_total), ticks_before);
 }
 

@@ -14,7 +14,7 @@
 //! Outside CI a language whose tooling is not installed is skipped with a
 //! printed reason; in CI (`CI=true`) that is a failure.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::sync::Arc;

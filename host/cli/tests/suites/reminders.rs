@@ -8,7 +8,7 @@
 //! reminders of many objects each fire exactly once although a silo is
 //! killed with SIGKILL before they are due.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

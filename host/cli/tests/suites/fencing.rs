@@ -5,7 +5,7 @@
 //! Runs on a shared SQLite file, and on PostgreSQL when the server is up
 //! (required under `CI=true`).
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

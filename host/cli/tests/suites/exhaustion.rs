@@ -5,7 +5,7 @@
 //! over TLS) while a client with a token keeps calling; a connection that
 //! asks for big replies and never reads them; keyed calls with big replies.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

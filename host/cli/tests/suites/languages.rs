@@ -5,7 +5,7 @@
 //! Outside CI a language whose tooling is not installed is skipped with a
 //! printed reason; in CI (`CI=true`) that is a failure.
 
-mod common;
+use crate::common;
 
 use std::io::Write as _;
 use std::path::PathBuf;

@@ -2,7 +2,7 @@
 //! process, `rio build`, `rio deploy`, `rio call`, and a restart; and a
 //! short `rio bench` whose checks must all pass.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

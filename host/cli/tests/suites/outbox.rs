@@ -12,7 +12,7 @@
 //! restarted on its data) or frozen in the middle of many clients'
 //! crossing transfers, called and sent, loses and doubles no money.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -6,7 +6,7 @@
 //! cluster's silos forward to each other with the cluster secret over TLS,
 //! and an undeployed type is gone from every silo while its state stays.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::time::{Duration, Instant};

@@ -4,7 +4,7 @@
 //! in `Stats`, and when full deactivates its least recently used idle
 //! object before it refuses a new one with `overloaded`.
 
-mod common;
+use crate::common;
 
 use std::io::Write as _;
 use std::time::Duration;

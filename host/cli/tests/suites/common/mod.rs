@@ -47,7 +47,7 @@ pub fn stdout_of(output: &Output) -> String {
 
 // The one `SiloProcess`, shared with `rio bench`; the test-only controls
 // are added below.
-#[path = "../../src/silo_process.rs"]
+#[path = "../../../src/silo_process.rs"]
 mod silo_process;
 pub use silo_process::SiloProcess;
 

@@ -19,7 +19,7 @@
 //! PostgreSQL, killed and frozen; `transfer-send` on PostgreSQL, Redis and
 //! MariaDB.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::sync::Arc;

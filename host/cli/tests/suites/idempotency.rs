@@ -7,7 +7,7 @@
 //! before any other turn of its object (woken by a survivor when nobody
 //! retries); keys expire after the retention.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

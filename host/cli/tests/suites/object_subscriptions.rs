@@ -11,7 +11,7 @@
 //! its declared death, each publisher's events take effect once and in
 //! order in every subscriber.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -7,7 +7,7 @@
 //! publishers in order, and go on receiving them without a gap after a
 //! silo is killed and the publishers it held move.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::time::Duration;

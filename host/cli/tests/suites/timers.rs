@@ -7,7 +7,7 @@
 //! among the records and the silo killed with SIGKILL in the middle,
 //! flushes every acknowledged record into its total exactly once.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -6,7 +6,7 @@
 //! PostgreSQL is 127.0.0.1:5432 (trust auth); each test makes a database of
 //! its own with `psql`. Outside CI a test that needs it skips, saying why.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::process::Command;

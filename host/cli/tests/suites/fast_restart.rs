@@ -16,7 +16,7 @@
 //! cluster secret and the call token are also rotated (SIGHUP) during the
 //! load. `RIO_FAST_RESTART_RUNS=N` repeats the plain run N times.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -8,7 +8,7 @@
 //!
 //! The seed is printed; `RIO_FUZZ_SEED=N` replays a run.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -13,7 +13,7 @@
 //! clients transferring at random over 30 accounts of the three languages.
 //! Real `rio silo` processes on loopback.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -6,7 +6,7 @@
 //! `payload-bytes`. Each fails that one call with the limit named, and the
 //! silo (and the connection) goes on serving.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

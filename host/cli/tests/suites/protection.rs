@@ -8,7 +8,7 @@
 //! replies, and a trapping guest's caller gets
 //! one line with the cause while the silo logs each trap once.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -13,7 +13,7 @@
 //! and covered by the spinners here; it is left out to keep CI's time (its
 //! component takes 10 to 25 s to compile on each silo).
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
