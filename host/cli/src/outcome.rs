@@ -47,7 +47,7 @@ pub(crate) const EXIT_CODES: &[(u8, &[&str], &str)] = &[
     (
         5,
         &["unauthorized"],
-        "the token does not allow this; nothing ran",
+        "the token is missing or wrong (refused at the hello), or does not allow this; nothing ran",
     ),
     (
         6,
@@ -73,7 +73,7 @@ pub(crate) const EXIT_CODES: &[(u8, &[&str], &str)] = &[
     (
         11,
         &["connect", "tls", "handshake"],
-        "no session: the silo cannot be reached, refused the hello (a missing or wrong token, too many connections) or is not trusted; nothing was sent",
+        "no session: the silo cannot be reached, did not answer the hello, or is not trusted; nothing was sent",
     ),
     (
         12,
@@ -122,8 +122,8 @@ impl Outcome {
                 "connect"
             }
             ClientError::Tls(_) => "tls",
-            // A refused or unanswered hello: the silo says why (a missing
-            // or wrong token, its connection cap) only in prose.
+            // A hello unanswered or broken; one the silo refused for a
+            // token or its connection cap is a `Reply` of that kind.
             ClientError::Handshake(_) => "handshake",
             ClientError::Timeout(_) => "no-reply",
             ClientError::Closed(_) => "closed",

@@ -275,7 +275,13 @@ impl Session {
         };
         match answer {
             Ok(Some(ServerFrame::Welcome { .. })) => Ok(()),
-            Ok(Some(ServerFrame::Goodbye { reason })) => Err(ClientError::Handshake(reason)),
+            // A refusal the silo gave a kind is an error of that kind (a
+            // wrong token is `unauthorized`, not a broken connection).
+            Ok(Some(ServerFrame::Goodbye { reason, kind })) => Err(match kind.as_deref() {
+                Some("unauthorized") => ClientError::Reply(ReplyError::Unauthorized(reason)),
+                Some("overloaded") => ClientError::Reply(ReplyError::Overloaded(reason)),
+                _ => ClientError::Handshake(reason),
+            }),
             Ok(Some(other)) => Err(ClientError::Handshake(format!("unexpected {other:?}"))),
             Ok(None) => Err(ClientError::Handshake("silo closed the connection".into())),
             // What a TLS server answers a plain hello with is no frame; a
@@ -522,6 +528,23 @@ impl Shared {
         self.pending().waiting.remove(&id);
     }
 
+    /// Sends `request` without waiting for its answer (which the reader
+    /// then drops, as no one waits on its id); nothing if the connection
+    /// has closed. For what must go out where nothing can wait: a drop.
+    pub(crate) fn send_unanswered(&self, request: Request) {
+        let id = {
+            let pending = self.pending();
+            if pending.closed.is_some() {
+                return;
+            }
+            self.next_id.fetch_add(1, Ordering::Relaxed)
+        };
+        let mut frame = Vec::new();
+        if encode_frame(&ClientFrame::Request { id, request }, &mut frame).is_ok() {
+            let _ = self.writer.send_within(frame, usize::MAX);
+        }
+    }
+
     pub(crate) fn closed_reason(&self) -> String {
         self.pending()
             .closed
@@ -578,7 +601,7 @@ async fn read_replies(
                     feed.hand_over(missed, events);
                 }
             }
-            Ok(Some(ServerFrame::Goodbye { reason })) => {
+            Ok(Some(ServerFrame::Goodbye { reason, .. })) => {
                 break format!("silo said goodbye: {reason}");
             }
             Ok(Some(ServerFrame::Welcome { .. })) => {

@@ -30,8 +30,10 @@ pub enum ClientError {
     /// not trusted.
     #[error("TLS: {0}")]
     Tls(String),
-    /// The silo refused the hello: another protocol version, a wrong or
-    /// missing token, or not a rio silo.
+    /// The hello failed: no answer in time, another protocol version, or
+    /// not a rio silo. (A hello refused for its token or for the silo's
+    /// connection cap is a [`ClientError::Reply`] of kind `unauthorized` or
+    /// `overloaded`.)
     #[error("handshake with silo failed: {0}")]
     Handshake(String),
     /// The connection is gone; requests in flight on it are lost.
@@ -40,7 +42,8 @@ pub enum ClientError {
     /// No reply within the client's timeout. The request may still run.
     #[error("no reply within {0:?}")]
     Timeout(std::time::Duration),
-    /// The silo answered with an error.
+    /// The silo answered with an error (also: refused the hello, with a
+    /// kind).
     #[error(transparent)]
     Reply(#[from] ReplyError),
     /// A request could not be encoded or a reply decoded.

@@ -63,15 +63,17 @@ impl Feed {
 /// A subscription to topics. Read it with [`Subscription::next`] or as a
 /// [`futures_core::Stream`]; it ends with one `Err` when its connection
 /// does (the silo restarted, the connection broke): subscribe again then.
-/// Dropping it leaves the connection's other requests alone; the silo ends
-/// the subscription when the connection ends, or at
-/// [`Subscription::unsubscribe`].
+/// [`Subscription::unsubscribe`] ends it at the silo and waits for the
+/// silo to say so; dropping it ends it at the silo too, without waiting.
+/// Either leaves the connection's other requests and subscriptions alone.
 pub struct Subscription {
     id: u64,
     receiver: mpsc::Receiver<Delivery>,
     session: Arc<Session>,
     client: Client,
     ended: bool,
+    /// Still to be ended at the silo when dropped.
+    open_at_silo: bool,
 }
 
 impl Client {
@@ -98,6 +100,7 @@ impl Client {
                 session,
                 client: self.clone(),
                 ended: false,
+                open_at_silo: true,
             }),
             other => {
                 session.shared.pending().feeds.remove(&id);
@@ -134,7 +137,8 @@ impl Subscription {
 
     /// Ends the subscription at the silo; deliveries already received are
     /// dropped with it.
-    pub async fn unsubscribe(self) -> Result<(), ClientError> {
+    pub async fn unsubscribe(mut self) -> Result<(), ClientError> {
+        self.open_at_silo = false;
         let request = Request::Unsubscribe {
             subscription: self.id,
         };
@@ -145,6 +149,22 @@ impl Subscription {
             Response::Noted => Ok(()),
             other => Err(ClientError::Unexpected(format!("{other:?}"))),
         }
+    }
+}
+
+impl Drop for Subscription {
+    /// Ends the subscription at the silo as well: a long-lived client that
+    /// subscribes and drops would otherwise have the silo keep sending
+    /// events nobody reads until the connection ends.
+    fn drop(&mut self) {
+        if !self.open_at_silo {
+            return;
+        }
+        let shared = &self.session.shared;
+        shared.pending().feeds.remove(&self.id);
+        shared.send_unanswered(Request::Unsubscribe {
+            subscription: self.id,
+        });
     }
 }
 

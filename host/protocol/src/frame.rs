@@ -61,6 +61,12 @@ pub enum ServerFrame {
     Goodbye {
         /// Why, for the client's log.
         reason: String,
+        /// The error kind (as [`crate::ReplyError::kind`]) of a refused
+        /// hello a client should act on rather than retry blindly:
+        /// `unauthorized` (a missing or wrong token) or `overloaded` (too
+        /// many connections). Absent otherwise, and from older silos.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        kind: Option<String>,
     },
 }
 

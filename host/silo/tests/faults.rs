@@ -191,7 +191,7 @@ async fn expect_goodbye_then_close(
     reason_contains: &str,
 ) {
     match reader.next_frame::<ServerFrame>().await.unwrap() {
-        Some(ServerFrame::Goodbye { reason }) => {
+        Some(ServerFrame::Goodbye { reason, .. }) => {
             assert!(reason.contains(reason_contains), "reason: {reason}")
         }
         other => panic!("expected a goodbye, got {other:?}"),

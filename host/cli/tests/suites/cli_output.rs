@@ -170,7 +170,7 @@ async fn every_outcome_of_a_call_is_one_json_document_and_an_exit_code_of_its_cl
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_token_refused_at_the_hello_exits_11_and_one_that_may_not_ask_exits_5() {
+async fn a_missing_wrong_or_insufficient_token_exits_5() {
     const CALL_TOKEN: &str = "call-token-5d1e9a";
     const ADMIN_TOKEN: &str = "admin-token-0b7f2c";
     let data = tempfile::tempdir().unwrap();
@@ -201,7 +201,7 @@ async fn a_token_refused_at_the_hello_exits_11_and_one_that_may_not_ask_exits_5(
     assert_eq!((reply, code), (json!({"ok": true}), 0));
     assert_eq!(
         error_of(&json_command("call", address, &["Faulty/a", "ok"])),
-        ("handshake".into(), 11),
+        ("unauthorized".into(), 5),
         "no token"
     );
     assert_eq!(
@@ -210,7 +210,7 @@ async fn a_token_refused_at_the_hello_exits_11_and_one_that_may_not_ask_exits_5(
             address,
             &["--token", "not-the-token", "Faulty/a", "ok"]
         )),
-        ("handshake".into(), 11),
+        ("unauthorized".into(), 5),
         "a wrong token"
     );
     // A call token may not undeploy: every command exits by the table.
@@ -220,5 +220,34 @@ async fn a_token_refused_at_the_hello_exits_11_and_one_that_may_not_ask_exits_5(
     assert_eq!(undeploy.status.code(), Some(5), "{undeploy:?}");
     assert!(String::from_utf8_lossy(&undeploy.stderr).contains("unauthorized"));
     assert_eq!(admin.deployments().await.unwrap().len(), 1);
+    silo.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silo_at_its_connection_cap_exits_9_and_the_same_call_works_once_there_is_room() {
+    let data = tempfile::tempdir().unwrap();
+    let silo = SiloProcess::start_with(data.path(), &["--max-connections", "1"]);
+    let address = silo.address.as_str();
+    let holder = Client::connect(address).await.unwrap();
+    holder
+        .deploy("Faulty", build(Language::Rust.faulty()))
+        .await
+        .unwrap();
+    assert_eq!(
+        error_of(&json_command("call", address, &["Faulty/a", "ok"])),
+        ("overloaded".into(), 9)
+    );
+    drop(holder);
+    let started = Instant::now();
+    loop {
+        let output = json_command("call", address, &["Faulty/a", "ok"]);
+        if output.status.code() == Some(0) {
+            assert_eq!(outcome(&output).0, json!({"ok": true}));
+            break;
+        }
+        assert_eq!(error_of(&output), ("overloaded".into(), 9));
+        assert!(started.elapsed() < Duration::from_secs(10), "no room yet");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     silo.stop();
 }

@@ -457,7 +457,7 @@ async fn a_frame_that_stops_halfway_is_closed_at_the_frame_timeout() {
         .expect("the silo says goodbye");
     let took = started.elapsed();
     match goodbye {
-        Ok(Some(ServerFrame::Goodbye { reason })) => {
+        Ok(Some(ServerFrame::Goodbye { reason, .. })) => {
             assert!(reason.contains("still unfinished"), "{reason}")
         }
         other => panic!("expected a goodbye, got {other:?}"),

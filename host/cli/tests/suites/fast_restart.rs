@@ -91,9 +91,11 @@ async fn ask(client: &Client, payment: &Payment) -> Outcome {
         }
         Ok(Err(error)) if outcome_unknown(&error) => Outcome::Unknown(error.to_string()),
         // Connecting again failed before the request went out.
-        Ok(Err(ClientError::Handshake(why) | ClientError::Tls(why))) => {
-            Outcome::Refused(format!("not sent: {why}"))
-        }
+        Ok(Err(
+            ClientError::Handshake(why)
+            | ClientError::Tls(why)
+            | ClientError::Reply(rio_protocol::ReplyError::Unauthorized(why)),
+        )) => Outcome::Refused(format!("not sent: {why}")),
         Ok(Err(error)) => panic!("payment {} answered {error}", payment.key),
         Err(_) => Outcome::Unknown("no reply in time".into()),
     }

@@ -5,7 +5,8 @@
 //! silo and by the client, and the numbers show exactly that gap; on three
 //! silos, subscribers on every silo receive every event of several
 //! publishers in order, and go on receiving them without a gap after a
-//! silo is killed and the publishers it held move.
+//! silo is killed and the publishers it held move; a dropped subscription
+//! ends at the silo and leaves the rest of its connection alone.
 
 use crate::common;
 
@@ -152,6 +153,46 @@ async fn events_leave_at_commit_numbered_per_publisher_across_a_restart() {
         Ok(Some(Err(_))) => {}
         other => panic!("expected the subscription to end with an error, got {other:?}"),
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_subscription_ends_at_the_silo_and_the_rest_of_its_connection_goes_on() {
+    let (_data, silo, client) = counter_silo().await;
+    let stats = || async { client.stats().await.unwrap() };
+
+    let mut kept = client.subscribe(&["news"]).await.unwrap();
+    let dropped = client.subscribe(&["news"]).await.unwrap();
+    let unsubscribed = client.subscribe(&["news"]).await.unwrap();
+    assert_eq!(stats().await.subscriptions_open, 3);
+    unsubscribed.unsubscribe().await.unwrap();
+    drop(dropped);
+    // The drop's unsubscribe is not waited for: it arrives soon after.
+    let started = std::time::Instant::now();
+    while stats().await.subscriptions_open != 1 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            stats().await
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // One publish, one delivery: to the subscription that is left, on the
+    // same connection, and none to the dropped one.
+    let before = stats().await.event_deliveries_total;
+    publish(&client, "a", json!({"n": 1, "topic": "news"}))
+        .await
+        .unwrap();
+    let event = next_event(&mut kept, "the kept subscription").await;
+    assert_eq!((event.topic.as_str(), event.seq), ("news", 1));
+    quiet(&mut kept, "one event").await;
+    assert_eq!(stats().await.event_deliveries_total, before + 1);
+    let reply: Value = client
+        .call("Counter", "a", "get", &json!({}))
+        .await
+        .unwrap();
+    assert!(reply["value"].is_number(), "calls go on: {reply}");
+    silo.stop();
 }
 
 /// Checks a subscriber's deliveries against a publisher's events

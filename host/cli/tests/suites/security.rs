@@ -36,9 +36,11 @@ fn unauthorized(result: Result<impl std::fmt::Debug, ClientError>) -> String {
     }
 }
 
+/// The reason of a hello refused for its token: an `unauthorized` error
+/// (the goodbye's kind), not a broken handshake.
 fn refused_at_hello(result: Result<Client, ClientError>) -> String {
     match result {
-        Err(ClientError::Handshake(reason)) => reason,
+        Err(ClientError::Reply(rio_protocol::ReplyError::Unauthorized(reason))) => reason,
         Err(other) => panic!("expected a refused hello, got {other}"),
         Ok(_) => panic!("expected a refused hello, got a connection"),
     }

@@ -218,6 +218,7 @@ async fn refuse(stream: TcpStream, max_connections: usize, counters: Arc<Connect
     let connection = Connection::new(FrameWriter::start(write_half), usize::MAX, counters);
     connection.send_frame(&ServerFrame::Goodbye {
         reason: format!("too many connections: this silo serves at most {max_connections}"),
+        kind: Some("overloaded".into()),
     });
     let drain = async {
         let mut sink = [0u8; 4096];
@@ -323,16 +324,20 @@ async fn serve_stream<R: tokio::io::AsyncRead + Unpin>(
                 config.connection_idle_timeout.as_secs()
             );
             tracing::debug!(%peer, %reason, "closing an idle connection");
-            connection.send_frame(&ServerFrame::Goodbye { reason });
+            connection.send_frame(&ServerFrame::Goodbye { reason, kind: None });
             GOODBYE_LINGER
         }
         End::Unauthorized(reason) => {
-            connection.send_frame(&ServerFrame::Goodbye { reason });
+            connection.send_frame(&ServerFrame::Goodbye {
+                reason,
+                kind: Some("unauthorized".into()),
+            });
             GOODBYE_LINGER
         }
         End::Evicted => {
             connection.send_frame(&ServerFrame::Goodbye {
                 reason: "too many connections are waiting for their hello; say hello sooner".into(),
+                kind: Some("overloaded".into()),
             });
             // Its place is already someone else's: no lingering.
             Duration::ZERO
@@ -340,14 +345,14 @@ async fn serve_stream<R: tokio::io::AsyncRead + Unpin>(
         End::MisbehavedBeforeHello(reason) => {
             let reason = one_line(&reason);
             note_misbehaving_before_hello(counters, peer, &reason);
-            connection.send_frame(&ServerFrame::Goodbye { reason });
+            connection.send_frame(&ServerFrame::Goodbye { reason, kind: None });
             GOODBYE_LINGER
         }
         End::Misbehaved(reason) => {
             counters.closed_misbehaving.fetch_add(1, Ordering::Relaxed);
             let reason = one_line(&reason);
             tracing::warn!(%peer, %reason, "closing a misbehaving connection");
-            connection.send_frame(&ServerFrame::Goodbye { reason });
+            connection.send_frame(&ServerFrame::Goodbye { reason, kind: None });
             GOODBYE_LINGER
         }
     };
