@@ -357,8 +357,11 @@ async fn transfer_send_moves_money_once_in_every_language() {
         .iter()
         .map(|language| format!("{}Account", language.tag()))
         .collect();
+    // A Python or JS component compiles at deploy; on a busy two-core
+    // machine that can outlast a call's default 30 s.
+    let deployer = client.with_timeout(Duration::from_secs(300));
     for (language, service_type) in Language::ALL.iter().zip(&types) {
-        client
+        deployer
             .deploy(service_type, build(language.bank()))
             .await
             .unwrap_or_else(|error| panic!("deploy {language:?}: {error}"));

@@ -141,8 +141,11 @@ async fn metrics_in_every_language_flush_each_record_once_across_closes_and_a_ki
     let (silo, _log) = SiloProcess::start_logged(data.path(), &[]);
     let address = silo.address.clone();
     let client = Client::connect(&address).await.unwrap();
+    // A Python or JS component compiles at deploy; on a busy two-core
+    // machine that can outlast a call's default 30 s.
+    let deployer = client.with_timeout(Duration::from_secs(300));
     for (service_type, folder) in folders {
-        client.deploy(service_type, build(folder)).await.unwrap();
+        deployer.deploy(service_type, build(folder)).await.unwrap();
     }
 
     // Every client records keyed values into the few sources of every type,
