@@ -25,12 +25,38 @@ impl std::fmt::Display for UsageError {
 
 impl std::error::Error for UsageError {}
 
+/// The kinds of the table every SDK and the silo share (ARCHITECTURE.md,
+/// "Error kinds"). A handler that passes on a callee's error returns one of
+/// these as its own kind; it is classed as that kind, since what a script
+/// should do about a `deadlock` does not depend on which object met it.
+const SHARED_KINDS: &[&str] = &[
+    "unknown-type",
+    "unknown-message",
+    "bad-request",
+    "bad-data",
+    "unauthorized",
+    "trap",
+    "timeout",
+    "overloaded",
+    "cycle",
+    "deadlock",
+    "unavailable",
+    "invalid-component",
+    "internal",
+];
+
 /// Exit codes by class of kind, in the order the README lists them, with
 /// what each class means; a kind not listed exits 1.
 pub(crate) const EXIT_CODES: &[(u8, &[&str], &str)] = &[
     (
         1,
-        &["internal", "invalid-component", "codec", "error"],
+        &[
+            "internal",
+            "invalid-component",
+            "bad-data",
+            "codec",
+            "error",
+        ],
         "anything else: a fault in the silo or the component",
     ),
     (2, &["usage"], "the command line is wrong; nothing was sent"),
@@ -62,7 +88,7 @@ pub(crate) const EXIT_CODES: &[(u8, &[&str], &str)] = &[
     ),
     (
         9,
-        &["overloaded", "unavailable"],
+        &["overloaded"],
         "the silo cannot take it now; nothing ran, retry later",
     ),
     (
@@ -77,8 +103,8 @@ pub(crate) const EXIT_CODES: &[(u8, &[&str], &str)] = &[
     ),
     (
         12,
-        &["no-reply", "closed"],
-        "no answer (client timeout, connection lost): it may or may not have run",
+        &["unavailable", "no-reply", "closed"],
+        "it may or may not have run (the owner or its answer was lost, no answer in time, the connection broke)",
     ),
 ];
 
@@ -109,7 +135,10 @@ impl Outcome {
 
     fn of_reply(error: &ReplyError) -> Outcome {
         match error {
-            // Whatever word the guest chose, the code says it was the guest.
+            ReplyError::Guest { kind, message } if SHARED_KINDS.contains(&kind.as_str()) => {
+                Outcome::classed(kind, message.clone())
+            }
+            // The handler's own word: only the guest knows what it means.
             ReplyError::Guest { kind, message } => Outcome::new(kind, message.clone(), 6),
             other => Outcome::classed(other.kind(), other.to_string()),
         }
@@ -192,22 +221,28 @@ mod tests {
     }
 
     #[test]
-    fn a_guest_error_keeps_its_own_kind_and_message_and_exits_6() {
-        let error = ReplyError::Guest {
-            kind: "timeout".into(),
-            message: "not enough money".into(),
+    fn a_guest_error_keeps_its_own_kind_and_exits_6_unless_it_passes_on_a_shared_one() {
+        let guest = |kind: &str| {
+            let error = ReplyError::Guest {
+                kind: kind.into(),
+                message: "from the handler".into(),
+            };
+            let outcome = Outcome::of(&anyhow::Error::new(ClientError::Reply(error)));
+            assert_eq!(outcome.message, "from the handler");
+            (outcome.kind, outcome.exit_code)
         };
-        // A guest may name its kind as the silo names one of its own: the
-        // exit code still says it came from the handler.
-        let outcome = Outcome::of(&anyhow::Error::new(ClientError::Reply(error)));
         assert_eq!(
-            (
-                outcome.kind.as_str(),
-                outcome.message.as_str(),
-                outcome.exit_code
-            ),
-            ("timeout", "not enough money", 6)
+            guest("insufficient-funds"),
+            ("insufficient-funds".into(), 6)
         );
+        // A callee's deadlock or lost answer, passed on by the handler, is
+        // what a script retries like the silo's own.
+        assert_eq!(guest("deadlock"), ("deadlock".into(), 8));
+        assert_eq!(guest("unavailable"), ("unavailable".into(), 12));
+        assert_eq!(guest("bad-request"), ("bad-request".into(), 4));
+        // The command's own words are not the guests' to borrow.
+        assert_eq!(guest("usage"), ("usage".into(), 6));
+        assert_eq!(guest("no-reply"), ("no-reply".into(), 6));
     }
 
     #[test]
