@@ -50,6 +50,7 @@ use serde::Deserialize;
 #[serde(deny_unknown_fields)]
 pub(crate) struct ConfigFile {
     pub(crate) listen: Option<String>,
+    pub(crate) http: Option<String>,
     pub(crate) data_dir: Option<PathBuf>,
     pub(crate) idle_timeout_secs: Option<u64>,
     pub(crate) turn_deadline_ms: Option<u64>,

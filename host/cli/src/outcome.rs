@@ -10,6 +10,7 @@
 
 use rio_client::ClientError;
 use rio_protocol::ReplyError;
+use rio_protocol::error::SHARED_KINDS;
 use serde_json::json;
 
 /// A mistake on the command line itself (not TYPE/ID, not JSON): nothing
@@ -24,26 +25,6 @@ impl std::fmt::Display for UsageError {
 }
 
 impl std::error::Error for UsageError {}
-
-/// The kinds of the table every SDK and the silo share (ARCHITECTURE.md,
-/// "Error kinds"). A handler that passes on a callee's error returns one of
-/// these as its own kind; it is classed as that kind, since what a script
-/// should do about a `deadlock` does not depend on which object met it.
-const SHARED_KINDS: &[&str] = &[
-    "unknown-type",
-    "unknown-message",
-    "bad-request",
-    "bad-data",
-    "unauthorized",
-    "trap",
-    "timeout",
-    "overloaded",
-    "cycle",
-    "deadlock",
-    "unavailable",
-    "invalid-component",
-    "internal",
-];
 
 /// Exit codes by class of kind, in the order the README lists them, with
 /// what each class means; a kind not listed exits 1.

@@ -19,6 +19,10 @@ pub(crate) struct SiloArgs {
     /// Address to listen on (port 0 picks a free one) [default: 127.0.0.1:7700].
     #[arg(long, env = "RIO_LISTEN")]
     listen: Option<String>,
+    /// Also serve the HTTP/JSON gateway on this address (port 0 picks a
+    /// free one): calls, sends and admin routes, same tokens and TLS.
+    #[arg(long, env = "RIO_HTTP")]
+    http: Option<String>,
     /// Directory for the SQLite store and compiled components [default: ./rio-data].
     #[arg(long, env = "RIO_DATA")]
     data: Option<PathBuf>,
@@ -324,6 +328,16 @@ pub(crate) async fn run(args: SiloArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {listen}"))?;
     let address = listener.local_addr()?;
     config.check_protection(address, allow_unauthenticated)?;
+    let http_listener = match args.http.or(file.http) {
+        Some(http) => {
+            let listener = rio_silo::listen(&http)
+                .await
+                .with_context(|| format!("cannot listen on {http} (--http)"))?;
+            config.check_protection(listener.local_addr()?, allow_unauthenticated)?;
+            Some(listener)
+        }
+        None => None,
+    };
     let data_dir = config.data_dir.clone();
     let silo = Silo::open(config).await.with_context(|| {
         format!(
@@ -333,11 +347,22 @@ pub(crate) async fn run(args: SiloArgs) -> anyhow::Result<()> {
     })?;
     // Scripts (and `rio bench`) read this line to find the silo.
     println!("rio silo listening on {address}");
+    if let Some(http) = &http_listener {
+        println!("rio silo HTTP gateway on {}", http.local_addr()?);
+    }
     std::io::stdout().flush()?;
     tracing::info!(%address, data_dir = %data_dir.display(), "silo started");
+    // Ends only with the silo: `serve` must finish its stop undisturbed.
+    let http = async {
+        if let Some(listener) = http_listener {
+            silo.serve_http(listener).await;
+        }
+        std::future::pending::<()>().await
+    };
     tokio::select! {
         _ = silo.serve(listener, stop_signal()) => {}
         _ = rotate_on_hangup(&silo, &tokens) => {}
+        _ = http => {}
     }
     if silo.was_evicted() {
         anyhow::bail!("the cluster declared this silo dead; it stopped (start it again to rejoin)");

@@ -18,6 +18,8 @@ pub struct SiloProcess {
     pub child: Child,
     /// The address it listens on, as it printed it.
     pub address: String,
+    /// Where its HTTP gateway listens, if `flags` asked for one (`--http`).
+    pub http: Option<String>,
 }
 
 impl SiloProcess {
@@ -61,10 +63,17 @@ impl SiloProcess {
         let mut silo = SiloProcess {
             child,
             address: String::new(),
+            http: None,
         };
+        let wants_http = flags.contains(&"--http");
         for line in BufReader::new(stdout).lines() {
-            if let Some(address) = line?.strip_prefix("rio silo listening on ") {
+            let line = line?;
+            if let Some(address) = line.strip_prefix("rio silo listening on ") {
                 silo.address = address.trim().to_string();
+            } else if let Some(address) = line.strip_prefix("rio silo HTTP gateway on ") {
+                silo.http = Some(address.trim().to_string());
+            }
+            if !silo.address.is_empty() && (silo.http.is_some() || !wants_http) {
                 return Ok(silo);
             }
         }

@@ -2,6 +2,27 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The kinds of the table every SDK and the silo share (ARCHITECTURE.md,
+/// "Error kinds"). A handler that passes on a callee's error returns one of
+/// these as its own kind; the CLI's exit codes and the HTTP gateway's
+/// statuses class it as that kind, since what a caller should do about a
+/// `deadlock` does not depend on which object met it.
+pub const SHARED_KINDS: &[&str] = &[
+    "unknown-type",
+    "unknown-message",
+    "bad-request",
+    "bad-data",
+    "unauthorized",
+    "trap",
+    "timeout",
+    "overloaded",
+    "cycle",
+    "deadlock",
+    "unavailable",
+    "invalid-component",
+    "internal",
+];
+
 /// Why a request failed, as the silo reports it to the caller.
 ///
 /// A caller can tell "the guest said no" ([`ReplyError::Guest`]) from "the

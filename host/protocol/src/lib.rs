@@ -12,6 +12,7 @@
 pub mod codec;
 pub mod error;
 pub mod frame;
+pub mod json;
 pub mod writer;
 
 pub use codec::{BufferBudget, FrameError, FrameReader, UNRESERVED_FRAME_BYTES, encode_frame};

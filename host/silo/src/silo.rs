@@ -380,6 +380,16 @@ impl Silo {
         }
     }
 
+    /// Serves the HTTP/JSON gateway on `listener` until the silo stops
+    /// (see `ingress::http`); run it beside [`Silo::serve`].
+    pub async fn serve_http(&self, listener: TcpListener) {
+        let mut stop = self.stop.subscribe();
+        let stopped = async move {
+            let _ = stop.wait_for(|stopped| *stopped).await;
+        };
+        ingress::http::serve(listener, self.router.clone(), self.auth.clone(), stopped).await;
+    }
+
     /// True once the cluster declared this silo dead (it then stops).
     pub fn was_evicted(&self) -> bool {
         self.router.ctx.effects.committer.is_evicted()

@@ -17,6 +17,7 @@ mod deadlines;
 mod exhaustion;
 mod fast_restart;
 mod fencing;
+mod http_gateway;
 mod idempotency;
 mod languages;
 mod limits;

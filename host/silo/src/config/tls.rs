@@ -14,6 +14,9 @@ use super::ConfigError;
 #[derive(Clone)]
 pub struct SiloTls {
     pub(crate) acceptor: tokio_rustls::TlsAcceptor,
+    /// The same certificate for the HTTP gateway, offering HTTP/2 and
+    /// HTTP/1.1 by ALPN.
+    pub(crate) http_acceptor: tokio_rustls::TlsAcceptor,
     pub(crate) peers: rio_client::TlsConfig,
 }
 
@@ -65,7 +68,10 @@ impl SiloTls {
             None => rio_client::TlsConfig::from_ca_pem(&chain_pem),
         }
         .map_err(|e| ConfigError::Tls(e.to_string()))?;
+        let mut http = server.clone();
+        http.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(SiloTls {
+            http_acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(http)),
             acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(server)),
             peers,
         })

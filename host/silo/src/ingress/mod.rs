@@ -32,6 +32,7 @@
 
 mod descriptors;
 mod hello;
+pub(crate) mod http;
 mod listen;
 mod requests;
 mod subscriptions;

@@ -2,16 +2,16 @@
 //! answer from the silo itself (members, deployments, stats, ...).
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use rio_protocol::{MAX_IDEMPOTENCY_KEY_BYTES, ReplyError, Request, Response};
+use rio_protocol::{ReplyError, Request, Response};
 use tokio::time::Instant;
 
-use crate::base::{ObjectKey, reserved};
+use crate::base::ObjectKey;
 use crate::message::Envelope;
 use crate::message::ReplyTo;
 use crate::message::connection::ConnectionSink;
 use crate::routing::Router;
+use crate::routing::client_call::{call_deadline, checked_idempotency_key};
 
 /// When the caller of `request` stops waiting for its reply.
 pub(super) fn request_deadline(request: &Request) -> Instant {
@@ -46,25 +46,13 @@ pub(super) fn handle_request(
 ) {
     let report_owner = matches!(request, Request::RoutedCall(_));
     match request {
-        Request::Call(mut call) | Request::RoutedCall(mut call) => {
-            let key = ObjectKey::new(&call.service_type, &call.object_id);
-            if let Err(error) = reserved::check_client_call(&call.message_type, &key) {
-                return sink.reply(id, Err(error));
-            }
-            let idempotency_key = match checked_idempotency_key(call.idempotency_key.take(), false)
-            {
-                Ok(idempotency_key) => idempotency_key,
-                Err(error) => return sink.reply(id, Err(error)),
-            };
+        Request::Call(call) | Request::RoutedCall(call) => {
             let reply = ReplyTo::Connection {
                 request_id: id,
                 sink,
                 report_owner,
             };
-            router.route(
-                key,
-                Envelope::from_call(call, idempotency_key, reply, deadline),
-            );
+            router.route_client_call(call, reply, deadline);
         }
         Request::Forward(mut forward) => {
             // The chain of turns waiting on this one, with its own: a peer's
@@ -178,40 +166,4 @@ pub(super) fn handle_request(
             });
         }
     }
-}
-
-/// A call's idempotency key, if it is one the stores can index and, unless
-/// it comes `from_peer`, not one of the silo's own (a client naming a
-/// reminder's fire would run it early and hide the real one).
-fn checked_idempotency_key(
-    key: Option<String>,
-    from_peer: bool,
-) -> Result<Option<Arc<str>>, ReplyError> {
-    match key {
-        None => Ok(None),
-        Some(key) if key.is_empty() => Err(ReplyError::BadRequest(
-            "the idempotency key is empty".into(),
-        )),
-        Some(key) if key.len() > MAX_IDEMPOTENCY_KEY_BYTES => Err(ReplyError::BadRequest(format!(
-            "the idempotency key is {} bytes long; at most {MAX_IDEMPOTENCY_KEY_BYTES} are allowed",
-            key.len()
-        ))),
-        Some(key) if !from_peer && key.starts_with(crate::base::reserved::PREFIX) => {
-            Err(ReplyError::BadRequest(format!(
-                "idempotency keys starting with `{}` are reserved to the silo",
-                crate::base::reserved::PREFIX
-            )))
-        }
-        Some(key) => Ok(Some(key.into())),
-    }
-}
-
-/// When the caller of a request stops waiting: what it said, or as long as
-/// `rio-client` waits by default when it said nothing (an older client).
-fn call_deadline(timeout_ms: Option<u64>) -> Instant {
-    let wait = timeout_ms.map_or(rio_client::DEFAULT_TIMEOUT, Duration::from_millis);
-    // A far-off deadline (u64::MAX ms) must not overflow the clock.
-    Instant::now()
-        .checked_add(wait)
-        .unwrap_or_else(|| Instant::now() + rio_client::DEFAULT_TIMEOUT * 1000)
 }

@@ -12,12 +12,12 @@
 //! asks for many big replies and reads none makes the silo hold at most the
 //! limit plus one reply.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rio_protocol::{FrameWriter, ReplyError, Response, ServerFrame, encode_frame};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
 
 use crate::observe::ConnectionCounters;
@@ -78,7 +78,7 @@ impl Connection {
     pub(crate) fn request_sink(self: &Arc<Self>) -> ConnectionSink {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
         ConnectionSink {
-            connection: self.clone(),
+            to: SinkTo::Wire(self.clone()),
         }
     }
 
@@ -199,19 +199,48 @@ impl Connection {
     }
 }
 
-/// Where the reply to one request goes. The request stops counting as in
-/// flight on its connection when this is dropped.
+/// Where the reply to one request goes: a wire connection's writer, or a
+/// task of this silo awaiting it (the HTTP gateway's request), so every way
+/// in hands its requests to the same `handle_request`. A wire request stops
+/// counting as in flight on its connection when this is dropped.
 pub(crate) struct ConnectionSink {
-    connection: Arc<Connection>,
+    to: SinkTo,
+}
+
+enum SinkTo {
+    Wire(Arc<Connection>),
+    Waiting(Mutex<Option<oneshot::Sender<Result<Response, ReplyError>>>>),
 }
 
 impl ConnectionSink {
+    /// A sink whose one reply the returned receiver gets (dropped unanswered,
+    /// the receiver sees the sender gone).
+    pub(crate) fn waiting() -> (
+        ConnectionSink,
+        oneshot::Receiver<Result<Response, ReplyError>>,
+    ) {
+        let (sender, receiver) = oneshot::channel();
+        let sink = ConnectionSink {
+            to: SinkTo::Waiting(Mutex::new(Some(sender))),
+        };
+        (sink, receiver)
+    }
+
     pub(crate) fn reply(&self, id: u64, result: Result<Response, ReplyError>) {
-        let connection = &self.connection;
+        let connection = match &self.to {
+            SinkTo::Wire(connection) => connection,
+            SinkTo::Waiting(sender) => {
+                let sender = sender.lock().unwrap_or_else(|p| p.into_inner()).take();
+                if let Some(sender) = sender {
+                    let _ = sender.send(result);
+                }
+                return;
+            }
+        };
         // Checked before encoding too: a reply that would be dropped is not
         // copied into a frame first.
         if connection.unsent_bytes() > connection.max_unsent {
-            return self.drop_reply(id, reply_size(&result));
+            return Self::drop_reply(connection, id, reply_size(&result));
         }
         let mut encoded = Vec::new();
         if let Err(error) = encode_frame(&ServerFrame::Reply { id, result }, &mut encoded) {
@@ -228,14 +257,13 @@ impl ConnectionSink {
             .writer
             .send_within(encoded, connection.max_unsent)
         {
-            self.drop_reply(id, size);
+            Self::drop_reply(connection, id, size);
         }
     }
 
     /// Answers `unavailable` in place of a reply of `size` bytes that the
     /// connection has no room for.
-    fn drop_reply(&self, id: u64, size: usize) {
-        let connection = &self.connection;
+    fn drop_reply(connection: &Connection, id: u64, size: usize) {
         connection
             .counters
             .replies_dropped_unread
@@ -265,7 +293,9 @@ fn reply_size(result: &Result<Response, ReplyError>) -> usize {
 
 impl Drop for ConnectionSink {
     fn drop(&mut self) {
-        let connection = &self.connection;
+        let SinkTo::Wire(connection) = &self.to else {
+            return;
+        };
         connection.in_flight.fetch_sub(1, Ordering::SeqCst);
         // Both sides use SeqCst: either the reader sees the new count, or
         // this sees that it waits.

@@ -1,6 +1,7 @@
 //! Delivers a message to an object: into its mailbox on this silo,
 //! activating it if needed, or, in a cluster, to the silo that owns it.
 
+pub(crate) mod client_call;
 mod forward;
 
 use std::pin::Pin;

@@ -4,6 +4,7 @@
 
 pub mod bank;
 pub mod guests;
+pub mod http;
 pub mod stores;
 pub mod tls;
 

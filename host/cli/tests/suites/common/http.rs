@@ -1,0 +1,133 @@
+//! A small HTTP client for the gateway suites, on hyper (the silo's own
+//! HTTP stack): one kept-alive connection, HTTP/1.1 or HTTP/2, answers
+//! read whole with their status, headers and JSON body.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::http::HeaderMap;
+use hyper::{Method, Request};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::Value;
+use tokio::net::TcpStream;
+
+enum Sender {
+    One(hyper::client::conn::http1::SendRequest<Full<Bytes>>),
+    Two(hyper::client::conn::http2::SendRequest<Full<Bytes>>),
+}
+
+/// One connection to a silo's gateway.
+pub struct Http {
+    address: String,
+    sender: Sender,
+}
+
+/// What the gateway answered.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: HeaderMap,
+    /// The body as JSON (`null` when empty).
+    pub json: Value,
+}
+
+impl Answer {
+    /// The `error.kind` of an error body, checking its shape.
+    pub fn kind(&self) -> &str {
+        let error = &self.json["error"];
+        assert!(
+            error["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "an error without a message: {}",
+            self.json
+        );
+        error["kind"]
+            .as_str()
+            .unwrap_or_else(|| panic!("not an error body: {}", self.json))
+    }
+}
+
+impl Http {
+    /// An HTTP/1.1 connection (kept alive) to `address`.
+    pub async fn connect(address: &str) -> Http {
+        let stream = TcpStream::connect(address)
+            .await
+            .expect("the gateway accepts");
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .expect("HTTP/1.1 handshake");
+        tokio::spawn(connection);
+        Http {
+            address: address.to_string(),
+            sender: Sender::One(sender),
+        }
+    }
+
+    /// An HTTP/2 connection (prior knowledge, no TLS) to `address`.
+    pub async fn connect_h2(address: &str) -> Http {
+        let stream = TcpStream::connect(address)
+            .await
+            .expect("the gateway accepts");
+        let (sender, connection) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                .await
+                .expect("HTTP/2 handshake");
+        tokio::spawn(connection);
+        Http {
+            address: address.to_string(),
+            sender: Sender::Two(sender),
+        }
+    }
+
+    /// `method path` with `headers` and `body`; panics if the connection
+    /// breaks (the gateway must answer every request).
+    pub async fn request(
+        &mut self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> Answer {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", self.address.as_str());
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request.body(Full::new(body.into())).unwrap();
+        let response = match &mut self.sender {
+            Sender::One(sender) => {
+                sender.ready().await.expect("the connection stays open");
+                sender.send_request(request).await
+            }
+            Sender::Two(sender) => {
+                sender.ready().await.expect("the connection stays open");
+                sender.send_request(request).await
+            }
+        }
+        .unwrap_or_else(|e| panic!("no answer to {path}: {e}"));
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let json = if body.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&body).unwrap_or_else(|e| {
+                panic!(
+                    "{path}: the body is not JSON ({e}): {}",
+                    String::from_utf8_lossy(&body)
+                )
+            })
+        };
+        Answer {
+            status,
+            headers,
+            json,
+        }
+    }
+
+    /// `POST path` with a JSON text body and `headers`.
+    pub async fn post(&mut self, path: &str, headers: &[(&str, &str)], json: &str) -> Answer {
+        self.request(Method::POST, path, headers, json.to_string())
+            .await
+    }
+}
