@@ -34,9 +34,7 @@ pub(super) async fn call(
     headers: HeaderMap,
     body: Body,
 ) -> Result<HttpResponse, HttpError> {
-    let limit = gateway.router.ctx.config.limits.payload_bytes;
-    let body = gateway.read_body(body, limit).await?;
-    let payload = json_to_cbor(&body).map_err(|error| HttpError::bad_request(error.to_string()))?;
+    let payload = json_payload(&gateway, body).await?;
     let (call, deadline) = call_request(
         &gateway,
         &headers,
@@ -72,9 +70,7 @@ pub(super) async fn send(
     headers: HeaderMap,
     body: Body,
 ) -> Result<HttpResponse, HttpError> {
-    let limit = gateway.router.ctx.config.limits.payload_bytes;
-    let body = gateway.read_body(body, limit).await?;
-    let payload = json_to_cbor(&body).map_err(|error| HttpError::bad_request(error.to_string()))?;
+    let payload = json_payload(&gateway, body).await?;
     let mut envelope = Vec::new();
     ciborium::into_writer(
         &EnqueueRequest {
@@ -100,6 +96,13 @@ pub(super) async fn send(
         Json(serde_json::json!({"stored": true})),
     )
         .into_response())
+}
+
+/// A request's JSON body as the message's CBOR payload.
+async fn json_payload(gateway: &Shared, body: Body) -> Result<Vec<u8>, HttpError> {
+    let limit = gateway.router.ctx.config.limits.payload_bytes;
+    let body = gateway.read_body(body, limit).await?;
+    json_to_cbor(&body).map_err(|error| HttpError::bad_request(error.to_string()))
 }
 
 /// The protocol call of a route, with the caller's idempotency key and its
