@@ -4,10 +4,8 @@
 use std::io::Write;
 
 use clap::Args;
-use rio_client::{Delivery, Event};
+use rio_client::Delivery;
 use serde_json::json;
-
-use crate::json_cbor::cbor_to_json;
 
 #[derive(Args)]
 pub(crate) struct SubscribeArgs {
@@ -35,7 +33,7 @@ pub(crate) async fn run(args: SubscribeArgs) -> anyhow::Result<()> {
         let line = match delivery? {
             Delivery::Event(event) => {
                 seen += 1;
-                event_line(&event)
+                rio_protocol::json::event_to_json(&event)
             }
             Delivery::Missed(missed) => {
                 seen += missed;
@@ -46,17 +44,4 @@ pub(crate) async fn run(args: SubscribeArgs) -> anyhow::Result<()> {
         out.flush()?;
     }
     Ok(())
-}
-
-/// An event as one JSON object; a payload that is not CBOR is shown as its
-/// bytes.
-fn event_line(event: &Event) -> serde_json::Value {
-    let payload = cbor_to_json(&event.payload).unwrap_or_else(|_| json!(event.payload.to_vec()));
-    json!({
-        "topic": event.topic,
-        "publisher": event.publisher,
-        "seq": event.seq,
-        "published_at_ms": event.published_at_ms,
-        "event": payload,
-    })
 }

@@ -42,6 +42,21 @@ pub fn cbor_to_json(payload: &[u8]) -> Result<Json, JsonError> {
     Ok(to_json(value))
 }
 
+/// An event as one JSON object, as `rio subscribe` prints it and the
+/// gateway's event stream sends it; a payload that is not CBOR is shown as
+/// its bytes.
+pub fn event_to_json(event: &crate::Event) -> Json {
+    let payload =
+        cbor_to_json(&event.payload).unwrap_or_else(|_| Json::from(event.payload.to_vec()));
+    serde_json::json!({
+        "topic": event.topic,
+        "publisher": event.publisher,
+        "seq": event.seq,
+        "published_at_ms": event.published_at_ms,
+        "event": payload,
+    })
+}
+
 fn to_json(value: Cbor) -> Json {
     match value {
         Cbor::Integer(integer) => {

@@ -1,26 +1,60 @@
 //! This silo's client subscriptions by topic, and the fan-out of events to
 //! them: each delivery is one frame queued on the subscriber's connection
-//! within a byte bound, never a wait.
+//! (or one batch on an HTTP event stream) within a byte bound, never a wait.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use rio_protocol::{Event, encode_events_frame};
+use tokio::sync::mpsc;
 
 use crate::message::connection::Connection;
 use crate::observe::EventCounters;
 
-/// One client subscription: a connection and the id of the request that
-/// made it.
+/// One client subscription: where its events go and the id of the request
+/// that made it.
 pub(crate) struct Subscriber {
     id: u64,
-    connection: Arc<Connection>,
+    to: SubscriberTo,
     topics: Vec<String>,
     /// Events lost since the last frame that went out; held while a frame
     /// is made and queued, so frames and counts of one subscriber never
     /// interleave.
     missed: Mutex<u64>,
+}
+
+enum SubscriberTo {
+    /// A wire connection: each delivery is an events frame on it.
+    Wire(Arc<Connection>),
+    /// An HTTP event stream (the gateway's `GET /v1/events`): each delivery
+    /// is a batch for the task that writes the response.
+    Stream {
+        batches: mpsc::UnboundedSender<Batch>,
+        queued_bytes: Arc<AtomicUsize>,
+    },
+}
+
+/// Events for one subscriber, after `missed` it did not get.
+pub(crate) struct Batch {
+    pub(crate) missed: u64,
+    pub(crate) events: Vec<Event>,
+    bytes: usize,
+}
+
+/// The receiving end of a stream subscription: what the gateway writes out.
+pub(crate) struct EventStream {
+    batches: mpsc::UnboundedReceiver<Batch>,
+    queued_bytes: Arc<AtomicUsize>,
+}
+
+impl EventStream {
+    /// The next batch; `None` once the subscription ended.
+    pub(crate) async fn next(&mut self) -> Option<Batch> {
+        let batch = self.batches.recv().await?;
+        self.queued_bytes.fetch_sub(batch.bytes, Ordering::Relaxed);
+        Some(batch)
+    }
 }
 
 impl Subscriber {
@@ -51,13 +85,33 @@ impl Hub {
         &self,
         id: u64,
         connection: Arc<Connection>,
-        mut topics: Vec<String>,
+        topics: Vec<String>,
     ) -> Arc<Subscriber> {
+        self.add(id, SubscriberTo::Wire(connection), topics)
+    }
+
+    /// Subscribes a stream to `topics`: its events come out of the
+    /// returned `EventStream`, at most the buffer's bytes of them waiting.
+    pub(crate) fn subscribe_stream(&self, topics: Vec<String>) -> (Arc<Subscriber>, EventStream) {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let queued_bytes = Arc::new(AtomicUsize::new(0));
+        let to = SubscriberTo::Stream {
+            batches: sender,
+            queued_bytes: queued_bytes.clone(),
+        };
+        let stream = EventStream {
+            batches: receiver,
+            queued_bytes,
+        };
+        (self.add(0, to, topics), stream)
+    }
+
+    fn add(&self, id: u64, to: SubscriberTo, mut topics: Vec<String>) -> Arc<Subscriber> {
         topics.sort();
         topics.dedup();
         let subscriber = Arc::new(Subscriber {
             id,
-            connection,
+            to,
             topics,
             missed: Mutex::new(0),
         });
@@ -139,16 +193,38 @@ impl Hub {
 
     fn send(&self, subscriber: &Subscriber, events: &[&Event]) {
         let mut missed = subscriber.missed.lock().unwrap_or_else(|p| p.into_inner());
-        let mut frame = Vec::new();
-        if let Err(error) = encode_events_frame(subscriber.id, *missed, events, &mut frame) {
-            tracing::error!(%error, "cannot encode an events frame");
-            return;
-        }
         let count = events.len() as u64;
-        match subscriber
-            .connection
-            .send_event_frame(frame, self.buffer_bytes)
-        {
+        let queued = match &subscriber.to {
+            SubscriberTo::Wire(connection) => {
+                let mut frame = Vec::new();
+                if let Err(error) = encode_events_frame(subscriber.id, *missed, events, &mut frame)
+                {
+                    tracing::error!(%error, "cannot encode an events frame");
+                    return;
+                }
+                connection.send_event_frame(frame, self.buffer_bytes)
+            }
+            SubscriberTo::Stream {
+                batches,
+                queued_bytes,
+            } => {
+                let bytes = events.iter().map(|event| event.payload.len() + 64).sum();
+                if batches.is_closed() {
+                    None
+                } else if queued_bytes.load(Ordering::Relaxed) + bytes > self.buffer_bytes {
+                    Some(false)
+                } else {
+                    queued_bytes.fetch_add(bytes, Ordering::Relaxed);
+                    let batch = Batch {
+                        missed: *missed,
+                        events: events.iter().map(|&event| event.clone()).collect(),
+                        bytes,
+                    };
+                    Some(batches.send(batch).is_ok())
+                }
+            }
+        };
+        match queued {
             Some(true) => {
                 *missed = 0;
                 self.counters.delivered.fetch_add(count, Ordering::Relaxed);
@@ -157,7 +233,8 @@ impl Hub {
                 *missed += count;
                 self.counters.missed.fetch_add(count, Ordering::Relaxed);
             }
-            // The connection is closing; its reader ends the subscription.
+            // The connection (or stream) is closing; its owner ends the
+            // subscription.
             None => {}
         }
     }

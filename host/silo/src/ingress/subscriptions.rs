@@ -45,29 +45,12 @@ impl ConnectionSubscriptions {
     }
 
     fn check(&self, id: u64, topics: &[String]) -> Result<(), ReplyError> {
-        if topics.is_empty() {
-            return Err(ReplyError::BadRequest(
-                "subscribe to at least one topic".into(),
-            ));
-        }
         if self.open.contains_key(&id) {
             return Err(ReplyError::BadRequest(format!(
                 "this connection already has a subscription of request id {id}"
             )));
         }
-        if let Some(problem) = topics.iter().find_map(|topic| topic_problem(topic)) {
-            return Err(ReplyError::BadRequest(format!(
-                "cannot subscribe: {problem}"
-            )));
-        }
-        if self.topics + topics.len() > MAX_TOPICS_PER_CONNECTION {
-            return Err(ReplyError::BadRequest(format!(
-                "a connection subscribes to at most {MAX_TOPICS_PER_CONNECTION} topics; it has {} and asks for {} more",
-                self.topics,
-                topics.len()
-            )));
-        }
-        Ok(())
+        check_topics(self.topics, topics)
     }
 
     /// Ends the subscription of request `subscription`.
@@ -86,6 +69,28 @@ impl ConnectionSubscriptions {
         self.topics -= subscriber.topics().len();
         self.connection.note_subscription(false);
     }
+}
+
+/// Whether `topics` may be subscribed to by a connection (or an HTTP event
+/// stream) that has `already` topics.
+pub(super) fn check_topics(already: usize, topics: &[String]) -> Result<(), ReplyError> {
+    if topics.is_empty() {
+        return Err(ReplyError::BadRequest(
+            "subscribe to at least one topic".into(),
+        ));
+    }
+    if let Some(problem) = topics.iter().find_map(|topic| topic_problem(topic)) {
+        return Err(ReplyError::BadRequest(format!(
+            "cannot subscribe: {problem}"
+        )));
+    }
+    if already + topics.len() > MAX_TOPICS_PER_CONNECTION {
+        return Err(ReplyError::BadRequest(format!(
+            "a connection subscribes to at most {MAX_TOPICS_PER_CONNECTION} topics; it has {already} and asks for {} more",
+            topics.len()
+        )));
+    }
+    Ok(())
 }
 
 impl Drop for ConnectionSubscriptions {

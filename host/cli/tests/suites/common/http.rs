@@ -131,3 +131,81 @@ impl Http {
             .await
     }
 }
+
+/// One Server-Sent Event.
+#[derive(Debug, Clone)]
+pub struct SseEvent {
+    pub event: Option<String>,
+    pub id: Option<String>,
+    pub data: Value,
+}
+
+/// The events of a `GET` answered as an event stream, read as they come.
+pub struct SseStream {
+    body: hyper::body::Incoming,
+    buffer: Vec<u8>,
+    _sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+}
+
+impl SseStream {
+    /// Opens `path` on `address` (a new connection) and checks that the
+    /// answer is an event stream.
+    pub async fn open(address: &str, path: &str, headers: &[(&str, &str)]) -> SseStream {
+        let stream = TcpStream::connect(address)
+            .await
+            .expect("the gateway accepts");
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .expect("HTTP/1.1 handshake");
+        tokio::spawn(connection);
+        let mut request = Request::builder()
+            .method(Method::GET)
+            .uri(path)
+            .header("host", address)
+            .header("accept", "text/event-stream");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = sender
+            .send_request(request.body(Full::new(Bytes::new())).unwrap())
+            .await
+            .expect("an answer");
+        assert_eq!(response.status().as_u16(), 200, "{path}");
+        assert_eq!(response.headers()["content-type"], "text/event-stream");
+        SseStream {
+            body: response.into_body(),
+            buffer: Vec::new(),
+            _sender: sender,
+        }
+    }
+
+    /// The next event that is not a keep-alive comment; `None` when the
+    /// stream ended.
+    pub async fn next(&mut self) -> Option<SseEvent> {
+        loop {
+            if let Some(end) = self.buffer.windows(2).position(|w| w == b"\n\n") {
+                let block: Vec<u8> = self.buffer.drain(..end + 2).collect();
+                let text = String::from_utf8(block).expect("events are text");
+                let (mut event, mut id, mut data) = (None, None, String::new());
+                for line in text.lines() {
+                    if let Some(value) = line.strip_prefix("event:") {
+                        event = Some(value.trim().to_string());
+                    } else if let Some(value) = line.strip_prefix("id:") {
+                        id = Some(value.trim().to_string());
+                    } else if let Some(value) = line.strip_prefix("data:") {
+                        data.push_str(value.trim_start());
+                    }
+                }
+                if data.is_empty() && event.is_none() {
+                    continue; // a keep-alive comment
+                }
+                let data = serde_json::from_str(&data).unwrap_or(Value::String(data));
+                return Some(SseEvent { event, id, data });
+            }
+            let frame = self.body.frame().await?.expect("the stream reads");
+            if let Ok(chunk) = frame.into_data() {
+                self.buffer.extend_from_slice(&chunk);
+            }
+        }
+    }
+}

@@ -48,15 +48,11 @@ pub(super) async fn deploy(
     body: Body,
 ) -> Answer {
     // The token first: a caller without the admin token must not make the
-    // silo read a component's worth of body.
-    let token = super::bearer_token(&headers)?;
-    let auth = gateway.auth.current();
-    if let Ok(credential) = auth.credential(token) {
-        let probe = Request::Undeploy {
-            service_type: service_type.clone(),
-        };
-        auth.check(credential, &probe)?;
-    }
+    // silo read a component's worth of body (undeploy needs the same scope).
+    let probe = Request::Undeploy {
+        service_type: service_type.clone(),
+    };
+    gateway.authorize(&headers, peer, &probe).await?;
     let limit = gateway.router.ctx.config.max_frame_bytes;
     let component = gateway.read_body(body, limit).await?.to_vec();
     let request = Request::Deploy {

@@ -24,6 +24,7 @@
 //!   `FailedHellos`), so tokens cannot be guessed faster over HTTP.
 
 mod admin;
+mod events;
 mod objects;
 mod status;
 
@@ -161,6 +162,7 @@ fn routes() -> axum::Router<Shared> {
             "/v1/deployments/{service_type}",
             put(admin::deploy).delete(admin::undeploy),
         )
+        .route("/v1/events", get(events::events))
         .route("/v1/members", get(admin::members))
         .route("/v1/stats", get(admin::stats))
         .route("/v1/dead-letters", get(admin::dead_letters))
@@ -198,24 +200,7 @@ impl Gateway {
         request: Request,
         deadline: Instant,
     ) -> Result<Response, HttpError> {
-        let token = bearer_token(headers)?;
-        let auth = self.auth.current();
-        let credential = match auth.credential(token) {
-            Ok(credential) => credential,
-            Err(reason) => {
-                let delay = self.failed_tokens.note(peer.0.ip());
-                tokio::time::sleep(delay).await;
-                return Err(HttpError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "unauthorized",
-                    reason.replace(
-                        "(rio: --token, --token-file or RIO_TOKEN)",
-                        "(send `Authorization: Bearer TOKEN`)",
-                    ),
-                ));
-            }
-        };
-        auth.check(credential, &request)?;
+        self.authorize(headers, peer, &request).await?;
         let (sink, reply) = ConnectionSink::waiting();
         handle_request(0, request, deadline, sink, &self.router);
         // The turn ends by its deadline; a moment more lets its own
@@ -233,6 +218,35 @@ impl Gateway {
                 "no answer before the request's deadline",
             )),
         }
+    }
+
+    /// Whether the headers' bearer token allows `request`: a missing or
+    /// wrong token is 401 (after the delay a wrong hello waits), a token
+    /// whose scope does not allow it 403.
+    async fn authorize(
+        &self,
+        headers: &HeaderMap,
+        peer: Peer,
+        request: &Request,
+    ) -> Result<(), HttpError> {
+        let token = bearer_token(headers)?;
+        let auth = self.auth.current();
+        let credential = match auth.credential(token) {
+            Ok(credential) => credential,
+            Err(reason) => {
+                let delay = self.failed_tokens.note(peer.0.ip());
+                tokio::time::sleep(delay).await;
+                return Err(HttpError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    reason.replace(
+                        "(rio: --token, --token-file or RIO_TOKEN)",
+                        "(send `Authorization: Bearer TOKEN`)",
+                    ),
+                ));
+            }
+        };
+        Ok(auth.check(credential, request)?)
     }
 
     /// The body of a request, at most `limit` bytes, arrived within the
