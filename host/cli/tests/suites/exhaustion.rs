@@ -87,25 +87,6 @@ async fn assail<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, assault: Assau
     .await;
 }
 
-/// A TLS connector that trusts `ca`, for hostile connections that do
-/// complete the TLS handshake.
-fn connector(ca: &std::path::Path) -> tokio_rustls::TlsConnector {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for certificate in CertificateDer::pem_file_iter(ca).unwrap() {
-        roots.add(certificate.unwrap()).unwrap();
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    tokio_rustls::TlsConnector::from(Arc::new(config))
-}
-
 /// `ATTACKERS` connections reopened as they are closed until `stop`; says
 /// how many were opened.
 fn attack(
@@ -247,7 +228,7 @@ async fn unfinished_first_frames(
     let stop = Arc::new(AtomicBool::new(false));
     let attackers = attack(
         &silo.address,
-        tls_files.map(|(ca, _, _)| connector(ca)),
+        tls_files.map(|(ca, _, _)| common::tls::connector(ca, &[])),
         stop.clone(),
     );
     let honest = tokio::spawn(call_honestly(

@@ -692,3 +692,57 @@ async fn a_slow_event_stream_is_told_what_it_missed() {
     assert_eq!(seen + told, total);
     silo.stop();
 }
+
+/// Over TLS the gateway serves the silo's certificate, speaks HTTP/2 to a
+/// client that offers it (ALPN) and HTTP/1.1 to one that does not, and
+/// refuses a client that does not speak TLS without answering in clear.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_serves_tls_with_the_silo_certificate_in_both_versions() {
+    let data = tempfile::tempdir().unwrap();
+    let (ca, certificate, key) = common::tls::generated_certificates(data.path(), "http");
+    let mut flags = common::tls::tls_flags(&certificate, &key, &ca);
+    flags.extend([
+        "--http",
+        "127.0.0.1:0",
+        "--call-token",
+        CALL_TOKEN,
+        "--admin-token",
+        ADMIN_TOKEN,
+    ]);
+    let silo = SiloProcess::start_with(data.path(), &flags);
+    let gateway = silo.http.clone().unwrap();
+    let (call, admin) = (bearer(CALL_TOKEN), bearer(ADMIN_TOKEN));
+    let h2_offer = common::tls::connector(&ca, &[b"h2", b"http/1.1"]);
+    let (mut h2, version) = Http::connect_tls(&gateway, &h2_offer).await;
+    assert_eq!(version, "h2");
+    deploy(&mut h2, &admin, "Faulty", Language::Rust.faulty()).await;
+    let plain_offer = common::tls::connector(&ca, &[]);
+    let (mut one, version) = Http::connect_tls(&gateway, &plain_offer).await;
+    assert_eq!(version, "http/1.1");
+    let auth = [("authorization", call.as_str())];
+    let set = h2
+        .post("/v1/objects/Faulty/t/set", &auth, r#"{"value": 4}"#)
+        .await;
+    assert_eq!((set.status, set.json), (200, json!({"value": 4})));
+    let got = one.post("/v1/objects/Faulty/t/get", &auth, "").await;
+    assert_eq!((got.status, got.json), (200, json!({"value": 4})));
+    expect(
+        &one.post("/v1/objects/Faulty/t/get", &[], "").await,
+        401,
+        "unauthorized",
+    );
+    // Clear text to a TLS port: no HTTP answer, the connection ends.
+    let mut clear = tokio::net::TcpStream::connect(&gateway).await.unwrap();
+    clear
+        .write_all(b"POST /v1/objects/Faulty/t/get HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(15), clear.read_to_end(&mut answer)).await;
+    assert!(read.is_ok(), "a clear-text client is closed");
+    assert!(
+        !String::from_utf8_lossy(&answer).contains("HTTP/1.1 200"),
+        "{answer:?}"
+    );
+    silo.stop();
+}

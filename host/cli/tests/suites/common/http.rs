@@ -77,6 +77,42 @@ impl Http {
         }
     }
 
+    /// A TLS connection to `address` (its certificate for `localhost`),
+    /// HTTP/2 if the silo picks `h2` from what `connector` offers by ALPN,
+    /// else HTTP/1.1; says which.
+    pub async fn connect_tls(
+        address: &str,
+        connector: &tokio_rustls::TlsConnector,
+    ) -> (Http, &'static str) {
+        let stream = TcpStream::connect(address)
+            .await
+            .expect("the gateway accepts");
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let session = connector
+            .connect(name, stream)
+            .await
+            .expect("TLS handshake");
+        let h2 = session.get_ref().1.alpn_protocol() == Some(b"h2");
+        let io = TokioIo::new(session);
+        let (sender, version) = if h2 {
+            let (sender, connection) =
+                hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+                    .await
+                    .unwrap();
+            tokio::spawn(connection);
+            (Sender::Two(sender), "h2")
+        } else {
+            let (sender, connection) = hyper::client::conn::http1::handshake(io).await.unwrap();
+            tokio::spawn(connection);
+            (Sender::One(sender), "http/1.1")
+        };
+        let http = Http {
+            address: address.to_string(),
+            sender,
+        };
+        (http, version)
+    }
+
     /// `method path` with `headers` and `body`; panics if the connection
     /// breaks (the gateway must answer every request).
     pub async fn request(
