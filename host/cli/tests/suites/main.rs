@@ -21,6 +21,7 @@ mod http_gateway;
 mod idempotency;
 mod languages;
 mod limits;
+mod metrics;
 mod object_subscriptions;
 mod orphans;
 mod outbox;

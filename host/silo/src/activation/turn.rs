@@ -48,9 +48,26 @@ impl Activation {
             return Err(ReplyError::Internal(message));
         };
         let deadline = caller_deadline.min(Instant::now() + self.ctx.config.turn_deadline);
+        let started = Instant::now();
+        let handled = match &hook {
+            Hook::Handle { message_type, .. } => Some(message_type.clone()),
+            Hook::Activate | Hook::Deactivate => None,
+        };
         let outcome = self
             .call_guest(&mut live, hook, incoming_chain, deadline)
             .await;
+        if let Some(message_type) = handled {
+            let result = outcome
+                .as_ref()
+                .map(|_| ())
+                .map_err(|failure| &failure.error);
+            self.ctx.counters.turns.record(
+                &self.key.service_type,
+                &message_type,
+                result,
+                started.elapsed(),
+            );
+        }
         match outcome {
             Ok(reply) => {
                 self.live = Some(live);

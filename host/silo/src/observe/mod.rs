@@ -3,6 +3,7 @@
 //! which each part is handed and only adds to; memory is read in `memory`.
 
 pub(crate) mod memory;
+pub(crate) mod metrics;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -41,6 +42,8 @@ pub(crate) struct Counters {
     pub(crate) connections: Arc<ConnectionCounters>,
     /// Shared with pub/sub (see `events`).
     pub(crate) events: Arc<EventCounters>,
+    /// Calls and turn durations by type, for Prometheus (see `metrics`).
+    pub(crate) turns: metrics::TurnMetrics,
 }
 
 /// Counters of pub/sub.

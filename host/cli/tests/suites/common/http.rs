@@ -161,6 +161,42 @@ impl Http {
         }
     }
 
+    /// `method path` answered with its status, content type and body as
+    /// text (for answers that are not JSON).
+    pub async fn raw(
+        &mut self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> (u16, String, String) {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", self.address.as_str());
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request.body(Full::new(Bytes::new())).unwrap();
+        let response = match &mut self.sender {
+            Sender::One(sender) => sender.send_request(request).await,
+            Sender::Two(sender) => sender.send_request(request).await,
+        }
+        .unwrap_or_else(|e| panic!("no answer to {path}: {e}"));
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (
+            status,
+            content_type,
+            String::from_utf8_lossy(&body).into_owned(),
+        )
+    }
+
     /// `POST path` with a JSON text body and `headers`.
     pub async fn post(&mut self, path: &str, headers: &[(&str, &str)], json: &str) -> Answer {
         self.request(Method::POST, path, headers, json.to_string())

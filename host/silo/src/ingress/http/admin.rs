@@ -87,6 +87,26 @@ pub(super) async fn stats(
     admin(&gateway, &headers, peer, Request::Stats).await
 }
 
+/// `GET /metrics`: every metric of this silo as OpenMetrics text, for
+/// Prometheus to scrape (with the admin token, as `rio stats`).
+pub(super) async fn metrics(
+    State(gateway): State<Shared>,
+    Extension(peer): Extension<Peer>,
+    headers: HeaderMap,
+) -> Result<axum::response::Response, HttpError> {
+    use axum::response::IntoResponse;
+    gateway.authorize(&headers, peer, &Request::Stats).await?;
+    let text = crate::observe::metrics::encode(&gateway.router.ctx.counters).map_err(|_| {
+        HttpError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "cannot encode the metrics",
+        )
+    })?;
+    let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+    Ok(([(axum::http::header::CONTENT_TYPE, content_type)], text).into_response())
+}
+
 #[derive(Deserialize)]
 pub(super) struct Listing {
     /// A service type (dead letters: the receivers'; reminders: with `id`,

@@ -163,6 +163,7 @@ fn routes() -> axum::Router<Shared> {
             put(admin::deploy).delete(admin::undeploy),
         )
         .route("/v1/events", get(events::events))
+        .route("/metrics", get(admin::metrics))
         .route("/v1/members", get(admin::members))
         .route("/v1/stats", get(admin::stats))
         .route("/v1/dead-letters", get(admin::dead_letters))

@@ -1,0 +1,251 @@
+//! The silo's Prometheus metrics, as OpenMetrics text for the gateway's
+//! `GET /metrics`: calls by type, message and outcome and a turn-duration
+//! histogram by type, recorded as turns end, and every counter of `rio
+//! stats`, read at each scrape.
+//!
+//! Labels never name an object id, and never take a value a caller
+//! chooses freely: a message a type does not know is `(unknown)`, and a
+//! guest's own error kinds are one outcome, `guest-error` (their number is
+//! the guest's to choose).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::DescriptorEncoder;
+use prometheus_client::encoding::{
+    EncodeCounterValue, EncodeGaugeValue, EncodeLabelSet, EncodeMetric,
+};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use rio_protocol::ReplyError;
+
+use super::Counters;
+
+/// Turn durations, in seconds: from 50 µs (a warm Rust call) to the
+/// default turn deadline of 5 s.
+const TURN_BUCKETS: [f64; 16] = [
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0,
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallLabels {
+    service_type: String,
+    message: String,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TypeLabels {
+    service_type: String,
+}
+
+type HistogramFamily = Family<TypeLabels, Histogram, fn() -> Histogram>;
+
+fn turn_histogram() -> Histogram {
+    Histogram::new(TURN_BUCKETS)
+}
+
+/// What turns record as they end.
+pub(crate) struct TurnMetrics {
+    calls: Family<CallLabels, Counter>,
+    seconds: HistogramFamily,
+}
+
+impl Default for TurnMetrics {
+    fn default() -> TurnMetrics {
+        TurnMetrics {
+            calls: Family::default(),
+            seconds: Family::new_with_constructor(turn_histogram),
+        }
+    }
+}
+
+impl TurnMetrics {
+    /// Records a handled message of `service_type` that ended with
+    /// `result` after `elapsed`.
+    pub(crate) fn record(
+        &self,
+        service_type: &str,
+        message: &str,
+        result: Result<(), &ReplyError>,
+        elapsed: Duration,
+    ) {
+        let (outcome, message) = match result {
+            Ok(_) => ("ok", message),
+            Err(ReplyError::UnknownMessage { .. }) => ("unknown-message", "(unknown)"),
+            Err(ReplyError::Guest { .. }) => ("guest-error", message),
+            Err(error) => (platform_kind(error), message),
+        };
+        let labels = CallLabels {
+            service_type: service_type.to_string(),
+            message: message.to_string(),
+            outcome,
+        };
+        self.calls.get_or_create(&labels).inc();
+        let labels = TypeLabels {
+            service_type: labels.service_type,
+        };
+        self.seconds
+            .get_or_create(&labels)
+            .observe(elapsed.as_secs_f64());
+    }
+}
+
+/// The kind of an error the platform raised, as a `'static` label value.
+fn platform_kind(error: &ReplyError) -> &'static str {
+    match error {
+        ReplyError::UnknownType { .. } => "unknown-type",
+        ReplyError::UnknownMessage { .. } => "unknown-message",
+        ReplyError::Guest { .. } => "guest-error",
+        ReplyError::Trap(_) => "trap",
+        ReplyError::Timeout(_) => "timeout",
+        ReplyError::Overloaded(_) => "overloaded",
+        ReplyError::Cycle(_) => "cycle",
+        ReplyError::Deadlock(_) => "deadlock",
+        ReplyError::BadRequest(_) => "bad-request",
+        ReplyError::InvalidComponent(_) => "invalid-component",
+        ReplyError::Internal(_) => "internal",
+        ReplyError::Unauthorized(_) => "unauthorized",
+        ReplyError::Unavailable(_) => "unavailable",
+    }
+}
+
+/// Every metric of the silo as OpenMetrics text.
+pub(crate) fn encode(counters: &Arc<Counters>) -> Result<String, std::fmt::Error> {
+    let mut registry = Registry::with_prefix("rio");
+    registry.register(
+        "calls",
+        "Messages handled by objects, by service type, message and outcome",
+        counters.turns.calls.clone(),
+    );
+    registry.register(
+        "turn_duration_seconds",
+        "How long a handled message's turn took, commit included, by service type",
+        counters.turns.seconds.clone(),
+    );
+    registry.register_collector(Box::new(StatsCollector(counters.clone())));
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry)?;
+    Ok(text)
+}
+
+/// The counters of `rio stats`, read at each scrape. Names follow the
+/// stats' field names: a `_total` field is a counter, any other a gauge;
+/// durations are converted to seconds, the base unit.
+struct StatsCollector(Arc<Counters>);
+
+impl std::fmt::Debug for StatsCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StatsCollector")
+    }
+}
+
+impl Collector for StatsCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let stats = serde_json::to_value(self.0.stats()).map_err(|_| std::fmt::Error)?;
+        let Some(fields) = stats.as_object() else {
+            return Ok(());
+        };
+        for (field, value) in fields {
+            let Some(value) = value.as_u64() else {
+                continue;
+            };
+            let help = format!("`{field}` of `rio stats`");
+            let (stem, counter) = match field.strip_suffix("_total") {
+                Some(stem) => (stem, true),
+                None => (field.as_str(), false),
+            };
+            // Durations in their base unit, seconds.
+            if let Some(stem) = stem.strip_suffix("_nanos") {
+                let name = format!("{stem}_seconds");
+                emit(&mut encoder, &name, &help, value as f64 / 1e9, counter)?;
+            } else if let Some(stem) = stem.strip_suffix("_ms") {
+                let name = format!("{stem}_seconds");
+                emit(&mut encoder, &name, &help, value as f64 / 1e3, counter)?;
+            } else {
+                emit(&mut encoder, stem, &help, value, counter)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One metric of one value, a counter or a gauge.
+fn emit<N>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: N,
+    counter: bool,
+) -> Result<(), std::fmt::Error>
+where
+    N: EncodeCounterValue + EncodeGaugeValue + std::fmt::Debug,
+{
+    if counter {
+        let metric = ConstCounter::new(value);
+        metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
+    } else {
+        let metric = ConstGauge::new(value);
+        metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn turns_and_stats_come_out_named_by_convention() {
+        let counters = Arc::new(Counters::default());
+        let turns = &counters.turns;
+        turns.record("Counter", "increment", Ok(()), Duration::from_micros(80));
+        turns.record("Counter", "increment", Ok(()), Duration::from_micros(120));
+        let unknown = ReplyError::UnknownMessage {
+            service_type: "Counter".into(),
+            message_type: "attacker-chosen-1234".into(),
+        };
+        turns.record(
+            "Counter",
+            "attacker-chosen-1234",
+            Err(&unknown),
+            Duration::ZERO,
+        );
+        let refused = ReplyError::Guest {
+            kind: "kind-of-the-guest-99".into(),
+            message: "no".into(),
+        };
+        turns.record(
+            "Account",
+            "withdraw",
+            Err(&refused),
+            Duration::from_millis(2),
+        );
+        counters
+            .activations_total
+            .fetch_add(3, std::sync::atomic::Ordering::Relaxed);
+        let text = encode(&counters).unwrap();
+        let has = |line: &str| {
+            assert!(text.lines().any(|l| l == line), "no `{line}` in\n{text}");
+        };
+        has(r#"rio_calls_total{service_type="Counter",message="increment",outcome="ok"} 2"#);
+        has(
+            r#"rio_calls_total{service_type="Counter",message="(unknown)",outcome="unknown-message"} 1"#,
+        );
+        has(
+            r#"rio_calls_total{service_type="Account",message="withdraw",outcome="guest-error"} 1"#,
+        );
+        has(r#"rio_turn_duration_seconds_count{service_type="Counter"} 3"#);
+        has(r#"rio_turn_duration_seconds_bucket{le="0.0001",service_type="Counter"} 2"#);
+        has("rio_activations_total 3");
+        has("# TYPE rio_live_activations gauge");
+        assert!(text.contains("rio_activation_seconds_total"), "{text}");
+        assert!(!text.contains("attacker-chosen"), "{text}");
+        assert!(!text.contains("kind-of-the-guest"), "{text}");
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+}
