@@ -463,6 +463,16 @@ pub struct SiloStats {
     /// Deliveries to objects tried again, their subscriber unreachable.
     #[serde(default)]
     pub object_event_delivery_retries_total: u64,
+    /// Turns' commits this silo's activations made.
+    #[serde(default)]
+    pub commits_total: u64,
+    /// Commits that failed: the store refused or could not be reached, or
+    /// the object had moved to another silo.
+    #[serde(default)]
+    pub commit_failures_total: u64,
+    /// Keyed calls answered with their stored reply, nothing run.
+    #[serde(default)]
+    pub idempotency_hits_total: u64,
 }
 
 /// The shape of [`ServerFrame::Events`] over borrowed events, for a silo

@@ -50,7 +50,12 @@ impl Activation {
         let owner = ctx.address.get().map(String::as_str);
         if let Some(key) = &envelope.idempotency_key {
             match self.stored_reply(key).await {
-                Ok(Some(reply)) => return envelope.reply.send_from(Ok(reply), owner),
+                Ok(Some(reply)) => {
+                    ctx.counters
+                        .idempotency_hits_total
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    return envelope.reply.send_from(Ok(reply), owner);
+                }
                 Ok(None) => {}
                 Err(error) => return envelope.reply.send(Err(error)),
             }

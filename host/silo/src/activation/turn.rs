@@ -377,7 +377,18 @@ impl Activation {
             .reply
             .as_ref()
             .map(|record| (Arc::<str>::from(record.key.as_str()), record.reply.clone()));
+        let started = Instant::now();
         let result = self.ctx.effects.committer.commit(&self.key, commit).await;
+        self.ctx
+            .counters
+            .turns
+            .record_commit(result.is_ok(), started.elapsed());
+        let counters = &self.ctx.counters;
+        let counted = match result {
+            Ok(()) => &counters.commits_total,
+            Err(_) => &counters.commit_failures_total,
+        };
+        counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         match result {
             Ok(()) => {
                 if let Some((key, reply)) = keyed_reply {

@@ -54,6 +54,8 @@ fn turn_histogram() -> Histogram {
 pub(crate) struct TurnMetrics {
     calls: Family<CallLabels, Counter>,
     seconds: HistogramFamily,
+    /// How long a turn's commit took, group commit and fencing included.
+    commit_seconds: Histogram,
 }
 
 impl Default for TurnMetrics {
@@ -61,11 +63,20 @@ impl Default for TurnMetrics {
         TurnMetrics {
             calls: Family::default(),
             seconds: Family::new_with_constructor(turn_histogram),
+            commit_seconds: turn_histogram(),
         }
     }
 }
 
 impl TurnMetrics {
+    /// Records a turn's commit that took `elapsed`; only those that
+    /// succeeded are timed (a failure's time says nothing of the store).
+    pub(crate) fn record_commit(&self, succeeded: bool, elapsed: Duration) {
+        if succeeded {
+            self.commit_seconds.observe(elapsed.as_secs_f64());
+        }
+    }
+
     /// Records a handled message of `service_type` that ended with
     /// `result` after `elapsed`.
     pub(crate) fn record(
@@ -127,6 +138,11 @@ pub(crate) fn encode(counters: &Arc<Counters>) -> Result<String, std::fmt::Error
         "turn_duration_seconds",
         "How long a handled message's turn took, commit included, by service type",
         counters.turns.seconds.clone(),
+    );
+    registry.register(
+        "commit_duration_seconds",
+        "How long a turn's commit took, group commit and fencing included",
+        counters.turns.commit_seconds.clone(),
     );
     registry.register_collector(Box::new(StatsCollector(counters.clone())));
     let mut text = String::new();

@@ -38,6 +38,11 @@ pub(crate) struct Counters {
     pub(crate) reminder_fires_failed_total: AtomicU64,
     pub(crate) reminder_fires_skipped_total: AtomicU64,
     pub(crate) reminder_tardiness_ms_total: AtomicU64,
+    /// Turns' commits, failed commits, and keyed calls answered with their
+    /// stored reply.
+    pub(crate) commits_total: AtomicU64,
+    pub(crate) commit_failures_total: AtomicU64,
+    pub(crate) idempotency_hits_total: AtomicU64,
     /// Shared with the wire server's connections, each of which holds it.
     pub(crate) connections: Arc<ConnectionCounters>,
     /// Shared with pub/sub (see `events`).
@@ -127,6 +132,9 @@ impl Counters {
             object_event_deliveries_total: read(&self.events.object_deliveries),
             object_event_deliveries_failed_total: read(&self.events.object_deliveries_failed),
             object_event_delivery_retries_total: read(&self.events.object_delivery_retries),
+            commits_total: read(&self.commits_total),
+            commit_failures_total: read(&self.commit_failures_total),
+            idempotency_hits_total: read(&self.idempotency_hits_total),
         }
     }
 }
