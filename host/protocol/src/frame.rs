@@ -473,6 +473,18 @@ pub struct SiloStats {
     /// Keyed calls answered with their stored reply, nothing run.
     #[serde(default)]
     pub idempotency_hits_total: u64,
+    /// Calls refused to break a cycle of waits (`deadlock`).
+    #[serde(default)]
+    pub deadlocks_total: u64,
+    /// One-way messages this silo's outboxes delivered.
+    #[serde(default)]
+    pub outbox_delivered_total: u64,
+    /// Outbox delivery attempts to be tried again.
+    #[serde(default)]
+    pub outbox_retries_total: u64,
+    /// One-way messages given up and moved to the dead letters.
+    #[serde(default)]
+    pub dead_letters_total: u64,
 }
 
 /// The shape of [`ServerFrame::Events`] over borrowed events, for a silo

@@ -150,6 +150,7 @@ impl Silo {
             reply_memory: crate::effects::idempotency::ReplyMemory::new(
                 crate::effects::idempotency::RECENT_REPLIES_BUDGET_BYTES,
             ),
+            outbox_counters: counters.outbox.clone(),
         });
         let broadcast = cluster.clone().map(|cluster| {
             Broadcast::new(cluster, config.peer_event_queue, counters.events.clone())

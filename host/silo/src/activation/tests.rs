@@ -176,6 +176,7 @@ impl Harness {
             reply_memory: crate::effects::idempotency::ReplyMemory::new(
                 crate::effects::idempotency::RECENT_REPLIES_BUDGET_BYTES,
             ),
+            outbox_counters: Default::default(),
         });
         let ctx = Arc::new(Context {
             directory: Directory::new(config.mailbox_capacity),

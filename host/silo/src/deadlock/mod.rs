@@ -62,6 +62,7 @@ mod remote;
 mod tests;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -129,12 +130,16 @@ struct Graph {
 pub(crate) struct WaitGraph {
     // A std mutex: held for a short search and an insert, never across an await.
     graph: Arc<Mutex<Graph>>,
+    /// Calls refused to break a cycle, counted where the silo's counters
+    /// keep them (see `counting`).
+    refusals: Arc<AtomicU64>,
 }
 
 /// Removes its edge from the graph when the wait ends (reply, timeout, or
 /// the message dropped).
 pub(crate) struct WaitEdge {
     graph: Arc<Mutex<Graph>>,
+    refusals: Arc<AtomicU64>,
     caller: ObjectKey,
     id: u64,
     since_us: u64,
@@ -169,7 +174,7 @@ impl WaitEdge {
                     .is_some_and(|cycle| cycle.iter().all(|(_, edge)| edge.rerun))
         };
         if doomed {
-            refuse_yielding(&self.graph, &self.caller, self.id, &refusal);
+            refuse_yielding(&self.graph, &self.refusals, &self.caller, self.id, &refusal);
         }
     }
 }
@@ -177,12 +182,19 @@ impl WaitEdge {
 /// Refuses the yielding wait `id` of `caller` (its message waits here) and
 /// removes its edge; the lock must not be held, since answering the
 /// message may drop a `WaitEdge`.
-fn refuse_yielding(graph: &Mutex<Graph>, caller: &ObjectKey, id: u64, refusal: &Arc<dyn Refuse>) {
+fn refuse_yielding(
+    graph: &Mutex<Graph>,
+    refusals: &AtomicU64,
+    caller: &ObjectKey,
+    id: u64,
+    refusal: &Arc<dyn Refuse>,
+) {
     let message = format!(
         "{caller} is running an interrupted keyed turn again, and an object it waits on runs \
          its own, which goes first: they wait on each other"
     );
     if refusal.refuse(rio_protocol::ReplyError::Deadlock(message)) {
+        refusals.fetch_add(1, Ordering::Relaxed);
         lock(graph).remove_edge(caller, id);
     }
 }
@@ -206,6 +218,14 @@ fn lock(graph: &Mutex<Graph>) -> std::sync::MutexGuard<'_, Graph> {
 }
 
 impl WaitGraph {
+    /// A graph that counts the calls it refuses in `refusals`.
+    pub(crate) fn counting(refusals: Arc<AtomicU64>) -> WaitGraph {
+        WaitGraph {
+            graph: Arc::default(),
+            refusals,
+        }
+    }
+
     /// Records that `caller` waits on a message to `callee`, unless that
     /// closes a cycle in which this edge is the youngest: then nothing is
     /// recorded and the call must be refused. `since_us` is when a caller
@@ -268,6 +288,7 @@ impl WaitGraph {
                     .chain(cycle.iter().map(|(_, edge)| &edge.callee))
                     .map(ToString::to_string)
                     .collect();
+                self.refusals.fetch_add(1, Ordering::Relaxed);
                 return Err(Deadlock(format!(
                     "{} waits on {callee}, whose turn waits on it in turn: {}",
                     caller,
@@ -288,10 +309,11 @@ impl WaitGraph {
         });
         drop(graph);
         for (waiter, edge_id, refusal) in refuse_first {
-            refuse_yielding(&self.graph, &waiter, edge_id, &refusal);
+            refuse_yielding(&self.graph, &self.refusals, &waiter, edge_id, &refusal);
         }
         Ok(WaitEdge {
             graph: self.graph.clone(),
+            refusals: self.refusals.clone(),
             caller: caller.clone(),
             id,
             since_us,
@@ -340,6 +362,7 @@ impl WaitGraph {
         for (caller, id, refusal, message) in doomed {
             if refusal.refuse(rio_protocol::ReplyError::Deadlock(message)) {
                 refused += 1;
+                self.refusals.fetch_add(1, Ordering::Relaxed);
                 // Its message stays in the mailbox until it is skipped; the
                 // wait it stood for is over now.
                 lock(&self.graph).remove_edge(&caller, id);

@@ -8,11 +8,18 @@ fn key(id: &str) -> ObjectKey {
 
 #[test]
 fn two_turns_waiting_on_each_other_refuse_the_younger_call() {
-    let graph = WaitGraph::default();
+    let refusals = Arc::new(AtomicU64::new(0));
+    let graph = WaitGraph::counting(refusals.clone());
     let _a_waits = graph.wait(&key("a"), &key("b"), Some(10)).unwrap();
+    assert_eq!(refusals.load(Ordering::Relaxed), 0);
     let refused = graph.wait(&key("b"), &key("a"), Some(20)).err().unwrap();
     assert!(refused.0.contains("Account/b"), "{}", refused.0);
     assert_eq!(graph.len(), 1);
+    assert_eq!(
+        refusals.load(Ordering::Relaxed),
+        1,
+        "the refusal is counted"
+    );
 }
 
 #[test]
@@ -350,6 +357,7 @@ fn record_without_admission(graph: &WaitGraph, rerun: bool) -> WaitEdge {
     });
     WaitEdge {
         graph: graph.graph.clone(),
+        refusals: graph.refusals.clone(),
         caller: key("a"),
         id,
         since_us: 20,

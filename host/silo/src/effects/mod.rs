@@ -31,6 +31,8 @@ pub(crate) struct Effects {
     pub(crate) turn_deadline: Duration,
     /// What the activations keep of keyed replies in memory, in bytes.
     pub(crate) reply_memory: Arc<idempotency::ReplyMemory>,
+    /// Where the outboxes count their deliveries.
+    pub(crate) outbox_counters: Arc<crate::observe::OutboxCounters>,
 }
 
 impl Effects {

@@ -239,6 +239,8 @@ impl Deliverer {
             };
             let give_up = match attempt {
                 Attempt::Delivered => {
+                    let counters = &self.effects.outbox_counters;
+                    counters.delivered.fetch_add(1, Ordering::Relaxed);
                     // The next message need not wait for this row's delete.
                     let (store, sender) = (self.effects.store().clone(), self.sender.clone());
                     let seq = message.seq;
@@ -253,6 +255,8 @@ impl Deliverer {
                     (refusals >= GIVE_UP_AFTER).then_some(error)
                 }
                 Attempt::Retry(error) => {
+                    let counters = &self.effects.outbox_counters;
+                    counters.retried.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(sender = %self.sender, seq = message.seq, %error, "delivery failed; retrying");
                     None
                 }
@@ -321,7 +325,11 @@ impl Deliverer {
         let mut backoff = Backoff::new(FIRST_BACKOFF, MAX_BACKOFF);
         loop {
             match self.effects.store().bury(&letter).await {
-                Ok(()) => return true,
+                Ok(()) => {
+                    let counters = &self.effects.outbox_counters;
+                    counters.dead_letters.fetch_add(1, Ordering::Relaxed);
+                    return true;
+                }
                 Err(error) => {
                     tracing::warn!(sender = %self.sender, seq = message.seq, %error, "cannot store a dead letter; retrying");
                 }

@@ -103,6 +103,7 @@ async fn fixture() -> Fixture {
         reply_memory: crate::effects::idempotency::ReplyMemory::new(
             crate::effects::idempotency::RECENT_REPLIES_BUDGET_BYTES,
         ),
+        outbox_counters: Default::default(),
     });
     Fixture {
         _dir: dir,

@@ -43,12 +43,29 @@ pub(crate) struct Counters {
     pub(crate) commits_total: AtomicU64,
     pub(crate) commit_failures_total: AtomicU64,
     pub(crate) idempotency_hits_total: AtomicU64,
+    /// Calls refused to break a cycle of waits (the wait-for graph adds to
+    /// it).
+    pub(crate) deadlocks_total: Arc<AtomicU64>,
+    /// Shared with the outboxes' deliverers.
+    pub(crate) outbox: Arc<OutboxCounters>,
     /// Shared with the wire server's connections, each of which holds it.
     pub(crate) connections: Arc<ConnectionCounters>,
     /// Shared with pub/sub (see `events`).
     pub(crate) events: Arc<EventCounters>,
     /// Calls and turn durations by type, for Prometheus (see `metrics`).
     pub(crate) turns: metrics::TurnMetrics,
+}
+
+/// Counters of one-way deliveries from the outboxes.
+#[derive(Default)]
+pub(crate) struct OutboxCounters {
+    /// Messages delivered (the receiver's turn took effect, or had).
+    pub(crate) delivered: AtomicU64,
+    /// Delivery attempts that will be tried again (the receiver was
+    /// unreachable, overloaded, timed out...).
+    pub(crate) retried: AtomicU64,
+    /// Messages given up and moved to the dead letters.
+    pub(crate) dead_letters: AtomicU64,
 }
 
 /// Counters of pub/sub.
@@ -135,6 +152,10 @@ impl Counters {
             commits_total: read(&self.commits_total),
             commit_failures_total: read(&self.commit_failures_total),
             idempotency_hits_total: read(&self.idempotency_hits_total),
+            deadlocks_total: read(&self.deadlocks_total),
+            outbox_delivered_total: read(&self.outbox.delivered),
+            outbox_retries_total: read(&self.outbox.retried),
+            dead_letters_total: read(&self.outbox.dead_letters),
         }
     }
 }

@@ -38,11 +38,12 @@ pub(crate) struct Router {
 impl Router {
     pub(crate) fn new(ctx: Arc<Context>) -> Arc<Router> {
         let resident = ResidentGauge::new(ctx.config.memory_budget_bytes.is_some());
+        let waits = WaitGraph::counting(ctx.counters.deadlocks_total.clone());
         Arc::new_cyclic(|this| Router {
             ctx,
             this: this.clone(),
             closing: AtomicBool::new(false),
-            waits: WaitGraph::default(),
+            waits,
             resident,
         })
     }
