@@ -17,7 +17,9 @@
 //!   up to the payload limit (a component up to the frame limit) and must
 //!   arrive within the frame timeout; a request's headers (and the wait
 //!   for them between requests) within the connection idle timeout;
-//!   connections beyond the silo's cap wait in the listen queue. Unlike
+//!   connections beyond the silo's cap (its own, the wire protocol's size)
+//!   wait in the listen queue; an HTTP/2 connection has at most the wire
+//!   protocol's requests in flight as streams. Unlike
 //!   the wire protocol's hello, there is no shorter first deadline nor
 //!   eviction of the oldest unfinished request.
 //! - A wrong token waits before its 401 as a wrong hello does (`hello`'s
@@ -85,9 +87,13 @@ pub(crate) async fn serve(
         // them, idle between requests included, so this is also how long a
         // kept-alive connection may sit idle: as long as a wire one.
         .header_read_timeout(config.connection_idle_timeout);
+    // An HTTP/2 connection's streams are its requests in flight, held to
+    // the wire protocol's bound per connection.
+    let streams = u32::try_from(config.max_requests_in_flight).unwrap_or(u32::MAX);
     connections
         .http2()
         .timer(TokioTimer::new())
+        .max_concurrent_streams(streams)
         .keep_alive_interval(Some(Duration::from_secs(30)));
     let connections = Arc::new(connections);
     let tls = config.tls.as_ref().map(|tls| tls.http_acceptor.clone());
