@@ -297,11 +297,13 @@ fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, HttpError> {
     let Some(value) = headers.get(header::AUTHORIZATION) else {
         return Ok(None);
     };
+    // The scheme's name is case-insensitive (RFC 9110).
     let token = value
         .to_str()
         .ok()
-        .and_then(|value| value.strip_prefix("Bearer "))
-        .map(str::trim);
+        .and_then(|value| value.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim());
     match token {
         Some(token) if !token.is_empty() => Ok(Some(token)),
         _ => Err(HttpError::new(
