@@ -93,12 +93,22 @@ pub enum ReplyError {
 }
 
 impl ReplyError {
-    /// A short stable word for this error's variant, for scripts and logs.
+    /// A short stable word for this error's variant, for scripts and logs:
+    /// a guest's error is its own kind.
     pub fn kind(&self) -> &str {
         match self {
+            ReplyError::Guest { kind, .. } => kind,
+            other => other.platform_kind().unwrap_or_default(),
+        }
+    }
+
+    /// The kind of an error the platform raised; `None` for a guest's own
+    /// error, whose kind the guest chose (a metric's label must not be).
+    pub fn platform_kind(&self) -> Option<&'static str> {
+        Some(match self {
+            ReplyError::Guest { .. } => return None,
             ReplyError::UnknownType { .. } => "unknown-type",
             ReplyError::UnknownMessage { .. } => "unknown-message",
-            ReplyError::Guest { kind, .. } => kind,
             ReplyError::Trap(_) => "trap",
             ReplyError::Timeout(_) => "timeout",
             ReplyError::Overloaded(_) => "overloaded",
@@ -109,6 +119,6 @@ impl ReplyError {
             ReplyError::Internal(_) => "internal",
             ReplyError::Unavailable(_) => "unavailable",
             ReplyError::Unauthorized(_) => "unauthorized",
-        }
+        })
     }
 }

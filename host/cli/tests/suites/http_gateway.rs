@@ -38,6 +38,28 @@ async fn deploy(http: &mut Http, admin: &str, service_type: &str, folder: &str) 
     assert_eq!(answer.json["service_type"], service_type);
 }
 
+/// Two silos of one cluster (a SQLite file), each with its gateway: the
+/// cluster's files (kept while they run), the silos, their HTTP addresses.
+async fn two_silos() -> (
+    (SqliteFile, [tempfile::TempDir; 2]),
+    Vec<SiloProcess>,
+    Vec<String>,
+) {
+    let cluster = SqliteFile::create();
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let silos: Vec<SiloProcess> = dirs
+        .iter()
+        .map(|dir| {
+            SiloProcess::start_with(
+                dir.path(),
+                &["--cluster", &cluster.url, "--http", "127.0.0.1:0"],
+            )
+        })
+        .collect();
+    let gateways = silos.iter().map(|s| s.http.clone().unwrap()).collect();
+    ((cluster, dirs), silos, gateways)
+}
+
 fn expect(answer: &Answer, status: u16, kind: &str) {
     assert_eq!(
         (answer.status, answer.kind()),
@@ -413,18 +435,7 @@ async fn concurrent_keyed_transfers_through_two_gateways_keep_the_total() {
     const CLIENTS: usize = 16;
     const TRANSFERS: usize = 40;
     const START: i64 = 1_000;
-    let cluster = SqliteFile::create();
-    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
-    let silos: Vec<SiloProcess> = dirs
-        .iter()
-        .map(|dir| {
-            SiloProcess::start_with(
-                dir.path(),
-                &["--cluster", &cluster.url, "--http", "127.0.0.1:0"],
-            )
-        })
-        .collect();
-    let gateways: Vec<String> = silos.iter().map(|s| s.http.clone().unwrap()).collect();
+    let (_cluster, silos, gateways) = two_silos().await;
     let mut http = Http::connect(&gateways[0]).await;
     deploy(&mut http, "Bearer none", "Account", Language::Rust.bank()).await;
     // Both silos serve the type (the other learns of the deploy by polling).
@@ -545,18 +556,7 @@ async fn event_streams_on_two_silos_see_every_event_once_in_order() {
     const PUBLISHERS: usize = 3;
     const TURNS: u64 = 20;
     const PER_TURN: u64 = 5;
-    let cluster = SqliteFile::create();
-    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
-    let silos: Vec<SiloProcess> = dirs
-        .iter()
-        .map(|dir| {
-            SiloProcess::start_with(
-                dir.path(),
-                &["--cluster", &cluster.url, "--http", "127.0.0.1:0"],
-            )
-        })
-        .collect();
-    let gateways: Vec<String> = silos.iter().map(|s| s.http.clone().unwrap()).collect();
+    let (_cluster, silos, gateways) = two_silos().await;
     let mut http = Http::connect(&gateways[0]).await;
     deploy(&mut http, "Bearer none", "Counter", "guests/counter").await;
     // Both silos serve the type before anything is published.

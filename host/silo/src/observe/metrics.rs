@@ -89,8 +89,7 @@ impl TurnMetrics {
         let (outcome, message) = match result {
             Ok(_) => ("ok", message),
             Err(ReplyError::UnknownMessage { .. }) => ("unknown-message", "(unknown)"),
-            Err(ReplyError::Guest { .. }) => ("guest-error", message),
-            Err(error) => (platform_kind(error), message),
+            Err(error) => (error.platform_kind().unwrap_or("guest-error"), message),
         };
         let labels = CallLabels {
             service_type: service_type.to_string(),
@@ -104,25 +103,6 @@ impl TurnMetrics {
         self.seconds
             .get_or_create(&labels)
             .observe(elapsed.as_secs_f64());
-    }
-}
-
-/// The kind of an error the platform raised, as a `'static` label value.
-fn platform_kind(error: &ReplyError) -> &'static str {
-    match error {
-        ReplyError::UnknownType { .. } => "unknown-type",
-        ReplyError::UnknownMessage { .. } => "unknown-message",
-        ReplyError::Guest { .. } => "guest-error",
-        ReplyError::Trap(_) => "trap",
-        ReplyError::Timeout(_) => "timeout",
-        ReplyError::Overloaded(_) => "overloaded",
-        ReplyError::Cycle(_) => "cycle",
-        ReplyError::Deadlock(_) => "deadlock",
-        ReplyError::BadRequest(_) => "bad-request",
-        ReplyError::InvalidComponent(_) => "invalid-component",
-        ReplyError::Internal(_) => "internal",
-        ReplyError::Unauthorized(_) => "unauthorized",
-        ReplyError::Unavailable(_) => "unavailable",
     }
 }
 
