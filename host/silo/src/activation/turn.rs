@@ -63,7 +63,7 @@ impl Activation {
                 .map_err(|failure| &failure.error);
             self.ctx.counters.turns.record(
                 &self.key.service_type,
-                &message_type,
+                message_type,
                 result,
                 started.elapsed(),
             );

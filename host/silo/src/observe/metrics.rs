@@ -79,21 +79,23 @@ impl TurnMetrics {
 
     /// Records a handled message of `service_type` that ended with
     /// `result` after `elapsed`.
+    /// `message` is the turn's own copy of the message type, moved into
+    /// the label rather than copied again.
     pub(crate) fn record(
         &self,
         service_type: &str,
-        message: &str,
+        message: String,
         result: Result<(), &ReplyError>,
         elapsed: Duration,
     ) {
         let (outcome, message) = match result {
             Ok(_) => ("ok", message),
-            Err(ReplyError::UnknownMessage { .. }) => ("unknown-message", "(unknown)"),
+            Err(ReplyError::UnknownMessage { .. }) => ("unknown-message", "(unknown)".into()),
             Err(error) => (error.platform_kind().unwrap_or("guest-error"), message),
         };
         let labels = CallLabels {
             service_type: service_type.to_string(),
-            message: message.to_string(),
+            message,
             outcome,
         };
         self.calls.get_or_create(&labels).inc();
@@ -199,15 +201,25 @@ mod tests {
     fn turns_and_stats_come_out_named_by_convention() {
         let counters = Arc::new(Counters::default());
         let turns = &counters.turns;
-        turns.record("Counter", "increment", Ok(()), Duration::from_micros(80));
-        turns.record("Counter", "increment", Ok(()), Duration::from_micros(120));
+        turns.record(
+            "Counter",
+            "increment".into(),
+            Ok(()),
+            Duration::from_micros(80),
+        );
+        turns.record(
+            "Counter",
+            "increment".into(),
+            Ok(()),
+            Duration::from_micros(120),
+        );
         let unknown = ReplyError::UnknownMessage {
             service_type: "Counter".into(),
             message_type: "attacker-chosen-1234".into(),
         };
         turns.record(
             "Counter",
-            "attacker-chosen-1234",
+            "attacker-chosen-1234".into(),
             Err(&unknown),
             Duration::ZERO,
         );
@@ -217,7 +229,7 @@ mod tests {
         };
         turns.record(
             "Account",
-            "withdraw",
+            "withdraw".into(),
             Err(&refused),
             Duration::from_millis(2),
         );
