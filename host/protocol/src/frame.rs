@@ -98,6 +98,9 @@ pub enum Request {
     ListDeployments,
     /// Counters about the silo, for benchmarks and operators.
     Stats,
+    /// The silo's metrics as OpenMetrics text (what its gateway's
+    /// `GET /metrics` serves): one silo's dashboard asks the others.
+    Metrics,
     /// A call passed on by another silo of the cluster, to the silo that
     /// owns (or is to activate) the object.
     Forward(ForwardRequest),
@@ -283,6 +286,8 @@ pub enum Response {
     Deployments(Vec<DeploymentInfo>),
     /// Silo counters.
     Stats(Box<SiloStats>),
+    /// Answer to [`Request::Metrics`]: OpenMetrics text.
+    Metrics(String),
     /// Answer to a ping: the silo's generation.
     Pong {
         /// When the silo process started, in ms since the Unix epoch.
@@ -485,6 +490,10 @@ pub struct SiloStats {
     /// One-way messages given up and moved to the dead letters.
     #[serde(default)]
     pub dead_letters_total: u64,
+    /// One-way messages this silo's outboxes hold committed and not yet
+    /// delivered nor given up (the outbox backlog).
+    #[serde(default)]
+    pub outbox_pending: u64,
 }
 
 /// The shape of [`ServerFrame::Events`] over borrowed events, for a silo

@@ -13,6 +13,7 @@ mod chaos;
 mod cli_output;
 mod cluster;
 mod crossing;
+mod dashboard;
 mod deadlines;
 mod exhaustion;
 mod fast_restart;

@@ -164,6 +164,15 @@ async fn a_real_prometheus_scrapes_the_silo_and_answers_its_counters() {
         text.contains(r#"rio_calls_total{service_type="Faulty",message="set",outcome="ok"} 7"#),
         "{text}"
     );
+    // Seven objects, each with its activation, none with a message waiting.
+    assert!(
+        text.contains(r#"rio_type_activations{service_type="Faulty"} 7"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"rio_mailbox_depth{service_type="Faulty"} 0"#),
+        "{text}"
+    );
 
     // A real Prometheus scraping it every second with the admin token.
     let dir = tempfile::tempdir().unwrap();

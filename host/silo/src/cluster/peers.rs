@@ -187,6 +187,28 @@ impl Peers {
         }
     }
 
+    /// The metrics of the silo at `address` (for a dashboard), over the
+    /// probe connection, if it answers within `timeout`.
+    pub(crate) async fn metrics(&self, address: &str, timeout: Duration) -> Result<String, String> {
+        let attempt = async {
+            let mut options = self.options();
+            options.connect_timeout = timeout;
+            let client = connection(&self.probes, address, timeout, &options).await?;
+            client.with_timeout(timeout).request(Request::Metrics).await
+        };
+        match tokio::time::timeout(timeout, attempt).await {
+            Ok(Ok(Response::Metrics(text))) => Ok(text),
+            Ok(Ok(other)) => Err(format!("answered {other:?}")),
+            // A silo of an older version does not know the request.
+            Ok(Err(ClientError::Reply(error))) => Err(error.to_string()),
+            Ok(Err(error)) => {
+                drop_connection(&self.probes, address);
+                Err(error.to_string())
+            }
+            Err(_) => Err(format!("no answer within {timeout:?}")),
+        }
+    }
+
     /// Closes the connections to a silo that is gone.
     pub(crate) fn forget(&self, address: &str) {
         drop_connection(&self.calls, address);

@@ -278,6 +278,7 @@ fn scope_of(request: &Request) -> Scope {
         Request::Deploy { .. }
         | Request::Undeploy { .. }
         | Request::Stats
+        | Request::Metrics
         | Request::Members
         | Request::DeadLetters { .. }
         | Request::Reminders { .. } => Scope::Admin,
@@ -295,6 +296,7 @@ fn request_name(request: &Request) -> &'static str {
         Request::Deploy { .. } => "deploy",
         Request::Undeploy { .. } => "undeploy",
         Request::Stats => "stats",
+        Request::Metrics => "metrics",
         Request::Members => "members",
         Request::DeadLetters { .. } => "dead-letters",
         Request::Reminders { .. } => "reminders",

@@ -136,6 +136,8 @@ impl Outbox {
         });
         for message in messages {
             self.undelivered.fetch_add(1, Ordering::SeqCst);
+            let counters = &self.effects.outbox_counters;
+            counters.pending.fetch_add(1, Ordering::Relaxed);
             // The deliverer stops only with the silo or `stop`; a message
             // it can no longer take stays in the store for the next one.
             let _ = queue.send(message);
@@ -173,11 +175,24 @@ enum Attempt {
 }
 
 impl Deliverer {
+    /// Delivers what comes on `messages` (see `deliver_all`), then takes
+    /// what it could not deliver out of the silo's outbox backlog.
+    async fn run(self: Arc<Self>, messages: mpsc::UnboundedReceiver<Outgoing>) {
+        self.clone().deliver_all(messages).await;
+        // What it leaves (the silo stops, the sender moved) is no longer
+        // this silo's backlog; the store keeps it for the next deliverer.
+        let left = self.undelivered.load(Ordering::SeqCst) as u64;
+        let pending = &self.effects.outbox_counters.pending;
+        let _ = pending.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |now| {
+            Some(now.saturating_sub(left))
+        });
+    }
+
     /// Delivers what comes on `messages`, up to [`WINDOW`] at once, each
     /// receiver's in the order sent: a message waits while an earlier one
     /// to its receiver is in flight, and starts before later ones to
     /// receivers that are free.
-    async fn run(self: Arc<Self>, mut messages: mpsc::UnboundedReceiver<Outgoing>) {
+    async fn deliver_all(self: Arc<Self>, mut messages: mpsc::UnboundedReceiver<Outgoing>) {
         let mut stopping = self.effects.stopping.clone();
         let mut waiting: VecDeque<Outgoing> = VecDeque::new();
         let mut busy: HashSet<ObjectKey> = HashSet::new();
@@ -214,6 +229,8 @@ impl Deliverer {
                     Ok((receiver, true)) => {
                         busy.remove(&receiver);
                         self.undelivered.fetch_sub(1, Ordering::SeqCst);
+                        let pending = &self.effects.outbox_counters.pending;
+                        pending.fetch_sub(1, Ordering::Relaxed);
                     }
                     // The silo stops (or the task was lost): what is left
                     // stays in the store for the next deliverer.

@@ -126,6 +126,7 @@ pub(super) fn handle_request(
             id,
             Ok(Response::Stats(Box::new(router.ctx.counters.stats()))),
         ),
+        Request::Metrics => sink.reply(id, router.metrics().map(Response::Metrics)),
         Request::DeadLetters {
             receiver_type,
             limit,

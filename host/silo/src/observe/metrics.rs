@@ -16,6 +16,7 @@ use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::encoding::{
     EncodeCounterValue, EncodeGaugeValue, EncodeLabelSet, EncodeMetric,
 };
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
@@ -42,6 +43,18 @@ struct CallLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TypeLabels {
     service_type: String,
+}
+
+/// One service type's share of the silo's directory, read at each
+/// scrape (the directory, above this module, counts it).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct TypeCensus {
+    pub(crate) service_type: String,
+    /// Objects of the type with an activation here.
+    pub(crate) activations: u64,
+    /// Messages waiting in their mailboxes, or for their placement or
+    /// deactivation to end.
+    pub(crate) queued: u64,
 }
 
 type HistogramFamily = Family<TypeLabels, Histogram, fn() -> Histogram>;
@@ -108,8 +121,12 @@ impl TurnMetrics {
     }
 }
 
-/// Every metric of the silo as OpenMetrics text.
-pub(crate) fn encode(counters: &Arc<Counters>) -> Result<String, std::fmt::Error> {
+/// Every metric of the silo as OpenMetrics text; `census` is the
+/// directory's count by type, taken for this scrape.
+pub(crate) fn encode(
+    counters: &Arc<Counters>,
+    census: Vec<TypeCensus>,
+) -> Result<String, std::fmt::Error> {
     let mut registry = Registry::with_prefix("rio");
     registry.register(
         "calls",
@@ -127,6 +144,7 @@ pub(crate) fn encode(counters: &Arc<Counters>) -> Result<String, std::fmt::Error
         counters.turns.commit_seconds.clone(),
     );
     registry.register_collector(Box::new(StatsCollector(counters.clone())));
+    registry.register_collector(Box::new(CensusCollector(census)));
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &registry)?;
     Ok(text)
@@ -167,6 +185,38 @@ impl Collector for StatsCollector {
                 emit(&mut encoder, &name, &help, value as f64 / 1e3, counter)?;
             } else {
                 emit(&mut encoder, stem, &help, value, counter)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Activations and mailbox depth by service type.
+#[derive(Debug)]
+struct CensusCollector(Vec<TypeCensus>);
+
+impl Collector for CensusCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        type Read = fn(&TypeCensus) -> u64;
+        let gauges: [(&str, &str, Read); 2] = [
+            (
+                "type_activations",
+                "Objects with an activation on this silo, by service type",
+                |census| census.activations,
+            ),
+            (
+                "mailbox_depth",
+                "Messages waiting for their object's turn on this silo, by service type",
+                |census| census.queued,
+            ),
+        ];
+        for (name, help, read) in gauges {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for census in &self.0 {
+                let labels = TypeLabels {
+                    service_type: census.service_type.clone(),
+                };
+                ConstGauge::new(read(census)).encode(family.encode_family(&labels)?)?;
             }
         }
         Ok(())
@@ -236,7 +286,12 @@ mod tests {
         counters
             .activations_total
             .fetch_add(3, std::sync::atomic::Ordering::Relaxed);
-        let text = encode(&counters).unwrap();
+        let census = vec![TypeCensus {
+            service_type: "Counter".into(),
+            activations: 5,
+            queued: 2,
+        }];
+        let text = encode(&counters, census).unwrap();
         let has = |line: &str| {
             assert!(text.lines().any(|l| l == line), "no `{line}` in\n{text}");
         };
@@ -251,6 +306,9 @@ mod tests {
         has(r#"rio_turn_duration_seconds_bucket{le="0.0001",service_type="Counter"} 2"#);
         has("rio_activations_total 3");
         has("# TYPE rio_live_activations gauge");
+        has(r#"rio_type_activations{service_type="Counter"} 5"#);
+        has(r#"rio_mailbox_depth{service_type="Counter"} 2"#);
+        has("rio_outbox_pending 0");
         assert!(text.contains("rio_activation_seconds_total"), "{text}");
         assert!(!text.contains("attacker-chosen"), "{text}");
         assert!(!text.contains("kind-of-the-guest"), "{text}");

@@ -66,6 +66,9 @@ pub(crate) struct OutboxCounters {
     pub(crate) retried: AtomicU64,
     /// Messages given up and moved to the dead letters.
     pub(crate) dead_letters: AtomicU64,
+    /// Messages committed and not yet delivered nor given up, in the
+    /// deliverers running here.
+    pub(crate) pending: AtomicU64,
 }
 
 /// Counters of pub/sub.
@@ -156,6 +159,7 @@ impl Counters {
             outbox_delivered_total: read(&self.outbox.delivered),
             outbox_retries_total: read(&self.outbox.retried),
             dead_letters_total: read(&self.outbox.dead_letters),
+            outbox_pending: read(&self.outbox.pending),
         }
     }
 }

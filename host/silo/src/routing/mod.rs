@@ -90,6 +90,37 @@ impl Router {
             .collect())
     }
 
+    /// This silo's metrics as OpenMetrics text.
+    pub(crate) fn metrics(&self) -> Result<String, ReplyError> {
+        let census = self.ctx.directory.census();
+        crate::observe::metrics::encode(&self.ctx.counters, census)
+            .map_err(|_| ReplyError::Internal("cannot encode the metrics".into()))
+    }
+
+    /// The metrics of every member of the cluster, each with what the
+    /// membership store says of it: this silo's own, and the others' as
+    /// they answer within `timeout` (a silo not active is not asked).
+    pub(crate) async fn cluster_metrics(
+        &self,
+        timeout: std::time::Duration,
+    ) -> Result<Vec<(MemberInfo, Result<String, String>)>, ReplyError> {
+        let members = self.members().await?;
+        let own = self.ctx.address.get().map(String::as_str);
+        let generation = self.ctx.effects.committer.generation();
+        let asks = members.into_iter().map(|member| async move {
+            let answer = match &self.ctx.cluster {
+                _ if Some(member.address.as_str()) == own && member.generation == generation => {
+                    self.metrics().map_err(|error| error.to_string())
+                }
+                _ if member.status != "active" => Err(format!("{} silo", member.status)),
+                Some(cluster) => cluster.peers.metrics(&member.address, timeout).await,
+                None => Err("not in this silo's cluster".into()),
+            };
+            (member, answer)
+        });
+        Ok(futures_util::future::join_all(asks).await)
+    }
+
     /// Refuse new messages from now on; used when the silo stops.
     pub(crate) fn close(&self) {
         self.closing.store(true, Ordering::SeqCst);

@@ -96,13 +96,7 @@ pub(super) async fn metrics(
 ) -> Result<axum::response::Response, HttpError> {
     use axum::response::IntoResponse;
     gateway.authorize(&headers, peer, &Request::Stats).await?;
-    let text = crate::observe::metrics::encode(&gateway.router.ctx.counters).map_err(|_| {
-        HttpError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "cannot encode the metrics",
-        )
-    })?;
+    let text = gateway.router.metrics().map_err(HttpError::from)?;
     let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
     Ok(([(axum::http::header::CONTENT_TYPE, content_type)], text).into_response())
 }

@@ -26,6 +26,7 @@
 //!   `FailedHellos`), so tokens cannot be guessed faster over HTTP.
 
 mod admin;
+mod dashboard;
 mod events;
 mod objects;
 mod status;
@@ -170,6 +171,8 @@ fn routes() -> axum::Router<Shared> {
         )
         .route("/v1/events", get(events::events))
         .route("/metrics", get(admin::metrics))
+        .route("/dashboard", get(dashboard::page))
+        .route("/v1/cluster/metrics", get(dashboard::cluster_metrics))
         .route("/v1/members", get(admin::members))
         .route("/v1/stats", get(admin::stats))
         .route("/v1/dead-letters", get(admin::dead_letters))
