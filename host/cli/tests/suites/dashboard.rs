@@ -325,6 +325,41 @@ async fn the_dashboard_shows_a_three_silo_cluster_under_load_and_a_silo_that_die
         .find(|s| s["status"] == "dead")
         .unwrap();
     assert_eq!(dead["address"], victim_address.as_str(), "{after:#}");
+    // What the page read: the survivors' membership metrics say the same.
+    let cluster = http
+        .request(
+            Method::GET,
+            "/v1/cluster/metrics",
+            &[("authorization", admin.as_str())],
+            "",
+        )
+        .await;
+    assert_eq!(cluster.status, 200, "{}", cluster.json);
+    let texts: Vec<&str> = cluster.json["silos"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|silo| silo["metrics"].as_str())
+        .collect();
+    assert_eq!(texts.len(), 2, "{}", cluster.json);
+    let declared: u64 = texts
+        .iter()
+        .filter_map(|text| {
+            text.lines()
+                .find_map(|line| line.strip_prefix("rio_silos_declared_dead_total "))
+        })
+        .map(|count| count.parse::<u64>().unwrap())
+        .sum();
+    assert!(
+        declared >= 1,
+        "a survivor declared the silo dead: {texts:?}"
+    );
+    assert!(
+        texts
+            .iter()
+            .any(|text| text.contains("rio_suspicions_total")),
+        "{texts:?}"
+    );
     let refreshed = after["refreshes"].as_u64().unwrap();
     assert!(refreshed > busy["refreshes"].as_u64().unwrap());
 

@@ -136,6 +136,9 @@ async fn suspect(cluster: &Cluster, me: &SiloId, target: &SiloId, active_count: 
         tracing::warn!(%error, %target, "cannot record a suspicion");
         return;
     }
+    cluster
+        .suspicions
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let since = now - config.suspicion_window.as_millis() as i64;
     let votes = match membership.suspicions(target, since).await {
         Ok(votes) => votes,

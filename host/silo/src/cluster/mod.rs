@@ -53,6 +53,9 @@ pub(crate) struct Cluster {
     /// Counts the silos this one declared dead: each declaration wakes the
     /// senders with undelivered messages (some were the dead silo's).
     pub(crate) deaths: watch::Sender<u64>,
+    /// Suspicions this silo raised against peers that did not answer its
+    /// probes (for the metrics).
+    pub(crate) suspicions: std::sync::atomic::AtomicU64,
 }
 
 pub(crate) use crate::base::clock::now_ms;
@@ -82,6 +85,7 @@ impl Cluster {
             evicted: watch::channel(false).0,
             retired: watch::channel(false).0,
             deaths: watch::channel(0).0,
+            suspicions: Default::default(),
         }
     }
 
@@ -138,6 +142,16 @@ impl Cluster {
         {
             tracing::warn!(%error, "cannot mark this silo as left");
         }
+    }
+
+    /// How many silos the membership table, as last read, has in each
+    /// status (active, left, dead), for the metrics.
+    pub(crate) fn members_by_status(&self) -> [(&'static str, u64); 3] {
+        let view = self.view.read().unwrap_or_else(|p| p.into_inner());
+        [SiloStatus::Active, SiloStatus::Left, SiloStatus::Dead].map(|status| {
+            let count = view.values().filter(|(s, _)| *s == status).count();
+            (status.as_str(), count as u64)
+        })
     }
 
     pub(crate) async fn refresh_view(&self) -> Result<Vec<Member>, StorageError> {

@@ -57,6 +57,25 @@ pub(crate) struct TypeCensus {
     pub(crate) queued: u64,
 }
 
+/// What the cluster's membership looks like from this silo, read at each
+/// scrape (absent for a silo on its own).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct MembershipReading {
+    /// Silos in the membership table by status, as this silo last read it.
+    pub(crate) by_status: Vec<(&'static str, u64)>,
+    /// Suspicions this silo raised against peers that missed its probes.
+    pub(crate) suspicions: u64,
+    /// Silos this silo declared dead.
+    pub(crate) declared_dead: u64,
+}
+
+/// What a scrape reads from the parts above this module.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Readings {
+    pub(crate) census: Vec<TypeCensus>,
+    pub(crate) membership: Option<MembershipReading>,
+}
+
 type HistogramFamily = Family<TypeLabels, Histogram, fn() -> Histogram>;
 
 fn turn_histogram() -> Histogram {
@@ -121,11 +140,11 @@ impl TurnMetrics {
     }
 }
 
-/// Every metric of the silo as OpenMetrics text; `census` is the
-/// directory's count by type, taken for this scrape.
+/// Every metric of the silo as OpenMetrics text, with `readings` taken
+/// for this scrape.
 pub(crate) fn encode(
     counters: &Arc<Counters>,
-    census: Vec<TypeCensus>,
+    readings: Readings,
 ) -> Result<String, std::fmt::Error> {
     let mut registry = Registry::with_prefix("rio");
     registry.register(
@@ -144,7 +163,10 @@ pub(crate) fn encode(
         counters.turns.commit_seconds.clone(),
     );
     registry.register_collector(Box::new(StatsCollector(counters.clone())));
-    registry.register_collector(Box::new(CensusCollector(census)));
+    registry.register_collector(Box::new(CensusCollector(readings.census)));
+    if let Some(membership) = readings.membership {
+        registry.register_collector(Box::new(MembershipCollector(membership)));
+    }
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &registry)?;
     Ok(text)
@@ -223,6 +245,42 @@ impl Collector for CensusCollector {
     }
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabels {
+    status: &'static str,
+}
+
+/// Members by status, suspicions raised and silos declared dead.
+#[derive(Debug)]
+struct MembershipCollector(MembershipReading);
+
+impl Collector for MembershipCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let help = "Silos in the cluster's membership table by status, as this silo last read it";
+        let mut family = encoder.encode_descriptor("members", help, None, MetricType::Gauge)?;
+        for (status, count) in &self.0.by_status {
+            let labels = StatusLabels { status };
+            ConstGauge::new(*count).encode(family.encode_family(&labels)?)?;
+        }
+        let suspicions = "Suspicions this silo raised against peers that did not answer its probes";
+        emit(
+            &mut encoder,
+            "suspicions",
+            suspicions,
+            self.0.suspicions,
+            true,
+        )?;
+        let dead = "Silos this silo declared dead";
+        emit(
+            &mut encoder,
+            "silos_declared_dead",
+            dead,
+            self.0.declared_dead,
+            true,
+        )
+    }
+}
+
 /// One metric of one value, a counter or a gauge.
 fn emit<N>(
     encoder: &mut DescriptorEncoder,
@@ -291,7 +349,16 @@ mod tests {
             activations: 5,
             queued: 2,
         }];
-        let text = encode(&counters, census).unwrap();
+        let membership = MembershipReading {
+            by_status: vec![("active", 2), ("left", 0), ("dead", 1)],
+            suspicions: 4,
+            declared_dead: 1,
+        };
+        let readings = Readings {
+            census,
+            membership: Some(membership),
+        };
+        let text = encode(&counters, readings).unwrap();
         let has = |line: &str| {
             assert!(text.lines().any(|l| l == line), "no `{line}` in\n{text}");
         };
@@ -309,6 +376,9 @@ mod tests {
         has(r#"rio_type_activations{service_type="Counter"} 5"#);
         has(r#"rio_mailbox_depth{service_type="Counter"} 2"#);
         has("rio_outbox_pending 0");
+        has(r#"rio_members{status="dead"} 1"#);
+        has("rio_suspicions_total 4");
+        has("rio_silos_declared_dead_total 1");
         assert!(text.contains("rio_activation_seconds_total"), "{text}");
         assert!(!text.contains("attacker-chosen"), "{text}");
         assert!(!text.contains("kind-of-the-guest"), "{text}");

@@ -92,8 +92,19 @@ impl Router {
 
     /// This silo's metrics as OpenMetrics text.
     pub(crate) fn metrics(&self) -> Result<String, ReplyError> {
-        let census = self.ctx.directory.census();
-        crate::observe::metrics::encode(&self.ctx.counters, census)
+        use crate::observe::metrics::{MembershipReading, Readings};
+        let membership = self.ctx.cluster.as_ref().map(|cluster| MembershipReading {
+            by_status: cluster.members_by_status().to_vec(),
+            suspicions: cluster
+                .suspicions
+                .load(std::sync::atomic::Ordering::Relaxed),
+            declared_dead: *cluster.deaths.borrow(),
+        });
+        let readings = Readings {
+            census: self.ctx.directory.census(),
+            membership,
+        };
+        crate::observe::metrics::encode(&self.ctx.counters, readings)
             .map_err(|_| ReplyError::Internal("cannot encode the metrics".into()))
     }
 
