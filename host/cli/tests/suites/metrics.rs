@@ -173,6 +173,14 @@ async fn a_real_prometheus_scrapes_the_silo_and_answers_its_counters() {
         text.contains(r#"rio_mailbox_depth{service_type="Faulty"} 0"#),
         "{text}"
     );
+    // The seven `set`s committed, in one group commit or several.
+    let grouped: f64 = text
+        .lines()
+        .find_map(|line| line.strip_prefix("rio_group_commit_size_sum "))
+        .expect("the embedded store counts its group commits")
+        .parse()
+        .unwrap();
+    assert!(grouped >= 7.0, "{text}");
 
     // A real Prometheus scraping it every second with the admin token.
     let dir = tempfile::tempdir().unwrap();

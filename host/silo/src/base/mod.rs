@@ -1,7 +1,8 @@
 //! Rank 0: what every other part of the silo uses and that uses nothing of
 //! the silo: object keys, the clock, the reserved names, the limits, small
-//! text helpers and log summaries.
+//! text helpers, log summaries and the group commits' size counts.
 
+pub(crate) mod batch_sizes;
 pub(crate) mod clock;
 pub(crate) mod limits;
 pub(crate) mod log_summary;

@@ -25,6 +25,7 @@ use prometheus_client::registry::Registry;
 use rio_protocol::ReplyError;
 
 use super::Counters;
+use crate::base::batch_sizes::BatchSizeReading;
 
 /// Turn durations, in seconds: from 50 µs (a warm Rust call) to the
 /// default turn deadline of 5 s.
@@ -74,6 +75,8 @@ pub(crate) struct MembershipReading {
 pub(crate) struct Readings {
     pub(crate) census: Vec<TypeCensus>,
     pub(crate) membership: Option<MembershipReading>,
+    /// Turns' commits per group commit, from a store that groups them.
+    pub(crate) batch_sizes: Option<BatchSizeReading>,
 }
 
 type HistogramFamily = Family<TypeLabels, Histogram, fn() -> Histogram>;
@@ -166,6 +169,9 @@ pub(crate) fn encode(
     registry.register_collector(Box::new(CensusCollector(readings.census)));
     if let Some(membership) = readings.membership {
         registry.register_collector(Box::new(MembershipCollector(membership)));
+    }
+    if let Some(sizes) = readings.batch_sizes {
+        registry.register_collector(Box::new(BatchSizeCollector(sizes)));
     }
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &registry)?;
@@ -281,6 +287,38 @@ impl Collector for MembershipCollector {
     }
 }
 
+/// Turns' commits per group commit, as a histogram.
+#[derive(Debug)]
+struct BatchSizeCollector(BatchSizeReading);
+
+impl Collector for BatchSizeCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let help = "Turns' commits written together by one group commit";
+        let metric =
+            encoder.encode_descriptor("group_commit_size", help, None, MetricType::Histogram)?;
+        let reading = &self.0;
+        let count = reading.cumulative.last().map_or(0, |(_, count)| *count);
+        // Counts per bucket, not cumulative: the encoder adds them up.
+        let mut below = 0;
+        let buckets: Vec<(f64, u64)> = reading
+            .cumulative
+            .iter()
+            .map(|(bound, cumulative)| {
+                let in_bucket = cumulative - below;
+                below = *cumulative;
+                (*bound, in_bucket)
+            })
+            .collect();
+        let mut metric = metric;
+        metric.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+            reading.commits as f64,
+            count,
+            &buckets,
+            None,
+        )
+    }
+}
+
 /// One metric of one value, a counter or a gauge.
 fn emit<N>(
     encoder: &mut DescriptorEncoder,
@@ -354,9 +392,13 @@ mod tests {
             suspicions: 4,
             declared_dead: 1,
         };
+        let sizes = crate::base::batch_sizes::BatchSizes::default();
+        sizes.record(3);
+        sizes.record(1);
         let readings = Readings {
             census,
             membership: Some(membership),
+            batch_sizes: Some(sizes.read()),
         };
         let text = encode(&counters, readings).unwrap();
         let has = |line: &str| {
@@ -379,6 +421,10 @@ mod tests {
         has(r#"rio_members{status="dead"} 1"#);
         has("rio_suspicions_total 4");
         has("rio_silos_declared_dead_total 1");
+        has("rio_group_commit_size_sum 4.0");
+        has("rio_group_commit_size_count 2");
+        has(r#"rio_group_commit_size_bucket{le="2.0"} 1"#);
+        has(r#"rio_group_commit_size_bucket{le="+Inf"} 2"#);
         assert!(text.contains("rio_activation_seconds_total"), "{text}");
         assert!(!text.contains("attacker-chosen"), "{text}");
         assert!(!text.contains("kind-of-the-guest"), "{text}");

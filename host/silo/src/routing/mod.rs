@@ -103,6 +103,7 @@ impl Router {
         let readings = Readings {
             census: self.ctx.directory.census(),
             membership,
+            batch_sizes: self.ctx.effects.store().group_commit_sizes(),
         };
         crate::observe::metrics::encode(&self.ctx.counters, readings)
             .map_err(|_| ReplyError::Internal("cannot encode the metrics".into()))

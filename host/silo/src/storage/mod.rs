@@ -328,6 +328,11 @@ pub trait StateStore: Send + Sync + 'static {
         commit: Commit,
         owner: &SiloId,
     ) -> Result<(), StorageError>;
+    /// How many commits the store's group commits wrote at once, if it
+    /// groups them (for the metrics).
+    fn group_commit_sizes(&self) -> Option<crate::base::batch_sizes::BatchSizeReading> {
+        None
+    }
     /// [`StateStore::commit_turn`] of writes alone.
     async fn commit(
         &self,

@@ -45,6 +45,8 @@ pub struct SqlStore {
     /// nearly all miss, so one query per call (a round trip each) cost a
     /// keyed write a third of its throughput on the embedded store.
     lookups: mpsc::UnboundedSender<replies::PendingLookup>,
+    /// Turns' commits per group commit, counted by the writer.
+    pub(crate) batch_sizes: std::sync::Arc<crate::base::batch_sizes::BatchSizes>,
 }
 
 /// How a commit shows that its silo may write the object; checked in the
@@ -93,12 +95,14 @@ impl SqlStore {
     ) -> Result<SqlStore, StorageError> {
         migrate(&pool, dialect).await?;
         let (commits, queue) = mpsc::unbounded_channel();
+        let batch_sizes = std::sync::Arc::new(crate::base::batch_sizes::BatchSizes::default());
         tokio::spawn(state::run_writer(
             pool.clone(),
             dialect,
             fencing,
             queue,
             group_commit_max.max(1),
+            batch_sizes.clone(),
         ));
         let (lookups, waiting) = mpsc::unbounded_channel();
         tokio::spawn(replies::run_lookups(pool.clone(), dialect, waiting));
@@ -107,6 +111,7 @@ impl SqlStore {
             dialect,
             commits,
             lookups,
+            batch_sizes,
         })
     }
 

@@ -53,6 +53,7 @@ pub(crate) async fn run_writer(
     fencing: Fencing,
     mut queue: mpsc::UnboundedReceiver<Queued>,
     group_commit_max: usize,
+    batch_sizes: std::sync::Arc<crate::base::batch_sizes::BatchSizes>,
 ) {
     let mut carry = None;
     let mut batch = Vec::new();
@@ -86,6 +87,9 @@ pub(crate) async fn run_writer(
             .iter()
             .map(|(sender, seq, _)| (sender, *seq))
             .collect();
+        if !batch.is_empty() {
+            batch_sizes.record(batch.len());
+        }
         match write_batch(&pool, dialect, fencing, &batch, &removed).await {
             Ok(owned) => {
                 for (index, commit) in batch.drain(..).enumerate() {
@@ -330,6 +334,10 @@ async fn read_owners(
 
 #[async_trait]
 impl StateStore for SqlStore {
+    fn group_commit_sizes(&self) -> Option<crate::base::batch_sizes::BatchSizeReading> {
+        Some(self.batch_sizes.read())
+    }
+
     async fn load(&self, object: &ObjectKey) -> Result<HashMap<String, Vec<u8>>, StorageError> {
         let rows = sqlx::query(self.sql(
             "SELECT state_key, value FROM object_state WHERE service_type = ? AND object_id = ?",
