@@ -5,7 +5,6 @@
 
 use crate::common;
 
-use std::io::Write as _;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -14,7 +13,7 @@ use std::time::{Duration, Instant};
 use common::SiloProcess;
 use common::guests::{Language, build, one_at_a_time};
 use common::http::Http;
-use common::stores::SqliteFile;
+use common::stores::{SqliteFile, free_port, programs_installed};
 use fantoccini::{Client, ClientBuilder, Locator};
 use hyper::Method;
 use serde_json::{Value, json};
@@ -34,37 +33,6 @@ impl Drop for Driver {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-/// Whether chromium and chromedriver are here; outside CI a test skips
-/// without them, under CI it fails.
-fn browser_installed() -> bool {
-    let runs = |program: &str| {
-        Command::new(program)
-            .arg("--version")
-            .output()
-            .is_ok_and(|output| output.status.success())
-    };
-    let found = runs("chromium") && runs("chromedriver");
-    if !found {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "chromium or chromedriver is not installed (scripts/test installs Debian's packages)"
-        );
-        let _ = writeln!(
-            std::io::stderr(),
-            "skipping: chromium or chromedriver is not installed (apt-get install chromium chromium-driver)"
-        );
-    }
-    found
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A headless chromium session through a chromedriver of its own.
@@ -191,7 +159,8 @@ fn load(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_shows_a_three_silo_cluster_under_load_and_a_silo_that_died() {
-    if !browser_installed() {
+    let programs = ["chromium", "chromedriver"];
+    if !programs_installed(&programs, "apt-get install chromium chromium-driver") {
         return;
     }
     let _alone = one_at_a_time().await;

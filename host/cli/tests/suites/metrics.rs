@@ -5,13 +5,13 @@
 
 use crate::common;
 
-use std::io::Write as _;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::SiloProcess;
 use common::guests::{Language, build};
 use common::http::Http;
+use common::stores::{free_port, programs_installed};
 use hyper::Method;
 
 const ADMIN_TOKEN: &str = "metrics-admin-token-4e1f";
@@ -25,34 +25,6 @@ impl Drop for Prometheus {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-/// Whether the `prometheus` binary is here; outside CI a test skips
-/// without it, under CI it fails.
-fn prometheus_installed() -> bool {
-    let found = Command::new("prometheus")
-        .arg("--version")
-        .output()
-        .is_ok_and(|output| output.status.success());
-    if !found {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "prometheus is not installed (scripts/test installs Debian's package)"
-        );
-        let _ = writeln!(
-            std::io::stderr(),
-            "skipping: prometheus is not installed (apt-get install prometheus)"
-        );
-    }
-    found
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A query string's value, percent-encoded.
@@ -91,7 +63,7 @@ async fn query(prometheus: &str, promql: &str, expected: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_prometheus_scrapes_the_silo_and_answers_its_counters() {
-    if !prometheus_installed() {
+    if !programs_installed(&["prometheus"], "apt-get install prometheus") {
         return;
     }
     let data = tempfile::tempdir().unwrap();

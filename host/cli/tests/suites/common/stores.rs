@@ -156,6 +156,39 @@ fn psql(sql: &str) {
     );
 }
 
+/// Whether every one of `programs` runs here (`PROGRAM --version`); outside
+/// CI a test skips when one does not, under CI it fails. `install` says
+/// how to get them.
+pub fn programs_installed(programs: &[&str], install: &str) -> bool {
+    let runs = |program: &str| {
+        std::process::Command::new(program)
+            .arg("--version")
+            .output()
+            .is_ok_and(|output| output.status.success())
+    };
+    let Some(missing) = programs.iter().find(|program| !runs(program)) else {
+        return true;
+    };
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{missing} is not installed (scripts/test installs it: {install})"
+    );
+    let _ = writeln!(
+        std::io::stderr(),
+        "skipping: {missing} is not installed ({install})"
+    );
+    false
+}
+
+/// A loopback port free now, for a helper server to listen on.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// Whether a server answers on a loopback port; outside CI a test skips
 /// when it does not, under CI it fails.
 pub fn server_is_up(name: &str, port: u16) -> bool {
