@@ -2,6 +2,7 @@
 //! router replaced by a fake `Dispatch` that records every message and
 //! answers as each test scripts it.
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -209,6 +210,53 @@ async fn an_outbox_delivers_in_seq_order_and_retries_a_lost_delivery_under_its_k
         pending.messages
     );
     assert_eq!(pending.next_seq, 6);
+    let backlog = fixture
+        .effects
+        .outbox_counters
+        .pending
+        .load(Ordering::Relaxed);
+    assert_eq!(backlog, 0, "nothing is left in the backlog");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_backlog_counts_what_waits_and_drops_what_a_stopped_deliverer_leaves() {
+    let fixture = fixture().await;
+    let (sender, receiver) = (ObjectKey::new("Bank", "a"), ObjectKey::new("Bank", "b"));
+    commit_sends(&*fixture.store, &sender, &receiver, 3).await;
+    // The receiver is never reachable: everything stays pending.
+    let router = FakeRouter::new(|_, _| Err(ReplyError::Unavailable("unreachable".into())));
+    let dispatch: Arc<dyn Dispatch> = router.clone();
+    let outbox = Outbox::open(&fixture.effects, &dispatch, &sender)
+        .await
+        .unwrap();
+    let backlog = || {
+        fixture
+            .effects
+            .outbox_counters
+            .pending
+            .load(Ordering::Relaxed)
+    };
+    assert_eq!(backlog(), 3, "the three committed messages wait");
+    let tried = async {
+        while router.seen().is_empty() {
+            let _ = tokio::time::timeout(Duration::from_millis(20), router.handed.notified()).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), tried)
+        .await
+        .expect("a delivery was tried");
+    assert_eq!(backlog(), 3, "a failed try leaves them waiting");
+
+    // Another silo owns the sender now: what this one leaves is not its
+    // backlog any more (the store keeps it for the new owner).
+    outbox.stop();
+    fixture.effects.tasks.close();
+    tokio::time::timeout(Duration::from_secs(10), fixture.effects.tasks.wait())
+        .await
+        .expect("the deliverer stopped");
+    assert_eq!(backlog(), 0);
+    let stored = fixture.store.pending_outbox(&sender).await.unwrap();
+    assert_eq!(stored.messages.len(), 3, "all still stored");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
