@@ -158,7 +158,7 @@ fn load(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_dashboard_shows_a_three_silo_cluster_under_load_and_a_silo_that_died() {
+async fn the_dashboard_shows_a_three_silo_cluster_under_load_and_a_silo_that_froze_then_died() {
     let programs = ["chromium", "chromedriver"];
     if !programs_installed(&programs, "apt-get install chromium chromium-driver") {
         return;
@@ -275,10 +275,26 @@ async fn the_dashboard_shows_a_three_silo_cluster_under_load_and_a_silo_that_die
     std::fs::write(&path, screenshot).unwrap();
     eprintln!("dashboard screenshot: {}", path.display());
 
-    // A silo killed mid-load: at once it no longer answers, and once the
-    // cluster declares it dead, the page says so.
+    // A silo frozen mid-load (SIGSTOP): the page goes on refreshing (its
+    // metrics are waited for a second at most) and shows it not answering;
+    // then it is killed (`kill -9`), and once the cluster declares it
+    // dead, the page says so.
     let victim = silos.remove(2);
     let victim_address = victim.address.clone();
+    victim.signal("STOP");
+    let frozen = shown_when(&page, "the frozen silo not answering", |now| {
+        now["silos"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["address"] == victim_address.as_str() && s["answering"] == "no")
+    })
+    .await;
+    let refreshes = frozen["refreshes"].as_u64().unwrap();
+    shown_when(&page, "refreshes while a silo is frozen", |now| {
+        now["refreshes"].as_u64() >= Some(refreshes + 2)
+    })
+    .await;
     victim.kill();
     let after = shown_when(&page, "the killed silo dead", |now| {
         let silos = now["silos"].as_array().unwrap();
