@@ -401,6 +401,9 @@ pub struct SiloStats {
     /// Client and silo connections open now.
     #[serde(default)]
     pub connections_open: u64,
+    /// HTTP gateway connections open now (not in `connections_open`).
+    #[serde(default)]
+    pub http_connections_open: u64,
     /// Connections refused because the silo had its maximum open.
     #[serde(default)]
     pub connections_refused: u64,

@@ -153,6 +153,14 @@ async fn a_real_prometheus_scrapes_the_silo_and_answers_its_counters() {
         .parse()
         .unwrap();
     assert!(grouped >= 7.0, "{text}");
+    // The scrape's own connection, at least, is an open HTTP connection.
+    let http_open: u64 = text
+        .lines()
+        .find_map(|line| line.strip_prefix("rio_http_connections_open "))
+        .expect("HTTP connections are counted")
+        .parse()
+        .unwrap();
+    assert!(http_open >= 1, "{text}");
 
     // A real Prometheus scraping it every second with the admin token.
     let dir = tempfile::tempdir().unwrap();

@@ -99,6 +99,8 @@ pub(crate) struct EventCounters {
 pub(crate) struct ConnectionCounters {
     /// Connections accepted and not yet closed.
     pub(crate) open: AtomicU64,
+    /// HTTP gateway connections accepted and not yet closed.
+    pub(crate) http_open: AtomicU64,
     /// Connections refused because the silo had its maximum open.
     pub(crate) refused: AtomicU64,
     /// Connections closed for misbehaving: no hello in time, a bad frame,
@@ -132,6 +134,7 @@ impl Counters {
             components_loaded: read(&self.components_loaded),
             forwarded_total: read(&self.forwarded_total),
             connections_open: read(&connections.open),
+            http_connections_open: read(&connections.http_open),
             connections_refused: read(&connections.refused),
             connections_closed_misbehaving: read(&connections.closed_misbehaving),
             connections_closed_idle: read(&connections.closed_idle),

@@ -34,6 +34,7 @@ mod status;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
@@ -51,6 +52,7 @@ use super::hello::FailedHellos;
 use super::requests::handle_request;
 use crate::config::auth::LiveAuth;
 use crate::message::connection::ConnectionSink;
+use crate::observe::ConnectionCounters;
 use crate::routing::Router;
 
 /// What every request of the gateway shares.
@@ -74,6 +76,7 @@ pub(crate) async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let config = router.ctx.config.clone();
+    let counters = router.ctx.counters.connections.clone();
     let gateway = Arc::new(Gateway {
         router,
         auth,
@@ -124,8 +127,10 @@ pub(crate) async fn serve(
         let connections = connections.clone();
         let tls = tls.clone();
         let handshake_timeout = config.handshake_timeout;
+        let open = HttpConnectionOpen::count(&counters);
         tokio::spawn(async move {
             let _place = place;
+            let _open = open;
             let service = hyper::service::service_fn(move |mut request| {
                 request.extensions_mut().insert(Peer(peer));
                 app.clone().oneshot(request)
@@ -151,6 +156,22 @@ pub(crate) async fn serve(
                 tracing::debug!(%peer, %error, "HTTP connection ended with an error");
             }
         });
+    }
+}
+
+/// Counts an HTTP connection as open while it lives.
+struct HttpConnectionOpen(Arc<ConnectionCounters>);
+
+impl HttpConnectionOpen {
+    fn count(counters: &Arc<ConnectionCounters>) -> HttpConnectionOpen {
+        counters.http_open.fetch_add(1, Ordering::Relaxed);
+        HttpConnectionOpen(counters.clone())
+    }
+}
+
+impl Drop for HttpConnectionOpen {
+    fn drop(&mut self) {
+        self.0.http_open.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
