@@ -201,6 +201,8 @@ impl Peers {
             Ok(Ok(other)) => Err(format!("answered {other:?}")),
             // A silo of an older version does not know the request.
             Ok(Err(ClientError::Reply(error))) => Err(error.to_string()),
+            // Slow, not broken: the probes share the connection.
+            Ok(Err(ClientError::Timeout(waited))) => Err(format!("no answer within {waited:?}")),
             Ok(Err(error)) => {
                 drop_connection(&self.probes, address);
                 Err(error.to_string())
