@@ -30,6 +30,15 @@ pub(crate) struct ListArgs {
     silo: crate::connect::SiloAddress,
 }
 
+#[derive(Args)]
+pub(crate) struct DescribeArgs {
+    #[command(flatten)]
+    silo: crate::connect::SiloAddress,
+    /// The service type; all deployed types without it.
+    #[arg(value_name = "TYPE")]
+    service_type: Option<String>,
+}
+
 pub(crate) async fn run(args: DeployArgs) -> anyhow::Result<()> {
     let component = std::fs::read(&args.file)
         .with_context(|| format!("cannot read {}", args.file.display()))?;
@@ -66,6 +75,14 @@ pub(crate) async fn list(args: ListArgs) -> anyhow::Result<()> {
             info.service_type, info.content_hash, info.component_bytes
         );
     }
+    Ok(())
+}
+
+pub(crate) async fn describe(args: DescribeArgs) -> anyhow::Result<()> {
+    let client = args.silo.connect().await?;
+    let document = client.open_api(args.service_type.as_deref()).await?;
+    let document: serde_json::Value = serde_json::from_str(&document)?;
+    println!("{}", serde_json::to_string_pretty(&document)?);
     Ok(())
 }
 

@@ -60,6 +60,9 @@ enum Command {
     Undeploy(deploy::UndeployArgs),
     /// List the service types deployed on a silo.
     Deployments(deploy::ListArgs),
+    /// Print the OpenAPI 3.1 document of a deployed type's HTTP calls (all
+    /// types without TYPE), as its silo's `GET /v1/openapi.json` serves it.
+    Describe(deploy::DescribeArgs),
     /// Send a message to an object and print its reply as JSON.
     Call(call::CallArgs),
     /// Send a message one way: returns once the silo stored it; the object
@@ -114,6 +117,7 @@ fn main() -> std::process::ExitCode {
             Command::Deploy(args) => deploy::run(args).await,
             Command::Undeploy(args) => deploy::undeploy(args).await,
             Command::Deployments(args) => deploy::list(args).await,
+            Command::Describe(args) => deploy::describe(args).await,
             Command::Call(args) => call::run(args).await,
             Command::Send(args) => send::run(args).await,
             Command::Members(args) => members::run(args).await,

@@ -368,6 +368,18 @@ impl Client {
         }
     }
 
+    /// The silo's HTTP gateway as an OpenAPI 3.1 document (JSON text):
+    /// every deployed type, or only `service_type`.
+    pub async fn open_api(&self, service_type: Option<&str>) -> Result<String, ClientError> {
+        let request = Request::OpenApi {
+            service_type: service_type.map(str::to_string),
+        };
+        match self.request(request).await? {
+            Response::OpenApi(document) => Ok(document),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
     /// The silo's counters.
     pub async fn stats(&self) -> Result<SiloStats, ClientError> {
         match self.request(Request::Stats).await? {

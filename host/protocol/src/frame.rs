@@ -96,6 +96,12 @@ pub enum Request {
     },
     /// List the deployed service types.
     ListDeployments,
+    /// The HTTP gateway described as an OpenAPI 3.1 document (JSON): every
+    /// deployed type, or only `service_type`.
+    OpenApi {
+        /// One type; `None` for all.
+        service_type: Option<String>,
+    },
     /// Counters about the silo, for benchmarks and operators.
     Stats,
     /// The silo's metrics as OpenMetrics text (what its gateway's
@@ -284,6 +290,8 @@ pub enum Response {
     Undeployed(DeploymentInfo),
     /// Every deployed type.
     Deployments(Vec<DeploymentInfo>),
+    /// Answer to [`Request::OpenApi`]: the document as JSON text.
+    OpenApi(String),
     /// Silo counters.
     Stats(Box<SiloStats>),
     /// Answer to [`Request::Metrics`]: OpenMetrics text.

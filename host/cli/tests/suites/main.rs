@@ -24,6 +24,7 @@ mod languages;
 mod limits;
 mod metrics;
 mod object_subscriptions;
+mod openapi;
 mod orphans;
 mod outbox;
 mod protection;

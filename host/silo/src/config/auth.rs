@@ -273,6 +273,7 @@ fn scope_of(request: &Request) -> Scope {
         Request::Call(_)
         | Request::RoutedCall(_)
         | Request::ListDeployments
+        | Request::OpenApi { .. }
         | Request::Subscribe { .. }
         | Request::Unsubscribe { .. } => Scope::Call,
         Request::Deploy { .. }
@@ -293,6 +294,7 @@ fn request_name(request: &Request) -> &'static str {
         Request::Call(_) => "call",
         Request::RoutedCall(_) => "routed call",
         Request::ListDeployments => "deployments",
+        Request::OpenApi { .. } => "openapi",
         Request::Deploy { .. } => "deploy",
         Request::Undeploy { .. } => "undeploy",
         Request::Stats => "stats",

@@ -127,6 +127,20 @@ pub(super) fn handle_request(
             Ok(Response::Stats(Box::new(router.ctx.counters.stats()))),
         ),
         Request::Metrics => sink.reply(id, router.metrics().map(Response::Metrics)),
+        Request::OpenApi { service_type } => {
+            let mut deployments = router.ctx.deployments.list();
+            if let Some(only) = &service_type {
+                deployments.retain(|deployment| deployment.service_type == *only);
+                if deployments.is_empty() {
+                    let error = ReplyError::UnknownType {
+                        service_type: only.clone(),
+                    };
+                    return sink.reply(id, Err(error));
+                }
+            }
+            let document = super::http::openapi::document(&deployments);
+            sink.reply(id, Ok(Response::OpenApi(document.to_string())));
+        }
         Request::DeadLetters {
             receiver_type,
             limit,

@@ -39,6 +39,20 @@ pub(super) async fn deployments(
     admin(&gateway, &headers, peer, Request::ListDeployments).await
 }
 
+/// `GET /v1/openapi.json` (`?type=T` for one type): the gateway's calls
+/// as an OpenAPI 3.1 document.
+pub(super) async fn openapi(
+    State(gateway): State<Shared>,
+    Extension(peer): Extension<Peer>,
+    Query(listing): Query<Listing>,
+    headers: HeaderMap,
+) -> Answer {
+    let request = Request::OpenApi {
+        service_type: listing.service_type,
+    };
+    admin(&gateway, &headers, peer, request).await
+}
+
 /// `PUT /v1/deployments/{type}` with the component's bytes as the body.
 pub(super) async fn deploy(
     State(gateway): State<Shared>,
@@ -158,6 +172,7 @@ fn to_json(answer: Response) -> Result<Value, HttpError> {
         Response::Stats(stats) => serde_json::to_value(stats),
         Response::DeadLetters(list) => serde_json::to_value(list),
         Response::Reminders(list) => serde_json::to_value(list),
+        Response::OpenApi(document) => serde_json::from_str(&document),
         _ => Ok(Value::Null),
     };
     let mut value = value.map_err(|error| {

@@ -29,6 +29,7 @@ mod admin;
 mod dashboard;
 mod events;
 mod objects;
+pub(super) mod openapi;
 mod status;
 
 use std::future::Future;
@@ -186,6 +187,7 @@ fn routes() -> axum::Router<Shared> {
             post(objects::send),
         )
         .route("/v1/deployments", get(admin::deployments))
+        .route("/v1/openapi.json", get(admin::openapi))
         .route(
             "/v1/deployments/{service_type}",
             put(admin::deploy).delete(admin::undeploy),

@@ -15,9 +15,8 @@ use rio_protocol::error::SHARED_KINDS;
 use serde_json::json;
 
 /// Kinds by status, in the order the README lists them (a test holds the
-/// README to it).
-#[cfg(test)]
-const STATUS_TABLE: &[(u16, &[&str])] = &[
+/// README to it); the OpenAPI document lists them too.
+pub(crate) const STATUS_TABLE: &[(u16, &[&str])] = &[
     (400, &["bad-request", "bad-data", "invalid-component"]),
     (
         401,
