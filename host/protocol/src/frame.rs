@@ -388,6 +388,16 @@ pub struct SiloStats {
     pub activation_nanos_total: u64,
     /// Idle activations deactivated since the silo started.
     pub deactivations_total: u64,
+    /// Messages refused before any turn: a full mailbox, an unknown type,
+    /// a full silo.
+    #[serde(default)]
+    pub messages_refused_total: u64,
+    /// New activations refused because the silo was full (its
+    /// `max-activations` or memory budget) and none was idle. (A silo of a
+    /// cluster does not refuse a placement: it asks an idle activation to
+    /// go and activates.)
+    #[serde(default)]
+    pub activations_refused_total: u64,
     /// Resident set size of the silo process, in bytes (0 where unknown).
     /// Pages that many activations share (a component's memory image) count
     /// once per activation here.

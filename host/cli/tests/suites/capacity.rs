@@ -222,6 +222,9 @@ async fn with_no_idle_object_to_deactivate_a_full_silo_refuses_with_overloaded()
         }
         other => panic!("a full silo with no idle activation took z: {other:?}"),
     }
+    let refused = client.stats().await.expect("stats");
+    assert!(refused.activations_refused_total >= 1, "{refused:?}");
+    assert!(refused.messages_refused_total >= refused.activations_refused_total);
     for sleeper in sleepers {
         sleeper.await.unwrap().expect("the sleepers finish");
     }

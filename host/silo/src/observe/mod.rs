@@ -19,6 +19,10 @@ pub(crate) struct Counters {
     pub(crate) activations_total: AtomicU64,
     pub(crate) activation_nanos_total: AtomicU64,
     pub(crate) deactivations_total: AtomicU64,
+    /// Messages refused before any turn (a full mailbox, an unknown type,
+    /// a full silo), and of those the new activations a full silo refused.
+    pub(crate) messages_refused_total: AtomicU64,
+    pub(crate) activations_refused_total: AtomicU64,
     pub(crate) forwarded_total: AtomicU64,
     /// Instances alive now (an activation whose instance was dropped after
     /// a trap holds none until its next message).
@@ -128,6 +132,8 @@ impl Counters {
             activations_total: read(&self.activations_total),
             activation_nanos_total: read(&self.activation_nanos_total),
             deactivations_total: read(&self.deactivations_total),
+            messages_refused_total: read(&self.messages_refused_total),
+            activations_refused_total: read(&self.activations_refused_total),
             resident_bytes: memory::resident_bytes(),
             proportional_bytes: memory::proportional_bytes(),
             components_compiled: read(&self.components_compiled),

@@ -242,6 +242,9 @@ impl Router {
         // Looked up only for an object without a slot: a live activation
         // implies its type.
         let mut deployed = None;
+        // A refusal of an object without a slot, while the silo is full, is
+        // an activation refused.
+        let mut at_capacity = false;
         let delivery = self.ctx.directory.deliver(&key, envelope, |occupancy| {
             if self.ctx.cluster.is_some() {
                 return Vacancy::Place;
@@ -249,9 +252,9 @@ impl Router {
             match self.ctx.deployments.get(&key.service_type) {
                 Some(found) => {
                     deployed = Some(found);
-                    Vacancy::Activate {
-                        full: self.full(occupancy),
-                    }
+                    let full = self.full(occupancy);
+                    at_capacity = full.is_some();
+                    Vacancy::Activate { full }
                 }
                 None => {
                     let service_type = key.service_type.to_string();
@@ -265,7 +268,18 @@ impl Router {
         // in the slot go with it (their callers hear `internal`).
         match delivery {
             Delivery::Queued => {}
-            Delivery::Refused(envelope, error) => envelope.reply.send(Err(error)),
+            Delivery::Refused(envelope, error) => {
+                let counters = &self.ctx.counters;
+                counters
+                    .messages_refused_total
+                    .fetch_add(1, Ordering::Relaxed);
+                if at_capacity {
+                    counters
+                        .activations_refused_total
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                envelope.reply.send(Err(error))
+            }
             Delivery::Place => {
                 if let Some(router) = self.this() {
                     self.ctx
