@@ -33,6 +33,7 @@
 //! ```
 #![warn(missing_docs)]
 
+mod admin;
 mod calls;
 mod cluster;
 mod connection;
